@@ -1,0 +1,403 @@
+"""Reading and writing trace bundles: `open_trace` gives lazy polars frames over the Parquet
+files; `write_trace` conforms frames to the schema and writes a bundle atomically.
+
+Writing goes to a hidden temporary folder beside the target, which is renamed into place only
+once every file and the manifest are complete: an interrupted write leaves no bundle behind, and
+an existing bundle is replaced only with `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tracekit.errors import (
+    TableDataError,
+    TableReadError,
+    TraceExistsError,
+    TraceNotFoundError,
+    first_line,
+)
+from tracekit.trace.manifest import (
+    Manifest,
+    Producer,
+    TableEntry,
+    TimeUnit,
+    read_manifest_json,
+)
+from tracekit.trace.schema import (
+    MANIFEST_FILE,
+    SCHEMA_VERSION,
+    TABLES,
+    ColumnSpec,
+    ColumnType,
+    TableSpec,
+)
+from tracekit.trace.upgrade import upgrade
+
+TableData = pl.DataFrame | pl.LazyFrame | pa.Table | Mapping[str, Any]
+"""What the writer accepts for a table: a polars frame, an Arrow table, or columns by name
+(sequences or NumPy arrays). pandas frames are accepted too."""
+
+PARQUET_COMPRESSION = "zstd"
+PARQUET_COMPRESSION_LEVEL = 1
+ROW_GROUP_ROWS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Trace:
+    """An opened bundle: its manifest and a lazy polars frame per table.
+
+    Frames have exactly the schema's columns and types (integers as Int64, names and enums as
+    Categorical). An optional table the bundle lacks reads as an empty frame of its schema, so
+    analyses need no special case; `has_table` tells the two apart.
+    """
+
+    path: Path
+    manifest: Manifest
+    frames: Mapping[str, pl.LazyFrame]
+
+    def has_table(self, name: str) -> bool:
+        return name in self.manifest.tables
+
+    def table(self, name: str) -> pl.LazyFrame:
+        if name not in TABLES:
+            raise KeyError(f"no table {name!r} in schema v{SCHEMA_VERSION}; tables are "
+                           f"{', '.join(TABLES)}")
+        frame = self.frames.get(name)
+        if frame is None:
+            return pl.LazyFrame(schema=TABLES[name].polars_schema())
+        return frame
+
+    def read(self, name: str, columns: list[str] | None = None) -> pl.DataFrame:
+        """Collect a table (or some of its columns); TableReadError if the file is damaged."""
+        frame = self.table(name)
+        if columns is not None:
+            frame = frame.select(columns)
+        try:
+            return frame.collect()
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise TableReadError(
+                f"{self.path / TABLES[name].file}: cannot read the table ({first_line(exc)}). "
+                f"Run `tracekit validate {self.path}` for details; re-export the bundle."
+            ) from exc
+
+    @property
+    def instructions(self) -> pl.LazyFrame:
+        return self.table("instructions")
+
+    @property
+    def semaphores(self) -> pl.LazyFrame:
+        return self.table("semaphores")
+
+    @property
+    def memory(self) -> pl.LazyFrame:
+        return self.table("memory")
+
+    @property
+    def deps(self) -> pl.LazyFrame:
+        return self.table("deps")
+
+
+def bundle_dir(path: str | os.PathLike[str]) -> Path:
+    """`path` as a bundle folder, or TraceNotFoundError saying what it is instead."""
+    bundle = Path(path)
+    if not bundle.exists():
+        raise TraceNotFoundError(f"{bundle}: no such file or folder. Pass the folder of a trace "
+                                 f"bundle (it holds {MANIFEST_FILE}).")
+    if not bundle.is_dir():
+        raise TraceNotFoundError(f"{bundle}: is a file, not a trace bundle. A bundle is a folder "
+                                 f"holding {MANIFEST_FILE} and instructions.parquet.")
+    if not (bundle / MANIFEST_FILE).is_file():
+        raise TraceNotFoundError(f"{bundle}: not a trace bundle: it has no {MANIFEST_FILE}. "
+                                 f"Point at the bundle folder itself, or create one with "
+                                 f"`tracekit generate` or a converter.")
+    return bundle
+
+
+def read_file_schema(path: Path) -> pa.Schema:
+    """The Arrow schema in a Parquet file's footer; TableReadError if it is not Parquet."""
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise TableReadError(
+            f"{path}: not a readable Parquet file ({first_line(exc)}); it may be truncated or "
+            f"corrupt. Re-export the bundle from its producer."
+        ) from exc
+
+
+def scan_table(spec: TableSpec, path: Path, file_schema: pa.Schema) -> pl.LazyFrame:
+    """A lazy frame over one table file with the schema's columns and types. Nullable columns
+    the file omits read as nulls; columns the schema does not know are dropped."""
+    present = set(file_schema.names)
+    exprs = [
+        pl.col(c.name).cast(c.polars_type) if c.name in present
+        else pl.lit(None, dtype=c.polars_type).alias(c.name)
+        for c in spec.columns
+    ]
+    return pl.scan_parquet(path).select(exprs)
+
+
+def open_trace(path: str | os.PathLike[str]) -> Trace:
+    """Open the bundle at `path`: read and upgrade its manifest, and scan its tables lazily.
+
+    Checks only what reading needs (the manifest, the schema version, the table files' footers);
+    `tracekit.validate` checks every rule of the schema.
+    """
+    bundle = bundle_dir(path)
+    raw = read_manifest_json(bundle)
+    source = str(bundle / MANIFEST_FILE)
+    tables = raw.get("tables")
+    frames: dict[str, pl.LazyFrame] = {}
+    if isinstance(tables, dict):
+        for name in tables:
+            spec = TABLES.get(name)
+            if spec is None:
+                continue  # reported by Manifest.from_dict below
+            file_path = bundle / spec.file
+            if not file_path.is_file():
+                raise TableReadError(f"{file_path}: listed in the manifest but missing. Restore "
+                                     f"the file or re-export the bundle.")
+            frames[name] = scan_table(spec, file_path, read_file_schema(file_path))
+    raw, frames = upgrade(raw, frames, source)
+    manifest = Manifest.from_dict(raw, bundle / MANIFEST_FILE)
+    if "instructions" not in manifest.tables:
+        raise TableReadError(f"{source}: the bundle has no instructions table, which every "
+                             f"bundle needs. Re-export the bundle.")
+    return Trace(path=bundle, manifest=manifest, frames=frames)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _as_polars(data: TableData, table: str) -> pl.DataFrame:
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pl.LazyFrame):
+        return data.collect()
+    if isinstance(data, pa.Table):
+        return pl.from_arrow(data)  # type: ignore[return-value]
+    if hasattr(data, "to_numpy") and hasattr(data, "columns"):  # pandas.DataFrame
+        return pl.from_pandas(data)  # type: ignore[arg-type]
+    if isinstance(data, Mapping):
+        try:
+            return pl.DataFrame(dict(data))
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+            raise TableDataError(f"{table}: cannot build a table from the given columns "
+                                 f"({first_line(exc)}).") from exc
+    raise TableDataError(f"{table}: expected a polars or pandas frame, an Arrow table or a "
+                         f"mapping of columns, got {type(data).__name__}.")
+
+
+def _dictionary(series: pl.Series) -> pa.DictionaryArray:
+    """Dictionary-encode strings with the distinct values sorted, so that equal data gives equal
+    bytes whatever order or global string cache the input came with."""
+    if series.dtype == pl.String or series.dtype == pl.Null:
+        series = series.cast(pl.Categorical)
+    distinct = series.unique().drop_nulls()
+    names = distinct.cast(pl.String).to_list()
+    order = sorted(range(len(names)), key=names.__getitem__)
+    # Map the input's physical codes (global categories, or an Enum's own) to sorted positions.
+    codes_in = distinct.to_physical().to_numpy().astype(np.int64)
+    lut = np.zeros(int(codes_in.max(initial=0)) + 1, dtype=np.int32)
+    lut[codes_in[order]] = np.arange(len(order), dtype=np.int32)
+    indices = lut[series.to_physical().fill_null(0).to_numpy()]
+    mask = series.is_null().to_numpy() if series.has_nulls() else None
+    return pa.DictionaryArray.from_arrays(
+        pa.array(indices, type=pa.int32(), mask=mask),
+        pa.array([names[i] for i in order], type=pa.string()),
+    )
+
+
+def _conform_column(series: pl.Series, col: ColumnSpec, table: str) -> pa.Array:
+    try:
+        if col.type is ColumnType.INT64:
+            if series.dtype == pl.Null:
+                return pa.nulls(len(series), pa.int64())
+            if not (series.dtype.is_integer() or series.dtype == pl.Boolean):
+                raise TypeError(f"{series.dtype} is not an integer type")
+            arrow = series.cast(pl.Int64, strict=True).to_arrow()
+            return arrow.combine_chunks() if isinstance(arrow, pa.ChunkedArray) else arrow
+        if series.dtype not in (pl.String, pl.Categorical, pl.Null) and not isinstance(
+                series.dtype, pl.Enum):
+            raise TypeError(f"{series.dtype} is not a string type")
+        return _dictionary(series)
+    except (pl.exceptions.PolarsError, TypeError) as exc:
+        raise TableDataError(
+            f"{table}.{col.name}: cannot store as {col.type.value} ({first_line(exc)}). "
+            f"Pass {'integers' if col.type is ColumnType.INT64 else 'strings'}."
+        ) from exc
+
+
+def conform_table(spec: TableSpec, data: TableData) -> pa.Table:
+    """`data` as an Arrow table with exactly the schema's columns and storage types.
+
+    Missing nullable columns become nulls; a missing required column or a column the schema does
+    not know is a TableDataError. Values are not checked here: that is validation's job.
+    """
+    frame = _as_polars(data, spec.name)
+    unknown = [c for c in frame.columns if c not in spec.column_names]
+    if unknown:
+        raise TableDataError(f"{spec.name}: unknown column(s) {', '.join(unknown)}; schema "
+                             f"v{SCHEMA_VERSION} columns are {', '.join(spec.column_names)}.")
+    arrays = []
+    for col in spec.columns:
+        if col.name in frame.columns:
+            arrays.append(_conform_column(frame[col.name], col, spec.name))
+        elif col.nullable:
+            arrays.append(pa.nulls(frame.height, col.arrow_type))
+        else:
+            raise TableDataError(f"{spec.name}: required column {col.name!r} is missing.")
+    return pa.Table.from_arrays(arrays, schema=spec.arrow_schema())
+
+
+class _HashingSink:
+    """A binary file wrapper that hashes every byte written through it."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self.sha256.update(view)
+        self.size += view.nbytes
+        return self._file.write(view)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+
+def _write_parquet(table: pa.Table, spec: TableSpec, path: Path) -> TableEntry:
+    dictionary_columns = [c.name for c in spec.columns if c.type is not ColumnType.INT64]
+    sink = _HashingSink(path)
+    try:
+        pq.write_table(
+            table,
+            sink,  # type: ignore[arg-type]
+            compression=PARQUET_COMPRESSION,
+            compression_level=PARQUET_COMPRESSION_LEVEL,
+            use_dictionary=dictionary_columns,
+            row_group_size=ROW_GROUP_ROWS,
+            write_statistics=True,
+        )
+    finally:
+        sink.close()
+    return TableEntry(file=spec.file, rows=table.num_rows, bytes=sink.size,
+                      sha256=sink.sha256.hexdigest())
+
+
+def write_trace(
+    path: str | os.PathLike[str],
+    instructions: TableData,
+    *,
+    semaphores: TableData | None = None,
+    memory: TableData | None = None,
+    deps: TableData | None = None,
+    workload: str,
+    producer: Producer | str = Producer("tracekit"),
+    machine: str | None = None,
+    clock_hz: float | None = None,
+    time_unit: TimeUnit | str = TimeUnit.CYCLES,
+    created: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    validate: bool = True,
+) -> Trace:
+    """Write a bundle at `path` atomically and return it opened.
+
+    `created` defaults to the current UTC time; pass a fixed value for byte-identical bundles.
+    With `validate` (the default) the finished bundle is validated before it is moved into place,
+    and an InvalidTraceError carrying the report is raised instead of writing a bad bundle.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise TraceExistsError(f"{target}: already exists. Choose another path or pass "
+                               f"overwrite (--force on the command line) to replace it.")
+    if target.exists() and not target.is_dir():
+        raise TraceExistsError(f"{target}: exists and is a file; a bundle is a folder. Remove "
+                               f"the file or choose another path.")
+    given = {"instructions": instructions, "semaphores": semaphores, "memory": memory,
+             "deps": deps}
+    conformed = {name: conform_table(TABLES[name], data)
+                 for name, data in given.items() if data is not None}
+    producer = Producer(producer) if isinstance(producer, str) else producer
+    if created is None:
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        entries = {name: _write_parquet(table, TABLES[name], staging / TABLES[name].file)
+                   for name, table in conformed.items()}
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION, workload=workload, producer=producer, tables=entries,
+            machine=machine, clock_hz=clock_hz, time_unit=TimeUnit(time_unit), created=created,
+            extra=dict(extra or {}),
+        )
+        (staging / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+        if validate:
+            from tracekit.trace.validate import require_valid
+
+            require_valid(staging, display_path=target)
+        _replace_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return open_trace(target)
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Move the finished `staging` folder to `target`, replacing an existing bundle there."""
+    if not target.exists():
+        staging.rename(target)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    retired.rmdir()
+    target.rename(retired)
+    try:
+        staging.rename(target)
+    except BaseException:
+        retired.rename(target)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+

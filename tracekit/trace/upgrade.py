@@ -1,0 +1,63 @@
+"""Explicit upgrades of bundles written under an older schema version, one function per step.
+
+Schema versions only ever add (DESIGN section 3), so a step from version v to v + 1 rewrites the
+raw manifest and adds the new columns or tables to the lazy frames; files on disk are never
+touched. Version 1 is the first version, so `UPGRADE_STEPS` is empty today; the next schema change
+adds `UPGRADE_STEPS[1] = _v1_to_v2` here, with its test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import polars as pl
+
+from tracekit.errors import SchemaVersionError
+from tracekit.trace.schema import SCHEMA_VERSION
+
+FIRST_SCHEMA_VERSION = 1
+
+UpgradeStep = Callable[
+    [dict[str, Any], dict[str, pl.LazyFrame]],
+    tuple[dict[str, Any], dict[str, pl.LazyFrame]],
+]
+"""Takes the raw manifest and lazy frames of version v; returns those of version v + 1."""
+
+UPGRADE_STEPS: Mapping[int, UpgradeStep] = MappingProxyType({})
+"""Version v -> the step that upgrades a version-v bundle to v + 1."""
+
+
+def check_version(version: object, source: str, *, current: int = SCHEMA_VERSION,
+                  steps: Mapping[int, UpgradeStep] = UPGRADE_STEPS) -> int:
+    """The bundle's schema version if this tracekit can read it; SchemaVersionError otherwise."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SchemaVersionError(
+            f"{source}: schema_version is {version!r}; it must be an integer "
+            f"(this tracekit writes version {current})."
+        )
+    if version > current:
+        raise SchemaVersionError(
+            f"{source}: schema version {version} is newer than this tracekit understands "
+            f"(up to {current}). Upgrade tracekit to read this bundle."
+        )
+    missing = [v for v in range(version, current) if v not in steps]
+    if version < FIRST_SCHEMA_VERSION or missing:
+        raise SchemaVersionError(
+            f"{source}: schema version {version} is not a known tracekit schema version "
+            f"(known: {FIRST_SCHEMA_VERSION} to {current}). Re-export the trace with a current "
+            f"producer."
+        )
+    return version
+
+
+def upgrade(manifest: dict[str, Any], frames: dict[str, pl.LazyFrame], source: str, *,
+            current: int = SCHEMA_VERSION, steps: Mapping[int, UpgradeStep] = UPGRADE_STEPS,
+            ) -> tuple[dict[str, Any], dict[str, pl.LazyFrame]]:
+    """Apply every step from the bundle's version to `current`, in order."""
+    version = check_version(manifest.get("schema_version"), source, current=current, steps=steps)
+    for step_from in range(version, current):
+        manifest, frames = steps[step_from](manifest, frames)
+        manifest = {**manifest, "schema_version": step_from + 1}
+    return manifest, frames

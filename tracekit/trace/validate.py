@@ -1,0 +1,471 @@
+"""Validation of a trace bundle against every rule of `tracekit.trace.rules`, vectorized.
+
+All findings are collected rather than stopping at the first; each names the rule, the table and
+file, how many rows break it and the first five of them. For example, a bundle whose instruction
+7 ends before it starts gives
+
+    Finding(rule=Rule.END_BEFORE_START, table="instructions", file="instructions.parquet",
+            count=1, rows=(7,), examples=("id=7 start=120 end=100",), ...)
+
+Row numbers count from 0 in file order. Checks on rows run as polars or NumPy operations over
+whole columns; nothing loops over rows in Python.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tracekit.errors import InvalidTraceError, SchemaVersionError, first_line
+from tracekit.trace.bundle import bundle_dir, file_sha256
+from tracekit.trace.manifest import manifest_problems, read_manifest_json
+from tracekit.trace.rules import RULES, Rule, Severity
+from tracekit.trace.schema import (
+    MANIFEST_FILE,
+    ON_CHIP_SPACES,
+    PARQUET_KEY_TABLE,
+    PARQUET_KEY_VERSION,
+    REFERENCES,
+    TABLES,
+    ColumnSpec,
+    ColumnType,
+    MemSpace,
+    TableSpec,
+)
+from tracekit.trace.upgrade import check_version
+
+MAX_ROWS_SHOWN = 5
+"""How many offending rows a finding lists."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One broken rule: where, how many rows, the first few of them, and what to do."""
+
+    rule: Rule
+    severity: Severity
+    message: str
+    table: str | None = None
+    file: str | None = None
+    column: str | None = None
+    count: int = 1
+    rows: tuple[int, ...] = ()
+    examples: tuple[str, ...] = ()
+
+    @property
+    def fix(self) -> str:
+        return RULES[self.rule].fix
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule.value,
+            "severity": self.severity.value,
+            "table": self.table,
+            "file": self.file,
+            "column": self.column,
+            "count": self.count,
+            "rows": list(self.rows),
+            "examples": list(self.examples),
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Every finding of one bundle, in the fixed order the checks run."""
+
+    path: Path
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
+
+    def ok(self, strict: bool = False) -> bool:
+        """Valid: no errors, and with `strict` no warnings either."""
+        return not (self.findings if strict else self.errors)
+
+    def rules_broken(self) -> set[Rule]:
+        return {f.rule for f in self.findings}
+
+    def to_dict(self, strict: bool = False) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "valid": self.ok(strict),
+            "strict": strict,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def validate(path: str | os.PathLike[str]) -> ValidationReport:
+    """Check the bundle at `path` against every rule and return all findings.
+
+    Raises TraceNotFoundError or ManifestError only when there is no bundle to check (no such
+    folder, no manifest, a manifest that is not JSON); everything else becomes a finding.
+    """
+    bundle = bundle_dir(path)
+    return _Validator(bundle).run()
+
+
+def require_valid(path: str | os.PathLike[str], display_path: Path | None = None,
+                  strict: bool = False) -> ValidationReport:
+    """Validate and raise InvalidTraceError (carrying the report) when the bundle is invalid."""
+    shown = Path(display_path or path)
+    report = _Validator(bundle_dir(path), shown).run()
+    if not report.ok(strict):
+        bad = report.findings if strict else report.errors
+        first = bad[0]
+        where = f"{first.file}: " if first.file else ""
+        raise InvalidTraceError(
+            f"{shown}: not a valid trace bundle ({len(bad)} finding(s); first: [{first.rule}] "
+            f"{where}{first.message}). Run `tracekit validate {shown}` for every finding.",
+            report,
+        )
+    return report
+
+
+def _type_ok(col: ColumnSpec, arrow_type: pa.DataType) -> bool:
+    if col.nullable and pa.types.is_null(arrow_type):
+        return True
+    if col.type is ColumnType.INT64:
+        return pa.types.is_signed_integer(arrow_type) or arrow_type in (
+            pa.uint8(), pa.uint16(), pa.uint32())
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+            or pa.types.is_string_view(arrow_type))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+class _IdIndex:
+    """Membership test against the set of instruction ids. Ids are usually dense, so a bitmap
+    over [min, max] answers by one gather; sparse ids fall back to a hash lookup."""
+
+    def __init__(self, ids: pl.Series) -> None:
+        self._ids = ids.drop_nulls()
+        self._bitmap: np.ndarray | None = None
+        if self._ids.len() == 0:
+            self._lo = self._hi = 0
+            return
+        self._lo, self._hi = int(self._ids.min()), int(self._ids.max())  # type: ignore[arg-type]
+        span = self._hi - self._lo + 1
+        if span <= 4 * self._ids.len() + 1024:
+            self._bitmap = np.zeros(span, dtype=np.bool_)
+            self._bitmap[self._ids.to_numpy() - self._lo] = True
+
+    def contains(self, values: pl.Series) -> pl.Series:
+        """Boolean Series: does each value name an instruction? Nulls count as present (the
+        not-null rule reports them)."""
+        if self._ids.len() == 0:
+            return values.is_null()
+        if self._bitmap is None:
+            return values.is_in(self._ids.implode()) | values.is_null()
+        v = values.fill_null(self._lo).to_numpy()
+        inside = (v >= self._lo) & (v <= self._hi)
+        found = np.zeros(len(v), dtype=np.bool_)
+        found[inside] = self._bitmap[v[inside] - self._lo]
+        return pl.Series(values.name, found)
+
+
+class _Validator:
+    def __init__(self, bundle: Path, shown: Path | None = None) -> None:
+        self.bundle = bundle
+        self.shown = shown or bundle
+        self.findings: list[Finding] = []
+        self.ids: _IdIndex | None = None
+
+    # -- recording ------------------------------------------------------------------------
+
+    def add(self, rule: Rule, message: str, spec: TableSpec | None = None, *,
+            column: str | None = None, count: int = 1, rows: tuple[int, ...] = (),
+            examples: tuple[str, ...] = (), file: str | None = None) -> None:
+        self.findings.append(Finding(
+            rule=rule, severity=RULES[rule].severity, message=message,
+            table=spec.name if spec else None, file=file or (spec.file if spec else None),
+            column=column, count=count, rows=rows, examples=examples,
+        ))
+
+    def add_rows(self, rule: Rule, spec: TableSpec, frame: pl.DataFrame, mask: pl.Series,
+                 what: str, show: list[str], column: str | None = None) -> None:
+        """Record a row rule broken where `mask` is true, listing the first rows by `show`."""
+        mask = mask.fill_null(False)
+        count = int(mask.sum())
+        if count == 0:
+            return
+        rows = mask.arg_true().head(MAX_ROWS_SHOWN)
+        shown = frame.select(pl.col(show).gather(rows))
+        examples = tuple(
+            " ".join(f"{name}={_show(value)}" for name, value in zip(show, row, strict=True))
+            for row in shown.iter_rows()
+        )
+        self.add(rule, f"{_plural(count, 'row')} {what}", spec, column=column, count=count,
+                 rows=tuple(int(r) for r in rows), examples=examples)
+
+    # -- the bundle -----------------------------------------------------------------------
+
+    def run(self) -> ValidationReport:
+        raw = read_manifest_json(self.bundle)
+        if self.check_manifest(raw):
+            entries = raw.get("tables") if isinstance(raw.get("tables"), dict) else {}
+            self.check_files(entries)
+            for spec in TABLES.values():
+                self.check_table(spec, entries.get(spec.name), raw["schema_version"])
+        return ValidationReport(path=self.shown, findings=tuple(self.findings))
+
+    def check_manifest(self, raw: dict[str, Any]) -> bool:
+        """Manifest fields; False when the schema version rules out reading the tables."""
+        try:
+            check_version(raw.get("schema_version"), MANIFEST_FILE)
+        except SchemaVersionError as exc:
+            self.add(Rule.SCHEMA_VERSION, str(exc), file=MANIFEST_FILE)
+            return False
+        for key, what in manifest_problems(raw):
+            if key != "schema_version":
+                self.add(Rule.MANIFEST_FIELD, f"{key} {what}", file=MANIFEST_FILE)
+        return True
+
+    def check_files(self, entries: dict[str, Any]) -> None:
+        listed = {MANIFEST_FILE} | {TABLES[name].file for name in entries if name in TABLES}
+        for name in sorted(os.listdir(self.bundle)):
+            if name not in listed:
+                self.add(Rule.UNLISTED_FILE, f"{name} is in the bundle but not in the manifest; "
+                         f"every reader ignores it", file=name)
+        if "instructions" not in entries:
+            self.add(Rule.TABLE_MISSING, "the manifest lists no instructions table, which every "
+                     "bundle needs", TABLES["instructions"], file=MANIFEST_FILE)
+
+    def check_table(self, spec: TableSpec, entry: Any, version: int) -> None:
+        if entry is None:
+            return
+        path = self.bundle / spec.file
+        if not path.is_file():
+            self.add(Rule.TABLE_MISSING, f"{spec.file} is listed in the manifest but missing",
+                     spec)
+            return
+        if isinstance(entry, dict):
+            self.check_hash(spec, path, entry)
+        try:
+            parquet = pq.ParquetFile(path)
+            file_schema, num_rows = parquet.schema_arrow, parquet.metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            self.add(Rule.TABLE_UNREADABLE, f"not a readable Parquet file: {first_line(exc)}", spec)
+            return
+        if isinstance(entry, dict) and isinstance(entry.get("rows"), int) and \
+                entry["rows"] != num_rows:
+            self.add(Rule.ROW_COUNT, f"the file holds {num_rows:,} rows; the manifest says "
+                     f"{entry['rows']:,}", spec)
+        self.check_metadata(spec, file_schema, version)
+        readable = self.check_columns(spec, file_schema)
+        needed = [c.name for c in spec.columns if c.name in readable and _has_row_rules(c)]
+        try:
+            frame = pl.read_parquet(path, columns=needed) if needed else pl.DataFrame()
+        except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
+            self.add(Rule.TABLE_UNREADABLE, f"reading the data failed: {first_line(exc)}", spec)
+            return
+        frame = frame.with_columns(
+            pl.col(c.name).cast(pl.Int64) for c in spec.columns
+            if c.name in needed and c.type is ColumnType.INT64
+        )
+        self.check_not_null(spec, frame)
+        self.check_non_negative(spec, frame)
+        self.check_enums(spec, frame)
+        if spec.name == "instructions":
+            self.check_instructions(spec, frame)
+        if spec.name == "memory":
+            self.check_partitions(spec, frame)
+        if spec.name == "deps" and {"src", "dst"} <= set(frame.columns):
+            self.add_rows(Rule.SELF_DEPENDENCY, spec, frame, frame["src"] == frame["dst"],
+                          "where an instruction depends on itself (src == dst)",
+                          ["src", "dst"])
+        self.check_references(spec, frame)
+
+    def check_hash(self, spec: TableSpec, path: Path, entry: dict[str, Any]) -> None:
+        size = path.stat().st_size
+        if isinstance(entry.get("bytes"), int) and entry["bytes"] != size:
+            self.add(Rule.FILE_HASH, f"the file is {size:,} bytes; the manifest says "
+                     f"{entry['bytes']:,} (truncated or rewritten)", spec)
+        elif isinstance(entry.get("sha256"), str) and entry["sha256"] != file_sha256(path):
+            self.add(Rule.FILE_HASH, "the file's sha256 differs from the manifest's (the file "
+                     "was modified after the bundle was written)", spec)
+
+    def check_metadata(self, spec: TableSpec, file_schema: pa.Schema, version: int) -> None:
+        meta = {k.decode(errors="replace"): v.decode(errors="replace")
+                for k, v in (file_schema.metadata or {}).items()}
+        if PARQUET_KEY_TABLE not in meta or PARQUET_KEY_VERSION not in meta:
+            self.add(Rule.PARQUET_METADATA, f"the Parquet key-value metadata lacks "
+                     f"{PARQUET_KEY_TABLE} and {PARQUET_KEY_VERSION}", spec)
+        elif meta[PARQUET_KEY_TABLE] != spec.name or meta[PARQUET_KEY_VERSION] != str(version):
+            self.add(Rule.PARQUET_METADATA, f"the Parquet metadata says table "
+                     f"{meta[PARQUET_KEY_TABLE]!r}, schema version {meta[PARQUET_KEY_VERSION]}; "
+                     f"the manifest says table {spec.name!r}, version {version}", spec)
+
+    def check_columns(self, spec: TableSpec, file_schema: pa.Schema) -> set[str]:
+        """Presence and types of columns; the names of the columns fit to read."""
+        readable: set[str] = set()
+        for col in spec.columns:
+            index = file_schema.get_field_index(col.name)
+            if index < 0:
+                if not col.nullable:
+                    self.add(Rule.COLUMN_MISSING, f"required column {col.name!r} "
+                             f"({col.type.value}) is missing", spec, column=col.name)
+                continue
+            arrow_type = file_schema.field(index).type
+            if _type_ok(col, arrow_type):
+                readable.add(col.name)
+            else:
+                self.add(Rule.COLUMN_TYPE, f"column {col.name!r} is {arrow_type}; the schema "
+                         f"says {col.type.value}", spec, column=col.name)
+        for name in file_schema.names:
+            if name not in spec.column_names:
+                self.add(Rule.UNKNOWN_COLUMN, f"column {name!r} is not in the schema and is "
+                         f"ignored", spec, column=name)
+        return readable
+
+    # -- row rules ------------------------------------------------------------------------
+
+    def check_not_null(self, spec: TableSpec, frame: pl.DataFrame) -> None:
+        for col in spec.columns:
+            if not col.nullable and col.name in frame.columns and frame[col.name].has_nulls():
+                self.add_rows(Rule.NOT_NULL, spec, frame, frame[col.name].is_null(),
+                              f"with a null {col.name}", _key_columns(spec, frame),
+                              column=col.name)
+
+    def check_non_negative(self, spec: TableSpec, frame: pl.DataFrame) -> None:
+        for col in spec.columns:
+            if col.non_negative and col.name in frame.columns:
+                series = frame[col.name]
+                if series.min() is not None and series.min() < 0:  # type: ignore[operator]
+                    show = list(dict.fromkeys([*_key_columns(spec, frame), col.name]))
+                    self.add_rows(Rule.NEGATIVE_VALUE, spec, frame, series < 0,
+                                  f"with a negative {col.name}", show, column=col.name)
+
+    def check_enums(self, spec: TableSpec, frame: pl.DataFrame) -> None:
+        for col in spec.columns:
+            if col.type is not ColumnType.ENUM or col.name not in frame.columns:
+                continue
+            text = frame[col.name].cast(pl.String)
+            present = set(text.unique().drop_nulls().to_list())
+            illegal = sorted(present - set(col.values))
+            if illegal:
+                shown = ", ".join(repr(v) for v in illegal[:MAX_ROWS_SHOWN])
+                self.add_rows(Rule.ENUM_VALUE, spec, frame, text.is_in(illegal),
+                              f"with an illegal {col.name} ({shown}; legal: "
+                              f"{', '.join(col.values)})",
+                              list(dict.fromkeys([*_key_columns(spec, frame), col.name])),
+                              column=col.name)
+
+    def check_instructions(self, spec: TableSpec, frame: pl.DataFrame) -> None:
+        cols = set(frame.columns)
+        strictly_increasing = False
+        if "id" in cols:
+            ids = frame["id"]
+            self.ids = _IdIndex(ids)
+            strictly_increasing = not ids.has_nulls() and bool(
+                (ids.diff().drop_nulls() > 0).all())
+            if not strictly_increasing:
+                dup = ids.is_duplicated() & ids.is_not_null()
+                self.add_rows(Rule.UNIQUE_ID, spec, frame, dup, "whose id another instruction also has", ["id", *_present(frame, ["engine", "seq"])])
+        if {"id", "engine", "seq"} <= cols:
+            self.check_engine_seq(spec, frame, strictly_increasing)
+        if {"start", "end"} <= cols:
+            self.check_timing(spec, frame)
+
+    def check_engine_seq(self, spec: TableSpec, frame: pl.DataFrame, ids_sorted: bool) -> None:
+        keyed = frame.select(
+            pl.int_range(pl.len(), dtype=pl.Int64).alias("row"), "id",
+            pl.col("engine").cast(pl.Categorical).to_physical().alias("engine_code"), "seq",
+        ).drop_nulls()
+        if not ids_sorted:
+            keyed = keyed.sort("id", maintain_order=True)
+        previous = pl.col("seq").shift(1).over("engine_code")
+        descending = keyed.filter(pl.col("seq") <= previous)["row"]
+        if descending.len() == 0:
+            return  # seq strictly increasing along id inside every engine: also unique
+        dup = pl.struct(keyed["engine_code"], keyed["seq"]).is_duplicated()
+        dup_rows = keyed["row"].filter(dup)
+        show = ["id", "engine", "seq"]
+        self.add_rows(Rule.ENGINE_SEQ_UNIQUE, spec, frame, _mask(frame.height, dup_rows),
+                      "whose (engine, seq) another instruction also has", show)
+        self.add_rows(Rule.ENGINE_SEQ_ORDER, spec, frame,
+                      _mask(frame.height, descending) & ~_mask(frame.height, dup_rows),
+                      "whose seq is not above that of the previous instruction (by id) on the "
+                      "same engine", show)
+
+    def check_timing(self, spec: TableSpec, frame: pl.DataFrame) -> None:
+        start, end = frame["start"], frame["end"]
+        show = _present(frame, ["id", "engine", "start", "end"])
+        unpaired = start.is_null() != end.is_null()
+        self.add_rows(Rule.TIMING_PAIR, spec, frame, unpaired,
+                      "with only one of start and end set", show)
+        self.add_rows(Rule.END_BEFORE_START, spec, frame, end < start,
+                      "where end < start", show)
+        timed = int((start.is_not_null() & end.is_not_null()).sum())
+        if 0 < timed < frame.height:
+            self.add_rows(Rule.PARTIAL_TIMING, spec, frame, start.is_null() | end.is_null(),
+                          f"untimed, while {_plural(timed, 'row')} are timed", show)
+
+    def check_partitions(self, spec: TableSpec, frame: pl.DataFrame) -> None:
+        if not {"space", "partition", "partitions"} <= set(frame.columns):
+            return
+        space = frame["space"].cast(pl.String)
+        first, count = frame["partition"], frame["partitions"]
+        on_chip = space.is_in([s.value for s in ON_CHIP_SPACES])
+        bad = (on_chip & (first.is_null() | count.is_null() | (count < 1)).fill_null(True)) | (
+            (space == MemSpace.HBM.value) & (first.is_not_null() | count.is_not_null()))
+        self.add_rows(Rule.PARTITION_RANGE, spec, frame, bad,
+                      "whose partition range does not fit the space (SBUF and PSUM need "
+                      "partition and partitions >= 1; HBM needs neither)",
+                      _present(frame, ["inst", "space", "partition", "partitions"]))
+
+    def check_references(self, spec: TableSpec, frame: pl.DataFrame) -> None:
+        if self.ids is None:
+            return
+        for table, column in REFERENCES:
+            if table == spec.name and column in frame.columns:
+                missing = ~self.ids.contains(frame[column])
+                self.add_rows(Rule.DANGLING_REFERENCE, spec, frame, missing,
+                              f"whose {column} names no instruction",
+                              _key_columns(spec, frame), column=column)
+
+
+def _has_row_rules(col: ColumnSpec) -> bool:
+    return (not col.nullable or col.non_negative or col.type is ColumnType.ENUM
+            or col.name in ("start", "end", "partition", "partitions"))
+
+
+def _key_columns(spec: TableSpec, frame: pl.DataFrame) -> list[str]:
+    """Columns that identify a row in messages: the table's first columns that were read."""
+    keys = {"instructions": ["id", "engine", "seq"], "semaphores": ["inst", "sem", "op"],
+            "memory": ["inst", "space", "access"], "deps": ["src", "dst", "kind"]}[spec.name]
+    return _present(frame, keys)
+
+
+def _present(frame: pl.DataFrame, names: list[str]) -> list[str]:
+    return [n for n in names if n in frame.columns]
+
+
+def _mask(height: int, rows: pl.Series) -> pl.Series:
+    mask = np.zeros(height, dtype=np.bool_)
+    mask[rows.to_numpy()] = True
+    return pl.Series(mask)
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value)
