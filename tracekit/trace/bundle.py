@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -302,7 +303,12 @@ class _HashingSink:
 
 
 def _write_parquet(table: pa.Table, spec: TableSpec, path: Path) -> TableEntry:
+    # Names and enums are dictionary-encoded; integers (ids, sequence numbers, times, addresses:
+    # mostly increasing) are delta-encoded, which writes and reads several times faster than
+    # plain encoding and compresses better.
     dictionary_columns = [c.name for c in spec.columns if c.type is not ColumnType.INT64]
+    delta_columns = {c.name: "DELTA_BINARY_PACKED" for c in spec.columns
+                     if c.type is ColumnType.INT64}
     sink = _HashingSink(path)
     try:
         pq.write_table(
@@ -311,6 +317,7 @@ def _write_parquet(table: pa.Table, spec: TableSpec, path: Path) -> TableEntry:
             compression=PARQUET_COMPRESSION,
             compression_level=PARQUET_COMPRESSION_LEVEL,
             use_dictionary=dictionary_columns,
+            column_encoding=delta_columns,
             row_group_size=ROW_GROUP_ROWS,
             write_statistics=True,
         )
@@ -361,8 +368,13 @@ def write_trace(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        entries = {name: _write_parquet(table, TABLES[name], staging / TABLES[name].file)
-                   for name, table in conformed.items()}
+        # Tables are independent files and Arrow's encoders release the GIL: write them side
+        # by side.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(conformed), os.cpu_count() or 1))
+                                ) as pool:
+            written = pool.map(lambda item: _write_parquet(
+                item[1], TABLES[item[0]], staging / TABLES[item[0]].file), conformed.items())
+            entries = dict(zip(conformed, written, strict=True))
         manifest = Manifest(
             schema_version=SCHEMA_VERSION, workload=workload, producer=producer, tables=entries,
             machine=machine, clock_hz=clock_hz, time_unit=TimeUnit(time_unit), created=created,
