@@ -108,7 +108,8 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
             columns.append(("busy cycles", "right"))
         out = _table(f"\n{title}", *columns)
         for row in frame.iter_rows(named=True):
-            cells = [Text(row[key]), _count(row["instructions"])]
+            cells = [Text(row[key] if row[key] is not None else "(null)"),
+                     _count(row["instructions"])]
             if timed:
                 cells.append(_count(row["busy_cycles"]))
             out.add_row(*cells)

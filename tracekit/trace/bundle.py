@@ -141,8 +141,14 @@ def read_file_schema(path: Path) -> pa.Schema:
 
 def scan_table(spec: TableSpec, path: Path, file_schema: pa.Schema) -> pl.LazyFrame:
     """A lazy frame over one table file with the schema's columns and types. Nullable columns
-    the file omits read as nulls; columns the schema does not know are dropped."""
+    the file omits read as nulls; columns the schema does not know are dropped; a missing
+    required column is a TableReadError."""
     present = set(file_schema.names)
+    missing = [c.name for c in spec.columns if not c.nullable and c.name not in present]
+    if missing:
+        raise TableReadError(
+            f"{path}: required column(s) {', '.join(missing)} missing. Run `tracekit validate "
+            f"{path.parent}` for every problem; re-export the bundle.")
     exprs = [
         pl.col(c.name).cast(c.polars_type) if c.name in present
         else pl.lit(None, dtype=c.polars_type).alias(c.name)
@@ -245,8 +251,8 @@ def _conform_column(series: pl.Series, col: ColumnSpec, table: str) -> pa.Array:
 def conform_table(spec: TableSpec, data: TableData) -> pa.Table:
     """`data` as an Arrow table with exactly the schema's columns and storage types.
 
-    Missing nullable columns become nulls; a missing required column or a column the schema does
-    not know is a TableDataError. Values are not checked here: that is validation's job.
+    Missing nullable columns become nulls; a missing required column, a null in one, or a column
+    the schema does not know is a TableDataError. Other rules on values are validation's job.
     """
     frame = _as_polars(data, spec.name)
     unknown = [c for c in frame.columns if c not in spec.column_names]
@@ -256,7 +262,14 @@ def conform_table(spec: TableSpec, data: TableData) -> pa.Table:
     arrays = []
     for col in spec.columns:
         if col.name in frame.columns:
-            arrays.append(_conform_column(frame[col.name], col, spec.name))
+            series = frame[col.name]
+            if not col.nullable and series.has_nulls():
+                rows = series.is_null().arg_true().head(5).to_list()
+                raise TableDataError(
+                    f"{spec.name}.{col.name}: {series.null_count():,} null value(s) in a "
+                    f"required column (first rows: {', '.join(map(str, rows))}). Fill them; "
+                    f"only nullable columns may hold nulls.")
+            arrays.append(_conform_column(series, col, spec.name))
         elif col.nullable:
             arrays.append(pa.nulls(frame.height, col.arrow_type))
         else:

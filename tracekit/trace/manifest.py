@@ -141,7 +141,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_hex_digest(value: Any) -> bool:
+def is_count(value: Any) -> bool:
+    """A non-negative integer (not a bool), as row counts and byte sizes must be."""
+    return _is_int(value) and value >= 0
+
+
+def is_sha256(value: Any) -> bool:
+    """64 lowercase hex digits, as the manifest writes a sha256."""
     return (isinstance(value, str) and len(value) == 64
             and all(c in "0123456789abcdef" for c in value))
 
@@ -190,9 +196,9 @@ def manifest_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
         if entry.get("file") != TABLES[name].file:
             problems.append((f"{key}.file", f"must be {TABLES[name].file!r}"))
         for count in ("rows", "bytes"):
-            if not _is_int(entry.get(count)) or entry[count] < 0:
+            if not is_count(entry.get(count)):
                 problems.append((f"{key}.{count}", "must be a non-negative integer"))
-        if not _is_hex_digest(entry.get("sha256")):
+        if not is_sha256(entry.get("sha256")):
             problems.append((f"{key}.sha256", "must be 64 lowercase hex digits"))
     return problems
 

@@ -85,8 +85,11 @@ class TraceSummary:
         }
 
 
-def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that orders embedded numbers by value: dma.q2 before dma.q10."""
+def natural_key(name: str | None) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders embedded numbers by value (dma.q2 before dma.q10); a missing name
+    (in a bundle that breaks the not-null rule) sorts last."""
+    if name is None:
+        return ((2, ""),)
     return tuple((0, int(part)) if part.isdigit() else (1, part)
                  for part in re.split(r"(\d+)", name) if part)
 
@@ -114,7 +117,8 @@ def summarize(trace: Trace) -> TraceSummary:
     engines = counts("engine")
     order = sorted(range(engines.height), key=lambda i: natural_key(engines["engine"][i]))
     engines = engines[order] if engines.height else engines
-    opcodes = counts("opcode").sort(["instructions", "opcode"], descending=[True, False])
+    opcodes = counts("opcode").sort(["instructions", "opcode"], descending=[True, False],
+                                    nulls_last=True)
     tables = tuple(TableInfo(name=name, file=e.file, rows=e.rows, bytes=e.bytes)
                    for name, e in trace.manifest.tables.items())
     return TraceSummary(

@@ -29,27 +29,29 @@ UPGRADE_STEPS: Mapping[int, UpgradeStep] = MappingProxyType({})
 """Version v -> the step that upgrades a version-v bundle to v + 1."""
 
 
+def version_problem(version: object, *, current: int = SCHEMA_VERSION,
+                    steps: Mapping[int, UpgradeStep] = UPGRADE_STEPS) -> str | None:
+    """Why this tracekit cannot read schema version `version`, or None when it can."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        return (f"schema_version is {version!r}; it must be an integer (this tracekit writes "
+                f"version {current}).")
+    if version > current:
+        return (f"schema version {version} is newer than this tracekit understands (up to "
+                f"{current}). Upgrade tracekit to read this bundle.")
+    if version < FIRST_SCHEMA_VERSION or any(v not in steps for v in range(version, current)):
+        return (f"schema version {version} is not a known tracekit schema version (known: "
+                f"{FIRST_SCHEMA_VERSION} to {current}). Re-export the trace with a current "
+                f"producer.")
+    return None
+
+
 def check_version(version: object, source: str, *, current: int = SCHEMA_VERSION,
                   steps: Mapping[int, UpgradeStep] = UPGRADE_STEPS) -> int:
     """The bundle's schema version if this tracekit can read it; SchemaVersionError otherwise."""
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise SchemaVersionError(
-            f"{source}: schema_version is {version!r}; it must be an integer "
-            f"(this tracekit writes version {current})."
-        )
-    if version > current:
-        raise SchemaVersionError(
-            f"{source}: schema version {version} is newer than this tracekit understands "
-            f"(up to {current}). Upgrade tracekit to read this bundle."
-        )
-    missing = [v for v in range(version, current) if v not in steps]
-    if version < FIRST_SCHEMA_VERSION or missing:
-        raise SchemaVersionError(
-            f"{source}: schema version {version} is not a known tracekit schema version "
-            f"(known: {FIRST_SCHEMA_VERSION} to {current}). Re-export the trace with a current "
-            f"producer."
-        )
-    return version
+    problem = version_problem(version, current=current, steps=steps)
+    if problem is not None:
+        raise SchemaVersionError(f"{source}: {problem}")
+    return version  # type: ignore[return-value]
 
 
 def upgrade(manifest: dict[str, Any], frames: dict[str, pl.LazyFrame], source: str, *,

@@ -23,9 +23,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tracekit.errors import InvalidTraceError, SchemaVersionError, first_line
+from tracekit.errors import InvalidTraceError, first_line
 from tracekit.trace.bundle import bundle_dir, file_sha256
-from tracekit.trace.manifest import manifest_problems, read_manifest_json
+from tracekit.trace.manifest import is_count, is_sha256, manifest_problems, read_manifest_json
 from tracekit.trace.rules import RULES, Rule, Severity
 from tracekit.trace.schema import (
     MANIFEST_FILE,
@@ -39,7 +39,7 @@ from tracekit.trace.schema import (
     MemSpace,
     TableSpec,
 )
-from tracekit.trace.upgrade import check_version
+from tracekit.trace.upgrade import version_problem
 
 MAX_ROWS_SHOWN = 5
 """How many offending rows a finding lists."""
@@ -231,10 +231,9 @@ class _Validator:
 
     def check_manifest(self, raw: dict[str, Any]) -> bool:
         """Manifest fields; False when the schema version rules out reading the tables."""
-        try:
-            check_version(raw.get("schema_version"), MANIFEST_FILE)
-        except SchemaVersionError as exc:
-            self.add(Rule.SCHEMA_VERSION, str(exc), file=MANIFEST_FILE)
+        problem = version_problem(raw.get("schema_version"))
+        if problem is not None:
+            self.add(Rule.SCHEMA_VERSION, problem, file=MANIFEST_FILE)
             return False
         for key, what in manifest_problems(raw):
             if key != "schema_version":
@@ -267,8 +266,7 @@ class _Validator:
         except (pa.ArrowException, OSError) as exc:
             self.add(Rule.TABLE_UNREADABLE, f"not a readable Parquet file: {first_line(exc)}", spec)
             return
-        if isinstance(entry, dict) and isinstance(entry.get("rows"), int) and \
-                entry["rows"] != num_rows:
+        if isinstance(entry, dict) and is_count(entry.get("rows")) and entry["rows"] != num_rows:
             self.add(Rule.ROW_COUNT, f"the file holds {num_rows:,} rows; the manifest says "
                      f"{entry['rows']:,}", spec)
         self.check_metadata(spec, file_schema, version)
@@ -279,9 +277,13 @@ class _Validator:
         except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
             self.add(Rule.TABLE_UNREADABLE, f"reading the data failed: {first_line(exc)}", spec)
             return
+        # Cast to the logical types; nullable columns the file leaves out read as nulls, exactly
+        # as open_trace reads them, so the row rules see what every reader will see.
         frame = frame.with_columns(
-            pl.col(c.name).cast(pl.Int64) for c in spec.columns
-            if c.name in needed and c.type is ColumnType.INT64
+            [pl.col(c.name).cast(pl.Int64) for c in spec.columns
+             if c.name in needed and c.type is ColumnType.INT64]
+            + [pl.lit(None, dtype=c.polars_type).alias(c.name) for c in spec.columns
+               if c.nullable and _has_row_rules(c) and c.name not in file_schema.names]
         )
         self.check_not_null(spec, frame)
         self.check_non_negative(spec, frame)
@@ -297,20 +299,22 @@ class _Validator:
         self.check_references(spec, frame)
 
     def check_hash(self, spec: TableSpec, path: Path, entry: dict[str, Any]) -> None:
+        # Malformed manifest values are manifest-field findings; compare only well-formed ones.
         size = path.stat().st_size
-        if isinstance(entry.get("bytes"), int) and entry["bytes"] != size:
+        if is_count(entry.get("bytes")) and entry["bytes"] != size:
             self.add(Rule.FILE_HASH, f"the file is {size:,} bytes; the manifest says "
                      f"{entry['bytes']:,} (truncated or rewritten)", spec)
-        elif isinstance(entry.get("sha256"), str) and entry["sha256"] != file_sha256(path):
+        elif is_sha256(entry.get("sha256")) and entry["sha256"] != file_sha256(path):
             self.add(Rule.FILE_HASH, "the file's sha256 differs from the manifest's (the file "
                      "was modified after the bundle was written)", spec)
 
     def check_metadata(self, spec: TableSpec, file_schema: pa.Schema, version: int) -> None:
         meta = {k.decode(errors="replace"): v.decode(errors="replace")
                 for k, v in (file_schema.metadata or {}).items()}
-        if PARQUET_KEY_TABLE not in meta or PARQUET_KEY_VERSION not in meta:
+        absent = [key for key in (PARQUET_KEY_TABLE, PARQUET_KEY_VERSION) if key not in meta]
+        if absent:
             self.add(Rule.PARQUET_METADATA, f"the Parquet key-value metadata lacks "
-                     f"{PARQUET_KEY_TABLE} and {PARQUET_KEY_VERSION}", spec)
+                     f"{' and '.join(absent)}", spec)
         elif meta[PARQUET_KEY_TABLE] != spec.name or meta[PARQUET_KEY_VERSION] != str(version):
             self.add(Rule.PARQUET_METADATA, f"the Parquet metadata says table "
                      f"{meta[PARQUET_KEY_TABLE]!r}, schema version {meta[PARQUET_KEY_VERSION]}; "
@@ -394,19 +398,17 @@ class _Validator:
         ).drop_nulls()
         if not ids_sorted:
             keyed = keyed.sort("id", maintain_order=True)
-        previous = pl.col("seq").shift(1).over("engine_code")
-        descending = keyed.filter(pl.col("seq") <= previous)["row"]
-        if descending.len() == 0:
+        keyed = keyed.with_columns(previous=pl.col("seq").shift(1).over("engine_code"))
+        if keyed.filter(pl.col("seq") <= pl.col("previous")).height == 0:
             return  # seq strictly increasing along id inside every engine: also unique
-        dup = pl.struct(keyed["engine_code"], keyed["seq"]).is_duplicated()
-        dup_rows = keyed["row"].filter(dup)
+        duplicated = keyed.filter(pl.struct("engine_code", "seq").is_duplicated())["row"]
+        descending = keyed.filter(pl.col("seq") < pl.col("previous"))["row"]
         show = ["id", "engine", "seq"]
-        self.add_rows(Rule.ENGINE_SEQ_UNIQUE, spec, frame, _mask(frame.height, dup_rows),
+        self.add_rows(Rule.ENGINE_SEQ_UNIQUE, spec, frame, _mask(frame.height, duplicated),
                       "whose (engine, seq) another instruction also has", show)
-        self.add_rows(Rule.ENGINE_SEQ_ORDER, spec, frame,
-                      _mask(frame.height, descending) & ~_mask(frame.height, dup_rows),
-                      "whose seq is not above that of the previous instruction (by id) on the "
-                      "same engine", show)
+        self.add_rows(Rule.ENGINE_SEQ_ORDER, spec, frame, _mask(frame.height, descending),
+                      "whose seq is below that of the previous instruction (by id) on the same "
+                      "engine", show)
 
     def check_timing(self, spec: TableSpec, frame: pl.DataFrame) -> None:
         start, end = frame["start"], frame["end"]
