@@ -1,0 +1,60 @@
+"""Golden cases: a bundle, a command, and the exact output checked in under tests/golden/.
+
+Refresh after an intended change with `pytest tests/test_golden.py --update-golden` and review
+the diff of tests/golden/ like any other change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tracekit.cli.app import app
+from tracekit.trace.builder import TraceBuilder
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def _broken_bundle(folder: Path) -> None:
+    """A small bundle breaking several rules at once, for the validate report's golden text."""
+    b = TraceBuilder("broken")
+    load = b.inst("dma.q0", "dma_load", 0, 40, bytes=4096)
+    mm = b.inst("tensor", "matmul", 44, 30, elements=16384)  # ends before it starts
+    b.inst("tensor", "matmul", 90, None, seq=0)  # reuses seq 0, has no end
+    b.inst("tensor", "matmul", id=1)  # duplicate id, untimed
+    b.signal(load, sem=0)
+    b.wait(mm, sem=0, value=-1)
+    b.access(load, "sbuf", "write", 0, 64)  # on-chip access without partitions
+    b.dep(load, 42, "data")  # names no instruction
+    b.dep(mm, mm, "control")  # self edge, unknown kind
+    b.write(folder, validate=False)
+
+
+CASES = {
+    "tiny_gemm.info.txt": (["info", "sample_traces/tiny_gemm"], 0),
+    "tiny_gemm.info.json": (["info", "sample_traces/tiny_gemm", "--format", "json"], 0),
+    "tiny_gemm.validate.txt": (["validate", "sample_traces/tiny_gemm"], 0),
+    "broken.validate.txt": (["validate", "BROKEN"], 1),
+    "broken.validate.json": (["validate", "BROKEN", "--format", "json"], 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                request: pytest.FixtureRequest) -> None:
+    args, exit_code = CASES[name]
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("COLUMNS", "120")
+    if "BROKEN" in args:
+        _broken_bundle(tmp_path / "broken")
+        monkeypatch.chdir(tmp_path)
+        args = [a.replace("BROKEN", "broken") for a in args]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == exit_code, result.output
+    expected = GOLDEN / name
+    if request.config.getoption("--update-golden"):
+        expected.write_text(result.stdout, encoding="utf-8")
+    assert result.stdout == expected.read_text(encoding="utf-8")
