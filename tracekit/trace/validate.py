@@ -255,14 +255,15 @@ class _Validator:
             return
         path = self.bundle / spec.file
         if not path.is_file():
-            self.add(Rule.TABLE_MISSING, f"{spec.file} is listed in the manifest but missing",
+            what = "is not a file" if path.exists() else "missing"
+            self.add(Rule.TABLE_MISSING, f"{spec.file} is listed in the manifest but {what}",
                      spec)
             return
         if isinstance(entry, dict):
             self.check_hash(spec, path, entry)
         try:
-            parquet = pq.ParquetFile(path)
-            file_schema, num_rows = parquet.schema_arrow, parquet.metadata.num_rows
+            with pq.ParquetFile(path) as parquet:
+                file_schema, num_rows = parquet.schema_arrow, parquet.metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
             self.add(Rule.TABLE_UNREADABLE, f"not a readable Parquet file: {first_line(exc)}", spec)
             return
