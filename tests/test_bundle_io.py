@@ -242,3 +242,43 @@ def test_a_missing_upgrade_step_is_an_error() -> None:
     with pytest.raises(SchemaVersionError, match="not a known tracekit schema version"):
         check_version(1, "m.json", current=3, steps={2: lambda m, f: (m, f)})
     assert check_version(1, "m.json") == 1
+
+
+def test_paths_with_glob_characters_are_read_literally(tmp_path: Path) -> None:
+    _builder().write(tmp_path / "run[1]?")
+    other = TraceBuilder("other")
+    for _ in range(5):
+        other.inst("tensor", "matmul")
+    other.write(tmp_path / "run1A")
+    assert open_trace(tmp_path / "run[1]?").instructions.collect().height == 3
+    assert tracekit.validate(tmp_path / "run[1]?").findings == ()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.txt").write_text("x")
+    with pytest.raises(TraceExistsError, match="not a trace bundle"):
+        _builder().write(tmp_path / "precious", overwrite=True)
+    assert (tmp_path / "precious" / "thesis.txt").read_text() == "x"
+
+
+def test_written_bundle_folder_follows_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        _builder().write(tmp_path / "t")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "t").stat().st_mode & 0o777 == 0o755
+
+
+def test_open_refuses_a_column_of_the_wrong_type(tmp_path: Path) -> None:
+    from tracekit.errors import TableReadError
+    from tracekit.trace.builder import replace_table_file
+
+    _builder().write(tmp_path / "t")
+    table = pq.read_table(tmp_path / "t" / "instructions.parquet")
+    index = table.schema.get_field_index("end")
+    table = table.set_column(index, "end", table["end"].cast("float64"))
+    replace_table_file(tmp_path / "t", "instructions", table)
+    with pytest.raises(TableReadError, match=r"wrong type: end \(double\)"):
+        open_trace(tmp_path / "t")

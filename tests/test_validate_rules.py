@@ -921,3 +921,15 @@ def test_property_oracle_itself() -> None:
     assert oracle([(0, "a", 1), (5, "a", 1)]) == (False, False, False)
     assert oracle([(5, "a", 0), (0, "a", 1)]) == (False, True, True)
 
+
+
+def test_bit_rot_in_a_data_page_is_a_finding_not_a_crash(valid_bundle: Path) -> None:
+    # Bytes the review's fuzzing found to panic polars' reader; pyarrow reports them.
+    path = valid_bundle / "instructions.parquet"
+    data = bytearray(path.read_bytes())
+    for offset in range(200, min(len(data) - 100, 1200), 97):
+        data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+    report = validate(valid_bundle)
+    assert Rule.FILE_HASH in report.rules_broken()
+    assert not report.ok()

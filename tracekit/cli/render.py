@@ -65,10 +65,10 @@ def print_validation(console: Console, report: ValidationReport, strict: bool) -
 
 
 def _table(title: str, *columns: tuple[str, str]) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", box=None,
+    table = Table(title=Text(title), title_justify="left", title_style="bold", box=None,
                   pad_edge=False, header_style="bold")
     for name, justify in columns:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     return table
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +40,7 @@ from tracekit.trace.manifest import (
 )
 from tracekit.trace.schema import (
     MANIFEST_FILE,
+    column_type_ok,
     SCHEMA_VERSION,
     TABLES,
     ColumnSpec,
@@ -89,7 +90,8 @@ class Trace:
             frame = frame.select(columns)
         try:
             return frame.collect()
-        except (pl.exceptions.PolarsError, OSError) as exc:
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError,
+                ValueError) as exc:
             raise TableReadError(
                 f"{self.path / TABLES[name].file}: cannot read the table ({first_line(exc)}). "
                 f"Run `tracekit validate {self.path}` for details; re-export the bundle."
@@ -132,7 +134,7 @@ def read_file_schema(path: Path) -> pa.Schema:
     """The Arrow schema in a Parquet file's footer; TableReadError if it is not Parquet."""
     try:
         return pq.read_schema(path)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise TableReadError(
             f"{path}: not a readable Parquet file ({first_line(exc)}); it may be truncated or "
             f"corrupt. Re-export the bundle from its producer."
@@ -144,6 +146,12 @@ def scan_table(spec: TableSpec, path: Path, file_schema: pa.Schema) -> pl.LazyFr
     the file omits read as nulls; columns the schema does not know are dropped; a missing
     required column is a TableReadError."""
     present = set(file_schema.names)
+    wrong = [f"{c.name} ({file_schema.field(c.name).type})" for c in spec.columns
+             if c.name in present and not column_type_ok(c, file_schema.field(c.name).type)]
+    if wrong:
+        raise TableReadError(
+            f"{path}: column(s) of the wrong type: {', '.join(wrong)}. Run `tracekit validate "
+            f"{path.parent}` for every problem; re-export the bundle.")
     missing = [c.name for c in spec.columns if not c.nullable and c.name not in present]
     if missing:
         raise TableReadError(
@@ -154,7 +162,7 @@ def scan_table(spec: TableSpec, path: Path, file_schema: pa.Schema) -> pl.LazyFr
         else pl.lit(None, dtype=c.polars_type).alias(c.name)
         for c in spec.columns
     ]
-    return pl.scan_parquet(path).select(exprs)
+    return pl.scan_parquet(path, glob=False).select(exprs)
 
 
 def open_trace(path: str | os.PathLike[str]) -> Trace:
@@ -175,8 +183,8 @@ def open_trace(path: str | os.PathLike[str]) -> Trace:
                 continue  # reported by Manifest.from_dict below
             file_path = bundle / spec.file
             if not file_path.is_file():
-                raise TableReadError(f"{file_path}: listed in the manifest but missing. Restore "
-                                     f"the file or re-export the bundle.")
+                raise TableReadError(f"{file_path}: listed in the manifest but missing or not a "
+                                     f"file. Restore the file or re-export the bundle.")
             frames[name] = scan_table(spec, file_path, read_file_schema(file_path))
     raw, frames = upgrade(raw, frames, source)
     manifest = Manifest.from_dict(raw, bundle / MANIFEST_FILE)
@@ -370,6 +378,10 @@ def write_trace(
     if target.exists() and not target.is_dir():
         raise TraceExistsError(f"{target}: exists and is a file; a bundle is a folder. Remove "
                                f"the file or choose another path.")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
+        raise TraceExistsError(f"{target}: is a folder that is not a trace bundle (no "
+                               f"{MANIFEST_FILE}); tracekit replaces only bundles. Choose "
+                               f"another path.")
     given = {"instructions": instructions, "semaphores": semaphores, "memory": memory,
              "deps": deps}
     conformed = {name: conform_table(TABLES[name], data)
@@ -379,7 +391,8 @@ def write_trace(
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    staging.mkdir()  # mode 0o777 less the umask, like any folder the user makes
     try:
         # Tables are independent files and Arrow's encoders release the GIL: write them side
         # by side.
@@ -410,8 +423,7 @@ def _replace_dir(staging: Path, target: Path) -> None:
     if not target.exists():
         staging.rename(target)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    retired.rmdir()
+    retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
     target.rename(retired)
     try:
         staging.rename(target)

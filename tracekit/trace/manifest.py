@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from tracekit.errors import ManifestError
+from tracekit.errors import ManifestError, first_line
 from tracekit.trace.schema import MANIFEST_FILE, TABLES
 
 
@@ -171,10 +171,11 @@ def manifest_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append(("machine", "must be a string or null"))
     clock = data.get("clock_hz")
     if clock is not None and (isinstance(clock, bool) or not isinstance(clock, int | float)
-                              or not math.isfinite(clock) or clock <= 0):
+                              or (isinstance(clock, float) and not math.isfinite(clock))
+                              or clock <= 0):
         problems.append(("clock_hz", "must be a positive number or null"))
     unit = data.get("time_unit", TimeUnit.CYCLES.value)
-    if unit not in {u.value for u in TimeUnit}:
+    if not isinstance(unit, str) or unit not in {u.value for u in TimeUnit}:
         legal = ", ".join(u.value for u in TimeUnit)
         problems.append(("time_unit", f"is {unit!r}; must be one of {legal}"))
     if data.get("created") is not None and not isinstance(data["created"], str):
@@ -218,6 +219,11 @@ def read_manifest_json(bundle: Path) -> dict[str, Any]:
         raise ManifestError(
             f"{path}: the manifest is not valid JSON (line {exc.lineno}, column {exc.colno}: "
             f"{exc.msg}). Restore it from the producer or re-export the bundle."
+        ) from exc
+    except (ValueError, RecursionError) as exc:  # absurd numbers or nesting
+        raise ManifestError(
+            f"{path}: the manifest cannot be read as JSON ({first_line(exc)}). Restore it from "
+            f"the producer or re-export the bundle."
         ) from exc
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: the manifest must be a JSON object, not "

@@ -247,6 +247,21 @@ REFERENCES: tuple[tuple[str, str], ...] = (
 """Columns that must name an existing instructions.id."""
 
 
+def column_type_ok(col: ColumnSpec, arrow_type: pa.DataType) -> bool:
+    """Whether a file's Arrow type can be read as the column's logical type: any signed
+    integer or uint8..uint32 for int64; plain, large, view or dictionary-encoded strings for
+    string and enum columns; an all-null column for nullable ones."""
+    if col.nullable and pa.types.is_null(arrow_type):
+        return True
+    if col.type is ColumnType.INT64:
+        return pa.types.is_signed_integer(arrow_type) or arrow_type in (
+            pa.uint8(), pa.uint16(), pa.uint32())
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+            or pa.types.is_string_view(arrow_type))
+
+
 def table_spec(name: str) -> TableSpec:
     """The spec of table `name`; KeyError for a name that schema v1 does not have."""
     return TABLES[name]

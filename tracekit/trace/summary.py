@@ -90,8 +90,8 @@ def natural_key(name: str | None) -> tuple[tuple[int, int | str], ...]:
     (in a bundle that breaks the not-null rule) sorts last."""
     if name is None:
         return ((2, ""),)
-    return tuple((0, int(part)) if part.isdigit() else (1, part)
-                 for part in re.split(r"(\d+)", name) if part)
+    return tuple((0, int(part)) if part.isascii() and part.isdigit() else (1, part)
+                 for part in re.split(r"([0-9]+)", name) if part) + ((3, name),)
 
 
 def summarize(trace: Trace) -> TraceSummary:

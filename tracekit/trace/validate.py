@@ -38,6 +38,7 @@ from tracekit.trace.schema import (
     ColumnType,
     MemSpace,
     TableSpec,
+    column_type_ok,
 )
 from tracekit.trace.upgrade import version_problem
 
@@ -138,18 +139,6 @@ def require_valid(path: str | os.PathLike[str], display_path: Path | None = None
     return report
 
 
-def _type_ok(col: ColumnSpec, arrow_type: pa.DataType) -> bool:
-    if col.nullable and pa.types.is_null(arrow_type):
-        return True
-    if col.type is ColumnType.INT64:
-        return pa.types.is_signed_integer(arrow_type) or arrow_type in (
-            pa.uint8(), pa.uint16(), pa.uint32())
-    if pa.types.is_dictionary(arrow_type):
-        arrow_type = arrow_type.value_type
-    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
-            or pa.types.is_string_view(arrow_type))
-
-
 def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
@@ -242,8 +231,10 @@ class _Validator:
 
     def check_files(self, entries: dict[str, Any]) -> None:
         listed = {MANIFEST_FILE} | {TABLES[name].file for name in entries if name in TABLES}
-        for name in sorted(os.listdir(self.bundle)):
-            if name not in listed:
+        for raw_name in sorted(os.listdir(self.bundle)):
+            if raw_name not in listed:
+                # A name that is not valid UTF-8 is shown with replacement characters.
+                name = raw_name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                 self.add(Rule.UNLISTED_FILE, f"{name} is in the bundle but not in the manifest; "
                          f"every reader ignores it", file=name)
         if "instructions" not in entries:
@@ -260,11 +251,15 @@ class _Validator:
                      spec)
             return
         if isinstance(entry, dict):
-            self.check_hash(spec, path, entry)
+            try:
+                self.check_hash(spec, path, entry)
+            except OSError as exc:
+                self.add(Rule.TABLE_UNREADABLE, f"cannot read the file: {exc.strerror}", spec)
+                return
         try:
             with pq.ParquetFile(path) as parquet:
                 file_schema, num_rows = parquet.schema_arrow, parquet.metadata.num_rows
-        except (pa.ArrowException, OSError) as exc:
+        except (pa.ArrowException, OSError, ValueError) as exc:
             self.add(Rule.TABLE_UNREADABLE, f"not a readable Parquet file: {first_line(exc)}", spec)
             return
         if isinstance(entry, dict) and is_count(entry.get("rows")) and entry["rows"] != num_rows:
@@ -274,8 +269,11 @@ class _Validator:
         readable = self.check_columns(spec, file_schema)
         needed = [c.name for c in spec.columns if c.name in readable and _has_row_rules(c)]
         try:
-            frame = pl.read_parquet(path, columns=needed) if needed else pl.DataFrame()
-        except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
+            # Read through pyarrow, which reports damaged pages as errors where polars' reader
+            # can panic or abort.
+            frame = (pl.from_arrow(pq.read_table(path, columns=needed)) if needed
+                     else pl.DataFrame())
+        except (pl.exceptions.PolarsError, pa.ArrowException, OSError, ValueError) as exc:
             self.add(Rule.TABLE_UNREADABLE, f"reading the data failed: {first_line(exc)}", spec)
             return
         # Cast to the logical types; nullable columns the file leaves out read as nulls, exactly
@@ -332,7 +330,7 @@ class _Validator:
                              f"({col.type.value}) is missing", spec, column=col.name)
                 continue
             arrow_type = file_schema.field(index).type
-            if _type_ok(col, arrow_type):
+            if column_type_ok(col, arrow_type):
                 readable.add(col.name)
             else:
                 self.add(Rule.COLUMN_TYPE, f"column {col.name!r} is {arrow_type}; the schema "
