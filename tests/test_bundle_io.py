@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import polars as pl
@@ -282,3 +283,49 @@ def test_open_refuses_a_column_of_the_wrong_type(tmp_path: Path) -> None:
     replace_table_file(tmp_path / "t", "instructions", table)
     with pytest.raises(TableReadError, match=r"wrong type: end \(double\)"):
         open_trace(tmp_path / "t")
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"clock_hz": float("nan")}, "clock_hz: must be a positive number"),
+    ({"time_unit": "fortnights"}, "time_unit: is 'fortnights'"),
+    ({"extra": {"when": object()}}, "extra: must hold JSON values only"),
+    ({"workload": ""}, "workload: must be a non-empty string"),
+])
+def test_writer_refuses_manifest_fields_before_writing(tmp_path: Path, fields: dict,
+                                                       says: str) -> None:
+    from tracekit.errors import ManifestError
+
+    args = {"workload": "w", **fields}
+    with pytest.raises(ManifestError, match=re.escape(says)):
+        write_trace(tmp_path / "t", {"id": [0], "engine": ["t"], "seq": [0], "opcode": ["x"]},
+                    validate=False, **args)
+    assert os.listdir(tmp_path) == []
+
+
+def test_open_refuses_a_file_that_differs_from_the_manifest(tmp_path: Path) -> None:
+    from tracekit.errors import TableReadError
+
+    _builder().write(tmp_path / "t")
+    path = tmp_path / "t" / "deps.parquet"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(TableReadError, match="damaged or modified"):
+        open_trace(tmp_path / "t")
+    assert open_trace(tmp_path / "t", verify=False).manifest.workload == "roundtrip"
+
+
+def test_info_labels_times_in_the_bundles_unit(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tracekit.cli.app import app
+
+    write_trace(tmp_path / "t", {"id": [0, 1], "engine": ["t", "t"], "seq": [0, 1],
+                                 "opcode": ["x", "x"], "start": [0, 10], "end": [10, 2010]},
+                workload="w", time_unit="ns", created="x")
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    assert "busy ns" in result.stdout
+    assert "0 .. 2,010 (2,010 ns)" in result.stdout
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "t"), "--format", "json"])
+    assert json.loads(result.stdout)["span"]["seconds"] == pytest.approx(2.01e-6)

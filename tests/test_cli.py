@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pyarrow as pa
+import pytest
 from conftest import (
     WORKLOAD,
     build_valid_trace,
@@ -29,6 +29,7 @@ from typer.testing import CliRunner, Result
 import tracekit
 from tracekit.cli.app import app
 from tracekit.trace.builder import replace_table_file
+from tracekit.trace.bundle import file_sha256
 
 MakeBundle = Callable[..., Path]
 
@@ -250,6 +251,15 @@ def test_manifest_not_json(valid_bundle: Path, command: str) -> None:
 def test_corrupt_parquet_info(valid_bundle: Path) -> None:
     (valid_bundle / "instructions.parquet").write_bytes(b"garbage, not parquet\n" * 20)
     assert_failed_cleanly(run("info", valid_bundle), 1, "instructions.parquet",
+                          "damaged or modified after the bundle was written")
+
+
+def test_corrupt_parquet_with_a_matching_hash_info(valid_bundle: Path) -> None:
+    path = valid_bundle / "instructions.parquet"
+    path.write_bytes(b"garbage, not parquet\n" * 20)
+    edit_manifest(valid_bundle, lambda m: m["tables"]["instructions"].update(
+        bytes=path.stat().st_size, sha256=file_sha256(path)))
+    assert_failed_cleanly(run("info", valid_bundle), 1, "instructions.parquet",
                           "not a readable Parquet file")
 
 
@@ -272,7 +282,7 @@ def test_truncated_parquet_info(valid_bundle: Path) -> None:
     path = valid_bundle / "memory.parquet"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    assert_failed_cleanly(run("info", valid_bundle), 1, "memory.parquet", "truncated or corrupt")
+    assert_failed_cleanly(run("info", valid_bundle), 1, "memory.parquet", "damaged or modified")
 
 
 def test_unknown_schema_version_info(valid_bundle: Path) -> None:

@@ -543,13 +543,27 @@ def test_timing_pair_every_instruction_lacks_end(make_bundle: MakeBundle) -> Non
     assert finding.rows == (0, 1, 2, 3, 4)
 
 
-def test_timing_pair_one_instruction_also_makes_timing_partial(make_bundle: MakeBundle) -> None:
+def test_timing_pair_one_instruction_is_not_also_partial_timing(make_bundle: MakeBundle) -> None:
+    # A half-timed row is a timing-pair error only; partial-timing counts fully untimed rows.
     report = validate(make_bundle(edit("instructions", 4, end=None)))
-    assert report.rules_broken() == {Rule.TIMING_PAIR, Rule.PARTIAL_TIMING}, describe(report)
+    assert report.rules_broken() == {Rule.TIMING_PAIR}, describe(report)
     pair = the_finding(report, Rule.TIMING_PAIR)
     assert (pair.count, pair.rows) == (1, (4,))
     assert pair.examples == ("id=4 engine=tensor start=130 end=null",)
-    assert the_finding(report, Rule.PARTIAL_TIMING).rows == (4,)
+
+
+def test_duplicate_column(valid_bundle: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(valid_bundle / "deps.parquet")
+    doubled = pa.Table.from_arrays([*table.columns, table["src"]],
+                                   names=[*table.column_names, "src"])
+    replace_table_file(valid_bundle, "deps", doubled, metadata=table.schema.metadata)
+    report = validate(valid_bundle)
+    assert report.rules_broken() == {Rule.DUPLICATE_COLUMN}, describe(report)
+    finding = the_finding(report, Rule.DUPLICATE_COLUMN)
+    assert (finding.table, finding.column) == ("deps", "src")
+    assert "appears 2 times" in finding.message
 
 
 def test_timing_pair_when_the_end_column_is_left_out(valid_bundle: Path) -> None:

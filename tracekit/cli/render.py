@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tracekit.trace.manifest import TimeUnit
 from tracekit.trace.rules import Severity
-from tracekit.trace.summary import TraceSummary
+from tracekit.trace.summary import TraceSummary, seconds
 from tracekit.trace.validate import ValidationReport
 
 
@@ -77,10 +78,11 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
     facts = _table(f"trace {summary.trace.path}", ("", "left"), ("", "left"))
     facts.show_header = False
     span = summary.span_cycles
+    span_seconds = None if span is None else seconds(span, m.clock_hz, m.time_unit)
     span_text = "-" if span is None else (
         f"{summary.span_start:,} .. {summary.span_end:,} ({span:,} {m.time_unit.value}"
-        + (f", {span / m.clock_hz * 1e6:,.3f} us" if m.clock_hz and
-           m.time_unit.value == "cycles" else "") + ")")
+        + ("" if span_seconds is None or m.time_unit is not TimeUnit.CYCLES
+           else f", {span_seconds * 1e6:,.3f} us") + ")")
     rows = [
         ("workload", m.workload),
         ("producer", f"{m.producer.name} {m.producer.version}".strip()),
@@ -105,7 +107,7 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
                               ("opcodes", "opcode", summary.opcodes)):
         columns = [(key, "left"), ("instructions", "right")]
         if timed:
-            columns.append(("busy cycles", "right"))
+            columns.append((f"busy {m.time_unit.value}", "right"))
         out = _table(f"\n{title}", *columns)
         for row in frame.iter_rows(named=True):
             cells = [Text(row[key] if row[key] is not None else "(null)"),

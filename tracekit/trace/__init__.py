@@ -1,7 +1,7 @@
 """The trace bundle: schema, reading and writing, validation, and a builder for tiny bundles."""
 
-from tracekit.trace.bundle import Trace, open_trace, write_trace
 from tracekit.trace.builder import TraceBuilder
+from tracekit.trace.bundle import Trace, open_trace, write_trace
 from tracekit.trace.manifest import Manifest, Producer, TableEntry, TimeUnit
 from tracekit.trace.rules import RULES, Rule, Severity
 from tracekit.trace.schema import SCHEMA_VERSION, TABLES

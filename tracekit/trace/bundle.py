@@ -9,6 +9,7 @@ an existing bundle is replaced only with `overwrite=True`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tracekit.errors import (
+    ManifestError,
     TableDataError,
     TableReadError,
     TraceExistsError,
@@ -36,18 +38,22 @@ from tracekit.trace.manifest import (
     Producer,
     TableEntry,
     TimeUnit,
+    is_count,
+    is_sha256,
+    manifest_problems,
     read_manifest_json,
 )
 from tracekit.trace.schema import (
     MANIFEST_FILE,
-    column_type_ok,
     SCHEMA_VERSION,
     TABLES,
     ColumnSpec,
     ColumnType,
     TableSpec,
+    column_type_ok,
+    duplicate_names,
 )
-from tracekit.trace.upgrade import upgrade
+from tracekit.trace.upgrade import check_version, upgrade
 
 TableData = pl.DataFrame | pl.LazyFrame | pa.Table | Mapping[str, Any]
 """What the writer accepts for a table: a polars frame, an Arrow table, or columns by name
@@ -145,6 +151,11 @@ def scan_table(spec: TableSpec, path: Path, file_schema: pa.Schema) -> pl.LazyFr
     """A lazy frame over one table file with the schema's columns and types. Nullable columns
     the file omits read as nulls; columns the schema does not know are dropped; a missing
     required column is a TableReadError."""
+    repeated = duplicate_names(file_schema)
+    if repeated:
+        raise TableReadError(
+            f"{path}: column(s) {', '.join(repeated)} appear more than once. Run `tracekit "
+            f"validate {path.parent}` for every problem; re-export the bundle.")
     present = set(file_schema.names)
     wrong = [f"{c.name} ({file_schema.field(c.name).type})" for c in spec.columns
              if c.name in present and not column_type_ok(c, file_schema.field(c.name).type)]
@@ -165,19 +176,22 @@ def scan_table(spec: TableSpec, path: Path, file_schema: pa.Schema) -> pl.LazyFr
     return pl.scan_parquet(path, glob=False).select(exprs)
 
 
-def open_trace(path: str | os.PathLike[str]) -> Trace:
+def open_trace(path: str | os.PathLike[str], *, verify: bool = True) -> Trace:
     """Open the bundle at `path`: read and upgrade its manifest, and scan its tables lazily.
 
-    Checks only what reading needs (the manifest, the schema version, the table files' footers);
-    `tracekit.validate` checks every rule of the schema.
+    Checks what reading needs: the manifest, the schema version, each table file's footer,
+    column types and required columns, and (with `verify`, the default) that each file's size
+    and sha256 match the manifest, so that a damaged file is refused here rather than met
+    half-way through an analysis. `tracekit.validate` checks every rule of the schema.
     """
     bundle = bundle_dir(path)
     raw = read_manifest_json(bundle)
     source = str(bundle / MANIFEST_FILE)
+    check_version(raw.get("schema_version"), source)
     tables = raw.get("tables")
     frames: dict[str, pl.LazyFrame] = {}
     if isinstance(tables, dict):
-        for name in tables:
+        for name, entry in tables.items():
             spec = TABLES.get(name)
             if spec is None:
                 continue  # reported by Manifest.from_dict below
@@ -185,6 +199,8 @@ def open_trace(path: str | os.PathLike[str]) -> Trace:
             if not file_path.is_file():
                 raise TableReadError(f"{file_path}: listed in the manifest but missing or not a "
                                      f"file. Restore the file or re-export the bundle.")
+            if verify and isinstance(entry, dict):
+                _verify_file(file_path, entry)
             frames[name] = scan_table(spec, file_path, read_file_schema(file_path))
     raw, frames = upgrade(raw, frames, source)
     manifest = Manifest.from_dict(raw, bundle / MANIFEST_FILE)
@@ -192,6 +208,21 @@ def open_trace(path: str | os.PathLike[str]) -> Trace:
         raise TableReadError(f"{source}: the bundle has no instructions table, which every "
                              f"bundle needs. Re-export the bundle.")
     return Trace(path=bundle, manifest=manifest, frames=frames)
+
+
+def _verify_file(path: Path, entry: dict[str, Any]) -> None:
+    """TableReadError when a file's size or sha256 differs from its manifest entry."""
+    try:
+        size = path.stat().st_size
+        changed = (is_count(entry.get("bytes")) and entry["bytes"] != size) or (
+            is_sha256(entry.get("sha256")) and entry["sha256"] != file_sha256(path))
+    except OSError as exc:
+        raise TableReadError(f"{path}: cannot read the file ({exc.strerror}).") from exc
+    if changed:
+        raise TableReadError(
+            f"{path}: the file differs from what the manifest records (size or sha256): it "
+            f"was damaged or modified after the bundle was written. Run `tracekit validate "
+            f"{path.parent}`; restore the file or re-export the bundle.")
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -356,7 +387,7 @@ def write_trace(
     memory: TableData | None = None,
     deps: TableData | None = None,
     workload: str,
-    producer: Producer | str = Producer("tracekit"),
+    producer: Producer | str = "tracekit",
     machine: str | None = None,
     clock_hz: float | None = None,
     time_unit: TimeUnit | str = TimeUnit.CYCLES,
@@ -389,6 +420,8 @@ def write_trace(
     producer = Producer(producer) if isinstance(producer, str) else producer
     if created is None:
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _check_manifest_fields(workload=workload, producer=producer, machine=machine,
+                           clock_hz=clock_hz, time_unit=time_unit, created=created, extra=extra)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
@@ -416,6 +449,21 @@ def write_trace(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return open_trace(target)
+
+
+def _check_manifest_fields(**fields: Any) -> None:
+    """ManifestError, before anything is written, for manifest fields the reader would refuse."""
+    producer = fields.pop("producer")
+    raw = {"schema_version": SCHEMA_VERSION, **fields, "tables": {},
+           "producer": {"name": producer.name, "version": producer.version}}
+    problems = manifest_problems(raw)
+    try:
+        json.dumps(fields["extra"] or {}, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        problems.append(("extra", f"must hold JSON values only ({first_line(exc)})"))
+    if problems:
+        listing = "; ".join(f"{key}: {what}" for key, what in problems)
+        raise ManifestError(f"cannot write the bundle's manifest ({listing}).")
 
 
 def _replace_dir(staging: Path, target: Path) -> None:

@@ -38,7 +38,8 @@ class TimeUnit(StrEnum):
 
 
 MANIFEST_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("schema_version", "integer, required", "Schema version of the bundle; this tracekit writes 1."),
+    ("schema_version", "integer, required",
+     "Schema version of the bundle; this tracekit writes 1."),
     ("workload", "string, required", "Name of the workload or kernel traced."),
     ("producer", "object {name, version}, required",
      "The program that wrote the bundle; a plain string is read as the name."),

@@ -27,6 +27,7 @@ class Rule(StrEnum):
     ROW_COUNT = "row-count"
     PARQUET_METADATA = "parquet-metadata"
     COLUMN_MISSING = "column-missing"
+    DUPLICATE_COLUMN = "duplicate-column"
     COLUMN_TYPE = "column-type"
     NOT_NULL = "not-null"
     UNIQUE_ID = "unique-id"
@@ -92,6 +93,10 @@ RULES: dict[Rule, RuleInfo] = {
         Severity.ERROR, _ALL,
         "Every non-nullable column of the schema is present (nullable ones may be left out).",
         "Add the column; schemas/<table>.json lists every column with its type."),
+    Rule.DUPLICATE_COLUMN: RuleInfo(
+        Severity.ERROR, _ALL,
+        "Every column name appears once in a table file.",
+        "Write each column once; rename or drop the copies."),
     Rule.COLUMN_TYPE: RuleInfo(
         Severity.ERROR, _ALL,
         "Every column has its schema type: integers (any width that fits int64) for int64 "

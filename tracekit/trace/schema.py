@@ -247,6 +247,12 @@ REFERENCES: tuple[tuple[str, str], ...] = (
 """Columns that must name an existing instructions.id."""
 
 
+def duplicate_names(file_schema: pa.Schema) -> list[str]:
+    """Column names that a file's schema holds more than once, in first-seen order."""
+    names = file_schema.names
+    return [n for n in dict.fromkeys(names) if names.count(n) > 1]
+
+
 def column_type_ok(col: ColumnSpec, arrow_type: pa.DataType) -> bool:
     """Whether a file's Arrow type can be read as the column's logical type: any signed
     integer or uint8..uint32 for int64; plain, large, view or dictionary-encoded strings for

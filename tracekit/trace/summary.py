@@ -7,6 +7,7 @@ first start to the last end, and each table's rows and bytes. Computed with pola
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from tracekit.trace.bundle import Trace
+from tracekit.trace.manifest import TimeUnit
 
 
 class Timing(StrEnum):
@@ -75,14 +77,27 @@ class TraceSummary:
             "timing": self.timing.value,
             "span": None if cycles is None else {
                 "start": self.span_start, "end": self.span_end, "length": cycles,
-                "seconds": (cycles / m.clock_hz
-                            if m.clock_hz and m.time_unit.value == "cycles" else None),
+                "seconds": seconds(cycles, m.clock_hz, m.time_unit),
             },
             "tables": [{"name": t.name, "file": t.file, "rows": t.rows, "bytes": t.bytes}
                        for t in self.tables],
             "engines": self.engines.to_dicts(),
             "opcodes": self.opcodes.to_dicts(),
         }
+
+
+_SECONDS_PER_TICK = {TimeUnit.PS: 1e-12, TimeUnit.NS: 1e-9, TimeUnit.US: 1e-6}
+
+
+def seconds(ticks: int, clock_hz: float | None, unit: TimeUnit) -> float | None:
+    """`ticks` of `unit` in seconds; None for cycles of an unknown clock (or a clock so slow
+    the result is not a finite number)."""
+    if unit is not TimeUnit.CYCLES:
+        return ticks * _SECONDS_PER_TICK[unit]
+    if not clock_hz:
+        return None
+    value = ticks / clock_hz
+    return value if math.isfinite(value) else None
 
 
 def natural_key(name: str | None) -> tuple[tuple[int, int | str], ...]:

@@ -39,6 +39,7 @@ from tracekit.trace.schema import (
     MemSpace,
     TableSpec,
     column_type_ok,
+    duplicate_names,
 )
 from tracekit.trace.upgrade import version_problem
 
@@ -322,7 +323,13 @@ class _Validator:
     def check_columns(self, spec: TableSpec, file_schema: pa.Schema) -> set[str]:
         """Presence and types of columns; the names of the columns fit to read."""
         readable: set[str] = set()
+        repeated = duplicate_names(file_schema)
+        for name in repeated:
+            self.add(Rule.DUPLICATE_COLUMN, f"column {name!r} appears "
+                     f"{file_schema.names.count(name)} times", spec, column=name)
         for col in spec.columns:
+            if col.name in repeated:
+                continue
             index = file_schema.get_field_index(col.name)
             if index < 0:
                 if not col.nullable:
@@ -335,7 +342,7 @@ class _Validator:
             else:
                 self.add(Rule.COLUMN_TYPE, f"column {col.name!r} is {arrow_type}; the schema "
                          f"says {col.type.value}", spec, column=col.name)
-        for name in file_schema.names:
+        for name in dict.fromkeys(file_schema.names):
             if name not in spec.column_names:
                 self.add(Rule.UNKNOWN_COLUMN, f"column {name!r} is not in the schema and is "
                          f"ignored", spec, column=name)
@@ -384,7 +391,9 @@ class _Validator:
                 (ids.diff().drop_nulls() > 0).all())
             if not strictly_increasing:
                 dup = ids.is_duplicated() & ids.is_not_null()
-                self.add_rows(Rule.UNIQUE_ID, spec, frame, dup, "whose id another instruction also has", ["id", *_present(frame, ["engine", "seq"])])
+                self.add_rows(Rule.UNIQUE_ID, spec, frame, dup,
+                              "whose id another instruction also has",
+                              ["id", *_present(frame, ["engine", "seq"])])
         if {"id", "engine", "seq"} <= cols:
             self.check_engine_seq(spec, frame, strictly_increasing)
         if {"start", "end"} <= cols:
@@ -418,8 +427,9 @@ class _Validator:
         self.add_rows(Rule.END_BEFORE_START, spec, frame, end < start,
                       "where end < start", show)
         timed = int((start.is_not_null() & end.is_not_null()).sum())
-        if 0 < timed < frame.height:
-            self.add_rows(Rule.PARTIAL_TIMING, spec, frame, start.is_null() | end.is_null(),
+        untimed = start.is_null() & end.is_null()  # rows with one of the two: timing-pair
+        if timed and untimed.any():
+            self.add_rows(Rule.PARTIAL_TIMING, spec, frame, untimed,
                           f"untimed, while {_plural(timed, 'row')} are timed", show)
 
     def check_partitions(self, spec: TableSpec, frame: pl.DataFrame) -> None:
