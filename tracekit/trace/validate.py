@@ -370,10 +370,11 @@ class _Validator:
         for col in spec.columns:
             if col.type is not ColumnType.ENUM or col.name not in frame.columns:
                 continue
-            text = frame[col.name].cast(pl.String)
-            present = set(text.unique().drop_nulls().to_list())
+            # Distinct values first (cheap on a dictionary column), strings only if needed.
+            present = set(frame[col.name].unique().drop_nulls().cast(pl.String).to_list())
             illegal = sorted(present - set(col.values))
             if illegal:
+                text = frame[col.name].cast(pl.String)
                 shown = ", ".join(repr(v) for v in illegal[:MAX_ROWS_SHOWN])
                 self.add_rows(Rule.ENUM_VALUE, spec, frame, text.is_in(illegal),
                               f"with an illegal {col.name} ({shown}; legal: "
