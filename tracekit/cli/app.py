@@ -111,6 +111,70 @@ def info(trace: TraceArg, format: FormatOpt = Format.TEXT) -> None:  # noqa: A00
         render.print_summary(_stdout(), summary)
 
 
+Opt = typer.Option
+
+
+@app.command()
+@handles_errors
+def generate(
+    workload: Annotated[str, typer.Argument(
+        help="gemm, mlp, attention, conv2d or layernorm.", show_default=False)],
+    output: Annotated[Path, Opt("--output", "-o", help="Bundle folder to write.",
+                                show_default=False)],
+    m: Annotated[int | None, Opt(help="gemm: rows of A and C.")] = None,
+    n: Annotated[int | None, Opt(help="gemm: columns of B and C; conv2d: batch.")] = None,
+    k: Annotated[int | None, Opt(help="gemm: inner dimension; conv2d: filters.")] = None,
+    widths: Annotated[str | None, Opt(help="mlp: layer widths, e.g. 512,1024,256.")] = None,
+    batch: Annotated[int | None, Opt(help="mlp: rows per layer.")] = None,
+    activation: Annotated[str | None, Opt(help="mlp: relu, gelu, silu or tanh.")] = None,
+    seq: Annotated[int | None, Opt(help="attention: sequence length.")] = None,
+    heads: Annotated[int | None, Opt(help="attention: heads.")] = None,
+    head_dim: Annotated[int | None, Opt(help="attention: head dimension.")] = None,
+    c: Annotated[int | None, Opt(help="conv2d: input channels.")] = None,
+    h: Annotated[int | None, Opt(help="conv2d: image height.")] = None,
+    w: Annotated[int | None, Opt(help="conv2d: image width.")] = None,
+    r: Annotated[int | None, Opt(help="conv2d: kernel height.")] = None,
+    s: Annotated[int | None, Opt(help="conv2d: kernel width.")] = None,
+    stride: Annotated[int | None, Opt(help="conv2d: stride.")] = None,
+    rows: Annotated[int | None, Opt(help="layernorm: rows.")] = None,
+    hidden: Annotated[int | None, Opt(help="layernorm: hidden size.")] = None,
+    tile_m: Annotated[int, Opt(help="Tile rows (<= 128).")] = 128,
+    tile_n: Annotated[int, Opt(help="Tile columns (<= 512).")] = 512,
+    tile_k: Annotated[int, Opt(help="Tile depth (<= 128).")] = 128,
+    dma_queues: Annotated[int, Opt(help="Number of DMA queues.")] = 4,
+    double_buffer: Annotated[bool, Opt("--double-buffer/--no-double-buffer",
+                                       help="Double-buffer SBUF tiles.")] = True,
+    layer: Annotated[str | None, Opt(help="Layer name (prefix) for attribution.")] = None,
+    seed: Annotated[int, Opt(help="Seed of the timing jitter and of fault placement.")] = 0,
+    untimed: Annotated[bool, Opt("--untimed", help="Functional trace: no start/end.")] = False,
+    inject: Annotated[list[str] | None, Opt(
+        help="Fault to inject (repeatable): missing-wait, deadlock, sem-leak, slow-queue, "
+             "stuck-engine, timestamp-skew, oob.")] = None,
+    force: Annotated[bool, Opt("--force", help="Replace an existing bundle.")] = False,
+) -> None:
+    """Generate a workload's trace with the reference functional model and timing."""
+    from tracekit.workloads.generate import generate as generate_bundle
+    from tracekit.workloads.lowering import Tiling
+
+    given = {"m": m, "n": n, "k": k, "batch": batch, "activation": activation, "seq": seq,
+             "heads": heads, "head_dim": head_dim, "c": c, "h": h, "w": w, "r": r, "s": s,
+             "stride": stride, "rows": rows, "hidden": hidden}
+    params = {key: value for key, value in given.items() if value is not None}
+    if widths is not None:
+        try:
+            params["widths"] = tuple(int(x) for x in widths.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"{widths!r} is not a comma-separated list of integers",
+                                     param_hint="--widths") from None
+    tiling = Tiling(tile_m=tile_m, tile_n=tile_n, tile_k=tile_k, dma_queues=dma_queues,
+                    double_buffer=double_buffer)
+    trace = generate_bundle(workload, output, params=params, tiling=tiling, seed=seed,
+                            untimed=untimed, inject=inject or [], layer=layer, overwrite=force)
+    rows_written = trace.manifest.tables["instructions"].rows
+    typer.echo(f"wrote {trace.path}: {rows_written:,} instructions "
+               f"({trace.manifest.workload})")
+
+
 def main() -> None:
     """Entry point of the `tracekit` script and `python -m tracekit`."""
     app()

@@ -13,8 +13,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +56,8 @@ from tracekit.trace.upgrade import check_version, upgrade
 
 TableData = pl.DataFrame | pl.LazyFrame | pa.Table | Mapping[str, Any]
 """What the writer accepts for a table: a polars frame, an Arrow table, or columns by name
-(sequences or NumPy arrays). pandas frames are accepted too."""
+(sequences or NumPy arrays). pandas frames are accepted too. `write_trace` also takes a
+callable returning any of these, called when that table's turn to be written comes."""
 
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 1
@@ -381,24 +381,25 @@ def _write_parquet(table: pa.Table, spec: TableSpec, path: Path) -> TableEntry:
 
 def write_trace(
     path: str | os.PathLike[str],
-    instructions: TableData,
+    instructions: TableData | Callable[[], TableData],
     *,
-    semaphores: TableData | None = None,
-    memory: TableData | None = None,
-    deps: TableData | None = None,
+    semaphores: TableData | Callable[[], TableData] | None = None,
+    memory: TableData | Callable[[], TableData] | None = None,
+    deps: TableData | Callable[[], TableData] | None = None,
     workload: str,
     producer: Producer | str = "tracekit",
     machine: str | None = None,
     clock_hz: float | None = None,
     time_unit: TimeUnit | str = TimeUnit.CYCLES,
-    created: str | None = None,
+    created: str | None = "now",
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     validate: bool = True,
 ) -> Trace:
     """Write a bundle at `path` atomically and return it opened.
 
-    `created` defaults to the current UTC time; pass a fixed value for byte-identical bundles.
+    `created` defaults to the current UTC time ("now"); pass a fixed value, or None to record
+    none, for byte-identical bundles.
     With `validate` (the default) the finished bundle is validated before it is moved into place,
     and an InvalidTraceError carrying the report is raised instead of writing a bad bundle.
     """
@@ -415,10 +416,8 @@ def write_trace(
                                f"another path.")
     given = {"instructions": instructions, "semaphores": semaphores, "memory": memory,
              "deps": deps}
-    conformed = {name: conform_table(TABLES[name], data)
-                 for name, data in given.items() if data is not None}
     producer = Producer(producer) if isinstance(producer, str) else producer
-    if created is None:
+    if created == "now":
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     _check_manifest_fields(workload=workload, producer=producer, machine=machine,
                            clock_hz=clock_hz, time_unit=time_unit, created=created, extra=extra)
@@ -427,13 +426,14 @@ def write_trace(
     staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
     staging.mkdir()  # mode 0o777 less the umask, like any folder the user makes
     try:
-        # Tables are independent files and Arrow's encoders release the GIL: write them side
-        # by side.
-        with ThreadPoolExecutor(max_workers=max(1, min(len(conformed), os.cpu_count() or 1))
-                                ) as pool:
-            written = pool.map(lambda item: _write_parquet(
-                item[1], TABLES[item[0]], staging / TABLES[item[0]].file), conformed.items())
-            entries = dict(zip(conformed, written, strict=True))
+        # One table at a time, each conformed, written and released before the next is made
+        # (a table given as a callable is only built then): peak memory is one table's.
+        entries = {}
+        for name, data in given.items():
+            if data is not None:
+                table = conform_table(TABLES[name], data() if callable(data) else data)
+                entries[name] = _write_parquet(table, TABLES[name], staging / TABLES[name].file)
+                del table
         manifest = Manifest(
             schema_version=SCHEMA_VERSION, workload=workload, producer=producer, tables=entries,
             machine=machine, clock_hz=clock_hz, time_unit=TimeUnit(time_unit), created=created,

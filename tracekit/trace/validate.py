@@ -46,6 +46,9 @@ from tracekit.trace.upgrade import version_problem
 MAX_ROWS_SHOWN = 5
 """How many offending rows a finding lists."""
 
+BATCH_ROWS = 1 << 21
+"""Rows per batch when reading a table whose rules are all row by row."""
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -78,6 +81,20 @@ class Finding:
             "message": self.message,
             "fix": self.fix,
         }
+
+
+@dataclass
+class _Tally:
+    """One row rule's offending rows, summed over the batches of a table."""
+
+    rule: Rule
+    spec: TableSpec
+    column: str | None
+    what: str
+    count: int = 0
+    rows: list[int] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)
+    values: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -180,6 +197,8 @@ class _Validator:
         self.shown = shown or bundle
         self.findings: list[Finding] = []
         self.ids: _IdIndex | None = None
+        self.tallies: dict[tuple[Rule, str | None], _Tally] = {}
+        self.offset = 0  # row number in the file of the current batch's first row
 
     # -- recording ------------------------------------------------------------------------
 
@@ -193,20 +212,38 @@ class _Validator:
         ))
 
     def add_rows(self, rule: Rule, spec: TableSpec, frame: pl.DataFrame, mask: pl.Series,
-                 what: str, show: list[str], column: str | None = None) -> None:
-        """Record a row rule broken where `mask` is true, listing the first rows by `show`."""
+                 what: str, show: list[str], column: str | None = None,
+                 values: set[str] | None = None) -> None:
+        """Tally a row rule broken where `mask` is true in the current batch, keeping the
+        first rows by `show`; `what` may name the collected `values` as {values}."""
+        tally = self.tallies.setdefault((rule, column), _Tally(rule, spec, column, what))
         mask = mask.fill_null(False)
         count = int(mask.sum())
         if count == 0:
             return
-        rows = mask.arg_true().head(MAX_ROWS_SHOWN)
-        shown = frame.select(pl.col(show).gather(rows))
-        examples = tuple(
-            " ".join(f"{name}={_show(value)}" for name, value in zip(show, row, strict=True))
-            for row in shown.iter_rows()
-        )
-        self.add(rule, f"{_plural(count, 'row')} {what}", spec, column=column, count=count,
-                 rows=tuple(int(r) for r in rows), examples=examples)
+        tally.count += count
+        tally.values |= values or set()
+        room = MAX_ROWS_SHOWN - len(tally.rows)
+        if room > 0:
+            rows = mask.arg_true().head(room)
+            shown = frame.select(pl.col(show).gather(rows))
+            tally.rows += [self.offset + int(r) for r in rows]
+            tally.examples += [
+                " ".join(f"{name}={_show(value)}" for name, value in zip(show, row, strict=True))
+                for row in shown.iter_rows()
+            ]
+
+    def flush_rows(self) -> None:
+        """Turn the tallies of the table just read into findings, in the order checks ran."""
+        for tally in self.tallies.values():
+            if tally.count:
+                shown = ", ".join(repr(v) for v in sorted(tally.values)[:MAX_ROWS_SHOWN])
+                what = tally.what.format(values=shown)
+                self.add(tally.rule, f"{_plural(tally.count, 'row')} {what}", tally.spec,
+                         column=tally.column, count=tally.count, rows=tuple(tally.rows),
+                         examples=tuple(tally.examples))
+        self.tallies = {}
+        self.offset = 0
 
     # -- the bundle -----------------------------------------------------------------------
 
@@ -269,22 +306,39 @@ class _Validator:
         self.check_metadata(spec, file_schema, version)
         readable = self.check_columns(spec, file_schema)
         needed = [c.name for c in spec.columns if c.name in readable and _has_row_rules(c)]
+        if not needed:
+            return
+        missing = [c for c in spec.columns
+                   if c.nullable and _has_row_rules(c) and c.name not in file_schema.names]
         try:
             # Read through pyarrow, which reports damaged pages as errors where polars' reader
-            # can panic or abort.
-            frame = (pl.from_arrow(pq.read_table(path, columns=needed)) if needed
-                     else pl.DataFrame())
+            # can panic or abort. Instructions are read whole (ids and queue order are global
+            # rules); the other tables' rules are row by row, so they are read in batches and
+            # validation of any size of table holds one batch at a time.
+            with pq.ParquetFile(path) as parquet:
+                if spec.name == "instructions":
+                    batches = iter([parquet.read(columns=needed)])
+                else:
+                    batches = (pa.Table.from_batches([b]) for b in
+                               parquet.iter_batches(batch_size=BATCH_ROWS, columns=needed))
+                for batch in batches:
+                    frame = pl.from_arrow(batch)
+                    # Cast to the logical types; nullable columns the file leaves out read as
+                    # nulls, as open_trace reads them, so the rules see what readers will see.
+                    frame = frame.with_columns(
+                        [pl.col(c.name).cast(pl.Int64) for c in spec.columns
+                         if c.name in needed and c.type is ColumnType.INT64]
+                        + [pl.lit(None, dtype=c.polars_type).alias(c.name) for c in missing])
+                    self.check_rows(spec, frame)
+                    self.offset += frame.height
         except (pl.exceptions.PolarsError, pa.ArrowException, OSError, ValueError) as exc:
+            self.flush_rows()
             self.add(Rule.TABLE_UNREADABLE, f"reading the data failed: {first_line(exc)}", spec)
             return
-        # Cast to the logical types; nullable columns the file leaves out read as nulls, exactly
-        # as open_trace reads them, so the row rules see what every reader will see.
-        frame = frame.with_columns(
-            [pl.col(c.name).cast(pl.Int64) for c in spec.columns
-             if c.name in needed and c.type is ColumnType.INT64]
-            + [pl.lit(None, dtype=c.polars_type).alias(c.name) for c in spec.columns
-               if c.nullable and _has_row_rules(c) and c.name not in file_schema.names]
-        )
+        self.flush_rows()
+
+    def check_rows(self, spec: TableSpec, frame: pl.DataFrame) -> None:
+        """Every row rule of the table on one batch of its rows."""
         self.check_not_null(spec, frame)
         self.check_non_negative(spec, frame)
         self.check_enums(spec, frame)
@@ -375,12 +429,11 @@ class _Validator:
             illegal = sorted(present - set(col.values))
             if illegal:
                 text = frame[col.name].cast(pl.String)
-                shown = ", ".join(repr(v) for v in illegal[:MAX_ROWS_SHOWN])
                 self.add_rows(Rule.ENUM_VALUE, spec, frame, text.is_in(illegal),
-                              f"with an illegal {col.name} ({shown}; legal: "
+                              f"with an illegal {col.name} ({{values}}; legal: "
                               f"{', '.join(col.values)})",
                               list(dict.fromkeys([*_key_columns(spec, frame), col.name])),
-                              column=col.name)
+                              column=col.name, values=set(illegal))
 
     def check_instructions(self, spec: TableSpec, frame: pl.DataFrame) -> None:
         cols = set(frame.columns)

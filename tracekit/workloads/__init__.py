@@ -1,0 +1,1 @@
+"""The reference workload generator (the functional model) and its lowering."""

@@ -1,0 +1,157 @@
+"""Fault injection with ground truth: each fault changes the program or its observed timing the
+way a real bug would, and returns a record of what it did (kind, instruction ids, addresses)
+that the manifest keeps, so analyses can be scored against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from tracekit.workloads.lowering import SBUF_PARTITION_BYTES
+from tracekit.workloads.program import Lowered
+from tracekit.workloads.timing import satisfying_signals
+
+
+class Fault(StrEnum):
+    MISSING_WAIT = "missing-wait"
+    DEADLOCK = "deadlock"
+    SEM_LEAK = "sem-leak"
+    SLOW_QUEUE = "slow-queue"
+    STUCK_ENGINE = "stuck-engine"
+    TIMESTAMP_SKEW = "timestamp-skew"
+    OOB = "oob"
+
+
+SLOW_QUEUE_FACTOR = 4.0
+STUCK_FACTOR = 50.0
+DEADLOCK_EXCESS = 1_000_000
+LEAKED_SIGNALS = 3
+
+
+@dataclass
+class TimingChanges:
+    """What faults ask of the reference timing: slowed engines and stretched instructions."""
+
+    slow_engine: dict[int, float]
+    stretch: dict[int, float]
+
+
+def _pick(rng: np.random.Generator, candidates: np.ndarray, what: str) -> int:
+    if candidates.size == 0:
+        raise ValueError(f"the workload has no {what} to inject this fault into")
+    # Prefer the middle of the program, where the machine is in steady state.
+    middle = candidates[candidates.size // 4: max(candidates.size * 3 // 4, candidates.size // 4
+                                                  + 1)]
+    return int(rng.choice(middle))
+
+
+def _opcode_rows(prog: Lowered, opcode: str) -> np.ndarray:
+    if opcode not in prog.opcodes:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(prog.inst["opcode"] == prog.opcodes.index(opcode))
+
+
+def _mem_of(prog: Lowered, inst: int) -> list[dict[str, Any]]:
+    rows = np.flatnonzero(prog.mem["inst"] == inst)
+    spaces, accesses = ("hbm", "sbuf", "psum"), ("read", "write")
+    return [{"space": spaces[prog.mem["space"][r]], "access": accesses[prog.mem["access"][r]],
+             "addr": int(prog.mem["addr"][r]), "size": int(prog.mem["size"][r]),
+             "partition": int(prog.mem["partition"][r]) if prog.mem["partition"][r] >= 0
+             else None,
+             "partitions": int(prog.mem["partitions"][r]) if prog.mem["partitions"][r] >= 0
+             else None} for r in rows]
+
+
+def inject_program_fault(prog: Lowered, fault: Fault, rng: np.random.Generator,
+                         timing: TimingChanges) -> dict[str, Any]:
+    """Apply a fault that changes the program (or asks the timing for a change); returns its
+    ground truth. Timestamp skew is applied after timing by `inject_skew`."""
+    sems, mem = prog.sems, prog.mem
+    if fault is Fault.MISSING_WAIT:
+        ptr, src = satisfying_signals(prog)
+        matmuls = _opcode_rows(prog, "matmul")
+        consumer = _pick(rng, matmuls[ptr[matmuls + 1] > ptr[matmuls]], "matmul with a wait")
+        producer = int(src[ptr[consumer]])  # its first wait: the load of its A tile
+        waits = np.flatnonzero((sems["inst"] == consumer) & (sems["op"] == 0))
+        drop = waits[0]
+        record = {"kind": fault.value, "instructions": [producer, consumer],
+                  "consumer": consumer, "producer": producer,
+                  "sem": int(sems["sem"][drop]), "value": int(sems["value"][drop]),
+                  "producer_memory": _mem_of(prog, producer),
+                  "consumer_memory": _mem_of(prog, consumer)}
+        keep = np.ones(sems["inst"].size, dtype=bool)
+        keep[drop] = False
+        prog.sems = {k: v[keep] for k, v in sems.items()}
+        return record
+    if fault is Fault.DEADLOCK:
+        waits = np.flatnonzero(sems["op"] == 0)
+        row = _pick(rng, waits, "semaphore wait")
+        sems["value"][row] += DEADLOCK_EXCESS
+        inst = int(sems["inst"][row])
+        return {"kind": fault.value, "instructions": [inst], "sem": int(sems["sem"][row]),
+                "value": int(sems["value"][row]),
+                "engine": prog.engines[prog.inst["engine"][inst]]}
+    if fault is Fault.SEM_LEAK:
+        signallers = _opcode_rows(prog, "matmul")
+        if signallers.size == 0:
+            signallers = np.arange(prog.size)
+        chosen = np.sort(rng.choice(signallers, size=min(LEAKED_SIGNALS, signallers.size),
+                                    replace=False))
+        sem = prog.semaphores
+        prog.semaphores += 1
+        extra = {"inst": chosen.astype(np.int64), "sem": np.full(chosen.size, sem),
+                 "op": np.ones(chosen.size, dtype=np.int8), "value": np.ones(chosen.size,
+                                                                              dtype=np.int64)}
+        merged = {k: np.concatenate([sems[k], extra[k]]) for k in sems}
+        perm = np.lexsort((merged["sem"], merged["op"], merged["inst"]))
+        prog.sems = {k: v[perm] for k, v in merged.items()}
+        return {"kind": fault.value, "instructions": [int(i) for i in chosen], "sem": sem,
+                "signals": int(chosen.size)}
+    if fault is Fault.SLOW_QUEUE:
+        queues = [i for i, e in enumerate(prog.engines) if e.startswith("dma.")]
+        queue = int(rng.choice(queues))
+        timing.slow_engine[queue] = SLOW_QUEUE_FACTOR
+        on_queue = np.flatnonzero(prog.inst["engine"] == queue)
+        return {"kind": fault.value, "engine": prog.engines[queue],
+                "factor": SLOW_QUEUE_FACTOR, "instructions": [int(i) for i in on_queue[:5]],
+                "instruction_count": int(on_queue.size)}
+    if fault is Fault.STUCK_ENGINE:
+        computes = np.flatnonzero(~np.array([e.startswith("dma.") for e in prog.engines])[
+            prog.inst["engine"]])
+        inst = _pick(rng, computes, "compute instruction")
+        timing.stretch[inst] = timing.stretch.get(inst, 1.0) * STUCK_FACTOR
+        return {"kind": fault.value, "instructions": [inst], "factor": STUCK_FACTOR,
+                "engine": prog.engines[prog.inst["engine"][inst]]}
+    if fault is Fault.OOB:
+        sbuf_rows = np.flatnonzero(mem["space"] == 1)
+        row = _pick(rng, sbuf_rows, "SBUF access")
+        size = int(mem["size"][row])
+        mem["addr"][row] = SBUF_PARTITION_BYTES - max(size // 2, 1)
+        inst = int(mem["inst"][row])
+        return {"kind": fault.value, "instructions": [inst], "space": "sbuf",
+                "addr": int(mem["addr"][row]), "size": size,
+                "partition": int(mem["partition"][row]),
+                "partitions": int(mem["partitions"][row]),
+                "capacity_per_partition": SBUF_PARTITION_BYTES}
+    raise ValueError(f"{fault.value} is applied after timing")
+
+
+def inject_skew(prog: Lowered, start: np.ndarray, end: np.ndarray,
+                rng: np.random.Generator) -> dict[str, Any]:
+    """Move one consumer's observed start before the end of the producer it waits on."""
+    ptr, src = satisfying_signals(prog)
+    has_wait = np.flatnonzero((ptr[1:] > ptr[:-1]) & (start >= 0))
+    producers = src[ptr[has_wait]]
+    ran = (producers >= 0) & (start[np.maximum(producers, 0)] >= 0)
+    consumer = _pick(rng, has_wait[ran], "instruction that waits on a producer")
+    producer = int(src[ptr[consumer]])
+    skew = max(1, int((end[producer] - start[producer]) // 2))
+    start[consumer] = end[producer] - skew
+    end[consumer] = max(int(end[consumer]), int(start[consumer]))
+    return {"kind": Fault.TIMESTAMP_SKEW.value, "instructions": [producer, consumer],
+            "producer": producer, "consumer": consumer, "producer_end": int(end[producer]),
+            "consumer_start": int(start[consumer])}

@@ -1,0 +1,240 @@
+"""Lowering of layers onto the NeuronCore-like machine, vectorized over tiles.
+
+A GEMM C[M, N] = A[M, K] @ B[K, N] on tiles (tm, tn, tk) becomes, for every output tile t and
+every k step (program order: t outer, k inner):
+
+    dma.q*   dma_load   A tile (tk x tm) HBM -> SBUF        signals its queue's semaphore
+    dma.q*   dma_load   B tile (tk x tn) HBM -> SBUF        signals its queue's semaphore
+    tensor   matmul     A^T B into the tile's PSUM bank     waits for both loads
+    -- after the last k step of tile t --
+    scalar   activation (or vector copy) PSUM -> SBUF       waits for the last matmul
+    dma.q*   dma_store  SBUF -> HBM                         waits for the evacuation
+
+so a GEMM does 2*M*N*K flops in ceil(M/tm)*ceil(N/tn)*ceil(K/tk) matmuls and moves
+(ceil(N/tn)*M*K + ceil(M/tm)*K*N + M*N) * 2 bytes. Buffers: with double buffering the loads of
+step s reuse the SBUF slot of step s-2 and wait for its matmul; without, of step s-1. Tensors
+live in HBM in a tile-major (blocked) layout, so every DMA moves one contiguous HBM range.
+Row-wise stages (softmax, layer norm) load 128-row tiles, run a chain of vector and scalar steps
+on them and store them back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracekit.trace.schema import Access, MemSpace
+from tracekit.workloads.program import Program
+
+PARTITIONS = 128
+SBUF_PARTITION_BYTES = 192 * 1024
+PSUM_PARTITION_BYTES = 16 * 1024
+PSUM_BANK_BYTES = 2048
+ELEM = 2  # bf16 in HBM and SBUF
+ACC = 4  # fp32 in PSUM
+HBM_ALIGN = 4096
+STEP = 16  # key slots per program step
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Tile sizes and the memory-system options of a lowering."""
+
+    tile_m: int = 128
+    tile_n: int = 512
+    tile_k: int = 128
+    dma_queues: int = 4
+    double_buffer: bool = True
+
+
+@dataclass
+class Lowerer:
+    """Holds the program being built, the HBM allocator and the running program position."""
+
+    tiling: Tiling
+    prog: Program = field(init=False)
+    hbm_next: int = 0x1000_0000
+    key: int = 0
+    load_sems: list[int] = field(init=False)
+    dma_counter: int = 0
+
+    def __post_init__(self) -> None:
+        engines = ("tensor", "vector", "scalar", "gpsimd") + tuple(
+            f"dma.q{q}" for q in range(self.tiling.dma_queues))
+        self.prog = Program(engines=engines)
+        self.load_sems = [self.prog.new_semaphore() for _ in range(self.tiling.dma_queues)]
+        self.store_sem = self.prog.new_semaphore()
+        self.stores_done = 0
+
+    def alloc(self, nbytes: int) -> int:
+        """Address of a fresh HBM tensor of `nbytes`."""
+        addr = self.hbm_next
+        self.hbm_next += (nbytes + HBM_ALIGN - 1) // HBM_ALIGN * HBM_ALIGN
+        return addr
+
+    def _queues(self, count: int) -> np.ndarray:
+        """Round-robin DMA queue codes for the next `count` transfers."""
+        q = (self.dma_counter + np.arange(count)) % self.tiling.dma_queues
+        self.dma_counter += count
+        return q
+
+    def _dma(self, opcode: str, keys: np.ndarray, nbytes: np.ndarray, layer: str,
+             pc: int) -> tuple[np.ndarray, np.ndarray]:
+        """Emit transfers round-robin over the queues; each signals its queue's semaphore.
+        Returns the handles and the queue of each transfer."""
+        queues = self._queues(keys.size)
+        first = self.prog.engine_code("dma.q0")
+        handles = self.prog.emit(first + queues, opcode, keys, bytes=nbytes, layer=layer, pc=pc)
+        self.prog.signal(handles, np.array(self.load_sems)[queues])
+        return handles, queues
+
+    def _wait_dma(self, consumers: np.ndarray, transfers: np.ndarray,
+                  queues: np.ndarray) -> None:
+        self.prog.wait_for(consumers, transfers, np.array(self.load_sems)[queues])
+
+    def _gate(self, handles: np.ndarray, queues: np.ndarray) -> None:
+        """The first transfer on each queue waits for every store so far (data produced by the
+        previous stage is in HBM)."""
+        if self.stores_done == 0:
+            return
+        for q in np.unique(queues):
+            self.prog.wait(handles[np.flatnonzero(queues == q)[:1]], self.store_sem,
+                           self.stores_done)
+
+    def gemm(self, m: int, n: int, k: int, *, a_addr: int, b_addr: int, layer: str,
+             evacuate: str = "activation", pc_base: int = 0, a_load: str = "dma_load",
+             a_span: int | None = None) -> int:
+        """Lower C = A @ B; returns C's HBM address (tile-major layout).
+
+        With `a_span`, A is not materialised: each A tile is gathered from a window of the
+        `a_span`-byte tensor at `a_addr` (an im2col load reading the input feature map).
+        """
+        t = self.tiling
+        tm, tn, tk = min(t.tile_m, PARTITIONS), min(t.tile_n, PSUM_BANK_BYTES // ACC), \
+            min(t.tile_k, PARTITIONS)
+        mt, nt, kt = -(-m // tm), -(-n // tn), -(-k // tk)
+        tiles = mt * nt
+        mi, ni, ki = (g.ravel() for g in np.meshgrid(np.arange(mt), np.arange(nt),
+                                                     np.arange(kt), indexing="ij"))
+        steps = mi.size
+        sm = np.minimum(tm, m - mi * tm)
+        sn = np.minimum(tn, n - ni * tn)
+        sk = np.minimum(tk, k - ki * tk)
+        base = self.key
+        key = base + np.arange(steps, dtype=np.int64) * STEP
+        nbuf = 2 if t.double_buffer else 1
+        prog = self.prog
+
+        # Loads: A tile (mi, ki) and B tile (ki, ni), tile-major so each is contiguous.
+        a_bytes, b_bytes = sk * sm * ELEM, sk * sn * ELEM
+        a_tile = tk * tm * ELEM
+        b_tile = tk * tn * ELEM
+        la, qa = self._dma(a_load, key, a_bytes, layer, pc_base + 1)
+        lb, qb = self._dma("dma_load", key + 1, b_bytes, layer, pc_base + 2)
+        self._gate(la, qa)
+        self._gate(lb, qb)
+        slot = np.arange(steps) % nbuf
+        a_sbuf = slot * tm * ELEM
+        b_sbuf = nbuf * tm * ELEM + slot * tn * ELEM
+        out_base = nbuf * (tm + tn) * ELEM
+        a_offset = (mi * kt + ki) * a_tile
+        if a_span is not None:
+            a_offset = a_offset % max(a_span - a_tile, 1)
+        prog.access(la, MemSpace.HBM, Access.READ, a_addr + a_offset, a_bytes)
+        prog.access(la, MemSpace.SBUF, Access.WRITE, a_sbuf, sm * ELEM, 0, sk)
+        prog.access(lb, MemSpace.HBM, Access.READ, b_addr + (ki * nt + ni) * b_tile, b_bytes)
+        prog.access(lb, MemSpace.SBUF, Access.WRITE, b_sbuf, sn * ELEM, 0, sk)
+
+        # Matmuls accumulate over k into one of two PSUM banks per output tile.
+        tile = mi * nt + ni
+        mm = prog.emit("tensor", "matmul", key + 2, elements=sk * sm + sk * sn,
+                       flops=2 * sm * sn * sk, layer=layer, pc=pc_base + 3)
+        self._wait_dma(mm, la, qa)
+        self._wait_dma(mm, lb, qb)
+        bank = (tile % 2) * PSUM_BANK_BYTES
+        prog.access(mm, MemSpace.SBUF, Access.READ, a_sbuf, sm * ELEM, 0, sk)
+        prog.access(mm, MemSpace.SBUF, Access.READ, b_sbuf, sn * ELEM, 0, sk)
+        prog.access(mm, MemSpace.PSUM, Access.WRITE, bank, sn * ACC, 0, sm)
+        mm_sem = prog.new_semaphore()
+        prog.signal(mm, mm_sem)
+        # Loads of step s reuse the slot of step s - nbuf: wait for that step's matmul.
+        reuse = np.arange(steps) - nbuf + 1
+        prog.wait(la, mm_sem, reuse)
+        prog.wait(lb, mm_sem, reuse)
+
+        # Evacuation and store once per output tile, after its last k step.
+        last = np.flatnonzero(ki == kt - 1)
+        acc_sem, evac_sem, store_sem = (prog.new_semaphore() for _ in range(3))
+        prog.signal(mm[last], acc_sem)
+        first = np.flatnonzero(ki == 0)
+        # The first matmul of tile t reuses tile t-2's PSUM bank: wait for its evacuation.
+        prog.wait(mm[first], evac_sem, np.arange(tiles) - 1)
+        engine = "scalar" if evacuate == "activation" else "vector"
+        em, en = sm[last], sn[last]
+        ev = prog.emit(engine, evacuate, key[last] + 3, elements=em * en, flops=em * en,
+                       layer=layer, pc=pc_base + 4)
+        prog.wait(ev, acc_sem, np.arange(1, tiles + 1))
+        prog.wait(ev, store_sem, np.arange(tiles) - 1)  # output slot t % 2 freed by store t-2
+        out_sbuf = out_base + (np.arange(tiles) % 2) * tn * ELEM
+        prog.access(ev, MemSpace.PSUM, Access.READ, bank[last], en * ACC, 0, em)
+        prog.access(ev, MemSpace.SBUF, Access.WRITE, out_sbuf, en * ELEM, 0, em)
+        prog.signal(ev, evac_sem)
+        c_tile = tm * tn * ELEM
+        c_addr = self.alloc(tiles * c_tile)
+        st, _ = self._dma("dma_store", key[last] + 4, em * en * ELEM, layer, pc_base + 5)
+        prog.wait(st, evac_sem, np.arange(1, tiles + 1))
+        prog.access(st, MemSpace.SBUF, Access.READ, out_sbuf, en * ELEM, 0, em)
+        prog.access(st, MemSpace.HBM, Access.WRITE, c_addr + np.arange(tiles) * c_tile,
+                    em * en * ELEM)
+        prog.signal(st, store_sem)
+        prog.signal(st, self.store_sem)
+        self.stores_done += tiles
+        self.key = int(key[-1]) + STEP
+        return c_addr
+
+    def rowwise(self, rows: int, cols: int, steps: list[tuple[str, str, int]], *, in_addr: int,
+                layer: str, pc_base: int = 0) -> int:
+        """Lower a row-wise operation (softmax, layer norm) on 128-row tiles: load, a chain of
+        (engine, opcode, passes over the tile) steps, store. Returns the output address."""
+        t = self.tiling
+        nbuf = 2 if t.double_buffer else 1
+        ntiles = -(-rows // PARTITIONS)
+        r = np.minimum(PARTITIONS, rows - np.arange(ntiles) * PARTITIONS)
+        key = self.key + np.arange(ntiles, dtype=np.int64) * STEP
+        prog = self.prog
+        tile_bytes = PARTITIONS * cols * ELEM
+        slot = np.arange(ntiles) % nbuf
+        sbuf = slot * cols * ELEM
+        ld, ql = self._dma("dma_load", key, r * cols * ELEM, layer, pc_base + 1)
+        self._gate(ld, ql)
+        prog.access(ld, MemSpace.HBM, Access.READ, in_addr + np.arange(ntiles) * tile_bytes,
+                    r * cols * ELEM)
+        prog.access(ld, MemSpace.SBUF, Access.WRITE, sbuf, cols * ELEM, 0, r)
+        prev_sem = None
+        for i, (engine, opcode, passes) in enumerate(steps):
+            h = prog.emit(engine, opcode, key + 1 + i, elements=r * cols * passes,
+                          flops=r * cols * passes, layer=layer, pc=pc_base + 2 + i)
+            if prev_sem is None:
+                self._wait_dma(h, ld, ql)
+            else:
+                prog.wait(h, prev_sem, np.arange(1, ntiles + 1))
+            prog.access(h, MemSpace.SBUF, Access.READ, sbuf, cols * ELEM, 0, r)
+            prog.access(h, MemSpace.SBUF, Access.WRITE, sbuf, cols * ELEM, 0, r)
+            prev_sem = prog.new_semaphore()
+            prog.signal(h, prev_sem)
+        out = self.alloc(ntiles * tile_bytes)
+        st, _ = self._dma("dma_store", key + 1 + len(steps), r * cols * ELEM, layer,
+                          pc_base + 2 + len(steps))
+        prog.wait(st, prev_sem, np.arange(1, ntiles + 1))
+        prog.access(st, MemSpace.SBUF, Access.READ, sbuf, cols * ELEM, 0, r)
+        prog.access(st, MemSpace.HBM, Access.WRITE, out + np.arange(ntiles) * tile_bytes,
+                    r * cols * ELEM)
+        done_sem = prog.new_semaphore()
+        prog.signal(st, done_sem)
+        prog.signal(st, self.store_sem)
+        # The load of tile i reuses the slot of tile i - nbuf: wait for that tile's store.
+        prog.wait(ld, done_sem, np.arange(ntiles) - nbuf + 1)
+        self.stores_done += ntiles
+        self.key = int(key[-1]) + STEP
+        return out

@@ -1,0 +1,226 @@
+"""The generator's reference timing: what the "RTL" observed. A first-order latency model plus
+effects a first-order model does not capture, so that fitting a model to it is a real problem.
+
+Worked example (no effects): a 4096-byte DMA load on an idle machine takes
+desc_base + desc_cycles * ceil(4096 / desc_bytes) + 4096 / min(queue_bw, hbm_bw) cycles; a
+matmul waiting on it starts sem_latency cycles after the load ends, and its engine's next
+instruction starts when it ends (engines are in-order).
+
+One pass over the instructions in program order, compiled with numba: each instruction starts
+when its engine is free and every semaphore wait is satisfied (the satisfying signal's end plus
+the semaphore latency). DMA transfers share HBM: a transfer's rate is its queue's bandwidth, cut
+to an equal share of the HBM bandwidth among the DMA queues whose current transfer is under way
+when it starts. Effects:
+
+- jitter: every duration times a seeded log-normal factor (sigma `jitter`);
+- DMA descriptor overhead: `desc_cycles` per `desc_bytes` descriptor, so it grows in steps;
+- SBUF partition conflicts: an instruction that starts while another engine's current
+  instruction, on overlapping SBUF partitions, is under way is stretched by `conflict_stretch`;
+- warm-up: the first `warmup_count` instructions of each engine take `warmup_factor` times longer.
+
+A wait no signal can satisfy blocks its engine: it and everything after it on that engine, and
+everything waiting on those, never run (start and end stay unset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from tracekit.workloads.program import NULL, Lowered
+
+UNSATISFIABLE = -2
+"""Marks a wait whose value no signal on its semaphore reaches."""
+
+
+@dataclass(frozen=True)
+class ReferenceTiming:
+    """Parameters of the reference machine and of the effects on top of it (cycles, bytes)."""
+
+    clock_hz: float = 1.4e9
+    matmul_fixed: float = 64.0
+    matmul_flops_per_cycle: float = 2 * 128 * 128
+    vector_fixed: float = 48.0
+    vector_elements_per_cycle: float = 128.0
+    scalar_fixed: float = 56.0
+    scalar_elements_per_cycle: float = 128.0
+    gpsimd_fixed: float = 80.0
+    gpsimd_elements_per_cycle: float = 64.0
+    queue_bytes_per_cycle: float = 64.0
+    hbm_bytes_per_cycle: float = 192.0
+    sem_latency: float = 12.0
+    desc_base: float = 96.0
+    desc_cycles: float = 8.0
+    desc_bytes: int = 512
+    jitter: float = 0.04
+    conflict_stretch: float = 1.15
+    warmup_count: int = 4
+    warmup_factor: float = 1.6
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def satisfying_signals(prog: Lowered) -> tuple[np.ndarray, np.ndarray]:
+    """Per instruction, the instructions whose signals satisfy its waits, as CSR
+    (ptr, src) over instruction ids; src is UNSATISFIABLE for a wait no signal reaches.
+
+    Signals on a semaphore count in program order (one queue signals each semaphore, so that
+    is also the order they end in); a wait for v depends on the signal that brings the count
+    to v.
+    """
+    n = prog.size
+    sems = prog.sems
+    if not sems:
+        return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    is_signal = sems["op"] == 1
+    sig_sem, sig_inst, sig_val = (sems[k][is_signal] for k in ("sem", "inst", "value"))
+    order = np.lexsort((sig_inst, sig_sem))
+    sig_sem, sig_inst, sig_val = sig_sem[order], sig_inst[order], sig_val[order]
+    cum = np.cumsum(sig_val)
+    starts = np.searchsorted(sig_sem, np.arange(prog.semaphores + 1))
+    base = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0)
+    base[starts == 0] = 0
+    w_sem, w_inst, w_val = (sems[k][~is_signal] for k in ("sem", "inst", "value"))
+    lo, hi = starts[w_sem], starts[w_sem + 1]
+    target = base[w_sem] + w_val
+    pos = np.searchsorted(cum, target, side="left")
+    ok = (pos < hi) & (pos >= lo)
+    src = np.where(ok, sig_inst[np.minimum(pos, max(sig_inst.size - 1, 0))], UNSATISFIABLE)
+    by_inst = np.argsort(w_inst, kind="stable")
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum(np.bincount(w_inst, minlength=n))
+    return ptr, src[by_inst].astype(np.int64)
+
+
+def base_durations(prog: Lowered, t: ReferenceTiming) -> np.ndarray:
+    """First-order compute durations by engine kind (DMA durations are set in the pass)."""
+    inst = prog.inst
+    elements = np.maximum(inst["elements"], 0).astype(np.float64)
+    flops = np.maximum(inst["flops"], 0).astype(np.float64)
+    kind = np.array([_engine_kind(e) for e in prog.engines])[inst["engine"]]
+    dur = np.zeros(prog.size)
+    dur = np.where(kind == "tensor", t.matmul_fixed + flops / t.matmul_flops_per_cycle, dur)
+    dur = np.where(kind == "vector", t.vector_fixed + elements / t.vector_elements_per_cycle,
+                   dur)
+    dur = np.where(kind == "scalar", t.scalar_fixed + elements / t.scalar_elements_per_cycle,
+                   dur)
+    dur = np.where(kind == "gpsimd", t.gpsimd_fixed + elements / t.gpsimd_elements_per_cycle,
+                   dur)
+    return np.where(kind == "other", 16.0, dur)
+
+
+def _engine_kind(engine: str) -> str:
+    if engine.startswith("dma."):
+        return "dma"
+    return engine if engine in ("tensor", "vector", "scalar", "gpsimd") else "other"
+
+
+def sbuf_partition_ranges(prog: Lowered) -> tuple[np.ndarray, np.ndarray]:
+    """Per instruction the lowest and one-past-highest SBUF partition it touches (-1 if none)."""
+    lo = np.full(prog.size, NULL, dtype=np.int64)
+    hi = np.full(prog.size, NULL, dtype=np.int64)
+    mem = prog.mem
+    if mem:
+        sbuf = mem["space"] == 1  # MemSpace order: hbm, sbuf, psum
+        inst = mem["inst"][sbuf]  # sorted: memory rows are in instruction order
+        if inst.size:
+            first = mem["partition"][sbuf].astype(np.int64)
+            last = first + mem["partitions"][sbuf]
+            starts = np.flatnonzero(np.r_[True, inst[1:] != inst[:-1]])
+            owners = inst[starts]
+            lo[owners] = np.minimum.reduceat(first, starts)
+            hi[owners] = np.maximum.reduceat(last, starts)
+    return lo, hi
+
+
+def observe(prog: Lowered, timing: ReferenceTiming, seed: int,
+            slow_engine: dict[int, float] | None = None,
+            stretch: dict[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Observed (start, end) per instruction, -1 where the instruction never ran.
+
+    `slow_engine` maps an engine code to a factor its durations (DMA: its bandwidth) are
+    slowed by; `stretch` maps an instruction id to a factor on its duration (faults).
+    """
+    inst = prog.inst
+    n_engines = len(prog.engines)
+    is_dma_engine = np.array([e.startswith("dma.") for e in prog.engines])
+    is_dma = is_dma_engine[inst["engine"]]
+    rng = np.random.default_rng(seed)
+    jitter = np.exp(rng.normal(0.0, timing.jitter, prog.size))
+    for i, factor in (stretch or {}).items():
+        jitter[i] *= factor
+    slow = np.ones(n_engines)
+    for e, factor in (slow_engine or {}).items():
+        slow[e] = factor
+    wait_ptr, wait_src = satisfying_signals(prog)
+    lo, hi = sbuf_partition_ranges(prog)
+    return _replay(inst["engine"].astype(np.int64), is_dma, is_dma_engine,
+                   base_durations(prog, timing), np.maximum(inst["bytes"], 0).astype(np.int64),
+                   wait_ptr, wait_src, lo, hi, jitter, slow, n_engines, timing.sem_latency,
+                   timing.queue_bytes_per_cycle, timing.hbm_bytes_per_cycle, timing.desc_base,
+                   timing.desc_cycles, timing.desc_bytes, timing.conflict_stretch,
+                   timing.warmup_count, timing.warmup_factor)
+
+
+@numba.njit(cache=True, nogil=True)
+def _replay(engine, is_dma, is_dma_engine, base, nbytes, wait_ptr, wait_src, part_lo, part_hi,
+             jitter, slow, n_engines, sem_latency, queue_bw, hbm_bw, desc_base, desc_cycles,
+             desc_bytes, conflict_stretch, warmup_count, warmup_factor):  # pragma: no cover
+    n = engine.size
+    start = np.full(n, -1, dtype=np.int64)
+    end = np.full(n, -1, dtype=np.int64)
+    free = np.zeros(n_engines, dtype=np.int64)
+    began = np.zeros(n_engines, dtype=np.int64)
+    blocked = np.zeros(n_engines, dtype=np.bool_)
+    done = np.zeros(n_engines, dtype=np.int64)
+    last_lo = np.full(n_engines, -1, dtype=np.int64)
+    last_hi = np.full(n_engines, -1, dtype=np.int64)
+    for i in range(n):
+        e = engine[i]
+        if blocked[e]:
+            continue
+        t = free[e]
+        stuck = False
+        for k in range(wait_ptr[i], wait_ptr[i + 1]):
+            j = wait_src[k]
+            if j < 0 or end[j] < 0:
+                stuck = True
+                break
+            ready = end[j] + np.int64(sem_latency)
+            if ready > t:
+                t = ready
+        if stuck:
+            blocked[e] = True
+            continue
+        if is_dma[i]:
+            busy = 1
+            for other in range(n_engines):
+                if other != e and is_dma_engine[other] and began[other] <= t < free[other]:
+                    busy += 1
+            rate = min(queue_bw / slow[e], hbm_bw / busy)
+            descriptors = (nbytes[i] + desc_bytes - 1) // desc_bytes
+            dur = desc_base + desc_cycles * descriptors + nbytes[i] / rate
+        else:
+            dur = base[i] * slow[e]
+        if part_lo[i] >= 0:
+            for other in range(n_engines):
+                if other != e and began[other] <= t < free[other] and last_lo[other] >= 0 and \
+                        last_lo[other] < part_hi[i] and part_lo[i] < last_hi[other]:
+                    dur *= conflict_stretch
+                    break
+        if done[e] < warmup_count:
+            dur *= warmup_factor
+        dur *= jitter[i]
+        cycles = max(np.int64(1), np.int64(np.ceil(dur)))
+        start[i] = t
+        end[i] = t + cycles
+        free[e] = end[i]
+        began[e] = t
+        done[e] += 1
+        last_lo[e] = part_lo[i]
+        last_hi[e] = part_hi[i]
+    return start, end
