@@ -34,9 +34,11 @@ def _broken_bundle(folder: Path) -> None:
 
 
 CASES = {
-    "tiny_gemm.info.txt": (["info", "sample_traces/tiny_gemm"], 0),
-    "tiny_gemm.info.json": (["info", "sample_traces/tiny_gemm", "--format", "json"], 0),
-    "tiny_gemm.validate.txt": (["validate", "sample_traces/tiny_gemm"], 0),
+    "gemm.info.txt": (["info", "sample_traces/gemm"], 0),
+    "gemm.info.json": (["info", "sample_traces/gemm", "--format", "json"], 0),
+    "gemm.validate.txt": (["validate", "sample_traces/gemm"], 0),
+    "mlp_faults.validate.json": (["validate", "sample_traces/mlp_faults", "--format", "json"],
+                                 0),
     "broken.validate.txt": (["validate", "BROKEN"], 1),
     "broken.validate.json": (["validate", "BROKEN", "--format", "json"], 1),
 }

@@ -66,25 +66,46 @@ def _mem_of(prog: Lowered, inst: int) -> list[dict[str, Any]]:
              else None} for r in rows]
 
 
+def _unordered_load_wait(prog: Lowered, rng: np.random.Generator) -> tuple[int, int, int]:
+    """A matmul, the row of its wait on a DMA load, and that load, such that nothing else
+    orders the load before the matmul: dropping the wait leaves a read-before-write race on
+    the SBUF tile. Every wait points back in program order, so the only other path would be
+    a later transfer on the load's own queue that the matmul also waits for."""
+    ptr, src = satisfying_signals(prog)
+    sems, engine = prog.sems, prog.inst["engine"]
+    loads = {prog.opcodes.index(o) for o in ("dma_load", "dma_im2col") if o in prog.opcodes}
+    is_load = np.isin(prog.inst["opcode"], list(loads))
+    wait_rows = np.flatnonzero(sems["op"] == 0)  # in the same order as the CSR's entries
+    matmuls = _opcode_rows(prog, "matmul")
+    order = rng.permutation(matmuls)
+    for consumer in order[np.argsort(np.abs(order - matmuls.mean()) if order.size else order,
+                                     kind="stable")]:
+        producers = src[ptr[consumer]:ptr[consumer + 1]]
+        rows = wait_rows[np.searchsorted(sems["inst"][wait_rows], consumer):][:producers.size]
+        for row, producer in zip(rows, producers, strict=True):
+            if producer < 0 or not is_load[producer]:
+                continue
+            later_on_queue = (engine[producers] == engine[producer]) & (producers > producer)
+            if not later_on_queue.any():
+                return int(consumer), int(row), int(producer)
+    raise ValueError("the workload has no matmul whose load can lose its wait without "
+                     "another order (use more DMA queues)")
+
+
 def inject_program_fault(prog: Lowered, fault: Fault, rng: np.random.Generator,
                          timing: TimingChanges) -> dict[str, Any]:
     """Apply a fault that changes the program (or asks the timing for a change); returns its
     ground truth. Timestamp skew is applied after timing by `inject_skew`."""
     sems, mem = prog.sems, prog.mem
     if fault is Fault.MISSING_WAIT:
-        ptr, src = satisfying_signals(prog)
-        matmuls = _opcode_rows(prog, "matmul")
-        consumer = _pick(rng, matmuls[ptr[matmuls + 1] > ptr[matmuls]], "matmul with a wait")
-        producer = int(src[ptr[consumer]])  # its first wait: the load of its A tile
-        waits = np.flatnonzero((sems["inst"] == consumer) & (sems["op"] == 0))
-        drop = waits[0]
+        consumer, row, producer = _unordered_load_wait(prog, rng)
         record = {"kind": fault.value, "instructions": [producer, consumer],
                   "consumer": consumer, "producer": producer,
-                  "sem": int(sems["sem"][drop]), "value": int(sems["value"][drop]),
+                  "sem": int(sems["sem"][row]), "value": int(sems["value"][row]),
                   "producer_memory": _mem_of(prog, producer),
                   "consumer_memory": _mem_of(prog, consumer)}
         keep = np.ones(sems["inst"].size, dtype=bool)
-        keep[drop] = False
+        keep[row] = False
         prog.sems = {k: v[keep] for k, v in sems.items()}
         return record
     if fault is Fault.DEADLOCK:
@@ -112,7 +133,8 @@ def inject_program_fault(prog: Lowered, fault: Fault, rng: np.random.Generator,
         return {"kind": fault.value, "instructions": [int(i) for i in chosen], "sem": sem,
                 "signals": int(chosen.size)}
     if fault is Fault.SLOW_QUEUE:
-        queues = [i for i, e in enumerate(prog.engines) if e.startswith("dma.")]
+        used = set(np.unique(prog.inst["engine"]).tolist())
+        queues = [i for i, e in enumerate(prog.engines) if e.startswith("dma.") and i in used]
         queue = int(rng.choice(queues))
         timing.slow_engine[queue] = SLOW_QUEUE_FACTOR
         on_queue = np.flatnonzero(prog.inst["engine"] == queue)

@@ -98,6 +98,7 @@ def workload_params(workload: str, given: dict[str, Any]) -> Any:
         raise WorkloadError(f"unknown workload {workload!r}; choose one of "
                             f"{', '.join(WORKLOADS)}.")
     cls = WORKLOADS[workload]
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(given) - names)
     if unknown:
@@ -135,7 +136,7 @@ def lower(params: Any, tiling: Tiling, layer: str | None = None) -> Lowered:
             w = low.alloc(w_in * w_out * ELEM)
             x = low.gemm(params.batch, w_out, w_in, a_addr=x, b_addr=w,
                          layer=f"{layer or 'fc'}{i + 1}", pc_base=100 * i,
-                         evacuate="activation" if i < depth - 1 else "copy")
+                         evacuate=params.activation if i < depth - 1 else "copy")
     elif isinstance(params, Attention):
         size = params.seq * params.head_dim * ELEM
         for h in range(params.heads):
@@ -157,8 +158,8 @@ def lower(params: Any, tiling: Tiling, layer: str | None = None) -> Lowered:
         kk = params.c * params.r * params.s
         wgt = low.alloc(kk * params.k * ELEM)
         low.gemm(params.n * ho * wo, params.k, kk, a_addr=x, b_addr=wgt,
-                 layer=layer or "conv", evacuate="activation", a_load="dma_im2col",
-                 a_span=image)
+                 layer=layer or "conv", evacuate="relu", a_load="dma_im2col",
+                 a_size=image)
     elif isinstance(params, LayerNorm):
         x = low.alloc(params.rows * params.hidden * ELEM)
         low.rowwise(params.rows, params.hidden,
@@ -241,19 +242,20 @@ def generate(workload: str, path: str | os.PathLike[str], *, params: dict[str, A
     if untimed and {Fault.SLOW_QUEUE, Fault.STUCK_ENGINE, Fault.TIMESTAMP_SKEW} & set(faults):
         raise WorkloadError("slow-queue, stuck-engine and timestamp-skew change timing; they "
                             "need a timed trace (drop --untimed).")
-    prog = lower(record, tiling, layer)
     rng = np.random.default_rng([seed, 1])
     changes = TimingChanges(slow_engine={}, stretch={})
-    truth = []
+    truth: dict[int, dict[str, Any]] = {}  # by position in `inject`, to report in that order
     try:
-        for fault in faults:
+        prog = lower(record, tiling, layer)
+        for i, fault in enumerate(faults):
             if fault is not Fault.TIMESTAMP_SKEW:
-                truth.append(inject_program_fault(prog, fault, rng, changes))
+                truth[i] = inject_program_fault(prog, fault, rng, changes)
         start = end = None
         if not untimed:
             start, end = observe(prog, timing, seed, changes.slow_engine, changes.stretch)
-            if Fault.TIMESTAMP_SKEW in faults:
-                truth.append(inject_skew(prog, start, end, rng))
+            for i, fault in enumerate(faults):
+                if fault is Fault.TIMESTAMP_SKEW:
+                    truth[i] = inject_skew(prog, start, end, rng)
     except ValueError as exc:
         raise WorkloadError(f"{workload}: {exc}.") from None
     extra = {"generator": {
@@ -267,7 +269,7 @@ def generate(workload: str, path: str | os.PathLike[str], *, params: dict[str, A
             "effects": ["jitter", "dma_descriptor_overhead", "sbuf_partition_conflicts",
                         "warmup"],
             "parameters": timing.to_dict()},
-        "faults": truth,
+        "faults": [truth[i] for i in sorted(truth)],
     }}
     name = f"{workload}_" + "x".join(str(v) for v in _shape(record))
     timed = [start, end]

@@ -7,12 +7,13 @@ every k step (program order: t outer, k inner):
     dma.q*   dma_load   B tile (tk x tn) HBM -> SBUF        signals its queue's semaphore
     tensor   matmul     A^T B into the tile's PSUM bank     waits for both loads
     -- after the last k step of tile t --
-    scalar   activation (or vector copy) PSUM -> SBUF       waits for the last matmul
+    scalar   relu/gelu/... (or vector copy) PSUM -> SBUF    waits for the last matmul
     dma.q*   dma_store  SBUF -> HBM                         waits for the evacuation
 
 so a GEMM does 2*M*N*K flops in ceil(M/tm)*ceil(N/tn)*ceil(K/tk) matmuls and moves
 (ceil(N/tn)*M*K + ceil(M/tm)*K*N + M*N) * 2 bytes. Buffers: with double buffering the loads of
-step s reuse the SBUF slot of step s-2 and wait for its matmul; without, of step s-1. Tensors
+step s reuse the SBUF slot of step s - 2 * (queues // 2) and wait for its matmul (two slots
+in flight per queue); without, of step s-1. Tensors
 live in HBM in a tile-major (blocked) layout, so every DMA moves one contiguous HBM range.
 Row-wise stages (softmax, layer norm) load 128-row tiles, run a chain of vector and scalar steps
 on them and store them back.
@@ -67,6 +68,11 @@ class Lowerer:
         self.store_sem = self.prog.new_semaphore()
         self.stores_done = 0
 
+    def buffers(self) -> int:
+        """SBUF slots per operand: double buffering gives each DMA queue two slots in flight
+        (the loads of one step spread over the queues); without it, one slot in all."""
+        return 2 * max(1, self.tiling.dma_queues // 2) if self.tiling.double_buffer else 1
+
     def alloc(self, nbytes: int) -> int:
         """Address of a fresh HBM tensor of `nbytes`."""
         addr = self.hbm_next
@@ -103,12 +109,15 @@ class Lowerer:
                            self.stores_done)
 
     def gemm(self, m: int, n: int, k: int, *, a_addr: int, b_addr: int, layer: str,
-             evacuate: str = "activation", pc_base: int = 0, a_load: str = "dma_load",
-             a_span: int | None = None) -> int:
-        """Lower C = A @ B; returns C's HBM address (tile-major layout).
+             evacuate: str = "relu", pc_base: int = 0, a_load: str = "dma_load",
+             a_size: int | None = None) -> int:
+        """Lower C = A @ B; returns C's HBM address (tile-major layout). `evacuate` is the
+        opcode that moves each output tile out of PSUM: "copy" on the vector engine, or an
+        activation function (relu, gelu, ...) on the scalar engine.
 
-        With `a_span`, A is not materialised: each A tile is gathered from a window of the
-        `a_span`-byte tensor at `a_addr` (an im2col load reading the input feature map).
+        `a_size` is the size of the tensor A's tiles are read from when A is not materialised
+        (an im2col load gathers each tile from the smaller input feature map). Every HBM read
+        stays inside its tensor: tile ranges are clamped to it.
         """
         t = self.tiling
         tm, tn, tk = min(t.tile_m, PARTITIONS), min(t.tile_n, PSUM_BANK_BYTES // ACC), \
@@ -123,7 +132,7 @@ class Lowerer:
         sk = np.minimum(tk, k - ki * tk)
         base = self.key
         key = base + np.arange(steps, dtype=np.int64) * STEP
-        nbuf = 2 if t.double_buffer else 1
+        nbuf = self.buffers()
         prog = self.prog
 
         # Loads: A tile (mi, ki) and B tile (ki, ni), tile-major so each is contiguous.
@@ -138,12 +147,12 @@ class Lowerer:
         a_sbuf = slot * tm * ELEM
         b_sbuf = nbuf * tm * ELEM + slot * tn * ELEM
         out_base = nbuf * (tm + tn) * ELEM
-        a_offset = (mi * kt + ki) * a_tile
-        if a_span is not None:
-            a_offset = a_offset % max(a_span - a_tile, 1)
-        prog.access(la, MemSpace.HBM, Access.READ, a_addr + a_offset, a_bytes)
+        a_read, a_offset = _inside((mi * kt + ki) * a_tile, a_bytes,
+                                   m * k * ELEM if a_size is None else a_size)
+        b_read, b_offset = _inside((ki * nt + ni) * b_tile, b_bytes, k * n * ELEM)
+        prog.access(la, MemSpace.HBM, Access.READ, a_addr + a_offset, a_read)
         prog.access(la, MemSpace.SBUF, Access.WRITE, a_sbuf, sm * ELEM, 0, sk)
-        prog.access(lb, MemSpace.HBM, Access.READ, b_addr + (ki * nt + ni) * b_tile, b_bytes)
+        prog.access(lb, MemSpace.HBM, Access.READ, b_addr + b_offset, b_read)
         prog.access(lb, MemSpace.SBUF, Access.WRITE, b_sbuf, sn * ELEM, 0, sk)
 
         # Matmuls accumulate over k into one of two PSUM banks per output tile.
@@ -170,7 +179,7 @@ class Lowerer:
         first = np.flatnonzero(ki == 0)
         # The first matmul of tile t reuses tile t-2's PSUM bank: wait for its evacuation.
         prog.wait(mm[first], evac_sem, np.arange(tiles) - 1)
-        engine = "scalar" if evacuate == "activation" else "vector"
+        engine = "vector" if evacuate == "copy" else "scalar"  # activations on scalar
         em, en = sm[last], sn[last]
         ev = prog.emit(engine, evacuate, key[last] + 3, elements=em * en, flops=em * en,
                        layer=layer, pc=pc_base + 4)
@@ -197,8 +206,11 @@ class Lowerer:
                 layer: str, pc_base: int = 0) -> int:
         """Lower a row-wise operation (softmax, layer norm) on 128-row tiles: load, a chain of
         (engine, opcode, passes over the tile) steps, store. Returns the output address."""
-        t = self.tiling
-        nbuf = 2 if t.double_buffer else 1
+        nbuf = self.buffers()
+        if nbuf * cols * ELEM > SBUF_PARTITION_BYTES:
+            raise ValueError(f"rows of {cols} elements do not fit SBUF {nbuf} times "
+                             f"({SBUF_PARTITION_BYTES} bytes per partition); at most "
+                             f"{SBUF_PARTITION_BYTES // (nbuf * ELEM)}")
         ntiles = -(-rows // PARTITIONS)
         r = np.minimum(PARTITIONS, rows - np.arange(ntiles) * PARTITIONS)
         key = self.key + np.arange(ntiles, dtype=np.int64) * STEP
@@ -238,3 +250,10 @@ class Lowerer:
         self.stores_done += ntiles
         self.key = int(key[-1]) + STEP
         return out
+
+
+def _inside(offset: np.ndarray, nbytes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The HBM range a tile read touches: its tile-major range, clamped into the `size`-byte
+    tensor (a read larger than the tensor, as an im2col gather can be, touches all of it)."""
+    read = np.minimum(nbytes, size)
+    return read, np.minimum(offset, size - read)

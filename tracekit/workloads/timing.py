@@ -53,7 +53,7 @@ class ReferenceTiming:
     hbm_bytes_per_cycle: float = 192.0
     sem_latency: float = 12.0
     desc_base: float = 96.0
-    desc_cycles: float = 8.0
+    desc_cycles: float = 2.0
     desc_bytes: int = 512
     jitter: float = 0.04
     conflict_stretch: float = 1.15
