@@ -168,7 +168,8 @@ def lower(params: Any, tiling: Tiling, layer: str | None = None) -> Lowered:
     return low.prog.finish()
 
 
-def _dictionary(codes: np.ndarray, names: tuple[str, ...] | list[str]) -> pl.Series:
+def _categorical(codes: np.ndarray, names: tuple[str, ...] | list[str]) -> pl.Series:
+    """Integer codes (-1 for null) as a categorical column of `names`."""
     mask = codes < 0
     indices = pa.array(np.where(mask, 0, codes).astype(np.int32), mask=mask if mask.any()
                        else None)
@@ -188,15 +189,15 @@ def instructions_frame(prog: Lowered, start: np.ndarray | None,
     untimed = pl.Series([None] * n, dtype=pl.Int64)
     return pl.DataFrame({
         "id": np.arange(n, dtype=np.int64),
-        "engine": _dictionary(inst.pop("engine"), prog.engines),
+        "engine": _categorical(inst.pop("engine"), prog.engines),
         "seq": inst.pop("seq"),
-        "opcode": _dictionary(inst.pop("opcode"), prog.opcodes),
+        "opcode": _categorical(inst.pop("opcode"), prog.opcodes),
         "start": untimed if start is None else _nullable(start),
         "end": untimed if end is None else _nullable(end),
         "elements": _nullable(inst.pop("elements")),
         "bytes": _nullable(inst.pop("bytes")),
         "flops": _nullable(inst.pop("flops")),
-        "layer": _dictionary(inst.pop("layer"), prog.layers),
+        "layer": _categorical(inst.pop("layer"), prog.layers),
         "pc": _nullable(inst.pop("pc")),
     })
 
@@ -206,7 +207,7 @@ def semaphores_frame(prog: Lowered) -> pl.DataFrame:
     sems = prog.sems
     return pl.DataFrame({
         "inst": sems.pop("inst"), "sem": sems.pop("sem"),
-        "op": _dictionary(sems.pop("op"), [o.value for o in SemOp]),
+        "op": _categorical(sems.pop("op"), [o.value for o in SemOp]),
         "value": sems.pop("value"),
     })
 
@@ -216,8 +217,8 @@ def memory_frame(prog: Lowered) -> pl.DataFrame:
     mem = prog.mem
     return pl.DataFrame({
         "inst": mem.pop("inst"),
-        "space": _dictionary(mem.pop("space"), [s.value for s in MemSpace]),
-        "access": _dictionary(mem.pop("access"), [a.value for a in Access]),
+        "space": _categorical(mem.pop("space"), [s.value for s in MemSpace]),
+        "access": _categorical(mem.pop("access"), [a.value for a in Access]),
         "addr": mem.pop("addr"), "size": mem.pop("size"),
         "partition": _nullable(mem.pop("partition")),
         "partitions": _nullable(mem.pop("partitions")),
