@@ -1,0 +1,1 @@
+"""The timing model: machine descriptions, dependency graph, discrete-event replay."""

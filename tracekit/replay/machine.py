@@ -1,0 +1,247 @@
+"""Machine descriptions: the TOML format of the timing model's parameters, loaded and checked.
+
+    name = "trn-like"
+    clock_hz = 1.4e9
+
+    [hbm]
+    bytes_per_cycle = 192.0          # shared by every DMA queue
+
+    [dma]
+    bytes_per_cycle = 64.0           # each queue's own bandwidth
+    [dma.queues]                     # optional: queues with another bandwidth
+    "dma.q3" = 16.0
+
+    [latency]
+    semaphore = 12.0                 # a signal reaches its waiter this many cycles after it ends
+    data = 0.0
+
+    [memory]
+    partitions = 128
+    sbuf_partition_bytes = 196608
+    psum_partition_bytes = 16384
+
+    [engines.tensor]                 # default of an engine kind: tensor, vector, scalar, gpsimd,
+    fixed_cycles = 64.0              # dma (dma.q0, dma.q1, ...) or any other engine name
+    per_flop = 3.0517578125e-05
+    [engines.dma]                    # a transfer's set-up, before its bytes move
+    fixed_cycles = 96.0
+    per_byte = 0.00390625
+    [engines.tensor.opcodes.transpose]
+    fixed_cycles = 32.0
+    per_element = 0.0078125
+
+A duration is fixed_cycles + per_element * elements + per_byte * bytes + per_flop * flops, from
+the (engine, opcode) entry if there is one, else the engine's, else the engine kind's, else
+`[engines.default]`. DMA transfers take their set-up from the same model and move their bytes
+through the contention model of `tracekit.replay.engine`.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tracekit.errors import TracekitError
+
+
+class MachineError(TracekitError):
+    """A machine file that cannot be read or breaks the format."""
+
+
+@dataclass(frozen=True)
+class Latency:
+    """fixed + per_element * elements + per_byte * bytes + per_flop * flops, in cycles."""
+
+    fixed_cycles: float = 0.0
+    per_element: float = 0.0
+    per_byte: float = 0.0
+    per_flop: float = 0.0
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Every parameter the replay uses. Engines are looked up by name, then by kind."""
+
+    name: str
+    clock_hz: float
+    hbm_bytes_per_cycle: float
+    dma_bytes_per_cycle: float
+    semaphore_latency: float
+    data_latency: float
+    partitions: int
+    sbuf_partition_bytes: int
+    psum_partition_bytes: int
+    engines: dict[str, Latency] = field(default_factory=dict)
+    opcodes: dict[tuple[str, str], Latency] = field(default_factory=dict)
+    queue_bytes_per_cycle: dict[str, float] = field(default_factory=dict)
+    source: str = "<built-in>"
+
+    def latency(self, engine: str, opcode: str) -> Latency:
+        """The latency model of `opcode` on `engine` (most specific entry first)."""
+        kind = engine_kind(engine)
+        for key in ((engine, opcode), (kind, opcode)):
+            if key in self.opcodes:
+                return self.opcodes[key]
+        for name in (engine, kind, "default"):
+            if name in self.engines:
+                return self.engines[name]
+        return Latency()
+
+    def queue_bandwidth(self, engine: str) -> float:
+        return self.queue_bytes_per_cycle.get(engine, self.dma_bytes_per_cycle)
+
+
+def engine_kind(engine: str) -> str:
+    """dma.q3 -> dma; tensor -> tensor."""
+    return "dma" if engine.startswith("dma.") else engine
+
+
+_LATENCY_KEYS = {"fixed_cycles", "per_element", "per_byte", "per_flop"}
+_TOP_KEYS = {"name", "clock_hz", "hbm", "dma", "latency", "memory", "engines", "description"}
+
+
+class _Reader:
+    """Typed access to the TOML document that names the file and key of every problem."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, what: str) -> MachineError:
+        return MachineError(f"{self.source}: {key}: {what}. See replay/machines/ for the "
+                            f"format.")
+
+    def table(self, data: dict[str, Any], key: str, allowed: set[str] | None = None,
+              required: bool = True) -> dict[str, Any]:
+        value = data.get(key.rsplit(".", 1)[-1])
+        if value is None and not required:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "missing table" if value is None else "must be a table")
+        if allowed is not None:
+            unknown = sorted(set(value) - allowed)
+            if unknown:
+                raise self.fail(key, f"unknown key(s) {', '.join(unknown)}; allowed: "
+                                     f"{', '.join(sorted(allowed))}")
+        return value
+
+    def number(self, data: dict[str, Any], key: str, default: float | None = None, *,
+               positive: bool = False) -> float:
+        value = data.get(key.rsplit(".", 1)[-1], default)
+        if value is None:
+            raise self.fail(key, "missing")
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not math.isfinite(value):
+            raise self.fail(key, f"must be a number, not {value!r}")
+        if value < 0 or (positive and value == 0):
+            raise self.fail(key, f"must be {'positive' if positive else 'non-negative'}, "
+                                 f"not {value!r}")
+        return float(value)
+
+    def latency(self, data: dict[str, Any], key: str) -> Latency:
+        unknown = sorted(set(data) - _LATENCY_KEYS - {"opcodes"})
+        if unknown:
+            raise self.fail(key, f"unknown key(s) {', '.join(unknown)}; a latency has "
+                                 f"{', '.join(sorted(_LATENCY_KEYS))}")
+        return Latency(**{k: self.number(data, f"{key}.{k}", 0.0) for k in _LATENCY_KEYS})
+
+
+def parse_machine(data: dict[str, Any], source: str) -> Machine:
+    """A Machine from a parsed TOML document; MachineError naming the key on any problem."""
+    r = _Reader(source)
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise r.fail(", ".join(unknown), f"unknown top-level key; allowed: "
+                                         f"{', '.join(sorted(_TOP_KEYS))}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise r.fail("name", "must be a non-empty string")
+    hbm = r.table(data, "hbm", {"bytes_per_cycle"})
+    dma = r.table(data, "dma", {"bytes_per_cycle", "queues"})
+    latency = r.table(data, "latency", {"semaphore", "data"})
+    memory = r.table(data, "memory", {"partitions", "sbuf_partition_bytes",
+                                      "psum_partition_bytes"})
+    engines_doc = r.table(data, "engines")
+    engines: dict[str, Latency] = {}
+    opcodes: dict[tuple[str, str], Latency] = {}
+    for engine, entry in sorted(engines_doc.items()):
+        key = f"engines.{engine}"
+        if not isinstance(entry, dict):
+            raise r.fail(key, "must be a table")
+        engines[engine] = r.latency(entry, key)
+        for opcode, op_entry in sorted(r.table(entry, f"{key}.opcodes", required=False).items()):
+            if not isinstance(op_entry, dict):
+                raise r.fail(f"{key}.opcodes.{opcode}", "must be a table")
+            opcodes[(engine, opcode)] = r.latency(op_entry, f"{key}.opcodes.{opcode}")
+    queues = r.table(dma, "dma.queues", required=False)
+    queue_bw = {q: r.number(queues, f"dma.queues.{q}", positive=True) for q in sorted(queues)}
+    partitions = r.number(memory, "memory.partitions", positive=True)
+    if partitions != int(partitions):
+        raise r.fail("memory.partitions", "must be an integer")
+    return Machine(
+        name=name,
+        clock_hz=r.number(data, "clock_hz", positive=True),
+        hbm_bytes_per_cycle=r.number(hbm, "hbm.bytes_per_cycle", positive=True),
+        dma_bytes_per_cycle=r.number(dma, "dma.bytes_per_cycle", positive=True),
+        semaphore_latency=r.number(latency, "latency.semaphore", 0.0),
+        data_latency=r.number(latency, "latency.data", 0.0),
+        partitions=int(partitions),
+        sbuf_partition_bytes=int(r.number(memory, "memory.sbuf_partition_bytes",
+                                          positive=True)),
+        psum_partition_bytes=int(r.number(memory, "memory.psum_partition_bytes",
+                                          positive=True)),
+        engines=engines, opcodes=opcodes, queue_bytes_per_cycle=queue_bw, source=source,
+    )
+
+
+def load_machine(path: str | Path) -> Machine:
+    """Read and check a machine TOML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MachineError(f"{path}: no such machine file. `tracekit machines` lists the "
+                           f"built-in ones; replay/machines/ has examples.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MachineError(f"{path}: cannot read the machine file ({exc}).") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MachineError(f"{path}: not valid TOML ({exc}).") from None
+    return parse_machine(data, str(path))
+
+
+BUILTIN = "trn-like"
+
+
+def builtin_machines() -> dict[str, str]:
+    """Name -> first line of the description, of every machine shipped in the package."""
+    out = {}
+    for entry in sorted(resources.files("tracekit.replay.machines").iterdir(),
+                        key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            out[entry.name.removesuffix(".toml")] = str(data.get("description", "")).strip()
+    return out
+
+
+def builtin_machine(name: str = BUILTIN) -> Machine:
+    """A machine shipped inside the package, by name."""
+    entry = resources.files("tracekit.replay.machines") / f"{name}.toml"
+    if not entry.is_file():
+        raise MachineError(f"no built-in machine {name!r}; built-in: "
+                           f"{', '.join(builtin_machines())}.")
+    return parse_machine(tomllib.loads(entry.read_text(encoding="utf-8")),
+                         f"<built-in {name}>")
+
+
+def resolve_machine(spec: str | Path | None) -> Machine:
+    """A machine file path, a built-in name, or None for the default."""
+    if spec is None:
+        return builtin_machine()
+    if isinstance(spec, str) and spec in builtin_machines() and not Path(spec).exists():
+        return builtin_machine(spec)
+    return load_machine(spec)

@@ -1,0 +1,1 @@
+"""Machine descriptions shipped inside the package (read through importlib.resources)."""
