@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -41,12 +42,20 @@ class Format(StrEnum):
     JSON = "json"
 
 
+class ReportFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    MD = "md"
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def _stdout() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # Piped output gets a fixed width, so reports are the same bytes whatever the terminal.
+    return Console(highlight=False, soft_wrap=True,
+                   width=None if sys.stdout.isatty() else 160)
 
 
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -112,6 +121,75 @@ def info(trace: TraceArg, format: FormatOpt = Format.TEXT) -> None:  # noqa: A00
 
 
 Opt = typer.Option
+
+
+@contextmanager
+def _status(message: str) -> Iterator[None]:
+    """A spinner on stderr while a long step runs, only when stderr is a terminal."""
+    if sys.stderr.isatty():
+        with Console(stderr=True).status(message):
+            yield
+    else:
+        yield
+
+
+@app.command()
+@handles_errors
+def replay(
+    trace: TraceArg,
+    machine: Annotated[str | None, Opt(
+        "--machine", "-m", help="Machine TOML file or built-in name (default: trn-like).",
+        show_default=False)] = None,
+    mode: Annotated[str, Opt(help="model: durations from the machine's latency model; "
+                                  "observed: from the trace.")] = "model",
+    output: Annotated[Path | None, Opt("--output", "-o", help="Write the predicted timeline "
+                                       "as a bundle here.", show_default=False)] = None,
+    format: Annotated[ReportFormat, Opt("--format", "-f",  # noqa: A002
+                                        help="Output format.")] = ReportFormat.TEXT,
+    force: Annotated[bool, Opt("--force", help="Replace an existing output bundle.")] = False,
+) -> None:
+    """Replay a trace through the timing model: makespan, engine use, and (for a timed
+    trace) how far the prediction is from what was observed."""
+    from tracekit.analysis.replay_report import correlate, summarize_replay
+    from tracekit.replay.machine import resolve_machine
+    from tracekit.replay.run import Mode, write_predicted
+    from tracekit.replay.run import replay as run_replay
+
+    if mode not in {m.value for m in Mode}:
+        raise typer.BadParameter(f"{mode!r} is not one of model, observed",
+                                 param_hint="--mode")
+    with _status("reading the trace"):
+        opened = open_trace(trace)
+        chosen = resolve_machine(machine)
+    with _status("deriving dependencies and replaying"):
+        result = run_replay(opened, chosen, Mode(mode))
+    summary, correlation = summarize_replay(result), correlate(result)
+    if output is not None:
+        with _status(f"writing {output}"):
+            write_predicted(result, output, overwrite=force)
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json(render.replay_to_dict(result, summary, correlation)))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.replay_markdown(result, summary, correlation))
+    else:
+        render.print_replay(_stdout(), result, summary, correlation)
+
+
+@app.command()
+@handles_errors
+def machines(format: FormatOpt = Format.TEXT) -> None:  # noqa: A002
+    """List the machine descriptions built into tracekit."""
+    from tracekit.replay.machine import BUILTIN, builtin_machines
+
+    found = builtin_machines()
+    if format is Format.JSON:
+        sys.stdout.write(render.to_json([{"name": name, "default": name == BUILTIN,
+                                          "description": text}
+                                         for name, text in found.items()]))
+        return
+    for name, text in found.items():
+        mark = " (default)" if name == BUILTIN else ""
+        typer.echo(f"{name}{mark}: {text}")
 
 
 @app.command()

@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tracekit.analysis.replay_report import Correlation, ReplaySummary
+from tracekit.replay.run import ReplayResult
 from tracekit.trace.manifest import TimeUnit
 from tracekit.trace.rules import Severity
 from tracekit.trace.summary import TraceSummary, seconds
@@ -116,3 +119,117 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
                 cells.append(_count(row["busy_cycles"]))
             out.add_row(*cells)
         console.print(out)
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+def _frame_records(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts with floats rounded to 3 decimals, for stable JSON."""
+    return [{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+            for row in frame.iter_rows(named=True)]
+
+
+def replay_to_dict(result: ReplayResult, summary: ReplaySummary,
+                   correlation: Correlation | None) -> dict[str, Any]:
+    return {
+        "trace": str(result.trace.path),
+        "workload": result.trace.manifest.workload,
+        "machine": result.machine.name,
+        "mode": result.mode.value,
+        "instructions": summary.instructions,
+        "edges": result.graph.edges,
+        "makespan_cycles": summary.makespan,
+        "makespan_seconds": summary.seconds,
+        "ipc": round(summary.ipc, 6),
+        "engines": _frame_records(summary.engines),
+        "top_opcodes": _frame_records(summary.opcodes),
+        "correlation": None if correlation is None else {
+            "observed_makespan_cycles": correlation.observed_makespan,
+            "predicted_makespan_cycles": correlation.predicted_makespan,
+            "makespan_error_pct": round(correlation.makespan_error_pct, 3),
+            "opcodes": _frame_records(correlation.opcodes),
+            "most_divergent": _frame_records(correlation.divergent),
+        },
+    }
+
+
+def _cells(frame: pl.DataFrame, formats: dict[str, str]) -> list[list[str]]:
+    out = []
+    for row in frame.iter_rows(named=True):
+        cells = []
+        for name, fmt in formats.items():
+            value = row[name]
+            cells.append("-" if value is None else format(value, fmt) if fmt else str(value))
+        out.append(cells)
+    return out
+
+
+_ENGINE_COLS = {"engine": "", "instructions": ",", "busy_cycles": ",", "busy_pct": ".1f",
+                "contention_cycles": ","}
+_OPCODE_COLS = {"opcode": "", "instructions": ",", "cycles": ",", "share_pct": ".1f"}
+_CORR_COLS = {"opcode": "", "instructions": ",", "observed_mean": ",.1f",
+              "predicted_mean": ",.1f", "bias_pct": "+.1f", "mape_pct": ".1f",
+              "p50_abs_error": ",.0f", "p95_abs_error": ",.0f"}
+_DIV_COLS = {"id": "", "engine": "", "opcode": "", "layer": "", "observed_end": ",",
+             "end": ",", "end_error": "+,"}
+_HEADERS = {"busy_pct": "busy %", "share_pct": "share %", "bias_pct": "bias %",
+            "mape_pct": "MAPE %", "p50_abs_error": "p50 |err|", "p95_abs_error": "p95 |err|",
+            "observed_mean": "observed", "predicted_mean": "predicted",
+            "contention_cycles": "HBM contention", "busy_cycles": "busy cycles",
+            "observed_end": "observed end", "end": "predicted end", "end_error": "error"}
+
+
+def _header(name: str) -> str:
+    return _HEADERS.get(name, name)
+
+
+def _facts(summary: ReplaySummary, result: ReplayResult,
+           correlation: Correlation | None) -> list[tuple[str, str]]:
+    seconds = "" if summary.seconds is None else f" ({summary.seconds * 1e6:,.3f} us)"
+    facts = [("trace", str(result.trace.path)), ("machine", result.machine.name),
+             ("mode", result.mode.value),
+             ("instructions", f"{summary.instructions:,} ({result.graph.edges:,} edges)"),
+             ("makespan", f"{summary.makespan:,} cycles{seconds}"),
+             ("IPC", f"{summary.ipc:.4f}")]
+    if correlation is not None:
+        facts += [("observed makespan", f"{correlation.observed_makespan:,} cycles"),
+                  ("makespan error", f"{correlation.makespan_error_pct:+.2f} %")]
+    return facts
+
+
+def print_replay(console: Console, result: ReplayResult, summary: ReplaySummary,
+                 correlation: Correlation | None) -> None:
+    facts = _table("replay", ("", "left"), ("", "left"))
+    facts.show_header = False
+    for key, value in _facts(summary, result, correlation):
+        facts.add_row(Text(key), Text(value))
+    console.print(facts)
+    sections = [("engines", summary.engines, _ENGINE_COLS),
+                ("top opcodes by time", summary.opcodes, _OPCODE_COLS)]
+    if correlation is not None:
+        sections += [("correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
+                     ("most divergent instructions (end, from first start)",
+                      correlation.divergent, _DIV_COLS)]
+    for title, frame, cols in sections:
+        table = _table(f"\n{title}", *[(_header(c), "left" if not f else "right")
+                                       for c, f in cols.items()])
+        for cells in _cells(frame, cols):
+            table.add_row(*[Text(c) for c in cells])
+        console.print(table)
+
+
+def replay_markdown(result: ReplayResult, summary: ReplaySummary,
+                    correlation: Correlation | None) -> str:
+    lines = [f"# Replay of {result.trace.manifest.workload}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in _facts(summary, result, correlation)]
+    sections = [("Engines", summary.engines, _ENGINE_COLS),
+                ("Top opcodes by time", summary.opcodes, _OPCODE_COLS)]
+    if correlation is not None:
+        sections += [("Correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
+                     ("Most divergent instructions", correlation.divergent, _DIV_COLS)]
+    for title, frame, cols in sections:
+        lines += ["", f"## {title}", "", "| " + " | ".join(_header(c) for c in cols) + " |",
+                  "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in _cells(frame, cols)]
+    return "\n".join(lines) + "\n"

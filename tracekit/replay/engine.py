@@ -58,10 +58,11 @@ def _rates(phase, caps, hbm_bw, rate):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, succ_dst,
+def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_ptr, succ_dst,
                   succ_kind, kind_latency, setup, nbytes, caps, hbm_bw):  # pragma: no cover
     """Replay; returns start, end, binding predecessor and its edge kind, contention cycles
-    and the number of instructions completed (less than n when the replay is stuck)."""
+    and the number of instructions completed (less than n when the replay is stuck).
+    `never[i]` counts waits of instruction i that nothing satisfies: it never starts."""
     n = node_engine.size
     start = np.full(n, -1.0)
     end = np.full(n, -1.0)
@@ -71,7 +72,7 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
     contention = np.zeros(n)
     pending = np.empty(n, dtype=np.int64)
     for i in range(n):
-        pending[i] = pred_ptr[i + 1] - pred_ptr[i]
+        pending[i] = pred_ptr[i + 1] - pred_ptr[i] + never[i]
     head = eng_ptr[:-1].copy()
     phase = np.zeros(n_eng, dtype=np.int8)
     current = np.full(n_eng, -1, dtype=np.int64)

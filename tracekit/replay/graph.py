@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import polars as pl
 
@@ -63,11 +64,37 @@ class Graph:
 
 
 def _codes(series: pl.Series) -> np.ndarray:
-    return series.cast(pl.String).cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+    """Integer codes of a name column (equal names, equal codes)."""
+    if series.dtype != pl.Categorical:
+        series = series.cast(pl.String).cast(pl.Categorical)
+    return series.to_physical().to_numpy().astype(np.int64)
+
+
+def _group_first(sorted_keys: np.ndarray) -> np.ndarray:
+    """For each element of a sorted array, the index of the first element equal to it."""
+    if sorted_keys.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return np.repeat(starts, np.diff(np.r_[starts, sorted_keys.size]))
+
+
+def positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Row positions of instruction ids in the sorted `ids` (the identity when ids are
+    0..n-1, the usual case)."""
+    if ids.size and ids[0] == 0 and ids[-1] == ids.size - 1:
+        return values.astype(np.int64)
+    return np.searchsorted(ids, values)
 
 
 def order_edges(engine: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(src, dst) of consecutive instructions on each engine, by seq."""
+    if engine.size and engine.max() < 2**15:
+        # Engine codes are small: a stable radix sort groups them, keeping id order, which is
+        # seq order in every valid bundle; fall back to a full sort only when it is not.
+        order = np.argsort(engine.astype(np.int16), kind="stable")
+        same = engine[order][1:] == engine[order][:-1]
+        if not np.any(same & (seq[order][1:] <= seq[order][:-1])):
+            return order[:-1][same], order[1:][same]
     order = np.lexsort((seq, engine))
     same = engine[order][1:] == engine[order][:-1]
     return order[:-1][same], order[1:][same]
@@ -80,27 +107,90 @@ def semaphore_edges(inst: np.ndarray, sem: np.ndarray, is_signal: np.ndarray,
 
     `inst` are node positions; `signal_rank` orders the signals (observed end, then id).
     """
-    s_inst, s_sem, s_val = inst[is_signal], sem[is_signal], value[is_signal]
-    order = np.lexsort((s_inst, signal_rank[is_signal], s_sem))
-    s_inst, s_sem, s_val = s_inst[order], s_sem[order], s_val[order]
-    cum = np.cumsum(s_val)
-    first = np.searchsorted(s_sem, s_sem, side="left")
-    before = np.where(first > 0, cum[np.maximum(first - 1, 0)], 0)
-    wait_rows = np.flatnonzero(~is_signal)
-    w_sem, w_val = sem[wait_rows], value[wait_rows]
-    lo = np.searchsorted(s_sem, w_sem, side="left")
-    hi = np.searchsorted(s_sem, w_sem, side="right")
-    base = np.where(lo < hi, before[np.minimum(lo, max(s_sem.size - 1, 0))], 0)
-    needed = w_val > 0
-    pos = np.searchsorted(cum, base + w_val, side="left")
-    ok = needed & (pos >= lo) & (pos < hi)
-    unsatisfied = wait_rows[needed & ~ok]
-    return s_inst[pos[ok]], inst[wait_rows[ok]], unsatisfied
+    if sem.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    # Semaphore numbers index their groups directly unless they are sparse (or negative).
+    if sem.min() >= 0 and sem.max() <= 4 * sem.size + 1024:
+        sem_code = sem
+    else:
+        _, sem_code = np.unique(sem, return_inverse=True)
+    src, ok = _count(sem_code.astype(np.int64), inst.astype(np.int64), is_signal,
+                     value.astype(np.int64), signal_rank.astype(np.int64))
+    waits = np.flatnonzero(~is_signal & (value > 0))
+    good = ok[waits]
+    return src[waits[good]], inst[waits[good]].astype(np.int64), waits[~good]
 
 
-def derive(trace: Trace) -> Graph:
-    """The dependency graph of an opened trace (order, semaphore and data edges)."""
-    inst = trace.read("instructions", ["id", "engine", "seq", "end"]).sort("id")
+@numba.njit(cache=True, nogil=True)
+def _count(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
+    """For every row that is a wait, the instruction whose signal brings its semaphore's count
+    to the wait's value (signals counted in (rank, inst) order), and whether there is one.
+
+    Signals are grouped per semaphore by a counting sort that keeps row order; a group is
+    re-sorted only if its ranks are not already in order. Each wait then binary-searches the
+    cumulative count of its semaphore's group.
+    """
+    n_sem = sem.max() + 1 if sem.size else 0
+    ptr = np.zeros(n_sem + 1, dtype=np.int64)
+    for r in range(sem.size):
+        if is_signal[r]:
+            ptr[sem[r] + 1] += 1
+    for s in range(n_sem):
+        ptr[s + 1] += ptr[s]
+    fill = ptr[:-1].copy()
+    rows = np.empty(ptr[-1], dtype=np.int64)
+    for r in range(sem.size):
+        if is_signal[r]:
+            rows[fill[sem[r]]] = r
+            fill[sem[r]] += 1
+    cum = np.empty(rows.size, dtype=np.int64)
+    for s in range(n_sem):
+        lo, hi = ptr[s], ptr[s + 1]
+        in_order = True
+        for k in range(lo + 1, hi):
+            a, b = rows[k - 1], rows[k]
+            if rank[b] < rank[a] or (rank[b] == rank[a] and inst[b] < inst[a]):
+                in_order = False
+                break
+        if not in_order:
+            group = rows[lo:hi].copy()
+            keys = np.empty(group.size, dtype=np.float64)
+            order = np.argsort(inst[group], kind="mergesort")
+            group = group[order]
+            for k in range(group.size):
+                keys[k] = rank[group[k]]
+            order = np.argsort(keys, kind="mergesort")
+            rows[lo:hi] = group[order]
+        total = 0
+        for k in range(lo, hi):
+            total += value[rows[k]]
+            cum[k] = total
+    src = np.full(sem.size, -1, dtype=np.int64)
+    ok = np.zeros(sem.size, dtype=np.bool_)
+    for r in range(sem.size):
+        if is_signal[r] or value[r] <= 0:
+            continue
+        lo, hi = ptr[sem[r]], ptr[sem[r] + 1]
+        if hi == lo or cum[hi - 1] < value[r]:
+            continue
+        a, b = lo, hi - 1
+        while a < b:
+            mid = (a + b) // 2
+            if cum[mid] >= value[r]:
+                b = mid
+            else:
+                a = mid + 1
+        src[r] = inst[rows[a]]
+        ok[r] = True
+    return src, ok
+
+
+def derive(trace: Trace, instructions: pl.DataFrame | None = None) -> Graph:
+    """The dependency graph of an opened trace (order, semaphore and data edges).
+    `instructions`, if the caller has read them (id, engine, seq, end), sorted by id."""
+    inst = (trace.read("instructions", ["id", "engine", "seq", "end"]).sort("id")
+            if instructions is None else instructions)
     ids = inst["id"].to_numpy()
     n = ids.size
     srcs, dsts, kinds = [], [], []
@@ -114,8 +204,8 @@ def derive(trace: Trace) -> Graph:
                                        "signalled": pl.Int64})
     if trace.has_table("semaphores"):
         sems = trace.read("semaphores")
-        node = np.searchsorted(ids, sems["inst"].to_numpy())
-        is_signal = (sems["op"].cast(pl.String) == "signal").to_numpy()
+        node = positions(ids, sems["inst"].to_numpy())
+        is_signal = (sems["op"] == "signal").to_numpy()
         end = inst["end"].to_numpy(allow_copy=True)
         rank = node if inst["end"].null_count() else end[node]
         src, dst, bad = semaphore_edges(node, sems["sem"].to_numpy(), is_signal,
@@ -132,8 +222,8 @@ def derive(trace: Trace) -> Graph:
                            .sort("inst", "sem"))
     if trace.has_table("deps"):
         deps = trace.read("deps")
-        srcs.append(np.searchsorted(ids, deps["src"].to_numpy()))
-        dsts.append(np.searchsorted(ids, deps["dst"].to_numpy()))
+        srcs.append(positions(ids, deps["src"].to_numpy()))
+        dsts.append(positions(ids, deps["dst"].to_numpy()))
         codes = {k.value: i for i, k in enumerate(KINDS)}
         kinds.append(deps["kind"].cast(pl.String).replace_strict(codes).to_numpy()
                      .astype(np.int8))
@@ -141,8 +231,36 @@ def derive(trace: Trace) -> Graph:
     src = np.concatenate(srcs).astype(np.int64)
     dst = np.concatenate(dsts).astype(np.int64)
     kind = np.concatenate(kinds)
-    order = np.lexsort((src, kind, dst))
-    src, dst, kind = src[order], dst[order], kind[order]
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum(np.bincount(dst, minlength=n))
+    ptr, src, kind = _csr(n, src, dst, kind)
     return Graph(ids=ids, ptr=ptr, src=src, kind=kind, unsatisfied=unsatisfied)
+
+
+@numba.njit(cache=True, nogil=True)
+def _csr(n, src, dst, kind):  # pragma: no cover - compiled
+    """Predecessor CSR by counting sort on dst, each node's few edges then insertion-sorted
+    by (kind, src): linear time where a general sort of all edges is not."""
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    for d in dst:
+        ptr[d + 1] += 1
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    fill = ptr[:-1].copy()
+    out_src = np.empty(src.size, dtype=np.int64)
+    out_kind = np.empty(src.size, dtype=np.int8)
+    for k in range(src.size):
+        slot = fill[dst[k]]
+        out_src[slot] = src[k]
+        out_kind[slot] = kind[k]
+        fill[dst[k]] += 1
+    for node in range(n):
+        for a in range(ptr[node] + 1, ptr[node + 1]):
+            s, kd = out_src[a], out_kind[a]
+            b = a - 1
+            while b >= ptr[node] and (out_kind[b] > kd or (out_kind[b] == kd and
+                                                           out_src[b] > s)):
+                out_src[b + 1] = out_src[b]
+                out_kind[b + 1] = out_kind[b]
+                b -= 1
+            out_src[b + 1] = s
+            out_kind[b + 1] = kd
+    return ptr, out_src, out_kind

@@ -129,8 +129,9 @@ class _Reader:
         return value
 
     def number(self, data: dict[str, Any], key: str, default: float | None = None, *,
-               positive: bool = False) -> float:
-        value = data.get(key.rsplit(".", 1)[-1], default)
+               positive: bool = False, name: str | None = None) -> float:
+        """data[name] (by default the key's last part) as a checked number."""
+        value = data.get(key.rsplit(".", 1)[-1] if name is None else name, default)
         if value is None:
             raise self.fail(key, "missing")
         if isinstance(value, bool) or not isinstance(value, int | float) or \
@@ -177,7 +178,8 @@ def parse_machine(data: dict[str, Any], source: str) -> Machine:
                 raise r.fail(f"{key}.opcodes.{opcode}", "must be a table")
             opcodes[(engine, opcode)] = r.latency(op_entry, f"{key}.opcodes.{opcode}")
     queues = r.table(dma, "dma.queues", required=False)
-    queue_bw = {q: r.number(queues, f"dma.queues.{q}", positive=True) for q in sorted(queues)}
+    queue_bw = {q: r.number(queues, f"dma.queues.{q}", positive=True, name=q)
+                for q in sorted(queues)}
     partitions = r.number(memory, "memory.partitions", positive=True)
     if partitions != int(partitions):
         raise r.fail("memory.partitions", "must be an integer")

@@ -7,17 +7,21 @@ compiled replay, and return the predicted timeline as a polars frame.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 import polars as pl
 
+from tracekit import __version__
 from tracekit.errors import TracekitError
 from tracekit.replay.engine import replay_kernel
 from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive
-from tracekit.replay.machine import Machine, builtin_machine, engine_kind
-from tracekit.trace.bundle import Trace
+from tracekit.replay.machine import Latency, Machine, builtin_machine, engine_kind
+from tracekit.trace.bundle import Trace, write_trace
+from tracekit.trace.manifest import Producer
 from tracekit.trace.summary import natural_key
 
 
@@ -74,48 +78,55 @@ def _engine_queues(engine: np.ndarray, seq: np.ndarray, n_eng: int
     return ptr, order.astype(np.int64)
 
 
-def model_durations(frame: pl.DataFrame, machine: Machine, engines: list[str]
+def model_durations(engine_code: np.ndarray, opcode_code: np.ndarray, opcodes: list[str],
+                    work: pl.DataFrame, machine: Machine, engines: list[str]
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Set-up or compute cycles per instruction from the latency model, and the bytes each DMA
-    transfer moves through the contention model (0 for compute)."""
-    pairs = frame.select("engine_code", "opcode").unique().sort("engine_code", "opcode")
-    coeff = pl.DataFrame([
-        {"engine_code": code, "opcode": op, **_as_dict(machine.latency(engines[code], op))}
-        for code, op in pairs.iter_rows()
-    ], schema={"engine_code": pl.Int64, "opcode": pl.String, "fixed_cycles": pl.Float64,
-               "per_element": pl.Float64, "per_byte": pl.Float64, "per_flop": pl.Float64})
-    joined = frame.join(coeff, on=["engine_code", "opcode"], how="left", maintain_order="left")
-    setup = joined.select(
-        pl.col("fixed_cycles")
-        + pl.col("per_element") * pl.col("elements").fill_null(0)
-        + pl.col("per_byte") * pl.col("bytes").fill_null(0)
-        + pl.col("per_flop") * pl.col("flops").fill_null(0)).to_series().to_numpy()
-    is_dma = np.array([engine_kind(e) == "dma" for e in engines])[
-        frame["engine_code"].to_numpy()]
-    nbytes = np.where(is_dma, frame["bytes"].fill_null(0).to_numpy(), 0).astype(np.float64)
-    return setup.astype(np.float64), nbytes
+    transfer moves through the contention model (0 for compute). The model's coefficients are
+    looked up once per (engine, opcode) pair and gathered per instruction."""
+    coeff = np.array([[_as_tuple(machine.latency(e, op)) for op in opcodes] for e in engines],
+                     dtype=np.float64).reshape(len(engines), max(len(opcodes), 1), 4)
+    c = coeff[engine_code, opcode_code]
+    elements, nbytes, flops = (work[k].fill_null(0).to_numpy().astype(np.float64)
+                               for k in ("elements", "bytes", "flops"))
+    setup = c[:, 0] + c[:, 1] * elements + c[:, 2] * nbytes + c[:, 3] * flops
+    is_dma = np.array([engine_kind(e) == "dma" for e in engines])[engine_code]
+    return setup, np.where(is_dma, nbytes, 0.0)
 
 
-def _as_dict(latency: object) -> dict[str, float]:
-    return {k: getattr(latency, k) for k in ("fixed_cycles", "per_element", "per_byte",
-                                             "per_flop")}
+def _names(series: pl.Series, key: object = None) -> tuple[np.ndarray, list[str]]:
+    """Codes 0..k-1 of a name column and its k distinct names, sorted by `key`."""
+    if series.dtype != pl.Categorical:
+        series = series.cast(pl.String).cast(pl.Categorical)
+    distinct = series.unique().drop_nulls()
+    names = distinct.cast(pl.String).to_list()
+    order = sorted(range(len(names)), key=lambda i: key(names[i]) if key else names[i])
+    physical = distinct.to_physical().to_numpy().astype(np.int64)
+    lut = np.zeros(int(physical.max(initial=0)) + 1, dtype=np.int64)
+    lut[physical[order]] = np.arange(len(order))
+    return lut[series.to_physical().fill_null(0).to_numpy()], [names[i] for i in order]
+
+
+def _as_tuple(latency: Latency) -> tuple[float, float, float, float]:
+    return (latency.fixed_cycles, latency.per_element, latency.per_byte, latency.per_flop)
 
 
 def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode.MODEL,
-           graph: Graph | None = None) -> ReplayResult:
-    """Replay `trace` on `machine` (the built-in default if None)."""
+           graph: Graph | None = None, timings: dict[str, float] | None = None
+           ) -> ReplayResult:
+    """Replay `trace` on `machine` (the built-in default if None). `timings`, if given,
+    receives the seconds spent in each stage (read, derive, durations, kernel, timeline)."""
+    clock = _Stopwatch(timings)
     machine = machine or builtin_machine()
     mode = Mode(mode)
     frame = trace.read("instructions", ["id", "engine", "seq", "opcode", "start", "end",
                                         "elements", "bytes", "flops", "layer"]).sort("id")
-    frame = frame.with_columns(pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String))
-    engines = sorted(frame["engine"].unique().to_list(), key=natural_key)
-    frame = frame.with_columns(
-        pl.col("engine").replace_strict({e: i for i, e in enumerate(engines)},
-                                        return_dtype=pl.Int64).alias("engine_code"))
-    graph = graph or derive(trace)
+    engine, engines = _names(frame["engine"], natural_key)
+    opcode, opcodes = _names(frame["opcode"])
+    clock.lap("read")
+    graph = graph or derive(trace, frame)
+    clock.lap("derive")
     n, n_eng = frame.height, len(engines)
-    engine = frame["engine_code"].to_numpy()
     timed = frame["start"].null_count() == 0 and frame["end"].null_count() == 0 and n > 0
     if mode is Mode.OBSERVED:
         if not timed:
@@ -125,7 +136,7 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
         setup = (frame["end"] - frame["start"]).to_numpy().astype(np.float64)
         nbytes = np.zeros(n)
     else:
-        setup, nbytes = model_durations(frame, machine, engines)
+        setup, nbytes = model_durations(engine, opcode, opcodes, frame, machine, engines)
     caps = np.array([machine.queue_bandwidth(e) for e in engines], dtype=np.float64)
     eng_ptr, eng_nodes = _engine_queues(engine, frame["seq"].to_numpy(), n_eng)
     succ_order = np.argsort(graph.src, kind="stable")
@@ -136,19 +147,23 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     kind_latency[SEMAPHORE] = machine.semaphore_latency
     kind_latency[[i for i in range(len(KINDS)) if i not in (ORDER, SEMAPHORE)]] = \
         machine.data_latency
+    clock.lap("durations")
+    never = np.bincount(np.searchsorted(graph.ids, graph.unsatisfied["inst"].to_numpy()),
+                        minlength=n).astype(np.int64)
     start, end, bind, bind_kind, contention, completed = replay_kernel(
-        n_eng, eng_ptr, eng_nodes, engine.astype(np.int64), graph.ptr, succ_ptr,
+        n_eng, eng_ptr, eng_nodes, engine.astype(np.int64), graph.ptr, never, succ_ptr,
         dst_of_edge[succ_order].astype(np.int64), graph.kind[succ_order].astype(np.int64),
         kind_latency, setup, nbytes, caps, machine.hbm_bytes_per_cycle)
+    clock.lap("kernel")
     if completed < n:
-        raise _stuck(trace, frame, graph, end)
+        raise _stuck(trace, frame, graph, end, eng_ptr, eng_nodes)
     start_c, end_c = _cycles(start), _cycles(end)
     has_bind = bind >= 0
     timeline = pl.DataFrame({
         "id": frame["id"],
         "engine": frame["engine"],
         "opcode": frame["opcode"],
-        "layer": frame["layer"].cast(pl.String),
+        "layer": frame["layer"],
         "start": start_c,
         "end": end_c,
         "duration": end_c - start_c,
@@ -160,8 +175,23 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
         "observed_start": frame["start"],
         "observed_end": frame["end"],
     })
+    clock.lap("timeline")
     return ReplayResult(trace=trace, machine=machine, mode=mode, graph=graph,
                         timeline=timeline)
+
+
+class _Stopwatch:
+    """Seconds per stage into a caller's dict; does nothing without one."""
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        self.into = into
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.into is not None:
+            self.into[stage] = now - self.last
+        self.last = now
 
 
 def _cycles(times: np.ndarray) -> np.ndarray:
@@ -169,12 +199,18 @@ def _cycles(times: np.ndarray) -> np.ndarray:
     return np.ceil(times - 1e-6).astype(np.int64)
 
 
-def _stuck(trace: Trace, frame: pl.DataFrame, graph: Graph, end: np.ndarray) -> ReplayStuck:
-    """The report of a replay that cannot finish: each stuck engine's first unstarted or
-    unfinished instruction and what it waits for."""
+def _stuck(trace: Trace, frame: pl.DataFrame, graph: Graph, end: np.ndarray,
+           eng_ptr: np.ndarray, eng_nodes: np.ndarray) -> ReplayStuck:
+    """The report of a replay that cannot finish: each stuck engine's first unfinished
+    instruction in its queue (by seq) and what it waits for."""
     undone = end < 0
-    stuck = frame.filter(pl.Series(undone)).group_by("engine_code", maintain_order=True).first()
-    stuck = stuck.sort("engine_code").select("id", "engine", "opcode", "layer")
+    first_undone = []
+    for e in range(eng_ptr.size - 1):  # one step per engine, not per instruction
+        queue = eng_nodes[eng_ptr[e]:eng_ptr[e + 1]]
+        waiting = np.flatnonzero(undone[queue])
+        if waiting.size:
+            first_undone.append(int(queue[waiting[0]]))
+    stuck = frame[first_undone].select("id", "engine", "opcode", "layer")
     waits = graph.unsatisfied
     lines = []
     for row in stuck.iter_rows(named=True):
@@ -194,3 +230,27 @@ def _stuck(trace: Trace, frame: pl.DataFrame, graph: Graph, end: np.ndarray) -> 
                + "\nThe trace records a run that could not have finished: check the "
                  "producer's semaphore values and dependencies.")
     return ReplayStuck(message, stuck)
+
+
+def write_predicted(result: ReplayResult, path: str | os.PathLike[str], *,
+                    overwrite: bool = False) -> Trace:
+    """Write the predicted timeline as a bundle: the trace's tables with start and end
+    replaced by the replay's, and the replay's parameters in the manifest."""
+    source = result.trace
+    predicted = result.timeline.select("id", pl.col("start").alias("p_start"),
+                                       pl.col("end").alias("p_end"))
+    instructions = (source.read("instructions")
+                    .join(predicted, on="id", how="left", maintain_order="left")
+                    .with_columns(pl.col("p_start").alias("start"), pl.col("p_end").alias("end"))
+                    .drop("p_start", "p_end"))
+    optional = {name: source.read(name) for name in ("semaphores", "memory", "deps")
+                if source.has_table(name)}
+    m = source.manifest
+    extra = {**m.extra, "replay": {
+        "source": str(source.path), "source_workload": m.workload,
+        "machine": result.machine.name, "mode": result.mode.value,
+        "makespan": result.makespan}}
+    return write_trace(path, instructions, **optional, workload=m.workload,
+                       producer=Producer("tracekit.replay", __version__),
+                       machine=result.machine.name, clock_hz=result.machine.clock_hz,
+                       created=None, extra=extra, overwrite=overwrite)

@@ -1,0 +1,1 @@
+"""Analyses over traces and replays: each module consumes facts and returns frames."""

@@ -1,0 +1,115 @@
+"""What a replay says: the summary of the predicted timeline, and how far it is from the
+observed one. Consumes a ReplayResult; renders nothing.
+
+For a trace whose matmuls took 100 cycles each where the model predicts 90, the opcode row
+reads bias -10.0 %, MAPE 10.0 %, p50 and p95 absolute error 10 cycles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from tracekit.replay.run import ReplayResult
+from tracekit.trace.summary import natural_key
+
+TOP_OPCODES = 10
+TOP_DIVERGENT = 10
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """The predicted timeline at a glance.
+
+    `engines`: engine, instructions, busy_cycles (sum of durations, cycles), busy_pct (of the
+    makespan), contention_cycles (DMA cycles lost to HBM sharing). Natural engine order.
+    `opcodes`: opcode, instructions, cycles (summed durations), share_pct (of all busy
+    cycles); the TOP_OPCODES largest by cycles, ties by name.
+    """
+
+    makespan: int
+    seconds: float | None
+    instructions: int
+    ipc: float
+    engines: pl.DataFrame
+    opcodes: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Predicted against observed timing.
+
+    `opcodes`: opcode, instructions, observed_mean and predicted_mean (cycles per
+    instruction), bias_pct (summed predicted over summed observed durations, minus 1, in %),
+    mape_pct (mean absolute percentage error of durations), p50_abs_error and p95_abs_error
+    (cycles). Largest observed time first.
+    `divergent`: the TOP_DIVERGENT instructions whose predicted end is furthest from the
+    observed end: id, engine, opcode, layer, observed_start, observed_end, start, end,
+    end_error (predicted minus observed end, cycles, both measured from their first start).
+    """
+
+    observed_makespan: int
+    predicted_makespan: int
+    makespan_error_pct: float
+    opcodes: pl.DataFrame
+    divergent: pl.DataFrame
+
+
+def summarize_replay(result: ReplayResult) -> ReplaySummary:
+    t = result.timeline
+    makespan = result.makespan
+    engines = (t.group_by("engine")
+               .agg(pl.len().cast(pl.Int64).alias("instructions"),
+                    pl.col("duration").sum().alias("busy_cycles"),
+                    pl.col("contention").sum().alias("contention_cycles")))
+    engines = engines.with_columns(
+        (pl.col("busy_cycles") / max(makespan, 1) * 100).alias("busy_pct"))
+    order = sorted(range(engines.height), key=lambda i: natural_key(engines["engine"][i]))
+    engines = engines[order].select("engine", "instructions", "busy_cycles", "busy_pct",
+                                    "contention_cycles")
+    total = max(int(t["duration"].sum()), 1)
+    opcodes = (t.group_by("opcode")
+               .agg(pl.len().cast(pl.Int64).alias("instructions"),
+                    pl.col("duration").sum().alias("cycles"))
+               .with_columns((pl.col("cycles") / total * 100).alias("share_pct"))
+               .sort(["cycles", "opcode"], descending=[True, False])
+               .head(TOP_OPCODES))
+    clock = result.machine.clock_hz
+    return ReplaySummary(
+        makespan=makespan, seconds=makespan / clock if clock else None,
+        instructions=t.height, ipc=t.height / makespan if makespan else 0.0,
+        engines=engines, opcodes=opcodes)
+
+
+def correlate(result: ReplayResult) -> Correlation | None:
+    """None when the trace has no observed timing to compare with."""
+    if not result.observed:
+        return None
+    t = result.timeline
+    origin = int(t["observed_start"].min())
+    t = t.with_columns(
+        (pl.col("observed_end") - pl.col("observed_start")).alias("observed"),
+        (pl.col("end") - (pl.col("observed_end") - origin)).alias("end_error"))
+    observed_makespan = int(t["observed_end"].max()) - origin
+    error = (pl.col("duration") - pl.col("observed")).abs()
+    opcodes = (t.group_by("opcode")
+               .agg(pl.len().cast(pl.Int64).alias("instructions"),
+                    pl.col("observed").mean().alias("observed_mean"),
+                    pl.col("duration").mean().alias("predicted_mean"),
+                    ((pl.col("duration").sum() / pl.col("observed").sum().clip(1) - 1) * 100)
+                    .alias("bias_pct"),
+                    (error / pl.col("observed").clip(1)).mean().mul(100).alias("mape_pct"),
+                    error.quantile(0.5, "nearest").alias("p50_abs_error"),
+                    error.quantile(0.95, "nearest").alias("p95_abs_error"),
+                    pl.col("observed").sum().alias("_weight"))
+               .sort(["_weight", "opcode"], descending=[True, False]).drop("_weight"))
+    divergent = (t.with_columns(pl.col("end_error").abs().alias("_abs"))
+                 .sort(["_abs", "id"], descending=[True, False]).head(TOP_DIVERGENT)
+                 .select("id", "engine", "opcode", "layer", "observed_start", "observed_end",
+                         "start", "end", "end_error"))
+    predicted = result.makespan
+    return Correlation(
+        observed_makespan=observed_makespan, predicted_makespan=predicted,
+        makespan_error_pct=(predicted - observed_makespan) / max(observed_makespan, 1) * 100,
+        opcodes=opcodes, divergent=divergent)
