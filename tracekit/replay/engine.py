@@ -14,8 +14,8 @@ moves its bytes under the contention model:
 Worked example: three queues of 64 B/cycle on 96 B/cycle of HBM each move 3200 bytes at
 once: each gets 32 B/cycle and all three finish at 100 cycles (3 * 3200 / 96), not at 50.
 
-Events are taken in time order; at equal times ends come before starts and lower engine codes
-first, which makes the replay, and which of several equal predecessors binds, deterministic.
+Events are taken in time order, at equal times the lower engine code first, which makes the
+replay, and which of several equal predecessors binds, deterministic.
 When no event remains but instructions are unfinished, the replay stops and reports them.
 """
 
@@ -29,16 +29,17 @@ IDLE, RUNNING, MOVING = 0, 1, 2
 
 
 @numba.njit(cache=True, nogil=True)
-def _rates(phase, caps, hbm_bw, rate):  # pragma: no cover - compiled
-    """Water-filling of the HBM bandwidth over the engines whose transfer is moving bytes."""
+def _rates(phase, caps, hbm_bw, rate, settled):  # pragma: no cover - compiled
+    """Water-filling of the HBM bandwidth over the engines whose transfer is moving bytes
+    (`settled` is scratch space, one flag per engine)."""
     n_eng = phase.size
     left = hbm_bw
     unassigned = 0
     for e in range(n_eng):
         rate[e] = 0.0
+        settled[e] = False
         if phase[e] == MOVING:
             unassigned += 1
-    settled = np.zeros(n_eng, dtype=np.bool_)
     while unassigned > 0:
         fair = left / unassigned
         capped = False
@@ -62,7 +63,12 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_
                   succ_kind, kind_latency, setup, nbytes, caps, hbm_bw):  # pragma: no cover
     """Replay; returns start, end, binding predecessor and its edge kind, contention cycles
     and the number of instructions completed (less than n when the replay is stuck).
-    `never[i]` counts waits of instruction i that nothing satisfies: it never starts."""
+    `never[i]` counts waits of instruction i that nothing satisfies: it never starts.
+
+    An instruction whose last predecessor has finished is the head of its engine's queue and
+    the engine is idle, so it is started at once, at its ready time (possibly later than now):
+    the only events are ends of set-ups and computations, and ends of transfers.
+    """
     n = node_engine.size
     start = np.full(n, -1.0)
     end = np.full(n, -1.0)
@@ -73,20 +79,27 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_
     pending = np.empty(n, dtype=np.int64)
     for i in range(n):
         pending[i] = pred_ptr[i + 1] - pred_ptr[i] + never[i]
-    head = eng_ptr[:-1].copy()
     phase = np.zeros(n_eng, dtype=np.int8)
     current = np.full(n_eng, -1, dtype=np.int64)
     until = np.zeros(n_eng)
     remaining = np.zeros(n_eng)
     moving_since = np.zeros(n_eng)
     rate = np.zeros(n_eng)
+    settled = np.zeros(n_eng, dtype=np.bool_)
+    for e in range(n_eng):
+        if eng_ptr[e] < eng_ptr[e + 1]:
+            node = eng_nodes[eng_ptr[e]]
+            if pending[node] == 0:
+                start[node] = 0.0
+                current[e] = node
+                phase[e] = RUNNING
+                until[e] = setup[node]
     t = 0.0
     completed = 0
     while completed < n:
         best = INF
         best_e = -1
-        is_start = False
-        for e in range(n_eng):  # ends and transfer completions first
+        for e in range(n_eng):
             if phase[e] == RUNNING:
                 when = until[e]
             elif phase[e] == MOVING:
@@ -95,11 +108,6 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_
                 continue
             if when < best:
                 best, best_e = when, e
-        for e in range(n_eng):
-            if phase[e] == IDLE and head[e] < eng_ptr[e + 1]:
-                node = eng_nodes[head[e]]
-                if pending[node] == 0 and ready[node] < best:
-                    best, best_e, is_start = ready[node], e, True
         if best_e < 0:
             break  # stuck: unfinished instructions wait on something that never ends
         if best > t:
@@ -108,27 +116,20 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_
                     remaining[e] -= rate[e] * (best - t)
             t = best
         e = best_e
-        if is_start:
-            node = eng_nodes[head[e]]
-            head[e] += 1
-            start[node] = t
-            current[e] = node
-            phase[e] = RUNNING
-            until[e] = t + setup[node]
-            continue
         node = current[e]
         if phase[e] == RUNNING and nbytes[node] > 0:
             phase[e] = MOVING
             remaining[e] = nbytes[node]
             moving_since[e] = t
-            _rates(phase, caps, hbm_bw, rate)
+            _rates(phase, caps, hbm_bw, rate, settled)
             continue
         if phase[e] == MOVING:
             contention[node] = (t - moving_since[e]) - nbytes[node] / caps[e]
             phase[e] = IDLE
             remaining[e] = 0.0
-            _rates(phase, caps, hbm_bw, rate)
+            _rates(phase, caps, hbm_bw, rate, settled)
         phase[e] = IDLE
+        current[e] = -1
         end[node] = t
         completed += 1
         for k in range(succ_ptr[node], succ_ptr[node + 1]):
@@ -139,4 +140,10 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_
                 bind[s] = node
                 bind_kind[s] = succ_kind[k]
             pending[s] -= 1
+            if pending[s] == 0:
+                es = node_engine[s]
+                start[s] = ready[s]
+                current[es] = s
+                phase[es] = RUNNING
+                until[es] = ready[s] + setup[s]
     return start, end, bind, bind_kind, contention, completed

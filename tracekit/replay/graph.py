@@ -82,20 +82,25 @@ def positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Row positions of instruction ids in the sorted `ids` (the identity when ids are
     0..n-1, the usual case)."""
     if ids.size and ids[0] == 0 and ids[-1] == ids.size - 1:
-        return values.astype(np.int64)
+        return np.asarray(values, dtype=np.int64)
     return np.searchsorted(ids, values)
+
+
+def queue_order(engine: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """Rows sorted by (engine, seq): every engine's in-order queue, one after the other."""
+    if engine.size and 0 <= engine.min() and engine.max() < 2**15:
+        # Engine codes are small: a stable radix sort groups them and keeps id order, which is
+        # seq order in every valid bundle; a full sort only when it is not.
+        order = np.argsort(engine.astype(np.int16), kind="stable")
+        same = engine[order][1:] == engine[order][:-1]
+        if not np.any(same & (seq[order][1:] <= seq[order][:-1])):
+            return order
+    return np.lexsort((seq, engine))
 
 
 def order_edges(engine: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(src, dst) of consecutive instructions on each engine, by seq."""
-    if engine.size and engine.max() < 2**15:
-        # Engine codes are small: a stable radix sort groups them, keeping id order, which is
-        # seq order in every valid bundle; fall back to a full sort only when it is not.
-        order = np.argsort(engine.astype(np.int16), kind="stable")
-        same = engine[order][1:] == engine[order][:-1]
-        if not np.any(same & (seq[order][1:] <= seq[order][:-1])):
-            return order[:-1][same], order[1:][same]
-    order = np.lexsort((seq, engine))
+    order = queue_order(engine, seq)
     same = engine[order][1:] == engine[order][:-1]
     return order[:-1][same], order[1:][same]
 
@@ -115,11 +120,11 @@ def semaphore_edges(inst: np.ndarray, sem: np.ndarray, is_signal: np.ndarray,
         sem_code = sem
     else:
         _, sem_code = np.unique(sem, return_inverse=True)
-    src, ok = _count(sem_code.astype(np.int64), inst.astype(np.int64), is_signal,
-                     value.astype(np.int64), signal_rank.astype(np.int64))
+    src, ok = _count(*(np.asarray(a, dtype=np.int64) for a in (sem_code, inst)), is_signal,
+                     *(np.asarray(a, dtype=np.int64) for a in (value, signal_rank)))
     waits = np.flatnonzero(~is_signal & (value > 0))
     good = ok[waits]
-    return src[waits[good]], inst[waits[good]].astype(np.int64), waits[~good]
+    return src[waits[good]], np.asarray(inst[waits[good]], dtype=np.int64), waits[~good]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -168,19 +173,35 @@ def _count(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
             cum[k] = total
     src = np.full(sem.size, -1, dtype=np.int64)
     ok = np.zeros(sem.size, dtype=np.bool_)
+    last = ptr[:-1].copy()  # where the previous wait on each semaphore was found
     for r in range(sem.size):
         if is_signal[r] or value[r] <= 0:
             continue
-        lo, hi = ptr[sem[r]], ptr[sem[r] + 1]
-        if hi == lo or cum[hi - 1] < value[r]:
+        s = sem[r]
+        lo, hi = ptr[s], ptr[s + 1]
+        v = value[r]
+        if hi == lo or cum[hi - 1] < v:
             continue
-        a, b = lo, hi - 1
+        # Waits mostly ask for the next few counts: gallop forward from the last answer, then
+        # binary-search the bracket found.
+        a = last[s]
+        if cum[a] >= v:
+            a, b = lo, a
+        else:
+            step = 1
+            b = a + step
+            while b < hi - 1 and cum[b] < v:
+                a = b
+                step *= 2
+                b = min(a + step, hi - 1)
+            b = min(b, hi - 1)
         while a < b:
             mid = (a + b) // 2
-            if cum[mid] >= value[r]:
+            if cum[mid] >= v:
                 b = mid
             else:
                 a = mid + 1
+        last[s] = a
         src[r] = inst[rows[a]]
         ok[r] = True
     return src, ok
@@ -228,8 +249,8 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None) -> Graph:
         kinds.append(deps["kind"].cast(pl.String).replace_strict(codes).to_numpy()
                      .astype(np.int8))
 
-    src = np.concatenate(srcs).astype(np.int64)
-    dst = np.concatenate(dsts).astype(np.int64)
+    src = np.concatenate(srcs).astype(np.int64, copy=False)
+    dst = np.concatenate(dsts).astype(np.int64, copy=False)
     kind = np.concatenate(kinds)
     ptr, src, kind = _csr(n, src, dst, kind)
     return Graph(ids=ids, ptr=ptr, src=src, kind=kind, unsatisfied=unsatisfied)

@@ -18,7 +18,7 @@ import polars as pl
 from tracekit import __version__
 from tracekit.errors import TracekitError
 from tracekit.replay.engine import replay_kernel
-from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive
+from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive, queue_order
 from tracekit.replay.machine import Latency, Machine, builtin_machine, engine_kind
 from tracekit.trace.bundle import Trace, write_trace
 from tracekit.trace.manifest import Producer
@@ -72,10 +72,10 @@ class ReplayResult:
 
 def _engine_queues(engine: np.ndarray, seq: np.ndarray, n_eng: int
                    ) -> tuple[np.ndarray, np.ndarray]:
-    order = np.lexsort((seq, engine))
+    order = queue_order(engine, seq)
     ptr = np.zeros(n_eng + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(np.bincount(engine, minlength=n_eng))
-    return ptr, order.astype(np.int64)
+    return ptr, order.astype(np.int64, copy=False)
 
 
 def model_durations(engine_code: np.ndarray, opcode_code: np.ndarray, opcodes: list[str],
@@ -151,9 +151,9 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     never = np.bincount(np.searchsorted(graph.ids, graph.unsatisfied["inst"].to_numpy()),
                         minlength=n).astype(np.int64)
     start, end, bind, bind_kind, contention, completed = replay_kernel(
-        n_eng, eng_ptr, eng_nodes, engine.astype(np.int64), graph.ptr, never, succ_ptr,
-        dst_of_edge[succ_order].astype(np.int64), graph.kind[succ_order].astype(np.int64),
-        kind_latency, setup, nbytes, caps, machine.hbm_bytes_per_cycle)
+        n_eng, eng_ptr, eng_nodes, np.asarray(engine, dtype=np.int64), graph.ptr, never,
+        succ_ptr, dst_of_edge[succ_order], graph.kind[succ_order], kind_latency, setup,
+        nbytes, caps, machine.hbm_bytes_per_cycle)
     clock.lap("kernel")
     if completed < n:
         raise _stuck(trace, frame, graph, end, eng_ptr, eng_nodes)
