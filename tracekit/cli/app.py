@@ -147,6 +147,9 @@ def replay(
     format: Annotated[ReportFormat, Opt("--format", "-f",  # noqa: A002
                                         help="Output format.")] = ReportFormat.TEXT,
     force: Annotated[bool, Opt("--force", help="Replace an existing output bundle.")] = False,
+    memory_deps: Annotated[bool, Opt("--memory-deps", help="Also order conflicting memory "
+                                     "accesses (read-after-write, write-after-read, "
+                                     "write-after-write on overlapping ranges).")] = False,
 ) -> None:
     """Replay a trace through the timing model: makespan, engine use, and (for a timed
     trace) how far the prediction is from what was observed."""
@@ -162,7 +165,7 @@ def replay(
         opened = open_trace(trace)
         chosen = resolve_machine(machine)
     with _status("deriving dependencies and replaying"):
-        result = run_replay(opened, chosen, Mode(mode))
+        result = run_replay(opened, chosen, Mode(mode), memory_deps=memory_deps)
     summary, correlation = summarize_replay(result), correlate(result)
     if output is not None:
         with _status(f"writing {output}"):

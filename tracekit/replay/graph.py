@@ -207,9 +207,11 @@ def _count(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
     return src, ok
 
 
-def derive(trace: Trace, instructions: pl.DataFrame | None = None) -> Graph:
-    """The dependency graph of an opened trace (order, semaphore and data edges).
-    `instructions`, if the caller has read them (id, engine, seq, end), sorted by id."""
+def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
+           memory: bool = False) -> Graph:
+    """The dependency graph of an opened trace (order, semaphore and data edges, and with
+    `memory` the memory edges of `memory_edges`). `instructions`, if the caller has read them
+    (id, engine, seq, end), sorted by id."""
     inst = (trace.read("instructions", ["id", "engine", "seq", "end"]).sort("id")
             if instructions is None else instructions)
     ids = inst["id"].to_numpy()
@@ -249,6 +251,11 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None) -> Graph:
         kinds.append(deps["kind"].cast(pl.String).replace_strict(codes).to_numpy()
                      .astype(np.int8))
 
+    if memory and trace.has_table("memory"):
+        src, dst = memory_edges(trace.read("memory"), ids)
+        srcs.append(src)
+        dsts.append(dst)
+        kinds.append(np.full(src.size, MEMORY, dtype=np.int8))
     src = np.concatenate(srcs).astype(np.int64, copy=False)
     dst = np.concatenate(dsts).astype(np.int64, copy=False)
     kind = np.concatenate(kinds)
@@ -285,3 +292,101 @@ def _csr(n, src, dst, kind):  # pragma: no cover - compiled
             out_src[b + 1] = s
             out_kind[b + 1] = kd
     return ptr, out_src, out_kind
+
+
+def memory_edges(memory: pl.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Read-after-write, write-after-read and write-after-write edges between instructions
+    whose access ranges overlap, in program (id) order, each to the nearest conflicting access.
+
+    A sort-and-sweep over the ranges, not a comparison of all pairs: in each space the range
+    boundaries are sorted into elementary cells (partition segments x byte segments for SBUF
+    and PSUM, byte segments for HBM), and the accesses are swept in id order, each cell keeping
+    its last writer and the readers since: a read depends on the cell's last writer, a write on
+    the readers since and on the last writer. Example: instruction 1 writes SBUF partitions
+    0-127 bytes 0-255, instruction 2 reads partitions 0-63 bytes 128-191: edge 1 -> 2; a third
+    instruction writing partitions 64-127 bytes 0-63 conflicts with neither.
+    """
+    srcs, dsts = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    inst_all = positions(ids, memory["inst"].to_numpy())
+    space_all = memory["space"].cast(pl.String).to_numpy()
+    for space in ("hbm", "sbuf", "psum"):
+        rows = np.flatnonzero(space_all == space)
+        if rows.size == 0:
+            continue
+        part = memory[rows]
+        addr = part["addr"].to_numpy()
+        stop = addr + part["size"].to_numpy()
+        if space == "hbm":
+            p_lo = np.zeros(rows.size, dtype=np.int64)
+            p_hi = np.ones(rows.size, dtype=np.int64)
+        else:
+            p_lo = part["partition"].fill_null(0).to_numpy()
+            p_hi = p_lo + part["partitions"].fill_null(0).to_numpy()
+        keep = (stop > addr) & (p_hi > p_lo)
+        b_bounds = np.unique(np.concatenate([addr[keep], stop[keep]]))
+        p_bounds = np.unique(np.concatenate([p_lo[keep], p_hi[keep]]))
+        is_write = (part["access"].cast(pl.String) == "write").to_numpy()
+        inst = inst_all[rows]
+        order = np.lexsort((is_write, inst))  # by instruction, its reads before its writes
+        order = order[keep[order]]
+        src, dst = _sweep(
+            inst[order].astype(np.int64), is_write[order],
+            np.searchsorted(p_bounds, p_lo[order]), np.searchsorted(p_bounds, p_hi[order]),
+            np.searchsorted(b_bounds, addr[order]), np.searchsorted(b_bounds, stop[order]),
+            max(b_bounds.size - 1, 1), max(p_bounds.size - 1, 1))
+        srcs.append(src)
+        dsts.append(dst)
+    src, dst = np.concatenate(srcs), np.concatenate(dsts)
+    if src.size == 0:
+        return src, dst
+    key = np.unique(src * np.int64(ids.size) + dst)
+    return key // ids.size, key % ids.size
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep(inst, is_write, p0, p1, b0, b1, n_bytes, n_parts):  # pragma: no cover - compiled
+    n_cells = n_bytes * n_parts
+    last_writer = np.full(n_cells, -1, dtype=np.int64)
+    reader_head = np.full(n_cells, -1, dtype=np.int64)
+    touches = 0
+    for a in range(inst.size):
+        touches += (p1[a] - p0[a]) * (b1[a] - b0[a])
+    pool_inst = np.empty(touches, dtype=np.int64)
+    pool_next = np.empty(touches, dtype=np.int64)
+    used = 0
+    out_src = np.empty(2 * touches, dtype=np.int64)
+    out_dst = np.empty(2 * touches, dtype=np.int64)
+    edges = 0
+    for a in range(inst.size):
+        me = inst[a]
+        for p in range(p0[a], p1[a]):
+            for b in range(b0[a], b1[a]):
+                c = p * n_bytes + b
+                w = last_writer[c]
+                if not is_write[a]:
+                    if w >= 0 and w != me:
+                        out_src[edges] = w
+                        out_dst[edges] = me
+                        edges += 1
+                    head = reader_head[c]
+                    if head < 0 or pool_inst[head] != me:
+                        pool_inst[used] = me
+                        pool_next[used] = head
+                        reader_head[c] = used
+                        used += 1
+                else:
+                    r = reader_head[c]
+                    had_readers = r >= 0
+                    while r >= 0:
+                        if pool_inst[r] != me:
+                            out_src[edges] = pool_inst[r]
+                            out_dst[edges] = me
+                            edges += 1
+                        r = pool_next[r]
+                    if not had_readers and w >= 0 and w != me:
+                        out_src[edges] = w
+                        out_dst[edges] = me
+                        edges += 1
+                    reader_head[c] = -1
+                    last_writer[c] = me
+    return out_src[:edges], out_dst[:edges]

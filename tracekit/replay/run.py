@@ -112,10 +112,11 @@ def _as_tuple(latency: Latency) -> tuple[float, float, float, float]:
 
 
 def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode.MODEL,
-           graph: Graph | None = None, timings: dict[str, float] | None = None
-           ) -> ReplayResult:
-    """Replay `trace` on `machine` (the built-in default if None). `timings`, if given,
-    receives the seconds spent in each stage (read, derive, durations, kernel, timeline)."""
+           graph: Graph | None = None, timings: dict[str, float] | None = None, *,
+           memory_deps: bool = False) -> ReplayResult:
+    """Replay `trace` on `machine` (the built-in default if None), with memory edges too when
+    `memory_deps`. `timings`, if given, receives the seconds spent in each stage (read,
+    derive, durations, kernel, timeline)."""
     clock = _Stopwatch(timings)
     machine = machine or builtin_machine()
     mode = Mode(mode)
@@ -124,7 +125,7 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     engine, engines = _names(frame["engine"], natural_key)
     opcode, opcodes = _names(frame["opcode"])
     clock.lap("read")
-    graph = graph or derive(trace, frame)
+    graph = graph or derive(trace, frame, memory=memory_deps)
     clock.lap("derive")
     n, n_eng = frame.height, len(engines)
     timed = frame["start"].null_count() == 0 and frame["end"].null_count() == 0 and n > 0
