@@ -115,8 +115,11 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
            graph: Graph | None = None, timings: dict[str, float] | None = None, *,
            memory_deps: bool = False) -> ReplayResult:
     """Replay `trace` on `machine` (the built-in default if None), with memory edges too when
-    `memory_deps`. `timings`, if given, receives the seconds spent in each stage (read,
-    derive, durations, kernel, timeline)."""
+    `memory_deps`. In model mode durations come from the machine's latency model and DMA
+    bytes share HBM; in observed mode every duration, DMA included, is the trace's own (its
+    contention already happened), so only the dependencies move instructions. `timings`, if
+    given, receives the seconds spent in each stage (read, derive, durations, kernel,
+    timeline)."""
     clock = _Stopwatch(timings)
     machine = machine or builtin_machine()
     mode = Mode(mode)
