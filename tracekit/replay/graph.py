@@ -259,14 +259,15 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
     src = np.concatenate(srcs).astype(np.int64, copy=False)
     dst = np.concatenate(dsts).astype(np.int64, copy=False)
     kind = np.concatenate(kinds)
-    ptr, src, kind = _csr(n, src, dst, kind)
+    ptr, src, kind = csr(n, src, dst, kind)
     return Graph(ids=ids, ptr=ptr, src=src, kind=kind, unsatisfied=unsatisfied)
 
 
 @numba.njit(cache=True, nogil=True)
-def _csr(n, src, dst, kind):  # pragma: no cover - compiled
-    """Predecessor CSR by counting sort on dst, each node's few edges then insertion-sorted
-    by (kind, src): linear time where a general sort of all edges is not."""
+def csr(n, src, dst, kind):  # pragma: no cover - compiled
+    """Edges grouped by `dst` (a CSR: ptr, then the `src` and `kind` of each), by counting
+    sort, each group's few edges then insertion-sorted by (kind, src): linear time where a
+    general sort of all edges is not. With the roles swapped it gives successor lists."""
     ptr = np.zeros(n + 1, dtype=np.int64)
     for d in dst:
         ptr[d + 1] += 1

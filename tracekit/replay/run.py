@@ -18,7 +18,7 @@ import polars as pl
 from tracekit import __version__
 from tracekit.errors import TracekitError
 from tracekit.replay.engine import replay_kernel
-from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive, queue_order
+from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, csr, derive, queue_order
 from tracekit.replay.machine import Latency, Machine, builtin_machine, engine_kind
 from tracekit.trace.bundle import Trace, write_trace
 from tracekit.trace.manifest import Producer
@@ -143,10 +143,9 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
         setup, nbytes = model_durations(engine, opcode, opcodes, frame, machine, engines)
     caps = np.array([machine.queue_bandwidth(e) for e in engines], dtype=np.float64)
     eng_ptr, eng_nodes = _engine_queues(engine, frame["seq"].to_numpy(), n_eng)
-    succ_order = np.argsort(graph.src, kind="stable")
-    dst_of_edge = np.repeat(np.arange(n), np.diff(graph.ptr))
-    succ_ptr = np.zeros(n + 1, dtype=np.int64)
-    succ_ptr[1:] = np.cumsum(np.bincount(graph.src, minlength=n))
+    # Successor lists: the same counting sort as the predecessor CSR, keyed by source.
+    succ_ptr, succ_dst, succ_kind = csr(n, np.repeat(np.arange(n), np.diff(graph.ptr)),
+                                         graph.src, graph.kind)
     kind_latency = np.zeros(len(KINDS))
     kind_latency[SEMAPHORE] = machine.semaphore_latency
     kind_latency[[i for i in range(len(KINDS)) if i not in (ORDER, SEMAPHORE)]] = \
@@ -156,8 +155,8 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
                         minlength=n).astype(np.int64)
     start, end, bind, bind_kind, contention, completed = replay_kernel(
         n_eng, eng_ptr, eng_nodes, np.asarray(engine, dtype=np.int64), graph.ptr, never,
-        succ_ptr, dst_of_edge[succ_order], graph.kind[succ_order], kind_latency, setup,
-        nbytes, caps, machine.hbm_bytes_per_cycle)
+        succ_ptr, succ_dst, succ_kind, kind_latency, setup, nbytes, caps,
+        machine.hbm_bytes_per_cycle)
     clock.lap("kernel")
     if completed < n:
         raise _stuck(trace, frame, graph, end, eng_ptr, eng_nodes)
