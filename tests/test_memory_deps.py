@@ -104,3 +104,18 @@ def test_every_conflict_is_ordered_and_every_edge_is_a_conflict(rows) -> None:  
         assert nx.has_path(graph, i, j), (i, j)
     for i, j in zip(src.tolist(), dst.tolist(), strict=True):
         assert i < j and (i, j) in conflicts
+
+
+def test_program_order_is_observed_start_not_id_across_engines(tmp_path: Path) -> None:
+    # ids order instructions only within an engine: here the DMA (id 5) writes before the
+    # matmul (id 3) reads, which the semaphore and the timestamps both say.
+    b = TraceBuilder("m")
+    mm = b.inst("tensor", "matmul", 100, 200, id=3, flops=1 << 20)
+    load = b.inst("dma.q0", "dma_load", 0, 90, id=5, bytes=4096)
+    b.signal(load, 0)
+    b.wait(mm, 0, 1)
+    b.access(load, "sbuf", "write", 0, 64, 0, 128)
+    b.access(mm, "sbuf", "read", 0, 64, 0, 128)
+    trace = b.write(tmp_path / "t")
+    assert _edges(trace) == {(load, mm)}
+    assert replay(trace, memory_deps=True).timeline.height == 2

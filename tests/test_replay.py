@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
+import tracekit
 from tracekit.analysis.replay_report import correlate, summarize_replay
 from tracekit.cli.app import app
 from tracekit.replay.graph import derive
@@ -1087,3 +1088,81 @@ def test_no_correlation_without_timing(untimed_bundle: Path) -> None:
     result = replay(open_trace(untimed_bundle))
     assert not result.observed
     assert correlate(result) is None
+
+
+# --- review fixes -----------------------------------------------------------------------------
+
+
+def test_dangling_reference_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
+    from tracekit.replay.graph import GraphError
+
+    b = TraceBuilder("bad")
+    a = b.inst("tensor", "matmul")
+    b.inst("vector", "copy")
+    b.dep(a, 99, "data")
+    bundle = tmp_path / "bad"
+    b.write(bundle, validate=False)
+    with pytest.raises(GraphError, match=r"deps.dst: 1 row\(s\) name no instruction \(ids 99\)"):
+        replay(tracekit.open_trace(bundle))
+    result = CliRunner().invoke(app, ["replay", str(bundle)])
+    assert result.exit_code == 1 and "name no instruction" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_sparse_ids_do_not_map_a_bad_reference_to_a_neighbour(tmp_path: Path) -> None:
+    from tracekit.replay.graph import GraphError
+
+    b = TraceBuilder("bad")
+    b.inst("tensor", "matmul", id=0)
+    b.inst("tensor", "matmul", id=10)
+    b.inst("vector", "copy", id=20)
+    b.dep(0, 15, "data")
+    b.write(tmp_path / "bad", validate=False)
+    with pytest.raises(GraphError, match="ids 15"):
+        replay(tracekit.open_trace(tmp_path / "bad"))
+
+
+def test_an_opcode_only_engine_table_keeps_the_default_latency() -> None:
+    from tracekit.replay.machine import parse_machine
+
+    doc = {"name": "x", "clock_hz": 1e9, "hbm": {"bytes_per_cycle": 100.0},
+           "dma": {"bytes_per_cycle": 10.0}, "latency": {"semaphore": 0.0},
+           "memory": {"partitions": 128, "sbuf_partition_bytes": 1024,
+                      "psum_partition_bytes": 1024},
+           "engines": {"default": {"fixed_cycles": 16.0},
+                       "tensor": {"opcodes": {"transpose": {"fixed_cycles": 5.0}}}}}
+    machine = parse_machine(doc, "x")
+    assert machine.latency("tensor", "matmul").fixed_cycles == 16.0
+    assert machine.latency("tensor", "transpose").fixed_cycles == 5.0
+
+
+def test_absurd_machine_numbers_are_refused() -> None:
+    from tracekit.replay.machine import MachineError, parse_machine
+
+    doc = {"name": "x", "clock_hz": 1e9, "hbm": {"bytes_per_cycle": 1e-320},
+           "dma": {"bytes_per_cycle": 10.0}, "latency": {},
+           "memory": {"partitions": 128, "sbuf_partition_bytes": 1024,
+                      "psum_partition_bytes": 1024}, "engines": {}}
+    with pytest.raises(MachineError, match="hbm.bytes_per_cycle: .* outside the range"):
+        parse_machine(doc, "x")
+
+
+def test_zero_observed_durations_give_null_bias_not_minus_100(tmp_path: Path) -> None:
+    from tracekit.analysis.replay_report import correlate
+
+    b = TraceBuilder("zero")
+    b.inst("tensor", "matmul", 0, 0)
+    b.inst("tensor", "matmul", 0, 0)
+    result = replay(b.write(tmp_path / "t"), mode="observed")
+    row = correlate(result).opcodes.row(0, named=True)
+    assert row["bias_pct"] is None and row["mape_pct"] is None
+
+
+def test_output_may_not_replace_the_trace_it_replays(tmp_path: Path) -> None:
+    b = TraceBuilder("t")
+    b.inst("tensor", "matmul", 0, 10, flops=1)
+    b.write(tmp_path / "t")
+    result = CliRunner().invoke(app, ["replay", str(tmp_path / "t"), "-o",
+                                      str(tmp_path / "t"), "--force"])
+    assert result.exit_code == 2
+    assert tracekit.validate(tmp_path / "t").ok()

@@ -41,9 +41,10 @@ class Correlation:
     """Predicted against observed timing.
 
     `opcodes`: opcode, instructions, observed_mean and predicted_mean (cycles per
-    instruction), bias_pct (summed predicted over summed observed durations, minus 1, in %),
-    mape_pct (mean absolute percentage error of durations), p50_abs_error and p95_abs_error
-    (cycles). Largest observed time first.
+    instruction), bias_pct (summed predicted over summed observed durations, minus 1, in %;
+    null when nothing was observed to take time), mape_pct (mean absolute percentage error of
+    durations, over instructions observed to take time; null if none did), p50_abs_error and
+    p95_abs_error (cycles). Largest observed time first.
     `divergent`: the TOP_DIVERGENT instructions whose predicted end is furthest from the
     observed end: id, engine, opcode, layer, observed_start, observed_end, start, end,
     end_error (predicted minus observed end, cycles, both measured from their first start).
@@ -51,7 +52,7 @@ class Correlation:
 
     observed_makespan: int
     predicted_makespan: int
-    makespan_error_pct: float
+    makespan_error_pct: float | None
     opcodes: pl.DataFrame
     divergent: pl.DataFrame
 
@@ -97,9 +98,11 @@ def correlate(result: ReplayResult) -> Correlation | None:
                .agg(pl.len().cast(pl.Int64).alias("instructions"),
                     pl.col("observed").mean().alias("observed_mean"),
                     pl.col("duration").mean().alias("predicted_mean"),
-                    ((pl.col("duration").sum() / pl.col("observed").sum().clip(1) - 1) * 100)
+                    pl.when(pl.col("observed").sum() > 0)
+                    .then((pl.col("duration").sum() / pl.col("observed").sum() - 1) * 100)
                     .alias("bias_pct"),
-                    (error / pl.col("observed").clip(1)).mean().mul(100).alias("mape_pct"),
+                    (error / pl.col("observed")).filter(pl.col("observed") > 0).mean()
+                    .mul(100).alias("mape_pct"),
                     error.quantile(0.5, "nearest").alias("p50_abs_error"),
                     error.quantile(0.95, "nearest").alias("p95_abs_error"),
                     pl.col("observed").sum().alias("_weight"))
@@ -111,5 +114,6 @@ def correlate(result: ReplayResult) -> Correlation | None:
     predicted = result.makespan
     return Correlation(
         observed_makespan=observed_makespan, predicted_makespan=predicted,
-        makespan_error_pct=(predicted - observed_makespan) / max(observed_makespan, 1) * 100,
+        makespan_error_pct=((predicted - observed_makespan) / observed_makespan * 100
+                            if observed_makespan else None),
         opcodes=opcodes, divergent=divergent)

@@ -17,7 +17,7 @@ from rich.console import Console
 
 import tracekit
 from tracekit.cli import render
-from tracekit.errors import TracekitError
+from tracekit.errors import TraceExistsError, TracekitError
 from tracekit.trace.bundle import open_trace
 from tracekit.trace.summary import summarize
 from tracekit.trace.validate import validate as validate_bundle
@@ -161,6 +161,12 @@ def replay(
     if mode not in {m.value for m in Mode}:
         raise typer.BadParameter(f"{mode!r} is not one of model, observed",
                                  param_hint="--mode")
+    if output is not None and output.exists() and not force:
+        raise TraceExistsError(f"{output}: already exists. Choose another path or pass "
+                               f"--force to replace it.")
+    if output is not None and output.resolve() == trace.resolve():
+        raise typer.BadParameter("the output would replace the trace being replayed; choose "
+                                 "another path", param_hint="--output")
     with _status("reading the trace"):
         opened = open_trace(trace)
         chosen = resolve_machine(machine)

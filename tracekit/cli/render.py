@@ -147,7 +147,8 @@ def replay_to_dict(result: ReplayResult, summary: ReplaySummary,
         "correlation": None if correlation is None else {
             "observed_makespan_cycles": correlation.observed_makespan,
             "predicted_makespan_cycles": correlation.predicted_makespan,
-            "makespan_error_pct": round(correlation.makespan_error_pct, 3),
+            "makespan_error_pct": (None if correlation.makespan_error_pct is None
+                                   else round(correlation.makespan_error_pct, 3)),
             "opcodes": _frame_records(correlation.opcodes),
             "most_divergent": _frame_records(correlation.divergent),
         },
@@ -194,7 +195,8 @@ def _facts(summary: ReplaySummary, result: ReplayResult,
              ("IPC", f"{summary.ipc:.4f}")]
     if correlation is not None:
         facts += [("observed makespan", f"{correlation.observed_makespan:,} cycles"),
-                  ("makespan error", f"{correlation.makespan_error_pct:+.2f} %")]
+                  ("makespan error", "-" if correlation.makespan_error_pct is None
+                   else f"{correlation.makespan_error_pct:+.2f} %")]
     return facts
 
 

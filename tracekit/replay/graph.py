@@ -22,6 +22,7 @@ import numba
 import numpy as np
 import polars as pl
 
+from tracekit.errors import TracekitError
 from tracekit.trace.bundle import Trace
 from tracekit.trace.schema import EdgeKind
 
@@ -78,12 +79,27 @@ def _group_first(sorted_keys: np.ndarray) -> np.ndarray:
     return np.repeat(starts, np.diff(np.r_[starts, sorted_keys.size]))
 
 
-def positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+class GraphError(TracekitError):
+    """The trace's tables cannot form a dependency graph (a reference to no instruction)."""
+
+
+def positions(ids: np.ndarray, values: np.ndarray, what: str = "a reference") -> np.ndarray:
     """Row positions of instruction ids in the sorted `ids` (the identity when ids are
-    0..n-1, the usual case)."""
+    0..n-1, the usual case); GraphError when a value names no instruction."""
+    values = np.asarray(values, dtype=np.int64)
     if ids.size and ids[0] == 0 and ids[-1] == ids.size - 1:
-        return np.asarray(values, dtype=np.int64)
-    return np.searchsorted(ids, values)
+        found = (values >= 0) & (values < ids.size)
+        pos = values
+    else:
+        pos = np.minimum(np.searchsorted(ids, values), max(ids.size - 1, 0))
+        found = ids[pos] == values if ids.size else np.zeros(values.size, dtype=bool)
+    if not found.all():
+        bad = np.unique(values[~found])
+        raise GraphError(
+            f"{what}: {int((~found).sum()):,} row(s) name no instruction (ids "
+            f"{', '.join(map(str, bad[:5]))}{' ...' if bad.size > 5 else ''}). Run "
+            f"`tracekit validate` on the trace; drop those rows or add the instructions.")
+    return pos
 
 
 def queue_order(engine: np.ndarray, seq: np.ndarray) -> np.ndarray:
@@ -212,7 +228,7 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
     """The dependency graph of an opened trace (order, semaphore and data edges, and with
     `memory` the memory edges of `memory_edges`). `instructions`, if the caller has read them
     (id, engine, seq, end), sorted by id."""
-    inst = (trace.read("instructions", ["id", "engine", "seq", "end"]).sort("id")
+    inst = (trace.read("instructions", ["id", "engine", "seq", "start", "end"]).sort("id")
             if instructions is None else instructions)
     ids = inst["id"].to_numpy()
     n = ids.size
@@ -227,7 +243,7 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
                                        "signalled": pl.Int64})
     if trace.has_table("semaphores"):
         sems = trace.read("semaphores")
-        node = positions(ids, sems["inst"].to_numpy())
+        node = positions(ids, sems["inst"].to_numpy(), f"{trace.path}: semaphores.inst")
         is_signal = (sems["op"] == "signal").to_numpy()
         end = inst["end"].to_numpy(allow_copy=True)
         rank = node if inst["end"].null_count() else end[node]
@@ -245,14 +261,16 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
                            .sort("inst", "sem"))
     if trace.has_table("deps"):
         deps = trace.read("deps")
-        srcs.append(positions(ids, deps["src"].to_numpy()))
-        dsts.append(positions(ids, deps["dst"].to_numpy()))
+        srcs.append(positions(ids, deps["src"].to_numpy(), f"{trace.path}: deps.src"))
+        dsts.append(positions(ids, deps["dst"].to_numpy(), f"{trace.path}: deps.dst"))
         codes = {k.value: i for i, k in enumerate(KINDS)}
         kinds.append(deps["kind"].cast(pl.String).replace_strict(codes).to_numpy()
                      .astype(np.int8))
 
     if memory and trace.has_table("memory"):
-        src, dst = memory_edges(trace.read("memory"), ids)
+        order = (inst["start"].to_numpy() if "start" in inst.columns
+                 and inst["start"].null_count() == 0 else None)
+        src, dst = memory_edges(trace.read("memory"), ids, order, f"{trace.path}: memory.inst")
         srcs.append(src)
         dsts.append(dst)
         kinds.append(np.full(src.size, MEMORY, dtype=np.int8))
@@ -295,9 +313,12 @@ def csr(n, src, dst, kind):  # pragma: no cover - compiled
     return ptr, out_src, out_kind
 
 
-def memory_edges(memory: pl.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None = None,
+                 what: str = "memory.inst") -> tuple[np.ndarray, np.ndarray]:
     """Read-after-write, write-after-read and write-after-write edges between instructions
-    whose access ranges overlap, in program (id) order, each to the nearest conflicting access.
+    whose access ranges overlap, each to the nearest conflicting access in program order:
+    observed start order when the trace is timed (ids order instructions only within an
+    engine), id order when it is not.
 
     A sort-and-sweep over the ranges, not a comparison of all pairs: in each space the range
     boundaries are sorted into elementary cells (partition segments x byte segments for SBUF
@@ -308,7 +329,14 @@ def memory_edges(memory: pl.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.
     instruction writing partitions 64-127 bytes 0-63 conflicts with neither.
     """
     srcs, dsts = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    inst_all = positions(ids, memory["inst"].to_numpy())
+    inst_all = positions(ids, memory["inst"].to_numpy(), what)
+    # Rank of each instruction in program order; edges always point from lower to higher.
+    if start is None:
+        rank_of = np.arange(ids.size, dtype=np.int64)
+    else:
+        rank_of = np.empty(ids.size, dtype=np.int64)
+        rank_of[np.lexsort((np.arange(ids.size), start))] = np.arange(ids.size)
+    by_rank = np.argsort(rank_of)
     space_all = memory["space"].cast(pl.String).to_numpy()
     for space in ("hbm", "sbuf", "psum"):
         rows = np.flatnonzero(space_all == space)
@@ -327,7 +355,7 @@ def memory_edges(memory: pl.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.
         b_bounds = np.unique(np.concatenate([addr[keep], stop[keep]]))
         p_bounds = np.unique(np.concatenate([p_lo[keep], p_hi[keep]]))
         is_write = (part["access"].cast(pl.String) == "write").to_numpy()
-        inst = inst_all[rows]
+        inst = rank_of[inst_all[rows]]
         order = np.lexsort((is_write, inst))  # by instruction, its reads before its writes
         order = order[keep[order]]
         src, dst = _sweep(
@@ -341,7 +369,7 @@ def memory_edges(memory: pl.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.
     if src.size == 0:
         return src, dst
     key = np.unique(src * np.int64(ids.size) + dst)
-    return key // ids.size, key % ids.size
+    return by_rank[key // ids.size], by_rank[key % ids.size]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -349,15 +377,17 @@ def _sweep(inst, is_write, p0, p1, b0, b1, n_bytes, n_parts):  # pragma: no cove
     n_cells = n_bytes * n_parts
     last_writer = np.full(n_cells, -1, dtype=np.int64)
     reader_head = np.full(n_cells, -1, dtype=np.int64)
-    touches = 0
+    read_touches = 0
     for a in range(inst.size):
-        touches += (p1[a] - p0[a]) * (b1[a] - b0[a])
-    pool_inst = np.empty(touches, dtype=np.int64)
-    pool_next = np.empty(touches, dtype=np.int64)
+        if not is_write[a]:
+            read_touches += (p1[a] - p0[a]) * (b1[a] - b0[a])
+    pool_inst = np.empty(read_touches, dtype=np.int64)
+    pool_next = np.empty(read_touches, dtype=np.int64)
     used = 0
-    out_src = np.empty(2 * touches, dtype=np.int64)
-    out_dst = np.empty(2 * touches, dtype=np.int64)
+    out_src = np.empty(max(inst.size, 16), dtype=np.int64)
+    out_dst = np.empty(max(inst.size, 16), dtype=np.int64)
     edges = 0
+    seen = np.full(inst.max() + 1 if inst.size else 1, -1, dtype=np.int64)
     for a in range(inst.size):
         me = inst[a]
         for p in range(p0[a], p1[a]):
@@ -365,7 +395,11 @@ def _sweep(inst, is_write, p0, p1, b0, b1, n_bytes, n_parts):  # pragma: no cove
                 c = p * n_bytes + b
                 w = last_writer[c]
                 if not is_write[a]:
-                    if w >= 0 and w != me:
+                    if w >= 0 and w != me and seen[w] != a:
+                        seen[w] = a  # one edge per source and access, however many cells
+                        if edges == out_src.size:
+                            out_src = _grow(out_src)
+                            out_dst = _grow(out_dst)
                         out_src[edges] = w
                         out_dst[edges] = me
                         edges += 1
@@ -379,15 +413,31 @@ def _sweep(inst, is_write, p0, p1, b0, b1, n_bytes, n_parts):  # pragma: no cove
                     r = reader_head[c]
                     had_readers = r >= 0
                     while r >= 0:
-                        if pool_inst[r] != me:
-                            out_src[edges] = pool_inst[r]
+                        q = pool_inst[r]
+                        if q != me and seen[q] != a:
+                            seen[q] = a
+                            if edges == out_src.size:
+                                out_src = _grow(out_src)
+                                out_dst = _grow(out_dst)
+                            out_src[edges] = q
                             out_dst[edges] = me
                             edges += 1
                         r = pool_next[r]
-                    if not had_readers and w >= 0 and w != me:
+                    if not had_readers and w >= 0 and w != me and seen[w] != a:
+                        seen[w] = a
+                        if edges == out_src.size:
+                            out_src = _grow(out_src)
+                            out_dst = _grow(out_dst)
                         out_src[edges] = w
                         out_dst[edges] = me
                         edges += 1
                     reader_head[c] = -1
                     last_writer[c] = me
     return out_src[:edges], out_dst[:edges]
+
+
+@numba.njit(cache=True)
+def _grow(array):  # pragma: no cover - compiled
+    bigger = np.empty(array.size * 2, dtype=array.dtype)
+    bigger[:array.size] = array
+    return bigger

@@ -31,9 +31,10 @@
     per_element = 0.0078125
 
 A duration is fixed_cycles + per_element * elements + per_byte * bytes + per_flop * flops, from
-the (engine, opcode) entry if there is one, else the engine's, else the engine kind's, else
-`[engines.default]`. DMA transfers take their set-up from the same model and move their bytes
-through the contention model of `tracekit.replay.engine`.
+the first entry found of: the engine's entry for the opcode, the engine kind's entry for the
+opcode, the engine's own, the kind's, `[engines.default]`. An opcode entry is the more specific
+fact, so it wins over an engine-wide one. DMA transfers take their set-up from the same model
+and move their bytes through the contention model of `tracekit.replay.engine`.
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def engine_kind(engine: str) -> str:
     return "dma" if engine.startswith("dma.") else engine
 
 
+MAX_PARAMETER = 1e15
+MIN_POSITIVE = 1e-9
+"""Bounds of every number in a machine file: beyond them event times stop being exact."""
+
 _LATENCY_KEYS = {"fixed_cycles", "per_element", "per_byte", "per_flop"}
 _TOP_KEYS = {"name", "clock_hz", "hbm", "dma", "latency", "memory", "engines", "description"}
 
@@ -140,6 +145,9 @@ class _Reader:
         if value < 0 or (positive and value == 0):
             raise self.fail(key, f"must be {'positive' if positive else 'non-negative'}, "
                                  f"not {value!r}")
+        if value > MAX_PARAMETER or (positive and value < MIN_POSITIVE):
+            raise self.fail(key, f"{value!r} is outside the range a machine can have "
+                                 f"({MIN_POSITIVE:g} to {MAX_PARAMETER:g})")
         return float(value)
 
     def latency(self, data: dict[str, Any], key: str) -> Latency:
@@ -172,7 +180,10 @@ def parse_machine(data: dict[str, Any], source: str) -> Machine:
         key = f"engines.{engine}"
         if not isinstance(entry, dict):
             raise r.fail(key, "must be a table")
-        engines[engine] = r.latency(entry, key)
+        # A table holding only opcode tables (TOML makes it for [engines.x.opcodes.y]) sets
+        # no engine-wide latency; an explicitly empty [engines.x] sets an all-zero one.
+        if set(entry) != {"opcodes"}:
+            engines[engine] = r.latency(entry, key)
         for opcode, op_entry in sorted(r.table(entry, f"{key}.opcodes", required=False).items()):
             if not isinstance(op_entry, dict):
                 raise r.fail(f"{key}.opcodes.{opcode}", "must be a table")

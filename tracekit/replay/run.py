@@ -18,11 +18,23 @@ import polars as pl
 from tracekit import __version__
 from tracekit.errors import TracekitError
 from tracekit.replay.engine import replay_kernel
-from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, csr, derive, queue_order
+from tracekit.replay.graph import (
+    KINDS,
+    MEMORY,
+    ORDER,
+    SEMAPHORE,
+    Graph,
+    csr,
+    derive,
+    queue_order,
+)
 from tracekit.replay.machine import Latency, Machine, builtin_machine, engine_kind
 from tracekit.trace.bundle import Trace, write_trace
 from tracekit.trace.manifest import Producer
 from tracekit.trace.summary import natural_key
+
+MAX_CYCLES = 2.0**62
+"""Times past this no longer fit the int64 cycle columns of a timeline."""
 
 
 class Mode(StrEnum):
@@ -134,9 +146,11 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     timed = frame["start"].null_count() == 0 and frame["end"].null_count() == 0 and n > 0
     if mode is Mode.OBSERVED:
         if not timed:
+            untimed = max(frame["start"].null_count(), frame["end"].null_count())
             raise ReplayError(f"{trace.path}: --mode observed needs observed start and end on "
                               f"every instruction, and this trace has "
-                              f"{frame['start'].null_count():,} untimed. Use --mode model.")
+                              + (f"{untimed:,} untimed." if n else "no instructions.")
+                              + " Use --mode model.")
         setup = (frame["end"] - frame["start"]).to_numpy().astype(np.float64)
         nbytes = np.zeros(n)
     else:
@@ -150,6 +164,12 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     kind_latency[SEMAPHORE] = machine.semaphore_latency
     kind_latency[[i for i in range(len(KINDS)) if i not in (ORDER, SEMAPHORE)]] = \
         machine.data_latency
+    if not np.all(np.isfinite(setup)) or np.any(setup > MAX_CYCLES):
+        worst = int(np.argmax(np.where(np.isfinite(setup), setup, np.inf)))
+        raise ReplayError(
+            f"{machine.source}: the latency model gives instruction {int(frame['id'][worst])} "
+            f"({engines[engine[worst]]} {opcodes[opcode[worst]]}) a duration of "
+            f"{setup[worst]:g} cycles; check that engine's latency parameters.")
     clock.lap("durations")
     never = np.bincount(np.searchsorted(graph.ids, graph.unsatisfied["inst"].to_numpy()),
                         minlength=n).astype(np.int64)
@@ -160,6 +180,9 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     clock.lap("kernel")
     if completed < n:
         raise _stuck(trace, frame, graph, end, eng_ptr, eng_nodes)
+    if n and not end.max() < MAX_CYCLES:
+        raise ReplayError(f"{machine.source}: the replay's times pass {MAX_CYCLES:.0e} cycles; "
+                          f"a bandwidth or latency in the machine is far out of scale.")
     start_c, end_c = _cycles(start), _cycles(end)
     has_bind = bind >= 0
     timeline = pl.DataFrame({
@@ -227,7 +250,11 @@ def _stuck(trace: Trace, frame: pl.DataFrame, graph: Graph, end: np.ndarray,
             blockers = [int(graph.ids[p]) for p in graph.preds(node) if end[p] < 0]
             why = f"waits for unfinished instruction(s) {', '.join(map(str, blockers[:5]))}"
         lines.append(f"  {row['engine']}: instruction {row['id']} ({row['opcode']}) {why}")
-    cycle = "" if waits.height else " (a dependency cycle: no wait is unsatisfiable)"
+    memory = bool((graph.kind == MEMORY).any())
+    cycle = "" if waits.height else (
+        " (a dependency cycle: no wait is unsatisfiable"
+        + ("; memory edges take part, so the accesses' program order may disagree with the "
+           "trace's synchronisation: retry without --memory-deps" if memory else "") + ")")
     message = (f"{trace.path}: the replay cannot finish: {int(undone.sum()):,} instructions "
                f"on {stuck.height} engine(s) never run{cycle}.\n" + "\n".join(lines)
                + "\nThe trace records a run that could not have finished: check the "
