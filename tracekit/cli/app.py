@@ -184,6 +184,60 @@ def replay(
         render.print_replay(_stdout(), result, summary, correlation)
 
 
+TimelineOpt = Annotated[str, Opt("--timeline", help="replayed: the model's prediction; "
+                                 "observed: the trace's own timing.")]
+MachineOpt = Annotated[str | None, Opt("--machine", "-m", help="Machine TOML file or built-in "
+                                       "name (default: trn-like).", show_default=False)]
+
+
+def _timeline(trace: Path, machine: str | None, source: str):  # type: ignore[no-untyped-def]
+    from tracekit.analysis.timelines import Source, timeline
+    from tracekit.replay.machine import resolve_machine
+
+    if source not in {s.value for s in Source}:
+        raise typer.BadParameter(f"{source!r} is not one of replayed, observed",
+                                 param_hint="--timeline")
+    with _status("replaying"):
+        return timeline(open_trace(trace), resolve_machine(machine), source)
+
+
+@app.command()
+@handles_errors
+def stalls(trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = "replayed",
+           format: FormatOpt = Format.TEXT) -> None:  # noqa: A002
+    """Where the time went: every engine's cycles split into busy (by opcode), waiting (by the
+    producer and edge that held it) and idle."""
+    from tracekit.analysis.stalls import stall_table
+
+    chosen = _timeline(trace, machine, timeline)
+    table = stall_table(chosen.frame)
+    if format is Format.JSON:
+        sys.stdout.write(render.to_json({"trace": str(trace), "timeline": chosen.source.value,
+                                         "stalls": render.records(table)}))
+    else:
+        render.print_stalls(_stdout(), table)
+
+
+@app.command("critical-path")
+@handles_errors
+def critical_path_command(
+    trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = "replayed",
+    steps: Annotated[int, Opt(help="Longest steps to list in text output.")] = 15,
+    format: FormatOpt = Format.TEXT,  # noqa: A002
+) -> None:
+    """What limits the runtime: the chain of instructions that decided the makespan, its
+    composition by engine, opcode and layer, and how many instructions have no slack."""
+    from tracekit.analysis.critical_path import critical_path
+
+    chosen = _timeline(trace, machine, timeline)
+    path = critical_path(chosen.frame, chosen.graph, chosen.kind_latency)
+    if format is Format.JSON:
+        sys.stdout.write(render.to_json(render.critical_path_to_dict(path, str(trace),
+                                                                     chosen.source.value)))
+    else:
+        render.print_critical_path(_stdout(), path, steps)
+
+
 @app.command()
 @handles_errors
 def machines(format: FormatOpt = Format.TEXT) -> None:  # noqa: A002

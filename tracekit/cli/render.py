@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tracekit.analysis.critical_path import CriticalPath
 from tracekit.analysis.replay_report import Correlation, ReplaySummary
 from tracekit.replay.run import ReplayResult
 from tracekit.trace.manifest import TimeUnit
@@ -124,7 +125,7 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
 # --- replay ----------------------------------------------------------------------------------
 
 
-def _frame_records(frame: pl.DataFrame) -> list[dict[str, Any]]:
+def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts with floats rounded to 3 decimals, for stable JSON."""
     return [{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
             for row in frame.iter_rows(named=True)]
@@ -142,15 +143,15 @@ def replay_to_dict(result: ReplayResult, summary: ReplaySummary,
         "makespan_cycles": summary.makespan,
         "makespan_seconds": summary.seconds,
         "ipc": round(summary.ipc, 6),
-        "engines": _frame_records(summary.engines),
-        "top_opcodes": _frame_records(summary.opcodes),
+        "engines": records(summary.engines),
+        "top_opcodes": records(summary.opcodes),
         "correlation": None if correlation is None else {
             "observed_makespan_cycles": correlation.observed_makespan,
             "predicted_makespan_cycles": correlation.predicted_makespan,
             "makespan_error_pct": (None if correlation.makespan_error_pct is None
                                    else round(correlation.makespan_error_pct, 3)),
-            "opcodes": _frame_records(correlation.opcodes),
-            "most_divergent": _frame_records(correlation.divergent),
+            "opcodes": records(correlation.opcodes),
+            "most_divergent": records(correlation.divergent),
         },
     }
 
@@ -235,3 +236,51 @@ def replay_markdown(result: ReplayResult, summary: ReplaySummary,
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
         lines += ["| " + " | ".join(cells) + " |" for cells in _cells(frame, cols)]
     return "\n".join(lines) + "\n"
+
+
+# --- stalls and critical path -------------------------------------------------------------------
+
+
+def print_stalls(console: Console, table: pl.DataFrame) -> None:
+    cols = {"engine": "", "bucket": "", "cause": "", "cycles": ",", "pct": ".2f"}
+    out = _table("stalls (every engine's cycles sum to the makespan)",
+                 *[(c if c != "pct" else "%", "left" if not f else "right")
+                   for c, f in cols.items()])
+    for cells in _cells(table, cols):
+        out.add_row(*[Text(c) for c in cells])
+    console.print(out)
+
+
+def critical_path_to_dict(path: CriticalPath, trace: str, source: str) -> dict[str, Any]:
+    return {"trace": trace, "timeline": source, "makespan_cycles": path.makespan,
+            "steps": path.steps.height,
+            "zero_slack_instructions": int(path.slack["critical"].sum()),
+            "by_engine": records(path.by_engine), "by_opcode": records(path.by_opcode),
+            "by_layer": records(path.by_layer), "path": records(path.steps)}
+
+
+def print_critical_path(console: Console, path: CriticalPath, longest: int) -> None:
+    facts = _table("critical path", ("", "left"), ("", "left"))
+    facts.show_header = False
+    for key, value in (("makespan", f"{path.makespan:,} cycles"),
+                       ("steps", f"{path.steps.height:,}"),
+                       ("zero-slack instructions", f"{int(path.slack['critical'].sum()):,}")):
+        facts.add_row(Text(key), Text(value))
+    console.print(facts)
+    for title, frame, key in (("by engine", path.by_engine, "engine"),
+                              ("by opcode", path.by_opcode, "opcode"),
+                              ("by layer", path.by_layer, "layer")):
+        cols = {key: "", "cycles": ",", "pct": ".2f"}
+        out = _table(f"\n{title}", *[(c if c != "pct" else "%", "left" if not f else "right")
+                                     for c, f in cols.items()])
+        for cells in _cells(frame, cols):
+            out.add_row(*[Text(c) for c in cells])
+        console.print(out)
+    cols = {"id": "", "engine": "", "opcode": "", "layer": "", "start": ",", "duration": ",",
+            "edge_kind": ""}
+    top = path.steps.sort(["duration", "id"], descending=[True, False]).head(longest)
+    out = _table(f"\nlongest {top.height} steps", *[(c, "left" if not f else "right")
+                                                    for c, f in cols.items()])
+    for cells in _cells(top, cols):
+        out.add_row(*[Text(c) for c in cells])
+    console.print(out)
