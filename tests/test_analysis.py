@@ -165,3 +165,96 @@ def test_cli_stalls_and_critical_path(tmp_path: Path) -> None:
     untimed.write(tmp_path / "u")
     result = runner.invoke(app, ["stalls", str(tmp_path / "u"), "--timeline", "observed"])
     assert result.exit_code == 1 and "untimed" in result.stderr
+
+
+# --- what-if, sensitivity, calibration ------------------------------------------------------
+
+
+def _two_engines(tmp_path: Path) -> tracekit.Trace:
+    """tensor: two 50-cycle ops in a row (the makespan); vector: one 10-cycle op beside them."""
+    b = TraceBuilder("two")
+    b.inst("tensor", "matmul", elements=50)
+    b.inst("tensor", "matmul", elements=50)
+    b.inst("vector", "add", elements=10)
+    return b.write(tmp_path / "two")
+
+
+def test_whatif_gains_what_a_hand_calculation_says(tmp_path: Path) -> None:
+    from tracekit.analysis.whatif import Change, whatif
+
+    trace = _two_engines(tmp_path)
+    machine = _machine()
+    off_path = whatif(trace, machine, [Change("engine", "vector", 0.5)])
+    assert (off_path.base_makespan, off_path.makespan, off_path.gained) == (100, 100, 0)
+    halved = whatif(trace, machine, [Change("engine", "tensor", 0.5)])
+    assert (halved.makespan, halved.gained) == (50, 50)
+    assert halved.change_pct == pytest.approx(-50.0)
+
+
+def test_sensitivity_ranks_the_critical_engine_first(tmp_path: Path) -> None:
+    from tracekit.analysis.whatif import sensitivity
+
+    table = sensitivity(_two_engines(tmp_path), _machine())
+    gained = {(g, n): v for g, n, v in table.select("group", "name", "gained").iter_rows()}
+    assert gained[("engine", "tensor")] == 10       # 10 % of the 100-cycle chain
+    assert gained[("opcode", "matmul")] == 10
+    assert gained[("engine", "vector")] == 0
+    assert table.row(0, named=True)["gained"] == 10
+
+
+def test_calibration_beats_the_default_on_unseen_shapes_and_seeds(tmp_path: Path) -> None:
+    from tracekit.analysis.calibrate import calibrate, machine_toml
+    from tracekit.replay.machine import load_machine
+    from tracekit.replay.run import replay
+    from tracekit.workloads.generate import generate
+
+    fitted_on = [
+        generate("gemm", tmp_path / "a", params={"m": 512, "n": 1024, "k": 768}, seed=1),
+        generate("mlp", tmp_path / "b", params={"widths": (256, 512, 256), "batch": 256},
+                 seed=2)]
+    result = calibrate(fitted_on, builtin_machine())
+    (tmp_path / "m.toml").write_text(machine_toml(result.machine), encoding="utf-8")
+    calibrated = load_machine(tmp_path / "m.toml")
+    unseen = generate("gemm", tmp_path / "c", params={"m": 768, "n": 512, "k": 1024}, seed=9)
+
+    def errors(machine):  # type: ignore[no-untyped-def]
+        r = replay(unseen, machine)
+        t = r.timeline
+        observed = t["observed_end"] - t["observed_start"]
+        mape = float(((t["duration"] - observed).abs() / observed).mean())
+        span = int(t["observed_end"].max() - t["observed_start"].min())
+        return mape, abs(r.makespan - span) / span
+
+    default_mape, default_span = errors(builtin_machine())
+    fitted_mape, fitted_span = errors(calibrated)
+    assert fitted_mape < default_mape
+    assert fitted_span < default_span
+
+
+def test_cli_whatif_sensitivity_calibrate_analyze(tmp_path: Path) -> None:
+    import json
+
+    runner = CliRunner()
+    sample = str(SAMPLE_DIR / "mlp")
+    result = runner.invoke(app, ["whatif", sample, "--scale", "engine=tensor:0.5",
+                                 "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["gained_cycles"] > 0
+    assert runner.invoke(app, ["whatif", sample]).exit_code == 2
+    bad = runner.invoke(app, ["whatif", sample, "--scale", "engine=nosuch:0.5"])
+    assert bad.exit_code == 1 and "no instruction has engine 'nosuch'" in bad.stderr
+    result = runner.invoke(app, ["sensitivity", sample, "--format", "json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["ranking"]
+    out = tmp_path / "cal.toml"
+    result = runner.invoke(app, ["calibrate", str(SAMPLE_DIR / "gemm"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["replay", sample, "--machine", str(out)]).exit_code == 0
+    again = runner.invoke(app, ["calibrate", str(SAMPLE_DIR / "gemm"), "-o", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    untimed = runner.invoke(app, ["calibrate", str(SAMPLE_DIR / "layernorm_untimed"), "-o",
+                                  str(tmp_path / "u.toml")])
+    assert untimed.exit_code == 1 and "no observed timing" in untimed.stderr
+    for fmt, check in (("text", "stalls"), ("md", "# Analysis"), ("json", '"stalls"')):
+        result = runner.invoke(app, ["analyze", sample, "--format", fmt])
+        assert result.exit_code == 0, result.output
+        assert check in result.stdout

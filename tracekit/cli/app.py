@@ -12,8 +12,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
+import polars as pl
 import typer
 from rich.console import Console
+from rich.text import Text
 
 import tracekit
 from tracekit.cli import render
@@ -236,6 +238,154 @@ def critical_path_command(
                                                                      chosen.source.value)))
     else:
         render.print_critical_path(_stdout(), path, steps)
+
+
+@app.command()
+@handles_errors
+def whatif(
+    trace: TraceArg, machine: MachineOpt = None,
+    scale: Annotated[list[str] | None, Opt(help="GROUP=NAME:FACTOR, e.g. engine=tensor:0.5 "
+                                            "(repeatable; GROUP: engine, opcode, layer).")]
+    = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="NAME=VALUE: hbm_bandwidth, "
+                                          "dma_bandwidth (bytes/cycle), semaphore_latency, "
+                                          "data_latency (cycles). Repeatable.")] = None,
+    mode: Annotated[str, Opt(help="model or observed durations.")] = "model",
+    format: FormatOpt = Format.TEXT,  # noqa: A002
+) -> None:
+    """Replay with changed durations or machine parameters: the new makespan and the change."""
+    from tracekit.analysis.whatif import parse_scale, parse_set
+    from tracekit.analysis.whatif import whatif as run_whatif
+    from tracekit.replay.machine import resolve_machine
+    from tracekit.replay.run import Mode
+
+    changes = [parse_scale(text) for text in scale or []]
+    sets = dict(parse_set(text) for text in set_ or [])
+    if not changes and not sets:
+        raise typer.BadParameter("give at least one --scale or --set", param_hint="--scale")
+    if mode not in {m.value for m in Mode}:
+        raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
+    with _status("replaying twice"):
+        result = run_whatif(open_trace(trace), resolve_machine(machine), changes, sets,
+                            Mode(mode))
+    data = {"trace": str(trace), "scale": scale or [], "set": set_ or [],
+            "base_makespan_cycles": result.base_makespan, "makespan_cycles": result.makespan,
+            "gained_cycles": result.gained, "change_pct": round(result.change_pct, 3)}
+    if format is Format.JSON:
+        sys.stdout.write(render.to_json(data))
+    else:
+        typer.echo(f"makespan {result.base_makespan:,} -> {result.makespan:,} cycles "
+                   f"({result.change_pct:+.2f} %, {result.gained:,} cycles gained)")
+
+
+@app.command()
+@handles_errors
+def sensitivity(
+    trace: TraceArg, machine: MachineOpt = None,
+    top: Annotated[int, Opt(help="Rows to show in text output.")] = 15,
+    mode: Annotated[str, Opt(help="model or observed durations.")] = "model",
+    format: FormatOpt = Format.TEXT,  # noqa: A002
+) -> None:
+    """Which 10 % speed-up buys the most: every engine, opcode, layer and the DMA and HBM
+    bandwidths made 10 % faster in turn, ranked by makespan gained."""
+    from tracekit.analysis.whatif import sensitivity as run_sensitivity
+    from tracekit.replay.machine import resolve_machine
+    from tracekit.replay.run import Mode
+
+    if mode not in {m.value for m in Mode}:
+        raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
+    with _status("replaying each change"):
+        table = run_sensitivity(open_trace(trace), resolve_machine(machine), Mode(mode))
+    if format is Format.JSON:
+        sys.stdout.write(render.to_json({"trace": str(trace), "speedup_pct": 10,
+                                         "ranking": render.records(table)}))
+    else:
+        render.print_table(_stdout(), "sensitivity: 10 % faster, makespan gained",
+                           table.head(top), {"group": "", "name": "", "makespan": ",",
+                                             "gained": ",", "gained_pct": ".2f"})
+
+
+@app.command()
+@handles_errors
+def calibrate(
+    traces: Annotated[list[Path], typer.Argument(help="Timed trace bundles to fit.",
+                                                 show_default=False)],
+    output: Annotated[Path, Opt("--output", "-o", help="Machine TOML file to write.",
+                                show_default=False)],
+    machine: MachineOpt = None,
+    force: Annotated[bool, Opt("--force", help="Replace an existing file.")] = False,
+    format: FormatOpt = Format.TEXT,  # noqa: A002
+) -> None:
+    """Fit the latency model to observed durations and write a machine file for replay."""
+    from tracekit.analysis.calibrate import calibrate as run_calibrate
+    from tracekit.analysis.calibrate import machine_toml
+    from tracekit.replay.machine import resolve_machine
+
+    if output.exists() and not force:
+        raise TraceExistsError(f"{output}: already exists. Choose another path or pass "
+                               f"--force to replace it.")
+    with _status("fitting"):
+        result = run_calibrate([open_trace(t) for t in traces], resolve_machine(machine))
+    text = machine_toml(result.machine, f"fitted by tracekit calibrate to {len(traces)} "
+                                        f"trace(s)")
+    temporary = output.with_name(f".{output.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(output)  # atomic: never a half-written machine file
+    if format is Format.JSON:
+        sys.stdout.write(render.to_json({"machine": str(output),
+                                         "fits": render.records(result.fits)}))
+    else:
+        render.print_table(_stdout(), f"fits written to {output}", result.fits,
+                           {"engine": "", "opcode": "", "samples": ",", "fixed_cycles": ",.2f",
+                            "per_element": ".6f", "per_byte": ".6f", "per_flop": ".3e",
+                            "r2": ".3f", "mape_pct": ".1f"})
+
+
+@app.command()
+@handles_errors
+def analyze(
+    trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = "replayed",
+    top: Annotated[int, Opt(help="Sensitivity rows to show.")] = 5,
+    format: Annotated[ReportFormat, Opt("--format", "-f",  # noqa: A002
+                                        help="Output format.")] = ReportFormat.TEXT,
+) -> None:
+    """One report: utilization per engine, stalls, the critical path and the top of the
+    sensitivity ranking."""
+    from tracekit.analysis.critical_path import critical_path
+    from tracekit.analysis.stalls import stall_table
+    from tracekit.analysis.whatif import sensitivity as run_sensitivity
+    from tracekit.replay.machine import resolve_machine
+
+    chosen = _timeline(trace, machine, timeline)
+    stall = stall_table(chosen.frame)
+    path = critical_path(chosen.frame, chosen.graph, chosen.kind_latency)
+    with _status("sensitivity"):
+        ranking = run_sensitivity(open_trace(trace), resolve_machine(machine)).head(top)
+    utilization = (stall.filter(pl.col("bucket") == "busy").group_by("engine")
+                   .agg(pl.col("cycles").sum(), pl.col("pct").sum()).sort("engine"))
+    sections = [("utilization (busy % per engine)", utilization,
+                 {"engine": "", "cycles": ",", "pct": ".2f"}),
+                ("stalls", stall, {"engine": "", "bucket": "", "cause": "", "cycles": ",",
+                                   "pct": ".2f"}),
+                ("critical path by engine", path.by_engine,
+                 {"engine": "", "cycles": ",", "pct": ".2f"}),
+                ("critical path by layer", path.by_layer,
+                 {"layer": "", "cycles": ",", "pct": ".2f"}),
+                (f"sensitivity (top {top})", ranking,
+                 {"group": "", "name": "", "gained": ",", "gained_pct": ".2f"})]
+    head = {"trace": str(trace), "timeline": chosen.source.value,
+            "makespan_cycles": path.makespan, "critical_path_steps": path.steps.height}
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json({**head, **{title: render.records(frame)
+                                                    for title, frame, _ in sections}}))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.sections_markdown(f"Analysis of {trace}", head, sections))
+    else:
+        console = _stdout()
+        for key, value in head.items():
+            console.print(Text(f"{key}: {value}"))
+        for title, frame, cols in sections:
+            render.print_table(console, f"\n{title}", frame, cols)
 
 
 @app.command()

@@ -179,7 +179,8 @@ _HEADERS = {"busy_pct": "busy %", "share_pct": "share %", "bias_pct": "bias %",
             "mape_pct": "MAPE %", "p50_abs_error": "p50 |err|", "p95_abs_error": "p95 |err|",
             "observed_mean": "observed", "predicted_mean": "predicted",
             "contention_cycles": "HBM contention", "busy_cycles": "busy cycles",
-            "observed_end": "observed end", "end": "predicted end", "end_error": "error"}
+            "observed_end": "observed end", "end": "predicted end", "end_error": "error",
+            "pct": "%", "gained_pct": "gained %"}
 
 
 def _header(name: str) -> str:
@@ -284,3 +285,22 @@ def print_critical_path(console: Console, path: CriticalPath, longest: int) -> N
     for cells in _cells(top, cols):
         out.add_row(*[Text(c) for c in cells])
     console.print(out)
+
+
+def print_table(console: Console, title: str, frame: pl.DataFrame,
+                cols: dict[str, str]) -> None:
+    """A frame as a rich table: `cols` maps each column shown to its format spec."""
+    out = _table(title, *[(_header(c), "left" if not f else "right") for c, f in cols.items()])
+    for cells in _cells(frame, cols):
+        out.add_row(*[Text(c) for c in cells])
+    console.print(out)
+
+
+def sections_markdown(title: str, head: dict[str, Any],
+                      sections: list[tuple[str, pl.DataFrame, dict[str, str]]]) -> str:
+    lines = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in head.items()]
+    for name, frame, cols in sections:
+        lines += ["", f"## {name}", "", "| " + " | ".join(_header(c) for c in cols) + " |",
+                  "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in _cells(frame, cols)]
+    return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -125,13 +126,15 @@ def _as_tuple(latency: Latency) -> tuple[float, float, float, float]:
 
 def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode.MODEL,
            graph: Graph | None = None, timings: dict[str, float] | None = None, *,
-           memory_deps: bool = False) -> ReplayResult:
+           memory_deps: bool = False,
+           scale: Callable[[pl.DataFrame], np.ndarray] | None = None) -> ReplayResult:
     """Replay `trace` on `machine` (the built-in default if None), with memory edges too when
-    `memory_deps`. In model mode durations come from the machine's latency model and DMA
-    bytes share HBM; in observed mode every duration, DMA included, is the trace's own (its
-    contention already happened), so only the dependencies move instructions. `timings`, if
-    given, receives the seconds spent in each stage (read, derive, durations, kernel,
-    timeline)."""
+    `memory_deps`. `scale`, given the instructions frame (id, engine, opcode, layer, ...),
+    returns a duration factor per instruction (what-if analyses). In model mode durations come
+    from the machine's latency model and DMA bytes share HBM; in observed mode every duration,
+    DMA included, is the trace's own (its contention already happened), so only the
+    dependencies move instructions. `timings`, if given, receives the seconds spent in each
+    stage (read, derive, durations, kernel, timeline)."""
     clock = _Stopwatch(timings)
     machine = machine or builtin_machine()
     mode = Mode(mode)
@@ -155,6 +158,10 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
         nbytes = np.zeros(n)
     else:
         setup, nbytes = model_durations(engine, opcode, opcodes, frame, machine, engines)
+    if scale is not None:
+        # What-if: a factor per instruction on its duration (a DMA's set-up and bytes alike).
+        factor = np.asarray(scale(frame), dtype=np.float64)
+        setup, nbytes = setup * factor, nbytes * factor
     caps = np.array([machine.queue_bandwidth(e) for e in engines], dtype=np.float64)
     eng_ptr, eng_nodes = _engine_queues(engine, frame["seq"].to_numpy(), n_eng)
     # Successor lists: the same counting sort as the predecessor CSR, keyed by source.
