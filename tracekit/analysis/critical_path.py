@@ -36,6 +36,12 @@ class CriticalPath:
     by_layer: pl.DataFrame
     slack: pl.DataFrame
 
+    def near_critical(self, threshold: int) -> pl.DataFrame:
+        """Instructions off the path whose slack is under `threshold` cycles: id, slack."""
+        on_path = self.steps["id"].implode()
+        return (self.slack.filter((pl.col("slack") < threshold) & ~pl.col("id").is_in(on_path))
+                .select("id", "slack").sort("slack", "id"))
+
 
 @numba.njit(cache=True, nogil=True)
 def _walk(bind_row, last):  # pragma: no cover - compiled

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import numba
 import numpy as np
 import polars as pl
 
-from tracekit.replay.graph import KINDS, Graph
+from tracekit.replay.graph import KINDS, ORDER, Graph, queue_order
+from tracekit.replay.run import name_codes
+from tracekit.trace.summary import natural_key
 
 
 class Bucket(StrEnum):
@@ -71,51 +74,88 @@ def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
     Columns: engine (str); bucket (busy, waiting, idle); cause (the opcode for busy; the
     producing engine and edge kind as "engine/kind", or "hbm", for waiting; "before first" or
     "after last" for idle; "unexplained" for a gap no dependency accounts for); cycles (int);
-    pct (of the makespan). Sorted by engine, bucket,
-    cycles descending, cause. Every engine's cycles sum to the makespan.
+    pct (of the makespan). Sorted by engine, bucket, cycles descending, cause. Every engine's
+    cycles sum to the makespan.
+
+    One compiled pass over the instructions in (engine, start) order fills small per-engine
+    accumulators; only the summary is built as a frame.
     """
-    t = timeline.select("id", pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String),
-                        "start", "end", "binding_id", "binding_kind", "contention")
-    origin, horizon = int(t["start"].min()), int(t["end"].max())
-    makespan = horizon - origin
-    producer = t.select(pl.col("id").alias("binding_id"),
-                        pl.col("engine").alias("producer"))
-    t = (t.join(producer, on="binding_id", how="left", maintain_order="left")
-         .sort("engine", "start", "id")
-         .with_columns(pl.col("end").cum_max().shift(1).over("engine").alias("prev_end")))
-    # Clip each instruction to the part after everything before it on its engine ended.
-    t = t.with_columns(
-        pl.max_horizontal("start", pl.col("prev_end").fill_null(origin)).alias("from"),
-    ).with_columns(
-        pl.max_horizontal("end", "from").alias("to"),
-        (pl.col("from") - pl.col("prev_end")).clip(0).fill_null(0).alias("gap"),
-    ).with_columns(
-        (pl.col("to") - pl.col("from")).alias("span"),
-        pl.col("contention").clip(0).alias("lost"),
-    ).with_columns(pl.min_horizontal("lost", "span").alias("lost"))
-    busy = t.select("engine", pl.lit(Bucket.BUSY.value).alias("bucket"),
-                    pl.col("opcode").alias("cause"), (pl.col("span") - pl.col("lost"))
-                    .alias("cycles"))
-    hbm = t.select("engine", pl.lit(Bucket.WAITING.value).alias("bucket"),
-                   pl.lit(HBM_CAUSE).alias("cause"), pl.col("lost").alias("cycles"))
-    waiting = t.filter(pl.col("prev_end").is_not_null()).select(
-        "engine", pl.lit(Bucket.WAITING.value).alias("bucket"),
-        pl.when(pl.col("binding_kind").is_null() | (pl.col("binding_kind") == "order"))
-        .then(pl.lit(UNEXPLAINED))
-        .otherwise(pl.col("producer") + "/" + pl.col("binding_kind")).alias("cause"),
-        pl.col("gap").alias("cycles"))
-    edges = t.group_by("engine").agg(pl.col("start").min().alias("first"),
-                                     pl.col("to").max().alias("last"))
-    idle = pl.concat([
-        edges.select("engine", pl.lit(Bucket.IDLE.value).alias("bucket"),
-                     pl.lit(BEFORE).alias("cause"), (pl.col("first") - origin).alias("cycles")),
-        edges.select("engine", pl.lit(Bucket.IDLE.value).alias("bucket"),
-                     pl.lit(AFTER).alias("cause"), (horizon - pl.col("last")).alias("cycles")),
-    ])
-    table = (pl.concat([busy, hbm, waiting, idle])
-             .group_by("engine", "bucket", "cause").agg(pl.col("cycles").sum())
-             .filter(pl.col("cycles") > 0)
-             .with_columns((pl.col("cycles") / max(makespan, 1) * 100).alias("pct"))
-             .sort(["engine", "bucket", "cycles", "cause"],
-                   descending=[False, False, True, False]))
-    return table
+    t = timeline.sort("id") if not timeline["id"].is_sorted() else timeline
+    n = t.height
+    if n == 0:
+        return pl.DataFrame(schema={"engine": pl.String, "bucket": pl.String,
+                                    "cause": pl.String, "cycles": pl.Int64, "pct": pl.Float64})
+    engine, engines = name_codes(t["engine"], natural_key)
+    opcode, opcodes = name_codes(t["opcode"])
+    start = t["start"].to_numpy().astype(np.int64)
+    end = t["end"].to_numpy().astype(np.int64)
+    ids = t["id"].to_numpy()
+    bind_ids = t["binding_id"].fill_null(-1).to_numpy()
+    has = bind_ids >= 0
+    bind = np.full(n, -1, dtype=np.int64)
+    bind[has] = np.searchsorted(ids, bind_ids[has])
+    kinds = {k.value: i for i, k in enumerate(KINDS)}
+    bind_kind = (t["binding_kind"].cast(pl.String).replace_strict(kinds, default=-1,
+                                                                    return_dtype=pl.Int64)
+                 .fill_null(-1).to_numpy())
+    lost = t["contention"].fill_null(0).to_numpy().astype(np.int64)
+    order = queue_order(engine, start)  # by engine, then start (id order on ties)
+    origin, horizon = int(start.min()), int(end.max())
+    n_eng, n_op, n_kind = len(engines), len(opcodes), len(KINDS)
+    busy, hbm, waiting, unexplained, first, last = _account(
+        order, engine, opcode, start, end, bind, bind_kind, lost, n_eng, n_op, n_kind, origin)
+    rows: list[tuple[str, str, str, int]] = []
+    for e, name in enumerate(engines):
+        rows += [(name, Bucket.BUSY.value, opcodes[o], int(busy[e, o])) for o in range(n_op)]
+        rows.append((name, Bucket.WAITING.value, HBM_CAUSE, int(hbm[e])))
+        rows += [(name, Bucket.WAITING.value, f"{engines[p]}/{KINDS[k].value}",
+                  int(waiting[e, p, k])) for p in range(n_eng) for k in range(n_kind)]
+        rows.append((name, Bucket.WAITING.value, UNEXPLAINED, int(unexplained[e])))
+        if first[e] >= 0:
+            rows.append((name, Bucket.IDLE.value, BEFORE, int(first[e] - origin)))
+            rows.append((name, Bucket.IDLE.value, AFTER, int(horizon - last[e])))
+    makespan = max(horizon - origin, 1)
+    table = pl.DataFrame(rows, schema={"engine": pl.String, "bucket": pl.String,
+                                       "cause": pl.String, "cycles": pl.Int64}, orient="row")
+    engine_rank = {name: i for i, name in enumerate(engines)}
+    return (table.filter(pl.col("cycles") > 0)
+            .with_columns((pl.col("cycles") / makespan * 100).alias("pct"),
+                          pl.col("engine").replace_strict(engine_rank,
+                                                          return_dtype=pl.Int64).alias("_e"))
+            .sort(["_e", "bucket", "cycles", "cause"], descending=[False, False, True, False])
+            .drop("_e"))
+
+
+@numba.njit(cache=True, nogil=True)
+def _account(order, engine, opcode, start, end, bind, bind_kind, lost, n_eng, n_op, n_kind,
+             origin):  # pragma: no cover - compiled
+    busy = np.zeros((n_eng, n_op), dtype=np.int64)
+    hbm = np.zeros(n_eng, dtype=np.int64)
+    waiting = np.zeros((n_eng, n_eng, n_kind), dtype=np.int64)
+    unexplained = np.zeros(n_eng, dtype=np.int64)
+    first = np.full(n_eng, -1, dtype=np.int64)
+    last = np.full(n_eng, -1, dtype=np.int64)
+    prev_end = np.full(n_eng, -1, dtype=np.int64)
+    for i in order:
+        e = engine[i]
+        if prev_end[e] < 0:  # first on its engine: the time before it is idle
+            begin = start[i]
+            first[e] = start[i]
+            gap = 0
+        else:
+            begin = max(start[i], prev_end[e])
+            gap = begin - prev_end[e]
+        finish = max(end[i], begin)
+        span = finish - begin
+        stolen = min(max(lost[i], 0), span)
+        busy[e, opcode[i]] += span - stolen
+        hbm[e] += stolen
+        if gap > 0:
+            k = bind_kind[i]
+            if bind[i] < 0 or k < 0 or k == ORDER:  # no binding, or only the engine order
+                unexplained[e] += gap
+            else:
+                waiting[e, engine[bind[i]], k] += gap
+        prev_end[e] = finish
+        last[e] = finish
+    return busy, hbm, waiting, unexplained, first, last

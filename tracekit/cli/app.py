@@ -225,6 +225,8 @@ def stalls(trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = 
 def critical_path_command(
     trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = "replayed",
     steps: Annotated[int, Opt(help="Longest steps to list in text output.")] = 15,
+    near: Annotated[float, Opt(help="Near-critical: slack under this % of the makespan.")]
+    = 1.0,
     format: FormatOpt = Format.TEXT,  # noqa: A002
 ) -> None:
     """What limits the runtime: the chain of instructions that decided the makespan, its
@@ -233,11 +235,16 @@ def critical_path_command(
 
     chosen = _timeline(trace, machine, timeline)
     path = critical_path(chosen.frame, chosen.graph, chosen.kind_latency)
+    near_critical = path.near_critical(max(1, int(path.makespan * near / 100)))
     if format is Format.JSON:
-        sys.stdout.write(render.to_json(render.critical_path_to_dict(path, str(trace),
-                                                                     chosen.source.value)))
+        data = render.critical_path_to_dict(path, str(trace), chosen.source.value)
+        data["near_critical"] = {"threshold_pct": near,
+                                 "instructions": render.records(near_critical)}
+        sys.stdout.write(render.to_json(data))
     else:
         render.print_critical_path(_stdout(), path, steps)
+        _stdout().print(Text(f"\nnear-critical (slack under {near:g} % of the makespan, off "
+                             f"the path): {near_critical.height:,} instructions"))
 
 
 @app.command()

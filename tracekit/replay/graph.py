@@ -102,16 +102,17 @@ def positions(ids: np.ndarray, values: np.ndarray, what: str = "a reference") ->
     return pos
 
 
-def queue_order(engine: np.ndarray, seq: np.ndarray) -> np.ndarray:
-    """Rows sorted by (engine, seq): every engine's in-order queue, one after the other."""
+def queue_order(engine: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Rows sorted by (engine, key), ties in row (id) order: with key = seq, every engine's
+    in-order queue one after the other."""
     if engine.size and 0 <= engine.min() and engine.max() < 2**15:
         # Engine codes are small: a stable radix sort groups them and keeps id order, which is
-        # seq order in every valid bundle; a full sort only when it is not.
+        # key order in every valid bundle; a full sort only when it is not.
         order = np.argsort(engine.astype(np.int16), kind="stable")
         same = engine[order][1:] == engine[order][:-1]
-        if not np.any(same & (seq[order][1:] <= seq[order][:-1])):
+        if not np.any(same & (key[order][1:] < key[order][:-1])):
             return order
-    return np.lexsort((seq, engine))
+    return np.lexsort((np.arange(engine.size), key, engine))
 
 
 def order_edges(engine: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

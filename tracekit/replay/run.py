@@ -107,7 +107,7 @@ def model_durations(engine_code: np.ndarray, opcode_code: np.ndarray, opcodes: l
     return setup, np.where(is_dma, nbytes, 0.0)
 
 
-def _names(series: pl.Series, key: object = None) -> tuple[np.ndarray, list[str]]:
+def name_codes(series: pl.Series, key: object = None) -> tuple[np.ndarray, list[str]]:
     """Codes 0..k-1 of a name column and its k distinct names, sorted by `key`."""
     if series.dtype != pl.Categorical:
         series = series.cast(pl.String).cast(pl.Categorical)
@@ -140,8 +140,8 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     mode = Mode(mode)
     frame = trace.read("instructions", ["id", "engine", "seq", "opcode", "start", "end",
                                         "elements", "bytes", "flops", "layer"]).sort("id")
-    engine, engines = _names(frame["engine"], natural_key)
-    opcode, opcodes = _names(frame["opcode"])
+    engine, engines = name_codes(frame["engine"], natural_key)
+    opcode, opcodes = name_codes(frame["opcode"])
     clock.lap("read")
     graph = graph or derive(trace, frame, memory=memory_deps)
     clock.lap("derive")
