@@ -258,3 +258,80 @@ def test_cli_whatif_sensitivity_calibrate_analyze(tmp_path: Path) -> None:
         result = runner.invoke(app, ["analyze", sample, "--format", fmt])
         assert result.exit_code == 0, result.output
         assert check in result.stdout
+
+
+# --- review fixes -----------------------------------------------------------------------------
+
+
+def test_stalls_sum_with_negative_times(tmp_path: Path) -> None:
+    b = TraceBuilder("neg")
+    a = b.inst("tensor", "matmul", -10, -5)
+    c = b.inst("tensor", "matmul", -3, 5)
+    d = b.inst("vector", "add", 0, 20)
+    b.dep(c, d, "data")
+    _ = a
+    t = timeline(b.write(tmp_path / "neg", validate=False), _machine(0.0), Source.OBSERVED)
+    _sums_to_makespan(stall_table(t.frame), 30)
+
+
+def test_observed_path_with_overlap_and_unexplained_gap(tmp_path: Path) -> None:
+    b = TraceBuilder("overlap")
+    b.inst("tensor", "matmul", 0, 100)
+    b.inst("tensor", "matmul", 10, 50)
+    b.inst("tensor", "matmul", 60, 150)
+    t = timeline(b.write(tmp_path / "o", validate=False), _machine(0.0), Source.OBSERVED)
+    path = critical_path(t.frame, t.graph, t.kind_latency)
+    parts = dict(path.by_engine.select("engine", "cycles").iter_rows())
+    assert sum(parts.values()) == path.makespan == 150
+    assert path.by_engine["pct"].max() <= 100
+    assert int(path.slack["slack"].min()) >= 0
+
+
+def test_calibrated_machine_with_odd_names_loads_back(tmp_path: Path) -> None:
+    from tracekit.analysis.calibrate import calibrate, machine_toml
+    from tracekit.replay.machine import load_machine
+
+    b = TraceBuilder("odd")
+    for i in range(4):
+        b.inst('ten"sor\\x', 'lo"ad|', i * 100, i * 100 + 50 + i, elements=10 + i)
+    trace = b.write(tmp_path / "odd")
+    text = machine_toml(calibrate([trace], builtin_machine()).machine)
+    (tmp_path / "m.toml").write_text(text, encoding="utf-8")
+    machine = load_machine(tmp_path / "m.toml")
+    assert ('ten"sor\\x', 'lo"ad|') in machine.opcodes
+
+
+def test_calibration_replaces_a_shadowing_engine_specific_entry(tmp_path: Path) -> None:
+    import dataclasses
+
+    from tracekit.analysis.calibrate import calibrate
+    from tracekit.replay.machine import Latency
+
+    base = builtin_machine()
+    base = dataclasses.replace(base, opcodes={**base.opcodes,
+                                              ("dma.q0", "dma_load"): Latency(5000.0)})
+    fitted = calibrate([tracekit.open_trace(SAMPLE_DIR / "gemm")], base).machine
+    assert ("dma.q0", "dma_load") not in fitted.opcodes
+    assert fitted.latency("dma.q0", "dma_load").fixed_cycles < 1000
+
+
+def test_cli_rejects_bad_outputs_and_values(tmp_path: Path) -> None:
+    runner = CliRunner()
+    sample = str(SAMPLE_DIR / "gemm")
+    missing = runner.invoke(app, ["calibrate", sample, "-o", str(tmp_path / "no" / "m.toml")])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    for bad in ("semaphore_latency=inf", "hbm_bandwidth=1e300", "dma_bandwidth=0"):
+        result = runner.invoke(app, ["whatif", sample, "--set", bad])
+        assert result.exit_code == 1 and "must be between" in result.stderr, bad
+    result = runner.invoke(app, ["whatif", sample, "--scale", "engine=tensor:1e-300"])
+    assert result.exit_code == 1
+    assert runner.invoke(app, ["critical-path", sample, "--steps", "-1"]).exit_code == 2
+
+
+def test_markdown_escapes_pipes(tmp_path: Path) -> None:
+    b = TraceBuilder("pipe")
+    b.inst("ten|sor", "mat|mul", 0, 10, elements=10)
+    b.write(tmp_path / "p")
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "p"), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    assert "| ten\\|sor | busy | mat\\|mul |" in result.stdout

@@ -11,13 +11,16 @@ observed at 64 + flops / 32768 cycles plus noise fit to fixed ~ 64, per_flop ~ 3
 
 from __future__ import annotations
 
+import json
+import math
+import tomllib
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from tracekit.errors import TracekitError
-from tracekit.replay.machine import Latency, Machine, engine_kind
+from tracekit.replay.machine import MAX_PARAMETER, Latency, Machine, engine_kind, parse_machine
 from tracekit.replay.run import replay
 from tracekit.trace.bundle import Trace
 
@@ -118,8 +121,19 @@ def calibrate(traces: list[Trace], base: Machine) -> Calibration:
                      "per_byte": latency.per_byte, "per_flop": latency.per_flop,
                      "r2": 1 - ss_res / ss_tot if ss_tot > 0 else 1.0,
                      "mape_pct": float(np.mean(np.abs(predicted - y) / np.maximum(y, 1)) * 100)})
+    for (kind, opcode), latency in opcodes.items():
+        for value in (latency.fixed_cycles, latency.per_element, latency.per_byte,
+                      latency.per_flop):
+            if not math.isfinite(value) or value > MAX_PARAMETER:
+                raise CalibrationError(
+                    f"the fit of {kind} {opcode} gives a coefficient of {value:g}, beyond what "
+                    f"a machine file can hold; check that trace's timestamps.")
+    # A base entry for a concrete engine and a fitted opcode would win over the fit (the more
+    # specific entry is looked up first): the fit replaces it.
+    kept = {(e, op): v for (e, op), v in base.opcodes.items()
+            if (engine_kind(e), op) not in opcodes or e == engine_kind(e)}
     machine = Machine(**{**base.__dict__, "name": f"{base.name}-calibrated",
-                         "opcodes": {**base.opcodes, **opcodes}, "source": "<calibrated>"})
+                         "opcodes": {**kept, **opcodes}, "source": "<calibrated>"})
     return Calibration(machine=machine, fits=pl.DataFrame(rows))
 
 
@@ -136,16 +150,21 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+def _string(text: str) -> str:
+    """A TOML basic string (JSON's escaping is valid TOML for these)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def machine_toml(machine: Machine, note: str = "") -> str:
     """The TOML text of a machine, in the format `load_machine` reads."""
-    lines = [f'name = "{machine.name}"']
+    lines = [f"name = {_string(machine.name)}"]
     if note:
-        lines.append(f'description = "{note}"')
+        lines.append(f"description = {_string(note)}")
     lines += [f"clock_hz = {_number(machine.clock_hz)}", "", "[hbm]",
               f"bytes_per_cycle = {_number(machine.hbm_bytes_per_cycle)}", "", "[dma]",
               f"bytes_per_cycle = {_number(machine.dma_bytes_per_cycle)}"]
     if machine.queue_bytes_per_cycle:
-        lines += ["", "[dma.queues]"] + [f'"{q}" = {_number(v)}'
+        lines += ["", "[dma.queues]"] + [f"{_string(q)} = {_number(v)}"
                                          for q, v in sorted(machine.queue_bytes_per_cycle.items())]
     lines += ["", "[latency]", f"semaphore = {_number(machine.semaphore_latency)}",
               f"data = {_number(machine.data_latency)}", "", "[memory]",
@@ -159,10 +178,13 @@ def machine_toml(machine: Machine, note: str = "") -> str:
 
     engines = sorted(set(machine.engines) | {e for e, _ in machine.opcodes})
     for engine in engines:
-        lines += ["", f'[engines."{engine}"]']
+        lines += ["", f"[engines.{_string(engine)}]"]
         if engine in machine.engines:
             lines += latency_lines(machine.engines[engine])
         for (e, opcode), latency in sorted(machine.opcodes.items()):
             if e == engine:
-                lines += ["", f'[engines."{engine}".opcodes."{opcode}"]', *latency_lines(latency)]
-    return "\n".join(lines) + "\n"
+                lines += ["", f"[engines.{_string(engine)}.opcodes.{_string(opcode)}]",
+                          *latency_lines(latency)]
+    text = "\n".join(lines) + "\n"
+    parse_machine(tomllib.loads(text), "<calibrated machine>")  # it must load back as written
+    return text

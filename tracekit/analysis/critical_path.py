@@ -16,17 +16,19 @@ import numba
 import numpy as np
 import polars as pl
 
-from tracekit.replay.graph import Graph, csr
+from tracekit.replay.graph import KINDS, Graph, csr
 
 
 @dataclass(frozen=True)
 class CriticalPath:
     """`steps`: the path in time order: id, engine, opcode, layer, start, end, duration
     (cycles), edge_kind (the edge into the step, null for the first), gap (cycles between the
-    previous step's end and this start: edge latency).
-    `by_engine`, `by_opcode`, `by_layer`: group, cycles on the path (durations), pct (of the
-    makespan); gaps are listed as group "(edge latency)".
-    `slack`: id, slack (cycles), critical (slack == 0).
+    previous step's end and this start, 0 when they overlap), counted (the step's cycles not
+    overlapping the previous step). Sum of counted and gap = makespan.
+    `by_engine`, `by_opcode`, `by_layer`: group, cycles on the path (counted), pct (of the
+    makespan); gaps are listed as "(edge latency)" up to the edge's latency and
+    "(unexplained gap)" beyond it.
+    `slack`: id, slack (cycles, >= 0), critical (slack == 0).
     """
 
     makespan: int
@@ -106,15 +108,26 @@ def critical_path(timeline: pl.DataFrame, graph: Graph,
     rows = _walk(bind_row.astype(np.int64), last) if last >= 0 else np.zeros(0, np.int64)
     steps = t[rows].select("id", "engine", "opcode", "layer", "start", "end", "duration",
                            pl.col("binding_kind").alias("edge_kind"))
-    steps = steps.with_columns(
-        (pl.col("start") - pl.col("end").shift(1)).fill_null(pl.col("start") - int(origin))
-        .alias("gap"))
+    latency_of = {k.value: float(kind_latency[i]) for i, k in enumerate(KINDS)}
+    # An observed step that overlaps earlier ones counts only its part after all of them.
+    reached = pl.col("end").cum_max().shift(1).fill_null(int(origin))
+    steps = steps.with_columns(reached.alias("_reached")).with_columns(
+        (pl.col("start") - pl.col("_reached")).clip(0).alias("gap"),
+        (pl.col("end") - pl.max_horizontal("start", "_reached")).clip(0).alias("counted"),
+    ).drop("_reached").with_columns(
+        # Of a gap, the edge's own latency is expected; any more is unexplained waiting.
+        pl.min_horizontal("gap", pl.col("edge_kind").replace_strict(
+            latency_of, default=0.0, return_dtype=pl.Float64).fill_null(0.0).cast(pl.Int64))
+        .alias("latency"),
+    ).with_columns((pl.col("gap") - pl.col("latency")).alias("unexplained"))
     makespan = int(horizon - origin)
 
     def share(key: str) -> pl.DataFrame:
         parts = steps.group_by(pl.col(key).cast(pl.String).alias(key)).agg(
-            pl.col("duration").sum().alias("cycles"))
-        gaps = pl.DataFrame({key: ["(edge latency)"], "cycles": [int(steps["gap"].sum())]})
+            pl.col("counted").sum().alias("cycles"))
+        gaps = pl.DataFrame({key: ["(edge latency)", "(unexplained gap)"],
+                             "cycles": [int(steps["latency"].sum()),
+                                        int(steps["unexplained"].sum())]})
         return (pl.concat([parts, gaps.cast(parts.schema)])
                 .filter(pl.col("cycles") > 0)
                 .with_columns((pl.col("cycles") / max(makespan, 1) * 100).alias("pct"))
@@ -126,8 +139,11 @@ def critical_path(timeline: pl.DataFrame, graph: Graph,
                                    start, end, horizon)
     if visited < graph.nodes:
         raise ValueError("the dependency graph has a cycle; no critical path exists")
-    slack = np.rint(latest - end).astype(np.int64)
+    # On an observed timeline whose gaps are shorter than the machine's edge latencies (or
+    # whose timestamps contradict a dependency) the backward pass goes below zero: such
+    # instructions are as critical as can be, and their slack is reported as 0.
+    slack = np.maximum(np.rint(latest - end), 0).astype(np.int64)
     return CriticalPath(
-        makespan=makespan, steps=steps, by_engine=share("engine"),
-        by_opcode=share("opcode"), by_layer=share("layer"),
-        slack=pl.DataFrame({"id": ids, "slack": slack, "critical": slack <= 0}))
+        makespan=makespan, steps=steps.drop("latency", "unexplained"),
+        by_engine=share("engine"), by_opcode=share("opcode"), by_layer=share("layer"),
+        slack=pl.DataFrame({"id": ids, "slack": slack, "critical": slack == 0}))

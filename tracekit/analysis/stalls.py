@@ -102,7 +102,7 @@ def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
     order = queue_order(engine, start)  # by engine, then start (id order on ties)
     origin, horizon = int(start.min()), int(end.max())
     n_eng, n_op, n_kind = len(engines), len(opcodes), len(KINDS)
-    busy, hbm, waiting, unexplained, first, last = _account(
+    busy, hbm, waiting, unexplained, first, last, seen = _account(
         order, engine, opcode, start, end, bind, bind_kind, lost, n_eng, n_op, n_kind, origin)
     rows: list[tuple[str, str, str, int]] = []
     for e, name in enumerate(engines):
@@ -111,7 +111,7 @@ def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
         rows += [(name, Bucket.WAITING.value, f"{engines[p]}/{KINDS[k].value}",
                   int(waiting[e, p, k])) for p in range(n_eng) for k in range(n_kind)]
         rows.append((name, Bucket.WAITING.value, UNEXPLAINED, int(unexplained[e])))
-        if first[e] >= 0:
+        if seen[e]:
             rows.append((name, Bucket.IDLE.value, BEFORE, int(first[e] - origin)))
             rows.append((name, Bucket.IDLE.value, AFTER, int(horizon - last[e])))
     makespan = max(horizon - origin, 1)
@@ -133,12 +133,14 @@ def _account(order, engine, opcode, start, end, bind, bind_kind, lost, n_eng, n_
     hbm = np.zeros(n_eng, dtype=np.int64)
     waiting = np.zeros((n_eng, n_eng, n_kind), dtype=np.int64)
     unexplained = np.zeros(n_eng, dtype=np.int64)
-    first = np.full(n_eng, -1, dtype=np.int64)
-    last = np.full(n_eng, -1, dtype=np.int64)
-    prev_end = np.full(n_eng, -1, dtype=np.int64)
+    first = np.zeros(n_eng, dtype=np.int64)
+    last = np.zeros(n_eng, dtype=np.int64)
+    prev_end = np.zeros(n_eng, dtype=np.int64)
+    seen = np.zeros(n_eng, dtype=np.bool_)  # times may be negative: no sentinel values
     for i in order:
         e = engine[i]
-        if prev_end[e] < 0:  # first on its engine: the time before it is idle
+        if not seen[e]:  # first on its engine: the time before it is idle
+            seen[e] = True
             begin = start[i]
             first[e] = start[i]
             gap = 0
@@ -158,4 +160,4 @@ def _account(order, engine, opcode, start, end, bind, bind_kind, lost, n_eng, n_
                 waiting[e, engine[bind[i]], k] += gap
         prev_end[e] = finish
         last[e] = finish
-    return busy, hbm, waiting, unexplained, first, last
+    return busy, hbm, waiting, unexplained, first, last, seen

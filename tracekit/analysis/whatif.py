@@ -20,7 +20,7 @@ import polars as pl
 
 from tracekit.errors import TracekitError
 from tracekit.replay.graph import Graph, derive
-from tracekit.replay.machine import Machine
+from tracekit.replay.machine import MAX_PARAMETER, MIN_POSITIVE, Machine
 from tracekit.replay.run import Mode, replay
 from tracekit.trace.bundle import Trace
 
@@ -54,8 +54,9 @@ def parse_scale(text: str) -> Change:
                           f"engine=tensor:0.5 (GROUP is {', '.join(GROUPS)}).") from None
     if change.group not in GROUPS:
         raise WhatIfError(f"--scale {text!r}: group must be one of {', '.join(GROUPS)}.")
-    if not change.factor > 0:
-        raise WhatIfError(f"--scale {text!r}: the factor must be positive.")
+    if not MIN_POSITIVE <= change.factor <= MAX_PARAMETER:
+        raise WhatIfError(f"--scale {text!r}: the factor must be between {MIN_POSITIVE:g} and "
+                          f"{MAX_PARAMETER:g}.")
     return change
 
 
@@ -69,8 +70,10 @@ def parse_set(text: str) -> tuple[str, float]:
             from None
     if name not in PARAMETERS:
         raise WhatIfError(f"--set {text!r}: NAME must be one of {', '.join(PARAMETERS)}.")
-    if not number >= 0 or (name.endswith("bandwidth") and number == 0):
-        raise WhatIfError(f"--set {text!r}: the value must be positive.")
+    low = MIN_POSITIVE if name.endswith("bandwidth") else 0.0
+    if not low <= number <= MAX_PARAMETER:
+        raise WhatIfError(f"--set {text!r}: the value must be between {low:g} and "
+                          f"{MAX_PARAMETER:g}.")
     return name, number
 
 

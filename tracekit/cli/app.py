@@ -224,9 +224,9 @@ def stalls(trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = 
 @handles_errors
 def critical_path_command(
     trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = "replayed",
-    steps: Annotated[int, Opt(help="Longest steps to list in text output.")] = 15,
-    near: Annotated[float, Opt(help="Near-critical: slack under this % of the makespan.")]
-    = 1.0,
+    steps: Annotated[int, Opt(min=0, help="Longest steps to list in text output.")] = 15,
+    near: Annotated[float, Opt(min=0.0, help="Near-critical: slack under this % of the "
+                                             "makespan.")] = 1.0,
     format: FormatOpt = Format.TEXT,  # noqa: A002
 ) -> None:
     """What limits the runtime: the chain of instructions that decided the makespan, its
@@ -289,7 +289,7 @@ def whatif(
 @handles_errors
 def sensitivity(
     trace: TraceArg, machine: MachineOpt = None,
-    top: Annotated[int, Opt(help="Rows to show in text output.")] = 15,
+    top: Annotated[int, Opt(min=0, help="Rows to show in text output.")] = 15,
     mode: Annotated[str, Opt(help="model or observed durations.")] = "model",
     format: FormatOpt = Format.TEXT,  # noqa: A002
 ) -> None:
@@ -331,6 +331,8 @@ def calibrate(
     if output.exists() and not force:
         raise TraceExistsError(f"{output}: already exists. Choose another path or pass "
                                f"--force to replace it.")
+    if not output.resolve().parent.is_dir():
+        raise typer.BadParameter(f"{output.parent} is not a folder", param_hint="--output")
     with _status("fitting"):
         result = run_calibrate([open_trace(t) for t in traces], resolve_machine(machine))
     text = machine_toml(result.machine, f"fitted by tracekit calibrate to {len(traces)} "
@@ -352,7 +354,7 @@ def calibrate(
 @handles_errors
 def analyze(
     trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = "replayed",
-    top: Annotated[int, Opt(help="Sensitivity rows to show.")] = 5,
+    top: Annotated[int, Opt(min=0, help="Sensitivity rows to show.")] = 5,
     format: Annotated[ReportFormat, Opt("--format", "-f",  # noqa: A002
                                         help="Output format.")] = ReportFormat.TEXT,
 ) -> None:
@@ -366,10 +368,15 @@ def analyze(
     chosen = _timeline(trace, machine, timeline)
     stall = stall_table(chosen.frame)
     path = critical_path(chosen.frame, chosen.graph, chosen.kind_latency)
+    from tracekit.analysis.timelines import Source
+    from tracekit.replay.run import Mode
+
+    mode = Mode.OBSERVED if chosen.source is Source.OBSERVED else Mode.MODEL
     with _status("sensitivity"):
-        ranking = run_sensitivity(open_trace(trace), resolve_machine(machine)).head(top)
-    utilization = (stall.filter(pl.col("bucket") == "busy").group_by("engine")
-                   .agg(pl.col("cycles").sum(), pl.col("pct").sum()).sort("engine"))
+        ranking = run_sensitivity(open_trace(trace), resolve_machine(machine), mode).head(top)
+    utilization = (stall.filter(pl.col("bucket") == "busy")
+                   .group_by("engine", maintain_order=True)  # stall rows: natural engine order
+                   .agg(pl.col("cycles").sum(), pl.col("pct").sum()))
     sections = [("utilization (busy % per engine)", utilization,
                  {"engine": "", "cycles": ",", "pct": ".2f"}),
                 ("stalls", stall, {"engine": "", "bucket": "", "cause": "", "cycles": ",",

@@ -235,8 +235,13 @@ def replay_markdown(result: ReplayResult, summary: ReplaySummary,
     for title, frame, cols in sections:
         lines += ["", f"## {title}", "", "| " + " | ".join(_header(c) for c in cols) + " |",
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in _cells(frame, cols)]
+        lines += [_md_row(cells) for cells in _cells(frame, cols)]
     return "\n".join(lines) + "\n"
+
+
+def _md_row(cells: list[str]) -> str:
+    """A markdown table row, with pipes inside cells escaped."""
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
 # --- stalls and critical path -------------------------------------------------------------------
@@ -302,5 +307,5 @@ def sections_markdown(title: str, head: dict[str, Any],
     for name, frame, cols in sections:
         lines += ["", f"## {name}", "", "| " + " | ".join(_header(c) for c in cols) + " |",
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in _cells(frame, cols)]
+        lines += [_md_row(cells) for cells in _cells(frame, cols)]
     return "\n".join(lines) + "\n"
