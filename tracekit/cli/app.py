@@ -203,19 +203,27 @@ def _timeline(trace: Path, machine: str | None, source: str):  # type: ignore[no
         return timeline(open_trace(trace), resolve_machine(machine), source)
 
 
+ReportFormatOpt = Annotated[ReportFormat, Opt("--format", "-f", help="Output format.")]
+STALL_COLS = {"engine": "", "bucket": "", "cause": "", "cycles": ",", "pct": ".2f"}
+
+
 @app.command()
 @handles_errors
 def stalls(trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = "replayed",
-           format: FormatOpt = Format.TEXT) -> None:  # noqa: A002
+           format: ReportFormatOpt = ReportFormat.TEXT) -> None:  # noqa: A002
     """Where the time went: every engine's cycles split into busy (by opcode), waiting (by the
     producer and edge that held it) and idle."""
     from tracekit.analysis.stalls import stall_table
 
     chosen = _timeline(trace, machine, timeline)
     table = stall_table(chosen.frame)
-    if format is Format.JSON:
-        sys.stdout.write(render.to_json({"trace": str(trace), "timeline": chosen.source.value,
-                                         "stalls": render.records(table)}))
+    head = {"trace": str(trace), "timeline": chosen.source.value}
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json({**head, "stalls": render.records(table)}))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.sections_markdown(
+            f"Stalls of {trace}", head, [("stalls (every engine sums to the makespan)", table,
+                                          STALL_COLS)]))
     else:
         render.print_stalls(_stdout(), table)
 
@@ -227,7 +235,7 @@ def critical_path_command(
     steps: Annotated[int, Opt(min=0, help="Longest steps to list in text output.")] = 15,
     near: Annotated[float, Opt(min=0.0, help="Near-critical: slack under this % of the "
                                              "makespan.")] = 1.0,
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
 ) -> None:
     """What limits the runtime: the chain of instructions that decided the makespan, its
     composition by engine, opcode and layer, and how many instructions have no slack."""
@@ -236,11 +244,24 @@ def critical_path_command(
     chosen = _timeline(trace, machine, timeline)
     path = critical_path(chosen.frame, chosen.graph, chosen.kind_latency)
     near_critical = path.near_critical(max(1, int(path.makespan * near / 100)))
-    if format is Format.JSON:
+    if format is ReportFormat.JSON:
         data = render.critical_path_to_dict(path, str(trace), chosen.source.value)
         data["near_critical"] = {"threshold_pct": near,
                                  "instructions": render.records(near_critical)}
         sys.stdout.write(render.to_json(data))
+    elif format is ReportFormat.MD:
+        head = {"trace": str(trace), "timeline": chosen.source.value,
+                "makespan_cycles": path.makespan, "steps": path.steps.height,
+                "zero_slack_instructions": int(path.slack["critical"].sum()),
+                f"near_critical (slack under {near:g} %)": near_critical.height}
+        longest = path.steps.sort(["duration", "id"], descending=[True, False]).head(steps)
+        sys.stdout.write(render.sections_markdown(f"Critical path of {trace}", head, [
+            ("By engine", path.by_engine, {"engine": "", "cycles": ",", "pct": ".2f"}),
+            ("By opcode", path.by_opcode, {"opcode": "", "cycles": ",", "pct": ".2f"}),
+            ("By layer", path.by_layer, {"layer": "", "cycles": ",", "pct": ".2f"}),
+            (f"Longest {longest.height} steps", longest,
+             {"id": "", "engine": "", "opcode": "", "layer": "", "start": ",",
+              "duration": ",", "edge_kind": ""})]))
     else:
         render.print_critical_path(_stdout(), path, steps)
         _stdout().print(Text(f"\nnear-critical (slack under {near:g} % of the makespan, off "
@@ -379,8 +400,7 @@ def analyze(
                    .agg(pl.col("cycles").sum(), pl.col("pct").sum()))
     sections = [("utilization (busy % per engine)", utilization,
                  {"engine": "", "cycles": ",", "pct": ".2f"}),
-                ("stalls", stall, {"engine": "", "bucket": "", "cause": "", "cycles": ",",
-                                   "pct": ".2f"}),
+                ("stalls", stall, STALL_COLS),
                 ("critical path by engine", path.by_engine,
                  {"engine": "", "cycles": ",", "pct": ".2f"}),
                 ("critical path by layer", path.by_layer,
