@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import peak_bytes, run_phase
+
 GEMM = {1_000_000: 10_400, 10_000_000: 104_000}
 
-
-def _peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def phase(name: str, bundle: Path) -> dict[str, float]:
@@ -58,14 +54,12 @@ def phase(name: str, bundle: Path) -> dict[str, float]:
     elif name == "sensitivity":
         out["rows"] = sensitivity(trace, machine).height
     out["seconds"] = time.perf_counter() - start
-    out["peak_bytes"] = _peak()
+    out["peak_bytes"] = peak_bytes()
     return out
 
 
 def _run(name: str, bundle: Path) -> dict[str, float]:
-    done = subprocess.run([sys.executable, __file__, "--phase", name, "--bundle", str(bundle)],
-                          check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_phase(__file__, "--phase", name, "--bundle", str(bundle))
 
 
 def main() -> None:

@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from common import peak_bytes, run_phase
 
 
-def run_phase(name: str, folder: Path, k: int) -> dict[str, float]:
+def measure(name: str, folder: Path, k: int) -> dict[str, float]:
     import pyarrow.parquet as pq
 
     from tracekit.workloads.generate import generate
@@ -45,7 +40,7 @@ def run_phase(name: str, folder: Path, k: int) -> dict[str, float]:
         for t, table in tables.items():
             pq.write_table(table, folder / f"baseline-{t}.parquet")
         rows = {t: table.num_rows for t, table in tables.items()}
-    return {"seconds": time.perf_counter() - start, "peak_bytes": _peak(), "rows": rows}
+    return {"seconds": time.perf_counter() - start, "peak_bytes": peak_bytes(), "rows": rows}
 
 
 def main() -> None:
@@ -56,16 +51,14 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        print(json.dumps(run_phase(args.phase, args.dir, args.k)))
+        print(json.dumps(measure(args.phase, args.dir, args.k)))
         return
     folder = Path(tempfile.mkdtemp(prefix="tracekit-bench-gen-"))
     try:
         results = {}
         for phase in ("generate", "baseline"):
-            out = subprocess.run([sys.executable, __file__, "--phase", phase, "--dir",
-                                  str(folder), "--k", str(args.k)],
-                                 check=True, capture_output=True, text=True)
-            results[phase] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[phase] = run_phase(__file__, "--phase", phase, "--dir", str(folder),
+                                       "--k", str(args.k))
         rows = results["generate"]["rows"]
         n = rows["instructions"]
         print(f"gemm 16384 x 16384 x {args.k}: {n:,} instructions, "

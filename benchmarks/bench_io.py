@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from common import peak_bytes, run_phase
 
 ENGINES = ["tensor", "vector", "scalar", "gpsimd", "sync"] + [f"dma.q{i}" for i in range(8)]
 OPCODES = {"tensor": ["matmul", "transpose"], "vector": ["tensor_tensor", "reduce", "copy"],
@@ -94,9 +92,6 @@ def synthetic_tables(n: int, n_deps: int, n_sems: int, seed: int = 0) -> dict[st
     return {"instructions": instructions, "deps": deps, "semaphores": semaphores}
 
 
-def _peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
 
 def phase(name: str, folder: Path, args: argparse.Namespace) -> dict[str, float]:
     """Run one phase in this process and return its seconds and peak RSS."""
@@ -139,15 +134,12 @@ def phase(name: str, folder: Path, args: argparse.Namespace) -> dict[str, float]
         seconds = time.perf_counter() - start
     else:
         raise SystemExit(f"unknown phase {name}")
-    return {"seconds": seconds, "peak_bytes": _peak_bytes()}
+    return {"seconds": seconds, "peak_bytes": peak_bytes()}
 
 
 def _run_phase(name: str, folder: Path, args: argparse.Namespace) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--phase", name, "--dir", str(folder),
-           "--instructions", str(args.instructions), "--deps", str(args.deps),
-           "--sems", str(args.sems)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_phase(__file__, "--phase", name, "--dir", str(folder), "--instructions",
+                     str(args.instructions), "--deps", str(args.deps), "--sems", str(args.sems))
 
 
 def main() -> None:

@@ -20,19 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import peak_bytes, run_phase
+
 GEMM = {1_000_000: 10_400, 10_000_000: 104_000}  # k of a 16384 x 16384 x k GEMM
 
-
-def _peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def phase(name: str, bundle: Path) -> dict[str, float]:
@@ -60,7 +56,7 @@ def phase(name: str, bundle: Path) -> dict[str, float]:
         result = replay(trace, timings=timings)
         summarize_replay(result)
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "peak_bytes": _peak(), "n": result.timeline.height,
+        return {"seconds": seconds, "peak_bytes": peak_bytes(), "n": result.timeline.height,
                 "edges": result.graph.edges, **{f"t_{k}": v for k, v in timings.items()}}
     if name == "networkx":
         import networkx as nx
@@ -77,14 +73,12 @@ def phase(name: str, bundle: Path) -> dict[str, float]:
         g.add_weighted_edges_from(zip(src.tolist(), dst.tolist(),
                                       duration[src].tolist(), strict=True))
         nx.dag_longest_path_length(g)
-        return {"seconds": time.perf_counter() - start, "peak_bytes": _peak()}
+        return {"seconds": time.perf_counter() - start, "peak_bytes": peak_bytes()}
     raise SystemExit(f"unknown phase {name}")
 
 
 def _run(name: str, bundle: Path, env: dict[str, str] | None = None) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--phase", name, "--bundle", str(bundle)],
-                         check=True, capture_output=True, text=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_phase(__file__, "--phase", name, "--bundle", str(bundle), env=env)
 
 
 def main() -> None:

@@ -119,3 +119,19 @@ def test_program_order_is_observed_start_not_id_across_engines(tmp_path: Path) -
     trace = b.write(tmp_path / "t")
     assert _edges(trace) == {(load, mm)}
     assert replay(trace, memory_deps=True).timeline.height == 2
+
+
+def test_fan_in_past_the_initial_edge_buffer() -> None:
+    # One write, 200 readers, one write: 200 read-after-write and 200 write-after-read edges,
+    # more than the sweep's first buffer holds.
+    rows = ([(0, "write")] + [(i, "read") for i in range(1, 201)] + [(201, "write")])
+    memory = pl.DataFrame({"inst": [i for i, _ in rows], "space": ["hbm"] * len(rows),
+                           "access": [a for _, a in rows], "addr": [0] * len(rows),
+                           "size": [10] * len(rows), "partition": [None] * len(rows),
+                           "partitions": [None] * len(rows)},
+                          schema={"inst": pl.Int64, "space": pl.String, "access": pl.String,
+                                  "addr": pl.Int64, "size": pl.Int64, "partition": pl.Int64,
+                                  "partitions": pl.Int64})
+    src, dst = memory_edges(memory, np.arange(202))
+    assert set(zip(src.tolist(), dst.tolist(), strict=True)) == (
+        {(0, i) for i in range(1, 201)} | {(i, 201) for i in range(1, 201)})

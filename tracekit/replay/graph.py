@@ -398,12 +398,7 @@ def _sweep(inst, is_write, p0, p1, b0, b1, n_bytes, n_parts):  # pragma: no cove
                 if not is_write[a]:
                     if w >= 0 and w != me and seen[w] != a:
                         seen[w] = a  # one edge per source and access, however many cells
-                        if edges == out_src.size:
-                            out_src = _grow(out_src)
-                            out_dst = _grow(out_dst)
-                        out_src[edges] = w
-                        out_dst[edges] = me
-                        edges += 1
+                        out_src, out_dst, edges = _push(out_src, out_dst, edges, w, me)
                     head = reader_head[c]
                     if head < 0 or pool_inst[head] != me:
                         pool_inst[used] = me
@@ -417,28 +412,25 @@ def _sweep(inst, is_write, p0, p1, b0, b1, n_bytes, n_parts):  # pragma: no cove
                         q = pool_inst[r]
                         if q != me and seen[q] != a:
                             seen[q] = a
-                            if edges == out_src.size:
-                                out_src = _grow(out_src)
-                                out_dst = _grow(out_dst)
-                            out_src[edges] = q
-                            out_dst[edges] = me
-                            edges += 1
+                            out_src, out_dst, edges = _push(out_src, out_dst, edges, q, me)
                         r = pool_next[r]
                     if not had_readers and w >= 0 and w != me and seen[w] != a:
                         seen[w] = a
-                        if edges == out_src.size:
-                            out_src = _grow(out_src)
-                            out_dst = _grow(out_dst)
-                        out_src[edges] = w
-                        out_dst[edges] = me
-                        edges += 1
+                        out_src, out_dst, edges = _push(out_src, out_dst, edges, w, me)
                     reader_head[c] = -1
                     last_writer[c] = me
     return out_src[:edges], out_dst[:edges]
 
 
-@numba.njit(cache=True)
-def _grow(array):  # pragma: no cover - compiled
-    bigger = np.empty(array.size * 2, dtype=array.dtype)
-    bigger[:array.size] = array
-    return bigger
+@numba.njit(cache=True, inline="always")
+def _push(out_src, out_dst, edges, src, dst):  # pragma: no cover - compiled
+    """Append the edge src -> dst, doubling the buffers when they are full."""
+    if edges == out_src.size:
+        bigger_src = np.empty(out_src.size * 2, dtype=out_src.dtype)
+        bigger_src[:edges] = out_src
+        bigger_dst = np.empty(out_dst.size * 2, dtype=out_dst.dtype)
+        bigger_dst[:edges] = out_dst
+        out_src, out_dst = bigger_src, bigger_dst
+    out_src[edges] = src
+    out_dst[edges] = dst
+    return out_src, out_dst, edges + 1
