@@ -67,6 +67,7 @@ class Lowerer:
         self.load_sems = [self.prog.new_semaphore() for _ in range(self.tiling.dma_queues)]
         self.store_sem = self.prog.new_semaphore()
         self.stores_done = 0
+        self.unsignalled_stores: list[np.ndarray] = []
 
     def buffers(self) -> int:
         """SBUF slots per operand: double buffering gives each DMA queue two slots in flight
@@ -101,9 +102,13 @@ class Lowerer:
 
     def _gate(self, handles: np.ndarray, queues: np.ndarray) -> None:
         """The first transfer on each queue waits for every store so far (data produced by the
-        previous stage is in HBM)."""
+        previous stage is in HBM). The stores signal that semaphore only when a later stage
+        waits on it, so the last stage leaves no signal nobody consumes."""
         if self.stores_done == 0:
             return
+        if self.unsignalled_stores:
+            self.prog.signal(np.concatenate(self.unsignalled_stores), self.store_sem)
+            self.unsignalled_stores = []
         for q in np.unique(queues):
             self.prog.wait(handles[np.flatnonzero(queues == q)[:1]], self.store_sem,
                            self.stores_done)
@@ -197,7 +202,7 @@ class Lowerer:
         prog.access(st, MemSpace.HBM, Access.WRITE, c_addr + np.arange(tiles) * c_tile,
                     em * en * ELEM)
         prog.signal(st, store_sem)
-        prog.signal(st, self.store_sem)
+        self.unsignalled_stores.append(st)
         self.stores_done += tiles
         self.key = int(key[-1]) + STEP
         return c_addr
@@ -244,7 +249,7 @@ class Lowerer:
                     r * cols * ELEM)
         done_sem = prog.new_semaphore()
         prog.signal(st, done_sem)
-        prog.signal(st, self.store_sem)
+        self.unsignalled_stores.append(st)
         # The load of tile i reuses the slot of tile i - nbuf: wait for that tile's store.
         prog.wait(ld, done_sem, np.arange(ntiles) - nbuf + 1)
         self.stores_done += ntiles
