@@ -422,6 +422,38 @@ def analyze(
             render.print_table(console, f"\n{title}", frame, cols)
 
 
+class FailOn(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@app.command()
+@handles_errors
+def bugs(
+    trace: TraceArg, machine: MachineOpt = None,
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+    fail_on: Annotated[FailOn, Opt("--fail-on", help="Exit 3 when a finding of this "
+                                   "severity or worse is present.")] = FailOn.ERROR,
+) -> None:
+    """Architectural bug signatures: deadlocks, semaphore misuse, impossible timing and
+    out-of-bounds accesses, each with its evidence and a hint (analysis/signatures.md)."""
+    from tracekit.analysis.signatures import Severity, find_bugs, findings_frame
+    from tracekit.replay.machine import resolve_machine
+
+    with _status("looking for bug signatures"):
+        findings = find_bugs(open_trace(trace), resolve_machine(machine))
+    frame = findings_frame(findings)
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json({"trace": str(trace), "findings": frame.to_dicts()}))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.findings_markdown(str(trace), frame))
+    else:
+        render.print_findings(_stdout(), str(trace), frame)
+    threshold = Severity(fail_on.value).rank
+    if any(f.severity.rank >= threshold for f in findings):
+        raise typer.Exit(EXIT_FINDING)
+
+
 @app.command()
 @handles_errors
 def machines(format: FormatOpt = Format.TEXT) -> None:  # noqa: A002

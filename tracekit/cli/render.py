@@ -309,3 +309,41 @@ def sections_markdown(title: str, head: dict[str, Any],
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
         lines += [_md_row(cells) for cells in _cells(frame, cols)]
     return "\n".join(lines) + "\n"
+
+
+# --- bug signatures -----------------------------------------------------------------------------
+
+
+def _evidence(row: dict[str, Any]) -> str:
+    parts = []
+    for key in ("instructions", "engines", "cycles", "addresses"):
+        if row[key]:
+            parts.append(f"{key} {', '.join(str(v) for v in row[key])}")
+    return "; ".join(parts)
+
+
+def print_findings(console: Console, trace: str, frame: pl.DataFrame) -> None:
+    counts = frame.group_by("severity").len() if frame.height else None
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.iter_rows())) if counts is not \
+        None else "no findings"
+    console.print(Text(f"bugs: {trace}  ({summary})"))
+    for row in frame.iter_rows(named=True):
+        line = Text("\n")
+        line.append(f"{row['severity']} ", style=_SEVERITY_STYLE.get(Severity(row["severity"]),
+                                                                    "")
+                    if row["severity"] in ("error", "warning") else "")
+        line.append(f"[{row['code']}]", style="bold")
+        line.append(f" {row['message']}")
+        console.print(line)
+        if _evidence(row):
+            console.print(Text(f"    evidence: {_evidence(row)}"))
+        console.print(Text(f"    hint: {row['hint']}", style="dim"))
+
+
+def findings_markdown(trace: str, frame: pl.DataFrame) -> str:
+    lines = [f"# Bug signatures of {trace}", "", f"{frame.height} finding(s).", ""]
+    if frame.height:
+        lines += ["| severity | code | message | evidence |", "|---|---|---|---|"]
+        lines += [_md_row([r["severity"], r["code"], r["message"], _evidence(r)])
+                  for r in frame.iter_rows(named=True)]
+    return "\n".join(lines) + "\n"

@@ -175,6 +175,12 @@ class Program:
         if self._pending:
             waits = self._resolve_waits(sems, rank)
             sems = {k: np.concatenate([sems[k], waits[k]]) for k in SEM_TYPES}
+        if sems:
+            # A semaphore nobody waits on needs no signals (small shapes leave some unused):
+            # emitting them would be the leak that the bug signatures report.
+            waited = np.unique(sems["sem"][sems["op"] == 0])
+            keep = (sems["op"] == 0) | np.isin(sems["sem"], waited)
+            sems = {k: v[keep] for k, v in sems.items()}
         mem = {k: _gather(self._mem, k) for k in MEM_TYPES} if self._mem else {}
         if mem:
             mem["inst"] = rank[mem["inst"]]

@@ -1,0 +1,315 @@
+"""Architectural bug signatures: patterns in a trace that a hardware or compiler bug leaves.
+
+Each signature has a stable code, a severity and a hint; `find_bugs` runs them all and returns
+one finding per occurrence with its evidence. For a wait on semaphore 3 for value 9 whose
+signals only ever add up to 4, the finding reads
+
+    error  deadlock-wait  instruction 120 on tensor waits for semaphore 3 to reach 9; its
+                          signals add up to 4   (instructions [120], engines [tensor])
+
+Every check is vectorized over the trace's tables (or compiled); codes are documented with
+examples in analysis/signatures.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numba
+import numpy as np
+import polars as pl
+
+from tracekit.replay.graph import KINDS, ORDER, Graph, derive
+from tracekit.replay.machine import Machine
+from tracekit.trace.bundle import Trace
+
+MAX_SEMAPHORE_COUNT = 65535
+"""Counts past this overflow a 16-bit hardware semaphore."""
+
+EXAMPLES = 5
+"""Occurrences of one code reported individually; the rest are counted in the last one."""
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return {"error": 2, "warning": 1, "info": 0}[self.value]
+
+
+class Code(StrEnum):
+    DEADLOCK_WAIT = "deadlock-wait"
+    DEADLOCK_CYCLE = "deadlock-cycle"
+    SEMAPHORE_LEAK = "semaphore-leak"
+    SEMAPHORE_OVERFLOW = "semaphore-overflow"
+    START_BEFORE_DEPENDENCY = "start-before-dependency"
+    ENGINE_OVERLAP = "engine-overlap"
+    NEGATIVE_DURATION = "negative-duration"
+    OUT_OF_BOUNDS = "out-of-bounds"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One occurrence: what, where (instruction ids, engines, cycles, addresses) and a hint."""
+
+    code: Code
+    severity: Severity
+    message: str
+    hint: str
+    instructions: tuple[int, ...] = ()
+    engines: tuple[str, ...] = ()
+    cycles: tuple[int, ...] = ()
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass
+class Context:
+    """What the checks read: the trace's tables once, its graph and the machine."""
+
+    trace: Trace
+    machine: Machine
+    graph: Graph
+    instructions: pl.DataFrame
+    timed: bool
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, code: Code, message: str, **evidence: tuple) -> None:
+        info = SIGNATURES[code]
+        self.findings.append(Finding(code, info.severity, message, info.hint, **evidence))
+
+
+@dataclass(frozen=True)
+class Signature:
+    severity: Severity
+    summary: str
+    hint: str
+
+
+SIGNATURES: dict[Code, Signature] = {
+    Code.DEADLOCK_WAIT: Signature(
+        Severity.ERROR, "A semaphore wait for a value its signals never reach.",
+        "A missing or miscounted signal, or a wait value off by the number of producers."),
+    Code.DEADLOCK_CYCLE: Signature(
+        Severity.ERROR, "Instructions that wait on each other in a cycle.",
+        "Two engines each waiting for the other: check the order of waits and signals."),
+    Code.SEMAPHORE_LEAK: Signature(
+        Severity.WARNING, "A semaphore that is signalled but never waited on.",
+        "A consumer lost its wait (a possible race), or a signal left over from refactoring."),
+    Code.SEMAPHORE_OVERFLOW: Signature(
+        Severity.WARNING, f"A semaphore whose count passes {MAX_SEMAPHORE_COUNT}.",
+        "Counts that only grow overflow the hardware counter: reset or reuse semaphores."),
+    Code.START_BEFORE_DEPENDENCY: Signature(
+        Severity.ERROR, "An instruction observed to start before a producer it depends on "
+                        "ended.",
+        "Timestamps from different clock domains, a trace merge error, or a real ordering "
+        "bug in the hardware's synchronisation."),
+    Code.ENGINE_OVERLAP: Signature(
+        Severity.ERROR, "Two instructions of one in-order engine observed running at once.",
+        "A timestamp error, or the engine is not in-order as the trace says."),
+    Code.NEGATIVE_DURATION: Signature(
+        Severity.ERROR, "An instruction observed to end before it starts.",
+        "Swapped or wrapped timestamps in the producer."),
+    Code.OUT_OF_BOUNDS: Signature(
+        Severity.ERROR, "An SBUF or PSUM access past the memory's capacity (bytes per "
+                        "partition, or partitions).",
+        "An address computation or tiling bug in the compiler: the access wraps or "
+        "corrupts another tile."),
+}
+
+
+def _ids(values: object) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)  # type: ignore[union-attr]
+
+
+def _capped(ctx: Context, code: Code, frame: pl.DataFrame,
+            describe: Callable[[dict], tuple[str, dict]]) -> None:
+    """Report the first EXAMPLES rows of `frame` one by one; summarise the rest in one."""
+    for row in frame.head(EXAMPLES).iter_rows(named=True):
+        message, evidence = describe(row)
+        ctx.add(code, message, **evidence)
+    if frame.height > EXAMPLES:
+        ctx.add(code, f"and {frame.height - EXAMPLES:,} more of the same")
+
+
+def check_deadlocks(ctx: Context) -> None:
+    waits = ctx.graph.unsatisfied
+    if waits.height:
+        engine_of = ctx.instructions.select(pl.col("id").alias("inst"),
+                                            pl.col("engine").cast(pl.String))
+        rows = waits.join(engine_of, on="inst", how="left").sort("inst", "sem")
+        _capped(ctx, Code.DEADLOCK_WAIT, rows, lambda r: (
+            f"instruction {r['inst']} on {r['engine']} waits for semaphore {r['sem']} to "
+            f"reach {r['value']}; its signals add up to {r['signalled']}",
+            {"instructions": (r["inst"],), "engines": (r["engine"],)}))
+    members = cycle_members(ctx.graph)
+    if members.size:
+        ids = ctx.graph.ids[members]
+        engines = ctx.instructions.filter(pl.col("id").is_in(pl.Series(ids).implode()))[
+            "engine"].cast(pl.String).unique().sort().to_list()
+        ctx.add(Code.DEADLOCK_CYCLE, f"{ids.size:,} instructions on {len(engines)} engine(s) "
+                f"wait on each other in a cycle", instructions=_ids(ids[:20]),
+                engines=tuple(engines))
+
+
+def cycle_members(graph: Graph) -> np.ndarray:
+    """Rows on dependency cycles: what Kahn's algorithm cannot order, less what only hangs
+    below a cycle (trimmed backwards)."""
+    dst = np.repeat(np.arange(graph.nodes), np.diff(graph.ptr))
+    left = _kahn_leftovers(graph.nodes, graph.src, dst)
+    keep = left[graph.src] & left[dst]
+    if not keep.any():
+        return np.zeros(0, dtype=np.int64)
+    # Reverse direction: drop leftovers with no leftover successor, repeatedly.
+    on_cycle = _kahn_leftovers(graph.nodes, dst[keep], graph.src[keep]) & left
+    return np.flatnonzero(on_cycle)
+
+
+@numba.njit(cache=True, nogil=True)
+def _kahn_leftovers(n, src, dst):  # pragma: no cover - compiled
+    """Nodes Kahn's algorithm never reaches over the edges src -> dst (those on or after a
+    cycle); nodes with no edges at all are reached."""
+    indeg = np.zeros(n, dtype=np.int64)
+    for k in range(dst.size):
+        indeg[dst[k]] += 1
+    out_ptr = np.zeros(n + 1, dtype=np.int64)
+    for k in range(src.size):
+        out_ptr[src[k] + 1] += 1
+    for i in range(n):
+        out_ptr[i + 1] += out_ptr[i]
+    fill = out_ptr[:-1].copy()
+    out = np.empty(src.size, dtype=np.int64)
+    for k in range(src.size):
+        out[fill[src[k]]] = dst[k]
+        fill[src[k]] += 1
+    queue = np.empty(n, dtype=np.int64)
+    head, tail = 0, 0
+    for i in range(n):
+        if indeg[i] == 0:
+            queue[tail] = i
+            tail += 1
+    while head < tail:
+        node = queue[head]
+        head += 1
+        for k in range(out_ptr[node], out_ptr[node + 1]):
+            s = out[k]
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                queue[tail] = s
+                tail += 1
+    left = np.ones(n, dtype=np.bool_)
+    for k in range(tail):
+        left[queue[k]] = False
+    return left
+
+
+def check_semaphores(ctx: Context) -> None:
+    if not ctx.trace.has_table("semaphores"):
+        return
+    sems = ctx.trace.read("semaphores")
+    per_sem = (sems.group_by("sem")
+               .agg((pl.col("op") == "wait").sum().alias("waits"),
+                    pl.col("value").filter(pl.col("op") == "signal").sum().alias("signalled"),
+                    pl.col("inst").filter(pl.col("op") == "signal").sort().alias("signallers"))
+               .sort("sem"))
+    leaks = per_sem.filter((pl.col("waits") == 0) & (pl.col("signalled") > 0))
+    _capped(ctx, Code.SEMAPHORE_LEAK, leaks, lambda r: (
+        f"semaphore {r['sem']} is signalled {len(r['signallers'])} time(s) (adding "
+        f"{r['signalled']}) and never waited on",
+        {"instructions": _ids(r["signallers"][:EXAMPLES])}))
+    over = per_sem.filter(pl.col("signalled") > MAX_SEMAPHORE_COUNT)
+    _capped(ctx, Code.SEMAPHORE_OVERFLOW, over, lambda r: (
+        f"semaphore {r['sem']} reaches a count of {r['signalled']:,}",
+        {"instructions": _ids(r["signallers"][-1:])}))
+
+
+def check_timing(ctx: Context) -> None:
+    if not ctx.timed:
+        return
+    inst = ctx.instructions
+    negative = inst.filter(pl.col("end") < pl.col("start"))
+    _capped(ctx, Code.NEGATIVE_DURATION, negative, lambda r: (
+        f"instruction {r['id']} on {r['engine']} ends at {r['end']:,}, before its start "
+        f"{r['start']:,}", {"instructions": (r["id"],), "engines": (str(r["engine"]),),
+                            "cycles": (r["start"], r["end"])}))
+    g = ctx.graph
+    # A partly timed trace (a run that deadlocked) is checked where both ends are timed.
+    start = inst["start"].fill_null(np.iinfo(np.int64).max).to_numpy()
+    end = inst["end"].fill_null(np.iinfo(np.int64).min).to_numpy()
+    dst = np.repeat(np.arange(g.nodes), np.diff(g.ptr))
+    early = np.flatnonzero(start[dst] < end[g.src])
+    if early.size == 0:
+        return
+    engine = inst["engine"].cast(pl.String)
+    # One finding per pair: a dependency edge (semaphore, data) says more than engine order,
+    # and the graph lists a pair's edges by kind, order first, so the last one is kept.
+    frame = pl.DataFrame({
+        "src": g.ids[g.src[early]], "dst": g.ids[dst[early]],
+        "kind": pl.Series([k.value for k in KINDS])[g.kind[early].astype(np.int64)],
+        "src_end": end[g.src[early]], "dst_start": start[dst[early]],
+        "src_engine": engine.gather(g.src[early]), "dst_engine": engine.gather(dst[early]),
+    }).unique(["src", "dst"], keep="last", maintain_order=True).sort("dst", "src")
+    for code, rows in ((Code.ENGINE_OVERLAP, frame.filter(pl.col("kind") == KINDS[ORDER].value)),
+                       (Code.START_BEFORE_DEPENDENCY,
+                        frame.filter(pl.col("kind") != KINDS[ORDER].value))):
+        _capped(ctx, code, rows, lambda r: (
+            f"instruction {r['dst']} on {r['dst_engine']} starts at {r['dst_start']:,}, "
+            f"{r['src_end'] - r['dst_start']:,} cycles before instruction {r['src']} on "
+            f"{r['src_engine']} ({r['kind']} edge) ends at {r['src_end']:,}",
+            {"instructions": (r["src"], r["dst"]), "engines": (r["src_engine"], r["dst_engine"]),
+             "cycles": (r["src_end"], r["dst_start"])}))
+
+
+def check_bounds(ctx: Context) -> None:
+    if not ctx.trace.has_table("memory"):
+        return
+    m = ctx.machine
+    mem = ctx.trace.read("memory").with_columns(pl.col("space").cast(pl.String))
+    capacity = pl.when(pl.col("space") == "sbuf").then(m.sbuf_partition_bytes).otherwise(
+        m.psum_partition_bytes)
+    bad = mem.filter(pl.col("space").is_in(["sbuf", "psum"]) & (
+        (pl.col("addr") + pl.col("size") > capacity)
+        | (pl.col("partition") + pl.col("partitions") > m.partitions))).sort("inst", "addr")
+    _capped(ctx, Code.OUT_OF_BOUNDS, bad, lambda r: (
+        f"instruction {r['inst']} {r['access']}s {r['space'].upper()} bytes "
+        f"{r['addr']:,}..{r['addr'] + r['size']:,} of partitions "
+        f"{r['partition']}..{r['partition'] + r['partitions'] - 1}, past "
+        f"{m.sbuf_partition_bytes if r['space'] == 'sbuf' else m.psum_partition_bytes:,} "
+        f"bytes x {m.partitions} partitions",
+        {"instructions": (r["inst"],),
+         "addresses": (f"{r['space']}:{r['addr']}+{r['size']}@p{r['partition']}"
+                       f"x{r['partitions']}",)}))
+
+
+CHECKS: tuple[Callable[[Context], None], ...] = (check_deadlocks, check_semaphores,
+                                                 check_timing, check_bounds)
+
+
+def find_bugs(trace: Trace, machine: Machine) -> list[Finding]:
+    """Every signature's findings, most severe first, then in the order of CHECKS."""
+    inst = trace.read("instructions", ["id", "engine", "seq", "opcode", "start", "end"]).sort(
+        "id")
+    timed = inst.height > inst["start"].null_count()
+    ctx = Context(trace=trace, machine=machine, graph=derive(trace, inst), instructions=inst,
+                  timed=timed)
+    for check in CHECKS:
+        check(ctx)
+    return sorted(ctx.findings, key=lambda f: -f.severity.rank)
+
+
+def findings_frame(findings: list[Finding]) -> pl.DataFrame:
+    """Findings as a frame: code, severity, message, hint, instructions (list of ids),
+    engines, cycles (list of cycle stamps), addresses (list of "space:addr+size@pNxK")."""
+    return pl.DataFrame(
+        [{"code": f.code.value, "severity": f.severity.value, "message": f.message,
+          "hint": f.hint, "instructions": list(f.instructions), "engines": list(f.engines),
+          "cycles": list(f.cycles), "addresses": list(f.addresses)} for f in findings],
+        schema={"code": pl.String, "severity": pl.String, "message": pl.String,
+                "hint": pl.String, "instructions": pl.List(pl.Int64),
+                "engines": pl.List(pl.String), "cycles": pl.List(pl.Int64),
+                "addresses": pl.List(pl.String)})
+
