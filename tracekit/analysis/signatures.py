@@ -31,6 +31,12 @@ MAX_SEMAPHORE_COUNT = 65535
 EXAMPLES = 5
 """Occurrences of one code reported individually; the rest are counted in the last one."""
 
+OUTLIER_FACTOR = 5
+STUCK_FACTOR = 20
+SLOW_FACTOR = 2
+"""Latency signatures: an instruction over OUTLIER_FACTOR (STUCK_FACTOR) times the median of its
+peers; an engine whose median over SLOW_FACTOR times its peers' for the same work."""
+
 
 class Severity(StrEnum):
     ERROR = "error"
@@ -51,6 +57,9 @@ class Code(StrEnum):
     ENGINE_OVERLAP = "engine-overlap"
     NEGATIVE_DURATION = "negative-duration"
     OUT_OF_BOUNDS = "out-of-bounds"
+    LATENCY_OUTLIER = "latency-outlier"
+    ENGINE_STUCK = "engine-stuck"
+    SLOW_ENGINE = "slow-engine"
 
 
 @dataclass(frozen=True)
@@ -119,8 +128,20 @@ SIGNATURES: dict[Code, Signature] = {
                         "partition, or partitions).",
         "An address computation or tiling bug in the compiler: the access wraps or "
         "corrupts another tile."),
+    Code.LATENCY_OUTLIER: Signature(
+        Severity.WARNING, f"An instruction taking over {OUTLIER_FACTOR}x the median of its "
+                          f"peers (same engine kind, opcode and work size) and far outside their "
+                          f"spread.",
+        "Contention, a retried transfer, or a slow path in the hardware for this case."),
+    Code.ENGINE_STUCK: Signature(
+        Severity.ERROR, f"An instruction taking over {STUCK_FACTOR}x the median of its peers: "
+                        f"its engine was stuck on it.",
+        "A hang resolved by a timeout, a lost completion, or a livelock in the engine."),
+    Code.SLOW_ENGINE: Signature(
+        Severity.WARNING, f"An engine or queue whose instructions take over {SLOW_FACTOR}x as "
+                          f"long as the same work on its peers.",
+        "A mis-configured or throttled DMA queue, or an engine running at a lower clock."),
 }
-
 
 def _ids(values: object) -> tuple[int, ...]:
     return tuple(int(v) for v in values)  # type: ignore[union-attr]
@@ -285,8 +306,50 @@ def check_bounds(ctx: Context) -> None:
                        f"x{r['partitions']}",)}))
 
 
+def check_latency(ctx: Context) -> None:
+    """Robust statistics per peer group (engine kind, opcode, elements, bytes, flops)."""
+    if not ctx.timed:
+        return
+    from tracekit.replay.machine import engine_kind
+
+    t = ctx.trace.read("instructions", ["id", "engine", "opcode", "start", "end", "elements",
+                                        "bytes", "flops"]).drop_nulls(["start", "end"])
+    kinds = {e: engine_kind(e) for e in t["engine"].cast(pl.String).unique().to_list()}
+    t = t.with_columns(pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String),
+                       (pl.col("end") - pl.col("start")).alias("duration"),
+                       pl.col("engine").cast(pl.String).replace_strict(kinds).alias("kind"))
+    peers = ["kind", "opcode", "elements", "bytes", "flops"]
+    t = t.with_columns(pl.col("duration").median().over(peers).alias("median"),
+                       pl.len().over(peers).alias("peers"))
+    t = t.with_columns((pl.col("duration") - pl.col("median")).abs().median().over(peers)
+                       .alias("mad"))
+    outside = (pl.col("peers") >= 8) & (pl.col("duration") > pl.col("median")
+                                        + 10 * 1.4826 * pl.col("mad") + 1)
+    stuck = t.filter(outside & (pl.col("duration") > STUCK_FACTOR * pl.col("median")))
+    slow = t.filter(outside & (pl.col("duration") > OUTLIER_FACTOR * pl.col("median"))
+                    & ~pl.col("id").is_in(stuck["id"].implode()))
+    for code, rows in ((Code.ENGINE_STUCK, stuck), (Code.LATENCY_OUTLIER, slow)):
+        _capped(ctx, code, rows.sort(pl.col("duration") / pl.col("median"), "id",
+                                     descending=[True, False]), lambda r: (
+            f"instruction {r['id']} ({r['opcode']}) on {r['engine']} took {r['duration']:,} "
+            f"cycles, {r['duration'] / max(r['median'], 1):,.0f}x the median of its "
+            f"{r['peers']} peers", {"instructions": (r["id"],), "engines": (r["engine"],),
+                                    "cycles": (r["duration"], int(r["median"]))}))
+    # A whole engine slower than its peers: its median per work against theirs.
+    by_engine = (t.filter(pl.col("peers") >= 8)
+                 .group_by(["engine", *peers]).agg(pl.col("duration").median().alias("own"),
+                                                   pl.col("median").first(), pl.len().alias("n"))
+                 .with_columns((pl.col("own") / pl.col("median").clip(1)).alias("ratio"))
+                 .group_by("engine").agg(pl.col("ratio").median(), pl.col("n").sum(),
+                                         pl.col("kind").first())
+                 .filter(pl.col("ratio") > SLOW_FACTOR).sort("engine"))
+    _capped(ctx, Code.SLOW_ENGINE, by_engine, lambda r: (
+        f"{r['engine']} takes {r['ratio']:.1f}x as long as other {r['kind']} engines for the "
+        f"same work ({r['n']:,} instructions)", {"engines": (r["engine"],)}))
+
+
 CHECKS: tuple[Callable[[Context], None], ...] = (check_deadlocks, check_semaphores,
-                                                 check_timing, check_bounds)
+                                                 check_timing, check_bounds, check_latency)
 
 
 def find_bugs(trace: Trace, machine: Machine) -> list[Finding]:
