@@ -104,11 +104,13 @@ def test_clean_samples_have_no_findings(sample: str) -> None:
 
 
 FAULT_CODES = {"deadlock": Code.DEADLOCK_WAIT, "sem-leak": Code.SEMAPHORE_LEAK,
-               "timestamp-skew": Code.START_BEFORE_DEPENDENCY, "oob": Code.OUT_OF_BOUNDS}
+               "timestamp-skew": Code.START_BEFORE_DEPENDENCY, "oob": Code.OUT_OF_BOUNDS,
+               "missing-wait": Code.RACE_RAW, "stuck-engine": Code.ENGINE_STUCK,
+               "slow-queue": Code.SLOW_ENGINE}
 WORKLOADS = {"gemm": {"m": 384, "n": 512, "k": 384},
              "mlp": {"widths": (256, 384, 128), "batch": 256},
              "attention": {"seq": 256, "heads": 2, "head_dim": 64},
-             "conv2d": {"n": 1, "c": 16, "h": 14, "w": 14, "k": 32},
+             "conv2d": {"n": 1, "c": 32, "h": 28, "w": 28, "k": 64},
              "layernorm": {"rows": 512, "hidden": 256}}
 
 
@@ -122,16 +124,21 @@ def test_injected_faults_are_found_with_their_instructions(tmp_path: Path, workl
         truth = trace.manifest.extra["generator"]["faults"][0]
         found = _codes(trace)
         assert code in found, (workload, fault, found)
-        if fault == "timestamp-skew":
+        if fault in ("timestamp-skew", "missing-wait"):
             expected = (truth["producer"], truth["consumer"])
             assert expected in found[code], (workload, fault, found[code])
+        elif fault == "slow-queue":
+            engines = [f.engines for f in find_bugs(trace, builtin_machine())
+                       if f.code is Code.SLOW_ENGINE]
+            assert (truth["engine"],) in engines, (workload, engines)
         elif fault == "sem-leak":
             assert set(found[code][0]) == set(truth["instructions"])
         else:
             assert (truth["instructions"][0],) in found[code], (workload, fault, found[code])
     combined = generate(workload, tmp_path / "all", params=WORKLOADS[workload], seed=seed,
-                        inject=list(FAULT_CODES))
-    assert set(FAULT_CODES.values()) <= set(_codes(combined))
+                        inject=["missing-wait", "sem-leak", "oob", "slow-queue"])
+    assert {Code.RACE_RAW, Code.SEMAPHORE_LEAK, Code.OUT_OF_BOUNDS,
+            Code.SLOW_ENGINE} <= set(_codes(combined))
 
 
 def test_cli_exit_codes(tmp_path: Path) -> None:
@@ -150,3 +157,70 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert runner.invoke(app, ["bugs", str(tmp_path / "leak")]).exit_code == 0
     assert runner.invoke(app, ["bugs", str(tmp_path / "leak"),
                                "--fail-on", "warning"]).exit_code == 3
+
+
+def test_race_far_apart_in_time_but_unordered_is_found(tmp_path: Path) -> None:
+    b = TraceBuilder("t")
+    write = b.inst("dma.q0", "dma_load", 0, 10)
+    read = b.inst("tensor", "matmul", 1_000_000, 1_000_010)  # much later, but nothing orders it
+    b.access(write, "sbuf", "write", 0, 64, 0, 128)
+    b.access(read, "sbuf", "read", 32, 64, 64, 64)
+    found = find_bugs(b.write(tmp_path / "t"), builtin_machine())
+    assert [(f.code, f.instructions) for f in found] == [(Code.RACE_RAW, (write, read))]
+
+
+def test_race_close_in_time_but_ordered_through_three_engines_is_not(tmp_path: Path) -> None:
+    b = TraceBuilder("t")
+    write = b.inst("dma.q0", "dma_load", 0, 10)
+    relay = b.inst("vector", "copy", 12, 13)
+    read = b.inst("tensor", "matmul", 15, 16)
+    b.signal(write, 0)
+    b.wait(relay, 0, 1)
+    b.signal(relay, 1)
+    b.wait(read, 1, 1)
+    b.access(write, "sbuf", "write", 0, 64, 0, 128)
+    b.access(read, "sbuf", "read", 0, 64, 0, 128)
+    assert find_bugs(b.write(tmp_path / "t"), builtin_machine()) == []
+
+
+def test_a_count_covers_every_signal_not_only_the_last(tmp_path: Path) -> None:
+    # The reader waits for the count of two signals: both writers happen before it, even
+    # though the semaphore edge names only the second.
+    b = TraceBuilder("t")
+    w1 = b.inst("dma.q0", "dma_load", 0, 10)
+    w2 = b.inst("dma.q1", "dma_load", 0, 20)
+    read = b.inst("tensor", "matmul", 32, 40)
+    b.signal(w1, 0)
+    b.signal(w2, 0)
+    b.wait(read, 0, 2)
+    b.access(w1, "sbuf", "write", 0, 64, 0, 64)
+    b.access(w2, "sbuf", "write", 0, 64, 64, 64)
+    b.access(read, "sbuf", "read", 0, 64, 0, 128)
+    assert find_bugs(b.write(tmp_path / "t"), builtin_machine()) == []
+
+
+def test_detection_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Recall per (workload, fault) over two seeds, and error-severity false positives on the
+    clean runs; printed for the closing note."""
+    lines = ["workload    " + " ".join(f"{f:>14}" for f in FAULT_CODES) + "  clean FP"]
+    total_hits = total = false_positives = 0
+    for workload, params in sorted(WORKLOADS.items()):
+        cells = []
+        for fault, code in FAULT_CODES.items():
+            hits = 0
+            for seed in (3, 4):
+                trace = generate(workload, tmp_path / f"{workload}-{fault}-{seed}",
+                                 params=params, seed=seed, inject=[fault])
+                hits += code in _codes(trace)
+            cells.append(f"{hits}/2")
+            total_hits += hits
+            total += 2
+        clean = generate(workload, tmp_path / f"{workload}-clean", params=params, seed=3)
+        fp = [f for f in find_bugs(clean, builtin_machine()) if f.severity is Severity.ERROR]
+        false_positives += len(fp)
+        lines.append(f"{workload:<11} " + " ".join(f"{c:>14}" for c in cells) + f"  {len(fp)}")
+    lines.append(f"recall {total_hits}/{total}, error-severity false positives on clean runs: "
+                 f"{false_positives}")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert total_hits == total and false_positives == 0

@@ -820,7 +820,6 @@ def test_faults_are_deterministic(tmp_path: Path) -> None:
     ("gemm", {}, {"inject": ["timestamp-skew"], "untimed": True}),
     ("gemm", {}, {"tiling": Tiling(tile_m=0)}),
     ("gemm", {}, {"tiling": Tiling(dma_queues=0)}),
-    ("layernorm", {"rows": 16, "hidden": 16}, {"inject": ["missing-wait"]}),  # no matmul
 ], ids=lambda v: json.dumps(v, default=str) if not isinstance(v, str) else v)
 def test_generate_rejects(tmp_path: Path, workload: str, params: dict[str, Any],
                           kwargs: dict[str, Any]) -> None:

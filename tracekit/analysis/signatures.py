@@ -21,7 +21,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from tracekit.replay.graph import KINDS, ORDER, Graph, derive
+from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive
 from tracekit.replay.machine import Machine
 from tracekit.trace.bundle import Trace
 
@@ -33,7 +33,7 @@ EXAMPLES = 5
 
 OUTLIER_FACTOR = 5
 STUCK_FACTOR = 20
-SLOW_FACTOR = 2
+SLOW_FACTOR = 1.5
 """Latency signatures: an instruction over OUTLIER_FACTOR (STUCK_FACTOR) times the median of its
 peers; an engine whose median over SLOW_FACTOR times its peers' for the same work."""
 
@@ -57,6 +57,9 @@ class Code(StrEnum):
     ENGINE_OVERLAP = "engine-overlap"
     NEGATIVE_DURATION = "negative-duration"
     OUT_OF_BOUNDS = "out-of-bounds"
+    RACE_RAW = "race-raw"
+    RACE_WAR = "race-war"
+    RACE_WAW = "race-waw"
     LATENCY_OUTLIER = "latency-outlier"
     ENGINE_STUCK = "engine-stuck"
     SLOW_ENGINE = "slow-engine"
@@ -128,6 +131,19 @@ SIGNATURES: dict[Code, Signature] = {
                         "partition, or partitions).",
         "An address computation or tiling bug in the compiler: the access wraps or "
         "corrupts another tile."),
+    Code.RACE_RAW: Signature(
+        Severity.ERROR, "A read of memory written by another instruction that nothing orders "
+                        "before it (no happens-before path through engine order, semaphores "
+                        "or deps).",
+        "A missing semaphore wait between producer and consumer: the read can see stale data."),
+    Code.RACE_WAR: Signature(
+        Severity.ERROR, "A write over memory another instruction reads, with no happens-before "
+                        "order between them.",
+        "A buffer reused before its reader is done: a missing wait on the reader's signal."),
+    Code.RACE_WAW: Signature(
+        Severity.ERROR, "Two writes to overlapping memory with no happens-before order.",
+        "Two producers of one buffer without synchronisation: the final contents depend on "
+        "timing."),
     Code.LATENCY_OUTLIER: Signature(
         Severity.WARNING, f"An instruction taking over {OUTLIER_FACTOR}x the median of its "
                           f"peers (same engine kind, opcode and work size) and far outside their "
@@ -325,7 +341,27 @@ def check_latency(ctx: Context) -> None:
                        .alias("mad"))
     outside = (pl.col("peers") >= 8) & (pl.col("duration") > pl.col("median")
                                         + 10 * 1.4826 * pl.col("mad") + 1)
-    stuck = t.filter(outside & (pl.col("duration") > STUCK_FACTOR * pl.col("median")))
+    # Too few peers for statistics: the machine's latency model is the reference instead.
+    m = ctx.machine
+    pairs = t.select("engine", "opcode").unique().sort("engine", "opcode")
+    model = pl.DataFrame(
+        [{"engine": e, "opcode": o, **{k: getattr(m.latency(e, o), k) for k in
+                                       ("fixed_cycles", "per_element", "per_byte", "per_flop")},
+          "per_moved": 1.0 / m.queue_bandwidth(e) if kinds[e] == "dma" else 0.0}
+         for e, o in pairs.iter_rows()],
+        schema={"engine": pl.String, "opcode": pl.String, "fixed_cycles": pl.Float64,
+                "per_element": pl.Float64, "per_byte": pl.Float64, "per_flop": pl.Float64,
+                "per_moved": pl.Float64})
+    t = t.join(model, on=["engine", "opcode"], how="left", maintain_order="left").with_columns(
+        (pl.col("fixed_cycles") + pl.col("per_element") * pl.col("elements").fill_null(0)
+         + (pl.col("per_byte") + pl.col("per_moved")) * pl.col("bytes").fill_null(0)
+         + pl.col("per_flop") * pl.col("flops").fill_null(0)).alias("modelled"))
+    reference = pl.when(pl.col("peers") >= 8).then(pl.col("median")).otherwise(
+        pl.col("modelled"))
+    stuck = t.filter((outside | (pl.col("peers") < 8))
+                     & (pl.col("duration") > STUCK_FACTOR * reference)
+                     & (pl.col("duration") - reference > 1000))
+    t = t.with_columns(reference.alias("median"))
     slow = t.filter(outside & (pl.col("duration") > OUTLIER_FACTOR * pl.col("median"))
                     & ~pl.col("id").is_in(stuck["id"].implode()))
     for code, rows in ((Code.ENGINE_STUCK, stuck), (Code.LATENCY_OUTLIER, slow)):
@@ -335,21 +371,158 @@ def check_latency(ctx: Context) -> None:
             f"cycles, {r['duration'] / max(r['median'], 1):,.0f}x the median of its "
             f"{r['peers']} peers", {"instructions": (r["id"],), "engines": (r["engine"],),
                                     "cycles": (r["duration"], int(r["median"]))}))
-    # A whole engine slower than its peers: its median per work against theirs.
-    by_engine = (t.filter(pl.col("peers") >= 8)
-                 .group_by(["engine", *peers]).agg(pl.col("duration").median().alias("own"),
-                                                   pl.col("median").first(), pl.len().alias("n"))
-                 .with_columns((pl.col("own") / pl.col("median").clip(1)).alias("ratio"))
-                 .group_by("engine").agg(pl.col("ratio").median(), pl.col("n").sum(),
+    # A whole engine slower than its peers: how much longer than the model its instructions
+    # take (a per-work measure that needs no identical peers), against the other engines of
+    # its kind.
+    by_engine = (t.filter(pl.col("modelled") > 0)
+                 .group_by("engine").agg((pl.col("duration") / pl.col("modelled")).median()
+                                         .alias("own"), pl.len().alias("n"),
                                          pl.col("kind").first())
-                 .filter(pl.col("ratio") > SLOW_FACTOR).sort("engine"))
+                 .filter(pl.col("n") >= 2)
+                 .with_columns(pl.col("own").median().over("kind").alias("typical"),
+                               pl.len().over("kind").alias("engines"))
+                 .with_columns((pl.col("own") / pl.col("typical")).alias("ratio"))
+                 .filter((pl.col("engines") >= 2) & (pl.col("ratio") > SLOW_FACTOR))
+                 .sort("engine"))
     _capped(ctx, Code.SLOW_ENGINE, by_engine, lambda r: (
         f"{r['engine']} takes {r['ratio']:.1f}x as long as other {r['kind']} engines for the "
         f"same work ({r['n']:,} instructions)", {"engines": (r["engine"],)}))
 
 
+def check_races(ctx: Context) -> None:
+    """Conflicting accesses (each to its nearest conflict in program order) that no
+    happens-before path orders, by vector clocks over the engines."""
+    if not ctx.trace.has_table("memory"):
+        return
+    from tracekit.replay.graph import RAW, WAR, memory_edges
+    from tracekit.replay.run import name_codes
+
+    g, inst = ctx.graph, ctx.instructions
+    start = (inst["start"].to_numpy() if inst["start"].null_count() == 0 else None)
+    src, dst, kind = memory_edges(ctx.trace.read("memory"), g.ids, start,
+                                  f"{ctx.trace.path}: memory.inst", with_kind=True)
+    if src.size == 0:
+        return
+    engine, engines = name_codes(inst["engine"])
+    position = np.empty(g.nodes, dtype=np.int64)  # 1-based place in the engine's queue
+    order = np.lexsort((inst["seq"].to_numpy(), engine))
+    starts = np.r_[0, np.cumsum(np.bincount(engine, minlength=len(engines)))]
+    position[order] = np.arange(g.nodes) - starts[engine[order]] + 1
+    hb_src, hb_dst, n_total = _happens_before_edges(ctx, g)
+    from tracekit.replay.graph import csr
+
+    ptr, pred, _ = csr(n_total, hb_src, hb_dst, np.zeros(hb_src.size, dtype=np.int8))
+    # Virtual nodes (semaphore counts) get an extra engine column that no access reads.
+    engine_all = np.r_[engine, np.full(n_total - g.nodes, len(engines))]
+    position_all = np.r_[position, np.zeros(n_total - g.nodes, dtype=np.int64)]
+    clocks = _vector_clocks(n_total, len(engines) + 1, ptr, pred,
+                            np.repeat(np.arange(n_total), np.diff(ptr)), engine_all,
+                            position_all)
+    ordered = (clocks[dst, engine[src]] >= position[src]) | (
+        clocks[src, engine[dst]] >= position[dst])
+    racy = np.flatnonzero(~ordered)
+    if racy.size == 0:
+        return
+    names = np.array(engines)
+    frame = pl.DataFrame({"a": g.ids[src[racy]], "b": g.ids[dst[racy]], "kind": kind[racy],
+                          "ea": names[engine[src[racy]]], "eb": names[engine[dst[racy]]]}
+                         ).sort("b", "a")
+    words = {RAW: ("reads", "wrote", Code.RACE_RAW), WAR: ("writes", "reads", Code.RACE_WAR)}
+    for code_kind in (0, 1, 2):
+        rows = frame.filter(pl.col("kind") == code_kind)
+        verb_b, verb_a, code = words.get(code_kind, ("writes", "wrote", Code.RACE_WAW))
+        _capped(ctx, code, rows, lambda r, vb=verb_b, va=verb_a: (
+            f"instruction {r['b']} on {r['eb']} {vb} memory that instruction {r['a']} on "
+            f"{r['ea']} {va}, and nothing orders the two",
+            {"instructions": (r["a"], r["b"]), "engines": (r["ea"], r["eb"])}))
+
+
+def _happens_before_edges(ctx: Context, g: Graph) -> tuple[np.ndarray, np.ndarray, int]:
+    """The graph's edges for happens-before, with every semaphore edge replaced by the full
+    count: a wait for v follows *all* signals counted up to the v-th, not only the last one.
+    Each semaphore gets a chain of virtual nodes, one per signal in count order (node k joins
+    node k-1 and the k-th signal); a wait follows the node of the signal that satisfies it."""
+    dst = np.repeat(np.arange(g.nodes), np.diff(g.ptr))
+    keep = g.kind != SEMAPHORE
+    srcs, dsts = [g.src[keep]], [dst[keep]]
+    n_total = g.nodes
+    if ctx.trace.has_table("semaphores"):
+        sems = ctx.trace.read("semaphores")
+        node = np.searchsorted(g.ids, sems["inst"].to_numpy())
+        sem = sems["sem"].to_numpy()
+        value = sems["value"].to_numpy()
+        is_signal = (sems["op"] == "signal").to_numpy()
+        end = ctx.instructions["end"].to_numpy(allow_copy=True)
+        timed = ctx.instructions["end"].null_count() == 0
+        rank = end[node] if timed else node
+        sig = np.flatnonzero(is_signal)
+        sig = sig[np.lexsort((node[sig], rank[sig], sem[sig]))]
+        virtual = g.nodes + np.arange(sig.size)
+        same = np.r_[False, sem[sig][1:] == sem[sig][:-1]]
+        srcs += [node[sig], virtual[:-1][same[1:]]]
+        dsts += [virtual, virtual[1:][same[1:]]]
+        cum = np.cumsum(value[sig])
+        group_first = np.searchsorted(sem[sig], sem[sig], side="left")
+        before = np.where(group_first > 0, cum[np.maximum(group_first - 1, 0)], 0)
+        waits = np.flatnonzero(~is_signal & (value > 0))
+        lo = np.searchsorted(sem[sig], sem[waits], side="left")
+        hi = np.searchsorted(sem[sig], sem[waits], side="right")
+        base = np.where(lo < hi, before[np.minimum(lo, max(sig.size - 1, 0))], 0)
+        pos = np.searchsorted(cum, base + value[waits], side="left")
+        ok = (pos >= lo) & (pos < hi)
+        srcs.append(virtual[pos[ok]])
+        dsts.append(node[waits[ok]])
+        n_total += sig.size
+    return (np.concatenate(srcs).astype(np.int64), np.concatenate(dsts).astype(np.int64),
+            n_total)
+
+
+@numba.njit(cache=True, nogil=True)
+def _vector_clocks(n, n_eng, pred_ptr, pred_src, edge_dst, engine,
+                   position):  # pragma: no cover - compiled
+    """clock[i, e]: the last position on engine e that happens before or is instruction i,
+    in topological order (Kahn); rows of a cycle stay as far as they got."""
+    clock = np.zeros((n, n_eng), dtype=np.int32)
+    indeg = np.zeros(n, dtype=np.int64)
+    for k in range(edge_dst.size):
+        indeg[edge_dst[k]] += 1
+    succ_ptr = np.zeros(n + 1, dtype=np.int64)
+    for k in range(pred_src.size):
+        succ_ptr[pred_src[k] + 1] += 1
+    for i in range(n):
+        succ_ptr[i + 1] += succ_ptr[i]
+    fill = succ_ptr[:-1].copy()
+    succ = np.empty(pred_src.size, dtype=np.int64)
+    for k in range(pred_src.size):
+        succ[fill[pred_src[k]]] = edge_dst[k]
+        fill[pred_src[k]] += 1
+    queue = np.empty(n, dtype=np.int64)
+    head, tail = 0, 0
+    for i in range(n):
+        if indeg[i] == 0:
+            queue[tail] = i
+            tail += 1
+    while head < tail:
+        node = queue[head]
+        head += 1
+        for k in range(pred_ptr[node], pred_ptr[node + 1]):
+            p = pred_src[k]
+            for e in range(n_eng):
+                if clock[p, e] > clock[node, e]:
+                    clock[node, e] = clock[p, e]
+        clock[node, engine[node]] = position[node]
+        for k in range(succ_ptr[node], succ_ptr[node + 1]):
+            s = succ[k]
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                queue[tail] = s
+                tail += 1
+    return clock
+
+
 CHECKS: tuple[Callable[[Context], None], ...] = (check_deadlocks, check_semaphores,
-                                                 check_timing, check_bounds, check_latency)
+                                                 check_timing, check_bounds, check_latency,
+                                                 check_races)
 
 
 def find_bugs(trace: Trace, machine: Machine) -> list[Finding]:

@@ -314,8 +314,12 @@ def csr(n, src, dst, kind):  # pragma: no cover - compiled
     return ptr, out_src, out_kind
 
 
+RAW, WAR, WAW = 0, 1, 2
+"""Codes of memory conflicts: read-after-write, write-after-read, write-after-write."""
+
+
 def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None = None,
-                 what: str = "memory.inst") -> tuple[np.ndarray, np.ndarray]:
+                 what: str = "memory.inst", with_kind: bool = False) -> tuple[np.ndarray, ...]:
     """Read-after-write, write-after-read and write-after-write edges between instructions
     whose access ranges overlap, each to the nearest conflicting access in program order:
     observed start order when the trace is timed (ids order instructions only within an
@@ -329,7 +333,7 @@ def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None
     0-127 bytes 0-255, instruction 2 reads partitions 0-63 bytes 128-191: edge 1 -> 2; a third
     instruction writing partitions 64-127 bytes 0-63 conflicts with neither.
     """
-    srcs, dsts = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    found = [np.zeros((0, 3), dtype=np.int64)]
     inst_all = positions(ids, memory["inst"].to_numpy(), what)
     # Rank of each instruction in program order; edges always point from lower to higher.
     if start is None:
@@ -359,18 +363,19 @@ def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None
         inst = rank_of[inst_all[rows]]
         order = np.lexsort((is_write, inst))  # by instruction, its reads before its writes
         order = order[keep[order]]
-        src, dst = _sweep(
+        found.append(_sweep(
             inst[order].astype(np.int64), is_write[order],
             np.searchsorted(p_bounds, p_lo[order]), np.searchsorted(p_bounds, p_hi[order]),
             np.searchsorted(b_bounds, addr[order]), np.searchsorted(b_bounds, stop[order]),
-            max(b_bounds.size - 1, 1), max(p_bounds.size - 1, 1))
-        srcs.append(src)
-        dsts.append(dst)
-    src, dst = np.concatenate(srcs), np.concatenate(dsts)
-    if src.size == 0:
-        return src, dst
-    key = np.unique(src * np.int64(ids.size) + dst)
-    return by_rank[key // ids.size], by_rank[key % ids.size]
+            max(b_bounds.size - 1, 1), max(p_bounds.size - 1, 1)))
+    edges = np.concatenate(found)
+    key = (edges[:, 0] * np.int64(ids.size) + edges[:, 1]) * 4 + edges[:, 2]
+    key = np.unique(key)  # sorted: per pair, the lowest conflict code first
+    pair = key // 4
+    first = np.r_[True, pair[1:] != pair[:-1]] if pair.size else np.zeros(0, dtype=bool)
+    pair, kind = pair[first], key[first] % 4
+    src, dst = by_rank[pair // ids.size], by_rank[pair % ids.size]
+    return (src, dst, kind) if with_kind else (src, dst)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -385,8 +390,7 @@ def _sweep(inst, is_write, p0, p1, b0, b1, n_bytes, n_parts):  # pragma: no cove
     pool_inst = np.empty(read_touches, dtype=np.int64)
     pool_next = np.empty(read_touches, dtype=np.int64)
     used = 0
-    out_src = np.empty(max(inst.size, 16), dtype=np.int64)
-    out_dst = np.empty(max(inst.size, 16), dtype=np.int64)
+    out = np.empty((max(inst.size, 16), 3), dtype=np.int64)  # src, dst, RAW/WAR/WAW
     edges = 0
     seen = np.full(inst.max() + 1 if inst.size else 1, -1, dtype=np.int64)
     for a in range(inst.size):
@@ -398,7 +402,7 @@ def _sweep(inst, is_write, p0, p1, b0, b1, n_bytes, n_parts):  # pragma: no cove
                 if not is_write[a]:
                     if w >= 0 and w != me and seen[w] != a:
                         seen[w] = a  # one edge per source and access, however many cells
-                        out_src, out_dst, edges = _push(out_src, out_dst, edges, w, me)
+                        out, edges = _push(out, edges, w, me, RAW)
                     head = reader_head[c]
                     if head < 0 or pool_inst[head] != me:
                         pool_inst[used] = me
@@ -412,25 +416,24 @@ def _sweep(inst, is_write, p0, p1, b0, b1, n_bytes, n_parts):  # pragma: no cove
                         q = pool_inst[r]
                         if q != me and seen[q] != a:
                             seen[q] = a
-                            out_src, out_dst, edges = _push(out_src, out_dst, edges, q, me)
+                            out, edges = _push(out, edges, q, me, WAR)
                         r = pool_next[r]
                     if not had_readers and w >= 0 and w != me and seen[w] != a:
                         seen[w] = a
-                        out_src, out_dst, edges = _push(out_src, out_dst, edges, w, me)
+                        out, edges = _push(out, edges, w, me, WAW)
                     reader_head[c] = -1
                     last_writer[c] = me
-    return out_src[:edges], out_dst[:edges]
+    return out[:edges]
 
 
 @numba.njit(cache=True, inline="always")
-def _push(out_src, out_dst, edges, src, dst):  # pragma: no cover - compiled
-    """Append the edge src -> dst, doubling the buffers when they are full."""
-    if edges == out_src.size:
-        bigger_src = np.empty(out_src.size * 2, dtype=out_src.dtype)
-        bigger_src[:edges] = out_src
-        bigger_dst = np.empty(out_dst.size * 2, dtype=out_dst.dtype)
-        bigger_dst[:edges] = out_dst
-        out_src, out_dst = bigger_src, bigger_dst
-    out_src[edges] = src
-    out_dst[edges] = dst
-    return out_src, out_dst, edges + 1
+def _push(out, edges, src, dst, kind):  # pragma: no cover - compiled
+    """Append the edge src -> dst of `kind` (a row of `out`), doubling `out` when full."""
+    if edges == out.shape[0]:
+        bigger = np.empty((out.shape[0] * 2, 3), dtype=out.dtype)
+        bigger[:edges] = out
+        out = bigger
+    out[edges, 0] = src
+    out[edges, 1] = dst
+    out[edges, 2] = kind
+    return out, edges + 1

@@ -67,7 +67,8 @@ def _mem_of(prog: Lowered, inst: int) -> list[dict[str, Any]]:
 
 
 def _unordered_load_wait(prog: Lowered, rng: np.random.Generator) -> tuple[int, int, int]:
-    """A matmul, the row of its wait on a DMA load, and that load, such that nothing else
+    """A matmul (or, without matmuls, a compute instruction), the row of its wait on a DMA
+    load, and that load, such that nothing else
     orders the load before the matmul: dropping the wait leaves a read-before-write race on
     the SBUF tile. Every wait points back in program order, so the only other path would be
     a later transfer on the load's own queue that the matmul also waits for."""
@@ -76,7 +77,11 @@ def _unordered_load_wait(prog: Lowered, rng: np.random.Generator) -> tuple[int, 
     loads = {prog.opcodes.index(o) for o in ("dma_load", "dma_im2col") if o in prog.opcodes}
     is_load = np.isin(prog.inst["opcode"], list(loads))
     wait_rows = np.flatnonzero(sems["op"] == 0)  # in the same order as the CSR's entries
+    # Consumers of loads: matmuls, or the first compute step of a row tile in row-wise work.
     matmuls = _opcode_rows(prog, "matmul")
+    if matmuls.size == 0:
+        matmuls = np.flatnonzero(~np.array([e.startswith("dma.") for e in prog.engines])[
+            prog.inst["engine"]])
     order = rng.permutation(matmuls)
     for consumer in order[np.argsort(np.abs(order - matmuls.mean()) if order.size else order,
                                      kind="stable")]:
