@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from tracekit.replay.graph import KINDS, Graph, csr
+from tracekit.replay.graph import KINDS, Graph, csr, kahn_order
 
 
 @dataclass(frozen=True)
@@ -58,38 +58,19 @@ def _walk(bind_row, last):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _latest_ends(n, succ_ptr, succ_dst, succ_kind, kind_latency, start, end,
+def _latest_ends(order, succ_ptr, succ_dst, succ_kind, kind_latency, start, end,
                  makespan):  # pragma: no cover - compiled
     """Latest end of each node that keeps the makespan: min over successors of (their latest
-    start - edge latency), processed in reverse topological order (Kahn's algorithm)."""
-    indeg = np.zeros(n, dtype=np.int64)
-    for k in range(succ_dst.size):
-        indeg[succ_dst[k]] += 1
-    order = np.empty(n, dtype=np.int64)
-    head = 0
-    tail = 0
-    for i in range(n):
-        if indeg[i] == 0:
-            order[tail] = i
-            tail += 1
-    while head < tail:
-        node = order[head]
-        head += 1
-        for k in range(succ_ptr[node], succ_ptr[node + 1]):
-            s = succ_dst[k]
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                order[tail] = s
-                tail += 1
-    latest = np.full(n, makespan, dtype=np.float64)
-    for idx in range(tail - 1, -1, -1):
+    start - edge latency), over the nodes in reverse topological `order`."""
+    latest = np.full(start.size, makespan, dtype=np.float64)
+    for idx in range(order.size - 1, -1, -1):
         node = order[idx]
         for k in range(succ_ptr[node], succ_ptr[node + 1]):
             s = succ_dst[k]
             candidate = latest[s] - (end[s] - start[s]) - kind_latency[succ_kind[k]]
             if candidate < latest[node]:
                 latest[node] = candidate
-    return latest, tail
+    return latest
 
 
 def critical_path(timeline: pl.DataFrame, graph: Graph,
@@ -135,10 +116,11 @@ def critical_path(timeline: pl.DataFrame, graph: Graph,
 
     dst = np.repeat(np.arange(graph.nodes), np.diff(graph.ptr))
     succ_ptr, succ_dst, succ_kind = csr(graph.nodes, dst, graph.src, graph.kind)
-    latest, visited = _latest_ends(graph.nodes, succ_ptr, succ_dst, succ_kind, kind_latency,
-                                   start, end, horizon)
-    if visited < graph.nodes:
+    order = kahn_order(graph.nodes, graph.src, dst)
+    if order.size < graph.nodes:
         raise ValueError("the dependency graph has a cycle; no critical path exists")
+    latest = _latest_ends(order, succ_ptr, succ_dst, succ_kind, kind_latency, start, end,
+                          horizon)
     # On an observed timeline whose gaps are shorter than the machine's edge latencies (or
     # whose timestamps contradict a dependency) the backward pass goes below zero: such
     # instructions are as critical as can be, and their slack is reported as 0.

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive
+from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive, kahn_order
 from tracekit.replay.machine import Machine
 from tracekit.trace.bundle import Trace
 
@@ -197,51 +197,15 @@ def cycle_members(graph: Graph) -> np.ndarray:
     """Rows on dependency cycles: what Kahn's algorithm cannot order, less what only hangs
     below a cycle (trimmed backwards)."""
     dst = np.repeat(np.arange(graph.nodes), np.diff(graph.ptr))
-    left = _kahn_leftovers(graph.nodes, graph.src, dst)
+    left = np.ones(graph.nodes, dtype=bool)
+    left[kahn_order(graph.nodes, graph.src, dst)] = False
     keep = left[graph.src] & left[dst]
     if not keep.any():
         return np.zeros(0, dtype=np.int64)
     # Reverse direction: drop leftovers with no leftover successor, repeatedly.
-    on_cycle = _kahn_leftovers(graph.nodes, dst[keep], graph.src[keep]) & left
-    return np.flatnonzero(on_cycle)
-
-
-@numba.njit(cache=True, nogil=True)
-def _kahn_leftovers(n, src, dst):  # pragma: no cover - compiled
-    """Nodes Kahn's algorithm never reaches over the edges src -> dst (those on or after a
-    cycle); nodes with no edges at all are reached."""
-    indeg = np.zeros(n, dtype=np.int64)
-    for k in range(dst.size):
-        indeg[dst[k]] += 1
-    out_ptr = np.zeros(n + 1, dtype=np.int64)
-    for k in range(src.size):
-        out_ptr[src[k] + 1] += 1
-    for i in range(n):
-        out_ptr[i + 1] += out_ptr[i]
-    fill = out_ptr[:-1].copy()
-    out = np.empty(src.size, dtype=np.int64)
-    for k in range(src.size):
-        out[fill[src[k]]] = dst[k]
-        fill[src[k]] += 1
-    queue = np.empty(n, dtype=np.int64)
-    head, tail = 0, 0
-    for i in range(n):
-        if indeg[i] == 0:
-            queue[tail] = i
-            tail += 1
-    while head < tail:
-        node = queue[head]
-        head += 1
-        for k in range(out_ptr[node], out_ptr[node + 1]):
-            s = out[k]
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                queue[tail] = s
-                tail += 1
-    left = np.ones(n, dtype=np.bool_)
-    for k in range(tail):
-        left[queue[k]] = False
-    return left
+    on_cycle = left.copy()
+    on_cycle[kahn_order(graph.nodes, dst[keep], graph.src[keep])] = False
+    return np.flatnonzero(on_cycle & left)
 
 
 def check_semaphores(ctx: Context) -> None:
@@ -415,9 +379,8 @@ def check_races(ctx: Context) -> None:
     # Virtual nodes (semaphore counts) get an extra engine column that no access reads.
     engine_all = np.r_[engine, np.full(n_total - g.nodes, len(engines))]
     position_all = np.r_[position, np.zeros(n_total - g.nodes, dtype=np.int64)]
-    clocks = _vector_clocks(n_total, len(engines) + 1, ptr, pred,
-                            np.repeat(np.arange(n_total), np.diff(ptr)), engine_all,
-                            position_all)
+    clocks = _vector_clocks(kahn_order(n_total, hb_src, hb_dst), len(engines) + 1, ptr, pred,
+                            engine_all, position_all)
     ordered = (clocks[dst, engine[src]] >= position[src]) | (
         clocks[src, engine[dst]] >= position[dst])
     racy = np.flatnonzero(~ordered)
@@ -478,45 +441,18 @@ def _happens_before_edges(ctx: Context, g: Graph) -> tuple[np.ndarray, np.ndarra
 
 
 @numba.njit(cache=True, nogil=True)
-def _vector_clocks(n, n_eng, pred_ptr, pred_src, edge_dst, engine,
+def _vector_clocks(order, n_eng, pred_ptr, pred_src, engine,
                    position):  # pragma: no cover - compiled
     """clock[i, e]: the last position on engine e that happens before or is instruction i,
-    in topological order (Kahn); rows of a cycle stay as far as they got."""
-    clock = np.zeros((n, n_eng), dtype=np.int32)
-    indeg = np.zeros(n, dtype=np.int64)
-    for k in range(edge_dst.size):
-        indeg[edge_dst[k]] += 1
-    succ_ptr = np.zeros(n + 1, dtype=np.int64)
-    for k in range(pred_src.size):
-        succ_ptr[pred_src[k] + 1] += 1
-    for i in range(n):
-        succ_ptr[i + 1] += succ_ptr[i]
-    fill = succ_ptr[:-1].copy()
-    succ = np.empty(pred_src.size, dtype=np.int64)
-    for k in range(pred_src.size):
-        succ[fill[pred_src[k]]] = edge_dst[k]
-        fill[pred_src[k]] += 1
-    queue = np.empty(n, dtype=np.int64)
-    head, tail = 0, 0
-    for i in range(n):
-        if indeg[i] == 0:
-            queue[tail] = i
-            tail += 1
-    while head < tail:
-        node = queue[head]
-        head += 1
+    over the nodes in topological `order` (nodes of a cycle keep zeros)."""
+    clock = np.zeros((engine.size, n_eng), dtype=np.int32)
+    for node in order:
         for k in range(pred_ptr[node], pred_ptr[node + 1]):
             p = pred_src[k]
             for e in range(n_eng):
                 if clock[p, e] > clock[node, e]:
                     clock[node, e] = clock[p, e]
         clock[node, engine[node]] = position[node]
-        for k in range(succ_ptr[node], succ_ptr[node + 1]):
-            s = succ[k]
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                queue[tail] = s
-                tail += 1
     return clock
 
 

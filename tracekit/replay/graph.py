@@ -283,6 +283,40 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
 
 
 @numba.njit(cache=True, nogil=True)
+def kahn_order(n, src, dst):  # pragma: no cover - compiled
+    """A topological order of nodes 0..n-1 over the edges src -> dst (Kahn's algorithm, ties in
+    node order); nodes on or behind a cycle are left out, so a short result means a cycle."""
+    indeg = np.zeros(n, dtype=np.int64)
+    succ_ptr = np.zeros(n + 1, dtype=np.int64)
+    for k in range(src.size):
+        indeg[dst[k]] += 1
+        succ_ptr[src[k] + 1] += 1
+    for i in range(n):
+        succ_ptr[i + 1] += succ_ptr[i]
+    fill = succ_ptr[:-1].copy()
+    succ = np.empty(src.size, dtype=np.int64)
+    for k in range(src.size):
+        succ[fill[src[k]]] = dst[k]
+        fill[src[k]] += 1
+    order = np.empty(n, dtype=np.int64)
+    head, tail = 0, 0
+    for i in range(n):
+        if indeg[i] == 0:
+            order[tail] = i
+            tail += 1
+    while head < tail:
+        node = order[head]
+        head += 1
+        for k in range(succ_ptr[node], succ_ptr[node + 1]):
+            s = succ[k]
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                order[tail] = s
+                tail += 1
+    return order[:tail]
+
+
+@numba.njit(cache=True, nogil=True)
 def csr(n, src, dst, kind):  # pragma: no cover - compiled
     """Edges grouped by `dst` (a CSR: ptr, then the `src` and `kind` of each), by counting
     sort, each group's few edges then insertion-sorted by (kind, src): linear time where a
