@@ -89,6 +89,13 @@ class Context:
     instructions: pl.DataFrame
     timed: bool
     findings: list[Finding] = field(default_factory=list)
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+    def read(self, table: str) -> pl.DataFrame:
+        """A whole table, read once however many checks use it."""
+        if table not in self.tables:
+            self.tables[table] = self.trace.read(table)
+        return self.tables[table]
 
     def add(self, code: Code, message: str, **evidence: tuple) -> None:
         info = SIGNATURES[code]
@@ -211,7 +218,7 @@ def cycle_members(graph: Graph) -> np.ndarray:
 def check_semaphores(ctx: Context) -> None:
     if not ctx.trace.has_table("semaphores"):
         return
-    sems = ctx.trace.read("semaphores")
+    sems = ctx.read("semaphores")
     per_sem = (sems.group_by("sem")
                .agg((pl.col("op") == "wait").sum().alias("waits"),
                     pl.col("value").filter(pl.col("op") == "signal").sum().alias("signalled"),
@@ -269,7 +276,7 @@ def check_bounds(ctx: Context) -> None:
     if not ctx.trace.has_table("memory"):
         return
     m = ctx.machine
-    mem = ctx.trace.read("memory").with_columns(pl.col("space").cast(pl.String))
+    mem = ctx.read("memory").with_columns(pl.col("space").cast(pl.String))
     capacity = pl.when(pl.col("space") == "sbuf").then(m.sbuf_partition_bytes).otherwise(
         m.psum_partition_bytes)
     bad = mem.filter(pl.col("space").is_in(["sbuf", "psum"]) & (
@@ -363,7 +370,7 @@ def check_races(ctx: Context) -> None:
 
     g, inst = ctx.graph, ctx.instructions
     start = (inst["start"].to_numpy() if inst["start"].null_count() == 0 else None)
-    src, dst, kind = memory_edges(ctx.trace.read("memory"), g.ids, start,
+    src, dst, kind = memory_edges(ctx.read("memory"), g.ids, start,
                                   f"{ctx.trace.path}: memory.inst", with_kind=True)
     if src.size == 0:
         return
@@ -410,7 +417,7 @@ def _happens_before_edges(ctx: Context, g: Graph) -> tuple[np.ndarray, np.ndarra
     srcs, dsts = [g.src[keep]], [dst[keep]]
     n_total = g.nodes
     if ctx.trace.has_table("semaphores"):
-        sems = ctx.trace.read("semaphores")
+        sems = ctx.read("semaphores")
         node = np.searchsorted(g.ids, sems["inst"].to_numpy())
         sem = sems["sem"].to_numpy()
         value = sems["value"].to_numpy()
