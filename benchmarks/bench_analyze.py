@@ -20,10 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import peak_bytes, run_phase
-
-GEMM = {1_000_000: 10_400, 10_000_000: 104_000}
-
+from common import gemm_bundle, peak_bytes, run_phase
 
 
 def phase(name: str, bundle: Path) -> dict[str, float]:
@@ -71,13 +68,11 @@ def main() -> None:
     if args.phase:
         print(json.dumps(phase(args.phase, args.bundle)))
         return
-    from tracekit.workloads.generate import generate
-
     folder = Path(tempfile.mkdtemp(prefix="tracekit-bench-analyze-"))
     try:
         for size in (int(float(s)) for s in args.sizes.split(",")):
             bundle = folder / f"gemm-{size}"
-            generate("gemm", bundle, params={"m": 16384, "n": 16384, "k": GEMM[size]})
+            gemm_bundle(bundle, size)
             _run("replay", bundle)  # warm the numba cache
             base = _run("replay", bundle)
             r = _run("analyze", bundle)

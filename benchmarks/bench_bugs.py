@@ -16,9 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import peak_bytes, run_phase
-
-GEMM = {1_000_000: 10_400, 10_000_000: 104_000}
+from common import gemm_bundle, peak_bytes, run_phase
 
 
 def measure(name: str, bundle: Path) -> dict[str, float]:
@@ -44,14 +42,11 @@ def main() -> None:
     if args.phase:
         print(json.dumps(measure(args.phase, args.bundle)))
         return
-    from tracekit.workloads.generate import generate
-
     folder = Path(tempfile.mkdtemp(prefix="tracekit-bench-bugs-"))
     try:
         for size in (int(float(s)) for s in args.sizes.split(",")):
             bundle = folder / f"gemm-{size}"
-            trace = generate("gemm", bundle, params={"m": 16384, "n": 16384, "k": GEMM[size]},
-                             inject=["missing-wait", "oob"])
+            trace = gemm_bundle(bundle, size, inject=("missing-wait", "oob"))
             n = trace.manifest.tables["instructions"].rows
             rows = trace.manifest.tables["memory"].rows
             run_phase(__file__, "--phase", "bugs", "--bundle", str(bundle))  # warm numba

@@ -25,10 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import peak_bytes, run_phase
-
-GEMM = {1_000_000: 10_400, 10_000_000: 104_000}  # k of a 16384 x 16384 x k GEMM
-
+from common import gemm_bundle, peak_bytes, run_phase
 
 
 def phase(name: str, bundle: Path) -> dict[str, float]:
@@ -91,8 +88,6 @@ def main() -> None:
     if args.phase:
         print(json.dumps(phase(args.phase, args.bundle)))
         return
-    from tracekit.workloads.generate import generate
-
     folder = Path(tempfile.mkdtemp(prefix="tracekit-bench-replay-"))
     try:
         cache = folder / "numba-cache"
@@ -102,7 +97,7 @@ def main() -> None:
               f"{compile_run['seconds']:.2f} s")
         for size in (int(float(s)) for s in args.sizes.split(",")):
             bundle = folder / f"gemm-{size}"
-            generate("gemm", bundle, params={"m": 16384, "n": 16384, "k": GEMM[size]})
+            gemm_bundle(bundle, size)
             _run("e2e", bundle)  # warms the package's own numba cache
             r = _run("e2e", bundle)
             n = int(r["n"])

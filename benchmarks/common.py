@@ -20,3 +20,15 @@ def run_phase(script: str, *args: str, env: dict[str, str] | None = None) -> dic
     done = subprocess.run([sys.executable, str(Path(script)), *args], check=True,
                           capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+GEMM_K = {1_000_000: 10_400, 10_000_000: 104_000}
+"""k of the 16384 x 16384 x k GEMM that lowers to about that many instructions."""
+
+
+def gemm_bundle(path: Path, size: int, inject: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """Generate the benchmark GEMM of about `size` instructions (1M or 10M) at `path`."""
+    from tracekit.workloads.generate import generate
+
+    return generate("gemm", path, params={"m": 16384, "n": 16384, "k": GEMM_K[size]},
+                    inject=list(inject))
