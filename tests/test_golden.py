@@ -50,6 +50,10 @@ CASES = {
     "attention.stalls.md": (["stalls", "sample_traces/attention", "--format", "md"], 0),
     "mlp_faults.validate.json": (["validate", "sample_traces/mlp_faults", "--format", "json"],
                                  0),
+    "gemm_faults.bugs.txt": (["bugs", "sample_traces/gemm_faults"], 3),
+    "attention_faults.bugs.md": (["bugs", "sample_traces/attention_faults", "--format", "md"],
+                                 3),
+    "mlp_faults.bugs.json": (["bugs", "sample_traces/mlp_faults", "--format", "json"], 3),
     "broken.validate.txt": (["validate", "BROKEN"], 1),
     "broken.validate.json": (["validate", "BROKEN", "--format", "json"], 1),
 }

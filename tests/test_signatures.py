@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import tracekit
-from tracekit.analysis.signatures import Code, Severity, find_bugs
+from tracekit.analysis.signatures import (
+    PING_PONG_WAITS,
+    Code,
+    Severity,
+    _densest_window,
+    find_bugs,
+)
 from tracekit.cli.app import app
 from tracekit.replay.machine import builtin_machine
 from tracekit.trace.builder import TraceBuilder
@@ -86,7 +95,8 @@ def test_out_of_bounds(tmp_path: Path) -> None:
     b.access(c, "psum", "write", 0, 64, 100, 64)        # partitions 100..163 of 128
     b.access(c, "sbuf", "read", 0, 64, 0, 128)          # fine
     found = _codes(b.write(tmp_path / "t"))
-    assert found == {Code.OUT_OF_BOUNDS: [(a,), (c,)]}
+    # Nothing reads the bytes the load wrote out of bounds: a dead write as well.
+    assert found == {Code.OUT_OF_BOUNDS: [(a,), (c,)], Code.DEAD_WRITE: [(a,)]}
 
 
 def test_semaphore_overflow(tmp_path: Path) -> None:
@@ -100,7 +110,11 @@ def test_semaphore_overflow(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sample", [s.name for s in SAMPLES if not s.inject])
 def test_clean_samples_have_no_findings(sample: str) -> None:
-    assert find_bugs(tracekit.open_trace(SAMPLE_DIR / sample), builtin_machine()) == []
+    """Only the information that tiles are loaded more than once (the samples' tilings reload
+    operands by design); no error or warning."""
+    found = find_bugs(tracekit.open_trace(SAMPLE_DIR / sample), builtin_machine())
+    assert [f.code for f in found] == ([Code.REDUNDANT_RELOAD] if sample != "layernorm_untimed"
+                                       else [])
 
 
 FAULT_CODES = {"deadlock": Code.DEADLOCK_WAIT, "sem-leak": Code.SEMAPHORE_LEAK,
@@ -149,7 +163,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     import json
 
     codes = {f["code"] for f in json.loads(result.stdout)["findings"]}
-    assert codes == {"deadlock-wait", "semaphore-leak"}
+    assert codes == {"deadlock-wait", "semaphore-leak", "redundant-reload"}
     b = TraceBuilder("t")
     a = b.inst("dma.q0", "dma_load")
     b.signal(a, 3)
@@ -224,3 +238,150 @@ def test_detection_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     assert total_hits == total and false_positives == 0
+
+
+# --- bandwidth beyond physics and inefficiency ---------------------------------------------
+
+
+def _findings(trace: tracekit.Trace, code: Code) -> list:
+    return [f for f in find_bugs(trace, builtin_machine()) if f.code is code]
+
+
+def test_bandwidth_beyond_hbm_across_queues(tmp_path: Path) -> None:
+    """trn-like: 192 B/cycle of HBM, 64 per queue. Four queues each at their own limit move
+    256 B/cycle together within cycles 1000..1100; three would be 192, at the limit."""
+    b = TraceBuilder("t")
+    early = b.inst("dma.q0", "dma_load", 0, 1000, bytes=6_400)  # slow, outside the window
+    burst = [b.inst(f"dma.q{q}", "dma_load", 1000, 1100, bytes=6_400) for q in range(4)]
+    (f,) = _findings(b.write(tmp_path / "four"), Code.BANDWIDTH_BEYOND_PHYSICS)
+    assert f.instructions == tuple(burst) and early not in f.instructions
+    assert f.cycles == (1000, 1100) and f.severity is Severity.ERROR
+    assert "25,600 bytes within cycles 1,000..1,100, 256.0 bytes/cycle, over the machine's " \
+           "192.0 bytes/cycle" in f.message and f.message.startswith("HBM")
+    b = TraceBuilder("t")
+    for q in range(3):
+        b.inst(f"dma.q{q}", "dma_load", 1000, 1100, bytes=6_400)
+    assert _findings(b.write(tmp_path / "three"), Code.BANDWIDTH_BEYOND_PHYSICS) == []
+
+
+def test_bandwidth_beyond_one_queue_and_instant_transfers(tmp_path: Path) -> None:
+    b = TraceBuilder("t")
+    b.inst("dma.q1", "dma_load", 0, 100, bytes=6_400)           # 64 B/cycle: fine
+    fast = b.inst("dma.q1", "dma_load", 200, 300, bytes=12_800)  # 128 B/cycle on one queue
+    (f,) = _findings(b.write(tmp_path / "q"), Code.BANDWIDTH_BEYOND_PHYSICS)
+    assert f.message.startswith("queue dma.q1: 1 transfers moved 12,800 bytes")
+    assert f.instructions == (fast,) and f.engines == ("dma.q1",) and f.cycles == (200, 300)
+    b = TraceBuilder("t")
+    instant = b.inst("dma.q0", "dma_load", 50, 50, bytes=4_096)  # bytes in no time at all
+    found = _findings(b.write(tmp_path / "i"), Code.BANDWIDTH_BEYOND_PHYSICS)
+    assert [f.message.split(":")[0] for f in found] == ["HBM (all DMA queues)", "queue dma.q0"]
+    assert [f.instructions for f in found] == [(instant,), (instant,)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 40), st.integers(1, 5000)),
+                min_size=1, max_size=25), st.floats(1.0, 200.0))
+def test_densest_window_matches_brute_force(transfers: list, rate: float) -> None:
+    """The compiled sweep finds the window maximising bytes inside minus rate x length,
+    checked against every (start, end) pair."""
+    start = np.array([s for s, _, _ in transfers], dtype=np.int64)
+    end = start + np.array([d for _, d, _ in transfers], dtype=np.int64)
+    nbytes = np.array([b for _, _, b in transfers], dtype=np.float64)
+    best = max(nbytes[(start >= a) & (end <= z)].sum() - rate * (z - a)
+               for a in start for z in end if z >= a)
+    lo, hi, moved = _densest_window(start, end, nbytes, rate)
+    assert moved == nbytes[(start >= lo) & (end <= hi)].sum()
+    assert moved - rate * (hi - lo) == pytest.approx(best)
+
+
+def test_redundant_reload(tmp_path: Path) -> None:
+    b = TraceBuilder("t")
+    first = b.inst("dma.q0", "dma_load", 0, 10, bytes=4096)
+    again = b.inst("dma.q0", "dma_load", 20, 30, bytes=4096)
+    b.access(first, "hbm", "read", 0x1000, 4096)
+    b.access(again, "hbm", "read", 0x1000, 4096)
+    for i in (first, again):
+        b.access(i, "sbuf", "write", 0, 32, 0, 128)
+    reader = b.inst("tensor", "matmul", 40, 50)
+    b.access(reader, "sbuf", "read", 0, 32, 0, 128)
+    (f,) = _findings(b.write(tmp_path / "t"), Code.REDUNDANT_RELOAD)
+    assert f.instructions == (again,) and f.addresses == ("hbm:4096+4096",)
+    assert f.severity is Severity.INFO
+    assert f.message.startswith("1 of 2 HBM loads (4,096 of 8,192 bytes)")
+    # A store over part of the range in between: the second load is needed.
+    b = TraceBuilder("t")
+    first = b.inst("dma.q0", "dma_load", 0, 10)
+    store = b.inst("dma.q1", "dma_store", 12, 18)
+    again = b.inst("dma.q0", "dma_load", 20, 30)
+    b.access(first, "hbm", "read", 0x1000, 4096)
+    b.access(store, "hbm", "write", 0x1800, 16)
+    b.access(again, "hbm", "read", 0x1000, 4096)
+    assert _findings(b.write(tmp_path / "w"), Code.REDUNDANT_RELOAD) == []
+
+
+def test_dead_writes(tmp_path: Path) -> None:
+    b = TraceBuilder("t")
+    lost = b.inst("dma.q0", "dma_load", 0, 10)     # overwritten before anyone reads it
+    kept = b.inst("dma.q0", "dma_load", 10, 20)
+    use = b.inst("tensor", "matmul", 30, 40)
+    unused = b.inst("vector", "copy", 50, 60)       # SBUF bytes nobody ever reads
+    acc = [b.inst("tensor", "matmul", t, t + 5) for t in (70, 80)]  # PSUM accumulation
+    out = b.inst("dma.q1", "dma_store", 90, 95)     # an HBM output: read by nobody, fine
+    redo = b.inst("dma.q1", "dma_store", 100, 105)  # HBM output stored over before a read
+    redo2 = b.inst("dma.q1", "dma_store", 110, 115)
+    b.access(lost, "sbuf", "write", 0, 64, 0, 128)
+    b.access(kept, "sbuf", "write", 0, 64, 0, 128)
+    b.access(use, "sbuf", "read", 0, 64, 0, 128)
+    b.access(unused, "sbuf", "write", 1024, 64, 0, 128)
+    for i in acc:
+        b.access(i, "psum", "write", 0, 64, 0, 128)
+    b.access(out, "hbm", "write", 0, 64)
+    b.access(redo, "hbm", "write", 4096, 64)
+    b.access(redo2, "hbm", "write", 4096, 64)
+    found = _findings(b.write(tmp_path / "t"), Code.DEAD_WRITE)
+    assert [f.instructions for f in found] == [(lost,), (unused,), (redo,)]
+    assert [f.message.split(" that are ")[1] for f in found] == [
+        "overwritten before anything reads them", "left before anything reads them",
+        "overwritten before anything reads them"]
+    assert "writes 8,192 SBUF bytes" in found[0].message  # 64 bytes x 128 partitions
+
+
+def test_small_dma(tmp_path: Path) -> None:
+    """trn-like: 96 cycles of set-up plus 1/256 cycle per byte; moving takes 1/64 cycle per
+    byte, so a transfer pays off from 96 / (1/64 - 1/256) = 8,192 bytes."""
+    b = TraceBuilder("t")
+    for _ in range(9):
+        b.inst("dma.q0", "dma_load", bytes=65_536)
+    b.inst("dma.q0", "dma_load", bytes=256)  # 1 in 10: reported
+    for _ in range(10):
+        b.inst("dma.q1", "dma_load", bytes=8_192)  # at break-even: fine
+    (f,) = _findings(b.write(tmp_path / "t"), Code.SMALL_DMA)
+    assert f.engines == ("dma.q0",) and f.severity is Severity.WARNING
+    assert f.message == ("dma.q0: 1 of 10 transfers move under 8,192 bytes, so their set-up "
+                         "(97 cycles in all) takes longer than moving their 256 bytes")
+
+
+def test_semaphore_ping_pong(tmp_path: Path) -> None:
+    b = TraceBuilder("t")
+    t = 0
+    for k in range(PING_PONG_WAITS + 1):  # vector waits on scalar for every 10-cycle step
+        s = b.inst("scalar", "act", t, t + 10)
+        b.signal(s, 0)
+        v = b.inst("vector", "copy", t + 22, t + 32)
+        b.wait(v, 0, k + 1)
+        t += 40
+    (f,) = _findings(b.write(tmp_path / "t"), Code.SEMAPHORE_PING_PONG)
+    assert f.engines == ("vector", "scalar")
+    assert f.message == (f"vector waits on semaphores {PING_PONG_WAITS + 1:,} times with a "
+                         f"median "
+                         f"of 10 busy cycles between waits (semaphore latency 12 cycles); it "
+                         f"waits mostly on scalar")
+    b = TraceBuilder("t")
+    t = 0
+    for k in range(PING_PONG_WAITS + 1):  # the same with 1,000 cycles of work per wait
+        s = b.inst("scalar", "act", t, t + 10)
+        b.signal(s, 0)
+        v = b.inst("vector", "copy", t + 22, t + 1022)
+        b.wait(v, 0, k + 1)
+        t += 1040
+    assert _findings(b.write(tmp_path / "busy"), Code.SEMAPHORE_PING_PONG) == []

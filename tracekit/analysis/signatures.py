@@ -21,7 +21,16 @@ import numba
 import numpy as np
 import polars as pl
 
-from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive, kahn_order
+from tracekit.replay.graph import (
+    KINDS,
+    ORDER,
+    SEMAPHORE,
+    Graph,
+    derive,
+    kahn_order,
+    positions,
+    sorted_unique,
+)
 from tracekit.replay.machine import Machine
 from tracekit.trace.bundle import Trace
 
@@ -36,6 +45,19 @@ STUCK_FACTOR = 20
 SLOW_FACTOR = 1.5
 """Latency signatures: an instruction over OUTLIER_FACTOR (STUCK_FACTOR) times the median of its
 peers; an engine whose median over SLOW_FACTOR times its peers' for the same work."""
+
+BANDWIDTH_SLACK = 0.10
+BANDWIDTH_GRACE_CYCLES = 2
+"""Bandwidth beyond physics: bytes in a window over (1 + BANDWIDTH_SLACK) times the bandwidth,
+by more than BANDWIDTH_GRACE_CYCLES cycles' worth (timestamps are whole cycles)."""
+
+SMALL_DMA_SHARE = 0.1
+"""A queue is reported when this share of its transfers cost more set-up than moving."""
+
+PING_PONG_FACTOR = 4
+PING_PONG_WAITS = 16
+"""Ping-pong: at least PING_PONG_WAITS waits with a median of under PING_PONG_FACTOR times the
+semaphore latency of busy cycles between consecutive waits."""
 
 
 class Severity(StrEnum):
@@ -63,6 +85,11 @@ class Code(StrEnum):
     LATENCY_OUTLIER = "latency-outlier"
     ENGINE_STUCK = "engine-stuck"
     SLOW_ENGINE = "slow-engine"
+    BANDWIDTH_BEYOND_PHYSICS = "bandwidth-beyond-physics"
+    REDUNDANT_RELOAD = "redundant-reload"
+    DEAD_WRITE = "dead-write"
+    SMALL_DMA = "small-dma"
+    SEMAPHORE_PING_PONG = "semaphore-ping-pong"
 
 
 @dataclass(frozen=True)
@@ -100,6 +127,20 @@ class Context:
     def add(self, code: Code, message: str, **evidence: tuple) -> None:
         info = SIGNATURES[code]
         self.findings.append(Finding(code, info.severity, message, info.hint, **evidence))
+
+    def observed_start(self) -> np.ndarray | None:
+        """Observed starts by graph row, or None unless every instruction has one."""
+        start = self.instructions["start"]
+        return start.to_numpy() if start.null_count() == 0 else None
+
+    def program_rank(self) -> np.ndarray:
+        """Each graph row's place in program order: observed start order when every
+        instruction is timed (ids order instructions only within an engine), else id order."""
+        start = self.observed_start()
+        rank = np.arange(self.graph.nodes, dtype=np.int64)
+        if start is not None:
+            rank[np.lexsort((rank.copy(), start))] = np.arange(self.graph.nodes)
+        return rank
 
 
 @dataclass(frozen=True)
@@ -164,6 +205,30 @@ SIGNATURES: dict[Code, Signature] = {
         Severity.WARNING, f"An engine or queue whose instructions take over {SLOW_FACTOR}x as "
                           f"long as the same work on its peers.",
         "A mis-configured or throttled DMA queue, or an engine running at a lower clock."),
+    Code.BANDWIDTH_BEYOND_PHYSICS: Signature(
+        Severity.ERROR, "DMA transfers moving more bytes within a window of cycles than the "
+                        "machine's HBM bandwidth (all queues) or a queue's bandwidth allows.",
+        "Timestamps that squeeze transfers (a wrong clock or a merge error), byte counts that "
+        "are not what moved, or a machine description with the wrong bandwidth."),
+    Code.REDUNDANT_RELOAD: Signature(
+        Severity.INFO, "HBM bytes loaded again with no write to them in between.",
+        "The data could stay on chip between uses: a larger tile, a different loop order, or "
+        "keeping the earlier copy in SBUF."),
+    Code.DEAD_WRITE: Signature(
+        Severity.WARNING, "A write nobody reads: SBUF bytes never read before being "
+                          "overwritten or the end, HBM bytes overwritten before any read.",
+        "Wasted work or bandwidth: a tile loaded or computed and never used, or a store "
+        "repeated; or a consumer that reads the wrong address."),
+    Code.SMALL_DMA: Signature(
+        Severity.WARNING, f"A DMA queue where at least {SMALL_DMA_SHARE:.0%} of the transfers "
+                          f"are so small that their set-up takes longer than moving the bytes.",
+        "Coalesce transfers into fewer, larger descriptors, or move whole tiles at once."),
+    Code.SEMAPHORE_PING_PONG: Signature(
+        Severity.WARNING, f"An engine waiting on semaphores at least {PING_PONG_WAITS} times "
+                          f"with a median of under {PING_PONG_FACTOR}x the semaphore latency of "
+                          f"work between waits.",
+        "Fine-grained synchronisation: batch the work between waits (larger tiles, fewer "
+        "signals), or let one signal cover several tiles."),
 }
 
 def _ids(values: object) -> tuple[int, ...]:
@@ -360,6 +425,313 @@ def check_latency(ctx: Context) -> None:
         f"same work ({r['n']:,} instructions)", {"engines": (r["engine"],)}))
 
 
+def check_bandwidth(ctx: Context) -> None:
+    """DMA bytes moved inside a window of cycles beyond what the machine's HBM (all queues) or
+    one queue can move in it. A transfer counts in a window only when it starts and ends
+    inside it, so no assumption about its rate over time is made: 400,000 bytes moved by
+    transfers that all ran within cycles 1,000..2,000 need 400 bytes per cycle."""
+    if not ctx.timed:
+        return
+    from tracekit.replay.machine import engine_kind
+
+    dma = (ctx.trace.read("instructions", ["id", "engine", "start", "end", "bytes"])
+           .drop_nulls(["start", "end", "bytes"])
+           .filter((pl.col("bytes") > 0) & (pl.col("end") >= pl.col("start")))
+           .with_columns(pl.col("engine").cast(pl.String)))
+    queues = sorted(e for e in dma["engine"].unique().to_list() if engine_kind(e) == "dma")
+    dma = dma.filter(pl.col("engine").is_in(queues))
+    m = ctx.machine
+    scopes = [("HBM (all DMA queues)", dma, m.hbm_bytes_per_cycle)] + [
+        (f"queue {q}", dma.filter(pl.col("engine") == q), m.queue_bandwidth(q))
+        for q in queues]
+    for scope, rows, limit in scopes:
+        if rows.height == 0:
+            continue
+        start, end = rows["start"].to_numpy(), rows["end"].to_numpy()
+        nbytes = rows["bytes"].to_numpy().astype(np.float64)
+        allowed = limit * (1 + BANDWIDTH_SLACK)
+        lo, hi, moved = _densest_window(start, end, nbytes, allowed)
+        if moved - allowed * (hi - lo) <= allowed * BANDWIDTH_GRACE_CYCLES:
+            continue
+        inside = rows.filter((pl.col("start") >= lo) & (pl.col("end") <= hi)).sort("start",
+                                                                                  "id")
+        rate = moved / max(hi - lo, 1)
+        ctx.add(Code.BANDWIDTH_BEYOND_PHYSICS,
+                f"{scope}: {inside.height:,} transfers moved {int(moved):,} bytes within "
+                f"cycles {lo:,}..{hi:,}, {rate:,.1f} bytes/cycle, over the machine's "
+                f"{limit:,.1f} bytes/cycle", instructions=_ids(inside["id"].head(20)),
+                engines=tuple(sorted(set(inside["engine"].to_list()))), cycles=(lo, hi))
+
+
+def _densest_window(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray,
+                    rate: float) -> tuple[int, int, float]:
+    """The window [lo, hi] that maximises (bytes of transfers inside it) - rate * (hi - lo),
+    and those bytes. Windows start at a transfer's start and end at a transfer's end."""
+    candidates = sorted_unique(start)
+    by_end = np.lexsort((start, end))
+    slot = np.searchsorted(candidates, start)
+    best_end = _sweep_windows(candidates.astype(np.float64), slot[by_end], end[by_end],
+                              nbytes[by_end], rate)
+    hi = int(end[by_end][best_end])
+    # The best start for that end: bytes inside [a, hi] for every candidate a, vectorized.
+    done = end <= hi
+    s_sorted = np.sort(start[done])
+    b_sorted = nbytes[done][np.argsort(start[done], kind="stable")]
+    after = np.r_[np.cumsum(b_sorted[::-1])[::-1], 0.0]  # bytes of transfers starting >= a
+    a = candidates[candidates <= hi]
+    inside = after[np.searchsorted(s_sorted, a, side="left")]
+    pick = int(np.argmax(inside - rate * (hi - a)))
+    return int(a[pick]), hi, float(inside[pick])
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep_windows(candidates, slot, end, nbytes, rate):  # pragma: no cover - compiled
+    """Over transfers in end order, a lazy max segment tree holding, per candidate start a,
+    (bytes of the transfers so far that start at or after a) + rate * a; the best window
+    ending at transfer t's end is the tree's max over a <= end minus rate * end. Returns the
+    transfer whose end closes the best window."""
+    h = 1
+    while (1 << h) < candidates.size:
+        h += 1
+    n = 1 << h  # a power of two: every node covers one contiguous run of candidates
+    tree = np.full(2 * n, -np.inf)
+    lazy = np.zeros(n)
+    for i in range(candidates.size):
+        tree[n + i] = rate * candidates[i]
+    for p in range(n - 1, 0, -1):
+        tree[p] = max(tree[2 * p], tree[2 * p + 1])
+    best, best_t = -np.inf, 0
+    for t in range(end.size):
+        # add nbytes[t] to every candidate a <= start[t]: slots [0, slot[t]]
+        lo, hi = n, slot[t] + 1 + n
+        l0, r0 = lo, hi
+        while lo < hi:
+            if lo & 1:
+                tree[lo] += nbytes[t]
+                if lo < n:
+                    lazy[lo] += nbytes[t]
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                tree[hi] += nbytes[t]
+                if hi < n:
+                    lazy[hi] += nbytes[t]
+            lo >>= 1
+            hi >>= 1
+        for p in (l0, r0 - 1):
+            while p > 1:
+                p >>= 1
+                tree[p] = max(tree[2 * p], tree[2 * p + 1]) + lazy[p]
+        # max over candidates a <= end[t]
+        q_hi = np.searchsorted(candidates, end[t], side="right")
+        lo, hi = n, q_hi + n
+        for p in (lo, hi - 1):
+            for s in range(h, 0, -1):
+                i = p >> s
+                if lazy[i] != 0:
+                    for c in (2 * i, 2 * i + 1):
+                        tree[c] += lazy[i]
+                        if c < n:
+                            lazy[c] += lazy[i]
+                    lazy[i] = 0
+        value = -np.inf
+        while lo < hi:
+            if lo & 1:
+                value = max(value, tree[lo])
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                value = max(value, tree[hi])
+            lo >>= 1
+            hi >>= 1
+        if value - rate * end[t] > best:
+            best, best_t = value - rate * end[t], t
+    return best_t
+
+
+def check_reloads(ctx: Context) -> None:
+    """HBM ranges loaded again with no write to them in between: the bytes could have stayed
+    on chip (or the tiling could reuse them)."""
+    if not ctx.trace.has_table("memory"):
+        return
+    mem = ctx.trace.read("memory", ["inst", "space", "access", "addr", "size"]).filter(
+        (pl.col("space") == "hbm") & (pl.col("size") > 0))
+    if mem.height == 0:
+        return
+    rank = ctx.program_rank()
+    node = positions(ctx.graph.ids, mem["inst"].to_numpy(), f"{ctx.trace.path}: memory.inst")
+    mem = mem.with_columns(pl.Series("rank", rank[node]))
+    reads = mem.filter(pl.col("access") == "read").sort("addr", "size", "rank", "inst")
+    writes = mem.filter(pl.col("access") == "write").sort("addr")
+    again = _reloaded(reads["addr"].to_numpy(), reads["size"].to_numpy(),
+                      reads["rank"].to_numpy(), writes["addr"].to_numpy(),
+                      (writes["addr"] + writes["size"]).to_numpy(), writes["rank"].to_numpy())
+    if not again.any():
+        return
+    again_rows = reads.filter(pl.Series(again))
+    top = (again_rows.group_by("addr", "size").agg(pl.len().alias("n"))
+           .sort("n", "addr", descending=[True, False]).row(0, named=True))
+    moved = int(again_rows["size"].sum())
+    ctx.add(Code.REDUNDANT_RELOAD,
+            f"{again_rows.height:,} of {reads.height:,} HBM loads ({moved:,} of "
+            f"{int(reads['size'].sum()):,} bytes) re-read bytes loaded before with no write in "
+            f"between; the most reloaded range, {top['addr']:#x}+{top['size']:,}, was loaded "
+            f"{top['n'] + 1} times", instructions=_ids(again_rows.sort("rank")["inst"].head(20)),
+            addresses=(f"hbm:{top['addr']}+{top['size']}",))
+
+
+@numba.njit(cache=True, nogil=True)
+def _reloaded(r_addr, r_size, r_rank, w_addr, w_stop, w_rank):  # pragma: no cover - compiled
+    """Per read (sorted by addr, size, rank): whether the previous read of the same range
+    came before it with no overlapping write ranked between the two."""
+    out = np.zeros(r_addr.size, dtype=np.bool_)
+    widest = 0
+    for k in range(w_addr.size):
+        widest = max(widest, w_stop[k] - w_addr[k])
+    i = 0
+    while i < r_addr.size:
+        j = i
+        while j + 1 < r_addr.size and r_addr[j + 1] == r_addr[i] and r_size[j + 1] == r_size[i]:
+            j += 1
+        if j > i:
+            lo, hi = r_addr[i], r_addr[i] + r_size[i]
+            first = np.searchsorted(w_addr, lo - widest)
+            last = np.searchsorted(w_addr, hi)
+            ranks = np.sort(np.array([w_rank[k] for k in range(first, last)
+                                      if w_stop[k] > lo], dtype=np.int64))
+            for k in range(i + 1, j + 1):
+                between = np.searchsorted(ranks, r_rank[k]) - np.searchsorted(
+                    ranks, r_rank[k - 1], side="right")
+                out[k] = between == 0
+        i = j + 1
+    return out
+
+
+def check_dead_writes(ctx: Context) -> None:
+    """Writes nobody reads: SBUF writes never read before they are overwritten or the trace
+    ends, and HBM writes overwritten before any read. PSUM is left out: matmuls accumulate
+    into it, so a write followed by a write there is the normal case."""
+    if not ctx.trace.has_table("memory"):
+        return
+    from tracekit.replay.graph import RAW, WAW, memory_edges
+
+    mem = ctx.read("memory").filter(pl.col("space") != "psum")
+    writers = mem.filter(pl.col("access") == "write")
+    if writers.height == 0:
+        return
+    g = ctx.graph
+    src, _, kind = memory_edges(mem, g.ids, ctx.observed_start(),
+                                f"{ctx.trace.path}: memory.inst", with_kind=True)
+    read_after = np.zeros(g.nodes, dtype=bool)
+    read_after[src[kind == RAW]] = True
+    overwritten = np.zeros(g.nodes, dtype=bool)
+    overwritten[src[kind == WAW]] = True
+    spaces = writers.group_by("inst").agg((pl.col("space") == "sbuf").any().alias("sbuf"),
+                                          (pl.col("size") * pl.col("partitions").fill_null(1))
+                                          .sum().alias("bytes")).sort("inst")
+    node = positions(g.ids, spaces["inst"].to_numpy(), f"{ctx.trace.path}: memory.inst")
+    dead = ~read_after[node] & (spaces["sbuf"].to_numpy() | overwritten[node])
+    rows = spaces.filter(pl.Series(dead)).with_columns(
+        pl.Series("overwritten", overwritten[node[dead]]))
+    if rows.height == 0:
+        return
+    engine_of = ctx.instructions.select(pl.col("id").alias("inst"),
+                                        pl.col("engine").cast(pl.String),
+                                        pl.col("opcode").cast(pl.String))
+    rows = rows.join(engine_of, on="inst", how="left", maintain_order="left")
+    _capped(ctx, Code.DEAD_WRITE, rows, lambda r: (
+        f"instruction {r['inst']} ({r['opcode']}) on {r['engine']} writes {r['bytes']:,} "
+        f"{'SBUF' if r['sbuf'] else 'HBM'} bytes that are "
+        f"{'overwritten' if r['overwritten'] else 'left'} before anything reads them",
+        {"instructions": (r["inst"],), "engines": (r["engine"],)}))
+
+
+def check_small_dma(ctx: Context) -> None:
+    """DMA queues where many transfers are too small to pay for their set-up: the set-up
+    (the machine's fixed + per-byte cycles) takes longer than moving the bytes."""
+    from tracekit.replay.machine import engine_kind
+
+    dma = (ctx.trace.read("instructions", ["engine", "opcode", "bytes"])
+           .drop_nulls("bytes").filter(pl.col("bytes") > 0)
+           .with_columns(pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String)))
+    if dma.height == 0:
+        return
+    m = ctx.machine
+    pairs = [(e, o) for e, o in dma.select("engine", "opcode").unique().sort(
+        "engine", "opcode").iter_rows() if engine_kind(e) == "dma"]
+    if not pairs:
+        return
+    cost = pl.DataFrame(
+        [{"engine": e, "opcode": o, "fixed": m.latency(e, o).fixed_cycles,
+          "per_byte": m.latency(e, o).per_byte,
+          "per_moved": 1.0 / min(m.queue_bandwidth(e), m.hbm_bytes_per_cycle)}
+         for e, o in pairs])
+    dma = dma.join(cost, on=["engine", "opcode"], how="inner").with_columns(
+        (pl.col("fixed") + pl.col("per_byte") * pl.col("bytes")).alias("setup"),
+        (pl.col("per_moved") * pl.col("bytes")).alias("moving"))
+    per_queue = (dma.group_by("engine")
+                 .agg(pl.len().alias("transfers"),
+                      (pl.col("setup") > pl.col("moving")).sum().alias("small"),
+                      pl.col("bytes").filter(pl.col("setup") > pl.col("moving")).sum()
+                      .alias("small_bytes"),
+                      pl.col("setup").filter(pl.col("setup") > pl.col("moving")).sum()
+                      .alias("setup_cycles"),
+                      (pl.col("fixed") / (pl.col("per_moved") - pl.col("per_byte"))).max()
+                      .alias("break_even"))
+                 .filter(pl.col("small") >= SMALL_DMA_SHARE * pl.col("transfers"))
+                 .sort("engine"))
+    _capped(ctx, Code.SMALL_DMA, per_queue, lambda r: (
+        f"{r['engine']}: {r['small']:,} of {r['transfers']:,} transfers move under "
+        f"{r['break_even']:,.0f} bytes, so their set-up ({r['setup_cycles']:,.0f} cycles in "
+        f"all) takes longer than moving their {r['small_bytes']:,} bytes",
+        {"engines": (r["engine"],)}))
+
+
+def check_ping_pong(ctx: Context) -> None:
+    """Engines that wait on semaphores over and over with little work in between: each wait
+    costs at least the semaphore latency, so the engine spends its time synchronising."""
+    if not (ctx.timed and ctx.trace.has_table("semaphores")):
+        return
+    sems = ctx.read("semaphores")
+    waiting = sems.filter((pl.col("op") == "wait") & (pl.col("value") > 0))["inst"].unique()
+    inst = (ctx.instructions.drop_nulls(["start", "end"])
+            .select("id", pl.col("engine").cast(pl.String), "seq",
+                    (pl.col("end") - pl.col("start")).alias("busy"))
+            .sort("engine", "seq")
+            .with_columns(pl.col("id").is_in(waiting.implode()).alias("waits")))
+    # Work since the engine's previous wait, charged to each wait.
+    inst = inst.with_columns(pl.col("waits").cum_sum().over("engine").alias("stretch"))
+    gaps = (inst.group_by("engine", "stretch")
+            .agg(pl.col("busy").sum(), pl.col("id").first())
+            .filter(pl.col("stretch") > 0))
+    limit = PING_PONG_FACTOR * ctx.machine.semaphore_latency
+    per_engine = (gaps.sort("engine", "stretch").group_by("engine", maintain_order=True)
+                  .agg(pl.len().alias("waits"), pl.col("busy").median().alias("median"),
+                       pl.col("id").head(EXAMPLES).alias("examples"))
+                  .filter((pl.col("waits") >= PING_PONG_WAITS) & (pl.col("median") < limit))
+                  .sort("engine"))
+    if per_engine.height == 0:
+        return
+    g = ctx.graph
+    dst = np.repeat(np.arange(g.nodes), np.diff(g.ptr))
+    on_sem = g.kind == SEMAPHORE
+    names = ctx.instructions["engine"].cast(pl.String)
+    partners = (pl.DataFrame({"engine": names.gather(dst[on_sem]),
+                              "partner": names.gather(g.src[on_sem])})
+                .filter(pl.col("engine") != pl.col("partner"))
+                .group_by("engine", "partner").len()
+                .sort("engine", "len", "partner", descending=[False, True, False])
+                .group_by("engine", maintain_order=True).agg(pl.col("partner").head(3)))
+    per_engine = per_engine.join(partners, on="engine", how="left", maintain_order="left")
+    _capped(ctx, Code.SEMAPHORE_PING_PONG, per_engine, lambda r: (
+        f"{r['engine']} waits on semaphores {r['waits']:,} times with a median of "
+        f"{r['median']:,.0f} busy cycles between waits (semaphore latency "
+        f"{ctx.machine.semaphore_latency:g} cycles); it waits mostly on "
+        f"{', '.join(r['partner'] or ['itself'])}",
+        {"instructions": _ids(r["examples"]),
+         "engines": (r["engine"], *(r["partner"] or []))}))
+
+
 def check_races(ctx: Context) -> None:
     """Conflicting accesses (each to its nearest conflict in program order) that no
     happens-before path orders, by vector clocks over the engines."""
@@ -463,9 +835,9 @@ def _vector_clocks(order, n_eng, pred_ptr, pred_src, engine,
     return clock
 
 
-CHECKS: tuple[Callable[[Context], None], ...] = (check_deadlocks, check_semaphores,
-                                                 check_timing, check_bounds, check_latency,
-                                                 check_races)
+CHECKS: tuple[Callable[[Context], None], ...] = (
+    check_deadlocks, check_semaphores, check_timing, check_bounds, check_latency, check_races,
+    check_bandwidth, check_reloads, check_dead_writes, check_small_dma, check_ping_pong)
 
 
 def find_bugs(trace: Trace, machine: Machine) -> list[Finding]:

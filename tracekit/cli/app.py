@@ -379,9 +379,10 @@ def analyze(
     format: Annotated[ReportFormat, Opt("--format", "-f",  # noqa: A002
                                         help="Output format.")] = ReportFormat.TEXT,
 ) -> None:
-    """One report: utilization per engine, stalls, the critical path and the top of the
-    sensitivity ranking."""
+    """One report: utilization per engine, stalls, the critical path, the top of the
+    sensitivity ranking and the bug signatures found."""
     from tracekit.analysis.critical_path import critical_path
+    from tracekit.analysis.signatures import find_bugs, findings_frame
     from tracekit.analysis.stalls import stall_table
     from tracekit.analysis.whatif import sensitivity as run_sensitivity
     from tracekit.replay.machine import resolve_machine
@@ -395,6 +396,8 @@ def analyze(
     mode = Mode.OBSERVED if chosen.source is Source.OBSERVED else Mode.MODEL
     with _status("sensitivity"):
         ranking = run_sensitivity(open_trace(trace), resolve_machine(machine), mode).head(top)
+    with _status("bug signatures"):
+        findings = findings_frame(find_bugs(open_trace(trace), resolve_machine(machine)))
     utilization = (stall.filter(pl.col("bucket") == "busy")
                    .group_by("engine", maintain_order=True)  # stall rows: natural engine order
                    .agg(pl.col("cycles").sum(), pl.col("pct").sum()))
@@ -406,7 +409,9 @@ def analyze(
                 ("critical path by layer", path.by_layer,
                  {"layer": "", "cycles": ",", "pct": ".2f"}),
                 (f"sensitivity (top {top})", ranking,
-                 {"group": "", "name": "", "gained": ",", "gained_pct": ".2f"})]
+                 {"group": "", "name": "", "gained": ",", "gained_pct": ".2f"}),
+                ("bug signatures", render.with_evidence(findings),
+                 {"severity": "", "code": "", "message": "", "evidence": ""})]
     head = {"trace": str(trace), "timeline": chosen.source.value,
             "makespan_cycles": path.makespan, "critical_path_steps": path.steps.height}
     if format is ReportFormat.JSON:

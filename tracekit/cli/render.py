@@ -322,10 +322,19 @@ def _evidence(row: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def with_evidence(frame: pl.DataFrame) -> pl.DataFrame:
+    """Findings with their evidence lists joined into one `evidence` text column."""
+    return frame.with_columns(pl.Series("evidence", [_evidence(r) for r in
+                                                     frame.iter_rows(named=True)],
+                                        dtype=pl.String))
+
+
 def print_findings(console: Console, trace: str, frame: pl.DataFrame) -> None:
     counts = frame.group_by("severity").len() if frame.height else None
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.iter_rows())) if counts is not \
-        None else "no findings"
+    order = {"error": 0, "warning": 1, "info": 2}
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.iter_rows(),
+                                                      key=lambda r: order[r[0]])) \
+        if counts is not None else "no findings"
     console.print(Text(f"bugs: {trace}  ({summary})"))
     for row in frame.iter_rows(named=True):
         line = Text("\n")
