@@ -450,6 +450,8 @@ def check_bandwidth(ctx: Context) -> None:
         start, end = rows["start"].to_numpy(), rows["end"].to_numpy()
         nbytes = rows["bytes"].to_numpy().astype(np.float64)
         allowed = limit * (1 + BANDWIDTH_SLACK)
+        if _peak_rate(start, end, nbytes) <= allowed:
+            continue  # no window can hold more: the exact search is not needed
         lo, hi, moved = _densest_window(start, end, nbytes, allowed)
         if moved - allowed * (hi - lo) <= allowed * BANDWIDTH_GRACE_CYCLES:
             continue
@@ -461,6 +463,21 @@ def check_bandwidth(ctx: Context) -> None:
                 f"cycles {lo:,}..{hi:,}, {rate:,.1f} bytes/cycle, over the machine's "
                 f"{limit:,.1f} bytes/cycle", instructions=_ids(inside["id"].head(20)),
                 engines=tuple(sorted(set(inside["engine"].to_list()))), cycles=(lo, hi))
+
+
+def _peak_rate(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray) -> float:
+    """The highest sum of average rates (bytes / duration) of the transfers under way at any
+    moment: an upper bound of the bytes per cycle inside any window, since each transfer's
+    bytes are its average rate integrated over its life. Infinite for a zero-length transfer
+    that moves bytes."""
+    length = end - start
+    if (length <= 0).any():
+        return float("inf")
+    rate = nbytes / length
+    times = np.concatenate([end, start])
+    steps = np.concatenate([-rate, rate])
+    order = np.lexsort((steps, times))  # at one instant, ends before starts
+    return float(np.cumsum(steps[order]).max())
 
 
 def _densest_window(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray,
@@ -692,24 +709,41 @@ def check_ping_pong(ctx: Context) -> None:
     costs at least the semaphore latency, so the engine spends its time synchronising."""
     if not (ctx.timed and ctx.trace.has_table("semaphores")):
         return
+    from tracekit.replay.run import name_codes
+
     sems = ctx.read("semaphores")
-    waiting = sems.filter((pl.col("op") == "wait") & (pl.col("value") > 0))["inst"].unique()
-    inst = (ctx.instructions.drop_nulls(["start", "end"])
-            .select("id", pl.col("engine").cast(pl.String), "seq",
-                    (pl.col("end") - pl.col("start")).alias("busy"))
-            .sort("engine", "seq")
-            .with_columns(pl.col("id").is_in(waiting.implode()).alias("waits")))
-    # Work since the engine's previous wait, charged to each wait.
-    inst = inst.with_columns(pl.col("waits").cum_sum().over("engine").alias("stretch"))
-    gaps = (inst.group_by("engine", "stretch")
-            .agg(pl.col("busy").sum(), pl.col("id").first())
-            .filter(pl.col("stretch") > 0))
+    waiting = sems.filter((pl.col("op") == "wait") & (pl.col("value") > 0))["inst"].to_numpy()
+    inst, g = ctx.instructions, ctx.graph
+    waits = np.zeros(g.nodes, dtype=bool)
+    waits[positions(g.ids, waiting, f"{ctx.trace.path}: semaphores.inst")] = True
+    engine, engines = name_codes(inst["engine"])
+    timed = (inst["start"].is_not_null() & inst["end"].is_not_null()).to_numpy()
+    busy = (inst["end"] - inst["start"]).fill_null(0).to_numpy()
+    # Each engine's instructions in queue order; a stretch runs from one waiting instruction
+    # to the next, and its busy cycles are the work between those two waits.
+    order = np.lexsort((inst["seq"].to_numpy(), engine))
+    order = order[timed[order]]
+    e, w = engine[order], waits[order]
+    count = np.cumsum(w)
+    first_of_engine = np.r_[True, e[1:] != e[:-1]]
+    base = np.maximum.accumulate(np.where(first_of_engine, count - w, 0))
+    stretch = count - base
+    keep = stretch > 0
+    order, e, stretch = order[keep], e[keep], stretch[keep]
+    bounds = np.flatnonzero(np.r_[True, (e[1:] != e[:-1]) | (stretch[1:] != stretch[:-1])])
+    work = np.add.reduceat(busy[order], bounds) if bounds.size else np.zeros(0, np.int64)
+    owner = e[bounds]
     limit = PING_PONG_FACTOR * ctx.machine.semaphore_latency
-    per_engine = (gaps.sort("engine", "stretch").group_by("engine", maintain_order=True)
-                  .agg(pl.len().alias("waits"), pl.col("busy").median().alias("median"),
-                       pl.col("id").head(EXAMPLES).alias("examples"))
-                  .filter((pl.col("waits") >= PING_PONG_WAITS) & (pl.col("median") < limit))
-                  .sort("engine"))
+    rows = []
+    for code in np.unique(owner):
+        mine = owner == code
+        median = float(np.median(work[mine]))
+        if mine.sum() >= PING_PONG_WAITS and median < limit:
+            rows.append({"engine": engines[code], "waits": int(mine.sum()), "median": median,
+                         "examples": g.ids[order[bounds[mine][:EXAMPLES]]].tolist()})
+    per_engine = pl.DataFrame(rows, schema={"engine": pl.String, "waits": pl.Int64,
+                                            "median": pl.Float64,
+                                            "examples": pl.List(pl.Int64)}).sort("engine")
     if per_engine.height == 0:
         return
     g = ctx.graph

@@ -459,6 +459,132 @@ def bugs(
         raise typer.Exit(EXIT_FINDING)
 
 
+class DiffFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    MD = "md"
+    JUNIT = "junit"
+
+
+@app.command("diff")
+@handles_errors
+def diff_command(
+    base: Annotated[Path, typer.Argument(help="Base trace bundle (the reference run).",
+                                         show_default=False)],
+    cand: Annotated[Path, typer.Argument(help="Candidate trace bundle (the new run).",
+                                         show_default=False)],
+    machine: MachineOpt = None,
+    threshold: Annotated[float, Opt("--threshold", min=0.0, help="Slowdown of the makespan, "
+                                    "in percent, past which the diff exits 3.")] = 2.0,
+    timeline: Annotated[str, Opt("--timeline", help="auto (observed when both traces are "
+                                 "timed, else replayed), observed or replayed.")] = "auto",
+    format: Annotated[DiffFormat, Opt("--format", "-f",  # noqa: A002
+                                      help="Output format.")] = DiffFormat.TEXT,
+    force: Annotated[bool, Opt("--force", help="Compare traces of different workloads.")]
+    = False,
+) -> None:
+    """What changed between two runs of a workload: the makespan, per layer, engine and
+    opcode, the makespan change attributed along the critical paths, the instructions that
+    changed most and new or resolved findings. Exits 3 past --threshold."""
+    from tracekit.analysis.diff import (
+        TimelineChoice,
+        check_comparable,
+        choose_source,
+        diff,
+        profile,
+    )
+    from tracekit.replay.machine import resolve_machine
+
+    if timeline not in {c.value for c in TimelineChoice}:
+        raise typer.BadParameter(f"{timeline!r} is not one of auto, observed, replayed",
+                                 param_hint="--timeline")
+    chosen = resolve_machine(machine)
+    traces = open_trace(base), open_trace(cand)
+    check_comparable(*traces, force=force)  # before the expensive part
+    source = choose_source(*traces, timeline)
+    with _status("profiling both runs"):
+        result = diff(*(profile(t, chosen, source) for t in traces), threshold_pct=threshold,
+                      force=force)
+    head, sections = render.diff_sections(result)
+    if format is DiffFormat.JSON:
+        sys.stdout.write(render.to_json({**head, **{title: render.records(frame)
+                                                    for title, frame, _ in sections}}))
+    elif format is DiffFormat.MD:
+        sys.stdout.write(render.sections_markdown(f"Diff of {result.workload}", head,
+                                                  sections))
+    elif format is DiffFormat.JUNIT:
+        sys.stdout.write(render.diff_junit(result))
+    else:
+        console = _stdout()
+        console.print(Text(render.diff_verdict(result)))
+        for key, value in head.items():
+            console.print(Text(f"{key}: {value}"))
+        for title, frame, cols in sections:
+            render.print_table(console, f"\n{title}", frame, cols)
+    if result.regression:
+        raise typer.Exit(EXIT_FINDING)
+
+
+@app.command()
+@handles_errors
+def nightly(
+    suite_file: Annotated[Path, typer.Argument(metavar="SUITE", help="Suite TOML file "
+                                               "(analysis/suites/sample.toml shows the format).",
+                                               show_default=False)],
+    history: Annotated[Path | None, Opt("--history", help="History folder (default: the "
+                                        "suite's history key, else ./tracekit-history).",
+                                        show_default=False)] = None,
+    scheduler: Annotated[str | None, Opt("--scheduler", help="Dask scheduler address "
+                                         "(tcp://HOST:PORT); default: local processes.",
+                                         show_default=False)] = None,
+    workers: Annotated[int | None, Opt("--workers", min=1, help="Local worker processes "
+                                       "(default: the CPU count, at most 8).",
+                                       show_default=False)] = None,
+    run_id: Annotated[str | None, Opt("--run-id", help="Name of this run in the history "
+                                      "(default: the UTC time).", show_default=False)] = None,
+    report: Annotated[Path | None, Opt("--report", help="Folder for summary.md and junit.xml "
+                                       "(default: HISTORY/reports/RUN_ID).",
+                                       show_default=False)] = None,
+) -> None:
+    """Run a suite of workloads (replay, analyze and bugs on each, in parallel), append the
+    results to the history, compare each workload with its baseline and write a Markdown
+    summary with a trend table and JUnit XML. Exits 3 on any regression, 1 when a workload
+    could not run."""
+    from tracekit.analysis.nightly import load_suite, trend
+    from tracekit.analysis.nightly import nightly as run_nightly
+
+    suite = load_suite(suite_file)
+    folder = history or suite.history or Path("tracekit-history")
+    with _status(f"running {len(suite.workloads)} workload(s)"):
+        run = run_nightly(suite, folder, scheduler=scheduler, workers=workers, run_id=run_id)
+    out = report or folder / "reports" / run.rows["run_id"][0]
+    summary = render.nightly_markdown(run, trend(run))
+    _write_atomic(out / "summary.md", summary)
+    _write_atomic(out / "junit.xml", render.nightly_junit(run))
+    sys.stdout.write(summary)
+    typer.echo(f"\nhistory: {run.saved}\nreports: {out}", err=True)
+    if run.regressions:
+        raise typer.Exit(EXIT_FINDING)
+    if run.errors:
+        raise typer.Exit(EXIT_INPUT)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a report file through a temporary file in the same folder, then rename."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 @app.command()
 @handles_errors
 def machines(format: FormatOpt = Format.TEXT) -> None:  # noqa: A002

@@ -5,7 +5,7 @@ figure shown here was computed by the library.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from rich.console import Console
@@ -19,6 +19,10 @@ from tracekit.trace.manifest import TimeUnit
 from tracekit.trace.rules import Severity
 from tracekit.trace.summary import TraceSummary, seconds
 from tracekit.trace.validate import ValidationReport
+
+if TYPE_CHECKING:
+    from tracekit.analysis.diff import Diff
+    from tracekit.analysis.nightly import NightlyRun
 
 
 def to_json(data: Any) -> str:
@@ -180,7 +184,10 @@ _HEADERS = {"busy_pct": "busy %", "share_pct": "share %", "bias_pct": "bias %",
             "observed_mean": "observed", "predicted_mean": "predicted",
             "contention_cycles": "HBM contention", "busy_cycles": "busy cycles",
             "observed_end": "observed end", "end": "predicted end", "end_error": "error",
-            "pct": "%", "gained_pct": "gained %"}
+            "pct": "%", "gained_pct": "gained %",
+            **{f"{c}_{s}": f"{'inst' if c == 'instructions' else c} {s}"
+               for c in ("instructions", "busy", "stall") for s in ("base", "cand", "delta")},
+            "base_id": "base id", "cand_id": "cand id", "start_shift": "start shift"}
 
 
 def _header(name: str) -> str:
@@ -356,3 +363,149 @@ def findings_markdown(trace: str, frame: pl.DataFrame) -> str:
         lines += [_md_row([r["severity"], r["code"], r["message"], _evidence(r)])
                   for r in frame.iter_rows(named=True)]
     return "\n".join(lines) + "\n"
+
+
+# --- diff ---------------------------------------------------------------------------------------
+
+_GROUP_COLS = {f"{c}_{s}": "+," if s == "delta" else ","
+               for c in ("instructions", "busy", "stall") for s in ("base", "cand", "delta")}
+
+
+def diff_sections(d: Diff) -> tuple[dict[str, Any], list[tuple[str, pl.DataFrame,
+                                                                dict[str, str]]]]:
+    """The facts of a diff as a head (key: value) and titled tables with their formats."""
+    head = {"workload": d.workload, "base": d.base, "candidate": d.cand,
+            "timeline": d.source.value, "base_makespan_cycles": d.base_makespan,
+            "cand_makespan_cycles": d.cand_makespan, "delta_cycles": d.delta,
+            "delta_pct": round(d.delta_pct, 3), "threshold_pct": d.threshold_pct,
+            "regression": d.regression, "alignment": d.alignment,
+            "aligned_instructions": d.matched, "only_in_base": d.only_base,
+            "only_in_candidate": d.only_cand}
+    attribution = {"base": ",", "cand": ",", "delta": "+,", "share_pct": ".1f"}
+    finding_cols = {"severity": "", "code": "", "message": ""}
+    sections = [
+        ("makespan change by engine (critical path)", d.attribution_engine,
+         {"engine": "", **attribution}),
+        ("makespan change by layer (critical path)", d.attribution_layer,
+         {"layer": "", **attribution}),
+        ("by layer", d.by_layer, {"layer": "", **_GROUP_COLS}),
+        ("by engine", d.by_engine, {"engine": "", **_GROUP_COLS}),
+        ("by opcode", d.by_opcode, {"opcode": "", **_GROUP_COLS}),
+        ("stall causes", d.stall_causes,
+         {"engine": "", "cause": "", "base": ",", "cand": ",", "delta": "+,"}),
+        ("instructions that changed most", d.changed,
+         {"key": "", "base_id": "", "cand_id": "", "engine": "", "opcode": "", "layer": "",
+          "base": ",", "cand": ",", "delta": "+,", "start_shift": "+,"}),
+        ("new findings", d.new_findings, finding_cols),
+        ("resolved findings", d.resolved_findings, finding_cols),
+    ]
+    return head, sections
+
+
+def diff_verdict(d: Diff) -> str:
+    word = "REGRESSION" if d.regression else "ok"
+    return (f"{word}: makespan {d.base_makespan:,} -> {d.cand_makespan:,} cycles "
+            f"({d.delta:+,}, {d.delta_pct:+.2f}%; threshold {d.threshold_pct:g}%)")
+
+
+def diff_junit(d: Diff) -> str:
+    """JUnit XML: one test case for the makespan, failed past the threshold."""
+    import xml.etree.ElementTree as ET
+
+    suite = ET.Element("testsuite", name="tracekit diff", tests="1",
+                       failures=str(int(d.regression)), errors="0")
+    case = ET.SubElement(suite, "testcase", classname="tracekit.diff",
+                         name=f"{d.workload}: makespan")
+    if d.regression:
+        failure = ET.SubElement(case, "failure", message=diff_verdict(d), type="regression")
+        top = d.attribution_engine.head(3)
+        failure.text = "\n".join(f"{r['engine']}: {r['delta']:+,} cycles "
+                                 f"({r['share_pct']:.1f}% of the change)"
+                                 for r in top.iter_rows(named=True))
+    ET.SubElement(case, "system-out").text = diff_verdict(d)
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
+
+
+# --- nightly ------------------------------------------------------------------------------------
+
+
+def _change(row: dict[str, Any]) -> str:
+    return "-" if row["delta_pct"] is None else f"{row['delta_pct']:+.2f}%"
+
+
+def nightly_markdown(run: NightlyRun, trend: pl.DataFrame) -> str:
+    """The run's summary: one row per workload, the details of regressions and errors, and
+    the trend of makespans over the last runs."""
+    rows = run.rows
+    first = rows.row(0, named=True)
+    counts = {s: rows.filter(pl.col("status") == s).height
+              for s in ("pass", "regression", "error")}
+    lines = [f"# Nightly {run.suite.name}: run {first['run_id']} ({first['date']})", "",
+             f"{rows.height} workload(s): {counts['pass']} passed, {counts['regression']} "
+             f"regressed, {counts['error']} failed.", "",
+             "| workload | status | makespan | baseline | change | threshold | errors | "
+             "warnings | baseline run |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows.iter_rows(named=True):
+        lines.append(_md_row([r["workload"], r["status"], _fmt(r["makespan"]),
+                              _fmt(r["baseline_makespan"]), _change(r),
+                              f"{r['threshold_pct']:g}%", _fmt(r["errors"]),
+                              _fmt(r["warnings"]), r["baseline_run"] or "none"]))
+    details = [r for r in rows.iter_rows(named=True) if r["status"] != "pass"]
+    if details:
+        lines += ["", "## What needs a look", ""]
+        for r in details:
+            first, *rest = _reason(r).splitlines() or [""]
+            lines.append(f"- **{r['workload']}** ({r['status']}): {first}")
+            if rest:  # a multi-line error (a deadlock report, say) as a block under it
+                lines += ["", *(f"      {line}" for line in rest), ""]
+    lines += ["", f"## Trend (makespan, last {trend.width - 1} run(s))", "",
+              "| " + " | ".join(trend.columns) + " |",
+              "|---|" + "---:|" * (trend.width - 1)]
+    for values in trend.iter_rows():
+        lines.append(_md_row([values[0], *(_fmt(v) for v in values[1:])]))
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _reason(row: dict[str, Any]) -> str:
+    if row["status"] == "error":
+        return row["error"]
+    parts = []
+    if row["delta_pct"] is not None and row["delta_pct"] > row["threshold_pct"]:
+        parts.append(f"makespan {row['baseline_makespan']:,} -> {row['makespan']:,} cycles "
+                     f"({_change(row)}, threshold {row['threshold_pct']:g}%) against run "
+                     f"{row['baseline_run']}")
+    if row["new_error_codes"]:
+        parts.append(f"new error findings: {', '.join(row['new_error_codes'])}")
+    return "; ".join(parts)
+
+
+def nightly_junit(run: NightlyRun) -> str:
+    """JUnit XML: one test case per workload; a regression is a failure, a workload that
+    could not run an error."""
+    import xml.etree.ElementTree as ET
+
+    rows = run.rows
+    suite = ET.Element("testsuite", name=f"tracekit nightly {run.suite.name}",
+                       tests=str(rows.height), failures=str(run.regressions),
+                       errors=str(run.errors))
+    for r in rows.iter_rows(named=True):
+        case = ET.SubElement(suite, "testcase", classname=f"tracekit.nightly.{run.suite.name}",
+                             name=r["workload"])
+        if r["status"] == "regression":
+            ET.SubElement(case, "failure", type="regression", message=_reason(r))
+        elif r["status"] == "error":
+            error = ET.SubElement(case, "error", type="workload",
+                                  message=r["error"].splitlines()[0])
+            error.text = r["error"]
+        else:
+            ET.SubElement(case, "system-out").text = (
+                f"makespan {_fmt(r['makespan'])} cycles, change {_change(r)} against "
+                f"{r['baseline_run'] or 'no baseline'}")
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, "unicode") + "\n"

@@ -1,0 +1,230 @@
+"""`tracekit nightly`: suites run twice into one history, regressions against the last passing
+run or a pinned one, a corrupt workload that does not stop the others, an interrupted run that
+leaves the history as it was, the same through a Dask LocalCluster, and every suite-file
+error."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from tracekit.analysis import nightly as nl
+from tracekit.cli.app import app
+from tracekit.workloads.generate import generate
+
+GEMM = {"m": 256, "n": 512, "k": 512}
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small workloads, and a slowed variant of the first to swap in."""
+    root = tmp_path_factory.mktemp("traces")
+    generate("gemm", root / "gemm", params=GEMM, seed=1)
+    generate("mlp", root / "mlp", params={"widths": (256, 384, 128), "batch": 256}, seed=1)
+    generate("gemm", root / "gemm_slow", params=GEMM, seed=1, inject=["slow-queue"])
+    return root
+
+
+def _suite(folder: Path, traces: Path, extra: str = "", gemm: str = "gemm") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "suite.toml").write_text(f"""
+name = "t"
+threshold_pct = 2.0
+{extra}
+[[workloads]]
+name = "gemm"
+trace = "{traces / gemm}"
+
+[[workloads]]
+trace = "{traces / 'mlp'}"
+""")
+    return folder / "suite.toml"
+
+
+def _run(suite: Path, history: Path, run_id: str, *more: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, ["nightly", str(suite), "--history", str(history),
+                               "--run-id", run_id, "--workers", "2", *more])
+
+
+def _junit(history: Path, run_id: str) -> ET.Element:
+    return ET.parse(history / "reports" / run_id / "junit.xml").getroot()
+
+
+def test_two_runs_one_history(tmp_path: Path, traces: Path) -> None:
+    suite = _suite(tmp_path, traces)
+    history = tmp_path / "history"
+    first = _run(suite, history, "r1")
+    assert first.exit_code == 0, first.output
+    second = _run(suite, history, "r2")
+    assert second.exit_code == 0, second.output
+    rows = nl.read_history(history)
+    assert rows.height == 4 and sorted(set(rows["run_id"])) == ["r1", "r2"]
+    assert sorted(p.name for p in (history / f"date={rows['date'][0]}").iterdir()) == [
+        "run=r1", "run=r2"]
+    r2 = rows.filter(pl.col("run_id") == "r2").sort("workload")
+    assert r2["baseline_run"].to_list() == ["r1", "r1"]
+    assert r2["delta_pct"].to_list() == [0.0, 0.0] and set(r2["status"]) == {"pass"}
+    suite_el = _junit(history, "r2")
+    cases = suite_el.findall("testcase")
+    assert [c.get("name") for c in cases] == ["gemm", "mlp"]
+    assert suite_el.get("tests") == "2" and suite_el.get("failures") == "0"
+    summary = (history / "reports" / "r2" / "summary.md").read_text()
+    assert summary == second.stdout
+    assert "| workload | r1 | r2 |" in summary  # the trend over both runs
+    assert "| gemm | pass |" in summary
+
+
+def test_regression_against_last_pass_and_pinned(tmp_path: Path, traces: Path) -> None:
+    """Through the library with threads (the comparison is what is tested here; the
+    executors are tested through the CLI above and below)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tracekit.cli import render
+
+    history = tmp_path / "history"
+
+    def run(folder: str, run_id: str, **kwargs: str) -> nl.NightlyRun:
+        suite = nl.load_suite(_suite(tmp_path / folder, traces, **kwargs))
+        return nl.nightly(suite, history, run_id=run_id, pool=pool)
+
+    with ThreadPoolExecutor(2) as pool:
+        assert run("a", "r1").regressions == 0
+        slow = run("b", "r2", gemm="gemm_slow")
+        assert (slow.regressions, slow.errors) == (1, 0)
+        row = slow.rows.filter(pl.col("workload") == "gemm").row(0, named=True)
+        assert row["status"] == "regression" and row["baseline_run"] == "r1"
+        assert row["delta_pct"] > 2.0 and row["new_error_codes"] == []
+        summary = render.nightly_markdown(slow, nl.trend(slow))
+        assert "## What needs a look" in summary and "new error findings" not in summary
+        junit = ET.fromstring(render.nightly_junit(slow))
+        failure = junit.find("testcase[@name='gemm']/failure")
+        assert failure is not None and "against run r1" in failure.get("message")
+        assert junit.find("testcase[@name='mlp']/failure") is None
+        # The failed run is not gemm's baseline: the next run compares it with r1 again.
+        back = run("c", "r3")
+        assert back.regressions == 0
+        assert back.rows.sort("workload")["baseline_run"].to_list() == ["r1", "r2"]
+        # A pinned baseline: the slow run itself, so the fast trace is a speed-up.
+        pinned = run("d", "r4", extra='baseline = "r2"')
+        assert pinned.regressions == 0
+        assert pinned.rows.sort("workload")["baseline_run"].to_list() == ["r2", "r2"]
+        assert pinned.rows.sort("workload")["delta_pct"][0] < 0
+        with pytest.raises(nl.SuiteError, match="baseline = 'nope' names no run"):
+            run("e", "r5", extra='baseline = "nope"')
+    assert nl.read_history(history)["run_id"].unique().sort().to_list() == [
+        "r1", "r2", "r3", "r4"]
+    assert nl.trend(pinned).columns == ["workload", "r1", "r2", "r3", "r4"]
+
+
+def test_corrupt_workload_does_not_stop_the_others(tmp_path: Path, traces: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(traces / "gemm", broken)
+    (broken / "instructions.parquet").write_bytes(b"PAR1 not really")
+    suite = _suite(tmp_path, traces, gemm=str(broken))  # an absolute path stays as it is
+    result = _run(suite, tmp_path / "history", "r1")
+    assert result.exit_code == 1, result.output
+    rows = nl.read_history(tmp_path / "history").sort("workload")
+    assert rows["status"].to_list() == ["error", "pass"]
+    assert "instructions.parquet" in rows["error"][0]
+    case = _junit(tmp_path / "history", "r1").find("testcase[@name='gemm']/error")
+    assert case is not None and "instructions.parquet" in case.get("message")
+
+
+def test_interrupted_run_leaves_history_as_it_was(tmp_path: Path, traces: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    suite = _suite(tmp_path, traces)
+    history = tmp_path / "history"
+    assert _run(suite, history, "r1").exit_code == 0
+    before = sorted(str(p.relative_to(history)) for p in history.rglob("*"))
+
+    def interrupted(src: object, dst: object) -> None:
+        raise KeyboardInterrupt
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(nl.os, "replace", interrupted)
+    with ThreadPoolExecutor(2) as pool, pytest.raises(KeyboardInterrupt):
+        nl.nightly(nl.load_suite(suite), history, run_id="r2", pool=pool)
+    monkeypatch.undo()
+    after = sorted(str(p.relative_to(history)) for p in history.rglob("*"))
+    assert after == before
+    assert set(nl.read_history(history)["run_id"]) == {"r1"}
+
+
+def test_same_code_path_through_dask(tmp_path: Path, traces: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    suite = _suite(tmp_path, traces)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        history = tmp_path / "history"
+        first = _run(suite, history, "d1", "--scheduler", cluster.scheduler_address)
+        assert first.exit_code == 0, first.output
+        second = _run(suite, history, "d2", "--scheduler", cluster.scheduler_address)
+        assert second.exit_code == 0, second.output
+    rows = nl.read_history(history)
+    assert rows.height == 4
+    assert set(rows.filter(pl.col("run_id") == "d2")["baseline_run"]) == {"d1"}
+    assert len(_junit(history, "d2").findall("testcase")) == 2
+    # The same figures as local processes.
+    local = _run(suite, tmp_path / "local", "l1")
+    assert local.exit_code == 0
+    cols = ["workload", "makespan", "replay_makespan", "stall_cycles", "errors", "warnings"]
+    assert (nl.read_history(tmp_path / "local").sort("workload").select(cols)
+            .equals(rows.filter(pl.col("run_id") == "d1").sort("workload").select(cols)))
+
+
+def test_unreachable_scheduler(tmp_path: Path, traces: Path) -> None:
+    pytest.importorskip("distributed")
+    result = _run(_suite(tmp_path, traces), tmp_path / "h", "x", "--scheduler",
+                  "tcp://127.0.0.1:9")
+    assert result.exit_code == 1 and "cannot reach the Dask scheduler" in result.stderr
+    assert not (tmp_path / "h").exists() or not list((tmp_path / "h").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name = [", "not valid TOML"),
+    ("colour = 1\n[[workloads]]\ntrace = 'x'", "colour is not a suite key"),
+    ("name = 'x'", "workloads must list at least one workload"),
+    ("[[workloads]]\nname = 'a'", "workloads[0].trace is missing"),
+    ("[[workloads]]\ntrace = 'x'\nspeed = 2", "workloads[0].speed is not a workload key"),
+    ("[[workloads]]\ntrace = 'nothing-*'", "matches no folder"),
+    ("threshold_pct = -1\n[[workloads]]\ntrace = 'x'", "threshold_pct must be a number >= 0"),
+    ("trend_runs = 0\n[[workloads]]\ntrace = 'x'", "trend_runs must be a whole number"),
+    ("[[workloads]]\ntrace = 'a/x'\n[[workloads]]\ntrace = 'b/x'", "name 'x' more than once"),
+])
+def test_suite_file_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "suite.toml"
+    path.write_text(text)
+    result = runner.invoke(app, ["nightly", str(path), "--history", str(tmp_path / "h")])
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr and str(path) in result.stderr
+    assert not (tmp_path / "h").exists()
+
+
+def test_missing_suite_and_duplicate_run_id(tmp_path: Path, traces: Path) -> None:
+    missing = runner.invoke(app, ["nightly", str(tmp_path / "none.toml")])
+    assert missing.exit_code == 1 and "no such suite file" in missing.stderr
+    suite = _suite(tmp_path, traces)
+    assert _run(suite, tmp_path / "h", "same").exit_code == 0
+    again = _run(suite, tmp_path / "h", "same")
+    assert again.exit_code == 1 and "already in the history" in again.stderr
+    bad = _run(suite, tmp_path / "h", "../escape")
+    assert bad.exit_code == 1 and "letters, digits" in bad.stderr
+
+
+def test_sample_suite_parses() -> None:
+    suite = nl.load_suite(Path(__file__).resolve().parent.parent / "analysis" / "suites"
+                          / "sample.toml")
+    names = [w.name for w in suite.workloads]
+    assert names == ["gemm", "mlp", "attention", "conv2d", "layernorm_untimed",
+                     "faulted/attention_faults", "faulted/gemm_faults"]
+    assert all(os.path.isdir(w.trace) for w in suite.workloads)
+    assert suite.workloads[2].threshold_pct == 3.0 and suite.baseline == nl.LAST_PASS

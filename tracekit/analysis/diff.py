@@ -1,0 +1,258 @@
+"""Regression diff of two runs of one workload: what changed, where, and which part of the
+makespan change each layer and engine accounts for.
+
+For a base run of 1,000 cycles and a candidate of 1,100 whose critical paths hold 600 and 680
+cycles of dma.q2, 300 and 310 of tensor, and 100 and 110 of edge latency, the attribution reads
+
+    dma.q2           +80   80.0 % of the change
+    tensor           +10   10.0 %
+    (edge latency)   +10   10.0 %
+
+and always adds up to the makespan change, because each critical path's composition sums to
+its makespan. Instructions are aligned by `pc` and occurrence (the n-th dynamic instance of a
+static instruction) when both traces carry pc, else by layer, opcode and occurrence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import polars as pl
+
+from tracekit.analysis.critical_path import CriticalPath, critical_path
+from tracekit.analysis.signatures import find_bugs, findings_frame
+from tracekit.analysis.stalls import stall_table
+from tracekit.analysis.timelines import Source, timeline
+from tracekit.errors import TracekitError
+from tracekit.replay.machine import Machine
+from tracekit.trace.bundle import Trace
+
+TOP_INSTRUCTIONS = 10
+"""Aligned instructions listed as the ones that changed most."""
+
+
+class DiffError(TracekitError):
+    """Two traces that cannot be compared as asked (different workloads, say)."""
+
+
+class TimelineChoice(StrEnum):
+    AUTO = "auto"
+    OBSERVED = "observed"
+    REPLAYED = "replayed"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a diff needs of one run: its timeline with each instruction's wait before it
+    (`instructions`: id, engine, opcode, layer, pc, start, end, duration, wait), its stall
+    table, critical path and findings."""
+
+    path: str
+    workload: str
+    source: Source
+    makespan: int
+    instructions: pl.DataFrame
+    stalls: pl.DataFrame
+    critical: CriticalPath
+    findings: pl.DataFrame
+
+
+def choose_source(base: Trace, cand: Trace, choice: TimelineChoice | str) -> Source:
+    """auto: the observed timelines when both traces are fully timed, else both replayed."""
+    choice = TimelineChoice(choice)
+    if choice is not TimelineChoice.AUTO:
+        return Source(choice.value)
+    for trace in (base, cand):
+        start = trace.read("instructions", ["start", "end"])
+        if start.height == 0 or start["start"].null_count() or start["end"].null_count():
+            return Source.REPLAYED
+    return Source.OBSERVED
+
+
+def profile(trace: Trace, machine: Machine, source: Source | str,
+            findings: bool = True) -> Profile:
+    """Timeline, stalls, critical path and (unless `findings` is False) bug signatures."""
+    line = timeline(trace, machine, source)
+    extra = trace.read("instructions", ["id", "pc"]).sort("id")
+    t = (line.frame.select("id", "engine", "opcode", "layer", "start", "end", "duration")
+         .with_columns(pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String),
+                       pl.col("layer").cast(pl.String).fill_null("(none)"),
+                       pl.Series("pc", extra["pc"]))
+         .sort("engine", "start", "id"))
+    # The wait before each instruction: its start minus the latest end of the engine's earlier
+    # instructions (0 for the engine's first); per engine these sum to the stall table's
+    # waiting cycles.
+    reached = pl.col("end").cum_max().shift(1).over("engine")
+    t = t.with_columns((pl.col("start") - reached).clip(0).fill_null(0).alias("wait")).sort("id")
+    path = critical_path(line.frame, line.graph, line.kind_latency)
+    found = findings_frame(find_bugs(trace, machine) if findings else [])
+    return Profile(path=str(trace.path), workload=trace.manifest.workload, source=line.source,
+                   makespan=path.makespan, instructions=t, stalls=stall_table(line.frame),
+                   critical=path, findings=found)
+
+
+@dataclass(frozen=True)
+class Diff:
+    """A diff's facts. Frames:
+
+    - `by_layer`, `by_engine`, `by_opcode`: the group, then for base, candidate and delta:
+      instructions, busy (cycles of its instructions), stall (cycles waited before them).
+    - `attribution_engine`, `attribution_layer`: group, base and cand cycles on the critical
+      path, delta, share_pct (of the makespan change; sums to 100 when it is non-zero).
+    - `stall_causes`: engine, cause ("engine/kind", "hbm", ...), base, cand, delta cycles of
+      the waiting bucket, largest change first.
+    - `changed`: the aligned instructions whose duration changed most: key, base_id, cand_id,
+      engine, opcode, layer, base and cand duration, delta, start_shift (cycles).
+    - `new_findings`, `resolved_findings`: code, severity, message.
+    """
+
+    base: str
+    cand: str
+    workload: str
+    source: Source
+    base_makespan: int
+    cand_makespan: int
+    threshold_pct: float
+    alignment: str
+    matched: int
+    only_base: int
+    only_cand: int
+    by_layer: pl.DataFrame
+    by_engine: pl.DataFrame
+    by_opcode: pl.DataFrame
+    attribution_engine: pl.DataFrame
+    attribution_layer: pl.DataFrame
+    stall_causes: pl.DataFrame
+    changed: pl.DataFrame
+    new_findings: pl.DataFrame
+    resolved_findings: pl.DataFrame
+
+    @property
+    def delta(self) -> int:
+        return self.cand_makespan - self.base_makespan
+
+    @property
+    def delta_pct(self) -> float:
+        return 100.0 * self.delta / max(self.base_makespan, 1)
+
+    @property
+    def regression(self) -> bool:
+        return self.delta_pct > self.threshold_pct
+
+
+def _by(key: str, base: pl.DataFrame, cand: pl.DataFrame) -> pl.DataFrame:
+    def agg(t: pl.DataFrame) -> pl.DataFrame:
+        return t.group_by(key).agg(pl.len().cast(pl.Int64).alias("instructions"),
+                                   pl.col("duration").sum().alias("busy"),
+                                   pl.col("wait").sum().alias("stall"))
+
+    out = agg(base).join(agg(cand), on=key, how="full", coalesce=True, suffix="_cand")
+    out = out.rename({"instructions": "instructions_base", "busy": "busy_base",
+                      "stall": "stall_base"}).fill_null(0)
+    for col in ("instructions", "busy", "stall"):
+        out = out.with_columns((pl.col(f"{col}_cand") - pl.col(f"{col}_base"))
+                               .alias(f"{col}_delta"))
+    order = ["busy_delta", "stall_delta"]
+    return (out.select(key, *[f"{c}_{s}" for c in ("instructions", "busy", "stall")
+                              for s in ("base", "cand", "delta")])
+            .sort(pl.col(order[0]).abs() + pl.col(order[1]).abs(), key,
+                  descending=[True, False]))
+
+
+def _attribution(key: str, base: pl.DataFrame, cand: pl.DataFrame, total: int) -> pl.DataFrame:
+    out = (base.select(key, pl.col("cycles").alias("base"))
+           .join(cand.select(key, pl.col("cycles").alias("cand")), on=key, how="full",
+                 coalesce=True).fill_null(0)
+           .with_columns((pl.col("cand") - pl.col("base")).alias("delta")))
+    share = (pl.col("delta") / total * 100) if total else pl.lit(0.0)
+    return (out.with_columns(share.alias("share_pct"))
+            .filter(pl.col("delta") != 0)
+            .sort(pl.col("delta").abs(), key, descending=[True, False]))
+
+
+def _aligned(base: pl.DataFrame, cand: pl.DataFrame) -> tuple[str, pl.DataFrame]:
+    """Both runs' instructions with a shared key: pc and occurrence, or layer, opcode and
+    occurrence."""
+    if base["pc"].null_count() == 0 and cand["pc"].null_count() == 0:
+        method, parts = "pc and occurrence", ["pc"]
+    else:
+        method, parts = "layer, opcode and occurrence", ["layer", "opcode"]
+
+    def keyed(t: pl.DataFrame) -> pl.DataFrame:
+        occurrence = pl.int_range(pl.len()).over(parts)
+        return (t.sort("id")  # program order: stable when only the timing changed
+                .with_columns(pl.concat_str([pl.col(p).cast(pl.String) for p in parts]
+                                            + [occurrence.cast(pl.String)], separator="#")
+                              .alias("key")))
+
+    joined = keyed(base).join(keyed(cand), on="key", how="full", coalesce=True,
+                              suffix="_cand")
+    return method, joined
+
+
+def _finding_keys(frame: pl.DataFrame) -> pl.DataFrame:
+    """A finding's identity across runs: code and evidence, not the message (whose figures
+    move with the timing)."""
+    return frame.with_columns(
+        pl.concat_str([pl.col("code"),
+                       pl.col("engines").list.join(","),
+                       pl.col("instructions").cast(pl.List(pl.String)).list.join(","),
+                       pl.col("addresses").list.join(",")], separator="|").alias("_key"))
+
+
+def check_comparable(base: Trace | Profile, cand: Trace | Profile, force: bool = False) -> None:
+    """Refuse two runs of different workloads (by the manifests' workload names) unless
+    `force`."""
+    names = [t.manifest.workload if isinstance(t, Trace) else t.workload for t in (base, cand)]
+    if names[0] != names[1] and not force:
+        paths = [str(t.path) for t in (base, cand)]
+        raise DiffError(f"{paths[0]} is workload {names[0]!r} but {paths[1]} is {names[1]!r}: "
+                        f"a diff of different workloads compares unrelated instructions. Pass "
+                        f"--force to compare them anyway.")
+
+
+def diff(base: Profile, cand: Profile, threshold_pct: float = 2.0,
+         force: bool = False) -> Diff:
+    """Compare two profiles. Refuses different workloads unless `force`."""
+    check_comparable(base, cand, force)
+    total = cand.makespan - base.makespan
+    method, joined = _aligned(base.instructions, cand.instructions)
+    matched = joined.filter(pl.col("id").is_not_null() & pl.col("id_cand").is_not_null())
+    changed = (matched.with_columns((pl.col("duration_cand") - pl.col("duration"))
+                                    .alias("delta"),
+                                    (pl.col("start_cand") - pl.col("start")).alias("start_shift"))
+               .filter(pl.col("delta") != 0)
+               .sort(pl.col("delta").abs(), "key", descending=[True, False])
+               .head(TOP_INSTRUCTIONS)
+               .select("key", pl.col("id").alias("base_id"), pl.col("id_cand").alias("cand_id"),
+                       "engine", "opcode", "layer", pl.col("duration").alias("base"),
+                       pl.col("duration_cand").alias("cand"), "delta", "start_shift"))
+    waits = [s.filter(pl.col("bucket") == "waiting").select("engine", "cause", "cycles")
+             for s in (base.stalls, cand.stalls)]
+    stall_causes = (waits[0].rename({"cycles": "base"})
+                    .join(waits[1].rename({"cycles": "cand"}), on=["engine", "cause"],
+                          how="full", coalesce=True).fill_null(0)
+                    .with_columns((pl.col("cand") - pl.col("base")).alias("delta"))
+                    .filter(pl.col("delta") != 0)
+                    .sort(pl.col("delta").abs(), "engine", "cause",
+                          descending=[True, False, False]))
+    keys = [_finding_keys(f) for f in (base.findings, cand.findings)]
+    cols = ["code", "severity", "message"]
+    new = keys[1].filter(~pl.col("_key").is_in(keys[0]["_key"].implode())).select(cols)
+    resolved = keys[0].filter(~pl.col("_key").is_in(keys[1]["_key"].implode())).select(cols)
+    return Diff(
+        base=base.path, cand=cand.path, workload=cand.workload, source=cand.source,
+        base_makespan=base.makespan, cand_makespan=cand.makespan, threshold_pct=threshold_pct,
+        alignment=method, matched=matched.height,
+        only_base=joined.filter(pl.col("id_cand").is_null()).height,
+        only_cand=joined.filter(pl.col("id").is_null()).height,
+        by_layer=_by("layer", base.instructions, cand.instructions),
+        by_engine=_by("engine", base.instructions, cand.instructions),
+        by_opcode=_by("opcode", base.instructions, cand.instructions),
+        attribution_engine=_attribution("engine", base.critical.by_engine, cand.critical.by_engine,
+                                        total),
+        attribution_layer=_attribution("layer", base.critical.by_layer, cand.critical.by_layer,
+                                       total),
+        stall_causes=stall_causes, changed=changed, new_findings=new,
+        resolved_findings=resolved)

@@ -1,0 +1,456 @@
+"""The nightly suite: every workload of a suite file replayed, analysed and checked for bug
+signatures in parallel (local processes, or a Dask cluster through the same executor
+interface), the results appended to a partitioned Parquet history, and each workload compared
+with its baseline.
+
+A suite of two workloads whose second run finds gemm 6% slower than its last passing run
+(threshold 2%) gives
+
+    workload  status      makespan    baseline   change
+    gemm      regression  2,814,181   2,654,888  +6.00%
+    mlp       pass        1,317,979   1,317,979  +0.00%
+
+and the run exits 3. The history is one Parquet file per run,
+`HISTORY/date=YYYY-MM-DD/run=RUN_ID/results.parquet` (hive-partitioned), written to a
+temporary folder and renamed into place only when the run completes, so an interrupted run
+leaves the history as it was.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import glob
+import multiprocessing
+import os
+import shutil
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from tracekit.errors import TracekitError
+
+LAST_PASS = "last-pass"
+"""Baseline policy: the workload's most recent earlier run that passed."""
+
+
+class SuiteError(TracekitError):
+    """A suite file that cannot be read or breaks the format, or a history that cannot be
+    used as asked."""
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    REGRESSION = "regression"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    trace: Path
+    threshold_pct: float
+    baseline: str
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A suite file's contents; paths resolved against the file's folder."""
+
+    name: str
+    path: Path
+    machine: str | None
+    threshold_pct: float
+    baseline: str
+    trend_runs: int
+    history: Path | None
+    workloads: tuple[Workload, ...]
+
+
+SUITE_KEYS = {"name", "machine", "threshold_pct", "baseline", "trend_runs", "history",
+              "workloads"}
+WORKLOAD_KEYS = {"name", "trace", "threshold_pct", "baseline"}
+
+
+def load_suite(path: str | os.PathLike[str]) -> Suite:
+    """Read a suite TOML file (format in analysis/suites/sample.toml)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: no such suite file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"{path}: cannot be read ({exc}).") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML ({exc}).") from None
+    where = path.parent
+
+    def bad(key: str, why: str) -> SuiteError:
+        return SuiteError(f"{path}: {key} {why}")
+
+    unknown = sorted(set(data) - SUITE_KEYS)
+    if unknown:
+        raise bad(", ".join(unknown), f"is not a suite key; the keys are "
+                                      f"{', '.join(sorted(SUITE_KEYS))}.")
+
+    def number(table: dict[str, Any], key: str, default: float, label: str) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise bad(label, f"must be a number >= 0, not {value!r}.")
+        return float(value)
+
+    def text(table: dict[str, Any], key: str, default: str | None, label: str) -> str | None:
+        value = table.get(key, default)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise bad(label, f"must be a non-empty string, not {value!r}.")
+        return value
+
+    threshold = number(data, "threshold_pct", 2.0, "threshold_pct")
+    baseline = text(data, "baseline", LAST_PASS, "baseline") or LAST_PASS
+    trend = number(data, "trend_runs", 7, "trend_runs")
+    if trend < 1 or trend != int(trend):
+        raise bad("trend_runs", f"must be a whole number >= 1, not {data['trend_runs']!r}.")
+    machine = text(data, "machine", None, "machine")
+    if machine is not None and (where / machine).exists():
+        machine = str(where / machine)
+    history = text(data, "history", None, "history")
+    entries = data.get("workloads")
+    if not isinstance(entries, list) or not entries:
+        raise bad("workloads", "must list at least one workload: [[workloads]] tables with "
+                               "a trace = \"PATH or GLOB\".")
+    workloads: list[Workload] = []
+    for i, entry in enumerate(entries):
+        label = f"workloads[{i}]"
+        if not isinstance(entry, dict):
+            raise bad(label, "must be a table with trace = \"PATH or GLOB\".")
+        extra = sorted(set(entry) - WORKLOAD_KEYS)
+        if extra:
+            raise bad(f"{label}.{extra[0]}", f"is not a workload key; the keys are "
+                                             f"{', '.join(sorted(WORKLOAD_KEYS))}.")
+        pattern = text(entry, "trace", None, f"{label}.trace")
+        if pattern is None:
+            raise bad(f"{label}.trace", "is missing: the path (or glob) of the trace bundle.")
+        w_threshold = number(entry, "threshold_pct", threshold, f"{label}.threshold_pct")
+        w_baseline = text(entry, "baseline", baseline, f"{label}.baseline") or baseline
+        name = text(entry, "name", None, f"{label}.name")
+        full = os.path.normpath(where / pattern)
+        if glob.has_magic(pattern):
+            matches = sorted(Path(p) for p in glob.glob(full) if Path(p).is_dir())
+            if not matches:
+                raise bad(f"{label}.trace", f"{pattern!r} matches no folder under {where}.")
+            workloads += [Workload(f"{name}/{m.name}" if name else m.name, m, w_threshold,
+                                   w_baseline) for m in matches]
+        else:
+            # A missing or broken trace is that workload's error at run time, not the suite's.
+            workloads.append(Workload(name or Path(pattern).name, Path(full), w_threshold,
+                                      w_baseline))
+    names = [w.name for w in workloads]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise bad("workloads", f"name {dupes[0]!r} more than once: give each a distinct "
+                               f"name = \"...\".")
+    return Suite(name=str(data.get("name") or path.stem), path=path, machine=machine,
+                 threshold_pct=threshold, baseline=baseline, trend_runs=int(trend),
+                 history=(where / history) if history else None, workloads=tuple(workloads))
+
+
+# --- one workload's job (runs in a worker process) ----------------------------------------------
+
+
+def run_workload(name: str, trace: str, machine: str | None) -> dict[str, Any]:
+    """Replay (model mode), analyse (observed timeline when timed, else the replay) and look
+    for bug signatures. Plain values only, so any executor can ship the result. A trace that
+    cannot be read or replayed gives status "error" with the message; nothing is raised."""
+    try:
+        return {"workload": name, "trace": trace, "error": None, **_measure(trace, machine)}
+    except TracekitError as exc:
+        return {"workload": name, "trace": trace, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - one workload's bug must not stop the others
+        return {"workload": name, "trace": trace,
+                "error": f"internal error: {type(exc).__name__}: {exc}"}
+
+
+def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
+    from tracekit.analysis.critical_path import critical_path
+    from tracekit.analysis.diff import choose_source
+    from tracekit.analysis.signatures import find_bugs
+    from tracekit.analysis.stalls import stall_table
+    from tracekit.analysis.timelines import timeline
+    from tracekit.replay.machine import resolve_machine
+    from tracekit.replay.run import replay
+    from tracekit.trace.bundle import open_trace
+
+    trace = open_trace(trace_path)
+    machine = resolve_machine(machine_spec)
+    predicted = replay(trace, machine)
+    source = choose_source(trace, trace, "auto")
+    line = timeline(trace, machine, source)
+    path = critical_path(line.frame, line.graph, line.kind_latency)
+    stalls = stall_table(line.frame)
+    findings = find_bugs(trace, machine)
+    busy = (stalls.filter(pl.col("bucket") == "busy").group_by("engine", maintain_order=True)
+            .agg(pl.col("pct").sum()))
+    waiting = int(stalls.filter(pl.col("bucket") == "waiting")["cycles"].sum())
+    return {
+        "workload_name": trace.manifest.workload,
+        "timeline": source.value,
+        "instructions": trace.manifest.tables["instructions"].rows,
+        "makespan": path.makespan,
+        "replay_makespan": int(predicted.makespan),
+        "stall_cycles": waiting,
+        "engines": [{"engine": e, "busy_pct": round(p, 3)} for e, p in busy.iter_rows()],
+        "critical_path": [{"group": g, "cycles": int(c)} for g, c, _ in
+                          path.by_engine.iter_rows()],
+        "findings": [{"code": f.code.value, "severity": f.severity.value,
+                      "message": f.message} for f in findings],
+    }
+
+
+# --- executors ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def executor(scheduler: str | None, workers: int | None) -> Iterator[cf.Executor]:
+    """Local worker processes, or the Dask cluster at `scheduler` (tcp://HOST:PORT) through
+    its concurrent.futures interface: the caller's code path is the same for both."""
+    if scheduler is None:
+        count = workers or min(os.cpu_count() or 1, 8)
+        # spawn, not fork: polars' and numba's threads do not survive a fork.
+        with cf.ProcessPoolExecutor(max_workers=count,
+                                    mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield pool
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SuiteError("--scheduler needs Dask's distributed package: "
+                         "pip install 'tracekit[dask]'.") from None
+    _reachable(scheduler)
+    try:
+        client = Client(scheduler, timeout=30)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SuiteError(f"cannot reach the Dask scheduler at {scheduler}: {exc}. Check the "
+                         f"address (tcp://HOST:PORT) and that the scheduler is running.") \
+            from None
+    try:
+        with client.get_executor(pure=False) as pool:
+            yield pool
+    finally:
+        client.close()
+
+
+def _reachable(scheduler: str) -> None:
+    """Fail fast on a tcp:// address nothing listens on (the client would retry for its
+    whole timeout)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(scheduler)
+    if parts.scheme != "tcp":
+        return
+    try:
+        with socket.create_connection((parts.hostname or "", parts.port or 8786), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        raise SuiteError(f"cannot reach the Dask scheduler at {scheduler}: {exc}. Check the "
+                         f"address (tcp://HOST:PORT) and that the scheduler is running.") \
+            from None
+
+
+def run_all(suite: Suite, pool: cf.Executor,
+            progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Every workload's job on `pool`, results in suite order. A job whose worker dies is
+    that workload's error."""
+    futures = [pool.submit(run_workload, w.name, str(w.trace), suite.machine)
+               for w in suite.workloads]
+    results = []
+    for w, future in zip(suite.workloads, futures, strict=True):
+        try:
+            results.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - a lost worker is one workload's failure
+            results.append({"workload": w.name, "trace": str(w.trace),
+                            "error": f"worker failed: {type(exc).__name__}: {exc}"})
+        if progress:
+            progress(w.name)
+    return results
+
+
+# --- history ------------------------------------------------------------------------------------
+
+HISTORY_SCHEMA = {
+    "run_id": pl.String, "date": pl.String, "started": pl.String, "suite": pl.String,
+    "workload": pl.String,
+    "trace": pl.String, "status": pl.String, "error": pl.String, "workload_name": pl.String,
+    "timeline": pl.String, "instructions": pl.Int64, "makespan": pl.Int64,
+    "replay_makespan": pl.Int64, "stall_cycles": pl.Int64,
+    "engines": pl.List(pl.Struct({"engine": pl.String, "busy_pct": pl.Float64})),
+    "critical_path": pl.List(pl.Struct({"group": pl.String, "cycles": pl.Int64})),
+    "findings": pl.List(pl.Struct({"code": pl.String, "severity": pl.String,
+                                   "message": pl.String})),
+    "errors": pl.Int64, "warnings": pl.Int64, "baseline_run": pl.String,
+    "baseline_makespan": pl.Int64, "delta_pct": pl.Float64, "threshold_pct": pl.Float64,
+    "new_error_codes": pl.List(pl.String),
+}
+"""One row per workload per run. started: the run's UTC start (ISO 8601), which orders runs;
+makespan: cycles of the analysed timeline (observed when the
+trace is timed); replay_makespan: the model's prediction; stall_cycles: waiting cycles summed
+over engines; errors, warnings: findings by severity; delta_pct: makespan change against the
+baseline run; new_error_codes: error-severity codes the baseline did not have."""
+
+
+def read_history(history: Path) -> pl.DataFrame:
+    """Every completed run in `history` (empty with the schema when there is none)."""
+    files = sorted(history.glob("date=*/run=*/results.parquet"))
+    if not files:
+        return pl.DataFrame(schema=HISTORY_SCHEMA)
+    try:
+        frames = [pl.read_parquet(f) for f in files]
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SuiteError(f"{history}: a results file of the history cannot be read "
+                         f"({exc}); move the broken run folder aside.") from None
+    return pl.concat([f.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA) for f in frames])
+
+
+def write_run(history: Path, run: pl.DataFrame) -> Path:
+    """Add one run's rows to the history atomically: written in a temporary folder beside the
+    partitions, then renamed into place."""
+    run_id, date = run["run_id"][0], run["date"][0]
+    final = history / f"date={date}" / f"run={run_id}"
+    if final.exists():
+        raise SuiteError(f"{final}: run {run_id} is already in the history; give another "
+                         f"--run-id.")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".run={run_id}.", dir=final.parent))
+    try:
+        run.write_parquet(staging / "results.parquet")
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+# --- comparison ---------------------------------------------------------------------------------
+
+
+@dataclass
+class NightlyRun:
+    """A completed run: its rows (HISTORY_SCHEMA) and the history before it."""
+
+    suite: Suite
+    rows: pl.DataFrame
+    before: pl.DataFrame
+    history: Path
+    saved: Path | None = None
+    reports: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def regressions(self) -> int:
+        return self.rows.filter(pl.col("status") == Status.REGRESSION.value).height
+
+    @property
+    def errors(self) -> int:
+        return self.rows.filter(pl.col("status") == Status.ERROR.value).height
+
+
+def _baseline(before: pl.DataFrame, workload: str, policy: str) -> dict[str, Any] | None:
+    mine = before.filter(pl.col("workload") == workload)
+    if policy == LAST_PASS:
+        mine = mine.filter(pl.col("status") == Status.PASS.value)
+    else:
+        mine = mine.filter(pl.col("run_id") == policy)
+    if mine.height == 0:
+        return None
+    return mine.sort("started", "run_id").row(-1, named=True)
+
+
+def compare(suite: Suite, results: list[dict[str, Any]], before: pl.DataFrame, run_id: str,
+            date: str, started: str) -> pl.DataFrame:
+    """Each result with its baseline and status, as history rows."""
+    for policy in sorted({w.baseline for w in suite.workloads} - {LAST_PASS}):
+        if before.filter(pl.col("run_id") == policy).height == 0:
+            raise SuiteError(f"{suite.path}: baseline = {policy!r} names no run in the "
+                             f"history; use a run id listed there or \"{LAST_PASS}\".")
+    rows = []
+    for w, r in zip(suite.workloads, results, strict=True):
+        row: dict[str, Any] = {key: None for key in HISTORY_SCHEMA}
+        row.update({k: v for k, v in r.items() if k in HISTORY_SCHEMA})
+        row.update(run_id=run_id, date=date, started=started, suite=suite.name,
+                   threshold_pct=w.threshold_pct, new_error_codes=[])
+        if r["error"] is not None:
+            row["status"] = Status.ERROR.value
+            rows.append(row)
+            continue
+        severities = [f["severity"] for f in r["findings"]]
+        row.update(errors=severities.count("error"), warnings=severities.count("warning"))
+        status = Status.PASS
+        base = _baseline(before, w.name, w.baseline)
+        if base is not None:
+            row.update(baseline_run=base["run_id"], baseline_makespan=base["makespan"])
+            if base["makespan"]:
+                row["delta_pct"] = 100.0 * (r["makespan"] - base["makespan"]) / base["makespan"]
+            old = {f["code"] for f in base["findings"] or [] if f["severity"] == "error"}
+            new = sorted({f["code"] for f in r["findings"] if f["severity"] == "error"} - old)
+            row["new_error_codes"] = new
+            if (row["delta_pct"] or 0.0) > w.threshold_pct or new:
+                status = Status.REGRESSION
+        row["status"] = status.value
+        rows.append(row)
+    return pl.DataFrame(rows, schema=HISTORY_SCHEMA)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def nightly(suite: Suite, history: Path, *, scheduler: str | None = None,
+            workers: int | None = None, run_id: str | None = None, date: str | None = None,
+            pool: cf.Executor | None = None,
+            progress: Callable[[str], None] | None = None) -> NightlyRun:
+    """Run the suite, compare with the history and append this run to it. The jobs run on
+    `pool` when one is given, else on `executor(scheduler, workers)`."""
+    now = datetime.now(UTC)
+    run_id = run_id or new_run_id(now)
+    if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise SuiteError(f"--run-id {run_id!r}: use letters, digits, '-', '_' and '.' only.")
+    date = date or now.strftime("%Y-%m-%d")
+    before = read_history(history)
+    if before.filter(pl.col("run_id") == run_id).height:
+        raise SuiteError(f"{history}: run {run_id} is already in the history; give another "
+                         f"--run-id.")
+    if pool is not None:
+        results = run_all(suite, pool, progress)
+    else:
+        with executor(scheduler, workers) as own:
+            results = run_all(suite, own, progress)
+    rows = compare(suite, results, before, run_id, date, now.isoformat())
+    run = NightlyRun(suite=suite, rows=rows, before=before, history=history)
+    run.saved = write_run(history, rows)
+    return run
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+
+def trend(run: NightlyRun) -> pl.DataFrame:
+    """Makespan per workload (rows) over the last `trend_runs` runs (columns, oldest first;
+    "-" where a workload has no result)."""
+    every = pl.concat([run.before, run.rows])
+    runs = (every.select("started", "run_id").unique().sort("started", "run_id")
+            .tail(run.suite.trend_runs)["run_id"].to_list())
+    names = [w.name for w in run.suite.workloads]
+    recent = every.filter(pl.col("run_id").is_in(runs) & pl.col("workload").is_in(names))
+    table = {"workload": names}
+    for r in runs:
+        got = dict(recent.filter(pl.col("run_id") == r).select("workload", "makespan")
+                   .iter_rows())
+        table[r] = [got.get(n) for n in names]
+    return pl.DataFrame(table, schema={"workload": pl.String,
+                                       **{r: pl.Int64 for r in runs}})
