@@ -37,6 +37,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+export_app = typer.Typer(help="Export traces to other tools' formats.", no_args_is_help=True,
+                         rich_markup_mode=None)
+convert_app = typer.Typer(help="Import other tools' output as trace bundles.",
+                          no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(export_app, name="export")
+app.add_typer(convert_app, name="convert")
 
 
 class Format(StrEnum):
@@ -661,6 +667,88 @@ def generate(
     rows_written = trace.manifest.tables["instructions"].rows
     typer.echo(f"wrote {trace.path}: {rows_written:,} instructions "
                f"({trace.manifest.workload})")
+
+
+@export_app.command("perfetto")
+@handles_errors
+def export_perfetto(
+    trace: TraceArg,
+    output: Annotated[Path, Opt("--output", "-o", help="Chrome trace JSON file to write (a "
+                                "name ending in .gz is compressed).", show_default=False)],
+    with_replay: Annotated[bool, Opt("--replay", help="Also replay the trace through the "
+                                     "timing model: the predicted timeline as a second "
+                                     "process beside the observed one.")] = False,
+    critical_path: Annotated[bool, Opt("--critical-path", help="Flow arrows along each "
+                                       "timeline's critical path.")] = False,
+    from_cycle: Annotated[int | None, Opt("--from", help="Export only the instructions that "
+                                          "overlap [FROM, TO) (cycles).",
+                                          show_default=False)] = None,
+    to_cycle: Annotated[int | None, Opt("--to", help="End of the window (cycles, "
+                                        "exclusive).", show_default=False)] = None,
+    max_events: Annotated[int | None, Opt("--max-events", min=1, help="Keep the events "
+                                          "before the cycle where their count would pass N.",
+                                          show_default=False)] = None,
+    machine: MachineOpt = None,
+    force: Annotated[bool, Opt("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Chrome trace event JSON for the Perfetto UI and chrome://tracing: a track per engine,
+    a slice per instruction, DMA bandwidth counters, the critical path as flow arrows. Times
+    are cycles (1 us on the viewer's ruler = 1 cycle)."""
+    from tracekit.convert.perfetto import export_perfetto as run_export
+    from tracekit.replay.machine import resolve_machine
+
+    if output.exists() and not force:
+        raise TraceExistsError(f"{output}: already exists. Choose another path or pass "
+                               f"--force to replace it.")
+    with _status(f"writing {output}"):
+        result = run_export(open_trace(trace), output, machine=resolve_machine(machine),
+                            replay=with_replay, critical_path=critical_path, start=from_cycle,
+                            end=to_cycle, max_events=max_events)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"wrote {output}: {result.events:,} events ({result.slices:,} slices, "
+               f"{result.flows:,} flow events, {result.counters:,} counter events; "
+               f"timelines: {', '.join(result.timelines)})")
+
+
+@convert_app.command("chrome")
+@handles_errors
+def convert_chrome(
+    source: Annotated[Path, typer.Argument(help="Chrome trace event JSON file (.json or "
+                                           ".json.gz).", show_default=False)],
+    output: Annotated[Path, Opt("--output", "-o", help="Bundle folder to write.",
+                                show_default=False)],
+    cycles_per_us: Annotated[float | None, Opt(
+        "--cycles-per-us", help="Cycles per microsecond of ts (default 1000, i.e. 1 GHz; "
+        "tracekit's own exports: exact cycles).", show_default=False)] = None,
+    nesting: Annotated[str, Opt(help="Slices nested on one thread: depth (each depth its own "
+                                     "engine), top (outermost only) or leaf (innermost "
+                                     "only).")] = "depth",
+    workload: Annotated[str | None, Opt(help="Workload name for the manifest (default: from "
+                                        "the file).", show_default=False)] = None,
+    force: Annotated[bool, Opt("--force", help="Replace an existing bundle.")] = False,
+) -> None:
+    """Import Chrome trace event JSON (PyTorch profiler, simulators, `tracekit export
+    perfetto`): slices become instructions, threads engines, flow events dependencies."""
+    from tracekit.convert.chrome import Nesting
+    from tracekit.convert.chrome import convert_chrome as run_convert
+
+    if nesting not in {n.value for n in Nesting}:
+        raise typer.BadParameter(f"{nesting!r} is not one of depth, top, leaf",
+                                 param_hint="--nesting")
+    if output.exists() and not force:  # before reading what may be a large file
+        raise TraceExistsError(f"{output}: already exists. Choose another path or pass "
+                               f"--force to replace it.")
+    with _status(f"importing {source}"):
+        trace, notes = run_convert(source, output, cycles_per_us=cycles_per_us,
+                                   nesting=Nesting(nesting), workload=workload,
+                                   overwrite=force)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    tables = trace.manifest.tables
+    deps = tables["deps"].rows if "deps" in tables else 0
+    typer.echo(f"wrote {trace.path}: {tables['instructions'].rows:,} instructions, {deps:,} "
+               f"dependencies ({trace.manifest.workload})")
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Importers and exporters between trace bundles and other tools' formats."""

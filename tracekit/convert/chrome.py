@@ -1,0 +1,812 @@
+"""Import Chrome trace event JSON (the PyTorch profiler's, many simulators', tracekit's own
+export) as a trace bundle: slices become instructions, threads become engines, flow events
+become dependencies.
+
+    [{"ph": "M", "name": "thread_name", "pid": 1, "tid": 7, "args": {"name": "stream 7"}},
+     {"ph": "X", "name": "cudaLaunchKernel", "cat": "cuda_runtime", "pid": 1, "tid": 1,
+      "ts": 10.0, "dur": 4.5},
+     {"ph": "X", "name": "gemm", "cat": "kernel", "pid": 1, "tid": 7, "ts": 16.0, "dur": 20.0},
+     {"ph": "s", "id": 3, "cat": "ac2g", "name": "ac2g", "pid": 1, "tid": 1, "ts": 10.0},
+     {"ph": "f", "id": 3, "cat": "ac2g", "name": "ac2g", "pid": 1, "tid": 7, "ts": 16.0,
+      "bp": "e"}]
+
+at the default 1000 cycles per µs gives instruction 0 (engine "1/1", opcode cudaLaunchKernel,
+layer cuda_runtime, cycles 0-4500), instruction 1 (engine "1/stream 7", opcode gemm, layer
+kernel, cycles 6000-26000) and the dependency 0 -> 1 (kind data).
+
+Rules:
+
+- Input: an object with `traceEvents` (and optionally `otherData`), or a bare array (whose
+  closing bracket may be missing, as the format allows); gzip-compressed files are read too.
+- Slices: complete events (ph X) and B/E pairs, paired per (pid, tid) in time order. Instant
+  events (i, I), counters, samples, async and object events are ignored and counted in the
+  notes. name -> opcode; cat -> layer (the category is what such traces attribute time to:
+  kernel, cpu_op, cuda_runtime, ...); args bytes, elements, flops (non-negative) and pc when
+  integers; E events' args are not read.
+- Time: cycles = (ts - the earliest slice's ts) x cycles_per_us (default 1000: 1 cycle = 1 ns,
+  clock_hz 1e9), rounded to the nearest integer at both ends of each slice; the offset in µs
+  goes to the manifest's extra.chrome.origin_us.
+- Engines: one per thread, "PROCESS/THREAD" from the process_name and thread_name metadata
+  (the pid or tid itself where a name is missing). Slices nested on one thread (a CPU op and
+  the ops it calls) would break the engine's one-instruction-at-a-time rule; `nesting` decides:
+  depth (default) keeps every slice and puts depth d > 0 on engine "PROCESS/THREAD/d{d}" (a
+  slice goes to the lowest depth free at its start, so improperly overlapping slices also land
+  on separate engines); top keeps the outermost slices; leaf keeps the slices inside which no
+  other slice begins.
+- Order: ids follow (start, depth, engine, position in the file); seq numbers each engine's
+  instructions in that order.
+- Flows: v1 events (s, t, f) with equal (cat, name, id) form a chain in time order: s and t
+  bind to the innermost kept slice enclosing their ts on their thread, f likewise with bp "e"
+  and otherwise to the next slice starting at or after its ts; each step of a chain becomes a
+  deps row (kind data). X or B events with bind_id and flow_out / flow_in form chains the same
+  way (bound to the event's own slice). A t or f whose id no s opened is an error; an s that no
+  f closes, an end that binds to no slice, a self edge and an edge that goes back in time are
+  dropped and counted in the notes.
+- tracekit's own export (`otherData.tracekit`) is read exactly: the first timeline's slices
+  (observed when present) with their args' id, engine, seq, layer, pc, elements, bytes and
+  flops, ts and dur as cycles, the clock and workload from otherData, and the critical path's
+  flows as deps of the edge kind they carry.
+
+Bad input raises ChromeTraceError naming the file, the event's index in traceEvents and the fix.
+"""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import json
+import math
+import operator
+import os
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from itertools import repeat
+from operator import itemgetter, methodcaller
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import polars as pl
+
+from tracekit import __version__
+from tracekit.errors import TracekitError
+from tracekit.trace.bundle import Trace, write_trace
+from tracekit.trace.manifest import Producer
+from tracekit.trace.schema import INSTRUCTIONS, EdgeKind
+from tracekit.trace.summary import natural_key
+
+DEFAULT_CYCLES_PER_US = 1000.0
+"""Cycles per microsecond of ts when neither the user nor the file says: 1 GHz."""
+
+TRACEKIT_FORMAT = 1
+MAX_CYCLES = 2**62
+SLICE_PHASES = ("X", "B", "E")
+FLOW_PHASES = ("s", "t", "f")
+START, STEP, END = 0, 1, 2
+ENCLOSING, NEXT = 0, 1
+WORK_ARGS = ("pc", "elements", "bytes", "flops")
+
+
+class ChromeTraceError(TracekitError):
+    """A Chrome trace event file that cannot be imported: not JSON, no slices, a malformed
+    event, unmatched B/E, a flow with an unknown id."""
+
+
+class Nesting(StrEnum):
+    """Which slices nested on one thread become instructions (see the module docstring)."""
+
+    DEPTH = "depth"
+    TOP = "top"
+    LEAF = "leaf"
+
+
+@dataclass(frozen=True)
+class ChromeImport:
+    """The tables and manifest fields of an imported file, and notes on what was dropped.
+
+    `instructions`: the schema's instruction columns (start, end in cycles). `deps`: src, dst,
+    kind. `extra`: the manifest's extra.chrome record.
+    """
+
+    instructions: pl.DataFrame
+    deps: pl.DataFrame
+    workload: str | None
+    clock_hz: float
+    extra: dict[str, Any]
+    notes: tuple[str, ...]
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while millions of event dicts and field tuples are
+    made: none of them forms a cycle, and each collection would walk them all again (it
+    doubles the time of json.loads on a large trace). Restored on the way out."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_events(path: str | os.PathLike[str]) -> tuple[list[Any], dict[str, Any]]:
+    """The event list and the otherData object of a Chrome trace event file."""
+    source = Path(path)
+    try:
+        data = source.read_bytes()
+    except FileNotFoundError:
+        raise ChromeTraceError(f"{source}: no such file. Pass a Chrome trace event JSON file "
+                               f"(.json or .json.gz).") from None
+    except OSError as exc:
+        raise ChromeTraceError(f"{source}: cannot read the file ({exc.strerror}).") from None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ChromeTraceError(f"{source}: a damaged gzip file ({exc}); recompress it or "
+                                   f"pass the plain JSON.") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ChromeTraceError(f"{source}: not UTF-8 text (byte {exc.start}); a Chrome trace "
+                               f"is a JSON file.") from None
+    try:
+        with _gc_paused():
+            doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        doc = _unterminated_array(text)
+        if doc is None:
+            raise ChromeTraceError(
+                f"{source}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). Pass "
+                f"a Chrome trace event file: an object with traceEvents, or an array of "
+                f"events.") from None
+    if isinstance(doc, dict) and "traceEvents" in doc:
+        events, other = doc["traceEvents"], doc.get("otherData")
+        if not isinstance(events, list):
+            raise ChromeTraceError(f"{source}: traceEvents is a {type(events).__name__}, not "
+                                   f"an array of events.")
+    elif isinstance(doc, list):
+        events, other = doc, None
+    else:
+        raise ChromeTraceError(f"{source}: the JSON is neither an array of events nor an "
+                               f"object with a traceEvents array; is it a Chrome trace event "
+                               f"file?")
+    if not events:
+        raise ChromeTraceError(f"{source}: holds no events; there is nothing to import.")
+    return events, other if isinstance(other, dict) else {}
+
+
+def _unterminated_array(text: str) -> Any:
+    """The format lets an array of events miss its closing bracket (a trace cut short)."""
+    body = text.rstrip()
+    if not body.startswith("[") or body.endswith("]"):
+        return None
+    try:
+        return json.loads(body.rstrip(",") + "]")
+    except json.JSONDecodeError:
+        return None
+
+
+# --- compiled passes -------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair(thread, is_begin):  # pragma: no cover - compiled
+    """Match E to B per thread, rows sorted by (thread, ts, file order). Returns the B row of
+    each E row (-1 for B rows), a status (0 ok, 1 an E with no open B, 2 a B never ended)
+    and the offending row."""
+    n = thread.size
+    partner = np.full(n, -1, dtype=np.int64)
+    stack = np.empty(n + 1, dtype=np.int64)
+    top = 0
+    for i in range(n):
+        if i > 0 and thread[i] != thread[i - 1] and top > 0:
+            return partner, 2, stack[top - 1]
+        if is_begin[i]:
+            stack[top] = i
+            top += 1
+        else:
+            if top == 0:
+                return partner, 1, i
+            top -= 1
+            partner[i] = stack[top]
+    if top > 0:
+        return partner, 2, stack[top - 1]
+    return partner, 0, -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _depths(thread, start, end):  # pragma: no cover - compiled
+    """Rows sorted by (thread, start, -end): each slice's depth (the lowest level with nothing
+    open at its start) and whether another slice of its thread begins inside it."""
+    n = start.size
+    depth = np.zeros(n, dtype=np.int64)
+    inner = np.zeros(n, dtype=np.bool_)
+    busy = np.empty(n + 1, dtype=np.float64)
+    used = 0
+    for i in range(n):
+        if i == 0 or thread[i] != thread[i - 1]:
+            used = 0
+        k = 0
+        while k < used and busy[k] > start[i]:
+            k += 1
+        if k == used:
+            used += 1
+        busy[k] = end[i]
+        depth[i] = k
+        if i + 1 < n and thread[i + 1] == thread[i] and start[i + 1] < end[i]:
+            inner[i] = True
+    return depth, inner
+
+
+@numba.njit(cache=True, nogil=True)
+def _bind(group_ptr, thread_groups, ts, end, ep_thread, ep_ts, ep_mode):  # pragma: no cover
+    """The slice each flow end binds to (-1: none). Slices sorted by (thread, depth, ts);
+    group g is rows group_ptr[g]:group_ptr[g+1]; thread t's groups (by depth) are
+    thread_groups[t]:thread_groups[t+1]. ENCLOSING: the deepest slice with ts <= t <= end;
+    NEXT: the slice starting first at or after t (the shallowest on a tie)."""
+    out = np.full(ep_ts.size, -1, dtype=np.int64)
+    for j in range(ep_ts.size):
+        t = ep_thread[j]
+        if t < 0:
+            continue
+        x = ep_ts[j]
+        if ep_mode[j] == 0:
+            for g in range(thread_groups[t + 1] - 1, thread_groups[t] - 1, -1):
+                lo, hi = group_ptr[g], group_ptr[g + 1]
+                k = lo + np.searchsorted(ts[lo:hi], x, side="right") - 1
+                if k >= lo and end[k] >= x:
+                    out[j] = k
+                    break
+        else:
+            best = np.inf
+            for g in range(thread_groups[t], thread_groups[t + 1]):
+                lo, hi = group_ptr[g], group_ptr[g + 1]
+                k = lo + np.searchsorted(ts[lo:hi], x, side="left")
+                if k < hi and ts[k] < best:
+                    best = ts[k]
+                    out[j] = k
+    return out
+
+
+# --- field extraction ------------------------------------------------------------------------
+
+
+class _Events:
+    """Typed access to the fields of the events at given indices, failing with the file and the
+    first offending event's index. Each field is gathered in one pass and its types checked as
+    a set (C speed); only a failing check looks for the offending event."""
+
+    def __init__(self, events: list[Any], source: str) -> None:
+        self.events = events
+        self.source = source
+
+    def fail(self, index: int, what: str, fix: str) -> ChromeTraceError:
+        return ChromeTraceError(f"{self.source}: event {index}: {what}. {fix}")
+
+    def get(self, idx: np.ndarray, key: str) -> list[Any]:
+        return list(map(methodcaller("get", key), map(self.events.__getitem__, idx.tolist())))
+
+    def columns(self, idx: np.ndarray, *keys: str) -> dict[str, Sequence[Any]]:
+        """Several fields of the events at `idx` (None where missing) in one pass when every
+        event has them all, the common case."""
+        subset = list(map(self.events.__getitem__, idx.tolist()))
+        if not subset:
+            return {key: [] for key in keys}
+        try:
+            return dict(zip(keys, zip(*map(itemgetter(*keys), subset), strict=True),
+                            strict=True))
+        except KeyError:
+            return {key: list(map(methodcaller("get", key), subset)) for key in keys}
+
+    def numbers(self, idx: np.ndarray, key: str, what: str,
+                values: Sequence[Any] | None = None) -> np.ndarray:
+        values = self.get(idx, key) if values is None else values
+        if set(map(type, values)) <= {int, float}:
+            try:
+                array = np.array(values, dtype=np.float64)
+            except OverflowError:
+                array = np.array([math.inf])
+            if np.isfinite(array).all():
+                return array
+        for k, v in enumerate(values):
+            if type(v) not in (int, float) or not _finite(v):
+                shown = "missing" if v is None else f"{json.dumps(v)}, not a finite number"
+                raise self.fail(int(idx[k]), f'"{key}" is {shown}',
+                                f"Every {what} needs a numeric {key} in microseconds.")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def ids(self, idx: np.ndarray, key: str, what: str,
+            values: Sequence[Any] | None = None) -> Sequence[Any]:
+        values = self.get(idx, key) if values is None else values
+        if not set(map(type, values)) <= {int, str}:
+            k = next(k for k, v in enumerate(values) if type(v) not in (int, str))
+            raise self.fail(int(idx[k]), f'"{key}" is missing or not an integer or string',
+                            f"Every {what} needs a {key}.")
+        return values
+
+    def names(self, idx: np.ndarray, key: str, what: str,
+              values: Sequence[Any] | None = None) -> Sequence[str]:
+        values = self.get(idx, key) if values is None else values
+        if not set(map(type, values)) <= {str}:
+            k = next(k for k, v in enumerate(values) if type(v) is not str)
+            raise self.fail(int(idx[k]), f'"{key}" is missing or not a string',
+                            f"Every {what} needs a {key}.")
+        return values
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _thread_codes(pids: Sequence[Any], tids: Sequence[Any],
+                  threads: dict[tuple[Any, Any], int]) -> np.ndarray:
+    setdefault = threads.setdefault
+    return np.array([setdefault(key, len(threads)) for key in zip(pids, tids, strict=True)],
+                    dtype=np.int64)
+
+
+def _arg_columns(args: list[Any], keys: tuple[str, ...]) -> dict[str, Sequence[Any]]:
+    """args[key] of each event for each key (None where args is not an object or lacks the
+    key), in one pass over the args objects."""
+    if not args:
+        return {key: [] for key in keys}
+    if not set(map(type, args)) <= {dict}:
+        args = [a if type(a) is dict else {} for a in args]
+    return dict(zip(keys, zip(*[tuple(map(a.get, keys)) for a in args], strict=True),
+                    strict=True))
+
+
+def _arg_ints(values: Sequence[Any], key: str) -> pl.Series:
+    """The values that are integers (or integral floats) in int64, and non-negative for the
+    schema's non-negative columns (all but pc); others null."""
+    low = 0 if INSTRUCTIONS.column(key).non_negative else -MAX_CYCLES
+    if set(map(type, values)) <= {int, type(None)}:
+        try:
+            series = pl.Series(key, values, dtype=pl.Int64)
+            return series.set(series < low, None) if (series < low).any() else series
+        except (OverflowError, pl.exceptions.PolarsError):
+            pass
+    out: list[int | None] = []
+    for v in values:
+        if type(v) is int and low <= v < MAX_CYCLES:
+            out.append(v)
+        elif type(v) is float and low <= v < MAX_CYCLES and v.is_integer():
+            out.append(int(v))
+        else:
+            out.append(None)
+    return pl.Series(key, out, dtype=pl.Int64)
+
+
+def _arg_strings(values: Sequence[Any]) -> pl.Series:
+    """Strings as they are, anything else null."""
+    if set(map(type, values)) <= {str, type(None)}:
+        return pl.Series(values, dtype=pl.String)
+    return pl.Series([v if type(v) is str else None for v in values], dtype=pl.String)
+
+
+# --- the conversion --------------------------------------------------------------------------
+
+
+@dataclass
+class _Slices:
+    """Every slice of the file (X events, then B/E pairs): its event index (of the X or the B),
+    thread code, ts and end (µs), and depth on its thread (filled in once known)."""
+
+    event: np.ndarray
+    thread: np.ndarray
+    ts: np.ndarray
+    end: np.ndarray
+    depth: np.ndarray | None = None
+
+
+def chrome_tables(events: list[Any], other: dict[str, Any], source: str, *,
+                  cycles_per_us: float | None = None,
+                  nesting: Nesting | str = Nesting.DEPTH) -> ChromeImport:
+    """The instructions and deps of a Chrome trace's events (see the module docstring)."""
+    with _gc_paused():
+        return _chrome_tables(events, other, source, cycles_per_us, Nesting(nesting))
+
+
+def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
+                   cycles_per_us: float | None, nesting: Nesting) -> ChromeImport:
+    if cycles_per_us is not None and not (math.isfinite(cycles_per_us) and cycles_per_us > 0):
+        raise ChromeTraceError(f"--cycles-per-us must be a positive number, got "
+                               f"{cycles_per_us}.")
+    ev = _Events(events, source)
+    if not set(map(type, events)) <= {dict}:
+        i, e = next((i, e) for i, e in enumerate(events) if type(e) is not dict)
+        raise ev.fail(i, f"a {type(e).__name__}, not an object",
+                      "Every entry of traceEvents must be a JSON object.")
+    phases = list(map(methodcaller("get", "ph"), events))
+    if not set(map(type, phases)) <= {str}:
+        i = next(i for i, p in enumerate(phases) if type(p) is not str)
+        raise ev.fail(i, 'no "ph" (phase)', 'Give every event a phase such as "X".')
+    ph = np.array(phases, dtype=object)
+    tk = other.get("tracekit")
+    tracekit_pid = None
+    if isinstance(tk, dict) and tk.get("format") == TRACEKIT_FORMAT and tk.get("timelines"):
+        first = tk["timelines"][0]
+        tracekit_pid = first.get("pid") if isinstance(first, dict) else None
+    keep_event = np.ones(len(events), dtype=bool)
+    if tracekit_pid is not None:
+        pids = map(methodcaller("get", "pid"), events)
+        keep_event = np.fromiter(map(operator.eq, pids, repeat(tracekit_pid)), dtype=bool,
+                                 count=len(events))
+
+    threads: dict[tuple[Any, Any], int] = {}
+    slices = _collect_slices(ev, ph, keep_event, threads)
+    if slices.event.size == 0:
+        raise ChromeTraceError(f"{source}: no complete events (ph X) or B/E pairs; there is "
+                               f"nothing to import as instructions.")
+    ignored = Counter(p for p, keep in zip(phases, keep_event.tolist(), strict=True)
+                      if keep and p not in SLICE_PHASES + FLOW_PHASES + ("M",))
+    if tracekit_pid is not None:
+        ignored.pop("C", None)  # the export's own bandwidth counters
+    notes: list[str] = []
+
+    # Depth of each slice on its thread, and which are kept.
+    order = np.lexsort((slices.event, -slices.end, slices.ts, slices.thread))
+    depth_sorted, inner_sorted = _depths(slices.thread[order], slices.ts[order],
+                                         slices.end[order])
+    depth = np.empty_like(depth_sorted)
+    depth[order] = depth_sorted
+    slices.depth = depth
+    inner = np.empty_like(inner_sorted)
+    inner[order] = inner_sorted
+    if tracekit_pid is not None or nesting is Nesting.DEPTH:
+        kept = np.ones(depth.size, dtype=bool)
+    elif nesting is Nesting.TOP:
+        kept = depth == 0
+    else:
+        kept = ~inner
+    if not kept.all():
+        notes.append(f"--nesting {nesting.value}: {int((~kept).sum()):,} nested slices of "
+                     f"{kept.size:,} left out.")
+
+    edges, edge_kind = _flows(ev, ph, keep_event, threads, slices, kept, notes)
+    rows = np.flatnonzero(kept)
+    if tracekit_pid is not None:
+        table, clock_hz, workload, extra = _tracekit_rows(ev, tk, slices, rows, cycles_per_us)
+    else:
+        table, clock_hz, extra = _generic_rows(ev, ph, threads, slices, rows, depth, nesting,
+                                               cycles_per_us)
+        workload = None
+    # Edges between kept slices, as instruction ids (table rows follow `rows`).
+    position = np.full(slices.event.size, -1, dtype=np.int64)
+    position[rows] = np.arange(rows.size)
+    src, dst = position[edges[:, 0]], position[edges[:, 1]]
+    ids = table["id"].to_numpy()
+    deps = pl.DataFrame({"src": ids[src], "dst": ids[dst], "kind": edge_kind},
+                        schema={"src": pl.Int64, "dst": pl.Int64, "kind": pl.String})
+    if tracekit_pid is None and deps.height:
+        forward = deps["dst"] > deps["src"]  # ids follow start time
+        if not forward.all():
+            notes.append(f"{int((~forward).sum()):,} flow(s) pointing back in time (or at "
+                         f"their own slice) dropped.")
+        deps = deps.filter(forward)
+    deps = deps.unique(maintain_order=True)
+    extra["ignored_events"] = dict(sorted(ignored.items()))
+    if ignored:
+        listing = ", ".join(f"{n:,} ph {p!r}" for p, n in sorted(ignored.items()))
+        notes.append(f"ignored events that are not slices or flows: {listing}.")
+    return ChromeImport(instructions=table.sort("id"), deps=deps, workload=workload,
+                        clock_hz=clock_hz, extra=extra, notes=tuple(notes))
+
+
+def _collect_slices(ev: _Events, ph: np.ndarray, keep: np.ndarray,
+                    threads: dict[tuple[Any, Any], int]) -> _Slices:
+    """X events, then B/E pairs matched per thread."""
+    x = np.flatnonzero((ph == "X") & keep)
+    what = 'complete event (ph "X")'
+    col = ev.columns(x, "ts", "dur", "pid", "tid", "name")
+    ts = ev.numbers(x, "ts", what, col["ts"])
+    dur = ev.numbers(x, "dur", what, col["dur"])
+    if (dur < 0).any():
+        bad = int(x[np.flatnonzero(dur < 0)[0]])
+        raise ev.fail(bad, f'"dur" is negative ({ev.events[bad]["dur"]})',
+                      "A slice's duration is >= 0; check the producer's timestamps.")
+    ev.names(x, "name", what, col["name"])
+    x_thread = _thread_codes(ev.ids(x, "pid", what, col["pid"]),
+                             ev.ids(x, "tid", what, col["tid"]), threads)
+    del col
+
+    be = np.flatnonzero(((ph == "B") | (ph == "E")) & keep)
+    what = "B or E event"
+    col = ev.columns(be, "ts", "pid", "tid")
+    be_ts = ev.numbers(be, "ts", what, col["ts"])
+    be_thread = _thread_codes(ev.ids(be, "pid", what, col["pid"]),
+                              ev.ids(be, "tid", what, col["tid"]), threads)
+    is_begin = ph[be] == "B"
+    ev.names(be[is_begin], "name", 'begin event (ph "B")')
+    order = np.lexsort((be, be_ts, be_thread))
+    partner, status, bad = _pair(be_thread[order], is_begin[order])
+    if status:
+        event = int(be[order[bad]])
+        pid, tid = ev.events[event].get("pid"), ev.events[event].get("tid")
+        if status == 1:
+            raise ev.fail(event, f'ph "E" ends no open slice on pid {pid}, tid {tid}',
+                          "Every E needs an earlier B on the same thread: remove the stray E "
+                          "or add its B.")
+        raise ev.fail(event, f'ph "B" on pid {pid}, tid {tid} is never ended',
+                      "Add its E event, or write the slice as one complete event (ph X).")
+    ends = np.flatnonzero(partner >= 0)
+    begins = partner[ends]
+    b_event = be[order[begins]]
+    return _Slices(
+        event=np.concatenate([x, b_event]),
+        thread=np.concatenate([x_thread, be_thread[order[begins]]]),
+        ts=np.concatenate([ts, be_ts[order[begins]]]),
+        end=np.concatenate([ts + dur, be_ts[order[ends]]]),
+    )
+
+
+def _flows(ev: _Events, ph: np.ndarray, keep: np.ndarray, threads: dict[tuple[Any, Any], int],
+           slices: _Slices, kept: np.ndarray, notes: list[str]
+           ) -> tuple[np.ndarray, list[str]]:
+    """Edges (pairs of slice indices) and their kinds from v1 flow events and bind_id ties."""
+    events = ev.events
+    keys: dict[Any, int] = {}
+    fl = np.flatnonzero(np.isin(ph, FLOW_PHASES) & keep)
+    for i in fl.tolist():
+        e = events[i]
+        if e.get("id") is None and e.get("id2") is None:
+            raise ev.fail(i, f'flow event (ph "{e["ph"]}") has no "id"',
+                          "Give each flow's events the same id.")
+    fl_key = np.array([keys.setdefault(("v1", events[i].get("cat"), events[i].get("name"),
+                                        _flow_id(events[i])), len(keys))
+                       for i in fl.tolist()], dtype=np.int64)
+    fl_ts = ev.numbers(fl, "ts", "flow event")
+    fl_thread = np.array([threads.get(key, -1) for key in zip(
+        ev.ids(fl, "pid", "flow event"), ev.ids(fl, "tid", "flow event"), strict=True)],
+        dtype=np.int64)
+    fl_phase = np.array([("s", "t", "f").index(p) for p in ph[fl].tolist()], dtype=np.int64)
+    fl_mode = np.array([NEXT if p == "f" and events[i].get("bp") != "e" else ENCLOSING
+                        for i, p in zip(fl.tolist(), ph[fl].tolist(), strict=True)],
+                       dtype=np.int64)
+    fl_kind = [_edge_kind(events[i].get("args")) for i in fl.tolist()]
+
+    # bind_id ties on slices (flow events v2): a flow_out starts, a flow_in ends, both steps.
+    tied = [k for k, i in enumerate(slices.event.tolist())
+            if "bind_id" in events[i] and (events[i].get("flow_in") or events[i].get("flow_out"))]
+    tied_arr = np.array(tied, dtype=np.int64)
+    t_key = np.array([keys.setdefault(("v2", json.dumps(events[slices.event[k]]["bind_id"])),
+                                      len(keys)) for k in tied], dtype=np.int64)
+    t_phase = np.array([STEP if events[slices.event[k]].get("flow_in")
+                        and events[slices.event[k]].get("flow_out")
+                        else END if events[slices.event[k]].get("flow_in") else START
+                        for k in tied], dtype=np.int64)
+
+    # Sort every flow end by (key, ts, file order) and chain consecutive ends.
+    key = np.concatenate([fl_key, t_key])
+    ts = np.concatenate([fl_ts, slices.ts[tied_arr]])
+    phase = np.concatenate([fl_phase, t_phase])
+    event = np.concatenate([fl, slices.event[tied_arr]])
+    if key.size == 0:
+        return np.zeros((0, 2), dtype=np.int64), []
+    order = np.lexsort((event, ts, key))
+    key, ts, phase, event = key[order], ts[order], phase[order], event[order]
+    same_prev = np.r_[False, key[1:] == key[:-1]]
+    opens = np.r_[False, phase[:-1] != END] & same_prev
+    closing = phase != START
+    orphan = closing & ~opens
+    if orphan.any():
+        bad = int(event[np.flatnonzero(orphan)[0]])
+        raise ev.fail(bad, f'flow event (ph "{events[bad].get("ph")}") has an id that no flow '
+                      f'start (ph "s" or flow_out) opened at or before its ts',
+                      "Add the flow's start event with the same cat, name and id, or remove "
+                      "this one.")
+    dangling = (phase == START) & ~np.r_[closing[1:] & same_prev[1:], False]
+    if dangling.any():
+        notes.append(f"{int(dangling.sum()):,} flow start(s) that no flow end follows ignored.")
+
+    # Bind each end to a kept slice.
+    bound = _bind_ends(slices, kept,
+                       np.concatenate([fl_thread, slices.thread[tied_arr]])[order], ts,
+                       np.concatenate([fl_mode, np.zeros(tied_arr.size, np.int64)])[order],
+                       np.concatenate([np.full(fl.size, -1), tied_arr])[order])
+    pair = np.flatnonzero(closing)
+    src, dst = bound[pair - 1], bound[pair]
+    kinds = np.array(fl_kind + ["data"] * tied_arr.size, dtype=object)[order][pair]
+    unbound = (src < 0) | (dst < 0)
+    if unbound.any():
+        notes.append(f"{int(unbound.sum()):,} flow(s) with an end on no slice ignored.")
+    ok = ~unbound & (src != dst)
+    return np.stack([src[ok], dst[ok]], axis=1), kinds[ok].tolist()
+
+
+EDGE_KINDS = frozenset(k.value for k in EdgeKind)
+
+
+def _edge_kind(args: Any) -> str:
+    kind = args.get("edge") if type(args) is dict else None
+    return kind if kind in EDGE_KINDS else EdgeKind.DATA.value
+
+
+def _flow_id(event: dict[str, Any]) -> Any:
+    """A hashable form of a flow event's id (or id2)."""
+    value = event.get("id", event.get("id2"))
+    return value if type(value) in (int, str) else json.dumps(value, sort_keys=True)
+
+
+def _bind_ends(slices: _Slices, kept: np.ndarray, thread: np.ndarray, ts: np.ndarray,
+               mode: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """The kept slice (index into slices) of each flow end: its own slice when it is tied to a
+    kept one, else the search of `_bind` among the kept slices of its thread."""
+    # Kept slices of one depth never overlap on a thread (see _depths), so each (thread,
+    # depth) group is sorted by both ts and end, and a binary search finds the candidate.
+    assert slices.depth is not None
+    rows = np.flatnonzero(kept)
+    order = rows[np.lexsort((slices.ts[rows], slices.depth[rows], slices.thread[rows]))]
+    th, dp = slices.thread[order], slices.depth[order]
+    change = np.r_[True, (th[1:] != th[:-1]) | (dp[1:] != dp[:-1])]
+    group_ptr = np.r_[np.flatnonzero(change), order.size].astype(np.int64)
+    group_thread = th[change]
+    n_threads = int(max(slices.thread.max(initial=0), thread.max(initial=0))) + 1
+    thread_groups = np.searchsorted(group_thread, np.arange(n_threads + 1)).astype(np.int64)
+    found = _bind(group_ptr, thread_groups, slices.ts[order], slices.end[order],
+                  thread.astype(np.int64), ts.astype(np.float64), mode.astype(np.int64))
+    bound = np.where(found >= 0, order[np.maximum(found, 0)], -1)
+    direct = (own >= 0) & kept[np.maximum(own, 0)]
+    return np.where(direct, own, bound)
+
+
+def _tracekit_rows(ev: _Events, tk: dict[str, Any], slices: _Slices, rows: np.ndarray,
+                   cycles_per_us: float | None
+                   ) -> tuple[pl.DataFrame, float | None, str | None, dict[str, Any]]:
+    """Instructions restored from the args of tracekit's own export, one row per slice of
+    `rows` in that order."""
+    idx = slices.event[rows]
+    scale = cycles_per_us if cycles_per_us is not None else 1.0
+    start = slices.ts[rows] * scale
+    end = slices.end[rows] * scale
+    if not (np.all(start == np.rint(start)) and np.all(end == np.rint(end))):
+        bad = int(idx[np.flatnonzero((start != np.rint(start)) | (end != np.rint(end)))[0]])
+        raise ev.fail(bad, "ts or dur is not a whole number of cycles in a file exported by "
+                      "tracekit", "Re-export it with `tracekit export perfetto`, or pass "
+                      "--cycles-per-us to scale it.")
+    cols = _arg_columns(ev.get(idx, "args"), ("id", "seq", "engine", "layer") + WORK_ARGS)
+    for key, kind in (("id", int), ("seq", int), ("engine", str)):
+        values = cols[key]
+        if not set(map(type, values)) <= {kind}:
+            k = next(k for k, v in enumerate(values) if type(v) is not kind)
+            raise ev.fail(int(idx[k]), f"args.{key} is missing from a slice of tracekit's "
+                          f"export", "Re-export the trace with `tracekit export perfetto`, or "
+                          "delete otherData.tracekit to import it as a generic trace.")
+    table = pl.DataFrame({
+        "id": pl.Series(cols["id"], dtype=pl.Int64),
+        "engine": pl.Series(cols["engine"], dtype=pl.String),
+        "seq": pl.Series(cols["seq"], dtype=pl.Int64),
+        "opcode": pl.Series(ev.get(idx, "name"), dtype=pl.String),
+        "start": np.rint(start).astype(np.int64),
+        "end": np.rint(end).astype(np.int64),
+        **{key: _arg_ints(cols[key], key) for key in WORK_ARGS},
+        "layer": _arg_strings(cols["layer"]),
+    })
+    clock = tk.get("clock_hz")
+    clock_hz = float(clock) * scale if isinstance(clock, int | float) and clock > 0 else None
+    workload = tk.get("workload") if isinstance(tk.get("workload"), str) else None
+    extra = {"format": "tracekit", "timeline": tk["timelines"][0].get("name"),
+             "ts_per_cycle": 1.0 / scale}
+    return table, clock_hz, workload, extra
+
+
+def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], int],
+                  slices: _Slices, rows: np.ndarray, depth: np.ndarray, nesting: Nesting,
+                  cycles_per_us: float | None
+                  ) -> tuple[pl.DataFrame, float, dict[str, Any]]:
+    """Instructions of a foreign trace, one row per slice of `rows` in that order: engines
+    from thread names, times scaled to cycles."""
+    scale = cycles_per_us if cycles_per_us is not None else DEFAULT_CYCLES_PER_US
+    labels = _thread_labels(ev, ph, threads)
+    idx = slices.event[rows]
+    thread = slices.thread[rows]
+    d = depth[rows] if nesting is Nesting.DEPTH else np.zeros(rows.size, dtype=np.int64)
+    pairs = sorted(set(zip(thread.tolist(), d.tolist(), strict=True)))
+    engine_of = {(t, k): labels[t] if k == 0 else f"{labels[t]}/d{k}" for t, k in pairs}
+    names = sorted(set(engine_of.values()), key=natural_key)
+    rank = {name: i for i, name in enumerate(names)}
+    engine_code = np.array([rank[engine_of[p]] for p in zip(thread.tolist(), d.tolist(),
+                                                             strict=True)], dtype=np.int64)
+    origin = float(slices.ts[rows].min())
+    start = np.rint((slices.ts[rows] - origin) * scale)
+    end = np.rint((slices.end[rows] - origin) * scale)
+    if end.max() >= MAX_CYCLES:
+        raise ChromeTraceError(f"{ev.source}: the trace spans {end.max():.3g} cycles at "
+                               f"{scale:g} cycles per µs, past what int64 cycles hold; pass a "
+                               f"smaller --cycles-per-us.")
+    start, end = start.astype(np.int64), end.astype(np.int64)
+    # ids in (start, depth, engine, file order); seq in that order within each engine.
+    order = np.lexsort((idx, engine_code, d, start))
+    ids = np.empty(rows.size, dtype=np.int64)
+    ids[order] = np.arange(rows.size)
+    by_engine = np.lexsort((ids, engine_code))
+    counts = np.bincount(engine_code, minlength=len(names))
+    seq = np.empty(rows.size, dtype=np.int64)
+    seq[by_engine] = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts,
+                                                      counts[counts > 0])
+    work = _arg_columns(ev.get(idx, "args"), WORK_ARGS)
+    cats = ev.get(idx, "cat")
+    table = pl.DataFrame({
+        "id": ids,
+        "engine": pl.Series([names[c] for c in engine_code.tolist()], dtype=pl.String),
+        "seq": seq,
+        "opcode": pl.Series(ev.get(idx, "name"), dtype=pl.String),
+        "start": start,
+        "end": end,
+        **{key: _arg_ints(work[key], key) for key in WORK_ARGS},
+        "layer": _arg_strings(cats),
+    })
+    inverse = {v: k for k, v in threads.items()}
+    engines = {engine_of[(t, k)]: {"pid": inverse[t][0], "tid": inverse[t][1], "depth": k}
+               for t, k in pairs}
+    extra = {"format": "chrome", "nesting": nesting.value, "cycles_per_us": scale,
+             "origin_us": origin, "engines": dict(sorted(engines.items(),
+                                                         key=lambda kv: natural_key(kv[0])))}
+    return table, scale * 1e6, extra
+
+
+def _thread_labels(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], int]
+                   ) -> list[str]:
+    """"PROCESS/THREAD" of each thread code from the M events (the raw pid or tid where a
+    name is missing); labels that two threads share get their pid:tid appended."""
+    process_names: dict[Any, str] = {}
+    thread_names: dict[tuple[Any, Any], str] = {}
+    for i in np.flatnonzero(ph == "M").tolist():
+        e = ev.events[i]
+        args = e.get("args")
+        name = args.get("name") if isinstance(args, dict) else None
+        if not isinstance(name, str):
+            continue
+        if e.get("name") == "process_name":
+            process_names[e.get("pid")] = name
+        elif e.get("name") == "thread_name":
+            thread_names[(e.get("pid"), e.get("tid"))] = name
+    labels = [""] * len(threads)
+    for (pid, tid), code in threads.items():
+        labels[code] = (f"{process_names.get(pid, str(pid))}/"
+                        f"{thread_names.get((pid, tid), str(tid))}")
+    seen = Counter(labels)
+    for (pid, tid), code in threads.items():
+        if seen[labels[code]] > 1:
+            labels[code] = f"{labels[code]} [{pid}:{tid}]"
+    return labels
+
+
+def convert_chrome(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                   cycles_per_us: float | None = None, nesting: Nesting | str = Nesting.DEPTH,
+                   workload: str | None = None, overwrite: bool = False
+                   ) -> tuple[Trace, tuple[str, ...]]:
+    """Import the Chrome trace event file at `path` as a bundle at `output` (written
+    atomically and validated) and return it with the notes on what was left out."""
+    source = Path(path)
+    events, other = read_events(source)
+    result = chrome_tables(events, other, str(source), cycles_per_us=cycles_per_us,
+                           nesting=nesting)
+    name = workload or result.workload or _stem(source)
+    extra = {"chrome": {"source": source.name, **result.extra}}
+    trace = write_trace(output, result.instructions,
+                        deps=result.deps if result.deps.height else None, workload=name,
+                        producer=Producer("tracekit.convert.chrome", __version__),
+                        clock_hz=result.clock_hz, created=None, extra=extra,
+                        overwrite=overwrite)
+    return trace, result.notes
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".gz", ".json", ".trace", ".pt"):
+        name = name.removesuffix(suffix)
+    return name or path.name

@@ -1,0 +1,624 @@
+"""Export a trace's timelines as Chrome trace event JSON, which the Perfetto UI and
+chrome://tracing open: a slice per instruction on a track per engine, DMA bandwidth counters
+and flow arrows along the critical path.
+
+The instruction load (dma.q0, cycles 0-40, 4096 bytes, layer fc1) becomes the event
+
+    {"name":"dma_load","cat":"dma","ph":"X","ts":0,"dur":40,"pid":1,"tid":3,
+     "args":{"id":0,"engine":"dma.q0","seq":0,"layer":"fc1","bytes":4096}}
+
+(thread 3 being named "dma.q0" by a thread_name metadata event).
+
+Conventions (the file's `otherData.tracekit` records them too):
+
+- Time: the format's `ts` and `dur` are microseconds; tracekit writes the trace's cycles there
+  unchanged, so the viewer's ruler reads 1 µs per cycle and integers survive exactly.
+  `otherData.tracekit.clock_hz` turns cycles into seconds.
+- Processes: one per timeline. pid 1 is the observed timing; with `replay` pid 2 is the model
+  replay's prediction. An untimed trace has no observed timing: its model replay is exported
+  alone (pid 1, "predicted"). A partly timed trace exports its timed instructions.
+- Threads: one per engine, named after it, compute engines first (tensor, vector, scalar,
+  gpsimd, sync, then others), then the DMA queues in natural order. Instructions that overlap
+  on one engine go to extra lanes "ENGINE [lane 2]", ..., so that the slices of every thread
+  nest properly. Thread ids are unique across processes.
+- Slices ("X"): name = opcode, cat = compute or dma; args = id, engine, seq, and whichever of
+  layer, pc, elements, bytes, flops, binding_id, binding_kind, contention (> 0) are known.
+- Counters ("C"): "DMA bandwidth (bytes/cycle)", one series per DMA queue: the bytes moved per
+  cycle, averaged over bins of a fixed width (about 1000 over the exported span, 1, 2 or 5
+  times a power of ten cycles), a transfer's bytes spread evenly over its duration. An event is
+  written where a value changes, and a closing one of zeros at the end of the span.
+- Flows ("s", "f" with bp "e"; cat critical_path): with `critical_path`, an arrow from each
+  instruction of a timeline's critical path to the next, each end in the middle of its slice
+  so that it binds to that slice; args.edge is the kind of the edge into the later one.
+- `start`/`end` keep the instructions that overlap the window [start, end) whole; max_events
+  keeps the events before the cycle where the count would pass it. Past WARN_EVENTS events (the
+  viewers slow to a halt around a million) the result carries a warning naming both options.
+- The file is written to a temporary file beside the target and renamed into place; equal
+  input gives equal bytes. A name ending in .gz is gzip-compressed (level 1, for speed;
+  Perfetto opens it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import os
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+import numba
+import numpy as np
+import polars as pl
+
+from tracekit import __version__
+from tracekit.errors import TracekitError
+from tracekit.replay.machine import Machine, builtin_machine, engine_kind
+from tracekit.trace.bundle import Trace
+from tracekit.trace.summary import natural_key
+
+FORMAT = 1
+"""Version of the `otherData.tracekit` record, which the importer checks."""
+
+WARN_EVENTS = 1_000_000
+"""Past this many events the Perfetto UI and chrome://tracing become unusably slow."""
+
+COUNTER_BINS = 1000
+"""Target number of bins of the DMA bandwidth counters over the exported span."""
+
+COUNTER_NAME = "DMA bandwidth (bytes/cycle)"
+FLOW_NAME = "critical path"
+FLOW_CAT = "critical_path"
+COMPUTE_ORDER = ("tensor", "vector", "scalar", "gpsimd", "sync")
+CHUNK_ROWS = 250_000
+"""Slices formatted and written per step, which bounds the memory of the text."""
+
+INSTRUCTION_COLUMNS = ("id", "engine", "seq", "opcode", "layer", "pc", "elements", "bytes",
+                       "flops", "start", "end")
+OPTIONAL_ARGS = ("layer", "pc", "elements", "bytes", "flops", "binding_id", "binding_kind",
+                 "contention")
+"""Slice args written when not null, in this order after id, engine and seq."""
+
+
+class ExportError(TracekitError):
+    """The trace cannot be exported as asked (bad window, too small an event cap, bad path)."""
+
+
+@dataclass(frozen=True)
+class TimelineView:
+    """One timeline to export as a process.
+
+    `frame`: one row per instruction: id, engine, seq, opcode, layer, pc, elements, bytes,
+    flops, start, end (cycles), and optionally binding_id, binding_kind, contention (cycles).
+    `path`: the critical path in time order (id, edge_kind: the edge into the step), or None.
+    """
+
+    name: str
+    label: str
+    frame: pl.DataFrame
+    path: pl.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written: event counts by kind (metadata events count in `events` only), the
+    timelines (process names in pid order), the cycle at which max_events cut the export (None
+    when it did not) and warnings for the user."""
+
+    path: Path
+    events: int
+    slices: int
+    flows: int
+    counters: int
+    timelines: tuple[str, ...]
+    cut_at: int | None
+    warnings: tuple[str, ...] = field(default=())
+
+
+# --- gathering the timelines -----------------------------------------------------------------
+
+
+def export_perfetto(trace: Trace, output: str | os.PathLike[str], *,
+                    machine: Machine | None = None, replay: bool = False,
+                    critical_path: bool = False, start: int | None = None,
+                    end: int | None = None, max_events: int | None = None,
+                    bin_cycles: int | None = None,
+                    warn_events: int | None = None) -> ExportResult:
+    """Export `trace` to `output` (see the module docstring): its observed timeline, and with
+    `replay` the prediction of `machine` (built-in default if None) beside it; with
+    `critical_path` each timeline's critical path as flow arrows. `bin_cycles` fixes the
+    counters' bin width; `warn_events` the warning threshold (default WARN_EVENTS)."""
+    machine = machine or builtin_machine()
+    views, notes = timeline_views(trace, machine, replay=replay, critical_path=critical_path)
+    meta = {"workload": trace.manifest.workload, "clock_hz": trace.manifest.clock_hz,
+            "machine": machine.name if any(v.name == "predicted" for v in views) else None}
+    result = write_chrome_trace(views, output, meta=meta, start=start, end=end,
+                                max_events=max_events, bin_cycles=bin_cycles,
+                                warn_events=warn_events)
+    return replace(result, warnings=tuple(notes) + result.warnings)
+
+
+def timeline_views(trace: Trace, machine: Machine, *, replay: bool, critical_path: bool
+                   ) -> tuple[list[TimelineView], list[str]]:
+    """The timelines to export and notes on what was left out: the observed one when the trace
+    is timed, the model replay's with `replay` or when it is untimed."""
+    from tracekit.analysis.critical_path import critical_path as find_path
+    from tracekit.analysis.timelines import Source, kind_latencies, timeline
+    from tracekit.replay.run import replay as run_replay
+
+    inst = trace.read("instructions", list(INSTRUCTION_COLUMNS)).sort("id")
+    if inst.height == 0:
+        raise ExportError(f"{trace.path}: the trace has no instructions; there is nothing to "
+                          f"export.")
+    timed = pl.col("start").is_not_null() & pl.col("end").is_not_null()
+    n_timed = inst.select(timed.sum()).item()
+    views: list[TimelineView] = []
+    notes: list[str] = []
+
+    def path_of(frame: pl.DataFrame, graph: Any) -> pl.DataFrame:
+        try:
+            steps = find_path(frame, graph, kind_latencies(machine)).steps
+        except ValueError as exc:  # a dependency cycle
+            raise ExportError(f"{trace.path}: no critical path ({exc}); export without "
+                              f"--critical-path, or run `tracekit bugs {trace.path}`.") from None
+        return steps.select("id", "edge_kind")
+
+    if n_timed:
+        observed, path = inst.filter(timed), None
+        if n_timed < inst.height:
+            notes.append(f"{inst.height - n_timed:,} of {inst.height:,} instructions have no "
+                         f"timing (they never ran, or were not traced) and are left out of "
+                         f"the observed timeline.")
+            if critical_path:
+                notes.append("no critical path on the observed timeline: it needs timing on "
+                             "every instruction.")
+        elif critical_path:
+            chosen = timeline(trace, machine, Source.OBSERVED)
+            path = path_of(chosen.frame, chosen.graph)
+            observed = observed.join(chosen.frame.select("id", "binding_id", "binding_kind"),
+                                     on="id", how="left", maintain_order="left")
+        views.append(TimelineView("observed", "observed timing", observed, path))
+    else:
+        notes.append("the trace is untimed: exported the model replay's predicted timeline "
+                     f"({machine.name}) instead of an observed one.")
+    if replay or not n_timed:
+        result = run_replay(trace, machine)
+        predicted = inst.drop("start", "end").join(
+            result.timeline.select("id", "start", "end", "binding_id", "binding_kind",
+                                   "contention"),
+            on="id", how="left", maintain_order="left")
+        path = path_of(result.timeline, result.graph) if critical_path else None
+        views.append(TimelineView("predicted", f"predicted by the model replay "
+                                  f"({machine.name})", predicted, path))
+    return views, notes
+
+
+# --- building the events ---------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _lanes(group, start, end):  # pragma: no cover - compiled
+    """Lowest free lane of each slice, rows sorted by (group, start, end): a lane is free once
+    its last slice has ended, so slices on one lane never overlap."""
+    n = start.size
+    lane = np.zeros(n, dtype=np.int64)
+    busy = np.empty(n + 1, dtype=np.int64)
+    used = 0
+    for i in range(n):
+        if i == 0 or group[i] != group[i - 1]:
+            used = 0
+        k = 0
+        while k < used and busy[k] > start[i]:
+            k += 1
+        if k == used:
+            used += 1
+        busy[k] = end[i]
+        lane[i] = k
+    return lane
+
+
+def engine_order(engines: list[str]) -> list[str]:
+    """Compute engines first (the known ones in machine order, then others), then DMA queues,
+    each group in natural order (dma.q2 before dma.q10)."""
+    def key(name: str) -> tuple[int, int, tuple[tuple[int, int | str], ...]]:
+        if engine_kind(name) == "dma":
+            return (2, 0, natural_key(name))
+        if name in COMPUTE_ORDER:
+            return (0, COMPUTE_ORDER.index(name), ())
+        return (1, 0, natural_key(name))
+    return sorted(engines, key=key)
+
+
+def nice_width(span: int, bins: int = COUNTER_BINS) -> int:
+    """The smallest of 1, 2, 5 times a power of ten cycles that covers `span` in `bins` bins."""
+    raw = max(span, 1) / bins
+    if raw <= 1:
+        return 1
+    power = 10 ** math.floor(math.log10(raw))
+    for step in (1, 2, 5, 10):
+        if step * power >= raw:
+            return int(step * power)
+    return int(10 * power)  # pragma: no cover - the loop always returns
+
+
+def bandwidth(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray, lo: int, hi: int,
+              width: int) -> np.ndarray:
+    """Bytes per cycle of a set of transfers in each bin [lo + k*width, ...) up to hi, each
+    transfer's bytes spread evenly over [start, end) (all in its start's bin when end == start).
+    Every term is local to a bin, so idle bins are exactly 0."""
+    nb = max(-(-(hi - lo) // width), 1)
+    edges = np.minimum(lo + width * np.arange(nb + 1, dtype=np.int64), hi)
+    inside = (end > lo) & (start < hi) | (start == end) & (start >= lo) & (start < hi)
+    s, e, b = start[inside], end[inside], nbytes[inside].astype(np.float64)
+    cs, ce = np.clip(s, lo, hi), np.clip(e, lo, hi)
+    first = np.minimum((cs - lo) // width, nb - 1)
+    last = np.minimum(np.maximum(ce - 1 - lo, 0) // width, nb - 1)
+    total = np.zeros(nb + 1)
+    point = e == s
+    np.add.at(total, first[point], b[point])
+    dur = (e - s).astype(np.float64)
+    rate = np.where(point, 0.0, b / np.where(point, 1.0, dur))
+    one = ~point & (first == last)
+    np.add.at(total, first[one], rate[one] * (ce[one] - cs[one]))
+    many = ~point & (first < last)
+    f, la, r = first[many], last[many], rate[many]
+    np.add.at(total, f, r * (edges[f + 1] - cs[many]))
+    np.add.at(total, la, r * (ce[many] - edges[la]))
+    # Bins strictly between the first and last are covered whole: a difference array of rates.
+    full = np.zeros(nb + 1)
+    np.add.at(full, f + 1, r)
+    np.add.at(full, la, -r)
+    total[:nb] += np.cumsum(full)[:nb] * np.diff(edges)
+    return total[:nb] / np.maximum(np.diff(edges), 1)
+
+
+def _num(value: float) -> str:
+    """A JSON number: integers without a fraction, others in Python's shortest repr."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _json_names(column: pl.Expr, values: pl.Series) -> pl.Expr:
+    """`column` (strings) as JSON string literals, each distinct value escaped once."""
+    names = values.drop_nulls().unique().sort().to_list()
+    return column.replace_strict(names, [json.dumps(n) for n in names],
+                                 default=None, return_dtype=pl.String)
+
+
+@dataclass
+class _Process:
+    """The events of one timeline before formatting."""
+
+    pid: int
+    view: TimelineView
+    slices: pl.DataFrame  # the view's frame inside the window, plus dur
+    flows: pl.DataFrame  # a, b: source and destination rows of slices; kind: edge into b
+    counters: list[tuple[int, dict[str, float]]]  # (ts, {queue: bytes/cycle})
+    width: int | None  # the counters' bin width in cycles
+
+
+def _window(frame: pl.DataFrame, start: int | None, end: int | None) -> pl.DataFrame:
+    """The instructions overlapping [start, end) (a zero-length one: inside it), whole."""
+    keep = pl.lit(True)
+    if end is not None:
+        keep = keep & (pl.col("start") < end)
+    if start is not None:
+        keep = keep & ((pl.col("end") > start) | (pl.col("start") >= start))
+    return frame.filter(keep)
+
+
+def _counters(slices: pl.DataFrame, lo: int, hi: int, width: int
+              ) -> list[tuple[int, dict[str, float]]]:
+    dma = slices.filter(pl.col("engine").cast(pl.String).str.starts_with("dma."))
+    if dma.height == 0 or hi <= lo:
+        return []
+    queues = engine_order(dma["engine"].cast(pl.String).unique().to_list())
+    rows = []
+    for queue in queues:
+        part = dma.filter(pl.col("engine").cast(pl.String) == queue)
+        rows.append(np.round(bandwidth(part["start"].to_numpy(), part["end"].to_numpy(),
+                                       part["bytes"].fill_null(0).to_numpy(), lo, hi, width), 3))
+    values = np.vstack(rows)
+    changed = np.r_[True, np.any(values[:, 1:] != values[:, :-1], axis=0)]
+    out = [(lo + width * int(k), {q: float(values[i, k]) for i, q in enumerate(queues)})
+           for k in np.flatnonzero(changed)]
+    out.append((hi, dict.fromkeys(queues, 0.0)))
+    return out
+
+
+def _process(pid: int, view: TimelineView, start: int | None, end: int | None,
+             bin_cycles: int | None) -> _Process:
+    slices = _window(view.frame, start, end).sort("start", "id")
+    slices = slices.with_columns((pl.col("end") - pl.col("start")).alias("dur"))
+    flows = pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64, "kind": pl.String})
+    if view.path is not None and view.path.height > 1 and slices.height:
+        # Rows of the path's instructions among the exported slices (-1: not exported).
+        ids = slices["id"].to_numpy()
+        by_id = np.argsort(ids, kind="stable")
+        path = view.path["id"].to_numpy()
+        at = np.minimum(np.searchsorted(ids[by_id], path), ids.size - 1)
+        row = np.where(ids[by_id][at] == path, by_id[at], -1)
+        kinds = view.path["edge_kind"].cast(pl.String).fill_null("order")
+        flows = pl.DataFrame({"a": row[:-1], "b": row[1:], "kind": kinds[1:]}).filter(
+            (pl.col("a") >= 0) & (pl.col("b") >= 0))
+    counters: list[tuple[int, dict[str, float]]] = []
+    width = None
+    if slices.height:
+        lo = start if start is not None else int(slices["start"].min())  # type: ignore[arg-type]
+        hi = end if end is not None else int(slices["end"].max())  # type: ignore[arg-type]
+        width = bin_cycles or nice_width(hi - lo)
+        counters = _counters(slices, lo, hi, width)
+    return _Process(pid, view, slices, flows, counters, width if counters else None)
+
+
+def _flow_keys(p: _Process) -> np.ndarray:
+    """The time of each flow for the cap: the later of its two ends (slice middles)."""
+    mid = p.slices["start"].to_numpy() + p.slices["dur"].to_numpy() / 2
+    return np.maximum(mid[p.flows["a"].to_numpy()], mid[p.flows["b"].to_numpy()])
+
+
+def _cut(processes: list[_Process], budget: int) -> float | None:
+    """The time before which at most `budget` slice, counter and flow events fall (a flow's
+    two events at the later of its ends), or None when everything fits."""
+    keys = [p.slices["start"].to_numpy() for p in processes]
+    keys += [np.array([ts for ts, _ in p.counters], dtype=np.float64) for p in processes]
+    keys += [np.repeat(_flow_keys(p), 2) for p in processes]
+    every = np.sort(np.concatenate([k.astype(np.float64) for k in keys]))
+    if every.size <= budget:
+        return None
+    return float(every[budget])
+
+
+def _apply_cut(p: _Process, cut: float) -> _Process:
+    keep = p.slices["start"] < cut
+    kept_rows = np.cumsum(keep.to_numpy()) - 1
+    flows = p.flows.filter(pl.Series(_flow_keys(p) < cut))
+    flows = flows.with_columns(pl.Series("a", kept_rows[flows["a"].to_numpy()]),
+                               pl.Series("b", kept_rows[flows["b"].to_numpy()]))
+    counters = [(ts, values) for ts, values in p.counters if ts < cut]
+    return _Process(p.pid, p.view, p.slices.filter(keep), flows, counters, p.width)
+
+
+def _threads(p: _Process, first_tid: int) -> tuple[pl.DataFrame, list[tuple[int, str, int]]]:
+    """Each slice's tid, and the threads (tid, name, sort index) in sort order: one per
+    (engine, lane), numbered from `first_tid`."""
+    s = p.slices
+    if s.height == 0:
+        return s.with_columns(pl.lit(0, dtype=pl.Int64).alias("tid")), []
+    order = engine_order(s["engine"].cast(pl.String).unique().to_list())
+    rank = s["engine"].cast(pl.String).replace_strict(
+        {name: i for i, name in enumerate(order)}, return_dtype=pl.Int64).to_numpy()
+    start, end = s["start"].to_numpy(), s["end"].to_numpy()
+    by = np.lexsort((s["id"].to_numpy(), end, start, rank))
+    lane = np.empty(s.height, dtype=np.int64)
+    lane[by] = _lanes(rank[by], start[by], end[by])
+    code = rank * (int(lane.max()) + 1) + lane
+    pairs, inverse = np.unique(code, return_inverse=True)
+    width = int(lane.max()) + 1
+    threads = [(first_tid + i, order[c // width] if c % width == 0
+                else f"{order[c // width]} [lane {c % width + 1}]", i)
+               for i, c in enumerate(pairs.tolist())]
+    return s.with_columns(pl.Series("tid", first_tid + inverse.astype(np.int64))), threads
+
+
+def _slice_text(s: pl.DataFrame, pid: int) -> pl.Expr:
+    """One JSON object per slice, keys in a fixed order."""
+    def opt(name: str, value: pl.Expr) -> pl.Expr:
+        return pl.concat_str([pl.lit(f',"{name}":'), value])
+
+    def text(name: str) -> pl.Expr:
+        return _json_names(pl.col(name).cast(pl.String), s[name].cast(pl.String))
+
+    def num(name: str) -> pl.Expr:
+        return pl.col(name).cast(pl.String)
+
+    optional = []
+    for name in OPTIONAL_ARGS:
+        if name not in s.columns:
+            continue
+        if name in ("layer", "binding_kind"):
+            optional.append(opt(name, text(name)))
+        elif name == "contention":
+            optional.append(opt(name, pl.when(pl.col(name) > 0).then(num(name))))
+        else:
+            optional.append(opt(name, num(name)))
+    is_dma = pl.col("engine").cast(pl.String).str.starts_with("dma.")
+    return pl.concat_str([
+        pl.lit('{"name":'), text("opcode"),
+        pl.lit(',"cat":"'), pl.when(is_dma).then(pl.lit("dma")).otherwise(pl.lit("compute")),
+        pl.lit('","ph":"X","ts":'), num("start"), pl.lit(',"dur":'), num("dur"),
+        pl.lit(f',"pid":{pid},"tid":'), num("tid"),
+        pl.lit(',"args":{"id":'), num("id"), pl.lit(',"engine":'), text("engine"),
+        pl.lit(',"seq":'), num("seq"), *optional, pl.lit("}}"),
+    ], ignore_nulls=True)
+
+
+def _meta_events(pid: int, view: TimelineView, threads: list[tuple[int, str, int]]
+                 ) -> list[str]:
+    def event(name: str, args: dict[str, Any], tid: int | None = None) -> str:
+        tid_part = "" if tid is None else f',"tid":{tid}'
+        return (f'{{"name":{json.dumps(name)},"ph":"M","pid":{pid}{tid_part},'
+                f'"args":{_compact(args)}}}')
+
+    out = [event("process_name", {"name": view.name}),
+           event("process_labels", {"labels": view.label}),
+           event("process_sort_index", {"sort_index": pid})]
+    for tid, name, index in threads:
+        out.append(event("thread_name", {"name": name}, tid))
+        out.append(event("thread_sort_index", {"sort_index": index}, tid))
+    return out
+
+
+def _counter_events(pid: int, counters: list[tuple[int, dict[str, float]]]) -> list[str]:
+    return [f'{{"name":{json.dumps(COUNTER_NAME)},"ph":"C","ts":{ts},"pid":{pid},"args":'
+            f'{{{",".join(f"{json.dumps(q)}:{_num(v)}" for q, v in values.items())}}}}}'
+            for ts, values in counters]
+
+
+def _flow_events(pid: int, s: pl.DataFrame, flows: pl.DataFrame, first_id: int
+                 ) -> pl.DataFrame:
+    """Two events per flow, "s" at the middle of its source slice and "f" (bp "e") at the
+    middle of its destination, interleaved, as one column of JSON texts."""
+    start, dur, tid = (s[c].to_numpy() for c in ("start", "dur", "tid"))
+
+    def mid(rows: np.ndarray) -> pl.Series:  # start + dur / 2, exact
+        return pl.DataFrame({"s": start[rows], "d": dur[rows]}).select(pl.concat_str([
+            (pl.col("s") + pl.col("d") // 2).cast(pl.String),
+            pl.when(pl.col("d") % 2 == 1).then(pl.lit(".5")).otherwise(pl.lit(""))])
+        ).to_series()
+
+    a, b = flows["a"].to_numpy(), flows["b"].to_numpy()
+    frame = pl.DataFrame({
+        "id": np.arange(first_id, first_id + flows.height, dtype=np.int64),
+        "kind": flows["kind"], "ts_s": mid(a), "ts_f": mid(b), "tid_s": tid[a],
+        "tid_f": tid[b]})
+    common = pl.concat_str([pl.lit(f'{{"name":"{FLOW_NAME}","cat":"{FLOW_CAT}","id":'),
+                            pl.col("id").cast(pl.String), pl.lit(',"args":{"edge":'),
+                            _json_names(pl.col("kind"), frame["kind"]), pl.lit("},")])
+    return frame.select(pl.concat_list(
+        pl.concat_str([common, pl.lit('"ph":"s","ts":'), pl.col("ts_s"),
+                       pl.lit(f',"pid":{pid},"tid":'), pl.col("tid_s").cast(pl.String),
+                       pl.lit("}")]),
+        pl.concat_str([common, pl.lit('"ph":"f","bp":"e","ts":'), pl.col("ts_f"),
+                       pl.lit(f',"pid":{pid},"tid":'), pl.col("tid_f").cast(pl.String),
+                       pl.lit("}")]),
+    ).alias("event")).explode("event")
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+class _EventWriter:
+    """Writes `{"otherData": ..., "traceEvents": [` then events separated by commas."""
+
+    def __init__(self, sink: IO[bytes], other: dict[str, Any]) -> None:
+        self.sink = sink
+        self.count = 0
+        head = _compact({"tracekit": other})
+        sink.write(f'{{"otherData":{head},\n"traceEvents":[\n'.encode())
+
+    def write(self, events: list[str]) -> None:
+        if not events:
+            return
+        text = ",\n".join(events)
+        self.sink.write(((",\n" if self.count else "") + text).encode())
+        self.count += len(events)
+
+    def write_column(self, frame: pl.DataFrame) -> None:
+        """Write a one-column frame of event texts through polars' CSV writer (unquoted, one
+        per line), much faster than joining them in Python."""
+        if frame.height == 0:
+            return
+        if self.count:
+            self.sink.write(b",\n")
+        buffer = io.BytesIO()
+        frame.head(frame.height - 1).write_csv(buffer, include_header=False,
+                                               quote_style="never", line_terminator=",\n")
+        buffer.write(frame.item(frame.height - 1, 0).encode())
+        self.sink.write(buffer.getbuffer())
+        self.count += frame.height
+
+    def close(self) -> None:
+        self.sink.write(b"\n]}\n")
+
+
+def write_chrome_trace(views: list[TimelineView], output: str | os.PathLike[str], *,
+                       meta: dict[str, Any], start: int | None = None, end: int | None = None,
+                       max_events: int | None = None, bin_cycles: int | None = None,
+                       warn_events: int | None = None) -> ExportResult:
+    """Format `views` as Chrome trace event JSON at `output`, atomically, replacing a file
+    there (see the module docstring). `meta` (workload, clock_hz, machine) goes into
+    otherData.tracekit."""
+    out = Path(output)
+    if start is not None and end is not None and start >= end:
+        raise ExportError(f"the window [{start:,}, {end:,}) is empty: --from must be less than "
+                          f"--to.")
+    if max_events is not None and max_events < 1:
+        raise ExportError(f"--max-events must be at least 1, got {max_events}.")
+    if bin_cycles is not None and bin_cycles < 1:
+        raise ExportError(f"the counter bin width must be at least 1 cycle, got {bin_cycles}.")
+    if not out.parent.is_dir():
+        raise ExportError(f"{out}: the folder {out.parent} does not exist; create it or choose "
+                          f"another output path.")
+    if out.is_dir():
+        raise ExportError(f"{out}: is a folder; give a file name such as trace.json.")
+    threshold = WARN_EVENTS if warn_events is None else warn_events
+    processes = [_process(pid, view, start, end, bin_cycles)
+                 for pid, view in enumerate(views, start=1)]
+
+    cut = None
+    if max_events is not None:
+        # Metadata events per process: 3, plus 2 per thread (an upper bound after a cut).
+        n_meta = sum(3 + 2 * len(_threads(p, 1)[1]) for p in processes)
+        if max_events <= n_meta:
+            raise ExportError(f"--max-events {max_events:,} leaves no room for instructions: "
+                              f"the process and thread names alone take {n_meta:,} events. "
+                              f"Raise it, or narrow the window with --from/--to.")
+        cut_time = _cut(processes, max_events - n_meta)
+        if cut_time is not None:
+            processes = [_apply_cut(p, cut_time) for p in processes]
+            cut = math.ceil(cut_time)
+
+    other = {"format": FORMAT, "producer": f"tracekit {__version__}",
+             "time_unit": "cycles", "ts_per_cycle": 1,
+             "note": "ts and dur are cycles: 1 us on the viewer's ruler = 1 cycle",
+             "counter_bin_cycles": next((p.width for p in processes if p.width), None),
+             "window": [start, end], "cut_at": cut, **meta,
+             "timelines": [{"pid": p.pid, "name": p.view.name, "label": p.view.label}
+                           for p in processes]}
+    temporary = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex}")
+    slices = flows = counters = 0
+    try:
+        with open(temporary, "wb") as raw:
+            sink: IO[bytes] = (gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                                              compresslevel=1)  # type: ignore[assignment]
+                               if out.name.endswith(".gz") else raw)
+            tid, flow_id, bodies = 1, 1, []
+            for p in processes:
+                s, threads = _threads(p, tid)
+                tid += len(threads)
+                bodies.append((p, s, threads))
+            writer = _EventWriter(sink, other)
+            for p, _s, threads in bodies:
+                writer.write(_meta_events(p.pid, p.view, threads))
+            for p, s, _threads_ in bodies:
+                for offset in range(0, s.height, CHUNK_ROWS):
+                    chunk = s.slice(offset, CHUNK_ROWS)
+                    writer.write_column(chunk.select(_slice_text(chunk, p.pid)))
+                slices += s.height
+            for p, _s, _threads_ in bodies:
+                writer.write(_counter_events(p.pid, p.counters))
+                counters += len(p.counters)
+            for p, s, _threads_ in bodies:
+                writer.write_column(_flow_events(p.pid, s, p.flows, flow_id))
+                flow_id += p.flows.height
+                flows += p.flows.height
+            writer.close()
+            if sink is not raw:
+                sink.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+        temporary.replace(out)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    events = writer.count
+    warnings = []
+    if cut is not None:
+        warnings.append(f"capped at --max-events {max_events:,}: exported the events before "
+                        f"cycle {cut:,} ({events:,} events). Choose the part to see with "
+                        f"--from/--to.")
+    if events > threshold:
+        warnings.append(f"{out} holds {events:,} events; the Perfetto UI and chrome://tracing "
+                        f"slow down badly past about {threshold:,}. Export a window with "
+                        f"--from CYCLE --to CYCLE, or cap it with --max-events N.")
+    return ExportResult(path=out, events=events, slices=slices, flows=2 * flows,
+                        counters=counters, timelines=tuple(p.view.name for p in processes),
+                        cut_at=cut, warnings=tuple(warnings))
+
