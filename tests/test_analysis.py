@@ -335,3 +335,18 @@ def test_markdown_escapes_pipes(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["analyze", str(tmp_path / "p"), "--format", "md"])
     assert result.exit_code == 0, result.output
     assert "| ten\\|sor | busy | mat\\|mul |" in result.stdout
+
+
+def test_critical_path_of_a_cycle_is_a_clear_error(tmp_path: Path) -> None:
+    from tracekit.cli.app import app
+
+    b = TraceBuilder("cyc")
+    x = b.inst("vector", "copy", 0, 10)
+    y = b.inst("scalar", "act", 20, 30)
+    b.dep(x, y)
+    b.dep(y, x)
+    b.write(tmp_path / "cyc", validate=False)
+    result = CliRunner().invoke(app, ["critical-path", str(tmp_path / "cyc"),
+                                      "--timeline", "observed"])
+    assert result.exit_code == 1
+    assert "2 instructions depend on each other in a cycle" in result.stderr

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from tracekit.replay.graph import KINDS, Graph, csr, kahn_order
+from tracekit.replay.graph import KINDS, Graph, GraphError, csr, kahn_order
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,9 @@ def critical_path(timeline: pl.DataFrame, graph: Graph,
     succ_ptr, succ_dst, succ_kind = csr(graph.nodes, dst, graph.src, graph.kind)
     order = kahn_order(graph.nodes, graph.src, dst)
     if order.size < graph.nodes:
-        raise ValueError("the dependency graph has a cycle; no critical path exists")
+        raise GraphError(f"{graph.nodes - order.size:,} instructions depend on each other in "
+                         f"a cycle, so no critical path exists; `tracekit bugs` lists the "
+                         f"cycle (deadlock-cycle).")
     latest = _latest_ends(order, succ_ptr, succ_dst, succ_kind, kind_latency, start, end,
                           horizon)
     # On an observed timeline whose gaps are shorter than the machine's edge latencies (or

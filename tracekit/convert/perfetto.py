@@ -56,6 +56,7 @@ import polars as pl
 
 from tracekit import __version__
 from tracekit.errors import TracekitError
+from tracekit.replay.graph import GraphError
 from tracekit.replay.machine import Machine, builtin_machine, engine_kind
 from tracekit.trace.bundle import Trace
 from tracekit.trace.summary import natural_key
@@ -161,7 +162,7 @@ def timeline_views(trace: Trace, machine: Machine, *, replay: bool, critical_pat
     def path_of(frame: pl.DataFrame, graph: Any) -> pl.DataFrame:
         try:
             steps = find_path(frame, graph, kind_latencies(machine)).steps
-        except ValueError as exc:  # a dependency cycle
+        except GraphError as exc:  # a dependency cycle
             raise ExportError(f"{trace.path}: no critical path ({exc}); export without "
                               f"--critical-path, or run `tracekit bugs {trace.path}`.") from None
         return steps.select("id", "edge_kind")
