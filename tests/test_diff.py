@@ -56,7 +56,7 @@ def test_tiny_pair_exact(tmp_path: Path) -> None:
     assert d.alignment == "pc and occurrence" and (d.matched, d.only_base, d.only_cand) == (
         2, 0, 0)
     assert d.changed.select("key", "base_id", "cand_id", "base", "cand", "delta",
-                            "start_shift").rows() == [("1#0", 0, 0, 100, 150, 50, 0)]
+                            "start_shift").rows() == [("pc 1 #0", 0, 0, 100, 150, 50, 0)]
     assert d.new_findings.height == 0 and d.resolved_findings.height == 0
     assert not _diff(base, cand, threshold_pct=30.0).regression
 
@@ -118,10 +118,10 @@ def test_identical_traces_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["delta_cycles"] == 0 and data["regression"] is False
-    assert all(r["busy_delta"] == 0 and r["stall_delta"] == 0 for r in data["by engine"])
-    assert data["makespan change by engine (critical path)"] == []
-    assert data["instructions that changed most"] == []
-    assert data["new findings"] == [] and data["resolved findings"] == []
+    assert all(r["busy_delta"] == 0 and r["stall_delta"] == 0 for r in data["by_engine"])
+    assert data["attribution_by_engine"] == [] and data["attribution_by_layer"] == []
+    assert data["changed_instructions"] == [] and data["stall_causes"] == []
+    assert data["new_findings"] == [] and data["resolved_findings"] == []
     text = runner.invoke(app, ["diff", str(base.path), str(base.path)])
     assert text.exit_code == 0 and text.stdout.startswith("ok: makespan")
 
@@ -169,3 +169,71 @@ def test_cli_refuses_different_workloads_and_bad_input(tmp_path: Path) -> None:
     path = untimed.write(tmp_path / "untimed").path
     observed = runner.invoke(app, ["diff", str(base), str(path), "--timeline", "observed"])
     assert observed.exit_code == 1 and "untimed" in observed.stderr
+
+
+def test_null_layers_are_one_group_in_the_attribution(tmp_path: Path) -> None:
+    paths = []
+    for name, extra in (("base", 0), ("cand", 50)):
+        b = TraceBuilder("tiny")
+        load = b.inst("dma.q0", "dma_load", 0, 100 + extra, bytes=4096)
+        mm = b.inst("tensor", "matmul", 112 + extra, 212 + extra, flops=1000)
+        b.signal(load, 0)
+        b.wait(mm, 0, 1)
+        paths.append(b.write(tmp_path / name).path)
+    d = _diff(*paths)
+    assert d.attribution_layer.select("layer", "base", "cand", "delta", "share_pct").rows() == [
+        ("(none)", 200, 250, 50, 100.0)]
+
+
+def test_findings_are_matched_across_runs_by_what_they_are_about(tmp_path: Path) -> None:
+    base = generate("gemm", tmp_path / "base", params=GEMM, seed=1)
+    cand = generate("gemm", tmp_path / "cand", params=GEMM, seed=1, inject=["slow-queue"])
+    d = _diff(base.path, cand.path)
+    # The reload summary is the same finding in both runs though its example ids moved.
+    assert "redundant-reload" not in d.new_findings["code"].to_list()
+    assert d.resolved_findings.height == 0
+    # A bandwidth error over all queues is new even when a queue-scope one with the same
+    # instruction was there before.
+    paths = []
+    for name, nbytes in (("b", 12_800), ("c", 25_600)):
+        b = TraceBuilder("bw")
+        b.inst("dma.q1", "dma_load", 0, 100, bytes=nbytes)
+        paths.append(b.write(tmp_path / name).path)
+    d = _diff(*paths)
+    assert d.new_findings.select("code").to_series().to_list() == ["bandwidth-beyond-physics"]
+    assert d.new_findings["message"][0].startswith("all DMA queues")
+
+
+def test_alignment_keys_do_not_collide(tmp_path: Path) -> None:
+    paths = []
+    for name in ("base", "cand"):
+        b = TraceBuilder("tiny")
+        b.inst("vector", "c", 0, 10, layer="a#b")
+        b.inst("vector", "b#c", 10, 20, layer="a")
+        paths.append(b.write(tmp_path / name).path)
+    d = _diff(*paths)
+    assert (d.matched, d.only_base, d.only_cand) == (2, 0, 0)
+
+
+def test_replayed_busy_and_stall_match_the_stall_table(tmp_path: Path) -> None:
+    trace = tracekit.open_trace(Path(__file__).resolve().parent.parent / "sample_traces"
+                                / "attention")
+    p = profile(trace, builtin_machine(), Source.REPLAYED, findings=False)
+    per_engine = p.instructions.group_by("engine").agg(pl.col("duration").sum(),
+                                                       pl.col("wait").sum())
+    table = p.stalls.group_by("engine", "bucket").agg(pl.col("cycles").sum())
+    for engine, busy, wait in per_engine.iter_rows():
+        got = dict(table.filter(pl.col("engine") == engine).select("bucket", "cycles")
+                   .iter_rows())
+        assert (busy, wait) == (got.get("busy", 0), got.get("waiting", 0)), engine
+
+
+def test_empty_base_and_bad_threshold_are_refused(tmp_path: Path) -> None:
+    empty = TraceBuilder("tiny").write(tmp_path / "empty").path
+    base, _ = _pair(tmp_path, 0)
+    runner = CliRunner()
+    result = runner.invoke(app, ["diff", str(empty), str(base)])
+    assert result.exit_code == 1 and "has no instructions" in result.stderr
+    for bad in ("nan", "inf"):
+        refused = runner.invoke(app, ["diff", str(base), str(base), "--threshold", bad])
+        assert refused.exit_code == 2, bad

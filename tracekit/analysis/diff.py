@@ -31,9 +31,17 @@ from tracekit.trace.bundle import Trace
 TOP_INSTRUCTIONS = 10
 """Aligned instructions listed as the ones that changed most."""
 
+NO_LAYER = "(none)"
+"""The layer group of instructions whose layer is null."""
+
 
 class DiffError(TracekitError):
     """Two traces that cannot be compared as asked (different workloads, say)."""
+
+
+class Alignment(StrEnum):
+    PC = "pc and occurrence"
+    LAYER_OPCODE = "layer, opcode and occurrence"
 
 
 class TimelineChoice(StrEnum):
@@ -44,9 +52,9 @@ class TimelineChoice(StrEnum):
 
 @dataclass(frozen=True)
 class Profile:
-    """What a diff needs of one run: its timeline with each instruction's wait before it
-    (`instructions`: id, engine, opcode, layer, pc, start, end, duration, wait), its stall
-    table, critical path and findings."""
+    """What a diff needs of one run: its timeline with each instruction's busy cycles and wait
+    before it (`instructions`: id, engine, opcode, layer, pc, start, end, duration (busy),
+    wait), its stall table, critical path and findings."""
 
     path: str
     workload: str
@@ -73,18 +81,26 @@ def choose_source(base: Trace, cand: Trace, choice: TimelineChoice | str) -> Sou
 def profile(trace: Trace, machine: Machine, source: Source | str,
             findings: bool = True) -> Profile:
     """Timeline, stalls, critical path and (unless `findings` is False) bug signatures."""
+    if trace.manifest.tables["instructions"].rows == 0:
+        raise DiffError(f"{trace.path}: the trace has no instructions; there is nothing to "
+                        f"compare.")
     line = timeline(trace, machine, source)
     extra = trace.read("instructions", ["id", "pc"]).sort("id")
-    t = (line.frame.select("id", "engine", "opcode", "layer", "start", "end", "duration")
+    t = (line.frame.select("id", "engine", "opcode", "layer", "start", "end", "duration",
+                           "contention")
          .with_columns(pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String),
-                       pl.col("layer").cast(pl.String).fill_null("(none)"),
+                       pl.col("layer").cast(pl.String).fill_null(NO_LAYER),
                        pl.Series("pc", extra["pc"]))
          .sort("engine", "start", "id"))
     # The wait before each instruction: its start minus the latest end of the engine's earlier
-    # instructions (0 for the engine's first); per engine these sum to the stall table's
-    # waiting cycles.
+    # instructions (0 for the engine's first), plus the cycles a replayed DMA transfer lost to
+    # HBM sharing; busy is the rest of its duration. Per engine these match the stall table's
+    # busy and waiting cycles.
     reached = pl.col("end").cum_max().shift(1).over("engine")
-    t = t.with_columns((pl.col("start") - reached).clip(0).fill_null(0).alias("wait")).sort("id")
+    lost = pl.col("contention").fill_null(0).clip(0, pl.col("duration"))
+    t = t.with_columns(((pl.col("start") - reached).clip(0).fill_null(0) + lost).alias("wait"),
+                       (pl.col("duration") - lost).alias("duration")).drop("contention")
+    t = t.sort("id")
     path = critical_path(line.frame, line.graph, line.kind_latency)
     found = findings_frame(find_bugs(trace, machine) if findings else [])
     return Profile(path=str(trace.path), workload=trace.manifest.workload, source=line.source,
@@ -114,7 +130,7 @@ class Diff:
     base_makespan: int
     cand_makespan: int
     threshold_pct: float
-    alignment: str
+    alignment: Alignment
     matched: int
     only_base: int
     only_cand: int
@@ -161,9 +177,12 @@ def _by(key: str, base: pl.DataFrame, cand: pl.DataFrame) -> pl.DataFrame:
 
 
 def _attribution(key: str, base: pl.DataFrame, cand: pl.DataFrame, total: int) -> pl.DataFrame:
-    out = (base.select(key, pl.col("cycles").alias("base"))
-           .join(cand.select(key, pl.col("cycles").alias("cand")), on=key, how="full",
-                 coalesce=True).fill_null(0)
+    def side(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        return (frame.select(pl.col(key).fill_null(NO_LAYER), pl.col("cycles"))
+                .group_by(key).agg(pl.col("cycles").sum().alias(name)))
+
+    out = (side(base, "base").join(side(cand, "cand"), on=key, how="full", coalesce=True)
+           .fill_null(0)
            .with_columns((pl.col("cand") - pl.col("base")).alias("delta")))
     share = (pl.col("delta") / total * 100) if total else pl.lit(0.0)
     return (out.with_columns(share.alias("share_pct"))
@@ -171,34 +190,46 @@ def _attribution(key: str, base: pl.DataFrame, cand: pl.DataFrame, total: int) -
             .sort(pl.col("delta").abs(), key, descending=[True, False]))
 
 
-def _aligned(base: pl.DataFrame, cand: pl.DataFrame) -> tuple[str, pl.DataFrame]:
+def _aligned(base: pl.DataFrame, cand: pl.DataFrame) -> tuple[Alignment, pl.DataFrame]:
     """Both runs' instructions with a shared key: pc and occurrence, or layer, opcode and
     occurrence."""
     if base["pc"].null_count() == 0 and cand["pc"].null_count() == 0:
-        method, parts = "pc and occurrence", ["pc"]
+        method, parts = Alignment.PC, ["pc"]
     else:
-        method, parts = "layer, opcode and occurrence", ["layer", "opcode"]
-
-    def keyed(t: pl.DataFrame) -> pl.DataFrame:
-        occurrence = pl.int_range(pl.len()).over(parts)
-        return (t.sort("id")  # program order: stable when only the timing changed
-                .with_columns(pl.concat_str([pl.col(p).cast(pl.String) for p in parts]
-                                            + [occurrence.cast(pl.String)], separator="#")
-                              .alias("key")))
-
-    joined = keyed(base).join(keyed(cand), on="key", how="full", coalesce=True,
-                              suffix="_cand")
+        method, parts = Alignment.LAYER_OPCODE, ["layer", "opcode"]
+    joined = keyed(base, parts).join(keyed(cand, parts), on=[*parts, "occurrence"],
+                                     how="full", coalesce=True, suffix="_cand",
+                                     nulls_equal=True)
     return method, joined
 
 
-def _finding_keys(frame: pl.DataFrame) -> pl.DataFrame:
-    """A finding's identity across runs: code and evidence, not the message (whose figures
-    move with the timing)."""
+def keyed(t: pl.DataFrame, parts: list[str]) -> pl.DataFrame:
+    """`t` with `occurrence` (the n-th instruction of its `parts` group in program order:
+    ids, stable when only the timing changed) and a readable `key`, e.g. "pc 7 #3"."""
+    t = t.sort("id").with_columns(pl.int_range(pl.len()).over(parts).alias("occurrence"))
+    label = (pl.concat_str([pl.lit("pc "), pl.col("pc").cast(pl.String)]) if parts == ["pc"]
+             else pl.concat_str([pl.col("layer"), pl.lit("/"), pl.col("opcode")]))
+    return t.with_columns(pl.concat_str([label, pl.lit(" #"), pl.col("occurrence")
+                                         .cast(pl.String)]).alias("key"))
+
+
+PER_INSTRUCTION = {"deadlock-wait", "start-before-dependency", "engine-overlap",
+                   "negative-duration", "out-of-bounds", "race-raw", "race-war", "race-waw",
+                   "latency-outlier", "engine-stuck", "dead-write"}
+"""Codes whose evidence names the instructions a finding is about; the other codes'
+evidence lists examples, which move with the timing."""
+
+
+def _finding_keys(frame: pl.DataFrame, names: dict[int, str]) -> pl.DataFrame:
+    """A finding's identity across runs: its code, engines and message with every number
+    masked (the figures move with the timing), and for per-instruction codes the aligned
+    keys of its instructions (ids differ between runs of one program)."""
+    masked = pl.col("message").str.replace_all(r"[0-9][0-9,.]*", "#")
+    aligned = [",".join(names.get(i, f"?{i}") for i in ids) if code in PER_INSTRUCTION
+               else "" for code, ids in frame.select("code", "instructions").iter_rows()]
     return frame.with_columns(
-        pl.concat_str([pl.col("code"),
-                       pl.col("engines").list.join(","),
-                       pl.col("instructions").cast(pl.List(pl.String)).list.join(","),
-                       pl.col("addresses").list.join(",")], separator="|").alias("_key"))
+        pl.concat_str([pl.col("code"), pl.col("engines").list.join(","), masked,
+                       pl.Series(aligned, dtype=pl.String)], separator="|").alias("_key"))
 
 
 def check_comparable(base: Trace | Profile, cand: Trace | Profile, force: bool = False) -> None:
@@ -218,6 +249,7 @@ def diff(base: Profile, cand: Profile, threshold_pct: float = 2.0,
     check_comparable(base, cand, force)
     total = cand.makespan - base.makespan
     method, joined = _aligned(base.instructions, cand.instructions)
+    parts = ["pc"] if method is Alignment.PC else ["layer", "opcode"]
     matched = joined.filter(pl.col("id").is_not_null() & pl.col("id_cand").is_not_null())
     changed = (matched.with_columns((pl.col("duration_cand") - pl.col("duration"))
                                     .alias("delta"),
@@ -237,7 +269,10 @@ def diff(base: Profile, cand: Profile, threshold_pct: float = 2.0,
                     .filter(pl.col("delta") != 0)
                     .sort(pl.col("delta").abs(), "engine", "cause",
                           descending=[True, False, False]))
-    keys = [_finding_keys(f) for f in (base.findings, cand.findings)]
+    names = [dict(keyed(p.instructions, parts).select("id", "key").iter_rows())
+             for p in (base, cand)]
+    keys = [_finding_keys(f, n) for f, n in zip((base.findings, cand.findings), names,
+                                                strict=True)]
     cols = ["code", "severity", "message"]
     new = keys[1].filter(~pl.col("_key").is_in(keys[0]["_key"].implode())).select(cols)
     resolved = keys[0].filter(~pl.col("_key").is_in(keys[1]["_key"].implode())).select(cols)

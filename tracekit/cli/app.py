@@ -5,6 +5,7 @@ codes here and only here: 0 ok, 1 error in input or use, 2 usage, 3 regression o
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -418,6 +419,14 @@ def analyze(
                  {"group": "", "name": "", "gained": ",", "gained_pct": ".2f"}),
                 ("bug signatures", render.with_evidence(findings),
                  {"severity": "", "code": "", "message": "", "evidence": ""})]
+    from tracekit.analysis.array import array_table
+
+    array = array_table(open_trace(trace), chosen.frame)
+    if array is not None:  # the trace declares a systolic array: its utilization and stalls
+        sections.insert(1, ("array", array, {
+            "engine": "", "layer": "", "rows": "", "cols": "", "macs": ",",
+            "window_cycles": ",", "compute_util_pct": ".2f", "busy_cycles": ",",
+            "stall_cycles": ","}))
     head = {"trace": str(trace), "timeline": chosen.source.value,
             "makespan_cycles": path.makespan, "critical_path_steps": path.steps.height}
     if format is ReportFormat.JSON:
@@ -504,6 +513,9 @@ def diff_command(
     if timeline not in {c.value for c in TimelineChoice}:
         raise typer.BadParameter(f"{timeline!r} is not one of auto, observed, replayed",
                                  param_hint="--timeline")
+    if not math.isfinite(threshold):
+        raise typer.BadParameter(f"{threshold} is not a finite percentage",
+                                 param_hint="--threshold")
     chosen = resolve_machine(machine)
     traces = open_trace(base), open_trace(cand)
     check_comparable(*traces, force=force)  # before the expensive part
@@ -513,8 +525,7 @@ def diff_command(
                       force=force)
     head, sections = render.diff_sections(result)
     if format is DiffFormat.JSON:
-        sys.stdout.write(render.to_json({**head, **{title: render.records(frame)
-                                                    for title, frame, _ in sections}}))
+        sys.stdout.write(render.to_json(render.diff_json(result)))
     elif format is DiffFormat.MD:
         sys.stdout.write(render.sections_markdown(f"Diff of {result.workload}", head,
                                                   sections))
@@ -749,6 +760,62 @@ def convert_chrome(
     deps = tables["deps"].rows if "deps" in tables else 0
     typer.echo(f"wrote {trace.path}: {tables['instructions'].rows:,} instructions, {deps:,} "
                f"dependencies ({trace.manifest.workload})")
+
+
+@convert_app.command("scalesim")
+@handles_errors
+def convert_scalesim(
+    run: Annotated[Path, typer.Argument(help="SCALE-Sim run folder (holds COMPUTE_REPORT.csv "
+                                        "and layer0/).", show_default=False)],
+    output: Annotated[Path, Opt("--output", "-o", help="Bundle folder to write.",
+                                show_default=False)],
+    machine_out: Annotated[Path | None, Opt(
+        "--machine-out", help="Machine TOML to write (default: OUTPUT.machine.toml beside "
+        "the bundle).", show_default=False)] = None,
+    config: Annotated[Path | None, Opt(
+        "--config", help="The run's .cfg (default: RUN_NAME.cfg in the run folder, its "
+        "inputs/ or ../inputs/).", show_default=False)] = None,
+    topology: Annotated[Path | None, Opt(
+        "--topology", help="The run's GEMM topology .csv (default: found like the config).",
+        show_default=False)] = None,
+    force: Annotated[bool, Opt("--force", help="Replace an existing bundle and machine "
+                                               "file.")] = False,
+    format: FormatOpt = Format.TEXT,  # noqa: A002
+) -> None:
+    """Import a SCALE-Sim run: array steps become instructions, DRAM reads and writes DMA
+    transfers, SRAM and DRAM addresses memory rows; its config becomes a machine description
+    for `tracekit replay OUTPUT --machine OUTPUT.machine.toml --mode model`."""
+    from tracekit.convert.scalesim import import_scalesim
+
+    with _status(f"importing {run}"):
+        imported, machine_path = import_scalesim(run, output, machine_out=machine_out,
+                                                 config=config, topology=topology,
+                                                 overwrite=force)
+    tables = imported.trace.manifest.tables
+    layers = pl.DataFrame([{
+        "layer": s.layer.name, "steps": s.steps, "stall_cycles": s.stall_cycles,
+        "reported_stall_cycles": s.report.stall_cycles,
+        "total_cycles_incl_prefetch": s.total_cycles_incl_prefetch,
+        "reported_total_cycles_incl_prefetch": s.report.total_cycles_incl_prefetch,
+        "compute_util_pct": s.compute_util_pct,
+        "reported_compute_util_pct": s.report.compute_util_pct} for s in imported.layers])
+    if format is Format.JSON:
+        sys.stdout.write(render.to_json({
+            "trace": str(imported.trace.path), "machine": str(machine_path),
+            "instructions": tables["instructions"].rows, "deps": tables["deps"].rows,
+            "memory": tables["memory"].rows, "layers": render.records(layers)}))
+        return
+    typer.echo(f"wrote {imported.trace.path}: {tables['instructions'].rows:,} instructions, "
+               f"{tables['deps'].rows:,} dependencies, {tables['memory'].rows:,} memory "
+               f"ranges ({imported.config.run_name})")
+    typer.echo(f"wrote {machine_path}: replay with `tracekit replay {imported.trace.path} "
+               f"--machine {machine_path} --mode model`")
+    render.print_table(_stdout(), "\nlayers (found in the traces, and as SCALE-Sim reported)",
+                       layers, {"layer": "", "steps": ",", "stall_cycles": ",",
+                                "reported_stall_cycles": ",",
+                                "total_cycles_incl_prefetch": ",",
+                                "reported_total_cycles_incl_prefetch": ",",
+                                "compute_util_pct": ".2f", "reported_compute_util_pct": ".2f"})
 
 
 def main() -> None:

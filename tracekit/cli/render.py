@@ -378,7 +378,7 @@ def diff_sections(d: Diff) -> tuple[dict[str, Any], list[tuple[str, pl.DataFrame
             "timeline": d.source.value, "base_makespan_cycles": d.base_makespan,
             "cand_makespan_cycles": d.cand_makespan, "delta_cycles": d.delta,
             "delta_pct": round(d.delta_pct, 3), "threshold_pct": d.threshold_pct,
-            "regression": d.regression, "alignment": d.alignment,
+            "regression": d.regression, "alignment": d.alignment.value,
             "aligned_instructions": d.matched, "only_in_base": d.only_base,
             "only_in_candidate": d.only_cand}
     attribution = {"base": ",", "cand": ",", "delta": "+,", "share_pct": ".1f"}
@@ -400,6 +400,18 @@ def diff_sections(d: Diff) -> tuple[dict[str, Any], list[tuple[str, pl.DataFrame
         ("resolved findings", d.resolved_findings, finding_cols),
     ]
     return head, sections
+
+
+def diff_json(d: Diff) -> dict[str, Any]:
+    """The diff as JSON-ready data, tables under snake_case keys."""
+    head, _ = diff_sections(d)
+    tables = {"attribution_by_engine": d.attribution_engine,
+              "attribution_by_layer": d.attribution_layer, "by_layer": d.by_layer,
+              "by_engine": d.by_engine, "by_opcode": d.by_opcode,
+              "stall_causes": d.stall_causes, "changed_instructions": d.changed,
+              "new_findings": d.new_findings, "resolved_findings": d.resolved_findings}
+    return {**head, "alignment": d.alignment.value,
+            **{key: records(frame) for key, frame in tables.items()}}
 
 
 def diff_verdict(d: Diff) -> str:
