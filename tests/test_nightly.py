@@ -151,12 +151,17 @@ def test_interrupted_run_leaves_history_as_it_was(tmp_path: Path, traces: Path,
     from concurrent.futures import ThreadPoolExecutor
 
     monkeypatch.setattr(nl.os, "replace", interrupted)
-    with ThreadPoolExecutor(2) as pool, pytest.raises(KeyboardInterrupt):
-        nl.nightly(nl.load_suite(suite), history, run_id="r2", pool=pool)
+    with ThreadPoolExecutor(2) as pool:
+        with pytest.raises(KeyboardInterrupt):
+            nl.nightly(nl.load_suite(suite), history, run_id="r2", pool=pool)
+        # On a fresh history no empty partition folder is left behind either.
+        with pytest.raises(KeyboardInterrupt):
+            nl.nightly(nl.load_suite(suite), tmp_path / "fresh", run_id="f1", pool=pool)
     monkeypatch.undo()
     after = sorted(str(p.relative_to(history)) for p in history.rglob("*"))
     assert after == before
     assert set(nl.read_history(history)["run_id"]) == {"r1"}
+    assert list((tmp_path / "fresh").rglob("*")) == []
 
 
 def test_same_code_path_through_dask(tmp_path: Path, traces: Path) -> None:
@@ -196,7 +201,9 @@ def test_unreachable_scheduler(tmp_path: Path, traces: Path) -> None:
     ("[[workloads]]\nname = 'a'", "workloads[0].trace is missing"),
     ("[[workloads]]\ntrace = 'x'\nspeed = 2", "workloads[0].speed is not a workload key"),
     ("[[workloads]]\ntrace = 'nothing-*'", "matches no folder"),
-    ("threshold_pct = -1\n[[workloads]]\ntrace = 'x'", "threshold_pct must be a number >= 0"),
+    ("threshold_pct = -1\n[[workloads]]\ntrace = 'x'", "threshold_pct must be a finite number"),
+    ("threshold_pct = nan\n[[workloads]]\ntrace = 'x'", "threshold_pct must be a finite number"),
+    ("name = 5\n[[workloads]]\ntrace = 'x'", "name must be a non-empty string"),
     ("trend_runs = 0\n[[workloads]]\ntrace = 'x'", "trend_runs must be a whole number"),
     ("[[workloads]]\ntrace = 'a/x'\n[[workloads]]\ntrace = 'b/x'", "name 'x' more than once"),
 ])
@@ -216,8 +223,11 @@ def test_missing_suite_and_duplicate_run_id(tmp_path: Path, traces: Path) -> Non
     assert _run(suite, tmp_path / "h", "same").exit_code == 0
     again = _run(suite, tmp_path / "h", "same")
     assert again.exit_code == 1 and "already in the history" in again.stderr
-    bad = _run(suite, tmp_path / "h", "../escape")
-    assert bad.exit_code == 1 and "letters, digits" in bad.stderr
+    for bad_id in ("../escape", "workload", "x" * 65, "ünïcode"):
+        bad = _run(suite, tmp_path / "h", bad_id)
+        assert bad.exit_code == 1 and "letters, digits" in bad.stderr, bad_id
+    runs = sorted(p.name for p in (tmp_path / "h").glob("date=*/run=*"))
+    assert runs == ["run=same"]
 
 
 def test_sample_suite_parses() -> None:
@@ -228,3 +238,96 @@ def test_sample_suite_parses() -> None:
                      "faulted/attention_faults", "faulted/gemm_faults"]
     assert all(os.path.isdir(w.trace) for w in suite.workloads)
     assert suite.workloads[2].threshold_pct == 3.0 and suite.baseline == nl.LAST_PASS
+
+
+def _thread_run(suite_file: Path, history: Path, run_id: str) -> nl.NightlyRun:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        return nl.nightly(nl.load_suite(suite_file), history, run_id=run_id, pool=pool)
+
+
+def test_baselines_and_trend_stay_within_a_suite(tmp_path: Path, traces: Path) -> None:
+    """Two suites sharing one history, both with a workload named gemm on different traces:
+    neither is compared with the other's runs."""
+    history = tmp_path / "history"
+    a = _suite(tmp_path / "a", traces)
+    b = tmp_path / "b" / "suite.toml"
+    b.parent.mkdir()
+    sample = Path(__file__).resolve().parent.parent / "sample_traces" / "gemm"
+    b.write_text(f'name = "other"\n[[workloads]]\nname = "gemm"\ntrace = "{sample}"\n')
+    _thread_run(a, history, "a1")
+    run = _thread_run(b, history, "b1")
+    assert run.rows["baseline_run"].to_list() == [None] and run.regressions == 0
+    assert nl.trend(run).columns == ["workload", "b1"]
+    # A trace path that now holds another workload has no baseline either.
+    a.write_text(a.read_text().replace(str(traces / "gemm"), str(sample)))
+    again = _thread_run(a, history, "a2")
+    assert again.rows.filter(pl.col("workload") == "gemm")["baseline_run"].to_list() == [None]
+
+
+def test_deadlocked_workload_is_a_regression_with_its_findings(tmp_path: Path,
+                                                                traces: Path) -> None:
+    stuck = Path(__file__).resolve().parent.parent / "sample_traces" / "mlp_faults"
+    suite = _suite(tmp_path, traces, gemm=str(stuck))
+    run = _thread_run(suite, tmp_path / "h", "r1")
+    row = run.rows.filter(pl.col("workload") == "gemm").row(0, named=True)
+    assert row["status"] == "regression" and row["makespan"] is None
+    assert "never run" in row["stuck"] and row["errors"] >= 1
+    assert "deadlock-wait" in {f["code"] for f in row["findings"]}
+    from tracekit.cli import render
+
+    summary = render.nightly_markdown(run, nl.trend(run))
+    assert "the run cannot finish" in summary
+    failure = ET.fromstring(render.nightly_junit(run)).find("testcase[@name='gemm']/failure")
+    assert failure is not None and failure.get("message").startswith("the run cannot finish")
+    cli = _run(suite, tmp_path / "h", "r2")  # through the command line: a regression exits 3
+    assert cli.exit_code == 3, cli.output
+    assert "**gemm** (regression): the run cannot finish" in cli.stdout
+
+
+def test_suite_errors_found_before_any_work(tmp_path: Path, traces: Path) -> None:
+    suite = _suite(tmp_path, traces, extra='machine = "trn-lik"')
+    result = _run(suite, tmp_path / "h", "r1")
+    assert result.exit_code == 1 and str(suite) in result.stderr and "trn-lik" in result.stderr
+    assert not list((tmp_path / "h").rglob("*.parquet"))
+    (tmp_path / "afile").write_text("x")
+    as_history = _run(_suite(tmp_path, traces), tmp_path / "afile", "r1")
+    assert as_history.exit_code == 1 and "is a file" in as_history.stderr
+    as_report = _run(_suite(tmp_path, traces), tmp_path / "h2", "r1", "--report",
+                     str(tmp_path / "afile"))
+    assert as_report.exit_code == 2 and not (tmp_path / "h2").exists()
+
+
+def test_foreign_and_older_history_files(tmp_path: Path, traces: Path) -> None:
+    history = tmp_path / "history"
+    suite = _suite(tmp_path, traces)
+    _thread_run(suite, history, "r1")
+    # An older results file without a column added since reads with nulls there.
+    (older,) = history.glob("date=*/run=r1/results.parquet")
+    pl.read_parquet(older).drop("new_error_codes").write_parquet(older)
+    assert nl.read_history(history)["new_error_codes"].null_count() == 2
+    foreign = history / "date=2026-01-01" / "run=x" / "results.parquet"
+    foreign.parent.mkdir(parents=True)
+    pl.DataFrame({"x": [1]}).write_parquet(foreign)
+    result = _run(suite, history, "r2")
+    assert result.exit_code == 1
+    assert str(foreign) in result.stderr and "not a results file" in result.stderr
+
+
+def test_a_dead_worker_fails_only_its_workload(tmp_path: Path, traces: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool whose worker died fails every pending future; each of those workloads is run
+    again alone, so only one that kills its worker again is an error."""
+    import concurrent.futures as cf
+
+    class Broken(cf.Executor):
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            future: cf.Future = cf.Future()
+            future.set_exception(cf.process.BrokenProcessPool("a worker died"))
+            return future
+
+    suite = nl.load_suite(_suite(tmp_path, traces))
+    results = nl.run_all(suite, Broken())
+    assert [r["error"] for r in results] == [None, None]
+    assert all(r["makespan"] > 0 for r in results)

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import glob
+import math
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 import tomllib
@@ -102,8 +104,9 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
 
     def number(table: dict[str, Any], key: str, default: float, label: str) -> float:
         value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise bad(label, f"must be a number >= 0, not {value!r}.")
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or value < 0):
+            raise bad(label, f"must be a finite number >= 0, not {value!r}.")
         return float(value)
 
     def text(table: dict[str, Any], key: str, default: str | None, label: str) -> str | None:
@@ -112,6 +115,7 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
             raise bad(label, f"must be a non-empty string, not {value!r}.")
         return value
 
+    suite_name = text(data, "name", path.stem, "name") or path.stem
     threshold = number(data, "threshold_pct", 2.0, "threshold_pct")
     baseline = text(data, "baseline", LAST_PASS, "baseline") or LAST_PASS
     trend = number(data, "trend_runs", 7, "trend_runs")
@@ -156,7 +160,7 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
     if dupes:
         raise bad("workloads", f"name {dupes[0]!r} more than once: give each a distinct "
                                f"name = \"...\".")
-    return Suite(name=str(data.get("name") or path.stem), path=path, machine=machine,
+    return Suite(name=suite_name, path=path, machine=machine,
                  threshold_pct=threshold, baseline=baseline, trend_runs=int(trend),
                  history=(where / history) if history else None, workloads=tuple(workloads))
 
@@ -167,13 +171,15 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
 def run_workload(name: str, trace: str, machine: str | None) -> dict[str, Any]:
     """Replay (model mode), analyse (observed timeline when timed, else the replay) and look
     for bug signatures. Plain values only, so any executor can ship the result. A trace that
-    cannot be read or replayed gives status "error" with the message; nothing is raised."""
+    cannot be read gives "error" with the message; one whose run cannot finish (a deadlock or
+    a cycle) gives "stuck" with the replay's report, and its findings. Nothing is raised."""
     try:
-        return {"workload": name, "trace": trace, "error": None, **_measure(trace, machine)}
+        return {"workload": name, "trace": trace, "error": None, "stuck": None,
+                **_measure(trace, machine)}
     except TracekitError as exc:
-        return {"workload": name, "trace": trace, "error": str(exc)}
+        return {"workload": name, "trace": trace, "error": str(exc), "stuck": None}
     except Exception as exc:  # noqa: BLE001 - one workload's bug must not stop the others
-        return {"workload": name, "trace": trace,
+        return {"workload": name, "trace": trace, "stuck": None,
                 "error": f"internal error: {type(exc).__name__}: {exc}"}
 
 
@@ -184,12 +190,18 @@ def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
     from tracekit.analysis.stalls import stall_table
     from tracekit.analysis.timelines import timeline
     from tracekit.replay.machine import resolve_machine
-    from tracekit.replay.run import replay
+    from tracekit.replay.run import ReplayStuck, replay
     from tracekit.trace.bundle import open_trace
 
     trace = open_trace(trace_path)
     machine = resolve_machine(machine_spec)
-    predicted = replay(trace, machine)
+    try:
+        predicted = replay(trace, machine)
+    except ReplayStuck as exc:
+        return {"workload_name": trace.manifest.workload, "stuck": str(exc),
+                "instructions": trace.manifest.tables["instructions"].rows,
+                "findings": [{"code": f.code.value, "severity": f.severity.value,
+                              "message": f.message} for f in find_bugs(trace, machine)]}
     source = choose_source(trace, trace, "auto")
     line = timeline(trace, machine, source)
     path = critical_path(line.frame, line.graph, line.kind_latency)
@@ -274,12 +286,26 @@ def run_all(suite: Suite, pool: cf.Executor,
     for w, future in zip(suite.workloads, futures, strict=True):
         try:
             results.append(future.result())
+        except cf.process.BrokenProcessPool:
+            # One worker died (the OOM killer, say) and took the pool with it: run this
+            # workload again alone, so only the one that kills its worker is an error.
+            results.append(_alone(w, suite.machine))
         except Exception as exc:  # noqa: BLE001 - a lost worker is one workload's failure
-            results.append({"workload": w.name, "trace": str(w.trace),
+            results.append({"workload": w.name, "trace": str(w.trace), "stuck": None,
                             "error": f"worker failed: {type(exc).__name__}: {exc}"})
         if progress:
             progress(w.name)
     return results
+
+
+def _alone(w: Workload, machine: str | None) -> dict[str, Any]:
+    with cf.ProcessPoolExecutor(max_workers=1,
+                                mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(run_workload, w.name, str(w.trace), machine).result()
+        except Exception as exc:  # noqa: BLE001 - it died again: this workload's failure
+            return {"workload": w.name, "trace": str(w.trace), "stuck": None,
+                    "error": f"worker failed: {type(exc).__name__}: {exc}"}
 
 
 # --- history ------------------------------------------------------------------------------------
@@ -294,7 +320,7 @@ HISTORY_SCHEMA = {
     "critical_path": pl.List(pl.Struct({"group": pl.String, "cycles": pl.Int64})),
     "findings": pl.List(pl.Struct({"code": pl.String, "severity": pl.String,
                                    "message": pl.String})),
-    "errors": pl.Int64, "warnings": pl.Int64, "baseline_run": pl.String,
+    "errors": pl.Int64, "warnings": pl.Int64, "stuck": pl.String, "baseline_run": pl.String,
     "baseline_makespan": pl.Int64, "delta_pct": pl.Float64, "threshold_pct": pl.Float64,
     "new_error_codes": pl.List(pl.String),
 }
@@ -302,7 +328,8 @@ HISTORY_SCHEMA = {
 makespan: cycles of the analysed timeline (observed when the
 trace is timed); replay_makespan: the model's prediction; stall_cycles: waiting cycles summed
 over engines; errors, warnings: findings by severity; delta_pct: makespan change against the
-baseline run; new_error_codes: error-severity codes the baseline did not have."""
+baseline run; new_error_codes: error-severity codes the baseline did not have; stuck: the
+replay's report when the run cannot finish (no makespan then)."""
 
 
 def read_history(history: Path) -> pl.DataFrame:
@@ -310,12 +337,21 @@ def read_history(history: Path) -> pl.DataFrame:
     files = sorted(history.glob("date=*/run=*/results.parquet"))
     if not files:
         return pl.DataFrame(schema=HISTORY_SCHEMA)
-    try:
-        frames = [pl.read_parquet(f) for f in files]
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise SuiteError(f"{history}: a results file of the history cannot be read "
-                         f"({exc}); move the broken run folder aside.") from None
-    return pl.concat([f.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA) for f in frames])
+    frames = []
+    for f in files:
+        try:
+            frame = pl.read_parquet(f)
+            if not {"run_id", "suite", "workload"} <= set(frame.columns):
+                raise ValueError("it has no run_id, suite and workload columns")
+            # Columns added since the file was written read as null.
+            frame = frame.with_columns([pl.lit(None, dtype).alias(name)
+                                        for name, dtype in HISTORY_SCHEMA.items()
+                                        if name not in frame.columns])
+            frames.append(frame.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA))
+        except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+            raise SuiteError(f"{f}: not a results file of a tracekit nightly run ({exc}); "
+                             f"move that run folder out of the history.") from None
+    return pl.concat(frames)
 
 
 def write_run(history: Path, run: pl.DataFrame) -> Path:
@@ -326,11 +362,17 @@ def write_run(history: Path, run: pl.DataFrame) -> Path:
     if final.exists():
         raise SuiteError(f"{final}: run {run_id} is already in the history; give another "
                          f"--run-id.")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".run={run_id}.", dir=final.parent))
+    history.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".run={run_id}.", dir=history))
+    made_parent = not final.parent.exists()
     try:
         run.write_parquet(staging / "results.parquet")
+        final.parent.mkdir(exist_ok=True)
         os.replace(staging, final)
+    except BaseException:
+        if made_parent and final.parent.exists() and not any(final.parent.iterdir()):
+            final.parent.rmdir()
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
@@ -359,8 +401,13 @@ class NightlyRun:
         return self.rows.filter(pl.col("status") == Status.ERROR.value).height
 
 
-def _baseline(before: pl.DataFrame, workload: str, policy: str) -> dict[str, Any] | None:
-    mine = before.filter(pl.col("workload") == workload)
+def _baseline(before: pl.DataFrame, suite: str, workload: str, workload_name: str | None,
+              policy: str) -> dict[str, Any] | None:
+    """The run to compare with: of the same suite and workload, and of the same traced
+    workload (the manifest's name: a trace path now holding another kernel has no
+    baseline)."""
+    mine = before.filter((pl.col("suite") == suite) & (pl.col("workload") == workload)
+                         & (pl.col("workload_name") == workload_name))
     if policy == LAST_PASS:
         mine = mine.filter(pl.col("status") == Status.PASS.value)
     else:
@@ -373,10 +420,7 @@ def _baseline(before: pl.DataFrame, workload: str, policy: str) -> dict[str, Any
 def compare(suite: Suite, results: list[dict[str, Any]], before: pl.DataFrame, run_id: str,
             date: str, started: str) -> pl.DataFrame:
     """Each result with its baseline and status, as history rows."""
-    for policy in sorted({w.baseline for w in suite.workloads} - {LAST_PASS}):
-        if before.filter(pl.col("run_id") == policy).height == 0:
-            raise SuiteError(f"{suite.path}: baseline = {policy!r} names no run in the "
-                             f"history; use a run id listed there or \"{LAST_PASS}\".")
+    check_baselines(suite, before)
     rows = []
     for w, r in zip(suite.workloads, results, strict=True):
         row: dict[str, Any] = {key: None for key in HISTORY_SCHEMA}
@@ -389,11 +433,12 @@ def compare(suite: Suite, results: list[dict[str, Any]], before: pl.DataFrame, r
             continue
         severities = [f["severity"] for f in r["findings"]]
         row.update(errors=severities.count("error"), warnings=severities.count("warning"))
-        status = Status.PASS
-        base = _baseline(before, w.name, w.baseline)
+        # A run that cannot finish is a regression whatever the baseline says.
+        status = Status.REGRESSION if r["stuck"] else Status.PASS
+        base = _baseline(before, suite.name, w.name, r["workload_name"], w.baseline)
         if base is not None:
             row.update(baseline_run=base["run_id"], baseline_makespan=base["makespan"])
-            if base["makespan"]:
+            if base["makespan"] and r.get("makespan") is not None:
                 row["delta_pct"] = 100.0 * (r["makespan"] - base["makespan"]) / base["makespan"]
             old = {f["code"] for f in base["findings"] or [] if f["severity"] == "error"}
             new = sorted({f["code"] for f in r["findings"] if f["severity"] == "error"} - old)
@@ -403,6 +448,29 @@ def compare(suite: Suite, results: list[dict[str, Any]], before: pl.DataFrame, r
         row["status"] = status.value
         rows.append(row)
     return pl.DataFrame(rows, schema=HISTORY_SCHEMA)
+
+
+def check_baselines(suite: Suite, before: pl.DataFrame) -> None:
+    """Every pinned baseline names a run of this suite in the history."""
+    runs = set(before.filter(pl.col("suite") == suite.name)["run_id"].to_list())
+    for policy in sorted({w.baseline for w in suite.workloads} - {LAST_PASS}):
+        if policy not in runs:
+            raise SuiteError(f"{suite.path}: baseline = {policy!r} names no run of suite "
+                             f"{suite.name!r} in the history; use a run id listed there or "
+                             f"\"{LAST_PASS}\".")
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""Run ids: folder-name safe, at most 64 characters."""
+RESERVED_RUN_IDS = {"workload"}
+"""Names the trend table uses for its own columns."""
+
+
+def check_run_id(run_id: str) -> None:
+    if not RUN_ID.fullmatch(run_id) or run_id in RESERVED_RUN_IDS:
+        raise SuiteError(f"--run-id {run_id!r}: use 1 to 64 ASCII letters, digits, '.', '_' "
+                         f"and '-', starting with a letter or digit (and not "
+                         f"{', '.join(sorted(RESERVED_RUN_IDS))}).")
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -416,15 +484,25 @@ def nightly(suite: Suite, history: Path, *, scheduler: str | None = None,
             progress: Callable[[str], None] | None = None) -> NightlyRun:
     """Run the suite, compare with the history and append this run to it. The jobs run on
     `pool` when one is given, else on `executor(scheduler, workers)`."""
+    from tracekit.replay.machine import resolve_machine
+
     now = datetime.now(UTC)
     run_id = run_id or new_run_id(now)
-    if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise SuiteError(f"--run-id {run_id!r}: use letters, digits, '-', '_' and '.' only.")
+    check_run_id(run_id)
     date = date or now.strftime("%Y-%m-%d")
+    if history.exists() and not history.is_dir():
+        raise SuiteError(f"{history}: is a file; --history needs a folder (new or one that "
+                         f"holds earlier runs).")
     before = read_history(history)
     if before.filter(pl.col("run_id") == run_id).height:
         raise SuiteError(f"{history}: run {run_id} is already in the history; give another "
                          f"--run-id.")
+    check_baselines(suite, before)
+    # The suite's machine is everyone's: a bad one is the suite's error, found before any work.
+    try:
+        resolve_machine(suite.machine)
+    except TracekitError as exc:
+        raise SuiteError(f"{suite.path}: machine = {suite.machine!r}: {exc}") from None
     if pool is not None:
         results = run_all(suite, pool, progress)
     else:
@@ -442,7 +520,7 @@ def nightly(suite: Suite, history: Path, *, scheduler: str | None = None,
 def trend(run: NightlyRun) -> pl.DataFrame:
     """Makespan per workload (rows) over the last `trend_runs` runs (columns, oldest first;
     "-" where a workload has no result)."""
-    every = pl.concat([run.before, run.rows])
+    every = pl.concat([run.before.filter(pl.col("suite") == run.suite.name), run.rows])
     runs = (every.select("started", "run_id").unique().sort("started", "run_id")
             .tail(run.suite.trend_runs)["run_id"].to_list())
     names = [w.name for w in run.suite.workloads]

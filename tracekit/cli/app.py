@@ -572,6 +572,9 @@ def nightly(
 
     suite = load_suite(suite_file)
     folder = history or suite.history or Path("tracekit-history")
+    if report is not None and report.exists() and not report.is_dir():
+        raise typer.BadParameter(f"{report} is a file; --report needs a folder",
+                                 param_hint="--report")
     with _status(f"running {len(suite.workloads)} workload(s)"):
         run = run_nightly(suite, folder, scheduler=scheduler, workers=workers, run_id=run_id)
     out = report or folder / "reports" / run.rows["run_id"][0]

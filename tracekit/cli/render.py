@@ -488,6 +488,8 @@ def _reason(row: dict[str, Any]) -> str:
     if row["status"] == "error":
         return row["error"]
     parts = []
+    if row["stuck"]:
+        parts.append(f"the run cannot finish: {row['stuck']}")
     if row["delta_pct"] is not None and row["delta_pct"] > row["threshold_pct"]:
         parts.append(f"makespan {row['baseline_makespan']:,} -> {row['makespan']:,} cycles "
                      f"({_change(row)}, threshold {row['threshold_pct']:g}%) against run "
@@ -510,7 +512,9 @@ def nightly_junit(run: NightlyRun) -> str:
         case = ET.SubElement(suite, "testcase", classname=f"tracekit.nightly.{run.suite.name}",
                              name=r["workload"])
         if r["status"] == "regression":
-            ET.SubElement(case, "failure", type="regression", message=_reason(r))
+            failure = ET.SubElement(case, "failure", type="regression",
+                                    message=_reason(r).splitlines()[0])
+            failure.text = _reason(r)
         elif r["status"] == "error":
             error = ET.SubElement(case, "error", type="workload",
                                   message=r["error"].splitlines()[0])
