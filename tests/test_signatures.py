@@ -344,7 +344,7 @@ def test_dead_writes(tmp_path: Path) -> None:
     assert [f.instructions for f in found] == [(lost,), (unused,), (redo,)]
     assert [f.message.split(" that are ")[1] for f in found] == [
         "overwritten before anything reads them", "left before anything reads them",
-        "overwritten before anything reads them"]
+        "overwritten, in part or whole, before anything reads them"]
     assert "writes 8,192 SBUF bytes" in found[0].message  # 64 bytes x 128 partitions
 
 
@@ -401,3 +401,41 @@ def test_peak_rate_bounds_every_window(transfers: list) -> None:
     densest = max(nbytes[(start >= a) & (end <= z)].sum() / (z - a)
                   for a in start for z in end if z > a)
     assert _peak_rate(start, end, nbytes) >= densest * (1 - 1e-9)
+
+
+def test_small_dma_not_reported_when_no_size_pays_off(tmp_path: Path) -> None:
+    """A machine whose per-byte set-up costs more than moving a byte: larger transfers would
+    not help, so there is no break-even size to report."""
+    from dataclasses import replace
+
+    from tracekit.replay.machine import Latency
+
+    b = TraceBuilder("t")
+    for _ in range(10):
+        b.inst("dma.q0", "dma_load", bytes=256)
+    trace = b.write(tmp_path / "t")
+    m = builtin_machine()
+    assert [f.code for f in find_bugs(trace, m)] == [Code.SMALL_DMA]
+    slow_setup = replace(m, engines={**m.engines, "dma": Latency(96.0, 0.0, 0.1, 0.0)})
+    assert [f.code for f in find_bugs(trace, slow_setup)] == []
+
+
+def test_bandwidth_in_the_trace_time_unit(tmp_path: Path) -> None:
+    """Times in microseconds at 1.4 GHz: four 65,536-byte loads of 1 us each on one queue
+    move about 47 bytes per cycle, under its 64; loads of 262,144 bytes break the limit."""
+    from tracekit.trace.bundle import write_trace
+    from tracekit.trace.manifest import Producer
+
+    for nbytes, found in ((65_536, []), (262_144, ["queue dma.q0"])):
+        b = TraceBuilder("t")
+        for k in range(4):
+            b.inst("dma.q0", "dma_load", 2 * k, 2 * k + 1, bytes=nbytes)
+        frames = b.frames()
+        trace = write_trace(tmp_path / str(nbytes), frames.pop("instructions"), **frames,
+                            workload="t", producer=Producer("test"), clock_hz=1.4e9,
+                            time_unit="us")
+        got = [f for f in find_bugs(trace, builtin_machine())
+               if f.code is Code.BANDWIDTH_BEYOND_PHYSICS]
+        assert [f.message.split(":")[0] for f in got] == found
+        if got:
+            assert "within us 0..7, 107.0 bytes/cycle" in got[0].message  # 1 MiB in 7 us

@@ -128,6 +128,17 @@ class Context:
         info = SIGNATURES[code]
         self.findings.append(Finding(code, info.severity, message, info.hint, **evidence))
 
+    def cycles_per_tick(self) -> float | None:
+        """Machine cycles per tick of the trace's start and end: 1 for cycles; from the
+        manifest's clock for ps, ns and us (None without a clock)."""
+        from tracekit.trace.manifest import TimeUnit
+        from tracekit.trace.summary import seconds
+
+        m = self.trace.manifest
+        if m.time_unit is TimeUnit.CYCLES:
+            return 1.0
+        return None if not m.clock_hz else seconds(1, None, m.time_unit) * m.clock_hz
+
     def observed_start(self) -> np.ndarray | None:
         """Observed starts by graph row, or None unless every instruction has one."""
         start = self.instructions["start"]
@@ -392,6 +403,10 @@ def check_latency(ctx: Context) -> None:
         (pl.col("fixed_cycles") + pl.col("per_element") * pl.col("elements").fill_null(0)
          + (pl.col("per_byte") + pl.col("per_moved")) * pl.col("bytes").fill_null(0)
          + pl.col("per_flop") * pl.col("flops").fill_null(0)).alias("modelled"))
+    # The model is in machine cycles; the trace's times may be another unit.
+    per_tick = ctx.cycles_per_tick()
+    t = t.with_columns(pl.col("modelled") / per_tick if per_tick
+                       else pl.lit(None, pl.Float64).alias("modelled"))
     reference = pl.when(pl.col("peers") >= 8).then(pl.col("median")).otherwise(
         pl.col("modelled"))
     stuck = t.filter((outside | (pl.col("peers") < 8))
@@ -430,10 +445,12 @@ def check_bandwidth(ctx: Context) -> None:
     one queue can move in it. A transfer counts in a window only when it starts and ends
     inside it, so no assumption about its rate over time is made: 400,000 bytes moved by
     transfers that all ran within cycles 1,000..2,000 need 400 bytes per cycle."""
-    if not ctx.timed:
-        return
+    per_tick = ctx.cycles_per_tick()
+    if not ctx.timed or per_tick is None:
+        return  # the machine's cycles cannot be compared with the trace's times
     from tracekit.replay.machine import engine_kind
 
+    unit = ctx.trace.manifest.time_unit.value
     dma = (ctx.trace.read("instructions", ["id", "engine", "start", "end", "bytes"])
            .drop_nulls(["start", "end", "bytes"])
            .filter((pl.col("bytes") > 0) & (pl.col("end") >= pl.col("start")))
@@ -450,7 +467,7 @@ def check_bandwidth(ctx: Context) -> None:
             continue
         start, end = rows["start"].to_numpy(), rows["end"].to_numpy()
         nbytes = rows["bytes"].to_numpy().astype(np.float64)
-        allowed = limit * (1 + BANDWIDTH_SLACK)
+        allowed = limit * (1 + BANDWIDTH_SLACK) * per_tick  # bytes per tick of the trace
         if _peak_rate(start, end, nbytes) <= allowed:
             continue  # no window can hold more: the exact search is not needed
         lo, hi, moved = _densest_window(start, end, nbytes, allowed)
@@ -458,10 +475,10 @@ def check_bandwidth(ctx: Context) -> None:
             continue
         inside = rows.filter((pl.col("start") >= lo) & (pl.col("end") <= hi)).sort("start",
                                                                                   "id")
-        rate = moved / max(hi - lo, 1)
+        rate = moved / max(hi - lo, 1) / per_tick
         ctx.add(Code.BANDWIDTH_BEYOND_PHYSICS,
                 f"{scope}: {inside.height:,} transfers moved {int(moved):,} bytes within "
-                f"cycles {lo:,}..{hi:,}, {rate:,.1f} bytes/cycle, over {what} of "
+                f"{unit} {lo:,}..{hi:,}, {rate:,.1f} bytes/cycle, over {what} of "
                 f"{limit:,.1f} bytes/cycle", instructions=_ids(inside["id"].head(20)),
                 engines=tuple(sorted(set(inside["engine"].to_list()))), cycles=(lo, hi))
 
@@ -659,8 +676,9 @@ def check_dead_writes(ctx: Context) -> None:
     rows = rows.join(engine_of, on="inst", how="left", maintain_order="left")
     _capped(ctx, Code.DEAD_WRITE, rows, lambda r: (
         f"instruction {r['inst']} ({r['opcode']}) on {r['engine']} writes {r['bytes']:,} "
-        f"{'SBUF' if r['sbuf'] else 'HBM'} bytes that are "
-        f"{'overwritten' if r['overwritten'] else 'left'} before anything reads them",
+        + (f"SBUF bytes that are {'overwritten' if r['overwritten'] else 'left'} before "
+           f"anything reads them" if r["sbuf"] else
+           "HBM bytes that are overwritten, in part or whole, before anything reads them"),
         {"instructions": (r["inst"],), "engines": (r["engine"],)}))
 
 
@@ -695,8 +713,12 @@ def check_small_dma(ctx: Context) -> None:
                       pl.col("setup").filter(pl.col("setup") > pl.col("moving")).sum()
                       .alias("setup_cycles"),
                       (pl.col("fixed") / (pl.col("per_moved") - pl.col("per_byte"))).max()
-                      .alias("break_even"))
-                 .filter(pl.col("small") >= SMALL_DMA_SHARE * pl.col("transfers"))
+                      .alias("break_even"), (pl.col("per_moved") > pl.col("per_byte")).all()
+                      .alias("helps"))
+                 # When the per-byte set-up costs as much as moving a byte, no size pays off
+                 # and larger transfers would not help: nothing to report.
+                 .filter((pl.col("small") >= SMALL_DMA_SHARE * pl.col("transfers"))
+                         & pl.col("helps"))
                  .sort("engine"))
     _capped(ctx, Code.SMALL_DMA, per_queue, lambda r: (
         f"{r['engine']}: {r['small']:,} of {r['transfers']:,} transfers move under "
