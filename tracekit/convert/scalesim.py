@@ -50,28 +50,77 @@ Rules:
   in sbuf partition 0, filter in sbuf partition 1, ofmap in psum: SCALE-Sim's SRAMs look words
   up by operand address, and hold no other place for them. Loads read hbm and write sbuf, stores
   read psum and write hbm, the array reads sbuf and writes psum.
-- deps: the first array step depends on both fills; a step whose miss in the active buffer
-  issued a burst depends on it (data; user mode, reconstructed from the stamps as
-  read_buffer.service_reads computes them; calc mode: a burst to the first step that reads one
-  of its words after it ends); a step that found the output SRAM full depends on the drain it
-  waited for (resource); a drain depends on the step whose write started it (the first write
-  that found the SRAM past half full and the interface free), the flush on the last step
-  (data). Layer l + 1's fills depend on layer l's last instruction.
+- deps: the first array step depends on both fills, and each read operand's first burst after
+  its fill on the other operand's fill (SCALE-Sim stamps both fills to end the cycle before the
+  array's first demand, and every later burst follows the one before: user mode); a step whose
+  miss in the active buffer issued a burst depends on it (data; user mode, reconstructed from
+  the stamps as read_buffer.service_reads computes them; calc mode: a burst to the first step
+  that reads one of its words after it ends); a step that found the output SRAM full depends on
+  the drain it waited for (resource); a drain depends on the step whose write started it (the
+  first write that found the SRAM past half full and the interface free), the flush on the last
+  step (data); the echoes of read stalls, below. Layer l + 1's fills depend on layer l's last
+  instruction.
 - Machine: one array step per cycle (tensor per_element = 1); each queue moves a row of its
   trace per cycle (user mode: IfmapSRAMBankBandwidth, FilterSRAMBankBandwidth and Bandwidth words;
   calc mode: the trace's row widths for reads, ArrayWidth for writes); in user mode a burst
-  starts one cycle after the previous one's last answer (dma_load fixed_cycles = 1); HBM is the
-  sum of the queues, as SCALE-Sim's interfaces share nothing; memory: the operands' sizes (the
-  SRAMs' capacities are in the description).
+  starts one cycle after the previous one's last answer (dma_load fixed_cycles = 1), and so does
+  a burst's copy on a shadow queue (fixed_cycles = 1, per_byte = 1 / the operand's width); HBM
+  is the sum of the queues, as SCALE-Sim's interfaces share nothing; memory: the operands' sizes
+  (the SRAMs' capacities are in the description).
 
-Limit. SCALE-Sim 3.0.0's read stalls are not all waits for data: read_buffer.service_reads adds
-a burst's potential stall pot = end - (cycle + off) to off, then adds it again when it is
-positive. So a step that misses waits twice the cycles its burst still needs, and a step whose
-misses issue several bursts measures the second from the first one's end, long past, rather
-than from its own cycle, and may stall for data that has arrived. Such a wait grows as the miss
-comes earlier, which no dependency graph expresses; the replay waits once, for data that is not
-there. Runs that stall on reads therefore replay short of SCALE-Sim's total, by at most their
-read stalls; in steady streaming the waits even out and the gap is what the last misses add.
+Read stalls (user mode). A deliberate model of SCALE-Sim 3.0.0's read buffer, not a tuning.
+read_buffer.service_reads serves a step demanded at c from T = c + 1, and for each burst its
+misses issue, in order:
+
+    while not self.active_buffer_hit(addr):
+        self.new_prefetch()
+        potential_stall_cycles = self.last_prefetch_cycle - (cycle + offset)
+        offset += potential_stall_cycles        # Offset increments if there were potential stalls
+        if potential_stall_cycles > 0:
+            offset += potential_stall_cycles
+
+while new_prefetch stamps a burst from the previous one's last answer, not from the miss
+(`cycles_arr[i][0] = self.last_prefetch_cycle + i + 1`, then the port's one cycle). So, from
+s = T, a burst whose last stamp is E takes s to E if it has arrived (E <= s) and to 2 E - s if
+not: the burst's end reflected about the time the step asked for it, twice what its data still
+needed; a step whose first burst has arrived and whose second has not is served at
+E_2 + (E_2 - E_1), a whole second period after its data is in. Such a reflection serves a later
+demand sooner, which no dependency can (a replay's times only grow with the times before
+them). But every cycle here is c_0 plus whole burst periods (a burst's rows and the cycle
+before it) plus step counts, and two reflections about bursts of one operand make a
+translation. So the converter writes each stall's end the way SCALE-Sim computes it and
+follows it back through the stalls before it (up to ECHO_DEPTH) until, with no burst period
+counted a negative number of times, it is a fixed time after an event the replay reproduces:
+the end of a step at or after a stall the replay reproduces, the fills, or a burst's end. The
+stalled step then depends on an echo: copies of those bursts (`burst_shadow`, each with its
+burst's bytes and words) that run one after another from that event on shadow queues of the
+burst's operand (`shadow.ifmap.K`, `shadow.filter.K`: not DMA queues, they move nothing and take
+no HBM bandwidth). Step counts are absorbed by starting from a step earlier, or by making the
+step x steps later depend on the echo, when no stall lies in between; the fewest copies win,
+then the smallest x, then the latest event. The copies' observed times run from the event's
+end to the step's start, so the observed timeline is SCALE-Sim's, and the array's figures in
+`analyze` (its engine only) do not change.
+
+Worked example, gemm96x64x128_16x16_ws_user_bw8 (ifmap bursts of 820 rows, one every 821
+cycles; SCALE-Sim's cycles): burst 1 ends at 820, and step 766, asked for at T = 767, is served
+at 2 x 820 - 767 = 873. Burst 2 ends at 1641; step 1152 asks at 873 + 386 = 1259 and is served
+at 2 x 1641 - 1259 = 2 x 821 + 767 - 386 = 2023: the end of step 379 (380), two copies of burst
+2 (821 cycles each), then step 1152 itself. Step 766 (reflected about the array's start, with
+766 steps before it and 385 hits after) has no echo and waits for its burst once; the second
+stall of each pair, the last one of the run included, is reproduced, and the replay predicts
+10,765 Total Cycles (incl. prefetch) where SCALE-Sim reports 10,763. In
+gemm24x128x160_16x16_ws_user_bw16_sram8-16-4, step 2255 is asked for at 2256 and issues filter
+bursts 2 (ended at 1641) and 3 (ends at 2462): served at 2 x 2462 - 1641 = 3283, an echo of one
+copy of burst 3 after burst 3, two steps later (the copy's set-up and the row's own cycle).
+
+Limit. A stall no echo reproduces waits for its burst once in the replay: one reflected about
+the end of a drain or of the other operand's burst (no whole periods of its own bursts lead
+there), one reflected about the array's start or a burst's end with more steps to absorb than
+hit steps after it (a run's first miss, usually: the fill lasts many steps), and the stalls an
+odd number of reflections after such a one (every second stall of a series). The replay
+catches up at the next echoed stall, so it ends short of SCALE-Sim's total only when a run's
+last read stall is one of these, by that stall's second wait: half its stall cycles
+(`LayerImport.unechoed` lists them).
 """
 
 from __future__ import annotations
@@ -79,7 +128,7 @@ from __future__ import annotations
 import configparser
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -594,6 +643,187 @@ def dram_words(table: TraceTable) -> np.ndarray:
     return valid & ~(tail & ones)
 
 
+# --- SCALE-Sim's read stalls, as echoes of bursts --------------------------------------------
+
+C0, ONE = "c0", "1"
+"""Atoms of a symbolic cycle (`_Cycle`): the layer's origin c_0 (the array's first demand; both
+fills end the cycle before it) and one cycle. The others: (op, j), the periods of op's bursts 1
+to j (a period is a burst's rows and the cycle before it; burst j's last stamp is
+c_0 - 1 + (op, j)), and ("root", r), the end of the drain that step r waited for."""
+
+ECHO_DEPTH = 16
+"""How many stalls back a stall's cycle is followed to find an event it is a fixed time after."""
+ECHO_COPIES = 32
+"""The most burst copies one echo holds; a stall that needs more is left to its own burst."""
+
+
+@dataclass(frozen=True)
+class _Cycle:
+    """A cycle as sign x (the end of stall `base`) + sum of coefficient x atom over `terms`;
+    base -1 (and sign 0): no stall, the atoms alone."""
+
+    base: int
+    sign: int
+    terms: dict[Any, int]
+
+
+def _plus(a: dict[Any, int], b: dict[Any, int], k: int = 1) -> dict[Any, int]:
+    """a + k b, atom by atom."""
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = out.get(key, 0) + k * value
+        if out[key] == 0:
+            del out[key]
+    return out
+
+
+@dataclass(frozen=True)
+class Echo:
+    """The burst copies that reproduce one of SCALE-Sim's read stalls: they run one after
+    another from the end of `anchor` (("step", "", a): array step a; ("burst", op, j): op's
+    burst j; ("fills", "", 0): both fills), and array step `step` starts when the last ends
+    (right after the anchor when there are none). `start`: SCALE-Sim's cycle at which the anchor
+    ends; `copies`: (operand, burst) of each copy, in order."""
+
+    step: int
+    anchor: tuple[str, str, int]
+    copies: tuple[tuple[str, int], ...]
+    start: int
+
+
+@dataclass(frozen=True)
+class EchoPlan:
+    """A layer's echoes, and the read stalls no echo reproduces (their steps): the replay waits
+    for those stalls' bursts once, where SCALE-Sim waits up to twice."""
+
+    echoes: tuple[Echo, ...]
+    unechoed: tuple[int, ...]
+
+
+def _copies(diff: dict[Any, int]) -> tuple[tuple[str, int], ...] | None:
+    """The burst copies whose periods make the period terms of `diff` (burst m of op counted
+    sum over j >= m of diff[(op, j)] times), or None if a count is negative, the origin or a
+    drain is left over, or there are more than ECHO_COPIES."""
+    per_op: dict[str, list[tuple[int, int]]] = {}
+    for key, value in diff.items():
+        if key == ONE:
+            continue
+        if key == C0 or key[0] == "root":
+            return None
+        per_op.setdefault(key[0], []).append((key[1], value))
+    out: list[tuple[str, int]] = []
+    for op in sorted(per_op):
+        bursts = sorted(per_op[op], reverse=True) + [(0, 0)]
+        count = 0
+        for (j, weight), (below, _) in zip(bursts[:-1], bursts[1:]):
+            count += weight
+            if count < 0 or len(out) + count * (j - below) > ECHO_COPIES:
+                return None
+            out += [(op, m) for m in range(below + 1, j + 1) for _ in range(count)]
+    return tuple(sorted(out, key=lambda c: (c[1], c[0])))
+
+
+def echo_plan(demand: np.ndarray, served: dict[str, np.ndarray], written: np.ndarray,
+              ends: dict[str, np.ndarray], issued: dict[str, np.ndarray]) -> EchoPlan:
+    """The echoes that make a replay charge SCALE-Sim's read stalls (user mode; the rule is in
+    the module docstring). `demand`: c_0 .. c_n; `served`: each read SRAM's stamp per step;
+    `written`: the output SRAM's; `ends`: each read operand's bursts' last stamps, the fill's
+    first (it ends at c_0 - 1; each burst starts two cycles after the one before ends);
+    `issued`: the step that issued each burst.
+
+    Each stall's end is written as a `_Cycle` the way SCALE-Sim computes it (a reflection
+    2 E - s per burst that arrives late, E otherwise), then followed back through the stalls
+    before it until it is a fixed number of whole burst periods and steps after an event that
+    the replay reproduces: the end of a step at or after a reproduced stall, the fills, or a
+    burst's end. Steps are absorbed by moving that step earlier or the stalled step later
+    (when no stall lies in between); the fewest copies win, then the nearest step, then the
+    latest event."""
+    n = demand.size - 1
+    stalls = np.flatnonzero(np.diff(demand) > 1).tolist()
+    if not stalls:
+        return EchoPlan((), ())
+    following = dict(zip(stalls, stalls[1:] + [n]))
+    c0 = int(demand[0])
+    by_step: dict[str, dict[int, list[int]]] = {op: {} for op in ends}
+    for op, steps in issued.items():
+        for j in np.flatnonzero(steps[1:] >= 0).tolist():
+            by_step[op].setdefault(int(steps[j + 1]), []).append(j + 1)
+    cycles: dict[int, _Cycle] = {}
+    reproduced: dict[int, int] = {}   # stall -> x: the replay ends it on time from step stall + x
+    echoes: list[Echo] = []
+
+    def options(r: int, cycle: _Cycle) -> Iterator[tuple[int, tuple, tuple, int]]:
+        """(x, copies, anchor, anchor's end) of each way to reproduce `cycle` at step r + x."""
+        room = following[r] - 1 - r
+        sign, terms, base = cycle.sign, cycle.terms, cycle.base
+        for _ in range(ECHO_DEPTH):
+            if base < 0:
+                break
+            copies = _copies(terms) if sign == 1 and base in reproduced else None
+            if copies is not None:   # after step base + q, between the stall and the next
+                x = max(0, 1 - terms.get(ONE, 0) + reproduced[base])
+                q = x - 1 + terms.get(ONE, 0)
+                if q <= following[base] - 1 - base and x <= room:
+                    yield x, copies, ("step", "", base + q), int(demand[base + q + 1])
+            up = cycles[base]
+            terms, sign, base = _plus(terms, up.terms, sign), sign * up.sign, up.base
+        if base >= 0:
+            return
+        diff = _plus(terms, {C0: 1}, -1)
+        copies = _copies(diff)
+        if copies is not None:   # after the fills, or a step before the first stall
+            x = max(0, 1 - diff.get(ONE, 0))
+            q = x - 1 + diff.get(ONE, 0)
+            if q <= stalls[0] and x <= room:
+                yield x, copies, ("fills", "", 0) if q == 0 else ("step", "", q - 1), c0 + q
+        for op, e in ends.items():   # after the latest burst all of whose periods are counted
+            weights = sorted((k[1], v) for k, v in diff.items()
+                             if isinstance(k, tuple) and k[0] == op)
+            count, j = sum(v for _, v in weights), 0
+            for key, v in weights:   # periods up to `key` are counted `count` times
+                if count < 1:
+                    break
+                j, count = key, count - v
+            rest = _plus(diff, {(op, j): 1}, -1)
+            copies = _copies(rest) if j else None
+            if copies is not None and 0 <= 1 - rest.get(ONE, 0) <= room:
+                yield 1 - rest.get(ONE, 0), copies, ("burst", op, j), int(e[j]) + 1
+
+    previous = -1
+    for r in stalls:
+        end = int(demand[r + 1])
+        hit = _Cycle(previous, 1, {ONE: r - previous}) if previous >= 0 else \
+            _Cycle(-1, 0, {C0: 1, ONE: r + 1})
+        causes = []
+        for op in ends:
+            if int(served[op][r]) != end:
+                continue
+            cycle, at = hit, int(demand[r]) + 1
+            for j in by_step[op].get(r, ()):
+                burst = {C0: 1, (op, j): 1, ONE: -1}
+                if int(ends[op][j]) <= at:
+                    cycle, at = _Cycle(-1, 0, burst), int(ends[op][j])
+                else:
+                    cycle = _Cycle(cycle.base, -cycle.sign, _plus(_plus({}, burst, 2),
+                                                                  cycle.terms, -1))
+                    at = 2 * int(ends[op][j]) - at
+            causes.append(cycle)
+        best = min((o + (c,) for c in causes for o in options(r, c)),
+                   key=lambda o: (len(o[1]), o[0], -o[3]), default=None)
+        if best is not None:
+            x, copies, anchor, start, cycles[r] = best
+            reproduced[r] = x
+            if copies or anchor != ("step", "", r + x - 1):
+                echoes.append(Echo(r + x, anchor, copies, start))
+        elif int(written[r]) + 1 == end:   # the drain it waited for
+            cycles[r] = causes[0] if causes else _Cycle(-1, 0, {("root", r): 1})
+            reproduced[r] = 0
+        else:
+            cycles[r] = causes[0]
+        previous = r
+    return EchoPlan(tuple(echoes), tuple(r for r in stalls if r not in reproduced))
+
+
 # --- one layer ------------------------------------------------------------------------------
 
 
@@ -611,6 +841,10 @@ class LayerImport:
     window_cycles: int
     compute_util_pct: float
     report: ComputeReport
+    echoes: int = 0
+    unechoed: tuple[tuple[int, int], ...] = ()
+    """(step, stall cycles) of each read stall no echo reproduces: the replay charges it the
+    wait its data needed, SCALE-Sim up to twice that (module docstring)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": self.layer.name, "m": self.layer.m, "n": self.layer.n,
@@ -619,6 +853,8 @@ class LayerImport:
                 "total_cycles_incl_prefetch": self.total_cycles_incl_prefetch,
                 "macs": self.macs, "window_cycles": self.window_cycles,
                 "compute_util_pct": round(self.compute_util_pct, 6),
+                "echoes": self.echoes,
+                "unechoed_read_stalls": [list(u) for u in self.unechoed],
                 "reported": {"total_cycles_incl_prefetch": self.report.total_cycles_incl_prefetch,
                              "total_cycles": self.report.total_cycles,
                              "stall_cycles": self.report.stall_cycles,
@@ -634,6 +870,8 @@ class _Rows:
     memory: list[tuple[np.ndarray, np.ndarray, str, str, int | None]] = field(
         default_factory=list)
     keys: int = 0
+    shadows: dict[str, list[int]] = field(default_factory=dict)
+    """Per read operand, when each of its shadow queues is free (bundle cycles)."""
 
     def add(self, engine: str, opcode: str, start: np.ndarray, end: np.ndarray, *,
             elements: np.ndarray, nbytes: np.ndarray, flops: np.ndarray | None = None,
@@ -653,6 +891,64 @@ class _Rows:
         row_key = keys if per_row is None else np.repeat(keys, per_row)
         self.memory.append((np.repeat(row_key, valid.sum(axis=1)), words, where[0], access,
                             where[1]))
+
+
+def shadow_engine(op: str, queue: int) -> str:
+    """Shadow queue `queue` of read operand `op`: it holds copies of op's bursts (echoes)."""
+    return f"shadow.{op}.{queue}"
+
+
+def _echo_rows(rows: _Rows, echoes: tuple[Echo, ...], loads: dict[str, tuple[np.ndarray, ...]],
+               dram: dict[str, TraceTable], shift: int, layer: str,
+               at_step: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Each echo's copies as `burst_shadow` instructions, one after another from the end of its
+    anchor, each with the bytes and words of its burst; and its deps: anchor -> copies -> the
+    array step. A copy goes on the shadow queue of the copy before it when that one is free,
+    else on the queue of its operand free longest (a new one if none is)."""
+    copies = [(k, op, j) for k, e in enumerate(echoes) for op, j in e.copies]
+    period = {op: np.diff(loads[op][1]) + 1 for op in (IFMAP, FILTER)}
+    words = {op: np.diff(np.r_[0, np.cumsum(loads[op][3].sum(axis=1))][loads[op][1]])
+             for op in (IFMAP, FILTER)}
+    begin = np.zeros(len(copies), dtype=np.int64)
+    queue = np.zeros(len(copies), dtype=np.int64)
+    at, last = 0, -1
+    for i, (k, op, j) in enumerate(copies):
+        if i == 0 or copies[i - 1][0] != k:
+            at, last = echoes[k].start + shift, -1
+        free = rows.shadows.setdefault(op, [])
+        if not (0 <= last < len(free) and free[last] <= at and copies[i - 1][1] == op):
+            fits = [q for q, t in enumerate(free) if t <= at]
+            last = min(fits, key=lambda q: (free[q], q)) if fits else len(free)
+            if last == len(free):
+                free.append(at)
+        begin[i], queue[i] = at, last
+        at += int(period[op][j])
+        free[last] = at
+    key = np.zeros(len(copies), dtype=np.int64)
+    ops = np.array([op for _, op, _ in copies])
+    burst = np.array([j for _, _, j in copies], dtype=np.int64)
+    for op in sorted(set(ops.tolist())):
+        for q in sorted(set(queue[ops == op].tolist())):
+            pick = np.flatnonzero((ops == op) & (queue == q))
+            key[pick] = rows.add(shadow_engine(op, q), "burst_shadow", begin[pick],
+                                 begin[pick] + period[op][burst[pick]], layer=layer,
+                                 elements=words[op][burst[pick]],
+                                 nbytes=(period[op][burst[pick]] - 1) * dram[op].width
+                                 * WORD_BYTES)
+    src: list[int] = []
+    dst: list[int] = []
+    first_copy = 0
+    for e in echoes:
+        kind, op, where = e.anchor
+        anchors = ([int(at_step(np.array([where]))[0])] if kind == "step" else
+                   [int(loads[op][0][where])] if kind == "burst" else
+                   [int(loads[IFMAP][0][0]), int(loads[FILTER][0][0])])
+        chain = key[first_copy:first_copy + len(e.copies)].tolist()
+        first_copy += len(e.copies)
+        chain.append(int(at_step(np.array([e.step]))[0]))
+        src += anchors + chain[:-1]
+        dst += [chain[0]] * len(anchors) + chain[1:]
+    rows.deps.append((np.array(src, dtype=np.int64), np.array(dst, dtype=np.int64), "data"))
 
 
 def _import_layer(rows: _Rows, folder: Path, index: int, layer: GemmLayer, cfg: ScaleSimConfig,
@@ -782,6 +1078,24 @@ def _import_layer(rows: _Rows, folder: Path, index: int, layer: GemmLayer, cfg: 
         drain_of_wait = pos
     cuts.append(waited)
 
+    # SCALE-Sim's read stalls (user mode): echoes of bursts on shadow queues.
+    plan = EchoPlan((), ())
+    if cfg.bandwidth_mode is BandwidthMode.USER:
+        ends = {op: dram[op].cycles[loads[op][1][1:] - 1] for op in (IFMAP, FILTER)}
+        for op, e in ends.items():
+            starts = dram[op].cycles[loads[op][1][:-1]]
+            bad = np.flatnonzero(np.r_[e[0] != demand[0] - 1, starts[1:] != e[:-1] + 2])
+            if bad.size:
+                raise _fail(dram[op].path, int(loads[op][1][bad[0]]),
+                            "a prefetch burst that does not start two cycles after the one "
+                            "before ends (or a fill that does not end the cycle before the "
+                            "array's first demand).")
+        plan = echo_plan(demand, {op: sram[op].cycles for op in ends}, o.cycles, ends,
+                         {op: loads[op][2] for op in ends})
+        cuts.append(np.array([e.step for e in plan.echoes], dtype=np.int64))
+        cuts.append(np.array([e.anchor[2] + 1 for e in plan.echoes if e.anchor[0] == "step"],
+                             dtype=np.int64))
+
     # Array instructions: runs of steps between cuts.
     edges = np.unique(np.concatenate(cuts))
     first, stop = edges[:-1], edges[1:]
@@ -804,10 +1118,15 @@ def _import_layer(rows: _Rows, folder: Path, index: int, layer: GemmLayer, cfg: 
         rows.deps.append((keys[has][last], dst[last], "data"))   # the last of a step's bursts
         if after.size:   # the previous layer's outputs are this layer's inputs
             rows.deps.append((after, keys[:1], "data"))
+        if cfg.bandwidth_mode is BandwidthMode.USER and keys.size > 1:
+            other = loads[FILTER if op == IFMAP else IFMAP][0]
+            rows.deps.append((other[:1], keys[1:2], "data"))
     for keys, _, source in stores.values():
         rows.deps.append((at_step(source), keys, "data"))
     if waited.size:
         rows.deps.append((stores[DRAIN][0][drain_of_wait], at_step(waited), "resource"))
+    if plan.echoes:
+        _echo_rows(rows, plan.echoes, loads, dram, shift, layer.name, at_step)
 
     # Memory: DRAM words of every transfer (at their addresses in hbm), SRAM words of every
     # array instruction (in the SRAM's partition, at their place in the operand).
@@ -853,11 +1172,13 @@ def _import_layer(rows: _Rows, folder: Path, index: int, layer: GemmLayer, cfg: 
     summary = LayerImport(
         layer=layer, steps=n, folds=folds.count,
         instructions=int(seg.size + sum(v[0].size for v in loads.values())
-                         + sum(v[0].size for v in stores.values())),
+                         + sum(v[0].size for v in stores.values())
+                         + sum(len(e.copies) for e in plan.echoes)),
         stall_cycles=int(stall.sum()),
         total_cycles_incl_prefetch=end - 1 - first_read, macs=total_macs,
         window_cycles=window, compute_util_pct=100.0 * total_macs / (r * c * window),
-        report=report)
+        report=report, echoes=len(plan.echoes),
+        unechoed=tuple((u, int(stall[u])) for u in plan.unechoed))
     _check_report(summary, folder.parent / "COMPUTE_REPORT.csv", index)
     return summary, end + shift, np.array([last_key]), (dram[IFMAP].width, dram[FILTER].width)
 
@@ -915,8 +1236,11 @@ def _tables(rows: _Rows) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         }, schema={"key": pl.Int64, "engine": pl.String, "opcode": pl.String,
                    "start": pl.Int64, "end": pl.Int64, "elements": pl.Int64, "bytes": pl.Int64,
                    "flops": pl.Int64, "layer": pl.String, "pc": pl.Int64}))
+    shadows = [shadow_engine(op, q) for op in (IFMAP, FILTER)
+               for q in range(len(rows.shadows.get(op, ())))]
+    rank = {**ENGINE_RANK, **{e: len(ENGINE_RANK) + i for i, e in enumerate(shadows)}}
     frame = (pl.concat(parts)
-             .with_columns(pl.col("engine").replace_strict(ENGINE_RANK).alias("rank"))
+             .with_columns(pl.col("engine").replace_strict(rank).alias("rank"))
              .sort("start", "rank", "key")
              .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("id"),
                            pl.int_range(pl.len(), dtype=pl.Int64).over("engine").alias("seq")))
@@ -942,7 +1266,8 @@ def _tables(rows: _Rows) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 
 
 def machine_toml(cfg: ScaleSimConfig, read_widths: tuple[int, int],
-                 layers: Sequence[GemmLayer]) -> str:
+                 layers: Sequence[GemmLayer], shadow_queues: dict[str, int] | None = None
+                 ) -> str:
     """The machine description of a SCALE-Sim config (with the read interfaces' widths the
     traces show, which calc mode chooses), for `tracekit replay --machine FILE`. Its on-chip
     spaces hold the layers' operands: SCALE-Sim's SRAMs look words up by their operand
@@ -992,7 +1317,12 @@ def machine_toml(cfg: ScaleSimConfig, read_widths: tuple[int, int],
         f"fixed_cycles = {load_setup!r}    # user mode: a burst starts a cycle after the "
         f"previous one's last answer",
         "",
-    ])
+    ] + [line for op, width in ((IFMAP, ifmap_bw), (FILTER, filter_bw))
+         for q in range((shadow_queues or {}).get(op, 0)) for line in (
+        f'[engines."{shadow_engine(op, q)}"]    # copies of {op} bursts that reproduce '
+        f"SCALE-Sim's read stalls",
+        "fixed_cycles = 1.0",
+        f"per_byte = {1.0 / width!r}", "")])
 
 
 @dataclass(frozen=True)
@@ -1056,7 +1386,8 @@ def convert_scalesim(run: str | os.PathLike[str], output: str | os.PathLike[str]
     trace = write_trace(output, instructions, deps=deps, memory=memory, workload=cfg.run_name,
                         producer=Producer("scalesim", "3"), machine=f"scalesim-{cfg.run_name}",
                         clock_hz=1.0e9, created=None, extra=extra, overwrite=overwrite)
-    return ScaleSimImport(trace, machine_toml(cfg, (widths[0], widths[1]), layers), cfg,
+    queues = {op: len(free) for op, free in rows.shadows.items()}
+    return ScaleSimImport(trace, machine_toml(cfg, (widths[0], widths[1]), layers, queues), cfg,
                           tuple(found))
 
 
