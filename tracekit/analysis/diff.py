@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numba
+import numpy as np
 import polars as pl
 
 from tracekit.analysis.critical_path import CriticalPath, critical_path
@@ -25,7 +27,9 @@ from tracekit.analysis.signatures import find_bugs, findings_frame
 from tracekit.analysis.stalls import stall_table
 from tracekit.analysis.timelines import Source, timeline
 from tracekit.errors import TracekitError
+from tracekit.replay.graph import queue_order
 from tracekit.replay.machine import Machine
+from tracekit.replay.run import name_codes
 from tracekit.trace.bundle import Trace
 
 TOP_INSTRUCTIONS = 10
@@ -85,27 +89,44 @@ def profile(trace: Trace, machine: Machine, source: Source | str,
         raise DiffError(f"{trace.path}: the trace has no instructions; there is nothing to "
                         f"compare.")
     line = timeline(trace, machine, source)
-    extra = trace.read("instructions", ["id", "pc"]).sort("id")
-    t = (line.frame.select("id", "engine", "opcode", "layer", "start", "end", "duration",
-                           "contention")
-         .with_columns(pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String),
-                       pl.col("layer").cast(pl.String).fill_null(NO_LAYER),
-                       pl.Series("pc", extra["pc"]))
-         .sort("engine", "start", "id"))
-    # The wait before each instruction: its start minus the latest end of the engine's earlier
-    # instructions (0 for the engine's first), plus the cycles a replayed DMA transfer lost to
-    # HBM sharing; busy is the rest of its duration. Per engine these match the stall table's
-    # busy and waiting cycles.
-    reached = pl.col("end").cum_max().shift(1).over("engine")
-    lost = pl.col("contention").fill_null(0).clip(0, pl.col("duration"))
-    t = t.with_columns(((pl.col("start") - reached).clip(0).fill_null(0) + lost).alias("wait"),
-                       (pl.col("duration") - lost).alias("duration")).drop("contention")
-    t = t.sort("id")
+    f = line.frame
+    engine, _ = name_codes(f["engine"])
+    start, end = f["start"].to_numpy(), f["end"].to_numpy()
+    duration = f["duration"].to_numpy()
+    # The cycles a replayed DMA transfer lost to HBM sharing count as waiting, as in the
+    # stall table; busy is the rest of its duration. The wait before an instruction is its
+    # start minus the latest end of its engine's earlier instructions (0 for the first).
+    lost = np.clip(f["contention"].fill_null(0).to_numpy(), 0, duration)
+    wait = _waits(queue_order(engine, start), engine, start, end) + lost
+    t = pl.DataFrame({
+        "id": f["id"], "engine": f["engine"].cast(pl.String),
+        "opcode": f["opcode"].cast(pl.String),
+        "layer": f["layer"].cast(pl.String).fill_null(NO_LAYER),
+        "pc": trace.read("instructions", ["id", "pc"]).sort("id")["pc"],
+        "start": start, "end": end, "duration": duration - lost, "wait": wait})
     path = critical_path(line.frame, line.graph, line.kind_latency)
-    found = findings_frame(find_bugs(trace, machine) if findings else [])
+    found = findings_frame(find_bugs(trace, machine, line.graph) if findings else [])
     return Profile(path=str(trace.path), workload=trace.manifest.workload, source=line.source,
                    makespan=path.makespan, instructions=t, stalls=stall_table(line.frame),
                    critical=path, findings=found)
+
+
+@numba.njit(cache=True, nogil=True)
+def _waits(order, engine, start, end):  # pragma: no cover - compiled
+    """Per instruction, its start minus the latest end of the earlier instructions on its
+    engine (clipped at 0; 0 for an engine's first), over rows in (engine, start) `order`."""
+    wait = np.zeros(start.size, dtype=np.int64)
+    reached = 0
+    for k in range(order.size):
+        i = order[k]
+        if k == 0 or engine[order[k - 1]] != engine[i]:
+            reached = end[i]
+            continue
+        if start[i] > reached:
+            wait[i] = start[i] - reached
+        if end[i] > reached:
+            reached = end[i]
+    return wait
 
 
 @dataclass(frozen=True)
@@ -249,7 +270,6 @@ def diff(base: Profile, cand: Profile, threshold_pct: float = 2.0,
     check_comparable(base, cand, force)
     total = cand.makespan - base.makespan
     method, joined = _aligned(base.instructions, cand.instructions)
-    parts = ["pc"] if method is Alignment.PC else ["layer", "opcode"]
     matched = joined.filter(pl.col("id").is_not_null() & pl.col("id_cand").is_not_null())
     changed = (matched.with_columns((pl.col("duration_cand") - pl.col("duration"))
                                     .alias("delta"),
@@ -269,8 +289,12 @@ def diff(base: Profile, cand: Profile, threshold_pct: float = 2.0,
                     .filter(pl.col("delta") != 0)
                     .sort(pl.col("delta").abs(), "engine", "cause",
                           descending=[True, False, False]))
-    names = [dict(keyed(p.instructions, parts).select("id", "key").iter_rows())
-             for p in (base, cand)]
+    # Aligned keys of the instructions the findings name (a handful, not the whole run).
+    names = []
+    for p, id_col, key_col in ((base, "id", "key"), (cand, "id_cand", "key_cand")):
+        named = p.findings["instructions"].explode().drop_nulls().unique()
+        keys = joined.filter(pl.col(id_col).is_in(named.implode())).select(id_col, key_col)
+        names.append(dict(keys.iter_rows()))
     keys = [_finding_keys(f, n) for f, n in zip((base.findings, cand.findings), names,
                                                 strict=True)]
     cols = ["code", "severity", "message"]

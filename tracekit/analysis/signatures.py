@@ -117,9 +117,16 @@ class Context:
     timed: bool
     findings: list[Finding] = field(default_factory=list)
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    last_cached: frozenset[str] = frozenset()
+    """Tables the running check is the last to read from the cache (LAST_CACHED_READ)."""
 
     def read(self, table: str) -> pl.DataFrame:
-        """A whole table, read once however many checks use it."""
+        """A whole table, read once for the checks that use it, up to the one that takes it out
+        of the cache (LAST_CACHED_READ), so that its memory goes as soon as that check is done
+        with it; a check after that reads it again."""
+        if table in self.last_cached:
+            frame = self.tables.pop(table, None)
+            return self.trace.read(table) if frame is None else frame
         if table not in self.tables:
             self.tables[table] = self.trace.read(table)
         return self.tables[table]
@@ -291,6 +298,32 @@ def cycle_members(graph: Graph) -> np.ndarray:
     return np.flatnonzero(on_cycle & left)
 
 
+def never_run(graph: Graph) -> np.ndarray:
+    """Rows that can never run: waits no signal satisfies, instructions on dependency
+    cycles, and everything that depends on those (their engines' later instructions
+    included, through the order edges)."""
+    dst = np.repeat(np.arange(graph.nodes), np.diff(graph.ptr))
+    order = kahn_order(graph.nodes, graph.src, dst)
+    blocked = np.ones(graph.nodes, dtype=bool)  # what Kahn cannot order is on or below a cycle
+    blocked[order] = False
+    waiters = graph.unsatisfied["inst"].to_numpy()
+    if waiters.size:
+        blocked[np.searchsorted(graph.ids, waiters)] = True
+    return _spread(order, graph.ptr, graph.src, blocked)
+
+
+@numba.njit(cache=True, nogil=True)
+def _spread(order, pred_ptr, pred_src, blocked):  # pragma: no cover - compiled
+    """Mark every node with a blocked predecessor, in topological order."""
+    for node in order:
+        if not blocked[node]:
+            for k in range(pred_ptr[node], pred_ptr[node + 1]):
+                if blocked[pred_src[k]]:
+                    blocked[node] = True
+                    break
+    return blocked
+
+
 def check_semaphores(ctx: Context) -> None:
     if not ctx.trace.has_table("semaphores"):
         return
@@ -352,7 +385,9 @@ def check_bounds(ctx: Context) -> None:
     if not ctx.trace.has_table("memory"):
         return
     m = ctx.machine
-    mem = ctx.read("memory").with_columns(pl.col("space").cast(pl.String))
+    # Read, not cached: kept through the latency check (the run's peak of RAM), a
+    # 10M-instruction trace's memory table would add a gigabyte to that peak.
+    mem = ctx.trace.read("memory").with_columns(pl.col("space").cast(pl.String))
     capacity = pl.when(pl.col("space") == "sbuf").then(m.sbuf_partition_bytes).otherwise(
         m.psum_partition_bytes)
     bad = mem.filter(pl.col("space").is_in(["sbuf", "psum"]) & (
@@ -492,10 +527,11 @@ def _peak_rate(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray) -> float:
     if (length <= 0).any():
         return float("inf")
     rate = nbytes / length
-    times = np.concatenate([end, start])
+    # One integer key per event: twice the time, plus one for a start, so that at one
+    # instant the ends come first.
+    times = np.concatenate([2 * end, 2 * start + 1])
     steps = np.concatenate([-rate, rate])
-    order = np.lexsort((steps, times))  # at one instant, ends before starts
-    return float(np.cumsum(steps[order]).max())
+    return float(np.cumsum(steps[np.argsort(times, kind="stable")]).max())
 
 
 def _densest_window(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray,
@@ -791,35 +827,35 @@ def check_ping_pong(ctx: Context) -> None:
 
 def check_races(ctx: Context) -> None:
     """Conflicting accesses (each to its nearest conflict in program order) that no
-    happens-before path orders, by vector clocks over the engines."""
+    happens-before path orders, by vector clocks over the engines; instructions that can
+    never run (waits no signal satisfies, cycles, what depends on them) take no part."""
     if not ctx.trace.has_table("memory"):
         return
-    from tracekit.replay.graph import RAW, WAR, memory_edges
+    from tracekit.replay.graph import RAW, WAR, kahn_successors, memory_edges, queue_order
     from tracekit.replay.run import name_codes
 
     g, inst = ctx.graph, ctx.instructions
-    start = (inst["start"].to_numpy() if inst["start"].null_count() == 0 else None)
-    src, dst, kind = memory_edges(ctx.read("memory"), g.ids, start,
+    src, dst, kind = memory_edges(ctx.read("memory"), g.ids, ctx.observed_start(),
                                   f"{ctx.trace.path}: memory.inst", with_kind=True)
     if src.size == 0:
         return
     engine, engines = name_codes(inst["engine"])
-    position = np.empty(g.nodes, dtype=np.int64)  # 1-based place in the engine's queue
-    order = np.lexsort((inst["seq"].to_numpy(), engine))
+    position = np.empty(g.nodes, dtype=np.int32)  # 1-based place in the engine's queue
+    order = queue_order(engine, inst["seq"].to_numpy())
     starts = np.r_[0, np.cumsum(np.bincount(engine, minlength=len(engines)))]
     position[order] = np.arange(g.nodes) - starts[engine[order]] + 1
-    hb_src, hb_dst, n_total = _happens_before_edges(ctx, g)
-    from tracekit.replay.graph import csr
-
-    ptr, pred, _ = csr(n_total, hb_src, hb_dst, np.zeros(hb_src.size, dtype=np.int8))
-    # Virtual nodes (semaphore counts) get an extra engine column that no access reads.
-    engine_all = np.r_[engine, np.full(n_total - g.nodes, len(engines))]
-    position_all = np.r_[position, np.zeros(n_total - g.nodes, dtype=np.int64)]
-    clocks = _vector_clocks(kahn_order(n_total, hb_src, hb_dst), len(engines) + 1, ptr, pred,
-                            engine_all, position_all)
+    del order
+    hb_src, hb_dst, n_total = _happens_before_edges(ctx, g, engine, position)
+    topological, succ_ptr, succ = kahn_successors(n_total, hb_src, hb_dst)
+    del hb_src, hb_dst
+    clocks = _vector_clocks(topological, len(engines), succ_ptr, succ, engine, position)
+    del topological, succ_ptr, succ
     ordered = (clocks[dst, engine[src]] >= position[src]) | (
         clocks[src, engine[dst]] >= position[dst])
-    racy = np.flatnonzero(~ordered)
+    del clocks
+    # An access of an instruction that can never run (behind a deadlock) races with nothing.
+    blocked = never_run(g)
+    racy = np.flatnonzero(~ordered & ~blocked[src] & ~blocked[dst])
     if racy.size == 0:
         return
     names = np.array(engines)
@@ -836,59 +872,107 @@ def check_races(ctx: Context) -> None:
             {"instructions": (r["a"], r["b"]), "engines": (r["ea"], r["eb"])}))
 
 
-def _happens_before_edges(ctx: Context, g: Graph) -> tuple[np.ndarray, np.ndarray, int]:
+def _happens_before_edges(ctx: Context, g: Graph, engine: np.ndarray,
+                          position: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """The graph's edges for happens-before, with every semaphore edge replaced by the full
     count: a wait for v follows *all* signals counted up to the v-th, not only the last one.
     Each semaphore gets a chain of virtual nodes, one per signal in count order (node k joins
-    node k-1 and the k-th signal); a wait follows the node of the signal that satisfies it."""
-    dst = np.repeat(np.arange(g.nodes), np.diff(g.ptr))
-    keep = g.kind != SEMAPHORE
-    srcs, dsts = [g.src[keep]], [dst[keep]]
-    n_total = g.nodes
+    node k-1 and the k-th signal); a wait follows the node of the signal that satisfies it.
+
+    A semaphore whose signals all come from one engine needs no chain: on an in-order queue an
+    instruction happens after all the earlier ones, so the count up to a signal is joined in
+    whichever counted signal is furthest along the queue (`position`), and the wait follows
+    that instruction. Returns (src, dst, nodes), node numbers as int32 when they fit."""
+    from tracekit.replay.graph import signal_order
+
+    node = sem = order = satisfied = np.zeros(0, dtype=np.int64)
     if ctx.trace.has_table("semaphores"):
         sems = ctx.read("semaphores")
-        node = np.searchsorted(g.ids, sems["inst"].to_numpy())
+        node = positions(g.ids, sems["inst"].to_numpy())
         sem = sems["sem"].to_numpy()
-        value = sems["value"].to_numpy()
-        is_signal = (sems["op"] == "signal").to_numpy()
-        end = ctx.instructions["end"].to_numpy(allow_copy=True)
-        timed = ctx.instructions["end"].null_count() == 0
-        rank = end[node] if timed else node
-        sig = np.flatnonzero(is_signal)
-        sig = sig[np.lexsort((node[sig], rank[sig], sem[sig]))]
-        virtual = g.nodes + np.arange(sig.size)
-        same = np.r_[False, sem[sig][1:] == sem[sig][:-1]]
-        srcs += [node[sig], virtual[:-1][same[1:]]]
-        dsts += [virtual, virtual[1:][same[1:]]]
-        cum = np.cumsum(value[sig])
-        group_first = np.searchsorted(sem[sig], sem[sig], side="left")
-        before = np.where(group_first > 0, cum[np.maximum(group_first - 1, 0)], 0)
-        waits = np.flatnonzero(~is_signal & (value > 0))
-        lo = np.searchsorted(sem[sig], sem[waits], side="left")
-        hi = np.searchsorted(sem[sig], sem[waits], side="right")
-        base = np.where(lo < hi, before[np.minimum(lo, max(sig.size - 1, 0))], 0)
-        pos = np.searchsorted(cum, base + value[waits], side="left")
-        ok = (pos >= lo) & (pos < hi)
-        srcs.append(virtual[pos[ok]])
-        dsts.append(node[waits[ok]])
-        n_total += sig.size
-    return (np.concatenate(srcs).astype(np.int64), np.concatenate(dsts).astype(np.int64),
-            n_total)
+        end = ctx.instructions["end"]
+        rank = end.to_numpy()[node] if end.null_count() == 0 else node
+        order, satisfied = signal_order(sem, node, (sems["op"] == "signal").to_numpy(),
+                                        sems["value"].to_numpy(), rank)
+    return _happens_before(g.ptr, g.src, g.kind, node, sem, order, satisfied, engine, position,
+                           np.int32 if g.nodes + order.size < 2**31 else np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
-def _vector_clocks(order, n_eng, pred_ptr, pred_src, engine,
+def _happens_before(ptr, src, kind, node, sem, order, satisfied, engine, position,
+                    dtype):  # pragma: no cover - compiled
+    """`_happens_before_edges`, lists of type `dtype`: the graph's edges other than semaphore
+    ones; per semaphore of several engines, signal k -> virtual node k and virtual node k ->
+    k + 1; then what the count at the satisfying signal is joined in -> the wait."""
+    n, m = ptr.size - 1, order.size
+    via = np.empty(m, dtype=dtype)  # what the count up to each signal is joined in
+    chained = np.zeros(m, dtype=np.bool_)  # a virtual node after one of the same semaphore
+    n_total = n
+    k = 0
+    while k < m:  # one semaphore's signals at a time
+        stop, one_engine = k, True
+        while stop < m and sem[order[stop]] == sem[order[k]]:
+            one_engine = one_engine and engine[node[order[stop]]] == engine[node[order[k]]]
+            stop += 1
+        furthest = node[order[k]]
+        for j in range(k, stop):
+            if one_engine:
+                if position[node[order[j]]] > position[furthest]:
+                    furthest = node[order[j]]
+                via[j] = furthest
+            else:
+                via[j] = n_total
+                chained[j] = j > k
+                n_total += 1
+        k = stop
+    size = n_total - n + chained.sum()
+    for e in range(src.size):
+        size += kind[e] != SEMAPHORE
+    for r in range(satisfied.size):
+        size += satisfied[r] >= 0
+    out_src = np.empty(size, dtype=dtype)
+    out_dst = np.empty(size, dtype=dtype)
+    e = 0
+    for j in range(n):
+        for k in range(ptr[j], ptr[j + 1]):
+            if kind[k] != SEMAPHORE:
+                out_src[e], out_dst[e] = src[k], j
+                e += 1
+    for j in range(m):
+        if via[j] >= n:  # a virtual node: joins its signal and the count before it
+            out_src[e], out_dst[e] = node[order[j]], via[j]
+            e += 1
+            if chained[j]:
+                out_src[e], out_dst[e] = via[j - 1], via[j]
+                e += 1
+    for r in range(satisfied.size):
+        if satisfied[r] >= 0:
+            out_src[e], out_dst[e] = via[satisfied[r]], node[r]
+            e += 1
+    return out_src, out_dst, n_total
+
+
+@numba.njit(cache=True, nogil=True)
+def _vector_clocks(order, n_eng, succ_ptr, succ, engine,
                    position):  # pragma: no cover - compiled
     """clock[i, e]: the last position on engine e that happens before or is instruction i,
-    over the nodes in topological `order` (nodes of a cycle keep zeros)."""
-    clock = np.zeros((engine.size, n_eng), dtype=np.int32)
+    over the nodes in topological `order` (nodes on or behind a cycle keep zeros). Each node,
+    its predecessors all merged into it, takes its own position and merges into its
+    successors. Nodes from engine.size on are virtual: they own no position."""
+    clock = np.zeros((succ_ptr.size - 1, n_eng), dtype=np.int32)
     for node in order:
-        for k in range(pred_ptr[node], pred_ptr[node + 1]):
-            p = pred_src[k]
+        if node < engine.size:
+            clock[node, engine[node]] = position[node]
+        for k in range(succ_ptr[node], succ_ptr[node + 1]):
+            s = succ[k]
             for e in range(n_eng):
-                if clock[p, e] > clock[node, e]:
-                    clock[node, e] = clock[p, e]
-        clock[node, engine[node]] = position[node]
+                if clock[node, e] > clock[s, e]:
+                    clock[s, e] = clock[node, e]
+    ordered = np.zeros(clock.shape[0], dtype=np.bool_)
+    ordered[order] = True
+    for node in range(clock.shape[0]):
+        if not ordered[node]:
+            clock[node] = 0  # merged into by some predecessors, but never in order
     return clock
 
 
@@ -896,15 +980,32 @@ CHECKS: tuple[Callable[[Context], None], ...] = (
     check_deadlocks, check_semaphores, check_timing, check_bounds, check_latency, check_races,
     check_bandwidth, check_reloads, check_dead_writes, check_small_dma, check_ping_pong)
 
+LAST_CACHED_READ: dict[str, Callable[[Context], None]] = {"memory": check_dead_writes,
+                                                          "semaphores": check_races}
+"""For the tables the checks share through `Context.read`, the check whose read is the last
+served from the cache: it takes the table out, so that the memory goes once that check is done
+with it (a 10M-instruction trace's memory table is a gigabyte, its semaphores two thirds of
+one). That is the table's last reader, but for the semaphores the race check: the checks from
+there to the ping-pong check hold the run's peak of memory, and the ping-pong check reads the
+semaphores again in a third of a second."""
 
-def find_bugs(trace: Trace, machine: Machine) -> list[Finding]:
-    """Every signature's findings, most severe first, then in the order of CHECKS."""
-    inst = trace.read("instructions", ["id", "engine", "seq", "opcode", "start", "end"]).sort(
-        "id")
+
+def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None) -> list[Finding]:
+    """Every signature's findings, most severe first, then in the order of CHECKS. `graph`:
+    the trace's dependency graph when the caller has derived it already (a timeline's)."""
+    inst = trace.read("instructions", ["id", "engine", "seq", "opcode", "start", "end"])
+    ids = inst["id"].to_numpy()
+    if not np.all(ids[1:] > ids[:-1]):  # bundles are written in id order: no sort to pay for
+        inst = inst.sort("id")
     timed = inst.height > inst["start"].null_count()
-    ctx = Context(trace=trace, machine=machine, graph=derive(trace, inst), instructions=inst,
-                  timed=timed)
+    # The graph and the checks share one read of the semaphores.
+    tables = {"semaphores": trace.read("semaphores")} if trace.has_table("semaphores") else {}
+    if graph is None:
+        graph = derive(trace, inst, semaphores=tables.get("semaphores"))
+    ctx = Context(trace=trace, machine=machine, graph=graph, instructions=inst, timed=timed,
+                  tables=tables)
     for check in CHECKS:
+        ctx.last_cached = frozenset(t for t, last in LAST_CACHED_READ.items() if last is check)
         check(ctx)
     return sorted(ctx.findings, key=lambda f: -f.severity.rank)
 

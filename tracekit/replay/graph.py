@@ -106,13 +106,34 @@ def queue_order(engine: np.ndarray, key: np.ndarray) -> np.ndarray:
     """Rows sorted by (engine, key), ties in row (id) order: with key = seq, every engine's
     in-order queue one after the other."""
     if engine.size and 0 <= engine.min() and engine.max() < 2**15:
-        # Engine codes are small: a stable radix sort groups them and keeps id order, which is
+        # Engine codes are small: a counting sort groups them and keeps id order, which is
         # key order in every valid bundle; a full sort only when it is not.
-        order = np.argsort(engine.astype(np.int16), kind="stable")
-        same = engine[order][1:] == engine[order][:-1]
-        if not np.any(same & (key[order][1:] < key[order][:-1])):
+        order, in_order = _by_engine(np.asarray(engine), np.asarray(key))
+        if in_order:
             return order
     return np.lexsort((np.arange(engine.size), key, engine))
+
+
+@numba.njit(cache=True, nogil=True)
+def _by_engine(engine, key):  # pragma: no cover - compiled
+    """Rows grouped by engine code in row order, and whether `key` never falls between two
+    consecutive rows of one engine."""
+    start = np.zeros(engine.max() + 2, dtype=np.int64)
+    for e in engine:
+        start[e + 1] += 1
+    for e in range(start.size - 1):
+        start[e + 1] += start[e]
+    order = np.empty(engine.size, dtype=np.int64)
+    last = np.full(start.size - 1, -1, dtype=np.int64)  # each engine's previous row
+    in_order = True
+    for r in range(engine.size):
+        e = engine[r]
+        order[start[e]] = r
+        start[e] += 1
+        if last[e] >= 0 and key[r] < key[last[e]]:
+            in_order = False
+        last[e] = r
+    return order, in_order
 
 
 def order_edges(engine: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,17 +158,15 @@ def semaphore_edges(inst: np.ndarray, sem: np.ndarray, is_signal: np.ndarray,
         sem_code = sem
     else:
         _, sem_code = np.unique(sem, return_inverse=True)
-    src, ok = _count(*(np.asarray(a, dtype=np.int64) for a in (sem_code, inst)), is_signal,
-                     *(np.asarray(a, dtype=np.int64) for a in (value, signal_rank)))
-    waits = np.flatnonzero(~is_signal & (value > 0))
-    good = ok[waits]
-    return src[waits[good]], np.asarray(inst[waits[good]], dtype=np.int64), waits[~good]
+    return _count(*(np.asarray(a, dtype=np.int64) for a in (sem_code, inst)), is_signal,
+                  *(np.asarray(a, dtype=np.int64) for a in (value, signal_rank)))
 
 
 @numba.njit(cache=True, nogil=True)
 def _count(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
-    """For every row that is a wait, the instruction whose signal brings its semaphore's count
-    to the wait's value (signals counted in (rank, inst) order), and whether there is one.
+    """For the rows that are waits of a positive value, in row order: (src, dst) where a
+    signal brings the semaphore's count to the wait's value (signals counted in (rank, inst)
+    order), and the rows of the waits no signal satisfies.
 
     Signals are grouped per semaphore by a counting sort that keeps row order; a group is
     re-sorted only if its ranks are not already in order. Each wait then binary-searches the
@@ -167,6 +186,7 @@ def _count(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
             rows[fill[sem[r]]] = r
             fill[sem[r]] += 1
     cum = np.empty(rows.size, dtype=np.int64)
+    grows = np.ones(n_sem, dtype=np.bool_)  # no signal takes the count down
     for s in range(n_sem):
         lo, hi = ptr[s], ptr[s + 1]
         in_order = True
@@ -188,8 +208,15 @@ def _count(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
         for k in range(lo, hi):
             total += value[rows[k]]
             cum[k] = total
-    src = np.full(sem.size, -1, dtype=np.int64)
-    ok = np.zeros(sem.size, dtype=np.bool_)
+            grows[s] = grows[s] and value[rows[k]] >= 0
+    waits = 0
+    for r in range(sem.size):
+        if not is_signal[r] and value[r] > 0:
+            waits += 1
+    src = np.empty(waits, dtype=np.int64)
+    dst = np.empty(waits, dtype=np.int64)
+    bad = np.empty(waits, dtype=np.int64)
+    good, missed = 0, 0
     last = ptr[:-1].copy()  # where the previous wait on each semaphore was found
     for r in range(sem.size):
         if is_signal[r] or value[r] <= 0:
@@ -198,11 +225,15 @@ def _count(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
         lo, hi = ptr[s], ptr[s + 1]
         v = value[r]
         if hi == lo or cum[hi - 1] < v:
+            bad[missed] = r
+            missed += 1
             continue
         # Waits mostly ask for the next few counts: gallop forward from the last answer, then
         # binary-search the bracket found.
         a = last[s]
-        if cum[a] >= v:
+        if cum[a] >= v and grows[s] and (a == lo or cum[a - 1] < v):
+            b = a  # the same count as the previous wait
+        elif cum[a] >= v:
             a, b = lo, a
         else:
             step = 1
@@ -219,16 +250,126 @@ def _count(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
             else:
                 a = mid + 1
         last[s] = a
-        src[r] = inst[rows[a]]
-        ok[r] = True
-    return src, ok
+        src[good] = inst[rows[a]]
+        dst[good] = inst[r]
+        good += 1
+    return src[:good], dst[:good], bad[:missed]
+
+
+def signal_order(sem: np.ndarray, inst: np.ndarray, is_signal: np.ndarray, value: np.ndarray,
+                 rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The semaphore rows' signals in count order, and the one that satisfies each wait.
+
+    `order`: the signal rows sorted by (sem, rank, inst), ties in row order (rank: observed
+    end, or the row when untimed); `satisfied`: per row, the place in `order` of the signal
+    that first brings the row's semaphore to its value, for waits of a positive value that
+    some signal satisfies, else -1. For signals of sem 0 adding 1 at ends 10 and 20 and a wait
+    for 2: order [0, 1] and satisfied [-1, -1, 1].
+    """
+    if sem.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    if sem.min() >= 0 and sem.max() <= 4 * sem.size + 1024:
+        sem_code = np.asarray(sem, dtype=np.int64)
+    else:
+        _, sem_code = np.unique(sem, return_inverse=True)
+    inst, value, rank = (np.asarray(a, dtype=np.int64) for a in (inst, value, rank))
+    order, ptr, lowest = _signal_runs(sem_code, inst, is_signal, value, rank)
+    if lowest >= 0:
+        return order, _satisfied(sem_code, is_signal, value, order, ptr)
+    # A count that falls (a negative signal, which validation reports): the first place where
+    # the running count over all semaphores in order reaches the wait's, as a binary search
+    # finds it.
+    waits = np.flatnonzero(~is_signal & (value > 0))
+    cum = np.cumsum(value[order])
+    lo, hi = ptr[sem_code[waits]], ptr[sem_code[waits] + 1]
+    base = np.where((lo < hi) & (lo > 0), cum[np.maximum(lo - 1, 0)], 0)
+    pos = np.searchsorted(cum, base + value[waits], side="left")
+    ok = (pos >= lo) & (pos < hi)
+    satisfied = np.full(sem.size, -1, dtype=np.int64)
+    satisfied[waits[ok]] = pos[ok]
+    return order, satisfied
+
+
+@numba.njit(cache=True, nogil=True)
+def _signal_runs(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
+    """Signal rows grouped by semaphore code (a counting sort that keeps row order), each group
+    re-sorted by (rank, inst) only if it is not in that order already; the groups' starts; and
+    the lowest value a signal adds (0 without signals)."""
+    ptr = np.zeros(sem.max() + 2, dtype=np.int64)
+    lowest = 0
+    for r in range(sem.size):
+        if is_signal[r]:
+            ptr[sem[r] + 1] += 1
+            lowest = min(lowest, value[r])
+    for s in range(ptr.size - 1):
+        ptr[s + 1] += ptr[s]
+    fill = ptr[:-1].copy()
+    order = np.empty(ptr[-1], dtype=np.int64)
+    for r in range(sem.size):
+        if is_signal[r]:
+            order[fill[sem[r]]] = r
+            fill[sem[r]] += 1
+    for s in range(ptr.size - 1):
+        lo, hi = ptr[s], ptr[s + 1]
+        for k in range(lo + 1, hi):
+            a, b = order[k - 1], order[k]
+            if rank[b] < rank[a] or (rank[b] == rank[a] and inst[b] < inst[a]):
+                group = order[lo:hi].copy()
+                group = group[np.argsort(inst[group], kind="mergesort")]
+                order[lo:hi] = group[np.argsort(rank[group], kind="mergesort")]
+                break
+    return order, ptr, lowest
+
+
+@numba.njit(cache=True, nogil=True)
+def _satisfied(sem, is_signal, value, order, ptr):  # pragma: no cover - compiled
+    """`signal_order`'s satisfied for counts that only grow: per wait, a search of its
+    semaphore's running count, galloping from where the previous wait on it was found (waits
+    mostly ask for the next few counts)."""
+    cum = np.empty(order.size, dtype=np.int64)
+    for s in range(ptr.size - 1):
+        total = 0
+        for k in range(ptr[s], ptr[s + 1]):
+            total += value[order[k]]
+            cum[k] = total
+    satisfied = np.full(sem.size, -1, dtype=np.int64)
+    last = ptr[:-1].copy()
+    for r in range(sem.size):
+        if is_signal[r] or value[r] <= 0:
+            continue
+        s, v = sem[r], value[r]
+        lo, hi = ptr[s], ptr[s + 1]
+        if hi == lo or cum[hi - 1] < v:
+            continue
+        a = b = last[s]
+        step = 1
+        if cum[b] >= v:  # v <= cum[b]: step back, doubling, until below v or at the start
+            while a > lo and cum[a] >= v:
+                b = a
+                a = max(a - step, lo)
+                step *= 2
+        else:  # cum[a] < v <= cum[hi - 1]: step forward, doubling, until at or past v
+            while cum[b] < v:
+                a = b
+                b = min(b + step, hi - 1)
+                step *= 2
+        while a < b:  # the first place in [a, b] where the count reaches v
+            mid = (a + b) // 2
+            if cum[mid] >= v:
+                b = mid
+            else:
+                a = mid + 1
+        last[s] = a
+        satisfied[r] = a
+    return satisfied
 
 
 def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
-           memory: bool = False) -> Graph:
+           memory: bool = False, semaphores: pl.DataFrame | None = None) -> Graph:
     """The dependency graph of an opened trace (order, semaphore and data edges, and with
     `memory` the memory edges of `memory_edges`). `instructions`, if the caller has read them
-    (id, engine, seq, end), sorted by id."""
+    (id, engine, seq, end), sorted by id; `semaphores`, the table if the caller has read it."""
     inst = (trace.read("instructions", ["id", "engine", "seq", "start", "end"]).sort("id")
             if instructions is None else instructions)
     ids = inst["id"].to_numpy()
@@ -243,7 +384,7 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
     unsatisfied = pl.DataFrame(schema={"inst": pl.Int64, "sem": pl.Int64, "value": pl.Int64,
                                        "signalled": pl.Int64})
     if trace.has_table("semaphores"):
-        sems = trace.read("semaphores")
+        sems = trace.read("semaphores") if semaphores is None else semaphores
         node = positions(ids, sems["inst"].to_numpy(), f"{trace.path}: semaphores.inst")
         is_signal = (sems["op"] == "signal").to_numpy()
         end = inst["end"].to_numpy(allow_copy=True)
@@ -285,8 +426,16 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
 @numba.njit(cache=True, nogil=True)
 def kahn_order(n, src, dst):  # pragma: no cover - compiled
     """A topological order of nodes 0..n-1 over the edges src -> dst (Kahn's algorithm, ties in
-    node order); nodes on or behind a cycle are left out, so a short result means a cycle."""
-    indeg = np.zeros(n, dtype=np.int64)
+    node order); nodes on or behind a cycle are left out, so a short result means a cycle.
+    Node numbers keep the type of `dst` (int32 halves the memory of a big graph)."""
+    return kahn_successors(n, src, dst)[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def kahn_successors(n, src, dst):  # pragma: no cover - compiled
+    """`kahn_order`, and the successor lists it walks (a CSR: the successors of node i are
+    succ[ptr[i]:ptr[i + 1]], in edge order), for a caller that walks them too."""
+    indeg = np.zeros(n, dtype=dst.dtype)
     succ_ptr = np.zeros(n + 1, dtype=np.int64)
     for k in range(src.size):
         indeg[dst[k]] += 1
@@ -294,11 +443,11 @@ def kahn_order(n, src, dst):  # pragma: no cover - compiled
     for i in range(n):
         succ_ptr[i + 1] += succ_ptr[i]
     fill = succ_ptr[:-1].copy()
-    succ = np.empty(src.size, dtype=np.int64)
+    succ = np.empty(src.size, dtype=dst.dtype)
     for k in range(src.size):
         succ[fill[src[k]]] = dst[k]
         fill[src[k]] += 1
-    order = np.empty(n, dtype=np.int64)
+    order = np.empty(n, dtype=dst.dtype)
     head, tail = 0, 0
     for i in range(n):
         if indeg[i] == 0:
@@ -313,21 +462,22 @@ def kahn_order(n, src, dst):  # pragma: no cover - compiled
             if indeg[s] == 0:
                 order[tail] = s
                 tail += 1
-    return order[:tail]
+    return order[:tail], succ_ptr, succ
 
 
 @numba.njit(cache=True, nogil=True)
 def csr(n, src, dst, kind):  # pragma: no cover - compiled
     """Edges grouped by `dst` (a CSR: ptr, then the `src` and `kind` of each), by counting
     sort, each group's few edges then insertion-sorted by (kind, src): linear time where a
-    general sort of all edges is not. With the roles swapped it gives successor lists."""
+    general sort of all edges is not. With the roles swapped it gives successor lists. The
+    `src` it returns keeps the type of the given one."""
     ptr = np.zeros(n + 1, dtype=np.int64)
     for d in dst:
         ptr[d + 1] += 1
     for i in range(n):
         ptr[i + 1] += ptr[i]
     fill = ptr[:-1].copy()
-    out_src = np.empty(src.size, dtype=np.int64)
+    out_src = np.empty(src.size, dtype=src.dtype)
     out_kind = np.empty(src.size, dtype=np.int8)
     for k in range(src.size):
         slot = fill[dst[k]]
@@ -360,6 +510,10 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
 RAW, WAR, WAW = 0, 1, 2
 """Codes of memory conflicts: read-after-write, write-after-read, write-after-write."""
 
+SPACES = ("hbm", "sbuf", "psum")
+"""Memory spaces in the order of their space codes in `memory_edges`; rows of any other space
+conflict with nothing."""
+
 
 def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None = None,
                  what: str = "memory.inst", with_kind: bool = False) -> tuple[np.ndarray, ...]:
@@ -370,113 +524,274 @@ def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None
 
     A sort-and-sweep over the ranges, not a comparison of all pairs: in each space the range
     boundaries are sorted into elementary cells (partition segments x byte segments for SBUF
-    and PSUM, byte segments for HBM), and the accesses are swept in id order, each cell keeping
-    its last writer and the readers since: a read depends on the cell's last writer, a write on
-    the readers since and on the last writer. Example: instruction 1 writes SBUF partitions
-    0-127 bytes 0-255, instruction 2 reads partitions 0-63 bytes 128-191: edge 1 -> 2; a third
-    instruction writing partitions 64-127 bytes 0-63 conflicts with neither.
+    and PSUM, byte segments for HBM), and the accesses are swept in program order, each cell
+    keeping its last writer and the readers since: a read depends on the cell's last writer, a
+    write on the readers since and on the last writer. Example: instruction 1 writes SBUF
+    partitions 0-127 bytes 0-255, instruction 2 reads partitions 0-63 bytes 128-191: edge
+    1 -> 2; a third instruction writing partitions 64-127 bytes 0-63 conflicts with neither.
+
+    Edges (src, dst: rows of `ids`; kind: RAW, WAR or WAW, int64) are sorted by the program
+    order of src, then of dst; a pair conflicting in several ways keeps its lowest code.
     """
-    found = [np.zeros((0, 3), dtype=np.int64)]
-    inst_all = positions(ids, memory["inst"].to_numpy(), what)
-    # Rank of each instruction in program order; edges always point from lower to higher.
-    if start is None:
-        rank_of = np.arange(ids.size, dtype=np.int64)
-    else:
-        rank_of = np.empty(ids.size, dtype=np.int64)
-        rank_of[np.lexsort((np.arange(ids.size), start))] = np.arange(ids.size)
-    by_rank = np.argsort(rank_of)
-    space_all = memory["space"].cast(pl.String).to_numpy()
-    for space in ("hbm", "sbuf", "psum"):
-        rows = np.flatnonzero(space_all == space)
-        if rows.size == 0:
+    n = ids.size
+    inst = memory["inst"]
+    dense = n > 0 and ids[0] == 0 and ids[-1] == n - 1
+    if inst.len() and not (dense and inst.null_count() == 0 and 0 <= inst.min() and
+                           inst.max() < n):
+        positions(ids, inst.to_numpy(), what)  # every row names an instruction, or an error
+    # Row, rank and edge numbers as int32 when they fit: half the memory of the sweep.
+    index = np.int32 if max(n, memory.height) < 2**31 - 1 else np.int64
+    # The k-th instruction in program order; edges always point from lower to higher rank.
+    by_rank = (np.arange(n, dtype=index) if start is None
+               else np.argsort(np.asarray(start), kind="stable").astype(index))
+    inst, space, write, *cells = _accesses(memory, ids, index)
+    reads, writes = _touches(write, *cells[:4])
+    # Room for every edge, so the sweep never grows a buffer: a read adds at most one reader
+    # and one edge per cell, each reader at most one edge (to the next write of its cell), a
+    # write at most one edge per cell from the last writer. Pages never written cost nothing.
+    room = 2 * reads + writes
+    pool = np.empty(reads, dtype=index if reads < 2**31 - 1 else np.int64)
+    src, kind = np.empty(room, dtype=index), np.empty(room, dtype=np.int8)
+    ends = _sweep(by_rank, inst, space, write, *cells, pool, np.empty_like(pool), src, kind,
+                  np.int32 if room < 2**31 - 1 else np.int64)
+    del inst, space, write, cells, pool
+    found = _by_source(by_rank, src, kind, ends)
+    return found if with_kind else found[:2]
+
+
+def _accesses(memory: pl.DataFrame, ids: np.ndarray,
+              index: type[np.integer]) -> tuple[np.ndarray, ...]:
+    """The non-empty accesses of each space, space after space (in row order within one):
+    instruction rows (of type `index`), space codes (SPACES), writes, and elementary cells:
+    partition segments [p0, p1) and byte segments [b0, b1) as int32 codes; then each space's
+    number of byte segments and first cell."""
+    rows = memory.height
+    inst = np.empty(rows, dtype=index)
+    space = np.empty(rows, dtype=np.int8)
+    write = np.empty(rows, dtype=bool)
+    p0, p1, b0, b1 = (np.empty(rows, dtype=np.int32) for _ in range(4))
+    n_bytes = np.ones(len(SPACES), dtype=np.int64)
+    n_cells = np.ones(len(SPACES), dtype=np.int64)
+    done = 0
+    for code, name in enumerate(SPACES):
+        hbm = name == "hbm"  # flat: one partition
+        columns = ["inst", (pl.col("access") == "write").fill_null(False).alias("write"), "addr",
+                   (pl.col("addr") + pl.col("size")).alias("stop")]
+        keep = pl.col("stop") > pl.col("addr")
+        if not hbm:
+            lo = pl.col("partition").fill_null(0)
+            columns += [lo.alias("lo"), (lo + pl.col("partitions").fill_null(0)).alias("hi")]
+            keep = keep & (pl.col("hi") > pl.col("lo"))
+        part = (memory.lazy().filter(pl.col("space") == name).select(columns).filter(keep)
+                .collect())
+        if part.height == 0:
             continue
-        part = memory[rows]
-        addr = part["addr"].to_numpy()
-        stop = addr + part["size"].to_numpy()
-        if space == "hbm":
-            p_lo = np.zeros(rows.size, dtype=np.int64)
-            p_hi = np.ones(rows.size, dtype=np.int64)
+        at = slice(done, done + part.height)
+        done += part.height
+        inst[at] = positions(ids, part["inst"].to_numpy())
+        space[at] = code
+        write[at] = part["write"].to_numpy()
+        byte_bounds, b0[at], b1[at] = _segments(part["addr"].to_numpy(), part["stop"].to_numpy())
+        n_bytes[code] = max(byte_bounds.size - 1, 1)
+        if hbm:
+            p0[at], p1[at] = 0, 1
+            n_cells[code] = n_bytes[code]
         else:
-            p_lo = part["partition"].fill_null(0).to_numpy()
-            p_hi = p_lo + part["partitions"].fill_null(0).to_numpy()
-        keep = (stop > addr) & (p_hi > p_lo)
-        b_bounds = sorted_unique(np.concatenate([addr[keep], stop[keep]]))
-        p_bounds = sorted_unique(np.concatenate([p_lo[keep], p_hi[keep]]))
-        is_write = (part["access"].cast(pl.String) == "write").to_numpy()
-        inst = rank_of[inst_all[rows]]
-        order = np.lexsort((is_write, inst))  # by instruction, its reads before its writes
-        order = order[keep[order]]
-        found.append(_sweep(
-            inst[order].astype(np.int64), is_write[order],
-            np.searchsorted(p_bounds, p_lo[order]), np.searchsorted(p_bounds, p_hi[order]),
-            np.searchsorted(b_bounds, addr[order]), np.searchsorted(b_bounds, stop[order]),
-            max(b_bounds.size - 1, 1), max(p_bounds.size - 1, 1)))
-    edges = np.concatenate(found)
-    key = (edges[:, 0] * np.int64(ids.size) + edges[:, 1]) * 4 + edges[:, 2]
-    key = sorted_unique(key)  # per pair, the lowest conflict code first
-    pair = key // 4
-    first = np.r_[True, pair[1:] != pair[:-1]] if pair.size else np.zeros(0, dtype=bool)
-    pair, kind = pair[first], key[first] % 4
-    src, dst = by_rank[pair // ids.size], by_rank[pair % ids.size]
-    return (src, dst, kind) if with_kind else (src, dst)
+            part_bounds, p0[at], p1[at] = _segments(part["lo"].to_numpy(), part["hi"].to_numpy())
+            n_cells[code] = n_bytes[code] * max(part_bounds.size - 1, 1)
+    return (inst[:done], space[:done], write[:done], p0[:done], p1[:done], b0[:done],
+            b1[:done], n_bytes, np.r_[0, np.cumsum(n_cells)])
+
+
+def _segments(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct boundaries of ranges [lo, hi) in ascending order, and each range's first
+    and past-last segment between them (int32 codes: positions in the boundaries)."""
+    first, last = min(int(lo.min()), int(hi.min())), max(int(lo.max()), int(hi.max()))
+    if last - first <= 2 * lo.size + 1024:  # a table no bigger than the input
+        return _dense_segments(lo, hi, first, last)
+    return _hashed_segments(lo, hi)
 
 
 @numba.njit(cache=True, nogil=True)
-def _sweep(inst, is_write, p0, p1, b0, b1, n_bytes, n_parts):  # pragma: no cover - compiled
-    n_cells = n_bytes * n_parts
-    last_writer = np.full(n_cells, -1, dtype=np.int64)
-    reader_head = np.full(n_cells, -1, dtype=np.int64)
-    read_touches = 0
-    for a in range(inst.size):
-        if not is_write[a]:
-            read_touches += (p1[a] - p0[a]) * (b1[a] - b0[a])
-    pool_inst = np.empty(read_touches, dtype=np.int64)
-    pool_next = np.empty(read_touches, dtype=np.int64)
+def _dense_segments(lo, hi, first, last):  # pragma: no cover - compiled
+    """`_segments` for values within a short span: a presence table, no sort."""
+    code = np.zeros(last - first + 1, dtype=np.int32)
+    for k in range(lo.size):
+        code[lo[k] - first] = 1
+        code[hi[k] - first] = 1
+    bounds = np.empty(code.sum(), dtype=lo.dtype)
+    distinct = 0
+    for v in range(code.size):
+        if code[v]:
+            bounds[distinct] = first + v
+            code[v] = distinct
+            distinct += 1
+    lo_code = np.empty(lo.size, dtype=np.int32)
+    hi_code = np.empty(hi.size, dtype=np.int32)
+    for k in range(lo.size):
+        lo_code[k] = code[lo[k] - first]
+        hi_code[k] = code[hi[k] - first]
+    return bounds, lo_code, hi_code
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+"""Fibonacci hashing: the top bits of a value times 2**64 / golden ratio spread it over a
+table of a power of two slots."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _hashed_segments(lo, hi):  # pragma: no cover - compiled
+    """`_segments` for values spread wide (few distinct among many, like HBM addresses): each
+    value numbered in order of first appearance through an open-addressing hash table, then
+    renumbered in value order by a sort of the distinct values alone."""
+    bits = 10
+    slots = np.full(1 << bits, -1, dtype=np.int32)  # number of the value kept there
+    distinct = np.empty(1 << (bits - 1), dtype=lo.dtype)  # values, in order of appearance
+    found = 0
+    ids = np.empty(lo.size + hi.size, dtype=np.int32)
+    for k in range(ids.size):
+        v = lo[k] if k < lo.size else hi[k - lo.size]
+        if 2 * found >= slots.size:  # keep the table at most half full: twice the slots
+            bits += 1
+            slots = np.full(1 << bits, -1, dtype=np.int32)
+            for d in range(found):
+                h = np.int64((np.uint64(distinct[d]) * _GOLDEN) >> np.uint64(64 - bits))
+                while slots[h] >= 0:
+                    h = (h + 1) & (slots.size - 1)
+                slots[h] = d
+            distinct = np.concatenate((distinct, np.empty_like(distinct)))
+        h = np.int64((np.uint64(v) * _GOLDEN) >> np.uint64(64 - bits))
+        while slots[h] >= 0 and distinct[slots[h]] != v:
+            h = (h + 1) & (slots.size - 1)
+        if slots[h] < 0:
+            slots[h] = found
+            distinct[found] = v
+            found += 1
+        ids[k] = slots[h]
+    order = np.argsort(distinct[:found])
+    place = np.empty(found, dtype=np.int32)
+    place[order] = np.arange(found)
+    codes = place[ids]
+    return distinct[:found][order], codes[:lo.size], codes[lo.size:]
+
+
+@numba.njit(cache=True, nogil=True)
+def _touches(is_write, p0, p1, b0, b1):  # pragma: no cover - compiled
+    """How many cells the reads touch, and how many the writes."""
+    reads, writes = 0, 0
+    for a in range(is_write.size):
+        cells = (p1[a] - p0[a]) * (b1[a] - b0[a])
+        if is_write[a]:
+            writes += cells
+        else:
+            reads += cells
+    return reads, writes
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep(by_rank, inst, space, is_write, p0, p1, b0, b1, n_bytes, first_cell, pool_rank,
+           pool_next, src, kind, edge_index):  # pragma: no cover - compiled
+    """The sweep of `memory_edges` over the rows of every space at once (their cells apart),
+    in ranks: the edges into the k-th instruction come from src[ends[k]:ends[k + 1]] (ranks),
+    of kind[...]; returns `ends` (of type `edge_index`).
+
+    Instructions are visited in program order (`by_rank`), each one's reads (in row order)
+    before its writes; an access adds one edge per source instruction however many cells
+    they share, the first conflict met in its cells giving the kind; the accesses of one
+    instruction then keep one edge per source, of the lowest kind. `pool_rank` and
+    `pool_next` hold the readers since each cell's last write, as linked lists.
+    """
+    n, rows = by_rank.size, inst.size
+    ptr = np.zeros(n + 1, dtype=inst.dtype)  # rows grouped by instruction, in row order
+    for a in range(rows):
+        ptr[inst[a] + 1] += 1
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    fill = ptr[:-1].copy()
+    grouped = np.empty(rows, dtype=inst.dtype)
+    for a in range(rows):
+        grouped[fill[inst[a]]] = a
+        fill[inst[a]] += 1
+    last_writer = np.full(first_cell[-1], -1, dtype=by_rank.dtype)
+    reader_head = np.full(first_cell[-1], -1, dtype=pool_next.dtype)
     used = 0
-    out = np.empty((max(inst.size, 16), 3), dtype=np.int64)  # src, dst, RAW/WAR/WAW
+    seen = np.full(n, -1, dtype=inst.dtype)  # the last access with an edge from this rank
+    slot = np.full(n, -1, dtype=edge_index)  # where that edge is in the buffers
+    ends = np.zeros(n + 1, dtype=edge_index)
     edges = 0
-    seen = np.full(inst.max() + 1 if inst.size else 1, -1, dtype=np.int64)
-    for a in range(inst.size):
-        me = inst[a]
-        for p in range(p0[a], p1[a]):
-            for b in range(b0[a], b1[a]):
-                c = p * n_bytes + b
-                w = last_writer[c]
-                if not is_write[a]:
-                    if w >= 0 and w != me and seen[w] != a:
-                        seen[w] = a  # one edge per source and access, however many cells
-                        out, edges = _push(out, edges, w, me, RAW)
-                    head = reader_head[c]
-                    if head < 0 or pool_inst[head] != me:
-                        pool_inst[used] = me
-                        pool_next[used] = head
-                        reader_head[c] = used
-                        used += 1
-                else:
-                    r = reader_head[c]
-                    had_readers = r >= 0
-                    while r >= 0:
-                        q = pool_inst[r]
-                        if q != me and seen[q] != a:
-                            seen[q] = a
-                            out, edges = _push(out, edges, q, me, WAR)
-                        r = pool_next[r]
-                    if not had_readers and w >= 0 and w != me and seen[w] != a:
-                        seen[w] = a
-                        out, edges = _push(out, edges, w, me, WAW)
-                    reader_head[c] = -1
-                    last_writer[c] = me
-    return out[:edges]
+    for me in range(n):
+        i = by_rank[me]
+        mine = edges  # edges from here on end at `me`
+        for writes in (False, True):
+            for g in range(ptr[i], ptr[i + 1]):
+                a = grouped[g]
+                if is_write[a] != writes:
+                    continue
+                base, width = first_cell[space[a]], n_bytes[space[a]]
+                for p in range(p0[a], p1[a]):
+                    for b in range(b0[a], b1[a]):
+                        c = base + p * width + b
+                        w = last_writer[c]
+                        if not writes:
+                            if w >= 0 and w != me and seen[w] != a:
+                                seen[w] = a
+                                edges = _emit(w, RAW, mine, slot, src, kind, edges)
+                            head = reader_head[c]
+                            if head < 0 or pool_rank[head] != me:
+                                pool_rank[used] = me
+                                pool_next[used] = head
+                                reader_head[c] = used
+                                used += 1
+                            continue
+                        r = reader_head[c]
+                        had_readers = r >= 0
+                        while r >= 0:
+                            q = pool_rank[r]
+                            if q != me and seen[q] != a:
+                                seen[q] = a
+                                edges = _emit(q, WAR, mine, slot, src, kind, edges)
+                            r = pool_next[r]
+                        if not had_readers and w >= 0 and w != me and seen[w] != a:
+                            seen[w] = a
+                            edges = _emit(w, WAW, mine, slot, src, kind, edges)
+                        reader_head[c] = -1
+                        last_writer[c] = me
+        ends[me + 1] = edges
+    return ends
+
+
+@numba.njit(cache=True, nogil=True)
+def _by_source(by_rank, src, kind, ends):  # pragma: no cover - compiled
+    """The sweep's edges (ranks, by destination) as rows of the instructions, sorted by source
+    rank then destination rank (a stable counting sort), all int64."""
+    n = by_rank.size
+    start = np.zeros(n + 1, dtype=ends.dtype)
+    for e in range(ends[n]):
+        start[src[e] + 1] += 1
+    for k in range(n):
+        start[k + 1] += start[k]
+    out_src = np.empty(ends[n], dtype=np.int64)
+    out_dst = np.empty(ends[n], dtype=np.int64)
+    out_kind = np.empty(ends[n], dtype=np.int64)
+    for me in range(n):
+        for e in range(ends[me], ends[me + 1]):
+            j = start[src[e]]
+            start[src[e]] += 1
+            out_src[j] = by_rank[src[e]]
+            out_dst[j] = by_rank[me]
+            out_kind[j] = kind[e]
+    return out_src, out_dst, out_kind
 
 
 @numba.njit(cache=True, inline="always")
-def _push(out, edges, src, dst, kind):  # pragma: no cover - compiled
-    """Append the edge src -> dst of `kind` (a row of `out`), doubling `out` when full."""
-    if edges == out.shape[0]:
-        bigger = np.empty((out.shape[0] * 2, 3), dtype=out.dtype)
-        bigger[:edges] = out
-        out = bigger
-    out[edges, 0] = src
-    out[edges, 1] = dst
-    out[edges, 2] = kind
-    return out, edges + 1
+def _emit(q, code, mine, slot, src, kind, edges):  # pragma: no cover - compiled
+    """Record a conflict of `code` from rank q to the instruction being swept, whose edges
+    start at `mine`: a new edge, or a lower kind for the one from q it has. Returns the number
+    of edges. (No buffer grows here: a reassigned array in the sweep's loops halves its
+    speed.)"""
+    if slot[q] >= mine:
+        kind[slot[q]] = min(kind[slot[q]], code)
+        return edges
+    src[edges], kind[edges] = q, code
+    slot[q] = edges
+    return edges + 1
