@@ -119,6 +119,12 @@ class Context:
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     last_cached: frozenset[str] = frozenset()
     """Tables the running check is the last to read from the cache (LAST_CACHED_READ)."""
+    has_cycle: bool = False
+    """Whether the graph has a dependency cycle (set by check_deadlocks)."""
+    read_after: np.ndarray | None = None
+    overwritten: np.ndarray | None = None
+    """Per graph row, from the race check's memory sweep: whether another instruction reads
+    what it wrote, and whether a write replaces some of it with no read in between."""
 
     def read(self, table: str) -> pl.DataFrame:
         """A whole table, read once for the checks that use it, up to the one that takes it out
@@ -274,6 +280,7 @@ def check_deadlocks(ctx: Context) -> None:
             f"reach {r['value']}; its signals add up to {r['signalled']}",
             {"instructions": (r["inst"],), "engines": (r["engine"],)}))
     members = cycle_members(ctx.graph)
+    ctx.has_cycle = bool(members.size)
     if members.size:
         ids = ctx.graph.ids[members]
         engines = ctx.instructions.filter(pl.col("id").is_in(pl.Series(ids).implode()))[
@@ -680,23 +687,20 @@ def _reloaded(r_addr, r_size, r_rank, w_addr, w_stop, w_rank):  # pragma: no cov
 
 def check_dead_writes(ctx: Context) -> None:
     """Writes nobody reads: SBUF writes never read before they are overwritten or the trace
-    ends, and HBM writes overwritten before any read. PSUM is left out: matmuls accumulate
-    into it, so a write followed by a write there is the normal case."""
+    ends, and HBM writes overwritten before any read. PSUM writes are left out: matmuls
+    accumulate into it, so a write followed by a write there is the normal case. Per
+    instruction, from the race check's sweep: an instruction counts as read when anything it
+    wrote is read."""
     if not ctx.trace.has_table("memory"):
         return
-    from tracekit.replay.graph import RAW, WAW, memory_edges
-
-    mem = ctx.read("memory").filter(pl.col("space") != "psum")
-    writers = mem.filter(pl.col("access") == "write")
+    if ctx.read_after is None or ctx.overwritten is None:
+        return  # no memory conflicts were swept (the race check found no memory table)
+    writers = ctx.read("memory").filter((pl.col("space") != "psum")
+                                        & (pl.col("access") == "write"))
     if writers.height == 0:
         return
     g = ctx.graph
-    src, _, kind = memory_edges(mem, g.ids, ctx.observed_start(),
-                                f"{ctx.trace.path}: memory.inst", with_kind=True)
-    read_after = np.zeros(g.nodes, dtype=bool)
-    read_after[src[kind == RAW]] = True
-    overwritten = np.zeros(g.nodes, dtype=bool)
-    overwritten[src[kind == WAW]] = True
+    read_after, overwritten = ctx.read_after, ctx.overwritten
     spaces = writers.group_by("inst").agg((pl.col("space") == "sbuf").any().alias("sbuf"),
                                           (pl.col("size") * pl.col("partitions").fill_null(1))
                                           .sum().alias("bytes")).sort("inst")
@@ -768,6 +772,7 @@ def check_ping_pong(ctx: Context) -> None:
     costs at least the semaphore latency, so the engine spends its time synchronising."""
     if not (ctx.timed and ctx.trace.has_table("semaphores")):
         return
+    from tracekit.replay.graph import queue_order
     from tracekit.replay.run import name_codes
 
     sems = ctx.read("semaphores")
@@ -780,7 +785,7 @@ def check_ping_pong(ctx: Context) -> None:
     busy = (inst["end"] - inst["start"]).fill_null(0).to_numpy()
     # Each engine's instructions in queue order; a stretch runs from one waiting instruction
     # to the next, and its busy cycles are the work between those two waits.
-    order = np.lexsort((inst["seq"].to_numpy(), engine))
+    order = queue_order(engine, inst["seq"].to_numpy())
     order = order[timed[order]]
     e, w = engine[order], waits[order]
     count = np.cumsum(w)
@@ -831,12 +836,25 @@ def check_races(ctx: Context) -> None:
     never run (waits no signal satisfies, cycles, what depends on them) take no part."""
     if not ctx.trace.has_table("memory"):
         return
-    from tracekit.replay.graph import RAW, WAR, kahn_successors, memory_edges, queue_order
+    from tracekit.replay.graph import (
+        RAW,
+        WAR,
+        WAW,
+        kahn_successors,
+        memory_edges,
+        queue_order,
+    )
     from tracekit.replay.run import name_codes
 
     g, inst = ctx.graph, ctx.instructions
     src, dst, kind = memory_edges(ctx.read("memory"), g.ids, ctx.observed_start(),
                                   f"{ctx.trace.path}: memory.inst", with_kind=True)
+    # What the dead-write check needs of the same sweep: whose writes someone reads, and
+    # whose are overwritten with no read in between.
+    ctx.read_after = np.zeros(g.nodes, dtype=bool)
+    ctx.read_after[src[kind == RAW]] = True
+    ctx.overwritten = np.zeros(g.nodes, dtype=bool)
+    ctx.overwritten[src[kind == WAW]] = True
     if src.size == 0:
         return
     engine, engines = name_codes(inst["engine"])
@@ -854,8 +872,11 @@ def check_races(ctx: Context) -> None:
         clocks[src, engine[dst]] >= position[dst])
     del clocks
     # An access of an instruction that can never run (behind a deadlock) races with nothing.
-    blocked = never_run(g)
-    racy = np.flatnonzero(~ordered & ~blocked[src] & ~blocked[dst])
+    racy = ~ordered
+    if g.unsatisfied.height or ctx.has_cycle:
+        blocked = never_run(g)
+        racy &= ~blocked[src] & ~blocked[dst]
+    racy = np.flatnonzero(racy)
     if racy.size == 0:
         return
     names = np.array(engines)
