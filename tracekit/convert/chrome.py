@@ -74,6 +74,7 @@ import numpy as np
 import polars as pl
 
 from tracekit import __version__
+from tracekit.convert.lanes import lowest_free_lane
 from tracekit.errors import TracekitError
 from tracekit.trace.bundle import Trace, write_trace
 from tracekit.trace.manifest import Producer
@@ -222,30 +223,6 @@ def _pair(thread, is_begin):  # pragma: no cover - compiled
     if top > 0:
         return partner, 2, stack[top - 1]
     return partner, 0, -1
-
-
-@numba.njit(cache=True, nogil=True)
-def _depths(thread, start, end):  # pragma: no cover - compiled
-    """Rows sorted by (thread, start, -end): each slice's depth (the lowest level with nothing
-    open at its start) and whether another slice of its thread begins inside it."""
-    n = start.size
-    depth = np.zeros(n, dtype=np.int64)
-    inner = np.zeros(n, dtype=np.bool_)
-    busy = np.empty(n + 1, dtype=np.float64)
-    used = 0
-    for i in range(n):
-        if i == 0 or thread[i] != thread[i - 1]:
-            used = 0
-        k = 0
-        while k < used and busy[k] > start[i]:
-            k += 1
-        if k == used:
-            used += 1
-        busy[k] = end[i]
-        depth[i] = k
-        if i + 1 < n and thread[i + 1] == thread[i] and start[i + 1] < end[i]:
-            inner[i] = True
-    return depth, inner
 
 
 @numba.njit(cache=True, nogil=True)
@@ -459,8 +436,10 @@ def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
 
     # Depth of each slice on its thread, and which are kept.
     order = np.lexsort((slices.event, -slices.end, slices.ts, slices.thread))
-    depth_sorted, inner_sorted = _depths(slices.thread[order], slices.ts[order],
-                                         slices.end[order])
+    thread, ts, end = slices.thread[order], slices.ts[order], slices.end[order]
+    depth_sorted = lowest_free_lane(thread, ts, end)
+    # Whether another slice of its thread begins inside it (the next in this order does).
+    inner_sorted = np.r_[(thread[1:] == thread[:-1]) & (ts[1:] < end[:-1]), False]
     depth = np.empty_like(depth_sorted)
     depth[order] = depth_sorted
     slices.depth = depth
@@ -645,7 +624,7 @@ def _bind_ends(slices: _Slices, kept: np.ndarray, thread: np.ndarray, ts: np.nda
                mode: np.ndarray, own: np.ndarray) -> np.ndarray:
     """The kept slice (index into slices) of each flow end: its own slice when it is tied to a
     kept one, else the search of `_bind` among the kept slices of its thread."""
-    # Kept slices of one depth never overlap on a thread (see _depths), so each (thread,
+    # Kept slices of one depth never overlap on a thread (see lowest_free_lane), so each (thread,
     # depth) group is sorted by both ts and end, and a binary search finds the candidate.
     assert slices.depth is not None
     rows = np.flatnonzero(kept)

@@ -50,11 +50,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-import numba
 import numpy as np
 import polars as pl
 
 from tracekit import __version__
+from tracekit.convert.lanes import lowest_free_lane
 from tracekit.errors import TracekitError
 from tracekit.replay.graph import GraphError
 from tracekit.replay.machine import Machine, builtin_machine, engine_kind
@@ -198,27 +198,6 @@ def timeline_views(trace: Trace, machine: Machine, *, replay: bool, critical_pat
 
 
 # --- building the events ---------------------------------------------------------------------
-
-
-@numba.njit(cache=True, nogil=True)
-def _lanes(group, start, end):  # pragma: no cover - compiled
-    """Lowest free lane of each slice, rows sorted by (group, start, end): a lane is free once
-    its last slice has ended, so slices on one lane never overlap."""
-    n = start.size
-    lane = np.zeros(n, dtype=np.int64)
-    busy = np.empty(n + 1, dtype=np.int64)
-    used = 0
-    for i in range(n):
-        if i == 0 or group[i] != group[i - 1]:
-            used = 0
-        k = 0
-        while k < used and busy[k] > start[i]:
-            k += 1
-        if k == used:
-            used += 1
-        busy[k] = end[i]
-        lane[i] = k
-    return lane
 
 
 def engine_order(engines: list[str]) -> list[str]:
@@ -398,7 +377,7 @@ def _threads(p: _Process, first_tid: int) -> tuple[pl.DataFrame, list[tuple[int,
     start, end = s["start"].to_numpy(), s["end"].to_numpy()
     by = np.lexsort((s["id"].to_numpy(), end, start, rank))
     lane = np.empty(s.height, dtype=np.int64)
-    lane[by] = _lanes(rank[by], start[by], end[by])
+    lane[by] = lowest_free_lane(rank[by], start[by], end[by])
     code = rank * (int(lane.max()) + 1) + lane
     pairs, inverse = np.unique(code, return_inverse=True)
     width = int(lane.max()) + 1
