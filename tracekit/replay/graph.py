@@ -172,38 +172,12 @@ def _count(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
     re-sorted only if its ranks are not already in order. Each wait then binary-searches the
     cumulative count of its semaphore's group.
     """
-    n_sem = sem.max() + 1 if sem.size else 0
-    ptr = np.zeros(n_sem + 1, dtype=np.int64)
-    for r in range(sem.size):
-        if is_signal[r]:
-            ptr[sem[r] + 1] += 1
-    for s in range(n_sem):
-        ptr[s + 1] += ptr[s]
-    fill = ptr[:-1].copy()
-    rows = np.empty(ptr[-1], dtype=np.int64)
-    for r in range(sem.size):
-        if is_signal[r]:
-            rows[fill[sem[r]]] = r
-            fill[sem[r]] += 1
+    rows, ptr, _ = _signal_runs(sem, inst, is_signal, value, rank)
+    n_sem = ptr.size - 1
     cum = np.empty(rows.size, dtype=np.int64)
     grows = np.ones(n_sem, dtype=np.bool_)  # no signal takes the count down
     for s in range(n_sem):
         lo, hi = ptr[s], ptr[s + 1]
-        in_order = True
-        for k in range(lo + 1, hi):
-            a, b = rows[k - 1], rows[k]
-            if rank[b] < rank[a] or (rank[b] == rank[a] and inst[b] < inst[a]):
-                in_order = False
-                break
-        if not in_order:
-            group = rows[lo:hi].copy()
-            keys = np.empty(group.size, dtype=np.float64)
-            order = np.argsort(inst[group], kind="mergesort")
-            group = group[order]
-            for k in range(group.size):
-                keys[k] = rank[group[k]]
-            order = np.argsort(keys, kind="mergesort")
-            rows[lo:hi] = group[order]
         total = 0
         for k in range(lo, hi):
             total += value[rows[k]]
@@ -296,7 +270,7 @@ def _signal_runs(sem, inst, is_signal, value, rank):  # pragma: no cover - compi
     """Signal rows grouped by semaphore code (a counting sort that keeps row order), each group
     re-sorted by (rank, inst) only if it is not in that order already; the groups' starts; and
     the lowest value a signal adds (0 without signals)."""
-    ptr = np.zeros(sem.max() + 2, dtype=np.int64)
+    ptr = np.zeros(sem.max() + 2 if sem.size else 1, dtype=np.int64)
     lowest = 0
     for r in range(sem.size):
         if is_signal[r]:
