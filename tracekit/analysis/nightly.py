@@ -206,7 +206,7 @@ def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
     line = timeline(trace, machine, source)
     path = critical_path(line.frame, line.graph, line.kind_latency)
     stalls = stall_table(line.frame)
-    findings = find_bugs(trace, machine)
+    findings = find_bugs(trace, machine, line.graph)  # the timeline's graph, not a second derive
     busy = (stalls.filter(pl.col("bucket") == "busy").group_by("engine", maintain_order=True)
             .agg(pl.col("pct").sum()))
     waiting = int(stalls.filter(pl.col("bucket") == "waiting")["cycles"].sum())
