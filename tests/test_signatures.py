@@ -76,6 +76,36 @@ def test_impossible_timing(tmp_path: Path) -> None:
     assert found[Code.NEGATIVE_DURATION] == [(e,)]
 
 
+def test_latency_signatures(tmp_path: Path) -> None:
+    b = TraceBuilder("t")
+    t = 0
+    copies = []
+    for duration in [100] * 10 + [1000, 3000]:  # 12 peers, median 100, no spread
+        copies.append(b.inst("vector", "copy", t, t + duration, elements=1024))
+        t += duration
+    # Two matmuls are too few peers: the machine's model (64 cycles) is the reference.
+    b.inst("tensor", "matmul", 0, 64, flops=0)
+    stuck_alone = b.inst("tensor", "matmul", 64, 5064, flops=0)
+    for queue, duration in (("dma.q0", 176), ("dma.q1", 176), ("dma.q2", 528)):
+        for k in range(4):  # the model's 176 cycles per 4,096-byte load; dma.q2 takes 3x
+            b.inst(queue, "dma_load", 1000 * k, 1000 * k + duration, bytes=4096)
+    findings = find_bugs(b.write(tmp_path / "t"), builtin_machine())
+    found = {c: [f for f in findings if f.code is c]
+             for c in (Code.ENGINE_STUCK, Code.LATENCY_OUTLIER, Code.SLOW_ENGINE)}
+    assert [(f.instructions, f.message, f.cycles) for f in found[Code.ENGINE_STUCK]] == [
+        ((stuck_alone,), f"instruction {stuck_alone} (matmul) on tensor took 5,000 cycles, 78x "
+                         f"the 64 cycles of the machine's latency model (too few peers for "
+                         f"statistics: 2)", (5000, 64)),
+        ((copies[11],), f"instruction {copies[11]} (copy) on vector took 3,000 cycles, 30x the "
+                        f"median of its 12 peers", (3000, 100))]
+    assert [(f.instructions, f.message) for f in found[Code.LATENCY_OUTLIER]] == [
+        ((copies[10],), f"instruction {copies[10]} (copy) on vector took 1,000 cycles, 10x the "
+                        f"median of its 12 peers")]
+    assert [(f.engines, f.message) for f in found[Code.SLOW_ENGINE]] == [
+        (("dma.q2",), "dma.q2 takes 3.0x as long as other dma engines for the same work "
+                      "(4 instructions)")]
+
+
 def test_ordered_through_a_chain_is_not_a_timing_finding(tmp_path: Path) -> None:
     b = TraceBuilder("t")
     a = b.inst("dma.q0", "dma_load", 0, 100)
@@ -339,6 +369,34 @@ def test_redundant_reload(tmp_path: Path) -> None:
     b.access(store, "hbm", "write", 0x1800, 16)
     b.access(again, "hbm", "read", 0x1000, 4096)
     assert _findings(b.write(tmp_path / "w"), Code.REDUNDANT_RELOAD) == []
+    # A read-modify-write of the range in between is a write: no reload after it. An
+    # instruction reading one range twice does not reload it either.
+    b = TraceBuilder("t")
+    first = b.inst("dma.q0", "dma_load", 0, 10)
+    update = b.inst("dma.q1", "dma_accumulate", 12, 18)
+    again = b.inst("dma.q0", "dma_load", 20, 30)
+    b.access(first, "hbm", "read", 0x1000, 4096)
+    b.access(update, "hbm", "read", 0x1000, 4096)
+    b.access(update, "hbm", "write", 0x1000, 4096)
+    b.access(again, "hbm", "read", 0x1000, 4096)
+    b.access(again, "hbm", "read", 0x1000, 4096)
+    (f,) = _findings(b.write(tmp_path / "rmw"), Code.REDUNDANT_RELOAD)
+    assert f.instructions == (update,)  # its own read, before its write, re-reads `first`'s
+    # Bytes count, not ranges: a load of bytes two earlier loads covered between them is a
+    # reload; one that reaches past them is not.
+    b = TraceBuilder("t")
+    halves = [b.inst("dma.q0", "dma_load", 10 * k, 10 * k + 5) for k in range(2)]
+    whole = b.inst("dma.q0", "dma_load", 20, 25)
+    wider = b.inst("dma.q0", "dma_load", 30, 35)
+    b.access(halves[0], "hbm", "read", 0x1000, 2048)
+    b.access(halves[1], "hbm", "read", 0x1800, 2048)
+    b.access(whole, "hbm", "read", 0x1000, 4096)
+    b.access(wider, "hbm", "read", 0x1000, 4097)
+    (f,) = _findings(b.write(tmp_path / "bytes"), Code.REDUNDANT_RELOAD)
+    assert f.instructions == (whole,) and f.addresses == ("hbm:4096+4096",)
+    assert f.message == ("1 of 4 HBM loads (4,096 of 12,289 bytes) re-read bytes loaded before "
+                         "with no write in between; the most reloaded range, 0x1000+4,096, was "
+                         "loaded 1 times")
 
 
 def test_dead_writes(tmp_path: Path) -> None:
@@ -407,6 +465,15 @@ def test_semaphore_ping_pong(tmp_path: Path) -> None:
         b.wait(v, 0, k + 1)
         t += 1040
     assert _findings(b.write(tmp_path / "busy"), Code.SEMAPHORE_PING_PONG) == []
+
+
+def test_ping_pong_with_signals_but_no_waits(tmp_path: Path) -> None:
+    # Signals no instruction waits on (a semaphore leak) leave no stretch between waits.
+    b = TraceBuilder("t")
+    for k in range(3):
+        b.signal(b.inst("scalar", "act", 10 * k, 10 * k + 5), 0)
+    found = find_bugs(b.write(tmp_path / "t"), builtin_machine())
+    assert [f.code for f in found] == [Code.SEMAPHORE_LEAK]
 
 
 @settings(max_examples=60, deadline=None)

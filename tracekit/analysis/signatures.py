@@ -125,6 +125,9 @@ class Context:
     overwritten: np.ndarray | None = None
     """Per graph row, from the race check's memory sweep: whether another instruction reads
     what it wrote, and whether a write replaces some of it with no read in between."""
+    reread: np.ndarray | None = None
+    """Per memory row, from the same sweep: a read of bytes that another instruction has read
+    since they were last written."""
 
     def read(self, table: str) -> pl.DataFrame:
         """A whole table, read once for the checks that use it, up to the one that takes it out
@@ -134,7 +137,7 @@ class Context:
             frame = self.tables.pop(table, None)
             return self.trace.read(table) if frame is None else frame
         if table not in self.tables:
-            self.tables[table] = self.trace.read(table)
+            self.tables[table] = self.trace.read(table).rechunk()
         return self.tables[table]
 
     def add(self, code: Code, message: str, **evidence: tuple) -> None:
@@ -335,20 +338,23 @@ def check_semaphores(ctx: Context) -> None:
     if not ctx.trace.has_table("semaphores"):
         return
     sems = ctx.read("semaphores")
+    signal = pl.col("op") == "signal"
+    signallers = pl.col("inst").filter(signal)
     per_sem = (sems.group_by("sem")
                .agg((pl.col("op") == "wait").sum().alias("waits"),
-                    pl.col("value").filter(pl.col("op") == "signal").sum().alias("signalled"),
-                    pl.col("inst").filter(pl.col("op") == "signal").sort().alias("signallers"))
+                    pl.col("value").filter(signal).sum().alias("signalled"),
+                    signal.sum().alias("signals"),
+                    signallers.bottom_k(EXAMPLES).sort().alias("first"),
+                    signallers.max().alias("last"))
                .sort("sem"))
     leaks = per_sem.filter((pl.col("waits") == 0) & (pl.col("signalled") > 0))
     _capped(ctx, Code.SEMAPHORE_LEAK, leaks, lambda r: (
-        f"semaphore {r['sem']} is signalled {len(r['signallers'])} time(s) (adding "
-        f"{r['signalled']}) and never waited on",
-        {"instructions": _ids(r["signallers"][:EXAMPLES])}))
+        f"semaphore {r['sem']} is signalled {r['signals']} time(s) (adding "
+        f"{r['signalled']}) and never waited on", {"instructions": _ids(r["first"])}))
     over = per_sem.filter(pl.col("signalled") > MAX_SEMAPHORE_COUNT)
     _capped(ctx, Code.SEMAPHORE_OVERFLOW, over, lambda r: (
         f"semaphore {r['sem']} reaches a count of {r['signalled']:,}",
-        {"instructions": _ids(r["signallers"][-1:])}))
+        {"instructions": (r["last"],)}))
 
 
 def check_timing(ctx: Context) -> None:
@@ -392,14 +398,16 @@ def check_bounds(ctx: Context) -> None:
     if not ctx.trace.has_table("memory"):
         return
     m = ctx.machine
-    # Read, not cached: kept through the latency check (the run's peak of RAM), a
-    # 10M-instruction trace's memory table would add a gigabyte to that peak.
-    mem = ctx.trace.read("memory").with_columns(pl.col("space").cast(pl.String))
+    # Only the rows out of bounds are read, as the scan filters them (not from the cache:
+    # kept through the latency check, a 10M-instruction trace's memory table would add a
+    # gigabyte to the run's peak).
     capacity = pl.when(pl.col("space") == "sbuf").then(m.sbuf_partition_bytes).otherwise(
         m.psum_partition_bytes)
-    bad = mem.filter(pl.col("space").is_in(["sbuf", "psum"]) & (
+    bad = ctx.trace.read("memory", where=pl.col("space").is_in(["sbuf", "psum"]) & (
         (pl.col("addr") + pl.col("size") > capacity)
-        | (pl.col("partition") + pl.col("partitions") > m.partitions))).sort("inst", "addr")
+        | (pl.col("partition") + pl.col("partitions") > m.partitions))).with_columns(
+        pl.col("space").cast(pl.String), pl.col("access").cast(pl.String)).sort(
+        "inst", "addr", "partition", "size", "space", "access")
     _capped(ctx, Code.OUT_OF_BOUNDS, bad, lambda r: (
         f"instruction {r['inst']} {r['access']}s {r['space'].upper()} bytes "
         f"{r['addr']:,}..{r['addr'] + r['size']:,} of partitions "
@@ -412,74 +420,98 @@ def check_bounds(ctx: Context) -> None:
 
 
 def check_latency(ctx: Context) -> None:
-    """Robust statistics per peer group (engine kind, opcode, elements, bytes, flops)."""
+    """Robust statistics per peer group (engine kind, opcode, elements, bytes, flops); where a
+    group is too small for statistics, the machine's latency model is the reference."""
     if not ctx.timed:
         return
     from tracekit.replay.machine import engine_kind
+    from tracekit.replay.run import name_codes
 
     t = ctx.trace.read("instructions", ["id", "engine", "opcode", "start", "end", "elements",
                                         "bytes", "flops"]).drop_nulls(["start", "end"])
-    kinds = {e: engine_kind(e) for e in t["engine"].cast(pl.String).unique().to_list()}
-    t = t.with_columns(pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String),
-                       (pl.col("end") - pl.col("start")).alias("duration"),
-                       pl.col("engine").cast(pl.String).replace_strict(kinds).alias("kind"))
+    engine, engines = name_codes(t["engine"])
+    opcode, opcodes = name_codes(t["opcode"])
+    kinds = sorted({engine_kind(e) for e in engines})
+    kind_of = np.array([kinds.index(engine_kind(e)) for e in engines], dtype=np.int32)
+    duration = (t["end"] - t["start"]).to_numpy()
     peers = ["kind", "opcode", "elements", "bytes", "flops"]
-    t = t.with_columns(pl.col("duration").median().over(peers).alias("median"),
-                       pl.len().over(peers).alias("peers"))
-    t = t.with_columns((pl.col("duration") - pl.col("median")).abs().median().over(peers)
-                       .alias("mad"))
-    outside = (pl.col("peers") >= 8) & (pl.col("duration") > pl.col("median")
-                                        + 10 * 1.4826 * pl.col("mad") + 1)
-    # Too few peers for statistics: the machine's latency model is the reference instead.
-    m = ctx.machine
-    pairs = t.select("engine", "opcode").unique().sort("engine", "opcode")
-    model = pl.DataFrame(
-        [{"engine": e, "opcode": o, **{k: getattr(m.latency(e, o), k) for k in
-                                       ("fixed_cycles", "per_element", "per_byte", "per_flop")},
-          "per_moved": 1.0 / m.queue_bandwidth(e) if kinds[e] == "dma" else 0.0}
-         for e, o in pairs.iter_rows()],
-        schema={"engine": pl.String, "opcode": pl.String, "fixed_cycles": pl.Float64,
-                "per_element": pl.Float64, "per_byte": pl.Float64, "per_flop": pl.Float64,
-                "per_moved": pl.Float64})
-    t = t.join(model, on=["engine", "opcode"], how="left", maintain_order="left").with_columns(
-        (pl.col("fixed_cycles") + pl.col("per_element") * pl.col("elements").fill_null(0)
-         + (pl.col("per_byte") + pl.col("per_moved")) * pl.col("bytes").fill_null(0)
-         + pl.col("per_flop") * pl.col("flops").fill_null(0)).alias("modelled"))
-    # The model is in machine cycles; the trace's times may be another unit.
-    per_tick = ctx.cycles_per_tick()
-    t = t.with_columns(pl.col("modelled") / per_tick if per_tick
-                       else pl.lit(None, pl.Float64).alias("modelled"))
-    reference = pl.when(pl.col("peers") >= 8).then(pl.col("median")).otherwise(
-        pl.col("modelled"))
-    stuck = t.filter((outside | (pl.col("peers") < 8))
-                     & (pl.col("duration") > STUCK_FACTOR * reference)
-                     & (pl.col("duration") - reference > 1000))
-    t = t.with_columns(reference.alias("median"))
-    slow = t.filter(outside & (pl.col("duration") > OUTLIER_FACTOR * pl.col("median"))
-                    & ~pl.col("id").is_in(stuck["id"].implode()))
-    for code, rows in ((Code.ENGINE_STUCK, stuck), (Code.LATENCY_OUTLIER, slow)):
-        _capped(ctx, code, rows.sort(pl.col("duration") / pl.col("median"), "id",
-                                     descending=[True, False]), lambda r: (
+    stats = (pl.DataFrame({"kind": kind_of[engine], "opcode": opcode.astype(np.int32),
+                           "elements": t["elements"], "bytes": t["bytes"], "flops": t["flops"],
+                           "duration": duration})
+             .with_columns(pl.col("duration").median().over(peers).alias("median"),
+                           pl.len().over(peers).alias("peers"))
+             .select("median", "peers", (pl.col("duration") - pl.col("median")).abs().median()
+                     .over(peers).alias("mad")))
+    median, n_peers, mad = (stats[c].to_numpy() for c in ("median", "peers", "mad"))
+    del stats
+    modelled = _modelled(ctx, t, engine, engines, opcode, opcodes)
+    many = n_peers >= 8
+    outside = many & (duration > median + 10 * 1.4826 * mad + 1)
+    reference = np.where(many, median, modelled)
+    with np.errstate(invalid="ignore"):  # no model (NaN) where the trace has no clock
+        stuck = ((outside | ~many) & (duration > STUCK_FACTOR * reference)
+                 & (duration - reference > 1000))
+        slow = outside & (duration > OUTLIER_FACTOR * median) & ~stuck
+    names, ops = np.array(engines), np.array(opcodes)
+    for code, rows in ((Code.ENGINE_STUCK, np.flatnonzero(stuck)),
+                       (Code.LATENCY_OUTLIER, np.flatnonzero(slow))):
+        found = pl.DataFrame({
+            "id": t["id"].gather(rows), "engine": names[engine[rows]], "opcode": ops[opcode[rows]],
+            "duration": duration[rows], "reference": reference[rows], "peers": n_peers[rows],
+            "model": ~many[rows]}).sort(pl.col("duration") / pl.col("reference"), "id",
+                                        descending=[True, False])
+        _capped(ctx, code, found, lambda r: (
             f"instruction {r['id']} ({r['opcode']}) on {r['engine']} took {r['duration']:,} "
-            f"cycles, {r['duration'] / max(r['median'], 1):,.0f}x the median of its "
-            f"{r['peers']} peers", {"instructions": (r["id"],), "engines": (r["engine"],),
-                                    "cycles": (r["duration"], int(r["median"]))}))
+            f"cycles, {r['duration'] / max(r['reference'], 1):,.0f}x "
+            + (f"the {r['reference']:,.0f} cycles of the machine's latency model (too few "
+               f"peers for statistics: {r['peers']})" if r["model"] else
+               f"the median of its {r['peers']:,} peers"),
+            {"instructions": (r["id"],), "engines": (r["engine"],),
+             "cycles": (r["duration"], int(r["reference"]))}))
     # A whole engine slower than its peers: how much longer than the model its instructions
     # take (a per-work measure that needs no identical peers), against the other engines of
     # its kind.
-    by_engine = (t.filter(pl.col("modelled") > 0)
-                 .group_by("engine").agg((pl.col("duration") / pl.col("modelled")).median()
-                                         .alias("own"), pl.len().alias("n"),
-                                         pl.col("kind").first())
-                 .filter(pl.col("n") >= 2)
+    timed_work = modelled > 0  # False for NaN
+    by_engine = (pl.DataFrame({"engine": engine[timed_work],
+                               "ratio": duration[timed_work] / modelled[timed_work]})
+                 .group_by("engine").agg(pl.col("ratio").median().alias("own"),
+                                         pl.len().alias("n"))
+                 .filter(pl.col("n") >= 2))
+    by_engine = (by_engine.with_columns(
+                     pl.Series("name", engines, pl.String).gather(by_engine["engine"]),
+                     pl.Series("kind", kinds, pl.String).gather(kind_of[by_engine["engine"]]))
                  .with_columns(pl.col("own").median().over("kind").alias("typical"),
                                pl.len().over("kind").alias("engines"))
                  .with_columns((pl.col("own") / pl.col("typical")).alias("ratio"))
                  .filter((pl.col("engines") >= 2) & (pl.col("ratio") > SLOW_FACTOR))
-                 .sort("engine"))
+                 .sort("name"))
     _capped(ctx, Code.SLOW_ENGINE, by_engine, lambda r: (
-        f"{r['engine']} takes {r['ratio']:.1f}x as long as other {r['kind']} engines for the "
-        f"same work ({r['n']:,} instructions)", {"engines": (r["engine"],)}))
+        f"{r['name']} takes {r['ratio']:.1f}x as long as other {r['kind']} engines for the "
+        f"same work ({r['n']:,} instructions)", {"engines": (r["name"],)}))
+
+
+def _modelled(ctx: Context, t: pl.DataFrame, engine: np.ndarray, engines: list[str],
+              opcode: np.ndarray, opcodes: list[str]) -> np.ndarray:
+    """Each instruction's duration by the machine's latency model (a DMA transfer's bytes also
+    at its queue's bandwidth), in the trace's time unit; NaN without a clock to convert."""
+    from tracekit.replay.machine import engine_kind
+
+    per_tick = ctx.cycles_per_tick()
+    if per_tick is None:
+        return np.full(t.height, np.nan)
+    m = ctx.machine
+    pair = engine * len(opcodes) + opcode
+    coefficients = np.zeros((4, len(engines) * len(opcodes)))
+    for p in np.flatnonzero(np.bincount(pair, minlength=coefficients.shape[1])):
+        e, o = divmod(int(p), len(opcodes))
+        lat = m.latency(engines[e], opcodes[o])
+        moved = 1.0 / m.queue_bandwidth(engines[e]) if engine_kind(engines[e]) == "dma" else 0.0
+        coefficients[:, p] = (lat.fixed_cycles, lat.per_element, lat.per_byte + moved,
+                              lat.per_flop)
+    fixed, per_element, per_byte, per_flop = coefficients
+    work = [t[k].fill_null(0).to_numpy() for k in ("elements", "bytes", "flops")]
+    return (fixed[pair] + per_element[pair] * work[0] + per_byte[pair] * work[1]
+            + per_flop[pair] * work[2]) / per_tick
 
 
 def check_bandwidth(ctx: Context) -> None:
@@ -628,61 +660,36 @@ def _sweep_windows(candidates, slot, end, nbytes, rate):  # pragma: no cover - c
 
 
 def check_reloads(ctx: Context) -> None:
-    """HBM ranges loaded again with no write to them in between: the bytes could have stayed
-    on chip (or the tiling could reuse them)."""
-    if not ctx.trace.has_table("memory"):
+    """HBM bytes loaded again with no write to them in between: the bytes could have stayed on
+    chip (or the tiling could reuse them). From the race check's memory sweep: a read whose
+    every byte another instruction has read since the byte was last written (a
+    read-modify-write in between counts as a write)."""
+    if ctx.reread is None:
+        return  # no memory table, so no sweep
+    mem = ctx.read("memory")
+    hbm = pl.col("space") == "hbm"
+    again = mem.filter(pl.Series(ctx.reread)).filter(hbm)
+    if again.height == 0:
         return
-    mem = ctx.trace.read("memory", ["inst", "space", "access", "addr", "size"]).filter(
-        (pl.col("space") == "hbm") & (pl.col("size") > 0))
-    if mem.height == 0:
-        return
-    rank = ctx.program_rank()
-    node = positions(ctx.graph.ids, mem["inst"].to_numpy(), f"{ctx.trace.path}: memory.inst")
-    mem = mem.with_columns(pl.Series("rank", rank[node]))
-    reads = mem.filter(pl.col("access") == "read").sort("addr", "size", "rank", "inst")
-    writes = mem.filter(pl.col("access") == "write").sort("addr")
-    again = _reloaded(reads["addr"].to_numpy(), reads["size"].to_numpy(),
-                      reads["rank"].to_numpy(), writes["addr"].to_numpy(),
-                      (writes["addr"] + writes["size"]).to_numpy(), writes["rank"].to_numpy())
-    if not again.any():
-        return
-    again_rows = reads.filter(pl.Series(again))
-    top = (again_rows.group_by("addr", "size").agg(pl.len().alias("n"))
-           .sort("n", "addr", descending=[True, False]).row(0, named=True))
-    moved = int(again_rows["size"].sum())
+    loads = hbm & (pl.col("access") == "read") & (pl.col("size") > 0)
+    n_loads, loaded_bytes = mem.select(loads.sum(), pl.col("size").filter(loads).sum()).row(0)
+    top = (again.group_by("addr", "size").agg(pl.len().alias("n"))
+           .sort("n", "addr", "size", descending=[True, False, False]).row(0, named=True))
+    times = mem.select((loads & (pl.col("addr") == top["addr"])
+                        & (pl.col("size") == top["size"])).sum()).item()
+    # The first 20 instructions that reload, in program order.
+    reloading = np.zeros(ctx.graph.nodes, dtype=bool)
+    reloading[positions(ctx.graph.ids, again["inst"].to_numpy())] = True
+    reloading = np.flatnonzero(reloading)
+    rank = ctx.program_rank()[reloading]
+    pick = np.argpartition(rank, 19)[:20] if rank.size > 20 else np.arange(rank.size)
+    first = ctx.graph.ids[reloading[pick[np.argsort(rank[pick])]]]
     ctx.add(Code.REDUNDANT_RELOAD,
-            f"{again_rows.height:,} of {reads.height:,} HBM loads ({moved:,} of "
-            f"{int(reads['size'].sum()):,} bytes) re-read bytes loaded before with no write in "
-            f"between; the most reloaded range, {top['addr']:#x}+{top['size']:,}, was loaded "
-            f"{top['n'] + 1} times", instructions=_ids(again_rows.sort("rank")["inst"].head(20)),
+            f"{again.height:,} of {n_loads:,} HBM loads ({int(again['size'].sum()):,} of "
+            f"{loaded_bytes:,} bytes) re-read bytes loaded before with no write in between; the "
+            f"most reloaded range, {top['addr']:#x}+{top['size']:,}, was loaded {times:,} "
+            f"times", instructions=_ids(first),
             addresses=(f"hbm:{top['addr']}+{top['size']}",))
-
-
-@numba.njit(cache=True, nogil=True)
-def _reloaded(r_addr, r_size, r_rank, w_addr, w_stop, w_rank):  # pragma: no cover - compiled
-    """Per read (sorted by addr, size, rank): whether the previous read of the same range
-    came before it with no overlapping write ranked between the two."""
-    out = np.zeros(r_addr.size, dtype=np.bool_)
-    widest = 0
-    for k in range(w_addr.size):
-        widest = max(widest, w_stop[k] - w_addr[k])
-    i = 0
-    while i < r_addr.size:
-        j = i
-        while j + 1 < r_addr.size and r_addr[j + 1] == r_addr[i] and r_size[j + 1] == r_size[i]:
-            j += 1
-        if j > i:
-            lo, hi = r_addr[i], r_addr[i] + r_size[i]
-            first = np.searchsorted(w_addr, lo - widest)
-            last = np.searchsorted(w_addr, hi)
-            ranks = np.sort(np.array([w_rank[k] for k in range(first, last)
-                                      if w_stop[k] > lo], dtype=np.int64))
-            for k in range(i + 1, j + 1):
-                between = np.searchsorted(ranks, r_rank[k]) - np.searchsorted(
-                    ranks, r_rank[k - 1], side="right")
-                out[k] = between == 0
-        i = j + 1
-    return out
 
 
 def check_dead_writes(ctx: Context) -> None:
@@ -695,25 +702,27 @@ def check_dead_writes(ctx: Context) -> None:
         return
     if ctx.read_after is None or ctx.overwritten is None:
         return  # no memory conflicts were swept (the race check found no memory table)
-    writers = ctx.read("memory").filter((pl.col("space") != "psum")
-                                        & (pl.col("access") == "write"))
-    if writers.height == 0:
-        return
     g = ctx.graph
-    read_after, overwritten = ctx.read_after, ctx.overwritten
-    spaces = writers.group_by("inst").agg((pl.col("space") == "sbuf").any().alias("sbuf"),
-                                          (pl.col("size") * pl.col("partitions").fill_null(1))
-                                          .sum().alias("bytes")).sort("inst")
-    node = positions(g.ids, spaces["inst"].to_numpy(), f"{ctx.trace.path}: memory.inst")
-    dead = ~read_after[node] & (spaces["sbuf"].to_numpy() | overwritten[node])
-    rows = spaces.filter(pl.Series(dead)).with_columns(
-        pl.Series("overwritten", overwritten[node[dead]]))
-    if rows.height == 0:
+    writes = ctx.read("memory").filter((pl.col("space") != "psum")
+                                       & (pl.col("access") == "write"))
+    # Per instruction: whether it writes SBUF, whether it writes at all (HBM).
+    node = positions(g.ids, writes["inst"].to_numpy(), f"{ctx.trace.path}: memory.inst")
+    sbuf = np.zeros(g.nodes, dtype=bool)
+    sbuf[node[(writes["space"] == "sbuf").to_numpy()]] = True
+    writer = np.zeros(g.nodes, dtype=bool)
+    writer[node] = True
+    dead = writer & ~ctx.read_after & (sbuf | ctx.overwritten)
+    if not dead.any():
         return
-    engine_of = ctx.instructions.select(pl.col("id").alias("inst"),
-                                        pl.col("engine").cast(pl.String),
-                                        pl.col("opcode").cast(pl.String))
-    rows = rows.join(engine_of, on="inst", how="left", maintain_order="left")
+    rows = (writes.filter(pl.Series(dead[node]))
+            .group_by("inst").agg((pl.col("size") * pl.col("partitions").fill_null(1)).sum()
+                                  .alias("bytes")).sort("inst"))
+    dead_node = positions(g.ids, rows["inst"].to_numpy())
+    inst = ctx.instructions
+    rows = rows.with_columns(pl.Series("sbuf", sbuf[dead_node]),
+                             pl.Series("overwritten", ctx.overwritten[dead_node]),
+                             inst["engine"].gather(dead_node).cast(pl.String),
+                             inst["opcode"].gather(dead_node).cast(pl.String))
     _capped(ctx, Code.DEAD_WRITE, rows, lambda r: (
         f"instruction {r['inst']} ({r['opcode']}) on {r['engine']} writes {r['bytes']:,} "
         + (f"SBUF bytes that are {'overwritten' if r['overwritten'] else 'left'} before "
@@ -726,26 +735,32 @@ def check_small_dma(ctx: Context) -> None:
     """DMA queues where many transfers are too small to pay for their set-up: the set-up
     (the machine's fixed + per-byte cycles) takes longer than moving the bytes."""
     from tracekit.replay.machine import engine_kind
+    from tracekit.replay.run import name_codes
 
-    dma = (ctx.trace.read("instructions", ["engine", "opcode", "bytes"])
-           .drop_nulls("bytes").filter(pl.col("bytes") > 0)
-           .with_columns(pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String)))
-    if dma.height == 0:
-        return
+    dma = ctx.trace.read("instructions", ["engine", "opcode", "bytes"],
+                         where=pl.col("bytes") > 0)
+    engine, engines = name_codes(dma["engine"])
+    opcode, opcodes = name_codes(dma["opcode"])
     m = ctx.machine
-    pairs = [(e, o) for e, o in dma.select("engine", "opcode").unique().sort(
-        "engine", "opcode").iter_rows() if engine_kind(e) == "dma"]
-    if not pairs:
+    # Per (engine, opcode) pair of a DMA queue: fixed and per-byte set-up cycles, and cycles
+    # per byte moved.
+    pair = engine * len(opcodes) + opcode
+    cost = np.full((3, len(engines) * len(opcodes)), np.nan)
+    for p in np.flatnonzero(np.bincount(pair, minlength=cost.shape[1])):
+        e, o = divmod(int(p), len(opcodes))
+        if engine_kind(engines[e]) == "dma":
+            lat = m.latency(engines[e], opcodes[o])
+            cost[:, p] = (lat.fixed_cycles, lat.per_byte,
+                          1.0 / min(m.queue_bandwidth(engines[e]), m.hbm_bytes_per_cycle))
+    queued = ~np.isnan(cost[0, pair])
+    if not queued.any():
         return
-    cost = pl.DataFrame(
-        [{"engine": e, "opcode": o, "fixed": m.latency(e, o).fixed_cycles,
-          "per_byte": m.latency(e, o).per_byte,
-          "per_moved": 1.0 / min(m.queue_bandwidth(e), m.hbm_bytes_per_cycle)}
-         for e, o in pairs])
-    dma = dma.join(cost, on=["engine", "opcode"], how="inner").with_columns(
-        (pl.col("fixed") + pl.col("per_byte") * pl.col("bytes")).alias("setup"),
-        (pl.col("per_moved") * pl.col("bytes")).alias("moving"))
-    per_queue = (dma.group_by("engine")
+    pair, nbytes = pair[queued], dma["bytes"].to_numpy()[queued]
+    fixed, per_byte, per_moved = (c[pair] for c in cost)
+    dma = pl.DataFrame({"queue": engine[queued], "bytes": nbytes, "fixed": fixed,
+                        "per_byte": per_byte, "per_moved": per_moved,
+                        "setup": fixed + per_byte * nbytes, "moving": per_moved * nbytes})
+    per_queue = (dma.group_by("queue")
                  .agg(pl.len().alias("transfers"),
                       (pl.col("setup") > pl.col("moving")).sum().alias("small"),
                       pl.col("bytes").filter(pl.col("setup") > pl.col("moving")).sum()
@@ -758,8 +773,9 @@ def check_small_dma(ctx: Context) -> None:
                  # When the per-byte set-up costs as much as moving a byte, no size pays off
                  # and larger transfers would not help: nothing to report.
                  .filter((pl.col("small") >= SMALL_DMA_SHARE * pl.col("transfers"))
-                         & pl.col("helps"))
-                 .sort("engine"))
+                         & pl.col("helps")))
+    per_queue = per_queue.with_columns(
+        pl.Series("engine", engines, pl.String).gather(per_queue["queue"])).sort("engine")
     _capped(ctx, Code.SMALL_DMA, per_queue, lambda r: (
         f"{r['engine']}: {r['small']:,} of {r['transfers']:,} transfers move under "
         f"{r['break_even']:,.0f} bytes, so their set-up ({r['setup_cycles']:,.0f} cycles in "
@@ -793,9 +809,11 @@ def check_ping_pong(ctx: Context) -> None:
     base = np.maximum.accumulate(np.where(first_of_engine, count - w, 0))
     stretch = count - base
     keep = stretch > 0
+    if not keep.any():
+        return  # no timed instruction after a wait
     order, e, stretch = order[keep], e[keep], stretch[keep]
     bounds = np.flatnonzero(np.r_[True, (e[1:] != e[:-1]) | (stretch[1:] != stretch[:-1])])
-    work = np.add.reduceat(busy[order], bounds) if bounds.size else np.zeros(0, np.int64)
+    work = np.add.reduceat(busy[order], bounds)
     owner = e[bounds]
     limit = PING_PONG_FACTOR * ctx.machine.semaphore_latency
     rows = []
@@ -810,17 +828,23 @@ def check_ping_pong(ctx: Context) -> None:
                                             "examples": pl.List(pl.Int64)}).sort("engine")
     if per_engine.height == 0:
         return
-    g = ctx.graph
-    dst = np.repeat(np.arange(g.nodes), np.diff(g.ptr))
+    # Whose signals the reported engines wait on: their semaphore edges, counted per pair of
+    # engines, most first (then by name), three at most.
     on_sem = g.kind == SEMAPHORE
-    names = ctx.instructions["engine"].cast(pl.String)
-    partners = (pl.DataFrame({"engine": names.gather(dst[on_sem]),
-                              "partner": names.gather(g.src[on_sem])})
-                .filter(pl.col("engine") != pl.col("partner"))
-                .group_by("engine", "partner").len()
-                .sort("engine", "len", "partner", descending=[False, True, False])
-                .group_by("engine", maintain_order=True).agg(pl.col("partner").head(3)))
-    per_engine = per_engine.join(partners, on="engine", how="left", maintain_order="left")
+    waiter = engine[np.repeat(np.arange(g.nodes), np.diff(g.ptr))[on_sem]]
+    signaller = engine[g.src[on_sem]]
+    n_eng = len(engines)
+    pairs = np.bincount(waiter * n_eng + signaller, minlength=n_eng * n_eng).reshape(n_eng,
+                                                                                     n_eng)
+    partners = []
+    for name in per_engine["engine"]:
+        e = engines.index(name)
+        others = [k for k in np.flatnonzero(pairs[e]) if k != e]
+        partners.append([engines[k] for k in sorted(others, key=lambda k: (-pairs[e, k],
+                                                                         engines[k]))[:3]]
+                        or None)
+    per_engine = per_engine.with_columns(pl.Series("partner", partners,
+                                                   dtype=pl.List(pl.String)))
     _capped(ctx, Code.SEMAPHORE_PING_PONG, per_engine, lambda r: (
         f"{r['engine']} waits on semaphores {r['waits']:,} times with a median of "
         f"{r['median']:,.0f} busy cycles between waits (semaphore latency "
@@ -841,14 +865,15 @@ def check_races(ctx: Context) -> None:
         WAR,
         WAW,
         kahn_successors,
-        memory_edges,
+        memory_conflicts,
         queue_order,
     )
     from tracekit.replay.run import name_codes
 
     g, inst = ctx.graph, ctx.instructions
-    src, dst, kind = memory_edges(ctx.read("memory"), g.ids, ctx.observed_start(),
-                                  f"{ctx.trace.path}: memory.inst", with_kind=True)
+    src, dst, kind, ctx.reread = memory_conflicts(ctx.read("memory"), g.ids,
+                                                  ctx.observed_start(),
+                                                  f"{ctx.trace.path}: memory.inst")
     # What the dead-write check needs of the same sweep: whose writes someone reads, and
     # whose are overwritten with no read in between.
     ctx.read_after = np.zeros(g.nodes, dtype=bool)
@@ -1014,13 +1039,17 @@ semaphores again in a third of a second."""
 def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None) -> list[Finding]:
     """Every signature's findings, most severe first, then in the order of CHECKS. `graph`:
     the trace's dependency graph when the caller has derived it already (a timeline's)."""
+    # Tables read once for several checks are made contiguous, so that their columns pass to
+    # NumPy without a copy each time.
     inst = trace.read("instructions", ["id", "engine", "seq", "opcode", "start", "end"])
     ids = inst["id"].to_numpy()
     if not np.all(ids[1:] > ids[:-1]):  # bundles are written in id order: no sort to pay for
         inst = inst.sort("id")
+    inst = inst.rechunk()
     timed = inst.height > inst["start"].null_count()
     # The graph and the checks share one read of the semaphores.
-    tables = {"semaphores": trace.read("semaphores")} if trace.has_table("semaphores") else {}
+    tables = ({"semaphores": trace.read("semaphores").rechunk()}
+              if trace.has_table("semaphores") else {})
     if graph is None:
         graph = derive(trace, inst, semaphores=tables.get("semaphores"))
     ctx = Context(trace=trace, machine=machine, graph=graph, instructions=inst, timed=timed,

@@ -17,6 +17,7 @@ Rows are instruction positions 0..n-1 in id order (`ids` maps them back).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -485,12 +486,32 @@ RAW, WAR, WAW = 0, 1, 2
 """Codes of memory conflicts: read-after-write, write-after-read, write-after-write."""
 
 SPACES = ("hbm", "sbuf", "psum")
-"""Memory spaces in the order of their space codes in `memory_edges`; rows of any other space
+"""Memory spaces in the order of their space codes in `memory_conflicts`; rows of any other space
 conflict with nothing."""
 
 
 def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None = None,
                  what: str = "memory.inst", with_kind: bool = False) -> tuple[np.ndarray, ...]:
+    """Read-after-write, write-after-read and write-after-write edges between instructions
+    whose access ranges overlap, each to the nearest conflicting access in program order:
+    (src, dst), and their kinds when `with_kind`. See `memory_conflicts`."""
+    found = memory_conflicts(memory, ids, start, what)
+    return (found.src, found.dst, found.kind) if with_kind else (found.src, found.dst)
+
+
+class Conflicts(NamedTuple):
+    """What the sweep of `memory_conflicts` finds: edges src -> dst (rows of the instructions)
+    of kind RAW, WAR or WAW, and per memory row whether it is a read of bytes that another
+    instruction has read since they were last written (all of them; False for writes)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    kind: np.ndarray
+    reread: np.ndarray
+
+
+def memory_conflicts(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None = None,
+                     what: str = "memory.inst") -> Conflicts:
     """Read-after-write, write-after-read and write-after-write edges between instructions
     whose access ranges overlap, each to the nearest conflicting access in program order:
     observed start order when the trace is timed (ids order instructions only within an
@@ -503,6 +524,7 @@ def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None
     write on the readers since and on the last writer. Example: instruction 1 writes SBUF
     partitions 0-127 bytes 0-255, instruction 2 reads partitions 0-63 bytes 128-191: edge
     1 -> 2; a third instruction writing partitions 64-127 bytes 0-63 conflicts with neither.
+    A read whose cells all have a reader since their last write is a re-read.
 
     Edges (src, dst: rows of `ids`; kind: RAW, WAR or WAW, int64) are sorted by the program
     order of src, then of dst; a pair conflicting in several ways keeps its lowest code.
@@ -518,7 +540,7 @@ def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None
     # The k-th instruction in program order; edges always point from lower to higher rank.
     by_rank = (np.arange(n, dtype=index) if start is None
                else np.argsort(np.asarray(start), kind="stable").astype(index))
-    inst, space, write, *cells = _accesses(memory, ids, index)
+    row, inst, space, write, *cells = _accesses(memory, ids, index)
     reads, writes = _touches(write, *cells[:4])
     # Room for every edge, so the sweep never grows a buffer: a read adds at most one reader
     # and one edge per cell, each reader at most one edge (to the next write of its cell), a
@@ -526,21 +548,23 @@ def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None
     room = 2 * reads + writes
     pool = np.empty(reads, dtype=index if reads < 2**31 - 1 else np.int64)
     src, kind = np.empty(room, dtype=index), np.empty(room, dtype=np.int8)
+    again = np.zeros(row.size, dtype=bool)
     ends = _sweep(by_rank, inst, space, write, *cells, pool, np.empty_like(pool), src, kind,
-                  np.int32 if room < 2**31 - 1 else np.int64)
+                  again, np.int32 if room < 2**31 - 1 else np.int64)
     del inst, space, write, cells, pool
-    found = _by_source(by_rank, src, kind, ends)
-    return found if with_kind else found[:2]
+    reread = np.zeros(memory.height, dtype=bool)
+    reread[row] = again
+    return Conflicts(*_by_source(by_rank, src, kind, ends), reread)
 
 
 def _accesses(memory: pl.DataFrame, ids: np.ndarray,
               index: type[np.integer]) -> tuple[np.ndarray, ...]:
     """The non-empty accesses of each space, space after space (in row order within one):
-    instruction rows (of type `index`), space codes (SPACES), writes, and elementary cells:
-    partition segments [p0, p1) and byte segments [b0, b1) as int32 codes; then each space's
-    number of byte segments and first cell."""
+    their rows in `memory` and instruction rows (both of type `index`), space codes (SPACES),
+    writes, and elementary cells: partition segments [p0, p1) and byte segments [b0, b1) as
+    int32 codes; then each space's number of byte segments and first cell."""
     rows = memory.height
-    inst = np.empty(rows, dtype=index)
+    row, inst = np.empty(rows, dtype=index), np.empty(rows, dtype=index)
     space = np.empty(rows, dtype=np.int8)
     write = np.empty(rows, dtype=bool)
     p0, p1, b0, b1 = (np.empty(rows, dtype=np.int32) for _ in range(4))
@@ -556,12 +580,13 @@ def _accesses(memory: pl.DataFrame, ids: np.ndarray,
             lo = pl.col("partition").fill_null(0)
             columns += [lo.alias("lo"), (lo + pl.col("partitions").fill_null(0)).alias("hi")]
             keep = keep & (pl.col("hi") > pl.col("lo"))
-        part = (memory.lazy().filter(pl.col("space") == name).select(columns).filter(keep)
-                .collect())
+        part = (memory.lazy().with_row_index("row").filter(pl.col("space") == name)
+                .select("row", *columns).filter(keep).collect())
         if part.height == 0:
             continue
         at = slice(done, done + part.height)
         done += part.height
+        row[at] = part["row"].to_numpy()
         inst[at] = positions(ids, part["inst"].to_numpy())
         space[at] = code
         write[at] = part["write"].to_numpy()
@@ -573,8 +598,8 @@ def _accesses(memory: pl.DataFrame, ids: np.ndarray,
         else:
             part_bounds, p0[at], p1[at] = _segments(part["lo"].to_numpy(), part["hi"].to_numpy())
             n_cells[code] = n_bytes[code] * max(part_bounds.size - 1, 1)
-    return (inst[:done], space[:done], write[:done], p0[:done], p1[:done], b0[:done],
-            b1[:done], n_bytes, np.r_[0, np.cumsum(n_cells)])
+    return (row[:done], inst[:done], space[:done], write[:done], p0[:done], p1[:done],
+            b0[:done], b1[:done], n_bytes, np.r_[0, np.cumsum(n_cells)])
 
 
 def _segments(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -664,10 +689,11 @@ def _touches(is_write, p0, p1, b0, b1):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _sweep(by_rank, inst, space, is_write, p0, p1, b0, b1, n_bytes, first_cell, pool_rank,
-           pool_next, src, kind, edge_index):  # pragma: no cover - compiled
-    """The sweep of `memory_edges` over the rows of every space at once (their cells apart),
-    in ranks: the edges into the k-th instruction come from src[ends[k]:ends[k + 1]] (ranks),
-    of kind[...]; returns `ends` (of type `edge_index`).
+           pool_next, src, kind, again, edge_index):  # pragma: no cover - compiled
+    """The sweep of `memory_conflicts` over the rows of every space at once (their cells
+    apart), in ranks: the edges into the k-th instruction come from src[ends[k]:ends[k + 1]]
+    (ranks), of kind[...]; returns `ends` (of type `edge_index`). Sets again[a] for a read
+    whose every cell another instruction has read since the cell's last write.
 
     Instructions are visited in program order (`by_rank`), each one's reads (in row order)
     before its writes; an access adds one edge per source instruction however many cells
@@ -702,6 +728,7 @@ def _sweep(by_rank, inst, space, is_write, p0, p1, b0, b1, n_bytes, first_cell, 
                 if is_write[a] != writes:
                     continue
                 base, width = first_cell[space[a]], n_bytes[space[a]]
+                read_before = True
                 for p in range(p0[a], p1[a]):
                     for b in range(b0[a], b1[a]):
                         c = base + p * width + b
@@ -711,6 +738,10 @@ def _sweep(by_rank, inst, space, is_write, p0, p1, b0, b1, n_bytes, first_cell, 
                                 seen[w] = a
                                 edges = _emit(w, RAW, mine, slot, src, kind, edges)
                             head = reader_head[c]
+                            # Another reader since the last write: at the head, or after this
+                            # instruction's own entry (each rank enters a cell's list once).
+                            read_before = read_before and head >= 0 and (
+                                pool_rank[head] != me or pool_next[head] >= 0)
                             if head < 0 or pool_rank[head] != me:
                                 pool_rank[used] = me
                                 pool_next[used] = head
@@ -730,6 +761,7 @@ def _sweep(by_rank, inst, space, is_write, p0, p1, b0, b1, n_bytes, first_cell, 
                             edges = _emit(w, WAW, mine, slot, src, kind, edges)
                         reader_head[c] = -1
                         last_writer[c] = me
+                again[a] = read_before and not writes
         ends[me + 1] = edges
     return ends
 

@@ -89,9 +89,13 @@ class Trace:
             return pl.LazyFrame(schema=TABLES[name].polars_schema())
         return frame
 
-    def read(self, name: str, columns: list[str] | None = None) -> pl.DataFrame:
-        """Collect a table (or some of its columns); TableReadError if the file is damaged."""
+    def read(self, name: str, columns: list[str] | None = None,
+             where: pl.Expr | None = None) -> pl.DataFrame:
+        """Collect a table (or some of its columns, of the rows `where` holds: a filter the
+        scan applies as it reads); TableReadError if the file is damaged."""
         frame = self.table(name)
+        if where is not None:
+            frame = frame.filter(where)
         if columns is not None:
             frame = frame.select(columns)
         try:
