@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracekit
-from tracekit.replay.graph import derive, memory_edges
+from tracekit.replay.graph import derive, memory_conflicts, memory_edges
 from tracekit.replay.run import replay
 from tracekit.trace.builder import TraceBuilder
 from tracekit.trace.schema import EdgeKind
@@ -104,6 +104,39 @@ def test_every_conflict_is_ordered_and_every_edge_is_a_conflict(rows) -> None:  
         assert nx.has_path(graph, i, j), (i, j)
     for i, j in zip(src.tolist(), dst.tolist(), strict=True):
         assert i < j and (i, j) in conflicts
+
+
+@settings(max_examples=80, deadline=None)
+@given(accesses)
+def test_reread_matches_a_byte_by_byte_replay(rows) -> None:  # type: ignore[no-untyped-def]
+    # Instructions in id order, each one's reads before its writes; a read is a re-read when
+    # every byte (partition x byte) of it has a reader other than its own instruction since
+    # the byte's last write.
+    memory = pl.DataFrame(
+        [{"inst": i, "space": sp, "access": "write" if w else "read", "addr": a, "size": s,
+          "partition": p if sp == "sbuf" else None, "partitions": k if sp == "sbuf" else None}
+         for i, sp, w, a, s, p, k in rows],
+        schema={"inst": pl.Int64, "space": pl.String, "access": pl.String, "addr": pl.Int64,
+                "size": pl.Int64, "partition": pl.Int64, "partitions": pl.Int64})
+    reread = memory_conflicts(memory, np.arange(8)).reread
+
+    def cells(row):  # type: ignore[no-untyped-def]
+        _, sp, _, a, z, p, k = row
+        parts = range(p, p + k) if sp == "sbuf" else [0]
+        return [(sp, q, b) for q in parts for b in range(a, a + z)]
+
+    readers: dict[tuple, set[int]] = {}
+    expected = [False] * len(rows)
+    for inst in range(8):
+        mine = [r for r in range(len(rows)) if rows[r][0] == inst]
+        for r in (r for r in mine if not rows[r][2]):
+            expected[r] = all(readers.get(c, set()) - {inst} for c in cells(rows[r]))
+            for c in cells(rows[r]):
+                readers.setdefault(c, set()).add(inst)
+        for r in (r for r in mine if rows[r][2]):
+            for c in cells(rows[r]):
+                readers[c] = set()
+    assert reread.tolist() == expected
 
 
 def test_program_order_is_observed_start_not_id_across_engines(tmp_path: Path) -> None:
