@@ -929,17 +929,12 @@ def _happens_before_edges(ctx: Context, g: Graph, engine: np.ndarray,
     instruction happens after all the earlier ones, so the count up to a signal is joined in
     whichever counted signal is furthest along the queue (`position`), and the wait follows
     that instruction. Returns (src, dst, nodes), node numbers as int32 when they fit."""
-    from tracekit.replay.graph import signal_order
-
-    node = sem = order = satisfied = np.zeros(0, dtype=np.int64)
-    if ctx.trace.has_table("semaphores"):
+    node = sem = np.zeros(0, dtype=np.int64)
+    order, satisfied = g.counts  # how the graph's semaphore edges were counted
+    if satisfied.size:
         sems = ctx.read("semaphores")
         node = positions(g.ids, sems["inst"].to_numpy())
         sem = sems["sem"].to_numpy()
-        end = ctx.instructions["end"]
-        rank = end.to_numpy()[node] if end.null_count() == 0 else node
-        order, satisfied = signal_order(sem, node, (sems["op"] == "signal").to_numpy(),
-                                        sems["value"].to_numpy(), rank)
     return _happens_before(g.ptr, g.src, g.kind, node, sem, order, satisfied, engine, position,
                            np.int32 if g.nodes + order.size < 2**31 else np.int64)
 

@@ -33,16 +33,26 @@ KINDS: tuple[EdgeKind, ...] = tuple(EdgeKind)
 ORDER, SEMAPHORE, DATA, MEMORY, RESOURCE = range(5)
 
 
+class SignalCounts(NamedTuple):
+    """How the semaphore rows count (`signal_order`): the signal rows in count order, and per
+    row the place in `order` of the signal that satisfies it (a wait), else -1."""
+
+    order: np.ndarray
+    satisfied: np.ndarray
+
+
 @dataclass(frozen=True)
 class Graph:
     """Predecessor CSR: the edges into node j are `src[ptr[j]:ptr[j+1]]`, of kinds
-    `kind[...]` (codes of KINDS), sorted by (dst, kind, src)."""
+    `kind[...]` (codes of KINDS), sorted by (dst, kind, src). `counts`: how the semaphore
+    table's rows count, where the semaphore edges come from (empty without the table)."""
 
     ids: np.ndarray
     ptr: np.ndarray
     src: np.ndarray
     kind: np.ndarray
     unsatisfied: pl.DataFrame
+    counts: SignalCounts
 
     @property
     def nodes(self) -> int:
@@ -146,89 +156,18 @@ def order_edges(engine: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def semaphore_edges(inst: np.ndarray, sem: np.ndarray, is_signal: np.ndarray,
                     value: np.ndarray, signal_rank: np.ndarray,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(src, dst) for waits satisfied by counting, and the rows of unsatisfied waits.
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, SignalCounts]:
+    """(src, dst) for waits satisfied by counting, the rows of unsatisfied waits, and the
+    count order they come from (`signal_order`).
 
     `inst` are node positions; `signal_rank` orders the signals (observed end, then id).
     """
-    if sem.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    # Semaphore numbers index their groups directly unless they are sparse (or negative).
-    if sem.min() >= 0 and sem.max() <= 4 * sem.size + 1024:
-        sem_code = sem
-    else:
-        _, sem_code = np.unique(sem, return_inverse=True)
-    return _count(*(np.asarray(a, dtype=np.int64) for a in (sem_code, inst)), is_signal,
-                  *(np.asarray(a, dtype=np.int64) for a in (value, signal_rank)))
-
-
-@numba.njit(cache=True, nogil=True)
-def _count(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
-    """For the rows that are waits of a positive value, in row order: (src, dst) where a
-    signal brings the semaphore's count to the wait's value (signals counted in (rank, inst)
-    order), and the rows of the waits no signal satisfies.
-
-    Signals are grouped per semaphore by a counting sort that keeps row order; a group is
-    re-sorted only if its ranks are not already in order. Each wait then binary-searches the
-    cumulative count of its semaphore's group.
-    """
-    rows, ptr, _ = _signal_runs(sem, inst, is_signal, value, rank)
-    n_sem = ptr.size - 1
-    cum = np.empty(rows.size, dtype=np.int64)
-    grows = np.ones(n_sem, dtype=np.bool_)  # no signal takes the count down
-    for s in range(n_sem):
-        lo, hi = ptr[s], ptr[s + 1]
-        total = 0
-        for k in range(lo, hi):
-            total += value[rows[k]]
-            cum[k] = total
-            grows[s] = grows[s] and value[rows[k]] >= 0
-    waits = 0
-    for r in range(sem.size):
-        if not is_signal[r] and value[r] > 0:
-            waits += 1
-    src = np.empty(waits, dtype=np.int64)
-    dst = np.empty(waits, dtype=np.int64)
-    bad = np.empty(waits, dtype=np.int64)
-    good, missed = 0, 0
-    last = ptr[:-1].copy()  # where the previous wait on each semaphore was found
-    for r in range(sem.size):
-        if is_signal[r] or value[r] <= 0:
-            continue
-        s = sem[r]
-        lo, hi = ptr[s], ptr[s + 1]
-        v = value[r]
-        if hi == lo or cum[hi - 1] < v:
-            bad[missed] = r
-            missed += 1
-            continue
-        # Waits mostly ask for the next few counts: gallop forward from the last answer, then
-        # binary-search the bracket found.
-        a = last[s]
-        if cum[a] >= v and grows[s] and (a == lo or cum[a - 1] < v):
-            b = a  # the same count as the previous wait
-        elif cum[a] >= v:
-            a, b = lo, a
-        else:
-            step = 1
-            b = a + step
-            while b < hi - 1 and cum[b] < v:
-                a = b
-                step *= 2
-                b = min(a + step, hi - 1)
-            b = min(b, hi - 1)
-        while a < b:
-            mid = (a + b) // 2
-            if cum[mid] >= v:
-                b = mid
-            else:
-                a = mid + 1
-        last[s] = a
-        src[good] = inst[rows[a]]
-        dst[good] = inst[r]
-        good += 1
-    return src[:good], dst[:good], bad[:missed]
+    order, satisfied = signal_order(sem, inst, is_signal, value, signal_rank)
+    waits = np.flatnonzero(~is_signal & (np.asarray(value) > 0))
+    done = satisfied[waits] >= 0
+    inst = np.asarray(inst, dtype=np.int64)
+    return (inst[order[satisfied[waits[done]]]], inst[waits[done]], waits[~done],
+            SignalCounts(order, satisfied))
 
 
 def signal_order(sem: np.ndarray, inst: np.ndarray, is_signal: np.ndarray, value: np.ndarray,
@@ -358,14 +297,15 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
 
     unsatisfied = pl.DataFrame(schema={"inst": pl.Int64, "sem": pl.Int64, "value": pl.Int64,
                                        "signalled": pl.Int64})
+    counts = SignalCounts(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     if trace.has_table("semaphores"):
         sems = trace.read("semaphores") if semaphores is None else semaphores
         node = positions(ids, sems["inst"].to_numpy(), f"{trace.path}: semaphores.inst")
         is_signal = (sems["op"] == "signal").to_numpy()
         end = inst["end"].to_numpy(allow_copy=True)
         rank = node if inst["end"].null_count() else end[node]
-        src, dst, bad = semaphore_edges(node, sems["sem"].to_numpy(), is_signal,
-                                        sems["value"].to_numpy(), rank)
+        src, dst, bad, counts = semaphore_edges(node, sems["sem"].to_numpy(), is_signal,
+                                                sems["value"].to_numpy(), rank)
         srcs.append(src)
         dsts.append(dst)
         kinds.append(np.full(src.size, SEMAPHORE, dtype=np.int8))
@@ -395,7 +335,7 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
     dst = np.concatenate(dsts).astype(np.int64, copy=False)
     kind = np.concatenate(kinds)
     ptr, src, kind = csr(n, src, dst, kind)
-    return Graph(ids=ids, ptr=ptr, src=src, kind=kind, unsatisfied=unsatisfied)
+    return Graph(ids=ids, ptr=ptr, src=src, kind=kind, unsatisfied=unsatisfied, counts=counts)
 
 
 @numba.njit(cache=True, nogil=True)
