@@ -523,19 +523,21 @@ def check_bandwidth(ctx: Context) -> None:
     if not ctx.timed or per_tick is None:
         return  # the machine's cycles cannot be compared with the trace's times
     from tracekit.replay.machine import engine_kind
+    from tracekit.replay.run import name_codes
 
     unit = ctx.trace.manifest.time_unit.value
-    dma = (ctx.trace.read("instructions", ["id", "engine", "start", "end", "bytes"])
-           .drop_nulls(["start", "end", "bytes"])
-           .filter((pl.col("bytes") > 0) & (pl.col("end") >= pl.col("start")))
-           .with_columns(pl.col("engine").cast(pl.String)))
-    queues = sorted(e for e in dma["engine"].unique().to_list() if engine_kind(e) == "dma")
-    dma = dma.filter(pl.col("engine").is_in(queues))
+    moved = ctx.trace.read("instructions", ["id", "engine", "start", "end", "bytes"],
+                           where=(pl.col("bytes") > 0) & (pl.col("end") >= pl.col("start")))
+    engine, engines = name_codes(moved["engine"])
+    queues = [k for k, e in enumerate(engines) if engine_kind(e) == "dma"]
+    on_queue = np.isin(engine, queues)
+    dma = moved.filter(pl.Series(on_queue)).with_columns(
+        pl.Series("queue", engine[on_queue]), pl.col("engine").cast(pl.String))
     m = ctx.machine
     # The replay's model too sends every DMA byte through HBM.
     scopes = [("all DMA queues", dma, m.hbm_bytes_per_cycle, "the machine's HBM bandwidth")] + [
-        (f"queue {q}", dma.filter(pl.col("engine") == q), m.queue_bandwidth(q),
-         "the queue's bandwidth") for q in queues]
+        (f"queue {engines[q]}", dma.filter(pl.col("queue") == q),
+         m.queue_bandwidth(engines[q]), "the queue's bandwidth") for q in queues]
     for scope, rows, limit, what in scopes:
         if rows.height == 0:
             continue
@@ -814,15 +816,15 @@ def check_ping_pong(ctx: Context) -> None:
     order, e, stretch = order[keep], e[keep], stretch[keep]
     bounds = np.flatnonzero(np.r_[True, (e[1:] != e[:-1]) | (stretch[1:] != stretch[:-1])])
     work = np.add.reduceat(busy[order], bounds)
-    owner = e[bounds]
+    owner = e[bounds]  # grouped by engine, as the queue order is
     limit = PING_PONG_FACTOR * ctx.machine.semaphore_latency
     rows = []
-    for code in np.unique(owner):
-        mine = owner == code
-        median = float(np.median(work[mine]))
-        if mine.sum() >= PING_PONG_WAITS and median < limit:
-            rows.append({"engine": engines[code], "waits": int(mine.sum()), "median": median,
-                         "examples": g.ids[order[bounds[mine][:EXAMPLES]]].tolist()})
+    cuts = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1, owner.size]
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        median = float(np.median(work[lo:hi]))
+        if hi - lo >= PING_PONG_WAITS and median < limit:
+            rows.append({"engine": engines[owner[lo]], "waits": int(hi - lo), "median": median,
+                         "examples": g.ids[order[bounds[lo:hi][:EXAMPLES]]].tolist()})
     per_engine = pl.DataFrame(rows, schema={"engine": pl.String, "waits": pl.Int64,
                                             "median": pl.Float64,
                                             "examples": pl.List(pl.Int64)}).sort("engine")
