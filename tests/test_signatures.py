@@ -214,6 +214,31 @@ def test_race_far_apart_in_time_but_unordered_is_found(tmp_path: Path) -> None:
     assert [(f.code, f.instructions) for f in found] == [(Code.RACE_RAW, (write, read))]
 
 
+def test_race_kinds(tmp_path: Path) -> None:
+    # Nothing orders these engines: a write, a read of it, a write over what was read; and,
+    # elsewhere, two writes of one tile with no read between them.
+    b = TraceBuilder("t")
+    w = b.inst("dma.q0", "dma_load", 0, 10)
+    r = b.inst("tensor", "matmul", 20, 30)
+    w2 = b.inst("vector", "copy", 40, 50)
+    for i, access in ((w, "write"), (r, "read"), (w2, "write")):
+        b.access(i, "sbuf", access, 0, 64, 0, 128)
+    a = b.inst("dma.q1", "dma_load", 0, 10)
+    c = b.inst("dma.q2", "dma_load", 20, 30)
+    for i in (a, c):
+        b.access(i, "sbuf", "write", 1024, 64, 0, 128)
+    found = find_bugs(b.write(tmp_path / "t"), builtin_machine())
+    races = [(f.code, f.instructions, f.engines, f.message) for f in found
+             if f.code in (Code.RACE_RAW, Code.RACE_WAR, Code.RACE_WAW)]
+    assert races == [
+        (Code.RACE_RAW, (w, r), ("dma.q0", "tensor"), f"instruction {r} on tensor reads memory "
+         f"that instruction {w} on dma.q0 wrote, and nothing orders the two"),
+        (Code.RACE_WAR, (r, w2), ("tensor", "vector"), f"instruction {w2} on vector writes "
+         f"memory that instruction {r} on tensor reads, and nothing orders the two"),
+        (Code.RACE_WAW, (a, c), ("dma.q1", "dma.q2"), f"instruction {c} on dma.q2 writes memory "
+         f"that instruction {a} on dma.q1 wrote, and nothing orders the two")]
+
+
 def test_race_close_in_time_but_ordered_through_three_engines_is_not(tmp_path: Path) -> None:
     b = TraceBuilder("t")
     write = b.inst("dma.q0", "dma_load", 0, 10)
