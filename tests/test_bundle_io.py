@@ -20,7 +20,13 @@ from tracekit.errors import (
 )
 from tracekit.trace import bundle as bundle_module
 from tracekit.trace.builder import TraceBuilder
-from tracekit.trace.bundle import file_sha256, open_trace, write_trace
+from tracekit.trace.bundle import (
+    atomic_file,
+    file_sha256,
+    open_trace,
+    write_text_atomic,
+    write_trace,
+)
 from tracekit.trace.schema import PARQUET_KEY_TABLE, PARQUET_KEY_VERSION, TABLES
 from tracekit.trace.upgrade import check_version, upgrade
 
@@ -329,3 +335,16 @@ def test_info_labels_times_in_the_bundles_unit(tmp_path: Path) -> None:
     assert "0 .. 2,010 (2,010 ns)" in result.stdout
     result = CliRunner().invoke(app, ["info", str(tmp_path / "t"), "--format", "json"])
     assert json.loads(result.stdout)["span"]["seconds"] == pytest.approx(2.01e-6)
+
+
+def test_atomic_file_replaces_whole_or_leaves_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "report.md"
+    target.write_text("old", encoding="utf-8")
+    with pytest.raises(RuntimeError), atomic_file(target) as temporary:
+        temporary.write_text("half", encoding="utf-8")
+        raise RuntimeError("interrupted")
+    assert target.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+    write_text_atomic(target, "new")
+    assert target.read_text(encoding="utf-8") == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]

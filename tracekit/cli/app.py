@@ -21,7 +21,7 @@ from rich.text import Text
 import tracekit
 from tracekit.cli import render
 from tracekit.errors import TraceExistsError, TracekitError
-from tracekit.trace.bundle import open_trace
+from tracekit.trace.bundle import open_trace, write_text_atomic
 from tracekit.trace.summary import summarize
 from tracekit.trace.validate import validate as validate_bundle
 
@@ -365,9 +365,7 @@ def calibrate(
         result = run_calibrate([open_trace(t) for t in traces], resolve_machine(machine))
     text = machine_toml(result.machine, f"fitted by tracekit calibrate to {len(traces)} "
                                         f"trace(s)")
-    temporary = output.with_name(f".{output.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(output)  # atomic: never a half-written machine file
+    write_text_atomic(output, text)  # never a half-written machine file
     if format is Format.JSON:
         sys.stdout.write(render.to_json({"machine": str(output),
                                          "fits": render.records(result.fits)}))
@@ -579,30 +577,15 @@ def nightly(
         run = run_nightly(suite, folder, scheduler=scheduler, workers=workers, run_id=run_id)
     out = report or folder / "reports" / run.rows["run_id"][0]
     summary = render.nightly_markdown(run, trend(run))
-    _write_atomic(out / "summary.md", summary)
-    _write_atomic(out / "junit.xml", render.nightly_junit(run))
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "summary.md", summary)
+    write_text_atomic(out / "junit.xml", render.nightly_junit(run))
     sys.stdout.write(summary)
     typer.echo(f"\nhistory: {run.saved}\nreports: {out}", err=True)
     if run.regressions:
         raise typer.Exit(EXIT_FINDING)
     if run.errors:
         raise typer.Exit(EXIT_INPUT)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a report file through a temporary file in the same folder, then rename."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @app.command()

@@ -45,7 +45,6 @@ import io
 import json
 import math
 import os
-import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -58,7 +57,7 @@ from tracekit.convert.lanes import lowest_free_lane
 from tracekit.errors import TracekitError
 from tracekit.replay.graph import GraphError
 from tracekit.replay.machine import Machine, builtin_machine, engine_kind
-from tracekit.trace.bundle import Trace
+from tracekit.trace.bundle import Trace, atomic_file
 from tracekit.trace.summary import natural_key
 
 FORMAT = 1
@@ -552,9 +551,8 @@ def write_chrome_trace(views: list[TimelineView], output: str | os.PathLike[str]
              "window": [start, end], "cut_at": cut, **meta,
              "timelines": [{"pid": p.pid, "name": p.view.name, "label": p.view.label}
                            for p in processes]}
-    temporary = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex}")
     slices = flows = counters = 0
-    try:
+    with atomic_file(out) as temporary:
         with open(temporary, "wb") as raw:
             sink: IO[bytes] = (gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
                                               compresslevel=1)  # type: ignore[assignment]
@@ -584,10 +582,6 @@ def write_chrome_trace(views: list[TimelineView], output: str | os.PathLike[str]
                 sink.close()
             raw.flush()
             os.fsync(raw.fileno())
-        temporary.replace(out)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     events = writer.count
     warnings = []
     if cut is not None:

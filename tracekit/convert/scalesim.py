@@ -138,7 +138,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.errors import TraceExistsError, TracekitError
-from tracekit.trace.bundle import Trace, write_trace
+from tracekit.trace.bundle import Trace, atomic_file, write_trace
 from tracekit.trace.manifest import Producer
 
 
@@ -1415,18 +1415,16 @@ def import_scalesim(run: str | os.PathLike[str], output: str | os.PathLike[str],
     if machine_path.resolve() == Path(output).resolve():
         raise ScaleSimError(f"{machine_path}: the machine description would replace the "
                             f"bundle. Choose another --machine-out.")
-    temporary = machine_path.with_name(f".{machine_path.name}.tmp")
     try:
-        # The machine goes to a temporary file first and is renamed into place once the bundle
-        # (itself written atomically) is complete.
-        temporary.write_text("", encoding="utf-8")
-        imported = convert_scalesim(run, output, config=config, topology=topology,
-                                    overwrite=overwrite)
-        temporary.write_text(imported.machine_toml, encoding="utf-8")
-        temporary.replace(machine_path)
+        # The machine goes to a temporary file first (made before the conversion's work, so
+        # that an unwritable folder fails early) and is renamed into place once the bundle,
+        # itself written atomically, is complete.
+        with atomic_file(machine_path) as temporary:
+            temporary.write_text("", encoding="utf-8")
+            imported = convert_scalesim(run, output, config=config, topology=topology,
+                                        overwrite=overwrite)
+            temporary.write_text(imported.machine_toml, encoding="utf-8")
     except OSError as exc:
         raise ScaleSimError(f"{machine_path}: cannot write the machine description "
                             f"({exc.strerror}).") from None
-    finally:
-        temporary.unlink(missing_ok=True)
     return imported, machine_path

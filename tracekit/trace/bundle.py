@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -453,6 +454,26 @@ def write_trace(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return open_trace(target)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside `path` to write a file at, renamed onto `path` when the block
+    ends normally and removed when it raises: readers see the old file or the whole new one,
+    never a half-written one, and a failed write leaves nothing behind."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        yield temporary
+        temporary.replace(target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file (UTF-8) atomically: see `atomic_file`."""
+    with atomic_file(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def _check_manifest_fields(**fields: Any) -> None:
