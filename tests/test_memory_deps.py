@@ -77,15 +77,20 @@ accesses = st.lists(
     min_size=1, max_size=30)
 
 
-@settings(max_examples=60, deadline=None)
-@given(accesses)
-def test_every_conflict_is_ordered_and_every_edge_is_a_conflict(rows) -> None:  # type: ignore[no-untyped-def]
-    memory = pl.DataFrame(
+def _memory(rows: list[tuple]) -> pl.DataFrame:
+    """A memory table of (instruction, space, write?, addr, size, partition, partitions)."""
+    return pl.DataFrame(
         [{"inst": i, "space": sp, "access": "write" if w else "read", "addr": a, "size": s,
           "partition": p if sp == "sbuf" else None, "partitions": k if sp == "sbuf" else None}
          for i, sp, w, a, s, p, k in rows],
         schema={"inst": pl.Int64, "space": pl.String, "access": pl.String, "addr": pl.Int64,
                 "size": pl.Int64, "partition": pl.Int64, "partitions": pl.Int64})
+
+
+@settings(max_examples=60, deadline=None)
+@given(accesses)
+def test_every_conflict_is_ordered_and_every_edge_is_a_conflict(rows) -> None:  # type: ignore[no-untyped-def]
+    memory = _memory(rows)
     src, dst = memory_edges(memory, np.arange(8))
     graph = nx.DiGraph()
     graph.add_nodes_from(range(8))
@@ -112,12 +117,7 @@ def test_reread_matches_a_byte_by_byte_replay(rows) -> None:  # type: ignore[no-
     # Instructions in id order, each one's reads before its writes; a read is a re-read when
     # every byte (partition x byte) of it has a reader other than its own instruction since
     # the byte's last write.
-    memory = pl.DataFrame(
-        [{"inst": i, "space": sp, "access": "write" if w else "read", "addr": a, "size": s,
-          "partition": p if sp == "sbuf" else None, "partitions": k if sp == "sbuf" else None}
-         for i, sp, w, a, s, p, k in rows],
-        schema={"inst": pl.Int64, "space": pl.String, "access": pl.String, "addr": pl.Int64,
-                "size": pl.Int64, "partition": pl.Int64, "partitions": pl.Int64})
+    memory = _memory(rows)
     reread = memory_conflicts(memory, np.arange(8)).reread
 
     def cells(row):  # type: ignore[no-untyped-def]
