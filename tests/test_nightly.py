@@ -331,3 +331,22 @@ def test_a_dead_worker_fails_only_its_workload(tmp_path: Path, traces: Path,
     results = nl.run_all(suite, Broken())
     assert [r["error"] for r in results] == [None, None]
     assert all(r["makespan"] > 0 for r in results)
+
+
+def test_an_untimed_workload_is_replayed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracekit.analysis.timelines as timelines
+    import tracekit.replay.run as run
+
+    calls = []
+    real = run.replay
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args[0].path)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "replay", counted)
+    monkeypatch.setattr(timelines, "replay", counted)
+    untimed = Path(__file__).resolve().parent.parent / "sample_traces" / "layernorm_untimed"
+    measured = nl._measure(str(untimed), None)
+    assert measured["timeline"] == "replayed" and len(calls) == 1
+    assert measured["makespan"] == measured["replay_makespan"]

@@ -203,7 +203,7 @@ def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
                 "findings": [{"code": f.code.value, "severity": f.severity.value,
                               "message": f.message} for f in find_bugs(trace, machine)]}
     source = choose_source(trace, trace, "auto")
-    line = timeline(trace, machine, source)
+    line = timeline(trace, machine, source, predicted)  # replayed: the replay above
     path = critical_path(line.frame, line.graph, line.kind_latency)
     stalls = stall_table(line.frame)
     findings = find_bugs(trace, machine, line.graph)  # the timeline's graph, not a second derive

@@ -12,7 +12,7 @@ import polars as pl
 from tracekit.analysis.stalls import observed_timeline
 from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive
 from tracekit.replay.machine import Machine
-from tracekit.replay.run import ReplayError, replay
+from tracekit.replay.run import ReplayError, ReplayResult, replay
 from tracekit.trace.bundle import Trace
 
 
@@ -40,12 +40,14 @@ def kind_latencies(machine: Machine) -> np.ndarray:
     return latency
 
 
-def timeline(trace: Trace, machine: Machine, source: Source | str) -> Timeline:
-    """The replayed (model mode) or observed timeline of `trace`."""
+def timeline(trace: Trace, machine: Machine, source: Source | str,
+             replayed: ReplayResult | None = None) -> Timeline:
+    """The replayed (model mode) or observed timeline of `trace`. `replayed`: the trace's
+    model-mode replay on `machine` when the caller has run it already."""
     source = Source(source)
     latency = kind_latencies(machine)
     if source is Source.REPLAYED:
-        result = replay(trace, machine)
+        result = replay(trace, machine) if replayed is None else replayed
         return Timeline(result.timeline, result.graph, latency, source)
     frame = trace.read("instructions", ["id", "engine", "seq", "opcode", "layer", "start",
                                         "end"]).sort("id")
