@@ -28,7 +28,7 @@ from typer.testing import CliRunner, Result
 import tracekit
 from tracekit.analysis.replay_report import correlate, summarize_replay
 from tracekit.cli.app import app
-from tracekit.replay.graph import derive
+from tracekit.replay.graph import derive, signal_order
 from tracekit.replay.machine import (
     BUILTIN,
     Latency,
@@ -337,6 +337,51 @@ def test_semaphore_edges_per_semaphore_and_values(tmp_path: Path) -> None:
     trace = write(b, tmp_path / "t", valid=False)
     assert edges(trace, EdgeKind.SEMAPHORE) == {(0, 3, "semaphore"), (0, 4, "semaphore"),
                                                (2, 5, "semaphore"), (1, 6, "semaphore")}
+
+
+def test_a_negative_signal_only_lowers_its_own_semaphore(tmp_path: Path) -> None:
+    # Validation reports negative values, but the graph of such a trace is still counted per
+    # semaphore: sem 1's -1 changes nothing on sem 0, and on sem 0 the count that reaches 2
+    # first is the first signal's, whatever comes after it.
+    b = TraceBuilder()
+    first = b.inst("dma.q0", "dma_load", 0, 10)
+    down = b.inst("dma.q1", "dma_load", 10, 20)
+    up = b.inst("dma.q2", "dma_load", 20, 30)
+    wait = b.inst("tensor", "matmul", 40, 50)
+    other = b.inst("vector", "copy", 0, 5)
+    b.signal(first, 0, 2)
+    b.signal(down, 0, -1)
+    b.signal(up, 0, 2)
+    b.wait(wait, 0, 2)
+    b.signal(other, 1, -1)
+    trace = write(b, tmp_path / "t", valid=False)
+    assert edges(trace, EdgeKind.SEMAPHORE) == {(first, wait, "semaphore")}
+    assert derive(trace).unsatisfied.height == 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.integers(-2, 3),
+                          st.integers(0, 5)), min_size=1, max_size=25))
+def test_signal_order_matches_counting_by_hand(rows: list) -> None:
+    # (semaphore, signal?, value, rank) rows; a wait is satisfied by the first signal, in
+    # (rank, row) order on its semaphore, at which the running count reaches its value.
+    sem, is_signal, value, rank = (np.array(c) for c in zip(*rows, strict=True))
+    order, satisfied = signal_order(sem, np.arange(len(rows)), is_signal.astype(bool), value,
+                                    rank)
+    expected_order = sorted((r for r in range(len(rows)) if is_signal[r]),
+                            key=lambda r: (sem[r], rank[r], r))
+    assert order.tolist() == expected_order
+    for r in range(len(rows)):
+        want = -1
+        if not is_signal[r] and value[r] > 0:
+            count = 0
+            for place, k in enumerate(expected_order):
+                if sem[k] == sem[r]:
+                    count += value[k]
+                    if count >= value[r]:
+                        want = place
+                        break
+        assert satisfied[r] == want, (r, rows)
 
 
 def test_data_edges_from_deps_keep_their_kind(tmp_path: Path) -> None:

@@ -128,6 +128,13 @@ def test_out_of_bounds(tmp_path: Path) -> None:
     found = _codes(b.write(tmp_path / "t"))
     # Nothing reads the bytes the load wrote out of bounds: a dead write as well.
     assert found == {Code.OUT_OF_BOUNDS: [(a,), (c,)], Code.DEAD_WRITE: [(a,)]}
+    # A row without its partitions (which validation reports) is still described.
+    b = TraceBuilder("t")
+    a = b.inst("dma.q0", "dma_load")
+    b.access(a, "sbuf", "write", 196_600, 64)
+    (f,) = _findings(b.write(tmp_path / "bad", validate=False), Code.OUT_OF_BOUNDS)
+    assert f.message == (f"instruction {a} writes SBUF bytes 196,600..196,664 of unstated "
+                         f"partitions, past 196,608 bytes x 128 partitions")
 
 
 def test_semaphore_overflow(tmp_path: Path) -> None:
@@ -420,8 +427,8 @@ def test_redundant_reload(tmp_path: Path) -> None:
     (f,) = _findings(b.write(tmp_path / "bytes"), Code.REDUNDANT_RELOAD)
     assert f.instructions == (whole,) and f.addresses == ("hbm:4096+4096",)
     assert f.message == ("1 of 4 HBM loads (4,096 of 12,289 bytes) re-read bytes loaded before "
-                         "with no write in between; the most reloaded range, 0x1000+4,096, was "
-                         "loaded 1 times")
+                         "with no write in between; the range re-read most often, 0x1000+4,096, "
+                         "was re-read 1 time(s) and loaded 1 time(s) as that exact range")
 
 
 def test_dead_writes(tmp_path: Path) -> None:
@@ -551,6 +558,24 @@ def test_bandwidth_in_the_trace_time_unit(tmp_path: Path) -> None:
         assert [f.message.split(":")[0] for f in got] == found
         if got:
             assert "within us 0..7, 107.0 bytes/cycle" in got[0].message  # 1 MiB in 7 us
+
+
+def test_latency_in_the_trace_time_unit(tmp_path: Path) -> None:
+    """Times in ns at 2 GHz: the model's 64 cycles for a matmul are 32 ns, and a matmul of
+    5,000 ns with one peer is stuck at 156x that; messages name the trace's unit."""
+    from tracekit.trace.bundle import write_trace
+    from tracekit.trace.manifest import Producer
+
+    b = TraceBuilder("t")
+    b.inst("tensor", "matmul", 0, 32, flops=0)
+    stuck = b.inst("tensor", "matmul", 32, 5032, flops=0)
+    frames = b.frames()
+    trace = write_trace(tmp_path / "t", frames.pop("instructions"), **frames, workload="t",
+                        producer=Producer("test"), clock_hz=2e9, time_unit="ns")
+    (f,) = _findings(trace, Code.ENGINE_STUCK)
+    assert f.instructions == (stuck,) and f.cycles == (5000, 32)
+    assert f.message == (f"instruction {stuck} (matmul) on tensor took 5,000 ns, 156x the 32 ns "
+                         f"of the machine's latency model (too few peers for statistics: 2)")
 
 
 def test_an_instruction_behind_a_deadlock_races_with_nothing(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import pairwise
 
 import numba
 import numpy as np
@@ -26,6 +27,7 @@ from tracekit.replay.graph import (
     ORDER,
     SEMAPHORE,
     Graph,
+    GraphError,
     derive,
     kahn_order,
     positions,
@@ -225,8 +227,9 @@ SIGNATURES: dict[Code, Signature] = {
                           f"spread.",
         "Contention, a retried transfer, or a slow path in the hardware for this case."),
     Code.ENGINE_STUCK: Signature(
-        Severity.ERROR, f"An instruction taking over {STUCK_FACTOR}x the median of its peers: "
-                        f"its engine was stuck on it.",
+        Severity.ERROR, f"An instruction taking over {STUCK_FACTOR}x the median of its peers "
+                        f"(or the machine model's time, with fewer than 8 peers): its engine "
+                        f"was stuck on it.",
         "A hang resolved by a timeout, a lost completion, or a livelock in the engine."),
     Code.SLOW_ENGINE: Signature(
         Severity.WARNING, f"An engine or queue whose instructions take over {SLOW_FACTOR}x as "
@@ -374,21 +377,23 @@ def check_timing(ctx: Context) -> None:
     early = np.flatnonzero(start[dst] < end[g.src])
     if early.size == 0:
         return
-    engine = inst["engine"].cast(pl.String)
+    engine = inst["engine"]
+    unit = ctx.trace.manifest.time_unit.value
     # One finding per pair: a dependency edge (semaphore, data) says more than engine order,
     # and the graph lists a pair's edges by kind, order first, so the last one is kept.
     frame = pl.DataFrame({
         "src": g.ids[g.src[early]], "dst": g.ids[dst[early]],
         "kind": pl.Series([k.value for k in KINDS])[g.kind[early].astype(np.int64)],
         "src_end": end[g.src[early]], "dst_start": start[dst[early]],
-        "src_engine": engine.gather(g.src[early]), "dst_engine": engine.gather(dst[early]),
+        "src_engine": engine.gather(g.src[early]).cast(pl.String),
+        "dst_engine": engine.gather(dst[early]).cast(pl.String),
     }).unique(["src", "dst"], keep="last", maintain_order=True).sort("dst", "src")
     for code, rows in ((Code.ENGINE_OVERLAP, frame.filter(pl.col("kind") == KINDS[ORDER].value)),
                        (Code.START_BEFORE_DEPENDENCY,
                         frame.filter(pl.col("kind") != KINDS[ORDER].value))):
         _capped(ctx, code, rows, lambda r: (
             f"instruction {r['dst']} on {r['dst_engine']} starts at {r['dst_start']:,}, "
-            f"{r['src_end'] - r['dst_start']:,} cycles before instruction {r['src']} on "
+            f"{r['src_end'] - r['dst_start']:,} {unit} before instruction {r['src']} on "
             f"{r['src_engine']} ({r['kind']} edge) ends at {r['src_end']:,}",
             {"instructions": (r["src"], r["dst"]), "engines": (r["src_engine"], r["dst_engine"]),
              "cycles": (r["src_end"], r["dst_start"])}))
@@ -407,13 +412,14 @@ def check_bounds(ctx: Context) -> None:
         (pl.col("addr") + pl.col("size") > capacity)
         | (pl.col("partition") + pl.col("partitions") > m.partitions))).with_columns(
         pl.col("space").cast(pl.String), pl.col("access").cast(pl.String)).sort(
-        "inst", "addr", "partition", "size", "space", "access")
+        "inst", "addr", "partition", "size", "partitions", "space", "access")
     _capped(ctx, Code.OUT_OF_BOUNDS, bad, lambda r: (
-        f"instruction {r['inst']} {r['access']}s {r['space'].upper()} bytes "
-        f"{r['addr']:,}..{r['addr'] + r['size']:,} of partitions "
-        f"{r['partition']}..{r['partition'] + r['partitions'] - 1}, past "
-        f"{m.sbuf_partition_bytes if r['space'] == 'sbuf' else m.psum_partition_bytes:,} "
-        f"bytes x {m.partitions} partitions",
+        f"instruction {r['inst']} {r['access'] or 'access'}s {r['space'].upper()} bytes "
+        f"{r['addr']:,}..{r['addr'] + r['size']:,} of "
+        + ("unstated partitions" if r["partition"] is None or r["partitions"] is None else
+           f"partitions {r['partition']}..{r['partition'] + r['partitions'] - 1}")
+        + f", past {m.sbuf_partition_bytes if r['space'] == 'sbuf' else m.psum_partition_bytes:,}"
+        f" bytes x {m.partitions} partitions",
         {"instructions": (r["inst"],),
          "addresses": (f"{r['space']}:{r['addr']}+{r['size']}@p{r['partition']}"
                        f"x{r['partitions']}",)}))
@@ -453,6 +459,7 @@ def check_latency(ctx: Context) -> None:
                  & (duration - reference > 1000))
         slow = outside & (duration > OUTLIER_FACTOR * median) & ~stuck
     names, ops = np.array(engines), np.array(opcodes)
+    unit = ctx.trace.manifest.time_unit.value  # of durations, medians and the model's reference
     for code, rows in ((Code.ENGINE_STUCK, np.flatnonzero(stuck)),
                        (Code.LATENCY_OUTLIER, np.flatnonzero(slow))):
         found = pl.DataFrame({
@@ -462,12 +469,12 @@ def check_latency(ctx: Context) -> None:
                                         descending=[True, False])
         _capped(ctx, code, found, lambda r: (
             f"instruction {r['id']} ({r['opcode']}) on {r['engine']} took {r['duration']:,} "
-            f"cycles, {r['duration'] / max(r['reference'], 1):,.0f}x "
-            + (f"the {r['reference']:,.0f} cycles of the machine's latency model (too few "
+            f"{unit}, {r['duration'] / (r['reference'] or 1):,.0f}x "
+            + (f"the {_amount(r['reference'])} {unit} of the machine's latency model (too few "
                f"peers for statistics: {r['peers']})" if r["model"] else
                f"the median of its {r['peers']:,} peers"),
             {"instructions": (r["id"],), "engines": (r["engine"],),
-             "cycles": (r["duration"], int(r["reference"]))}))
+             "cycles": (r["duration"], round(r["reference"]))}))
     # A whole engine slower than its peers: how much longer than the model its instructions
     # take (a per-work measure that needs no identical peers), against the other engines of
     # its kind.
@@ -488,6 +495,12 @@ def check_latency(ctx: Context) -> None:
     _capped(ctx, Code.SLOW_ENGINE, by_engine, lambda r: (
         f"{r['name']} takes {r['ratio']:.1f}x as long as other {r['kind']} engines for the "
         f"same work ({r['n']:,} instructions)", {"engines": (r["name"],)}))
+
+
+def _amount(value: float) -> str:
+    """A duration for a message: whole numbers, or three significant digits below 10 (a
+    model's cycles can be a fraction of a microsecond)."""
+    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
 def _modelled(ctx: Context, t: pl.DataFrame, engine: np.ndarray, engines: list[str],
@@ -526,12 +539,12 @@ def check_bandwidth(ctx: Context) -> None:
     from tracekit.replay.run import name_codes
 
     unit = ctx.trace.manifest.time_unit.value
-    moved = ctx.trace.read("instructions", ["id", "engine", "start", "end", "bytes"],
-                           where=(pl.col("bytes") > 0) & (pl.col("end") >= pl.col("start")))
-    engine, engines = name_codes(moved["engine"])
+    transfers = ctx.trace.read("instructions", ["id", "engine", "start", "end", "bytes"],
+                               where=(pl.col("bytes") > 0) & (pl.col("end") >= pl.col("start")))
+    engine, engines = name_codes(transfers["engine"])
     queues = [k for k, e in enumerate(engines) if engine_kind(e) == "dma"]
     on_queue = np.isin(engine, queues)
-    dma = moved.filter(pl.Series(on_queue)).with_columns(
+    dma = transfers.filter(pl.Series(on_queue)).with_columns(
         pl.Series("queue", engine[on_queue]), pl.col("engine").cast(pl.String))
     m = ctx.machine
     # The replay's model too sends every DMA byte through HBM.
@@ -689,9 +702,9 @@ def check_reloads(ctx: Context) -> None:
     ctx.add(Code.REDUNDANT_RELOAD,
             f"{again.height:,} of {n_loads:,} HBM loads ({int(again['size'].sum()):,} of "
             f"{loaded_bytes:,} bytes) re-read bytes loaded before with no write in between; the "
-            f"most reloaded range, {top['addr']:#x}+{top['size']:,}, was loaded {times:,} "
-            f"times", instructions=_ids(first),
-            addresses=(f"hbm:{top['addr']}+{top['size']}",))
+            f"range re-read most often, {top['addr']:#x}+{top['size']:,}, was re-read "
+            f"{top['n']:,} time(s) and loaded {times:,} time(s) as that exact range",
+            instructions=_ids(first), addresses=(f"hbm:{top['addr']}+{top['size']}",))
 
 
 def check_dead_writes(ctx: Context) -> None:
@@ -820,7 +833,7 @@ def check_ping_pong(ctx: Context) -> None:
     limit = PING_PONG_FACTOR * ctx.machine.semaphore_latency
     rows = []
     cuts = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1, owner.size]
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+    for lo, hi in pairwise(cuts):
         median = float(np.median(work[lo:hi]))
         if hi - lo >= PING_PONG_WAITS and median < limit:
             rows.append({"engine": engines[owner[lo]], "waits": int(hi - lo), "median": median,
@@ -935,6 +948,10 @@ def _happens_before_edges(ctx: Context, g: Graph, engine: np.ndarray,
     order, satisfied = g.counts  # how the graph's semaphore edges were counted
     if satisfied.size:
         sems = ctx.read("semaphores")
+        if sems.height != satisfied.size:
+            raise GraphError(f"{ctx.trace.path}: the dependency graph was counted from "
+                             f"{satisfied.size:,} semaphore rows, the table has "
+                             f"{sems.height:,}: derive the graph from this trace.")
         node = positions(g.ids, sems["inst"].to_numpy())
         sem = sems["sem"].to_numpy()
     return _happens_before(g.ptr, g.src, g.kind, node, sem, order, satisfied, engine, position,

@@ -166,8 +166,10 @@ def semaphore_edges(inst: np.ndarray, sem: np.ndarray, is_signal: np.ndarray,
     waits = np.flatnonzero(~is_signal & (np.asarray(value) > 0))
     done = satisfied[waits] >= 0
     inst = np.asarray(inst, dtype=np.int64)
-    return (inst[order[satisfied[waits[done]]]], inst[waits[done]], waits[~done],
-            SignalCounts(order, satisfied))
+    edges = inst[order[satisfied[waits[done]]]], inst[waits[done]], waits[~done]
+    # Kept by the graph for its life: int32 when the rows allow, half the memory.
+    index = np.int32 if sem.size < 2**31 else np.int64
+    return (*edges, SignalCounts(order.astype(index), satisfied.astype(index)))
 
 
 def signal_order(sem: np.ndarray, inst: np.ndarray, is_signal: np.ndarray, value: np.ndarray,
@@ -175,10 +177,10 @@ def signal_order(sem: np.ndarray, inst: np.ndarray, is_signal: np.ndarray, value
     """The semaphore rows' signals in count order, and the one that satisfies each wait.
 
     `order`: the signal rows sorted by (sem, rank, inst), ties in row order (rank: observed
-    end, or the row when untimed); `satisfied`: per row, the place in `order` of the signal
-    that first brings the row's semaphore to its value, for waits of a positive value that
-    some signal satisfies, else -1. For signals of sem 0 adding 1 at ends 10 and 20 and a wait
-    for 2: order [0, 1] and satisfied [-1, -1, 1].
+    end, or the instruction's position when untimed); `satisfied`: per row, the place in
+    `order` of the signal that first brings the row's semaphore to its value, for waits of a
+    positive value that some signal satisfies, else -1. For signals of sem 0 adding 1 at ends
+    10 and 20 and a wait for 2: order [0, 1] and satisfied [-1, -1, 1].
     """
     if sem.size == 0:
         empty = np.zeros(0, dtype=np.int64)
@@ -188,34 +190,19 @@ def signal_order(sem: np.ndarray, inst: np.ndarray, is_signal: np.ndarray, value
     else:
         _, sem_code = np.unique(sem, return_inverse=True)
     inst, value, rank = (np.asarray(a, dtype=np.int64) for a in (inst, value, rank))
-    order, ptr, lowest = _signal_runs(sem_code, inst, is_signal, value, rank)
-    if lowest >= 0:
-        return order, _satisfied(sem_code, is_signal, value, order, ptr)
-    # A count that falls (a negative signal, which validation reports): the first place where
-    # the running count over all semaphores in order reaches the wait's, as a binary search
-    # finds it.
-    waits = np.flatnonzero(~is_signal & (value > 0))
-    cum = np.cumsum(value[order])
-    lo, hi = ptr[sem_code[waits]], ptr[sem_code[waits] + 1]
-    base = np.where((lo < hi) & (lo > 0), cum[np.maximum(lo - 1, 0)], 0)
-    pos = np.searchsorted(cum, base + value[waits], side="left")
-    ok = (pos >= lo) & (pos < hi)
-    satisfied = np.full(sem.size, -1, dtype=np.int64)
-    satisfied[waits[ok]] = pos[ok]
-    return order, satisfied
+    order, ptr = _signal_runs(sem_code, inst, is_signal, rank)
+    return order, _satisfied(sem_code, is_signal, value, order, ptr)
 
 
 @numba.njit(cache=True, nogil=True)
-def _signal_runs(sem, inst, is_signal, value, rank):  # pragma: no cover - compiled
+def _signal_runs(sem, inst, is_signal, rank):  # pragma: no cover - compiled
     """Signal rows grouped by semaphore code (a counting sort that keeps row order), each group
-    re-sorted by (rank, inst) only if it is not in that order already; the groups' starts; and
-    the lowest value a signal adds (0 without signals)."""
+    re-sorted by (rank, inst) only if it is not in that order already; and the groups'
+    starts."""
     ptr = np.zeros(sem.max() + 2 if sem.size else 1, dtype=np.int64)
-    lowest = 0
     for r in range(sem.size):
         if is_signal[r]:
             ptr[sem[r] + 1] += 1
-            lowest = min(lowest, value[r])
     for s in range(ptr.size - 1):
         ptr[s + 1] += ptr[s]
     fill = ptr[:-1].copy()
@@ -233,20 +220,22 @@ def _signal_runs(sem, inst, is_signal, value, rank):  # pragma: no cover - compi
                 group = group[np.argsort(inst[group], kind="mergesort")]
                 order[lo:hi] = group[np.argsort(rank[group], kind="mergesort")]
                 break
-    return order, ptr, lowest
+    return order, ptr
 
 
 @numba.njit(cache=True, nogil=True)
 def _satisfied(sem, is_signal, value, order, ptr):  # pragma: no cover - compiled
-    """`signal_order`'s satisfied for counts that only grow: per wait, a search of its
-    semaphore's running count, galloping from where the previous wait on it was found (waits
-    mostly ask for the next few counts)."""
+    """`signal_order`'s satisfied: per wait, a search of its semaphore's highest count so far,
+    galloping from where the previous wait on it was found (waits mostly ask for the next few
+    counts). The highest count so far never falls, even past a negative signal (which
+    validation reports), and first reaches a value where the count itself first does."""
     cum = np.empty(order.size, dtype=np.int64)
     for s in range(ptr.size - 1):
-        total = 0
+        total, highest = 0, np.iinfo(np.int64).min
         for k in range(ptr[s], ptr[s + 1]):
             total += value[order[k]]
-            cum[k] = total
+            highest = max(highest, total)
+            cum[k] = highest
     satisfied = np.full(sem.size, -1, dtype=np.int64)
     last = ptr[:-1].copy()
     for r in range(sem.size):
@@ -431,12 +420,12 @@ conflict with nothing."""
 
 
 def memory_edges(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | None = None,
-                 what: str = "memory.inst", with_kind: bool = False) -> tuple[np.ndarray, ...]:
-    """Read-after-write, write-after-read and write-after-write edges between instructions
-    whose access ranges overlap, each to the nearest conflicting access in program order:
-    (src, dst), and their kinds when `with_kind`. See `memory_conflicts`."""
+                 what: str = "memory.inst") -> tuple[np.ndarray, np.ndarray]:
+    """Read-after-write, write-after-read and write-after-write edges (src, dst) between
+    instructions whose access ranges overlap, each to the nearest conflicting access in
+    program order. See `memory_conflicts`."""
     found = memory_conflicts(memory, ids, start, what)
-    return (found.src, found.dst, found.kind) if with_kind else (found.src, found.dst)
+    return found.src, found.dst
 
 
 class Conflicts(NamedTuple):
@@ -464,7 +453,8 @@ def memory_conflicts(memory: pl.DataFrame, ids: np.ndarray, start: np.ndarray | 
     write on the readers since and on the last writer. Example: instruction 1 writes SBUF
     partitions 0-127 bytes 0-255, instruction 2 reads partitions 0-63 bytes 128-191: edge
     1 -> 2; a third instruction writing partitions 64-127 bytes 0-63 conflicts with neither.
-    A read whose cells all have a reader since their last write is a re-read.
+    A read whose every cell has had a reader other than its own instruction since the cell's
+    last write is a re-read.
 
     Edges (src, dst: rows of `ids`; kind: RAW, WAR or WAW, int64) are sorted by the program
     order of src, then of dst; a pair conflicting in several ways keeps its lowest code.
