@@ -147,15 +147,9 @@ class Context:
         self.findings.append(Finding(code, info.severity, message, info.hint, **evidence))
 
     def cycles_per_tick(self) -> float | None:
-        """Machine cycles per tick of the trace's start and end: 1 for cycles; from the
-        manifest's clock for ps, ns and us (None without a clock)."""
-        from tracekit.trace.manifest import TimeUnit
-        from tracekit.trace.summary import seconds
-
-        m = self.trace.manifest
-        if m.time_unit is TimeUnit.CYCLES:
-            return 1.0
-        return None if not m.clock_hz else seconds(1, None, m.time_unit) * m.clock_hz
+        """Machine cycles per tick of the trace's start and end (None: a time without a
+        clock)."""
+        return self.trace.manifest.cycles_per_tick()
 
     def observed_start(self) -> np.ndarray | None:
         """Observed starts by graph row, or None unless every instruction has one."""

@@ -55,6 +55,6 @@ def timeline(trace: Trace, machine: Machine, source: Source | str,
         raise ReplayError(f"{trace.path}: the observed timeline needs start and end on every "
                           f"instruction; this trace is (partly) untimed. Analyse the replayed "
                           f"timeline instead (--timeline replayed).")
-    graph = derive(trace, frame)
-    return Timeline(observed_timeline(frame.drop("seq"), graph, latency), graph, latency,
-                    source)
+    graph = derive(trace, frame)  # ordered by the stored times, which rounding can tie
+    return Timeline(observed_timeline(trace.in_cycles(frame).drop("seq"), graph, latency),
+                    graph, latency, source)

@@ -181,6 +181,8 @@ def replay(
         chosen = resolve_machine(machine)
     with _status("deriving dependencies and replaying"):
         result = run_replay(opened, chosen, Mode(mode), memory_deps=memory_deps)
+    for note in result.notes:
+        typer.echo(f"warning: {note}", err=True)
     summary, correlation = summarize_replay(result), correlate(result)
     if output is not None:
         with _status(f"writing {output}"):

@@ -12,7 +12,8 @@ The instruction load (dma.q0, cycles 0-40, 4096 bytes, layer fc1) becomes the ev
 Conventions (the file's `otherData.tracekit` records them too):
 
 - Time: the format's `ts` and `dur` are microseconds; tracekit writes the trace's cycles there
-  unchanged, so the viewer's ruler reads 1 µs per cycle and integers survive exactly.
+  unchanged, so the viewer's ruler reads 1 µs per cycle and integers survive exactly (a trace
+  timed in ps, ns or us is first converted to cycles at its clock).
   `otherData.tracekit.clock_hz` turns cycles into seconds.
 - Processes: one per timeline. pid 1 is the observed timing; with `replay` pid 2 is the model
   replay's prediction. An untimed trace has no observed timing: its model replay is exported
@@ -149,7 +150,7 @@ def timeline_views(trace: Trace, machine: Machine, *, replay: bool, critical_pat
     from tracekit.analysis.timelines import Source, kind_latencies, timeline
     from tracekit.replay.run import replay as run_replay
 
-    inst = trace.read("instructions", list(INSTRUCTION_COLUMNS)).sort("id")
+    inst = trace.in_cycles(trace.read("instructions", list(INSTRUCTION_COLUMNS)).sort("id"))
     if inst.height == 0:
         raise ExportError(f"{trace.path}: the trace has no instructions; there is nothing to "
                           f"export.")

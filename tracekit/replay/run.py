@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from tracekit import __version__
-from tracekit.errors import TracekitError
+from tracekit.errors import ManifestError, TracekitError
 from tracekit.replay.engine import replay_kernel
 from tracekit.replay.graph import (
     KINDS,
@@ -66,6 +66,8 @@ class ReplayResult:
     binding_id (the predecessor whose end decided the start, null when nothing did) and
     binding_kind (its edge kind: order, semaphore, data, memory); contention (cycles a DMA
     transfer lost to HBM sharing); observed_start, observed_end (cycles, null when untimed).
+    `notes`: what the replay could not do, for the report (a comparison with times it cannot
+    convert to cycles).
     """
 
     trace: Trace
@@ -73,6 +75,7 @@ class ReplayResult:
     mode: Mode
     graph: Graph
     timeline: pl.DataFrame
+    notes: tuple[str, ...] = ()
 
     @property
     def makespan(self) -> int:
@@ -143,8 +146,18 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     engine, engines = name_codes(frame["engine"], natural_key)
     opcode, opcodes = name_codes(frame["opcode"])
     clock.lap("read")
-    graph = graph or derive(trace, frame, memory=memory_deps)
+    graph = graph or derive(trace, frame, memory=memory_deps)  # ordered by the stored times
     clock.lap("derive")
+    notes: tuple[str, ...] = ()
+    try:
+        frame = trace.in_cycles(frame)  # observed times to compare with the model's cycles
+    except ManifestError as exc:
+        if mode is Mode.OBSERVED:
+            raise
+        frame = frame.with_columns(pl.lit(None, pl.Int64).alias("start"),
+                                   pl.lit(None, pl.Int64).alias("end"))
+        notes = (f"{exc} The prediction is shown without a comparison to the observed "
+                 f"timing.",)
     n, n_eng = frame.height, len(engines)
     timed = frame["start"].null_count() == 0 and frame["end"].null_count() == 0 and n > 0
     if mode is Mode.OBSERVED:
@@ -210,7 +223,7 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     })
     clock.lap("timeline")
     return ReplayResult(trace=trace, machine=machine, mode=mode, graph=graph,
-                        timeline=timeline)
+                        timeline=timeline, notes=notes)
 
 
 class _Stopwatch:

@@ -37,6 +37,10 @@ class TimeUnit(StrEnum):
     US = "us"
 
 
+SECONDS_PER_TICK = {TimeUnit.PS: 1e-12, TimeUnit.NS: 1e-9, TimeUnit.US: 1e-6}
+"""Seconds in one tick of each unit of time (cycles take the manifest's clock)."""
+
+
 MANIFEST_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("schema_version", "integer, required",
      "Schema version of the bundle; this tracekit writes 1."),
@@ -44,7 +48,9 @@ MANIFEST_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("producer", "object {name, version}, required",
      "The program that wrote the bundle; a plain string is read as the name."),
     ("machine", "string or null", "Name of the machine the trace was taken on or modelled for."),
-    ("clock_hz", "number > 0 or null", "Clock of the cycle counts, to turn cycles into time."),
+    ("clock_hz", "number > 0 or null",
+     "Clock of the machine: turns cycles into time, and times in ps, ns or us into the cycles "
+     "the machine model counts (comparing such times with a replay needs it)."),
     ("time_unit", "string, default \"cycles\"",
      "Unit of start and end: cycles, ps, ns or us."),
     ("created", "string or null", "When the bundle was written, ISO 8601 in UTC."),
@@ -88,6 +94,14 @@ class Manifest:
     time_unit: TimeUnit = TimeUnit.CYCLES
     created: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def cycles_per_tick(self) -> float | None:
+        """Machine cycles in one tick of the start and end columns: 1 for cycles; for ps, ns
+        and us, the clock times the tick's seconds (None without a clock: 3 ns at 1.4 GHz
+        is 4.2 cycles)."""
+        if self.time_unit is TimeUnit.CYCLES:
+            return 1.0
+        return self.clock_hz * SECONDS_PER_TICK[self.time_unit] if self.clock_hz else None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from tracekit.trace.bundle import Trace
-from tracekit.trace.manifest import TimeUnit
+from tracekit.trace.manifest import SECONDS_PER_TICK, TimeUnit
 
 
 class Timing(StrEnum):
@@ -86,14 +86,11 @@ class TraceSummary:
         }
 
 
-_SECONDS_PER_TICK = {TimeUnit.PS: 1e-12, TimeUnit.NS: 1e-9, TimeUnit.US: 1e-6}
-
-
 def seconds(ticks: int, clock_hz: float | None, unit: TimeUnit) -> float | None:
     """`ticks` of `unit` in seconds; None for cycles of an unknown clock (or a clock so slow
     the result is not a finite number)."""
     if unit is not TimeUnit.CYCLES:
-        return ticks * _SECONDS_PER_TICK[unit]
+        return ticks * SECONDS_PER_TICK[unit]
     if not clock_hz:
         return None
     value = ticks / clock_hz
