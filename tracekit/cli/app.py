@@ -455,8 +455,10 @@ def bugs(
     fail_on: Annotated[FailOn, Opt("--fail-on", help="Exit 3 when a finding of this "
                                    "severity or worse is present.")] = FailOn.ERROR,
 ) -> None:
-    """Architectural bug signatures: deadlocks, semaphore misuse, impossible timing and
-    out-of-bounds accesses, each with its evidence and a hint (analysis/signatures.md)."""
+    """Architectural bug signatures: races by happens-before, deadlocks, semaphore misuse,
+    impossible timing, bandwidth beyond physics, latency outliers and stuck or slow engines,
+    out-of-bounds accesses, and inefficiencies (reloads, dead writes, small DMAs, semaphore
+    ping-pong), each with its evidence and a hint (analysis/signatures.md)."""
     from tracekit.analysis.signatures import Severity, find_bugs, findings_frame
     from tracekit.replay.machine import resolve_machine
 
