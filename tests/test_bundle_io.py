@@ -14,6 +14,7 @@ import pytest
 import tracekit
 from tracekit.errors import (
     InvalidTraceError,
+    OutputError,
     SchemaVersionError,
     TableDataError,
     TraceExistsError,
@@ -348,3 +349,8 @@ def test_atomic_file_replaces_whole_or_leaves_the_old_file(tmp_path: Path) -> No
     write_text_atomic(target, "new")
     assert target.read_text(encoding="utf-8") == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+    # A folder in the way, or a folder that does not exist: an OutputError that says so.
+    with pytest.raises(OutputError, match="is a folder"):
+        write_text_atomic(tmp_path, "x")
+    with pytest.raises(OutputError, match="cannot be written"):
+        write_text_atomic(tmp_path / "missing" / "report.md", "x")

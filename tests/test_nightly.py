@@ -350,3 +350,28 @@ def test_an_untimed_workload_is_replayed_once(monkeypatch: pytest.MonkeyPatch) -
     measured = nl._measure(str(untimed), None)
     assert measured["timeline"] == "replayed" and len(calls) == 1
     assert measured["makespan"] == measured["replay_makespan"]
+
+
+def test_an_older_observed_makespan_in_the_trace_unit_is_not_compared(tmp_path: Path,
+                                                                       traces: Path) -> None:
+    # The gemm again, timed in ps at 1 GHz; a history row written before observed times
+    # were converted held its makespan in ps: it is no baseline for a makespan in cycles.
+    from tracekit.trace.bundle import open_trace, write_trace
+
+    gemm = open_trace(traces / "gemm")
+    tables = {n: gemm.read(n) for n in ("semaphores", "memory", "deps") if gemm.has_table(n)}
+    write_trace(tmp_path / "ps", gemm.read("instructions").with_columns(
+        pl.col("start") * 1000, pl.col("end") * 1000), **tables,
+        workload=gemm.manifest.workload, producer=gemm.manifest.producer, clock_hz=1e9,
+        time_unit="ps", created=None)
+    suite = tmp_path / "suite.toml"
+    suite.write_text(f'name = "t"\n[[workloads]]\nname = "gemm"\ntrace = "{tmp_path / "ps"}"\n')
+    history = tmp_path / "history"
+    first = _thread_run(suite, history, "r1")
+    assert first.rows["time_unit"].to_list() == ["ps"]
+    (older,) = history.glob("date=*/run=r1/results.parquet")
+    old = pl.read_parquet(older)
+    old.drop("makespan_unit").with_columns(pl.col("makespan") // 2).write_parquet(older)
+    second = _thread_run(suite, history, "r2").rows.row(0, named=True)
+    assert second["baseline_run"] == "r1" and second["delta_pct"] is None
+    assert second["status"] == "pass" and second["makespan"] == old["makespan"][0]

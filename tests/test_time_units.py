@@ -92,3 +92,35 @@ def test_a_time_without_a_clock(tmp_path: Path) -> None:
         assert done.exit_code == 1, args
         assert "manifest.json: start and end are in ns" in done.stderr
         assert "Traceback" not in done.output
+
+
+def test_checks_and_choices_in_cycles(tmp_path: Path) -> None:
+    """Ping-pong sets busy time against the semaphore latency in cycles; diff's auto timeline
+    replays traces it cannot convert; a time past 64-bit cycles is refused with the fix."""
+    from tracekit.analysis.diff import choose_source
+    from tracekit.analysis.signatures import PING_PONG_WAITS, Code, find_bugs
+    from tracekit.trace.builder import TraceBuilder
+
+    b = TraceBuilder("t")
+    t = 0
+    for k in range(PING_PONG_WAITS + 1):  # 10 cycles of work per wait: 10,000 ps at 1 GHz
+        s = b.inst("scalar", "act", t, t + 10)
+        b.signal(s, 0)
+        v = b.inst("vector", "copy", t + 22, t + 32)
+        b.wait(v, 0, k + 1)
+        t += 40
+    sample = b.write(tmp_path / "cycles")
+    ps = _twin(sample, tmp_path / "ps", factor=1000, time_unit="ps", clock_hz=1e9)
+    for trace in (sample, ps):
+        (f,) = [f for f in find_bugs(trace, builtin_machine())
+                if f.code is Code.SEMAPHORE_PING_PONG]
+        assert "a median of 10 busy cycles between waits" in f.message
+    no_clock = _twin(sample, tmp_path / "ns", factor=1, time_unit="ns", clock_hz=None)
+    assert choose_source(sample, ps, "auto") is Source.OBSERVED
+    assert choose_source(sample, no_clock, "auto") is Source.REPLAYED
+    huge = _twin(sample, tmp_path / "huge", factor=10**13, time_unit="us", clock_hz=1.4e9)
+    with pytest.raises(ManifestError, match="past what 64-bit cycle counts hold"):
+        replay(huge, builtin_machine(), Mode.OBSERVED)
+    assert "past what 64-bit cycle counts hold" in replay(huge, builtin_machine()).notes[0]
+    done = CliRunner().invoke(app, ["analyze", str(huge.path), "--timeline", "observed"])
+    assert done.exit_code == 1 and "Traceback" not in done.output

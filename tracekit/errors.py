@@ -37,6 +37,10 @@ class TableDataError(TracekitError):
     """Data handed to the writer does not fit the schema (missing column, uncastable type)."""
 
 
+class OutputError(TracekitError):
+    """A report or other output file cannot be written where the user asked."""
+
+
 class InvalidTraceError(TracekitError):
     """A bundle failed validation; carries the report so callers can show every finding."""
 

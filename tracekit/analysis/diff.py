@@ -71,11 +71,14 @@ class Profile:
 
 
 def choose_source(base: Trace, cand: Trace, choice: TimelineChoice | str) -> Source:
-    """auto: the observed timelines when both traces are fully timed, else both replayed."""
+    """auto: the observed timelines when both traces are fully timed (in cycles, or in a time
+    with the clock to turn it into cycles), else both replayed."""
     choice = TimelineChoice(choice)
     if choice is not TimelineChoice.AUTO:
         return Source(choice.value)
     for trace in (base, cand):
+        if trace.manifest.cycles_per_tick() is None:
+            return Source.REPLAYED
         start = trace.read("instructions", ["start", "end"])
         if start.height == 0 or start["start"].null_count() or start["end"].null_count():
             return Source.REPLAYED

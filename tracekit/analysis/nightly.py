@@ -213,6 +213,8 @@ def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
     return {
         "workload_name": trace.manifest.workload,
         "timeline": source.value,
+        "time_unit": trace.manifest.time_unit.value,
+        "makespan_unit": "cycles",
         "instructions": trace.manifest.tables["instructions"].rows,
         "makespan": path.makespan,
         "replay_makespan": int(predicted.makespan),
@@ -314,7 +316,8 @@ HISTORY_SCHEMA = {
     "run_id": pl.String, "date": pl.String, "started": pl.String, "suite": pl.String,
     "workload": pl.String,
     "trace": pl.String, "status": pl.String, "error": pl.String, "workload_name": pl.String,
-    "timeline": pl.String, "instructions": pl.Int64, "makespan": pl.Int64,
+    "timeline": pl.String, "time_unit": pl.String, "makespan_unit": pl.String,
+    "instructions": pl.Int64, "makespan": pl.Int64,
     "replay_makespan": pl.Int64, "stall_cycles": pl.Int64,
     "engines": pl.List(pl.Struct({"engine": pl.String, "busy_pct": pl.Float64})),
     "critical_path": pl.List(pl.Struct({"group": pl.String, "cycles": pl.Int64})),
@@ -325,8 +328,10 @@ HISTORY_SCHEMA = {
     "new_error_codes": pl.List(pl.String),
 }
 """One row per workload per run. started: the run's UTC start (ISO 8601), which orders runs;
-makespan: cycles of the analysed timeline (observed when the
-trace is timed); replay_makespan: the model's prediction; stall_cycles: waiting cycles summed
+time_unit: of the trace's times; makespan: cycles of the analysed timeline (observed when the
+trace is timed), makespan_unit "cycles" (null in rows written before observed times were
+converted to cycles, when an observed makespan was in the trace's own unit);
+replay_makespan: the model's prediction; stall_cycles: waiting cycles summed
 over engines; errors, warnings: findings by severity; delta_pct: makespan change against the
 baseline run; new_error_codes: error-severity codes the baseline did not have; stuck: the
 replay's report when the run cannot finish (no makespan then)."""
@@ -417,6 +422,14 @@ def _baseline(before: pl.DataFrame, suite: str, workload: str, workload_name: st
     return mine.sort("started", "run_id").row(-1, named=True)
 
 
+def _same_unit(base: dict[str, Any], result: dict[str, Any]) -> bool:
+    """Whether the baseline's makespan is in cycles like the result's. A row from before
+    makespans were converted (no makespan_unit) held the trace's own unit when its timeline
+    was observed: cycles only for a trace timed in cycles (taken to be this one's unit)."""
+    return (base["makespan_unit"] == "cycles" or base["timeline"] != "observed"
+            or result.get("time_unit") == "cycles")
+
+
 def compare(suite: Suite, results: list[dict[str, Any]], before: pl.DataFrame, run_id: str,
             date: str, started: str) -> pl.DataFrame:
     """Each result with its baseline and status, as history rows."""
@@ -438,7 +451,7 @@ def compare(suite: Suite, results: list[dict[str, Any]], before: pl.DataFrame, r
         base = _baseline(before, suite.name, w.name, r["workload_name"], w.baseline)
         if base is not None:
             row.update(baseline_run=base["run_id"], baseline_makespan=base["makespan"])
-            if base["makespan"] and r.get("makespan") is not None:
+            if base["makespan"] and r.get("makespan") is not None and _same_unit(base, r):
                 row["delta_pct"] = 100.0 * (r["makespan"] - base["makespan"]) / base["makespan"]
             old = {f["code"] for f in base["findings"] or [] if f["severity"] == "error"}
             new = sorted({f["code"] for f in r["findings"] if f["severity"] == "error"} - old)

@@ -44,14 +44,17 @@ EXAMPLES = 5
 
 OUTLIER_FACTOR = 5
 STUCK_FACTOR = 20
+STUCK_CYCLES = 1000
 SLOW_FACTOR = 1.5
-"""Latency signatures: an instruction over OUTLIER_FACTOR (STUCK_FACTOR) times the median of its
-peers; an engine whose median over SLOW_FACTOR times its peers' for the same work."""
+"""Latency signatures: an instruction over OUTLIER_FACTOR (STUCK_FACTOR, and by at least
+STUCK_CYCLES) times the median of its peers; an engine whose median over SLOW_FACTOR times its
+peers' for the same work."""
 
 BANDWIDTH_SLACK = 0.10
 BANDWIDTH_GRACE_CYCLES = 2
 """Bandwidth beyond physics: bytes in a window over (1 + BANDWIDTH_SLACK) times the bandwidth,
-by more than BANDWIDTH_GRACE_CYCLES cycles' worth (timestamps are whole cycles)."""
+by more than BANDWIDTH_GRACE_CYCLES cycles' worth, or ticks' worth for a trace timed in a
+coarser unit (timestamps are whole ticks)."""
 
 SMALL_DMA_SHARE = 0.1
 """A queue is reported when this share of its transfers cost more set-up than moving."""
@@ -96,7 +99,9 @@ class Code(StrEnum):
 
 @dataclass(frozen=True)
 class Finding:
-    """One occurrence: what, where (instruction ids, engines, cycles, addresses) and a hint."""
+    """One occurrence: what, where (instruction ids, engines, cycles, addresses) and a hint.
+    `cycles`: times and durations as the trace records them (cycles, or ticks of the
+    manifest's time_unit)."""
 
     code: Code
     severity: Severity
@@ -408,15 +413,23 @@ def check_bounds(ctx: Context) -> None:
         pl.col("space").cast(pl.String), pl.col("access").cast(pl.String)).sort(
         "inst", "addr", "partition", "size", "partitions", "space", "access")
     _capped(ctx, Code.OUT_OF_BOUNDS, bad, lambda r: (
-        f"instruction {r['inst']} {r['access'] or 'access'}s {r['space'].upper()} bytes "
+        f"instruction {r['inst']} {_VERBS.get(r['access'], 'accesses')} {r['space'].upper()} "
+        f"bytes "
         f"{r['addr']:,}..{r['addr'] + r['size']:,} of "
         + ("unstated partitions" if r["partition"] is None or r["partitions"] is None else
            f"partitions {r['partition']}..{r['partition'] + r['partitions'] - 1}")
         + f", past {m.sbuf_partition_bytes if r['space'] == 'sbuf' else m.psum_partition_bytes:,}"
         f" bytes x {m.partitions} partitions",
         {"instructions": (r["inst"],),
-         "addresses": (f"{r['space']}:{r['addr']}+{r['size']}@p{r['partition']}"
-                       f"x{r['partitions']}",)}))
+         "addresses": (f"{r['space']}:{r['addr']}+{r['size']}@p{_or_unknown(r['partition'])}"
+                       f"x{_or_unknown(r['partitions'])}",)}))
+
+
+_VERBS = {"read": "reads", "write": "writes"}
+
+
+def _or_unknown(value: int | None) -> str:
+    return "?" if value is None else str(value)
 
 
 def check_latency(ctx: Context) -> None:
@@ -448,9 +461,11 @@ def check_latency(ctx: Context) -> None:
     many = n_peers >= 8
     outside = many & (duration > median + 10 * 1.4826 * mad + 1)
     reference = np.where(many, median, modelled)
+    per_tick = ctx.cycles_per_tick()
+    floor = STUCK_CYCLES / per_tick if per_tick else STUCK_CYCLES  # in the trace's unit
     with np.errstate(invalid="ignore"):  # no model (NaN) where the trace has no clock
         stuck = ((outside | ~many) & (duration > STUCK_FACTOR * reference)
-                 & (duration - reference > 1000))
+                 & (duration - reference > floor))
         slow = outside & (duration > OUTLIER_FACTOR * median) & ~stuck
     names, ops = np.array(engines), np.array(opcodes)
     unit = ctx.trace.manifest.time_unit.value  # of durations, medians and the model's reference
@@ -554,7 +569,9 @@ def check_bandwidth(ctx: Context) -> None:
         if _peak_rate(start, end, nbytes) <= allowed:
             continue  # no window can hold more: the exact search is not needed
         lo, hi, moved = _densest_window(start, end, nbytes, allowed)
-        if moved - allowed * (hi - lo) <= allowed * BANDWIDTH_GRACE_CYCLES:
+        # Timestamps are whole ticks: a window can be short by up to a tick at each end.
+        grace = max(allowed, allowed / per_tick) * BANDWIDTH_GRACE_CYCLES
+        if moved - allowed * (hi - lo) <= grace:
             continue
         inside = rows.filter((pl.col("start") >= lo) & (pl.col("end") <= hi)).sort("start",
                                                                                   "id")
@@ -795,8 +812,9 @@ def check_small_dma(ctx: Context) -> None:
 def check_ping_pong(ctx: Context) -> None:
     """Engines that wait on semaphores over and over with little work in between: each wait
     costs at least the semaphore latency, so the engine spends its time synchronising."""
-    if not (ctx.timed and ctx.trace.has_table("semaphores")):
-        return
+    per_tick = ctx.cycles_per_tick()
+    if not (ctx.timed and ctx.trace.has_table("semaphores")) or per_tick is None:
+        return  # without a clock the work cannot be set against the latency in cycles
     from tracekit.replay.graph import queue_order
     from tracekit.replay.run import name_codes
 
@@ -807,7 +825,7 @@ def check_ping_pong(ctx: Context) -> None:
     waits[positions(g.ids, waiting, f"{ctx.trace.path}: semaphores.inst")] = True
     engine, engines = name_codes(inst["engine"])
     timed = (inst["start"].is_not_null() & inst["end"].is_not_null()).to_numpy()
-    busy = (inst["end"] - inst["start"]).fill_null(0).to_numpy()
+    busy = (inst["end"] - inst["start"]).fill_null(0).to_numpy() * per_tick  # cycles
     # Each engine's instructions in queue order; a stretch runs from one waiting instruction
     # to the next, and its busy cycles are the work between those two waits.
     order = queue_order(engine, inst["seq"].to_numpy())
@@ -1070,7 +1088,8 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None) -> lis
 
 def findings_frame(findings: list[Finding]) -> pl.DataFrame:
     """Findings as a frame: code, severity, message, hint, instructions (list of ids),
-    engines, cycles (list of cycle stamps), addresses (list of "space:addr+size@pNxK")."""
+    engines, cycles (list of times, in the trace's time unit), addresses (list of
+    "space:addr+size@pNxK")."""
     return pl.DataFrame(
         [{"code": f.code.value, "severity": f.severity.value, "message": f.message,
           "hint": f.hint, "instructions": list(f.instructions), "engines": list(f.engines),

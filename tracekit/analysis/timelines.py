@@ -42,8 +42,9 @@ def kind_latencies(machine: Machine) -> np.ndarray:
 
 def timeline(trace: Trace, machine: Machine, source: Source | str,
              replayed: ReplayResult | None = None) -> Timeline:
-    """The replayed (model mode) or observed timeline of `trace`. `replayed`: the trace's
-    model-mode replay on `machine` when the caller has run it already."""
+    """The replayed (model mode) or observed timeline of `trace`, in cycles (observed times
+    in ps, ns or us converted at the manifest's clock). `replayed`: the trace's model-mode
+    replay on `machine` when the caller has run it already."""
     source = Source(source)
     latency = kind_latencies(machine)
     if source is Source.REPLAYED:

@@ -363,6 +363,9 @@ def calibrate(
                                f"--force to replace it.")
     if not output.resolve().parent.is_dir():
         raise typer.BadParameter(f"{output.parent} is not a folder", param_hint="--output")
+    if output.is_dir():
+        raise typer.BadParameter(f"{output} is a folder; give a file name such as "
+                                 f"fitted.toml", param_hint="--output")
     with _status("fitting"):
         result = run_calibrate([open_trace(t) for t in traces], resolve_machine(machine))
     text = machine_toml(result.machine, f"fitted by tracekit calibrate to {len(traces)} "

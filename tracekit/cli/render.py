@@ -157,6 +157,7 @@ def replay_to_dict(result: ReplayResult, summary: ReplaySummary,
             "opcodes": records(correlation.opcodes),
             "most_divergent": records(correlation.divergent),
         },
+        "notes": list(result.notes),
     }
 
 
@@ -234,6 +235,7 @@ def replay_markdown(result: ReplayResult, summary: ReplaySummary,
                     correlation: Correlation | None) -> str:
     lines = [f"# Replay of {result.trace.manifest.workload}", ""]
     lines += [f"- **{k}**: {v}" for k, v in _facts(summary, result, correlation)]
+    lines += [f"- **note**: {note}" for note in result.notes]
     sections = [("Engines", summary.engines, _ENGINE_COLS),
                 ("Top opcodes by time", summary.opcodes, _OPCODE_COLS)]
     if correlation is not None:

@@ -65,7 +65,8 @@ class ReplayResult:
     id, engine, opcode, layer; start, end, duration (cycles, predicted);
     binding_id (the predecessor whose end decided the start, null when nothing did) and
     binding_kind (its edge kind: order, semaphore, data, memory); contention (cycles a DMA
-    transfer lost to HBM sharing); observed_start, observed_end (cycles, null when untimed).
+    transfer lost to HBM sharing); observed_start, observed_end (cycles, converted at the
+    manifest's clock from ps, ns or us; null when untimed, or timed in a time without a clock).
     `notes`: what the replay could not do, for the report (a comparison with times it cannot
     convert to cycles).
     """

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from tracekit.errors import (
     ManifestError,
+    OutputError,
     TableDataError,
     TableReadError,
     TraceExistsError,
@@ -126,6 +127,15 @@ class Trace:
                 f"{self.manifest.time_unit.value} and the manifest has no clock_hz to turn "
                 f"them into the machine's cycles. Add clock_hz (the clock the times were "
                 f"taken at) to the manifest, or record the times in cycles.")
+        largest = max((abs(frame[c].cast(pl.Float64)).max() or 0.0 for c in times),
+                      default=0.0)
+        if largest * per_tick >= 2.0**62:
+            raise ManifestError(
+                f"{self.path / MANIFEST_FILE}: a time of {largest:,.0f} "
+                f"{self.manifest.time_unit.value} at clock_hz {self.manifest.clock_hz:g} is "
+                f"{largest * per_tick:.3g} cycles, past what 64-bit cycle counts hold. Check "
+                f"the manifest's time_unit and clock_hz, or the times in "
+                f"{TABLES['instructions'].file}.")
         return frame.with_columns((pl.col(c).cast(pl.Float64) * per_tick).round().cast(pl.Int64)
                                   for c in times)
 
@@ -492,9 +502,18 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write a text file (UTF-8) atomically: see `atomic_file`."""
-    with atomic_file(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
+    """Write a text file (UTF-8) atomically (see `atomic_file`); OutputError, saying why,
+    when it cannot be written."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{target}: is a folder; give the path of a file to write.")
+    try:
+        with atomic_file(target) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot be written ({exc.strerror or exc}). Check that "
+                          f"its folder exists and is writable, and that there is space "
+                          f"left.") from None
 
 
 def _check_manifest_fields(**fields: Any) -> None:

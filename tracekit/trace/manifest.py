@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from tracekit.errors import ManifestError, first_line
@@ -37,7 +39,8 @@ class TimeUnit(StrEnum):
     US = "us"
 
 
-SECONDS_PER_TICK = {TimeUnit.PS: 1e-12, TimeUnit.NS: 1e-9, TimeUnit.US: 1e-6}
+SECONDS_PER_TICK: Mapping[TimeUnit, float] = MappingProxyType(
+    {TimeUnit.PS: 1e-12, TimeUnit.NS: 1e-9, TimeUnit.US: 1e-6})
 """Seconds in one tick of each unit of time (cycles take the manifest's clock)."""
 
 
@@ -97,8 +100,8 @@ class Manifest:
 
     def cycles_per_tick(self) -> float | None:
         """Machine cycles in one tick of the start and end columns: 1 for cycles; for ps, ns
-        and us, the clock times the tick's seconds (None without a clock: 3 ns at 1.4 GHz
-        is 4.2 cycles)."""
+        and us, the clock times the tick's seconds (1 ns at 1.4 GHz is 1.4 cycles), or None
+        without a clock."""
         if self.time_unit is TimeUnit.CYCLES:
             return 1.0
         return self.clock_hz * SECONDS_PER_TICK[self.time_unit] if self.clock_hz else None
@@ -167,6 +170,14 @@ def is_sha256(value: Any) -> bool:
             and all(c in "0123456789abcdef" for c in value))
 
 
+def _finite(number: int | float) -> bool:
+    """Whether a JSON number is a finite float (an integer of 400 digits is not)."""
+    try:
+        return math.isfinite(float(number))
+    except OverflowError:
+        return False
+
+
 def manifest_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Every field of a current-version manifest that is missing or malformed, as (key, what)."""
     problems: list[tuple[str, str]] = []
@@ -186,8 +197,7 @@ def manifest_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append(("machine", "must be a string or null"))
     clock = data.get("clock_hz")
     if clock is not None and (isinstance(clock, bool) or not isinstance(clock, int | float)
-                              or (isinstance(clock, float) and not math.isfinite(clock))
-                              or clock <= 0):
+                              or not _finite(clock) or clock <= 0):
         problems.append(("clock_hz", "must be a positive number or null"))
     unit = data.get("time_unit", TimeUnit.CYCLES.value)
     if not isinstance(unit, str) or unit not in {u.value for u in TimeUnit}:
