@@ -588,3 +588,16 @@ def test_an_instruction_behind_a_deadlock_races_with_nothing(tmp_path: Path) -> 
     b.access(load, "sbuf", "write", 0, 64, 0, 128)
     b.access(mm, "sbuf", "read", 0, 64, 0, 128)
     assert _codes(b.write(tmp_path / "t")) == {Code.DEADLOCK_WAIT: [(load,)]}
+
+
+def test_catalogue_lists_every_code_with_its_severity() -> None:
+    """analysis/signatures.md is written by hand: one row per code, at the code's severity."""
+    from tracekit.analysis.signatures import SIGNATURES
+
+    catalogue = (SAMPLE_DIR.parent / "analysis" / "signatures.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in catalogue.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 2:
+            rows[cells[0].strip("`")] = cells[1]
+    assert rows == {code.value: SIGNATURES[code].severity.value for code in Code}
