@@ -122,14 +122,15 @@ def whatif(trace: Trace, machine: Machine, changes: list[Change],
 
 
 def sensitivity(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
-                speedup: float = SPEEDUP) -> pl.DataFrame:
+                speedup: float = SPEEDUP, graph: Graph | None = None) -> pl.DataFrame:
     """Each group and bandwidth made `speedup` faster in turn, ranked by what it buys.
+    `graph`: the trace's dependency graph when the caller has derived it already.
 
     Columns: group (engine, opcode, layer or parameter), name, makespan (cycles after the
     change), gained (cycles), gained_pct (of the base makespan). Most gained first, ties by
     group and name.
     """
-    graph = derive(trace)
+    graph = derive(trace) if graph is None else graph
     base = replay(trace, machine, mode, graph=graph)
     rows = []
     for group in GROUPS:

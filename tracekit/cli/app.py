@@ -394,20 +394,21 @@ def analyze(
     from tracekit.analysis.critical_path import critical_path
     from tracekit.analysis.signatures import find_bugs, findings_frame
     from tracekit.analysis.stalls import stall_table
+    from tracekit.analysis.timelines import Source
     from tracekit.analysis.whatif import sensitivity as run_sensitivity
     from tracekit.replay.machine import resolve_machine
+    from tracekit.replay.run import Mode
 
     chosen = _timeline(trace, machine, timeline)
     stall = stall_table(chosen.frame)
     path = critical_path(chosen.frame, chosen.graph, chosen.kind_latency)
-    from tracekit.analysis.timelines import Source
-    from tracekit.replay.run import Mode
-
+    opened, resolved = open_trace(trace), resolve_machine(machine)
     mode = Mode.OBSERVED if chosen.source is Source.OBSERVED else Mode.MODEL
+    # The sensitivity replays and the signatures share the timeline's dependency graph.
     with _status("sensitivity"):
-        ranking = run_sensitivity(open_trace(trace), resolve_machine(machine), mode).head(top)
+        ranking = run_sensitivity(opened, resolved, mode, graph=chosen.graph).head(top)
     with _status("bug signatures"):
-        findings = findings_frame(find_bugs(open_trace(trace), resolve_machine(machine)))
+        findings = findings_frame(find_bugs(opened, resolved, chosen.graph))
     utilization = (stall.filter(pl.col("bucket") == "busy")
                    .group_by("engine", maintain_order=True)  # stall rows: natural engine order
                    .agg(pl.col("cycles").sum(), pl.col("pct").sum()))
