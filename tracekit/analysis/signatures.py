@@ -414,8 +414,7 @@ def check_bounds(ctx: Context) -> None:
         "inst", "addr", "partition", "size", "partitions", "space", "access")
     _capped(ctx, Code.OUT_OF_BOUNDS, bad, lambda r: (
         f"instruction {r['inst']} {_VERBS.get(r['access'], 'accesses')} {r['space'].upper()} "
-        f"bytes "
-        f"{r['addr']:,}..{r['addr'] + r['size']:,} of "
+        f"bytes {r['addr']:,}..{r['addr'] + r['size']:,} of "
         + ("unstated partitions" if r["partition"] is None or r["partitions"] is None else
            f"partitions {r['partition']}..{r['partition'] + r['partitions'] - 1}")
         + f", past {m.sbuf_partition_bytes if r['space'] == 'sbuf' else m.psum_partition_bytes:,}"
