@@ -601,3 +601,42 @@ def test_catalogue_lists_every_code_with_its_severity() -> None:
         if line.startswith("| `") and len(cells) >= 2:
             rows[cells[0].strip("`")] = cells[1]
     assert rows == {code.value: SIGNATURES[code].severity.value for code in Code}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_unvalidated_traces_give_findings_or_a_tracekit_error(
+        tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """`bugs` does not validate first: broken rows (references to no instruction, negative
+    sizes and values, missing times, partitions past the machine) give findings or a
+    TracekitError, never a crash."""
+    from tracekit.errors import TracekitError
+
+    b = TraceBuilder("t")
+    ids = []
+    for _ in range(data.draw(st.integers(1, 10))):
+        start = data.draw(st.none() | st.integers(-5, 60))
+        end = None if start is None else data.draw(st.none() | st.integers(-5, 90))
+        ids.append(b.inst(data.draw(st.sampled_from(["tensor", "vector", "dma.q0", "dma.q1"])),
+                          data.draw(st.sampled_from(["dma_load", "matmul"])), start, end,
+                          bytes=data.draw(st.sampled_from([None, -1, 0, 4096])),
+                          elements=data.draw(st.sampled_from([None, -3, 128])),
+                          seq=data.draw(st.sampled_from([None, 0, 1, -1]))))
+    anyone = st.sampled_from(ids + [999])
+    for _ in range(data.draw(st.integers(0, 6))):
+        b.access(data.draw(anyone), data.draw(st.sampled_from(["hbm", "sbuf", "psum"])),
+                 data.draw(st.sampled_from(["read", "write"])),
+                 data.draw(st.sampled_from([-8, 0, 64, 10**12])),
+                 data.draw(st.sampled_from([-1, 0, 64])),
+                 data.draw(st.sampled_from([None, -1, 0, 120])),
+                 data.draw(st.sampled_from([None, 0, 16, 200])))
+    for _ in range(data.draw(st.integers(0, 5))):
+        op = b.signal if data.draw(st.booleans()) else b.wait
+        op(data.draw(anyone), data.draw(st.sampled_from([0, 1, -4])),
+           data.draw(st.sampled_from([-2, 0, 1, 3])))
+    trace = b.write(tmp_path_factory.mktemp("u") / "t", validate=False)
+    try:
+        found = find_bugs(trace, builtin_machine())
+    except TracekitError:
+        return
+    assert all(isinstance(f.message, str) and f.message for f in found)
