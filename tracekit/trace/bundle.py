@@ -508,8 +508,10 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     if target.is_dir():
         raise OutputError(f"{target}: is a folder; give the path of a file to write.")
     try:
-        with atomic_file(target) as temporary:
-            temporary.write_text(text, encoding="utf-8")
+        with atomic_file(target) as temporary, open(temporary, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before the rename makes it the file
     except OSError as exc:
         raise OutputError(f"{target}: cannot be written ({exc.strerror or exc}). Check that "
                           f"its folder exists and is writable, and that there is space "
