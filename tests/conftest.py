@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import Result
 
 from tracekit.trace.builder import TraceBuilder
 from tracekit.trace.schema import MANIFEST_FILE
@@ -30,6 +31,17 @@ from tracekit.trace.schema import MANIFEST_FILE
 WORKLOAD = "tiny-mlp"
 
 Modification = Callable[[TraceBuilder], None]
+
+
+def assert_failed_cleanly(result: Result, exit_code: int, *needles: str) -> None:
+    """Exit `exit_code` through SystemExit (no stray exception), no traceback anywhere, and the
+    message naming the problem on stderr."""
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
 
 
 def build_valid_trace() -> TraceBuilder:

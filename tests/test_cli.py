@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 from conftest import (
     WORKLOAD,
+    assert_failed_cleanly,
     build_valid_trace,
     edit,
     edit_manifest,
@@ -38,17 +39,6 @@ runner = CliRunner()
 
 def run(*args: Any) -> Result:
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_failed_cleanly(result: Result, exit_code: int, *needles: str) -> None:
-    """Exit `exit_code` through SystemExit (no stray exception), no traceback anywhere, and the
-    message naming the problem on stderr."""
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
 
 
 # --- --version -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from conftest import build_valid_trace
+from conftest import assert_failed_cleanly, build_valid_trace
 from typer.testing import CliRunner, Result
 
 import tracekit
@@ -287,14 +287,6 @@ def test_same_input_same_bundle(tmp_path: Path) -> None:
 
 
 # --- errors -------------------------------------------------------------------------------------
-
-
-def assert_failed_cleanly(result: Result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
 
 
 BAD_EVENTS: dict[str, tuple[Any, tuple[str, ...]]] = {

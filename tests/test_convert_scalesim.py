@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from conftest import assert_failed_cleanly
 from typer.testing import CliRunner, Result
 
 from tracekit.analysis.array import array_table
@@ -80,14 +81,6 @@ runner = CliRunner()
 
 def run(*args: Any) -> Result:
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_failed_cleanly(result: Result, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -533,15 +526,16 @@ def test_cli_bad_input(tmp_path: Path, changes: dict[str, str | None],
                        needles: list[str]) -> None:
     source = tiny_run(tmp_path, **changes)
     result = run("convert", "scalesim", source, "-o", tmp_path / "out")
-    assert_failed_cleanly(result, *needles)
+    assert_failed_cleanly(result, 1, *needles)
     _no_output(tmp_path)
 
 
 def test_cli_bad_run_folder(tmp_path: Path) -> None:
-    assert_failed_cleanly(run("convert", "scalesim", tmp_path / "nope", "-o", tmp_path / "out"),
+    out = tmp_path / "out"
+    assert_failed_cleanly(run("convert", "scalesim", tmp_path / "nope", "-o", out), 1,
                           "nope: no such folder", "COMPUTE_REPORT.csv")
     (tmp_path / "file").write_text("x")
-    assert_failed_cleanly(run("convert", "scalesim", tmp_path / "file", "-o", tmp_path / "out"),
+    assert_failed_cleanly(run("convert", "scalesim", tmp_path / "file", "-o", out), 1,
                           "file: is a file, not folder")
     _no_output(tmp_path)
 
@@ -549,15 +543,15 @@ def test_cli_bad_run_folder(tmp_path: Path) -> None:
 def test_cli_refuses_to_replace_without_force(tmp_path: Path) -> None:
     source = tiny_run(tmp_path)
     assert run("convert", "scalesim", source, "-o", tmp_path / "out").exit_code == 0
-    assert_failed_cleanly(run("convert", "scalesim", source, "-o", tmp_path / "out"),
+    assert_failed_cleanly(run("convert", "scalesim", source, "-o", tmp_path / "out"), 1,
                           "out.machine.toml: already exists", "--force")
     (tmp_path / "out.machine.toml").unlink()
-    assert_failed_cleanly(run("convert", "scalesim", source, "-o", tmp_path / "out"),
+    assert_failed_cleanly(run("convert", "scalesim", source, "-o", tmp_path / "out"), 1,
                           "out: already exists", "--force")
     assert not (tmp_path / "out.machine.toml").exists()   # nothing half-written
     assert run("convert", "scalesim", source, "-o", tmp_path / "out", "--force").exit_code == 0
     assert_failed_cleanly(run("convert", "scalesim", source, "-o", tmp_path / "x",
-                              "--machine-out", tmp_path / "no" / "m.toml"), "no such folder")
+                              "--machine-out", tmp_path / "no" / "m.toml"), 1, "no such folder")
 
 
 def test_array_table_of_a_declared_array(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from conftest import build_valid_trace
+from conftest import assert_failed_cleanly, build_valid_trace
 from typer.testing import CliRunner, Result
 
 import tracekit
@@ -470,14 +470,6 @@ def test_cli_export(tiny: tracekit.Trace, tmp_path: Path) -> None:
     again = run("export", "perfetto", tiny.path, "-o", out, "--from", "0", "--to", "100",
                 "--max-events", "40", "--force")
     assert again.exit_code == 0, again.output
-
-
-def assert_failed_cleanly(result: Result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
 
 
 def test_cli_errors(tiny: tracekit.Trace, tmp_path: Path) -> None:
