@@ -170,9 +170,8 @@ def replay(
     if mode not in {m.value for m in Mode}:
         raise typer.BadParameter(f"{mode!r} is not one of model, observed",
                                  param_hint="--mode")
-    if output is not None and output.exists() and not force:
-        raise TraceExistsError(f"{output}: already exists. Choose another path or pass "
-                               f"--force to replace it.")
+    if output is not None:
+        _refuse_to_replace(output, force)
     if output is not None and output.resolve() == trace.resolve():
         raise typer.BadParameter("the output would replace the trace being replayed; choose "
                                  "another path", param_hint="--output")
@@ -193,6 +192,13 @@ def replay(
         sys.stdout.write(render.replay_markdown(result, summary, correlation))
     else:
         render.print_replay(_stdout(), result, summary, correlation)
+
+
+def _refuse_to_replace(output: Path, force: bool) -> None:
+    """TraceExistsError when `output` exists and --force was not given."""
+    if output.exists() and not force:
+        raise TraceExistsError(f"{output}: already exists. Choose another path or pass "
+                               f"--force to replace it.")
 
 
 TimelineOpt = Annotated[str, Opt("--timeline", help="replayed: the model's prediction; "
@@ -358,9 +364,7 @@ def calibrate(
     from tracekit.analysis.calibrate import machine_toml
     from tracekit.replay.machine import resolve_machine
 
-    if output.exists() and not force:
-        raise TraceExistsError(f"{output}: already exists. Choose another path or pass "
-                               f"--force to replace it.")
+    _refuse_to_replace(output, force)
     if not output.resolve().parent.is_dir():
         raise typer.BadParameter(f"{output.parent} is not a folder", param_hint="--output")
     if output.is_dir():
@@ -702,9 +706,7 @@ def export_perfetto(
     from tracekit.convert.perfetto import export_perfetto as run_export
     from tracekit.replay.machine import resolve_machine
 
-    if output.exists() and not force:
-        raise TraceExistsError(f"{output}: already exists. Choose another path or pass "
-                               f"--force to replace it.")
+    _refuse_to_replace(output, force)
     with _status(f"writing {output}"):
         result = run_export(open_trace(trace), output, machine=resolve_machine(machine),
                             replay=with_replay, critical_path=critical_path, start=from_cycle,
@@ -741,9 +743,7 @@ def convert_chrome(
     if nesting not in {n.value for n in Nesting}:
         raise typer.BadParameter(f"{nesting!r} is not one of depth, top, leaf",
                                  param_hint="--nesting")
-    if output.exists() and not force:  # before reading what may be a large file
-        raise TraceExistsError(f"{output}: already exists. Choose another path or pass "
-                               f"--force to replace it.")
+    _refuse_to_replace(output, force)  # before reading what may be a large file
     with _status(f"importing {source}"):
         trace, notes = run_convert(source, output, cycles_per_us=cycles_per_us,
                                    nesting=Nesting(nesting), workload=workload,
