@@ -135,6 +135,20 @@ class Context:
     reread: np.ndarray | None = None
     """Per memory row, from the same sweep: a read of bytes that another instruction has read
     since they were last written."""
+    _queues: tuple[np.ndarray, list[str], np.ndarray] | None = None
+
+    def queues(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Each graph row's engine code, the engine names, and the rows in queue order (each
+        engine's instructions by seq, engine after engine); worked out once for the checks
+        that walk the queues."""
+        if self._queues is None:
+            from tracekit.replay.graph import queue_order
+            from tracekit.replay.run import name_codes
+
+            engine, engines = name_codes(self.instructions["engine"])
+            self._queues = engine, engines, queue_order(engine,
+                                                        self.instructions["seq"].to_numpy())
+        return self._queues
 
     def read(self, table: str) -> pl.DataFrame:
         """A whole table, read once for the checks that use it, up to the one that takes it out
@@ -814,20 +828,17 @@ def check_ping_pong(ctx: Context) -> None:
     per_tick = ctx.cycles_per_tick()
     if not (ctx.timed and ctx.trace.has_table("semaphores")) or per_tick is None:
         return  # without a clock the work cannot be set against the latency in cycles
-    from tracekit.replay.graph import queue_order
-    from tracekit.replay.run import name_codes
 
     sems = ctx.read("semaphores")
     waiting = sems.filter((pl.col("op") == "wait") & (pl.col("value") > 0))["inst"].to_numpy()
     inst, g = ctx.instructions, ctx.graph
     waits = np.zeros(g.nodes, dtype=bool)
     waits[positions(g.ids, waiting, f"{ctx.trace.path}: semaphores.inst")] = True
-    engine, engines = name_codes(inst["engine"])
+    engine, engines, order = ctx.queues()
     timed = (inst["start"].is_not_null() & inst["end"].is_not_null()).to_numpy()
     busy = (inst["end"] - inst["start"]).fill_null(0).to_numpy() * per_tick  # cycles
     # Each engine's instructions in queue order; a stretch runs from one waiting instruction
     # to the next, and its busy cycles are the work between those two waits.
-    order = queue_order(engine, inst["seq"].to_numpy())
     order = order[timed[order]]
     e, w = engine[order], waits[order]
     count = np.cumsum(w)
@@ -892,11 +903,9 @@ def check_races(ctx: Context) -> None:
         WAW,
         kahn_successors,
         memory_conflicts,
-        queue_order,
     )
-    from tracekit.replay.run import name_codes
 
-    g, inst = ctx.graph, ctx.instructions
+    g = ctx.graph
     src, dst, kind, ctx.reread = memory_conflicts(ctx.read("memory"), g.ids,
                                                   ctx.observed_start(),
                                                   f"{ctx.trace.path}: memory.inst")
@@ -908,9 +917,8 @@ def check_races(ctx: Context) -> None:
     ctx.overwritten[src[kind == WAW]] = True
     if src.size == 0:
         return
-    engine, engines = name_codes(inst["engine"])
+    engine, engines, order = ctx.queues()
     position = np.empty(g.nodes, dtype=np.int32)  # 1-based place in the engine's queue
-    order = queue_order(engine, inst["seq"].to_numpy())
     starts = np.r_[0, np.cumsum(np.bincount(engine, minlength=len(engines)))]
     position[order] = np.arange(g.nodes) - starts[engine[order]] + 1
     del order
