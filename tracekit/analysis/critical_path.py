@@ -114,7 +114,7 @@ def critical_path(timeline: pl.DataFrame, graph: Graph,
                 .with_columns((pl.col("cycles") / max(makespan, 1) * 100).alias("pct"))
                 .sort(["cycles", key], descending=[True, False]))
 
-    dst = np.repeat(np.arange(graph.nodes), np.diff(graph.ptr))
+    dst = graph.destinations()
     succ_ptr, succ_dst, succ_kind = csr(graph.nodes, dst, graph.src, graph.kind)
     order = kahn_order(graph.nodes, graph.src, dst)
     if order.size < graph.nodes:

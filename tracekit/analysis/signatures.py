@@ -312,7 +312,7 @@ def check_deadlocks(ctx: Context) -> None:
 def cycle_members(graph: Graph) -> np.ndarray:
     """Rows on dependency cycles: what Kahn's algorithm cannot order, less what only hangs
     below a cycle (trimmed backwards)."""
-    dst = np.repeat(np.arange(graph.nodes), np.diff(graph.ptr))
+    dst = graph.destinations()
     left = np.ones(graph.nodes, dtype=bool)
     left[kahn_order(graph.nodes, graph.src, dst)] = False
     keep = left[graph.src] & left[dst]
@@ -328,7 +328,7 @@ def never_run(graph: Graph) -> np.ndarray:
     """Rows that can never run: waits no signal satisfies, instructions on dependency
     cycles, and everything that depends on those (their engines' later instructions
     included, through the order edges)."""
-    dst = np.repeat(np.arange(graph.nodes), np.diff(graph.ptr))
+    dst = graph.destinations()
     order = kahn_order(graph.nodes, graph.src, dst)
     blocked = np.ones(graph.nodes, dtype=bool)  # what Kahn cannot order is on or below a cycle
     blocked[order] = False
@@ -386,7 +386,7 @@ def check_timing(ctx: Context) -> None:
     # A partly timed trace (a run that deadlocked) is checked where both ends are timed.
     start = inst["start"].fill_null(np.iinfo(np.int64).max).to_numpy()
     end = inst["end"].fill_null(np.iinfo(np.int64).min).to_numpy()
-    dst = np.repeat(np.arange(g.nodes), np.diff(g.ptr))
+    dst = g.destinations()
     early = np.flatnonzero(start[dst] < end[g.src])
     if early.size == 0:
         return
@@ -868,7 +868,7 @@ def check_ping_pong(ctx: Context) -> None:
     # Whose signals the reported engines wait on: their semaphore edges, counted per pair of
     # engines, most first (then by name), three at most.
     on_sem = g.kind == SEMAPHORE
-    waiter = engine[np.repeat(np.arange(g.nodes), np.diff(g.ptr))[on_sem]]
+    waiter = engine[g.destinations()[on_sem]]
     signaller = engine[g.src[on_sem]]
     n_eng = len(engines)
     pairs = np.bincount(waiter * n_eng + signaller, minlength=n_eng * n_eng).reshape(n_eng,

@@ -49,7 +49,7 @@ def observed_timeline(frame: pl.DataFrame, graph: Graph,
     """
     end = frame["end"].to_numpy().astype(np.float64)
     latency = np.zeros(len(KINDS)) if kind_latency is None else kind_latency
-    dst = np.repeat(np.arange(graph.nodes), np.diff(graph.ptr))
+    dst = graph.destinations()
     ready = end[graph.src] + latency[graph.kind.astype(np.int64)]
     order = np.lexsort((np.arange(graph.edges), -ready, dst))
     first = np.r_[True, dst[order][1:] != dst[order][:-1]] if order.size else np.zeros(0, bool)

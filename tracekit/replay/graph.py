@@ -62,9 +62,13 @@ class Graph:
     def edges(self) -> int:
         return int(self.src.size)
 
+    def destinations(self) -> np.ndarray:
+        """Each edge's destination row, beside `src` (the node whose predecessors hold it)."""
+        return np.repeat(np.arange(self.nodes), np.diff(self.ptr))
+
     def edge_frame(self, kind: EdgeKind | None = None) -> pl.DataFrame:
         """Edges as (src, dst, kind) in instruction ids, optionally of one kind only."""
-        dst = np.repeat(np.arange(self.nodes), np.diff(self.ptr))
+        dst = self.destinations()
         frame = pl.DataFrame({
             "src": self.ids[self.src], "dst": self.ids[dst],
             "kind": pl.Series([k.value for k in KINDS])[self.kind.astype(np.int64)],

@@ -179,8 +179,7 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     caps = np.array([machine.queue_bandwidth(e) for e in engines], dtype=np.float64)
     eng_ptr, eng_nodes = _engine_queues(engine, frame["seq"].to_numpy(), n_eng)
     # Successor lists: the same counting sort as the predecessor CSR, keyed by source.
-    succ_ptr, succ_dst, succ_kind = csr(n, np.repeat(np.arange(n), np.diff(graph.ptr)),
-                                         graph.src, graph.kind)
+    succ_ptr, succ_dst, succ_kind = csr(n, graph.destinations(), graph.src, graph.kind)
     kind_latency = np.zeros(len(KINDS))
     kind_latency[SEMAPHORE] = machine.semaphore_latency
     kind_latency[[i for i in range(len(KINDS)) if i not in (ORDER, SEMAPHORE)]] = \
