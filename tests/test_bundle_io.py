@@ -67,7 +67,7 @@ def test_round_trip_keeps_every_value(tmp_path: Path) -> None:
 def test_manifest_records_rows_sizes_and_hashes(tmp_path: Path) -> None:
     trace = _builder().write(tmp_path / "t", extra={"seed": 7})
     raw = json.loads((tmp_path / "t" / "manifest.json").read_text())
-    assert raw["schema_version"] == 1
+    assert raw["schema_version"] == 2
     assert raw["workload"] == "roundtrip"
     assert raw["extra"] == {"seed": 7}
     assert set(raw["tables"]) == {"instructions", "semaphores", "memory", "deps"}
@@ -78,7 +78,7 @@ def test_manifest_records_rows_sizes_and_hashes(tmp_path: Path) -> None:
         assert entry["sha256"] == file_sha256(path)
         meta = pq.read_schema(path).metadata
         assert meta[PARQUET_KEY_TABLE.encode()] == name.encode()
-        assert meta[PARQUET_KEY_VERSION.encode()] == b"1"
+        assert meta[PARQUET_KEY_VERSION.encode()] == b"2"
     assert trace.manifest.tables["instructions"].rows == 3
 
 
@@ -208,7 +208,7 @@ def test_nullable_columns_may_be_left_out_by_foreign_producers(tmp_path: Path) -
     from tracekit.trace.builder import replace_table_file
 
     replace_table_file(tmp_path / "t", "instructions", table,
-                       metadata={PARQUET_KEY_TABLE: "instructions", PARQUET_KEY_VERSION: "1"})
+                       metadata={PARQUET_KEY_TABLE: "instructions", PARQUET_KEY_VERSION: "2"})
     assert tracekit.validate(tmp_path / "t").findings == ()
     got = open_trace(tmp_path / "t").instructions.collect()
     assert got.columns == list(TABLES["instructions"].column_names)
@@ -220,7 +220,7 @@ def test_newer_schema_version_is_refused_with_upgrade_advice(tmp_path: Path) -> 
     _builder().write(tmp_path / "t")
     path = tmp_path / "t" / "manifest.json"
     raw = json.loads(path.read_text())
-    raw["schema_version"] = 2
+    raw["schema_version"] = 3
     path.write_text(json.dumps(raw))
     with pytest.raises(SchemaVersionError, match="newer than this tracekit .* Upgrade tracekit"):
         open_trace(tmp_path / "t")
@@ -244,6 +244,29 @@ def test_upgrade_applies_one_step_per_version_in_order() -> None:
     assert seen == [1, 2]
     assert manifest == {"schema_version": 3, "field_v2": True, "field_v3": True}
     assert upgraded["instructions"].collect().columns == ["id", "added_v2", "added_v3"]
+
+
+def test_a_version_1_bundle_is_upgraded_in_memory(tmp_path: Path) -> None:
+    # A bundle written by a version-1 producer: no cond column, version 1 everywhere. It
+    # reads and validates as before, its waits meaning count >= value (cond null).
+    _builder().write(tmp_path / "t")
+    from tracekit.trace.builder import replace_table_file
+
+    for name in ("instructions", "semaphores", "memory", "deps"):
+        table = pq.read_table(tmp_path / "t" / f"{name}.parquet")
+        if name == "semaphores":
+            table = table.drop(["cond"])
+        replace_table_file(tmp_path / "t", name, table,
+                           metadata={PARQUET_KEY_TABLE: name, PARQUET_KEY_VERSION: "1"})
+    raw = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    raw["schema_version"] = 1
+    (tmp_path / "t" / "manifest.json").write_text(json.dumps(raw))
+    assert tracekit.validate(tmp_path / "t").findings == ()
+    trace = open_trace(tmp_path / "t")
+    sems = trace.semaphores.collect()
+    assert sems.columns == list(TABLES["semaphores"].column_names)
+    assert sems["cond"].to_list() == [None, None]
+    assert trace.manifest.schema_version == 2
 
 
 def test_a_missing_upgrade_step_is_an_error() -> None:

@@ -190,7 +190,7 @@ def test_info_json(valid_bundle: Path) -> None:
     assert {t["name"]: t["bytes"] for t in info["tables"]} == {
         name: entry["bytes"] for name, entry in manifest["tables"].items()}
     assert info["producer"]["name"] == "tracekit.builder"
-    assert info["schema_version"] == 1
+    assert info["schema_version"] == 2
 
 
 def test_info_text(valid_bundle: Path) -> None:

@@ -168,9 +168,9 @@ def test_schema_version_far_below_the_first_is_reported_promptly(valid_bundle: P
 
 
 def test_unknown_schema_version_skips_the_tables(valid_bundle: Path) -> None:
-    # The tables of a bundle of unknown version are not judged by the v1 rules.
+    # The tables of a bundle of unknown version are not judged by the current rules.
     (valid_bundle / "memory.parquet").write_bytes(b"not parquet")
-    edit_manifest(valid_bundle, lambda m: m.update(schema_version=2))
+    edit_manifest(valid_bundle, lambda m: m.update(schema_version=3))
     only_finding(validate(valid_bundle), Rule.SCHEMA_VERSION)
 
 
@@ -346,8 +346,8 @@ def test_row_count(valid_bundle: Path) -> None:
 @pytest.mark.parametrize("metadata", [
     {},
     {"tracekit.table": "memory"},
-    {"tracekit.table": "deps", "tracekit.schema_version": "1"},
-    {"tracekit.table": "memory", "tracekit.schema_version": "2"},
+    {"tracekit.table": "deps", "tracekit.schema_version": "2"},
+    {"tracekit.table": "memory", "tracekit.schema_version": "1"},
 ], ids=["none", "no-version", "wrong-table", "wrong-version"])
 def test_parquet_metadata(valid_bundle: Path, metadata: dict[str, str]) -> None:
     replace_table_file(valid_bundle, "memory", read_table(valid_bundle, "memory"),
@@ -796,6 +796,28 @@ def test_self_dependency(make_bundle: MakeBundle) -> None:
     assert finding.count == 1
     assert finding.rows == (2,)
     assert finding.examples == ("src=3 dst=3",)
+
+
+# --- wait-condition ------------------------------------------------------------------------
+
+
+def test_wait_condition_only_on_waits(make_bundle: MakeBundle) -> None:
+    # Row 0 is a signal; row 2 a wait, where a condition is legal.
+    report = validate(make_bundle(edit("semaphores", 0, cond="eq"),
+                                  edit("semaphores", 2, cond="eq")))
+    finding = only_finding(report, Rule.WAIT_CONDITION)
+    assert finding.severity is Severity.ERROR
+    assert finding.table == "semaphores" and finding.file == "semaphores.parquet"
+    assert finding.count == 1
+    assert finding.rows == (0,)
+    assert finding.examples == ("inst=0 sem=0 op=signal value=1 cond=eq",)
+
+
+def test_wait_condition_values(make_bundle: MakeBundle) -> None:
+    finding = only_finding(validate(make_bundle(edit("semaphores", 2, cond="gt"))),
+                           Rule.ENUM_VALUE)
+    assert finding.column == "cond" and finding.rows == (2,)
+    assert "legal: ge, eq" in finding.message
 
 
 # --- unlisted-file -------------------------------------------------------------------------

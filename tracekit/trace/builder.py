@@ -68,14 +68,23 @@ class TraceBuilder:
         })
         return inst_id
 
-    def wait(self, inst: int, sem: int, value: int) -> None:
-        """`inst` starts once semaphore `sem` has reached `value`."""
-        self.rows["semaphores"].append({"inst": inst, "sem": sem, "op": "wait", "value": value})
+    def wait(self, inst: int, sem: int, value: int, cond: str | None = None) -> None:
+        """`inst` starts once semaphore `sem`'s count is >= `value` (`cond="eq"`: == value)."""
+        self.rows["semaphores"].append({"inst": inst, "sem": sem, "op": "wait", "value": value,
+                                        "cond": cond})
 
     def signal(self, inst: int, sem: int, value: int = 1) -> None:
         """`inst` adds `value` to semaphore `sem` when it ends."""
         self.rows["semaphores"].append({"inst": inst, "sem": sem, "op": "signal",
                                         "value": value})
+
+    def sub(self, inst: int, sem: int, value: int = 1) -> None:
+        """`inst` subtracts `value` from semaphore `sem` when it ends."""
+        self.rows["semaphores"].append({"inst": inst, "sem": sem, "op": "sub", "value": value})
+
+    def set(self, inst: int, sem: int, value: int = 0) -> None:
+        """`inst` sets semaphore `sem`'s count to `value` when it ends."""
+        self.rows["semaphores"].append({"inst": inst, "sem": sem, "op": "set", "value": value})
 
     def access(self, inst: int, space: str, access: str, addr: int, size: int,
                partition: int | None = None, partitions: int | None = None) -> None:

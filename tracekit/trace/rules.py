@@ -40,6 +40,7 @@ class Rule(StrEnum):
     NEGATIVE_VALUE = "negative-value"
     PARTITION_RANGE = "partition-range"
     SELF_DEPENDENCY = "self-dependency"
+    WAIT_CONDITION = "wait-condition"
     UNKNOWN_COLUMN = "unknown-column"
     UNLISTED_FILE = "unlisted-file"
     PARTIAL_TIMING = "partial-timing"
@@ -61,7 +62,7 @@ RULES: dict[Rule, RuleInfo] = {
     Rule.SCHEMA_VERSION: RuleInfo(
         Severity.ERROR, (),
         "The manifest's schema_version is one this tracekit reads (older ones are upgraded).",
-        "Write schema_version 1, or upgrade tracekit for a bundle from a newer producer."),
+        "Write schema_version 2, or upgrade tracekit for a bundle from a newer producer."),
     Rule.MANIFEST_FIELD: RuleInfo(
         Severity.ERROR, (),
         "manifest.json has every field with the right type: workload, producer, clock_hz, "
@@ -133,8 +134,9 @@ RULES: dict[Rule, RuleInfo] = {
         "Drop the rows of instructions that are not in the trace, or add those instructions."),
     Rule.ENUM_VALUE: RuleInfo(
         Severity.ERROR, ("semaphores", "memory", "deps"),
-        "Enumerated columns hold legal values: op in {wait, signal}; space in {hbm, sbuf, psum}; "
-        "access in {read, write}; kind in {order, semaphore, data, memory, resource}.",
+        "Enumerated columns hold legal values: op in {wait, signal, sub, set}; cond in {ge, eq}; "
+        "space in {hbm, sbuf, psum}; access in {read, write}; kind in {order, semaphore, data, "
+        "memory, resource}.",
         "Map the producer's names onto the legal values (lower case)."),
     Rule.NEGATIVE_VALUE: RuleInfo(
         Severity.ERROR, ("instructions", "semaphores", "memory"),
@@ -150,6 +152,10 @@ RULES: dict[Rule, RuleInfo] = {
         Severity.ERROR, ("deps",),
         "No instruction depends on itself (src != dst).",
         "Drop the self-edges; an instruction is always ordered after itself."),
+    Rule.WAIT_CONDITION: RuleInfo(
+        Severity.ERROR, ("semaphores",),
+        "cond is set only on wait rows (signal, sub and set rows leave it null).",
+        "Clear cond on the listed rows, or make them waits if a condition was meant."),
     Rule.UNKNOWN_COLUMN: RuleInfo(
         Severity.WARNING, _ALL,
         "Tables hold only the schema's columns (others are ignored by every reader).",

@@ -1,7 +1,7 @@
 """The trace bundle's table schemas, defined once: every other copy (Arrow schemas, the JSON
 contract in `schemas/`, the docs) is derived from the specs in this module.
 
-A bundle (schema v1) is a directory holding `manifest.json` and one Parquet file per table:
+A bundle (schema v2) is a directory holding `manifest.json` and one Parquet file per table:
 
     instructions.parquet  required   one row per executed instruction
     semaphores.parquet    optional   one row per semaphore wait or signal
@@ -21,8 +21,9 @@ from enum import StrEnum
 import polars as pl
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
-"""The schema version this tracekit writes. Readers upgrade older bundles step by step."""
+SCHEMA_VERSION = 2
+"""The schema version this tracekit writes. Readers upgrade older bundles step by step
+(version 2 added the semaphore operations sub and set, and the wait condition `cond`)."""
 
 MANIFEST_FILE = "manifest.json"
 
@@ -32,10 +33,21 @@ PARQUET_KEY_TABLE = "tracekit.table"
 
 
 class SemOp(StrEnum):
-    """What a semaphore row does: a wait blocks until the count reaches `value`; a signal adds."""
+    """What a semaphore row does. A semaphore is a counter that starts at 0; signal, sub and set
+    change it when their instruction ends (plus the machine's semaphore latency); a wait holds
+    its instruction until the count satisfies `cond` against `value`."""
 
     WAIT = "wait"
     SIGNAL = "signal"
+    SUB = "sub"
+    SET = "set"
+
+
+class WaitCond(StrEnum):
+    """The condition of a wait: count >= value (the default when `cond` is null), or ==."""
+
+    GE = "ge"
+    EQ = "eq"
 
 
 class MemSpace(StrEnum):
@@ -187,11 +199,19 @@ SEMAPHORES = TableSpec(
                    "Id of the instruction performing the operation (instructions.id)."),
         ColumnSpec("sem", ColumnType.INT64, False, "Semaphore number.", non_negative=True),
         ColumnSpec("op", ColumnType.ENUM, False,
-                   "wait: the instruction starts once the semaphore's count is >= value; "
-                   "signal: adds value to the count when the instruction ends.",
+                   "wait: the instruction starts at the first moment, once it is otherwise "
+                   "ready, at which the semaphore's count satisfies cond against value; "
+                   "signal: adds value, sub: subtracts value, set: sets the count to value, "
+                   "each when the instruction ends (plus the machine's semaphore latency). "
+                   "A semaphore's count starts at 0.",
                    values=_enum_values(SemOp)),
         ColumnSpec("value", ColumnType.INT64, False,
-                   "Count to wait for, or amount to add.", unit="count", non_negative=True),
+                   "Count to wait for, amount to add or subtract, or count to set.",
+                   unit="count", non_negative=True),
+        ColumnSpec("cond", ColumnType.ENUM, True,
+                   "A wait's condition: ge (count >= value; the default when null) or eq "
+                   "(count == value). Null on signal, sub and set rows. Added in version 2.",
+                   values=_enum_values(WaitCond)),
     ),
 )
 
@@ -236,7 +256,7 @@ DEPS = TableSpec(
 )
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in (INSTRUCTIONS, SEMAPHORES, MEMORY, DEPS)}
-"""Every table of schema v1, in the order they are documented and written."""
+"""Every table of the schema, in the order they are documented and written."""
 
 REFERENCES: tuple[tuple[str, str], ...] = (
     ("semaphores", "inst"),
@@ -269,5 +289,5 @@ def column_type_ok(col: ColumnSpec, arrow_type: pa.DataType) -> bool:
 
 
 def table_spec(name: str) -> TableSpec:
-    """The spec of table `name`; KeyError for a name that schema v1 does not have."""
+    """The spec of table `name`; KeyError for a name that the schema does not have."""
     return TABLES[name]

@@ -2,8 +2,11 @@
 
 Schema versions only ever add (DESIGN section 3), so a step from version v to v + 1 rewrites the
 raw manifest and adds the new columns or tables to the lazy frames; files on disk are never
-touched. Version 1 is the first version, so `UPGRADE_STEPS` is empty today; the next schema change
-adds `UPGRADE_STEPS[1] = _v1_to_v2` here, with its test.
+touched.
+
+- 1 -> 2: semaphores gained the operations sub and set and the wait condition column `cond`.
+  A version-1 semaphores table holds only waits (meaning count >= value) and signals, which
+  mean the same in version 2, so the step adds `cond` as nulls (>=) and nothing else.
 """
 
 from __future__ import annotations
@@ -25,7 +28,17 @@ UpgradeStep = Callable[
 ]
 """Takes the raw manifest and lazy frames of version v; returns those of version v + 1."""
 
-UPGRADE_STEPS: Mapping[int, UpgradeStep] = MappingProxyType({})
+def _v1_to_v2(manifest: dict[str, Any], frames: dict[str, pl.LazyFrame]
+              ) -> tuple[dict[str, Any], dict[str, pl.LazyFrame]]:
+    """Version 1 to 2: a null `cond` (>=) on every semaphore row."""
+    sems = frames.get("semaphores")
+    if sems is not None and "cond" not in sems.collect_schema().names():
+        frames = {**frames, "semaphores": sems.with_columns(
+            pl.lit(None, pl.Categorical()).alias("cond"))}
+    return manifest, frames
+
+
+UPGRADE_STEPS: Mapping[int, UpgradeStep] = MappingProxyType({1: _v1_to_v2})
 """Version v -> the step that upgrades a version-v bundle to v + 1."""
 
 

@@ -37,6 +37,7 @@ from tracekit.trace.schema import (
     ColumnSpec,
     ColumnType,
     MemSpace,
+    SemOp,
     TableSpec,
     column_type_ok,
     duplicate_names,
@@ -350,6 +351,12 @@ class _Validator:
             self.add_rows(Rule.SELF_DEPENDENCY, spec, frame, frame["src"] == frame["dst"],
                           "where an instruction depends on itself (src == dst)",
                           ["src", "dst"])
+        if spec.name == "semaphores" and {"op", "cond"} <= set(frame.columns):
+            self.add_rows(Rule.WAIT_CONDITION, spec, frame,
+                          (frame["cond"].is_not_null()
+                           & (frame["op"].cast(pl.String) != SemOp.WAIT.value)).fill_null(False),
+                          "with a cond on an operation that is not a wait",
+                          _present(frame, ["inst", "sem", "op", "value", "cond"]))
         self.check_references(spec, frame)
 
     def check_hash(self, spec: TableSpec, path: Path, entry: dict[str, Any]) -> None:
