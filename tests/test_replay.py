@@ -28,7 +28,7 @@ from typer.testing import CliRunner, Result
 import tracekit
 from tracekit.analysis.replay_report import correlate, summarize_replay
 from tracekit.cli.app import app
-from tracekit.replay.graph import derive, signal_order
+from tracekit.replay.graph import derive
 from tracekit.replay.machine import (
     BUILTIN,
     Latency,
@@ -44,6 +44,7 @@ from tracekit.replay.run import (
     ReplayError,
     ReplayResult,
     ReplayStuck,
+    observed_graph,
     replay,
     write_predicted,
 )
@@ -301,87 +302,88 @@ def _two_signals(timed: bool) -> TraceBuilder:
     return b
 
 
-def test_semaphore_edges_by_counting_untimed(tmp_path: Path) -> None:
+def replayed_edges(trace: Trace, machine: Machine | None = None) -> set[tuple[int, int, str]]:
+    """The semaphore edges the model replay decided (each released wait's window)."""
+    graph = replay(trace, machine or make_machine()).graph
+    return set(graph.edge_frame(EdgeKind.SEMAPHORE).iter_rows())
+
+
+def observed_edges(trace: Trace) -> set[tuple[int, int, str]]:
+    """The semaphore edges of the observed timeline (changes counted by observed end)."""
+    frame = trace.read("instructions", ["id", "engine", "seq", "start", "end"]).sort("id")
+    graph = observed_graph(derive(trace, frame), frame)
+    return set(graph.edge_frame(EdgeKind.SEMAPHORE).iter_rows())
+
+
+def test_derive_fixes_no_semaphore_edge(tmp_path: Path) -> None:
+    # Which signal releases a wait is decided by a timeline, not by the graph.
     trace = write(_two_signals(timed=False), tmp_path / "t", valid=False)
-    # untimed: signals count in id order, A (0) then B (1)
-    assert edges(trace, EdgeKind.SEMAPHORE) == {(1, 2, "semaphore"), (0, 3, "semaphore")}
-    assert derive(trace).unsatisfied.height == 0
+    assert edges(trace, EdgeKind.SEMAPHORE) == set()
+    g = derive(trace)
+    assert g.sems.size == 4 and not g.resolved
+
+
+def test_semaphore_edges_of_the_replay_untimed(tmp_path: Path) -> None:
+    trace = write(_two_signals(timed=False), tmp_path / "t", valid=False)
+    # A and B end together (64 bytes at 40 B/cycle each); A's end is taken first (dma.q0
+    # before dma.q1). W1 (>= 1) needs A alone; W2 (>= 2) needs both: its window holds both.
+    assert replayed_edges(trace) == {(0, 3, "semaphore"), (0, 2, "semaphore"),
+                                     (1, 2, "semaphore")}
 
 
 def test_semaphore_edges_count_signals_by_observed_end(tmp_path: Path) -> None:
     trace = write(_two_signals(timed=True), tmp_path / "t", valid=False)
-    # B (id 1) ends first: it brings the count to 1, A to 2
-    assert edges(trace, EdgeKind.SEMAPHORE) == {(1, 3, "semaphore"), (0, 2, "semaphore")}
+    # B (id 1) ends first (50): it releases W1 at 62; W2 at 112 needs B and A.
+    assert observed_edges(trace) == {(1, 3, "semaphore"), (1, 2, "semaphore"),
+                                     (0, 2, "semaphore")}
 
 
-def test_semaphore_signals_ending_together_count_by_id(tmp_path: Path) -> None:
+def test_semaphore_signals_ending_together_count_in_table_order(tmp_path: Path) -> None:
     b = _two_signals(timed=True)
     b.rows["instructions"][0].update(start=0, end=50)   # A and B both end at 50
     trace = write(b, tmp_path / "t", valid=False)
-    assert edges(trace, EdgeKind.SEMAPHORE) == {(0, 3, "semaphore"), (1, 2, "semaphore")}
+    assert observed_edges(trace) == {(0, 3, "semaphore"), (0, 2, "semaphore"),
+                                     (1, 2, "semaphore")}
 
 
 def test_semaphore_edges_per_semaphore_and_values(tmp_path: Path) -> None:
     b = TraceBuilder()
-    s1 = b.inst("dma.q0", "dma_load")          # 0: sem 3 += 2
-    s2 = b.inst("dma.q0", "dma_load")          # 1: sem 5 += 1
-    s3 = b.inst("dma.q1", "dma_load")          # 2: sem 3 += 1
-    w = [b.inst("tensor", "matmul") for _ in range(4)]  # 3..6
+    s1 = b.inst("dma.q0", "dma_load", 0, 10)   # 0: sem 3 += 2 at 10
+    s2 = b.inst("dma.q0", "dma_load", 10, 20)  # 1: sem 5 += 1 at 20
+    s3 = b.inst("dma.q1", "dma_load", 0, 30)   # 2: sem 3 += 1 at 30
+    w = [b.inst("tensor", "matmul", 40 + 10 * k, 50 + 10 * k) for k in range(4)]  # 3..6
     b.signal(s1, 3, 2)
     b.signal(s2, 5, 1)
     b.signal(s3, 3, 1)
-    b.wait(w[0], 3, 1)   # reached by s1 (count 2)
-    b.wait(w[1], 3, 2)   # s1
+    b.wait(w[0], 3, 1)   # s1 (count 2)
+    b.wait(w[1], 3, 2)   # held already when w[0] started: no edge of its own (order from w[0])
     b.wait(w[2], 3, 3)   # s3
     b.wait(w[3], 5, 1)   # s2
     trace = write(b, tmp_path / "t", valid=False)
-    assert edges(trace, EdgeKind.SEMAPHORE) == {(0, 3, "semaphore"), (0, 4, "semaphore"),
-                                               (2, 5, "semaphore"), (1, 6, "semaphore")}
+    assert observed_edges(trace) == {(0, 3, "semaphore"), (2, 5, "semaphore"),
+                                     (1, 6, "semaphore")}
 
 
-def test_a_negative_signal_only_lowers_its_own_semaphore(tmp_path: Path) -> None:
-    # Validation reports negative values, but the graph of such a trace is still counted per
-    # semaphore: sem 1's -1 changes nothing on sem 0, and on sem 0 the count that reaches 2
-    # first is the first signal's, whatever comes after it.
+def test_sub_and_set_count_in_the_observed_order(tmp_path: Path) -> None:
     b = TraceBuilder()
     first = b.inst("dma.q0", "dma_load", 0, 10)
     down = b.inst("dma.q1", "dma_load", 10, 20)
     up = b.inst("dma.q2", "dma_load", 20, 30)
     wait = b.inst("tensor", "matmul", 40, 50)
-    other = b.inst("vector", "copy", 0, 5)
-    b.signal(first, 0, 2)
-    b.signal(down, 0, -1)
-    b.signal(up, 0, 2)
-    b.wait(wait, 0, 2)
-    b.signal(other, 1, -1)
-    trace = write(b, tmp_path / "t", valid=False)
-    assert edges(trace, EdgeKind.SEMAPHORE) == {(first, wait, "semaphore")}
-    assert derive(trace).unsatisfied.height == 0
-
-
-@settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.integers(-2, 3),
-                          st.integers(0, 5)), min_size=1, max_size=25))
-def test_signal_order_matches_counting_by_hand(rows: list) -> None:
-    # (semaphore, signal?, value, rank) rows; a wait is satisfied by the first signal, in
-    # (rank, row) order on its semaphore, at which the running count reaches its value.
-    sem, is_signal, value, rank = (np.array(c) for c in zip(*rows, strict=True))
-    order, satisfied = signal_order(sem, np.arange(len(rows)), is_signal.astype(bool), value,
-                                    rank)
-    expected_order = sorted((r for r in range(len(rows)) if is_signal[r]),
-                            key=lambda r: (sem[r], rank[r], r))
-    assert order.tolist() == expected_order
-    for r in range(len(rows)):
-        want = -1
-        if not is_signal[r] and value[r] > 0:
-            count = 0
-            for place, k in enumerate(expected_order):
-                if sem[k] == sem[r]:
-                    count += value[k]
-                    if count >= value[r]:
-                        want = place
-                        break
-        assert satisfied[r] == want, (r, rows)
+    reset = b.inst("vector", "copy", 50, 55)
+    zero = b.inst("scalar", "act", 60, 70)
+    b.signal(first, 0, 2)     # 2 at 10
+    b.sub(down, 0, 1)         # 1 at 20
+    b.signal(up, 0, 2)        # 3 at 30
+    b.wait(wait, 0, 3, cond="eq")
+    b.set(reset, 0, 0)        # 0 at 55
+    b.wait(zero, 0, 0, cond="eq")
+    trace = write(b, tmp_path / "t")
+    # == 3 held from `up` on; the window since the start holds all three changes. == 0 holds
+    # from the set on; scalar never waited on sem 0 before, so its window starts at the start.
+    assert observed_edges(trace) == {(first, wait, "semaphore"), (down, wait, "semaphore"),
+                                     (up, wait, "semaphore")} | {
+        (k, zero, "semaphore") for k in (first, down, up, reset)}
 
 
 def test_data_edges_from_deps_keep_their_kind(tmp_path: Path) -> None:
@@ -411,7 +413,7 @@ def test_graph_csr_sorted_by_dst_kind_src(tmp_path: Path) -> None:
     b.dep(x, t1, "data")
     b.dep(x, t0, "memory")
     trace = write(b, tmp_path / "t", valid=False)
-    g = derive(trace)
+    g = replay(trace, make_machine()).graph  # the semaphore edge 1 -> 4 decided by the replay
     assert list(g.ptr) == [0, 0, 0, 0, 1, 5]
     assert list(g.preds(t1)) == [3, 1, 0, 2]
     assert [EdgeKind(e) for e in
@@ -427,7 +429,7 @@ def test_graph_csr_sorted_by_dst_kind_src(tmp_path: Path) -> None:
     assert g.edge_frame(EdgeKind.RESOURCE).height == 0
 
 
-def test_unsatisfied_waits_listed_with_total_signalled(tmp_path: Path) -> None:
+def test_unsatisfied_waits_listed_with_the_count_reached(tmp_path: Path) -> None:
     b = TraceBuilder()
     a = b.inst("dma.q0", "dma_load")
     c = b.inst("dma.q1", "dma_load")
@@ -438,24 +440,28 @@ def test_unsatisfied_waits_listed_with_total_signalled(tmp_path: Path) -> None:
     b.signal(c, 0)
     b.wait(w, 0, 3)      # only 2 ever signalled
     b.wait(v, 7, 1)      # nothing signals sem 7
-    b.wait(ok, 0, 2)     # satisfied by c
+    b.wait(ok, 0, 2)     # satisfied by both
     trace = write(b, tmp_path / "t", valid=False)
-    g = derive(trace)
-    assert g.unsatisfied.rows() == [(w, 0, 3, 2), (v, 7, 1, 0)]
-    assert g.unsatisfied.columns == ["inst", "sem", "value", "signalled"]
-    assert edges(trace, EdgeKind.SEMAPHORE) == {(c, ok, "semaphore")}
+    with pytest.raises(ReplayStuck) as info:
+        replay(trace, make_machine())
+    stuck = info.value.stuck
+    assert stuck.select("id", "engine", "sem", "cond", "value", "count").rows() == [
+        (w, "tensor", 0, "ge", 3, 2), (v, "vector", 7, "ge", 1, 0)]
+    assert stuck["behind"].to_list() == [[], []]
+    assert "instruction 2 (matmul) waits for semaphore 0 to reach 3; the count reached 2, " \
+           "and its signals add up to 2" in str(info.value)
+    assert sorted(info.value.done.tolist()) == [a, c, ok]
 
 
 def test_waits_without_any_signal(tmp_path: Path) -> None:
-    """A semaphores table of waits only (no signal anywhere): the waits are unsatisfied, the
-    replay is stuck; the graph must not crash."""
+    """A semaphores table of waits only (no signal anywhere): the replay is stuck on the wait
+    and says so."""
     b = TraceBuilder()
     w = b.inst("tensor", "matmul")
     b.inst("vector", "add")
     b.wait(w, 0, 1)
     trace = write(b, tmp_path / "t", valid=False)
-    g = derive(trace)
-    assert g.unsatisfied.rows() == [(w, 0, 1, 0)]
+    assert derive(trace).sems.semaphores == 1
     with pytest.raises(ReplayStuck, match="semaphore 0"):
         replay(trace, make_machine())
 

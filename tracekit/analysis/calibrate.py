@@ -168,7 +168,8 @@ def machine_toml(machine: Machine, note: str = "") -> str:
         lines += ["", "[dma.queues]"] + [f"{_string(q)} = {_number(v)}"
                                          for q, v in sorted(machine.queue_bytes_per_cycle.items())]
     lines += ["", "[latency]", f"semaphore = {_number(machine.semaphore_latency)}",
-              f"data = {_number(machine.data_latency)}", "", "[memory]",
+              f"data = {_number(machine.data_latency)}", "", "[semaphores]",
+              f"counter_bits = {machine.semaphore_bits}", "", "[memory]",
               f"partitions = {machine.partitions}",
               f"sbuf_partition_bytes = {machine.sbuf_partition_bytes}",
               f"psum_partition_bytes = {machine.psum_partition_bytes}"]

@@ -108,7 +108,7 @@ def profile(trace: Trace, machine: Machine, source: Source | str,
         "pc": trace.read("instructions", ["id", "pc"]).sort("id")["pc"],
         "start": start, "end": end, "duration": duration - lost, "wait": wait})
     path = critical_path(line.frame, line.graph, line.kind_latency)
-    found = findings_frame(find_bugs(trace, machine, line.graph) if findings else [])
+    found = findings_frame(find_bugs(trace, machine, line.graph, line.replayed) if findings else [])
     return Profile(path=str(trace.path), workload=trace.manifest.workload, source=line.source,
                    makespan=path.makespan, instructions=t, stalls=stall_table(line.frame),
                    critical=path, findings=found)

@@ -201,12 +201,14 @@ def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
         return {"workload_name": trace.manifest.workload, "stuck": str(exc),
                 "instructions": trace.manifest.tables["instructions"].rows,
                 "findings": [{"code": f.code.value, "severity": f.severity.value,
-                              "message": f.message} for f in find_bugs(trace, machine)]}
+                              "message": f.message}
+                             for f in find_bugs(trace, machine, stuck=exc)]}
     source = choose_source(trace, trace, "auto")
     line = timeline(trace, machine, source, predicted)  # replayed: the replay above
     path = critical_path(line.frame, line.graph, line.kind_latency)
     stalls = stall_table(line.frame)
-    findings = find_bugs(trace, machine, line.graph)  # the timeline's graph, not a second derive
+    # The timeline's graph and the replay above, not a second derive and replay.
+    findings = find_bugs(trace, machine, line.graph, replayed=predicted)
     busy = (stalls.filter(pl.col("bucket") == "busy").group_by("engine", maintain_order=True)
             .agg(pl.col("pct").sum()))
     waiting = int(stalls.filter(pl.col("bucket") == "waiting")["cycles"].sum())

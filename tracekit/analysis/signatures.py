@@ -2,10 +2,11 @@
 
 Each signature has a stable code, a severity and a hint; `find_bugs` runs them all and returns
 one finding per occurrence with its evidence. For a wait on semaphore 3 for value 9 whose
-signals only ever add up to 4, the finding reads
+signals only ever add up to 4, the model replay gets stuck there, and the finding reads
 
-    error  deadlock-wait  instruction 120 on tensor waits for semaphore 3 to reach 9; its
-                          signals add up to 4   (instructions [120], engines [tensor])
+    error  deadlock-wait  instruction 120 on tensor waits for semaphore 3 to reach 9; the
+                          count reached 4, and its signals add up to 4
+                          (instructions [120], engines [tensor])
 
 Every check is vectorized over the trace's tables (or compiled); codes are documented with
 examples in analysis/signatures.md.
@@ -22,22 +23,25 @@ import numba
 import numpy as np
 import polars as pl
 
+from tracekit.analysis.happens_before import HappensBefore, exact_order, happens_before
 from tracekit.replay.graph import (
     KINDS,
     ORDER,
     SEMAPHORE,
     Graph,
-    GraphError,
     derive,
     kahn_order,
     positions,
     sorted_unique,
 )
 from tracekit.replay.machine import Machine
+from tracekit.replay.run import ReplayResult, ReplayStuck, wait_text
+from tracekit.replay.semaphores import EQ, WAIT, Released, SemTable
 from tracekit.trace.bundle import Trace
 
-MAX_SEMAPHORE_COUNT = 65535
-"""Counts past this overflow a 16-bit hardware semaphore."""
+CONFIRM_BUDGET = 32
+"""Instructions held back, at most, to settle by exact runs the races that the counting rule
+of `happens_before` cannot prove ordered on semaphores signalled from several engines."""
 
 EXAMPLES = 5
 """Occurrences of one code reported individually; the rest are counted in the last one."""
@@ -80,6 +84,7 @@ class Code(StrEnum):
     DEADLOCK_CYCLE = "deadlock-cycle"
     SEMAPHORE_LEAK = "semaphore-leak"
     SEMAPHORE_OVERFLOW = "semaphore-overflow"
+    SEMAPHORE_ORDER_DEPENDENT = "semaphore-order-dependent"
     START_BEFORE_DEPENDENCY = "start-before-dependency"
     ENGINE_OVERLAP = "engine-overlap"
     NEGATIVE_DURATION = "negative-duration"
@@ -128,6 +133,10 @@ class Context:
     """Tables the running check is the last to read from the cache (LAST_CACHED_READ)."""
     has_cycle: bool = False
     """Whether the graph has a dependency cycle (set by check_deadlocks)."""
+    run: ModelRun | None = None
+    """The model replay: what finished and in which order, the semaphores' history, and what
+    blocked it if it got stuck."""
+    _hb: HappensBefore | None = None
     read_after: np.ndarray | None = None
     overwritten: np.ndarray | None = None
     """Per graph row, from the race check's memory sweep: whether another instruction reads
@@ -149,6 +158,23 @@ class Context:
             self._queues = engine, engines, queue_order(engine,
                                                         self.instructions["seq"].to_numpy())
         return self._queues
+
+    def happens_before(self) -> HappensBefore:
+        """Happens-before over the trace's fixed edges and its semaphores counted in every
+        legal order (`tracekit.analysis.happens_before`), worked out once."""
+        if self._hb is None:
+            engine, engines, order = self.queues()
+            assert self.run is not None
+            self._hb = happens_before(self.graph.fixed, engine, order, len(engines),
+                                      self.run.done)
+        return self._hb
+
+    def never_run(self) -> np.ndarray:
+        """Per graph row, whether the model replay never ran it (behind a deadlock)."""
+        assert self.run is not None
+        ran = np.zeros(self.graph.nodes, dtype=bool)
+        ran[self.run.done] = True
+        return ~ran
 
     def read(self, table: str) -> pl.DataFrame:
         """A whole table, read once for the checks that use it, up to the one that takes it out
@@ -203,8 +229,18 @@ SIGNATURES: dict[Code, Signature] = {
         Severity.WARNING, "A semaphore that is signalled but never waited on.",
         "A consumer lost its wait (a possible race), or a signal left over from refactoring."),
     Code.SEMAPHORE_OVERFLOW: Signature(
-        Severity.WARNING, f"A semaphore whose count passes {MAX_SEMAPHORE_COUNT}.",
-        "Counts that only grow overflow the hardware counter: reset or reuse semaphores."),
+        Severity.WARNING, "A semaphore whose count, in the model replay, passes what the "
+                          "machine's counter holds (semaphores.counter_bits, 16 by default) "
+                          "or falls below zero.",
+        "Counts that only grow overflow the hardware counter: reset (set) or decrement (sub) "
+        "semaphores between iterations; a count below zero is a sub without its signal."),
+    Code.SEMAPHORE_ORDER_DEPENDENT: Signature(
+        Severity.WARNING, "A wait whose release depends on the order of its semaphore's "
+                          "changes: a set, a sub, or (for an == wait) any change that nothing "
+                          "orders before or after the wait.",
+        "The program's correctness depends on timing: order the reset or decrement against "
+        "the wait (a semaphore or dependency between them), or wait with >= on a counter "
+        "that only grows."),
     Code.START_BEFORE_DEPENDENCY: Signature(
         Severity.ERROR, "An instruction observed to start before a producer it depends on "
                         "ended.",
@@ -289,16 +325,17 @@ def _capped(ctx: Context, code: Code, frame: pl.DataFrame,
 
 
 def check_deadlocks(ctx: Context) -> None:
-    waits = ctx.graph.unsatisfied
-    if waits.height:
-        engine_of = ctx.instructions.select(pl.col("id").alias("inst"),
-                                            pl.col("engine").cast(pl.String))
-        rows = waits.join(engine_of, on="inst", how="left").sort("inst", "sem")
-        _capped(ctx, Code.DEADLOCK_WAIT, rows, lambda r: (
-            f"instruction {r['inst']} on {r['engine']} waits for semaphore {r['sem']} to "
-            f"reach {r['value']}; its signals add up to {r['signalled']}",
-            {"instructions": (r["inst"],), "engines": (r["engine"],)}))
-    members = cycle_members(ctx.graph)
+    """The model replay's stuck waits (a count that never comes in the model's order: since
+    counts that only grow reach the same values in every order, a stuck wait on such a
+    semaphore is stuck in every order), and cycles of the trace's fixed edges."""
+    assert ctx.run is not None
+    stuck = ctx.run.stuck
+    if stuck is not None:
+        waits = stuck.filter(pl.col("sem").is_not_null()).sort("id")
+        _capped(ctx, Code.DEADLOCK_WAIT, waits, lambda r: (
+            f"instruction {r['id']} on {r['engine']} {wait_text(r)}",
+            {"instructions": (r["id"],), "engines": (r["engine"], *r["behind"])}))
+    members = cycle_members(ctx.graph.fixed)
     ctx.has_cycle = bool(members.size)
     if members.size:
         ids = ctx.graph.ids[members]
@@ -324,32 +361,6 @@ def cycle_members(graph: Graph) -> np.ndarray:
     return np.flatnonzero(on_cycle & left)
 
 
-def never_run(graph: Graph) -> np.ndarray:
-    """Rows that can never run: waits no signal satisfies, instructions on dependency
-    cycles, and everything that depends on those (their engines' later instructions
-    included, through the order edges)."""
-    dst = graph.destinations()
-    order = kahn_order(graph.nodes, graph.src, dst)
-    blocked = np.ones(graph.nodes, dtype=bool)  # what Kahn cannot order is on or below a cycle
-    blocked[order] = False
-    waiters = graph.unsatisfied["inst"].to_numpy()
-    if waiters.size:
-        blocked[np.searchsorted(graph.ids, waiters)] = True
-    return _spread(order, graph.ptr, graph.src, blocked)
-
-
-@numba.njit(cache=True, nogil=True)
-def _spread(order, pred_ptr, pred_src, blocked):  # pragma: no cover - compiled
-    """Mark every node with a blocked predecessor, in topological order."""
-    for node in order:
-        if not blocked[node]:
-            for k in range(pred_ptr[node], pred_ptr[node + 1]):
-                if blocked[pred_src[k]]:
-                    blocked[node] = True
-                    break
-    return blocked
-
-
 def check_semaphores(ctx: Context) -> None:
     if not ctx.trace.has_table("semaphores"):
         return
@@ -360,17 +371,84 @@ def check_semaphores(ctx: Context) -> None:
                .agg((pl.col("op") == "wait").sum().alias("waits"),
                     pl.col("value").filter(signal).sum().alias("signalled"),
                     signal.sum().alias("signals"),
-                    signallers.bottom_k(EXAMPLES).sort().alias("first"),
-                    signallers.max().alias("last"))
+                    signallers.bottom_k(EXAMPLES).sort().alias("first"))
                .sort("sem"))
     leaks = per_sem.filter((pl.col("waits") == 0) & (pl.col("signalled") > 0))
     _capped(ctx, Code.SEMAPHORE_LEAK, leaks, lambda r: (
         f"semaphore {r['sem']} is signalled {r['signals']} time(s) (adding "
         f"{r['signalled']}) and never waited on", {"instructions": _ids(r["first"])}))
-    over = per_sem.filter(pl.col("signalled") > MAX_SEMAPHORE_COUNT)
-    _capped(ctx, Code.SEMAPHORE_OVERFLOW, over, lambda r: (
-        f"semaphore {r['sem']} reaches a count of {r['signalled']:,}",
-        {"instructions": (r["last"],)}))
+    assert ctx.run is not None
+    extremes = _count_extremes(ctx.graph.sems, ctx.run.released)
+    if extremes.height == 0:
+        return
+    ceiling = ctx.machine.semaphore_max
+    over = extremes.filter((pl.col("highest") > ceiling) | (pl.col("lowest") < 0))
+    bits = ctx.machine.semaphore_bits
+
+    def describe(r: dict) -> tuple[str, dict]:
+        inst = int(ctx.graph.ids[r["at_highest" if r["highest"] > ceiling else "at_lowest"]])
+        if r["highest"] > ceiling:
+            what = (f"reaches a count of {r['highest']:,} in the model replay, past the "
+                    f"{bits}-bit counter's {ceiling:,}")
+        else:
+            what = f"falls to {r['lowest']:,} in the model replay: a sub below zero"
+        return f"semaphore {r['sem']} {what}", {"instructions": (inst,)}
+
+    _capped(ctx, Code.SEMAPHORE_OVERFLOW, over, describe)
+
+
+def _count_extremes(sems: SemTable, released: Released | None) -> pl.DataFrame:
+    """Per semaphore with changes in the replay: its number, the highest and lowest count it
+    took, and the rows of the instructions whose change made each."""
+    if released is None or sems.size == 0 or released.log.size == 0:
+        return pl.DataFrame()
+    highest, at_high, lowest, at_low = _extremes(sems.log_ptr, released.log,
+                                                 released.log_count, released.arrived,
+                                                 sems.node)
+    seen = released.arrived > 0
+    return pl.DataFrame({"sem": sems.numbers[seen], "highest": highest[seen],
+                         "at_highest": at_high[seen], "lowest": lowest[seen],
+                         "at_lowest": at_low[seen]})
+
+
+@numba.njit(cache=True, nogil=True)
+def _extremes(log_ptr, log, log_count, arrived, node):  # pragma: no cover - compiled
+    n_sem = log_ptr.size - 1
+    highest = np.zeros(n_sem, dtype=np.int64)
+    lowest = np.zeros(n_sem, dtype=np.int64)
+    at_high = np.zeros(n_sem, dtype=np.int64)
+    at_low = np.zeros(n_sem, dtype=np.int64)
+    for s in range(n_sem):
+        for k in range(log_ptr[s], log_ptr[s] + arrived[s]):
+            if k == log_ptr[s] or log_count[k] > highest[s]:
+                highest[s], at_high[s] = log_count[k], node[log[k]]
+            if k == log_ptr[s] or log_count[k] < lowest[s]:
+                lowest[s], at_low[s] = log_count[k], node[log[k]]
+    return highest, at_high, lowest, at_low
+
+
+def check_order_dependent(ctx: Context) -> None:
+    """Waits whose release the order of their semaphore's changes decides (only semaphores
+    with sub, set or == waits can have them)."""
+    g = ctx.graph
+    if g.sems.size == 0 or g.sems.monotone:
+        return
+    flagged = np.flatnonzero(ctx.happens_before().order_dependent)
+    if flagged.size == 0:
+        return
+    sems = g.sems
+    engine, engines, _ = ctx.queues()
+    node = sems.node[flagged]
+    frame = pl.DataFrame({
+        "id": g.ids[node], "engine": np.array(engines)[engine[node]],
+        "sem": sems.numbers[sems.sem[flagged]],
+        "cond": np.where(sems.cond[flagged] == EQ, "==", ">="),
+        "value": sems.value[flagged]}).sort("id", "sem")
+    _capped(ctx, Code.SEMAPHORE_ORDER_DEPENDENT, frame, lambda r: (
+        f"instruction {r['id']} on {r['engine']} waits for semaphore {r['sem']} "
+        f"{r['cond']} {r['value']}, and a change of it that nothing orders before or after "
+        f"the wait decides whether (and when) it is released",
+        {"instructions": (r["id"],), "engines": (r["engine"],)}))
 
 
 def check_timing(ctx: Context) -> None:
@@ -893,17 +971,12 @@ def check_ping_pong(ctx: Context) -> None:
 
 def check_races(ctx: Context) -> None:
     """Conflicting accesses (each to its nearest conflict in program order) that no
-    happens-before path orders, by vector clocks over the engines; instructions that can
-    never run (waits no signal satisfies, cycles, what depends on them) take no part."""
+    happens-before path orders (`tracekit.analysis.happens_before`: engine order, deps, and
+    semaphores counted in every legal order); instructions the model replay never ran (behind
+    a deadlock) take no part."""
     if not ctx.trace.has_table("memory"):
         return
-    from tracekit.replay.graph import (
-        RAW,
-        WAR,
-        WAW,
-        kahn_successors,
-        memory_conflicts,
-    )
+    from tracekit.replay.graph import RAW, WAR, WAW, memory_conflicts
 
     g = ctx.graph
     src, dst, kind, ctx.reread = memory_conflicts(ctx.read("memory"), g.ids,
@@ -917,161 +990,119 @@ def check_races(ctx: Context) -> None:
     ctx.overwritten[src[kind == WAW]] = True
     if src.size == 0:
         return
-    engine, engines, order = ctx.queues()
-    position = np.empty(g.nodes, dtype=np.int32)  # 1-based place in the engine's queue
-    starts = np.r_[0, np.cumsum(np.bincount(engine, minlength=len(engines)))]
-    position[order] = np.arange(g.nodes) - starts[engine[order]] + 1
-    del order
-    hb_src, hb_dst, n_total = _happens_before_edges(ctx, g, engine, position)
-    topological, succ_ptr, succ = kahn_successors(n_total, hb_src, hb_dst)
-    del hb_src, hb_dst
-    clocks = _vector_clocks(topological, len(engines), succ_ptr, succ, engine, position)
-    del topological, succ_ptr, succ
-    ordered = (clocks[dst, engine[src]] >= position[src]) | (
-        clocks[src, engine[dst]] >= position[dst])
-    del clocks
-    # An access of an instruction that can never run (behind a deadlock) races with nothing.
-    racy = ~ordered
-    if g.unsatisfied.height or ctx.has_cycle:
-        blocked = never_run(g)
-        racy &= ~blocked[src] & ~blocked[dst]
+    hb = ctx.happens_before()
+    racy = ~hb.ordered(src, dst)
+    blocked = ctx.never_run()
+    racy &= ~blocked[src] & ~blocked[dst]
     racy = np.flatnonzero(racy)
+    if racy.size and hb.exact and not _single_signaller(g.sems, hb.engine):
+        racy = racy[~_confirmed_ordered(g, src[racy], dst[racy], ~blocked)]
     if racy.size == 0:
         return
+    engine, engines, _ = ctx.queues()
     names = np.array(engines)
     frame = pl.DataFrame({"a": g.ids[src[racy]], "b": g.ids[dst[racy]], "kind": kind[racy],
                           "ea": names[engine[src[racy]]], "eb": names[engine[dst[racy]]]}
                          ).sort("b", "a")
+    caveat = "" if hb.exact and hb.converged else (
+        " (a semaphore with sub, set or == waits takes part, which tracekit orders "
+        "conservatively: check whether it orders the two)")
     words = {RAW: ("reads", "wrote", Code.RACE_RAW), WAR: ("writes", "reads", Code.RACE_WAR)}
     for code_kind in (0, 1, 2):
         rows = frame.filter(pl.col("kind") == code_kind)
         verb_b, verb_a, code = words.get(code_kind, ("writes", "wrote", Code.RACE_WAW))
         _capped(ctx, code, rows, lambda r, vb=verb_b, va=verb_a: (
             f"instruction {r['b']} on {r['eb']} {vb} memory that instruction {r['a']} on "
-            f"{r['ea']} {va}, and nothing orders the two",
+            f"{r['ea']} {va}, and nothing orders the two{caveat}",
             {"instructions": (r["a"], r["b"]), "engines": (r["ea"], r["eb"])}))
 
 
-def _happens_before_edges(ctx: Context, g: Graph, engine: np.ndarray,
-                          position: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """The graph's edges for happens-before, with every semaphore edge replaced by the full
-    count: a wait for v follows *all* signals counted up to the v-th, not only the last one.
-    Each semaphore gets a chain of virtual nodes, one per signal in count order (node k joins
-    node k-1 and the k-th signal); a wait follows the node of the signal that satisfies it.
-
-    A semaphore whose signals all come from one engine needs no chain: on an in-order queue an
-    instruction happens after all the earlier ones, so the count up to a signal is joined in
-    whichever counted signal is furthest along the queue (`position`), and the wait follows
-    that instruction. Returns (src, dst, nodes), node numbers as int32 when they fit."""
-    node = sem = np.zeros(0, dtype=np.int64)
-    order, satisfied = g.counts  # how the graph's semaphore edges were counted
-    if satisfied.size:
-        sems = ctx.read("semaphores")
-        if sems.height != satisfied.size:
-            raise GraphError(f"{ctx.trace.path}: the dependency graph was counted from "
-                             f"{satisfied.size:,} semaphore rows, the table has "
-                             f"{sems.height:,}: derive the graph from this trace.")
-        node = positions(g.ids, sems["inst"].to_numpy())
-        sem = sems["sem"].to_numpy()
-    return _happens_before(g.ptr, g.src, g.kind, node, sem, order, satisfied, engine, position,
-                           np.int32 if g.nodes + order.size < 2**31 else np.int64)
+def _single_signaller(sems: SemTable, engine: np.ndarray) -> bool:
+    """Whether every semaphore is signalled from one engine at most (then the counting rule
+    is exact without held-back runs)."""
+    changes = sems.op != WAIT
+    if not changes.any():
+        return True
+    pairs = np.unique(np.stack([sems.sem[changes], engine[sems.node[changes]]]), axis=1)
+    return bool(np.unique(pairs[0]).size == pairs.shape[1])
 
 
-@numba.njit(cache=True, nogil=True)
-def _happens_before(ptr, src, kind, node, sem, order, satisfied, engine, position,
-                    dtype):  # pragma: no cover - compiled
-    """`_happens_before_edges`, lists of type `dtype`: the graph's edges other than semaphore
-    ones; per semaphore of several engines, signal k -> virtual node k and virtual node k ->
-    k + 1; then what the count at the satisfying signal is joined in -> the wait."""
-    n, m = ptr.size - 1, order.size
-    via = np.empty(m, dtype=dtype)  # what the count up to each signal is joined in
-    chained = np.zeros(m, dtype=np.bool_)  # a virtual node after one of the same semaphore
-    n_total = n
-    k = 0
-    while k < m:  # one semaphore's signals at a time
-        stop, one_engine = k, True
-        while stop < m and sem[order[stop]] == sem[order[k]]:
-            one_engine = one_engine and engine[node[order[stop]]] == engine[node[order[k]]]
-            stop += 1
-        furthest = node[order[k]]
-        for j in range(k, stop):
-            if one_engine:
-                if position[node[order[j]]] > position[furthest]:
-                    furthest = node[order[j]]
-                via[j] = furthest
-            else:
-                via[j] = n_total
-                chained[j] = j > k
-                n_total += 1
-        k = stop
-    size = n_total - n + chained.sum()
-    for e in range(src.size):
-        size += kind[e] != SEMAPHORE
-    for r in range(satisfied.size):
-        size += satisfied[r] >= 0
-    out_src = np.empty(size, dtype=dtype)
-    out_dst = np.empty(size, dtype=dtype)
-    e = 0
-    for j in range(n):
-        for k in range(ptr[j], ptr[j + 1]):
-            if kind[k] != SEMAPHORE:
-                out_src[e], out_dst[e] = src[k], j
-                e += 1
-    for j in range(m):
-        if via[j] >= n:  # a virtual node: joins its signal and the count before it
-            out_src[e], out_dst[e] = node[order[j]], via[j]
-            e += 1
-            if chained[j]:
-                out_src[e], out_dst[e] = via[j - 1], via[j]
-                e += 1
-    for r in range(satisfied.size):
-        if satisfied[r] >= 0:
-            out_src[e], out_dst[e] = via[satisfied[r]], node[r]
-            e += 1
-    return out_src, out_dst, n_total
-
-
-@numba.njit(cache=True, nogil=True)
-def _vector_clocks(order, n_eng, succ_ptr, succ, engine,
-                   position):  # pragma: no cover - compiled
-    """clock[i, e]: the last position on engine e that happens before or is instruction i,
-    over the nodes in topological `order` (nodes on or behind a cycle keep zeros). Each node,
-    its predecessors all merged into it, takes its own position and merges into its
-    successors. Nodes from engine.size on are virtual: they own no position."""
-    clock = np.zeros((succ_ptr.size - 1, n_eng), dtype=np.int32)
-    for node in order:
-        if node < engine.size:
-            clock[node, engine[node]] = position[node]
-        for k in range(succ_ptr[node], succ_ptr[node + 1]):
-            s = succ[k]
-            for e in range(n_eng):
-                if clock[node, e] > clock[s, e]:
-                    clock[s, e] = clock[node, e]
-    ordered = np.zeros(clock.shape[0], dtype=np.bool_)
-    ordered[order] = True
-    for node in range(clock.shape[0]):
-        if not ordered[node]:
-            clock[node] = 0  # merged into by some predecessors, but never in order
-    return clock
+def _confirmed_ordered(g: Graph, a: np.ndarray, b: np.ndarray,
+                       runnable: np.ndarray) -> np.ndarray:
+    """For pairs the counting rule leaves unordered on a trace whose semaphores only count up:
+    whether an exact run with one of the two held back shows that the other always follows it
+    (`exact_order`). At most CONFIRM_BUDGET instructions are held back; pairs past that stay
+    unordered (reported)."""
+    ordered = np.zeros(a.size, dtype=bool)
+    cache: dict[int, np.ndarray] = {}
+    for k in range(a.size):
+        for first, second in ((int(a[k]), int(b[k])), (int(b[k]), int(a[k]))):
+            if first not in cache:
+                if len(cache) >= CONFIRM_BUDGET:
+                    continue
+                cache[first] = exact_order(g.fixed, first, runnable)
+            if not cache[first][second]:
+                ordered[k] = True
+                break
+    return ordered
 
 
 CHECKS: tuple[Callable[[Context], None], ...] = (
-    check_deadlocks, check_semaphores, check_timing, check_bounds, check_latency, check_races,
-    check_bandwidth, check_reloads, check_dead_writes, check_small_dma, check_ping_pong)
+    check_deadlocks, check_semaphores, check_order_dependent, check_timing, check_bounds,
+    check_latency, check_races, check_bandwidth, check_reloads, check_dead_writes,
+    check_small_dma, check_ping_pong)
 
 LAST_CACHED_READ: dict[str, Callable[[Context], None]] = {"memory": check_dead_writes,
-                                                          "semaphores": check_races}
+                                                          "semaphores": check_semaphores}
 """For the tables the checks share through `Context.read`, the check whose read is the last
 served from the cache: it takes the table out, so that the memory goes once that check is done
 with it (a 10M-instruction trace's memory table is a gigabyte, its semaphores two thirds of
-one). That is the table's last reader, but for the semaphores the race check: the checks from
-there to the ping-pong check hold the run's peak of memory, and the ping-pong check reads the
-semaphores again in a third of a second."""
+one). That is the table's last reader, but for the semaphores the semaphore check: the checks
+from there to the ping-pong check hold the run's peak of memory (the graph keeps the table as
+arrays), and the ping-pong check reads the semaphores again in a third of a second."""
 
 
-def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None) -> list[Finding]:
+@dataclass(frozen=True)
+class ModelRun:
+    """What the checks need of the model replay: the graph rows that finished, in the order
+    they did; the semaphores' history; the stuck engines' first instructions (ReplayStuck's
+    frame), None when the replay finished; and the replay's graph (with its semaphore edges)
+    when it finished."""
+
+    done: np.ndarray
+    released: Released | None
+    stuck: pl.DataFrame | None
+    graph: Graph | None
+
+
+def model_run(trace: Trace, machine: Machine, graph: Graph,
+              replayed: ReplayResult | None = None,
+              stuck: ReplayStuck | None = None) -> ModelRun:
+    """The trace replayed on the machine's model, stuck or not (or what the caller has of it:
+    `replayed`, a model-mode replay, or `stuck`, the error of one that got stuck)."""
+    from tracekit.replay.run import Mode, replay
+
+    if stuck is not None and stuck.done is not None:
+        return ModelRun(stuck.done, stuck.released, stuck.stuck, None)
+    if replayed is None or replayed.mode is not Mode.MODEL or replayed.done is None:
+        try:
+            replayed = replay(trace, machine, Mode.MODEL, graph=graph)
+        except ReplayStuck as exc:
+            assert exc.done is not None
+            return ModelRun(exc.done, exc.released, exc.stuck, None)
+    assert replayed.done is not None
+    return ModelRun(replayed.done, replayed.released, None, replayed.graph)
+
+
+def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
+              replayed: ReplayResult | None = None,
+              stuck: ReplayStuck | None = None) -> list[Finding]:
     """Every signature's findings, most severe first, then in the order of CHECKS. `graph`:
-    the trace's dependency graph when the caller has derived it already (a timeline's)."""
+    the trace's dependency graph when the caller has derived it already (a timeline's);
+    `replayed`: the trace's model-mode replay on `machine`, when the caller has run it, or
+    `stuck`, the error of that replay when it got stuck."""
+    from tracekit.replay.run import observed_graph
+
     # Tables read once for several checks are made contiguous, so that their columns pass to
     # NumPy without a copy each time.
     inst = trace.read("instructions", ["id", "engine", "seq", "opcode", "start", "end"])
@@ -1083,10 +1114,17 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None) -> lis
     # The graph and the checks share one read of the semaphores.
     tables = ({"semaphores": trace.read("semaphores").rechunk()}
               if trace.has_table("semaphores") else {})
-    if graph is None:
-        graph = derive(trace, inst, semaphores=tables.get("semaphores"))
-    ctx = Context(trace=trace, machine=machine, graph=graph, instructions=inst, timed=timed,
-                  tables=tables)
+    fixed = (derive(trace, inst, semaphores=tables.get("semaphores")) if graph is None
+             else graph.fixed)
+    run = model_run(trace, machine, fixed, replayed, stuck)
+    # The timeline the checks of timing and synchronisation read: the observed one when the
+    # trace is timed throughout, else the model's.
+    if timed and inst["start"].null_count() == 0 and inst["end"].null_count() == 0:
+        timeline_graph = observed_graph(fixed, inst)
+    else:
+        timeline_graph = run.graph if run.graph is not None else fixed
+    ctx = Context(trace=trace, machine=machine, graph=timeline_graph, instructions=inst,
+                  timed=timed, tables=tables, run=run)
     for check in CHECKS:
         ctx.last_cached = frozenset(t for t, last in LAST_CACHED_READ.items() if last is check)
         check(ctx)

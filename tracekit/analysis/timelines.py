@@ -12,7 +12,7 @@ import polars as pl
 from tracekit.analysis.stalls import observed_timeline
 from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive
 from tracekit.replay.machine import Machine
-from tracekit.replay.run import ReplayError, ReplayResult, replay
+from tracekit.replay.run import ReplayError, ReplayResult, observed_graph, replay
 from tracekit.trace.bundle import Trace
 
 
@@ -31,6 +31,8 @@ class Timeline:
     graph: Graph
     kind_latency: np.ndarray
     source: Source
+    replayed: ReplayResult | None = None
+    """The model replay behind a replayed timeline."""
 
 
 def kind_latencies(machine: Machine) -> np.ndarray:
@@ -49,13 +51,14 @@ def timeline(trace: Trace, machine: Machine, source: Source | str,
     latency = kind_latencies(machine)
     if source is Source.REPLAYED:
         result = replay(trace, machine) if replayed is None else replayed
-        return Timeline(result.timeline, result.graph, latency, source)
+        return Timeline(result.timeline, result.graph, latency, source, result)
     frame = trace.read("instructions", ["id", "engine", "seq", "opcode", "layer", "start",
                                         "end"]).sort("id")
     if frame.height == 0 or frame["start"].null_count() or frame["end"].null_count():
         raise ReplayError(f"{trace.path}: the observed timeline needs start and end on every "
                           f"instruction; this trace is (partly) untimed. Analyse the replayed "
                           f"timeline instead (--timeline replayed).")
-    graph = derive(trace, frame)  # ordered by the stored times, which rounding can tie
+    # Ordered by the stored times, which rounding can tie; semaphores counted in their order.
+    graph = observed_graph(derive(trace, frame), frame)
     return Timeline(observed_timeline(trace.in_cycles(frame).drop("seq"), graph, latency),
                     graph, latency, source)

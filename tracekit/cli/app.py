@@ -412,7 +412,7 @@ def analyze(
     with _status("sensitivity"):
         ranking = run_sensitivity(opened, resolved, mode, graph=chosen.graph).head(top)
     with _status("bug signatures"):
-        findings = findings_frame(find_bugs(opened, resolved, chosen.graph))
+        findings = findings_frame(find_bugs(opened, resolved, chosen.graph, chosen.replayed))
     utilization = (stall.filter(pl.col("bucket") == "busy")
                    .group_by("engine", maintain_order=True)  # stall rows: natural engine order
                    .agg(pl.col("cycles").sum(), pl.col("pct").sum()))

@@ -1,9 +1,12 @@
 """The discrete-event replay over a dependency graph, compiled with numba.
 
-Each engine is an in-order queue. An instruction starts at the latest end (plus edge latency) of
-its predecessors; its engine is free by then, since the previous instruction on the engine is
-one of them (an order edge). The instruction that decided the start is its binding predecessor.
-A compute instruction then runs for its duration. A DMA transfer first runs its set-up, then
+Each engine is an in-order queue. An instruction is ready at the latest end (plus edge latency)
+of its predecessors; its engine is free by then, since the previous instruction on the engine
+is one of them (an order edge). It starts then, unless it waits on semaphores: those are
+counters evaluated during the replay (`tracekit.replay.semaphores` has the semantics), and an
+instruction with waits starts at the first moment from its ready time on at which every one of
+its waits holds. The instruction that decided the start (a predecessor, or the semaphore change
+that made the waits hold) is its binding constraint. A compute instruction then runs for its duration. A DMA transfer first runs its set-up, then
 moves its bytes under the contention model:
 
     HBM contention (max-min fair sharing): every transfer moving bytes gets at most its queue's
@@ -14,9 +17,10 @@ moves its bytes under the contention model:
 Worked example: three queues of 64 B/cycle on 96 B/cycle of HBM each move 3200 bytes at
 once: each gets 32 B/cycle and all three finish at 100 cycles (3 * 3200 / 96), not at 50.
 
-Events are taken in time order, at equal times the lower engine code first, which makes the
-replay, and which of several equal predecessors binds, deterministic.
-When no event remains but instructions are unfinished, the replay stops and reports them.
+Events are taken in time order, at equal times semaphore changes first, then the lower engine
+code first, which makes the replay, and which of several equal predecessors binds,
+deterministic. When no event remains but instructions are unfinished, the replay is stuck: the
+engines whose head instruction is blocked on a wait, and what they wait for, are its report.
 """
 
 from __future__ import annotations
@@ -24,8 +28,14 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tracekit.replay.semaphores import WAIT, apply, holds
+
 INF = np.inf
-IDLE, RUNNING, MOVING = 0, 1, 2
+IDLE, RUNNING, MOVING, PARKED, BLOCKED = 0, 1, 2, 3, 4
+"""Engine phases: nothing to do; running a set-up or computation; moving a transfer's bytes;
+holding an instruction with waits until its ready time; holding one whose waits do not hold."""
+SEMAPHORE_KIND = 1
+"""The edge kind code of semaphore edges (graph.SEMAPHORE)."""
 
 
 @numba.njit(cache=True, nogil=True)
@@ -59,26 +69,53 @@ def _rates(phase, caps, hbm_bw, rate, settled):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_ptr, succ_dst,
-                  succ_kind, kind_latency, setup, nbytes, caps, hbm_bw):  # pragma: no cover
-    """Replay; returns start, end, binding predecessor and its edge kind, contention cycles
-    and the number of instructions completed (less than n when the replay is stuck).
-    `never[i]` counts waits of instruction i that nothing satisfies: it never starts.
+def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, succ_dst,
+                  succ_kind, kind_latency, setup, nbytes, caps, hbm_bw, sem_ptr, sem_rows,
+                  sem_node, sem_code, sem_op, sem_value, sem_cond, log_ptr,
+                  sem_latency):  # pragma: no cover - compiled
+    """Replay; returns start, end, binding predecessor and its edge kind, contention cycles,
+    the number of instructions completed (less than n when the replay is stuck), the order in
+    which they completed, and what `semaphores.Released` holds (the changes' arrival log, the
+    count after each, the number arrived per semaphore, and per wait row the changes arrived
+    when it started), the final counts, and which engines ended blocked on a wait.
 
-    An instruction whose last predecessor has finished is the head of its engine's queue and
-    the engine is idle, so it is started at once, at its ready time (possibly later than now):
-    the only events are ends of set-ups and computations, and ends of transfers.
+    An instruction whose predecessors have all finished is the head of its engine's queue and
+    the engine is idle. Without waits it starts at once, at its ready time (possibly later
+    than now). With waits it is parked until its ready time, where its conditions are looked
+    at (after every change arriving at that instant): it starts there if they hold, else it
+    blocks until a change arrives after which they all hold, and starts then, bound by that
+    change's instruction (a semaphore edge). Events: ends of set-ups, computations and
+    transfers, arrivals of semaphore changes (their instruction's end plus `sem_latency`),
+    and parked instructions' ready times. At one time, arrivals come first, then engines by
+    code.
     """
     n = node_engine.size
+    m = sem_code.size
     start = np.full(n, -1.0)
     end = np.full(n, -1.0)
     ready = np.zeros(n)
     bind = np.full(n, -1, dtype=np.int64)
     bind_kind = np.full(n, -1, dtype=np.int8)
     contention = np.zeros(n)
+    done_order = np.empty(n, dtype=np.int64)
     pending = np.empty(n, dtype=np.int64)
     for i in range(n):
-        pending[i] = pred_ptr[i + 1] - pred_ptr[i] + never[i]
+        pending[i] = pred_ptr[i + 1] - pred_ptr[i]
+    waits = np.zeros(n, dtype=np.bool_)
+    for r in range(m):
+        if sem_op[r] == WAIT:
+            waits[sem_node[r]] = True
+    n_sem = log_ptr.size - 1
+    count = np.zeros(n_sem, dtype=np.int64)
+    arrived = np.zeros(n_sem, dtype=np.int64)
+    last_seq = np.full(n_sem, -1, dtype=np.int64)
+    log = np.full(log_ptr[n_sem], -1, dtype=np.int64)
+    log_count = np.zeros(log_ptr[n_sem], dtype=np.int64)
+    upto = np.full(m, -1, dtype=np.int64)
+    fifo_row = np.empty(log_ptr[n_sem], dtype=np.int64)
+    fifo_time = np.empty(log_ptr[n_sem])
+    head = 0
+    tail = 0
     phase = np.zeros(n_eng, dtype=np.int8)
     current = np.full(n_eng, -1, dtype=np.int64)
     until = np.zeros(n_eng)
@@ -90,17 +127,21 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_
         if eng_ptr[e] < eng_ptr[e + 1]:
             node = eng_nodes[eng_ptr[e]]
             if pending[node] == 0:
-                start[node] = 0.0
                 current[e] = node
-                phase[e] = RUNNING
-                until[e] = setup[node]
+                if waits[node]:
+                    phase[e] = PARKED
+                    until[e] = 0.0
+                else:
+                    start[node] = 0.0
+                    phase[e] = RUNNING
+                    until[e] = setup[node]
     t = 0.0
     completed = 0
     while completed < n:
         best = INF
         best_e = -1
         for e in range(n_eng):
-            if phase[e] == RUNNING:
+            if phase[e] == RUNNING or phase[e] == PARKED:
                 when = until[e]
             elif phase[e] == MOVING:
                 when = t + remaining[e] / rate[e] if rate[e] > 0 else INF
@@ -108,15 +149,51 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_
                 continue
             if when < best:
                 best, best_e = when, e
-        if best_e < 0:
-            break  # stuck: unfinished instructions wait on something that never ends
-        if best > t:
+        arrival = fifo_time[head] if head < tail else INF
+        if best_e < 0 and head == tail:
+            break  # stuck: unfinished instructions wait on something that never comes
+        now = min(best, arrival)
+        if now > t:
             for e in range(n_eng):
                 if phase[e] == MOVING:
-                    remaining[e] -= rate[e] * (best - t)
-            t = best
+                    remaining[e] -= rate[e] * (now - t)
+            t = now
+        if arrival <= best:
+            # Every change arriving now, then the blocked engines whose waits now hold.
+            while head < tail and fifo_time[head] == t:
+                r = fifo_row[head]
+                head += 1
+                s = sem_code[r]
+                count[s] = apply(count[s], sem_op[r], sem_value[r])
+                slot = log_ptr[s] + arrived[s]
+                log[slot] = r
+                log_count[slot] = count[s]
+                arrived[s] += 1
+                last_seq[s] = head
+            for e in range(n_eng):
+                if phase[e] == BLOCKED:
+                    node = current[e]
+                    if _satisfied(node, sem_ptr, sem_rows, sem_code, sem_op, sem_value,
+                                  sem_cond, count):
+                        # Bound by the latest change now arrived on one of its semaphores.
+                        by = _latest_change(node, sem_ptr, sem_rows, sem_code, sem_op,
+                                            log_ptr, log, arrived, last_seq)
+                        if by >= 0 and t > ready[node]:
+                            bind[node] = sem_node[by]
+                            bind_kind[node] = SEMAPHORE_KIND
+                        _start(node, e, t, sem_ptr, sem_rows, sem_code, sem_op, arrived, upto,
+                               start, phase, until, setup)
+            continue
         e = best_e
         node = current[e]
+        if phase[e] == PARKED:
+            if _satisfied(node, sem_ptr, sem_rows, sem_code, sem_op, sem_value, sem_cond,
+                          count):
+                _start(node, e, t, sem_ptr, sem_rows, sem_code, sem_op, arrived, upto, start,
+                       phase, until, setup)
+            else:
+                phase[e] = BLOCKED
+            continue
         if phase[e] == RUNNING and nbytes[node] > 0:
             phase[e] = MOVING
             remaining[e] = nbytes[node]
@@ -131,7 +208,14 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_
         phase[e] = IDLE
         current[e] = -1
         end[node] = t
+        done_order[completed] = node
         completed += 1
+        for k in range(sem_ptr[node], sem_ptr[node + 1]):
+            r = sem_rows[k]
+            if sem_op[r] != WAIT:
+                fifo_row[tail] = r
+                fifo_time[tail] = t + sem_latency
+                tail += 1
         for k in range(succ_ptr[node], succ_ptr[node + 1]):
             s = succ_dst[k]
             when = t + kind_latency[succ_kind[k]]
@@ -142,8 +226,58 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, never, succ_
             pending[s] -= 1
             if pending[s] == 0:
                 es = node_engine[s]
-                start[s] = ready[s]
                 current[es] = s
-                phase[es] = RUNNING
-                until[es] = ready[s] + setup[s]
-    return start, end, bind, bind_kind, contention, completed
+                if waits[s]:
+                    phase[es] = PARKED
+                    until[es] = ready[s]
+                else:
+                    start[s] = ready[s]
+                    phase[es] = RUNNING
+                    until[es] = ready[s] + setup[s]
+    blocked = np.zeros(n_eng, dtype=np.bool_)
+    for e in range(n_eng):
+        blocked[e] = phase[e] == BLOCKED or phase[e] == PARKED
+    return (start, end, bind, bind_kind, contention, completed, done_order[:completed], log,
+            log_count, arrived, upto, count, blocked)
+
+
+
+
+@numba.njit(cache=True, inline="always")
+def _satisfied(node, sem_ptr, sem_rows, sem_code, sem_op, sem_value, sem_cond,
+               count):  # pragma: no cover - compiled
+    """Whether every wait of `node` holds for the current counts."""
+    for k in range(sem_ptr[node], sem_ptr[node + 1]):
+        r = sem_rows[k]
+        if sem_op[r] == WAIT and not holds(count[sem_code[r]], sem_cond[r], sem_value[r]):
+            return False
+    return True
+
+
+@numba.njit(cache=True, inline="always")
+def _latest_change(node, sem_ptr, sem_rows, sem_code, sem_op, log_ptr, log, arrived,
+                   last_seq):  # pragma: no cover - compiled
+    """The row of the change that arrived last (`last_seq`: per semaphore, the sequence number
+    of its last arrival), of those on the semaphores `node` waits on; -1 if none arrived."""
+    best, best_seq = -1, -1
+    for k in range(sem_ptr[node], sem_ptr[node + 1]):
+        r = sem_rows[k]
+        if sem_op[r] == WAIT:
+            s = sem_code[r]
+            if arrived[s] > 0 and last_seq[s] > best_seq:
+                best, best_seq = log[log_ptr[s] + arrived[s] - 1], last_seq[s]
+    return best
+
+
+@numba.njit(cache=True, inline="always")
+def _start(node, e, t, sem_ptr, sem_rows, sem_code, sem_op, arrived, upto, start, phase,
+           until, setup):  # pragma: no cover - compiled
+    """Start `node` on engine `e` at `t`, noting how many changes each of its waits' semaphores
+    had seen."""
+    for k in range(sem_ptr[node], sem_ptr[node + 1]):
+        r = sem_rows[k]
+        if sem_op[r] == WAIT:
+            upto[r] = arrived[sem_code[r]]
+    start[node] = t
+    phase[e] = RUNNING
+    until[e] = t + setup[node]

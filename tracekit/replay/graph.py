@@ -1,15 +1,17 @@
 """The dependency graph of a trace, derived with vectorized NumPy and kept as a predecessor CSR
 sorted by destination.
 
-For instructions 0 (dma.q0 load, signals sem 0), 1 (tensor matmul, waits sem 0 >= 1) and
-2 (tensor matmul): edges 0 -> 1 (semaphore) and 1 -> 2 (order); `preds(1)` is [0] and
-`preds(2)` is [1].
+For instructions 0 (tensor matmul), 1 (tensor matmul) and 2 (dma.q0 store, deps row 1 -> 2):
+edges 0 -> 1 (order) and 1 -> 2 (data); `preds(1)` is [0] and `preds(2)` is [1].
 
 - order: each instruction after the previous one (by seq) on its in-order engine;
-- semaphore: a wait for value v on semaphore s after the signal that first brings s's count to
-  v, signals counted in order of observed end (by id when untimed); a wait no signal satisfies
-  is recorded in `unsatisfied`, not an edge;
-- data: the producer's explicit edges from deps.parquet (their own kind kept).
+- data: the producer's explicit edges from deps.parquet (their own kind kept);
+- memory (on request): conflicting accesses in program order.
+
+Semaphores are counters evaluated in time, so which signal releases a wait is not an edge fixed
+here: `derive` keeps the semaphores table as arrays (`Graph.sems`), and a timeline adds the
+semaphore edges it decided (`Graph.with_edges`): the replay in the model's order, the observed
+timeline in the observed order (`tracekit.replay.semaphores`).
 
 Rows are instruction positions 0..n-1 in id order (`ids` maps them back).
 """
@@ -24,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.errors import TracekitError
+from tracekit.replay.semaphores import SemTable
 from tracekit.trace.bundle import Trace
 from tracekit.trace.schema import EdgeKind
 
@@ -33,26 +36,39 @@ KINDS: tuple[EdgeKind, ...] = tuple(EdgeKind)
 ORDER, SEMAPHORE, DATA, MEMORY, RESOURCE = range(5)
 
 
-class SignalCounts(NamedTuple):
-    """How the semaphore rows count (`signal_order`): the signal rows in count order, and per
-    row the place in `order` of the signal that satisfies it (a wait), else -1."""
-
-    order: np.ndarray
-    satisfied: np.ndarray
-
-
 @dataclass(frozen=True)
 class Graph:
     """Predecessor CSR: the edges into node j are `src[ptr[j]:ptr[j+1]]`, of kinds
-    `kind[...]` (codes of KINDS), sorted by (dst, kind, src). `counts`: how the semaphore
-    table's rows count, where the semaphore edges come from (empty without the table)."""
+    `kind[...]` (codes of KINDS), sorted by (dst, kind, src). `sems`: the semaphores table as
+    arrays (empty without the table); `base`: for a graph with a timeline's semaphore edges
+    (`with_edges`), the graph as the trace fixes it, which a replay starts from."""
 
     ids: np.ndarray
     ptr: np.ndarray
     src: np.ndarray
     kind: np.ndarray
-    unsatisfied: pl.DataFrame
-    counts: SignalCounts
+    sems: SemTable
+    base: Graph | None = None
+
+    @property
+    def resolved(self) -> bool:
+        """Whether a timeline's semaphore edges are in (`with_edges`)."""
+        return self.base is not None
+
+    @property
+    def fixed(self) -> Graph:
+        """The graph as the trace fixes it, without a timeline's semaphore edges."""
+        return self if self.base is None else self.base
+
+    def with_edges(self, src: np.ndarray, dst: np.ndarray, kind: int) -> Graph:
+        """The fixed graph with edges src -> dst (rows) of one kind added: resolved."""
+        fixed = self.fixed
+        all_src = np.concatenate([fixed.src.astype(np.int64), np.asarray(src, np.int64)])
+        all_dst = np.concatenate([fixed.destinations(), np.asarray(dst, np.int64)])
+        all_kind = np.concatenate([fixed.kind, np.full(len(src), kind, dtype=np.int8)])
+        ptr, out_src, out_kind = csr(fixed.nodes, all_src, all_dst, all_kind)
+        return Graph(ids=fixed.ids, ptr=ptr, src=out_src, kind=out_kind, sems=fixed.sems,
+                     base=fixed)
 
     @property
     def nodes(self) -> int:
@@ -151,6 +167,17 @@ def _by_engine(engine, key):  # pragma: no cover - compiled
     return order, in_order
 
 
+def queue_positions(engine: np.ndarray, seq: np.ndarray, order: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """Each row's place (0, 1, ...) in its engine's queue; `order`: `queue_order(engine, seq)`
+    when the caller has it."""
+    order = queue_order(engine, seq) if order is None else order
+    counts = np.bincount(engine, minlength=int(engine.max(initial=-1)) + 1)
+    position = np.empty(engine.size, dtype=np.int64)
+    position[order] = np.arange(engine.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    return position
+
+
 def order_edges(engine: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(src, dst) of consecutive instructions on each engine, by seq."""
     order = queue_order(engine, seq)
@@ -158,125 +185,12 @@ def order_edges(engine: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, np.nda
     return order[:-1][same], order[1:][same]
 
 
-def semaphore_edges(inst: np.ndarray, sem: np.ndarray, is_signal: np.ndarray,
-                    value: np.ndarray, signal_rank: np.ndarray,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, SignalCounts]:
-    """(src, dst) for waits satisfied by counting, the rows of unsatisfied waits, and the
-    count order they come from (`signal_order`).
-
-    `inst` are node positions; `signal_rank` orders the signals (observed end, then id).
-    """
-    order, satisfied = signal_order(sem, inst, is_signal, value, signal_rank)
-    waits = np.flatnonzero(~is_signal & (np.asarray(value) > 0))
-    done = satisfied[waits] >= 0
-    inst = np.asarray(inst, dtype=np.int64)
-    edges = inst[order[satisfied[waits[done]]]], inst[waits[done]], waits[~done]
-    # Kept by the graph for its life: int32 when the rows allow, half the memory.
-    index = np.int32 if sem.size < 2**31 else np.int64
-    return (*edges, SignalCounts(order.astype(index), satisfied.astype(index)))
-
-
-def signal_order(sem: np.ndarray, inst: np.ndarray, is_signal: np.ndarray, value: np.ndarray,
-                 rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The semaphore rows' signals in count order, and the one that satisfies each wait.
-
-    `order`: the signal rows sorted by (sem, rank, inst), ties in row order (rank: observed
-    end, or the instruction's position when untimed); `satisfied`: per row, the place in
-    `order` of the signal that first brings the row's semaphore to its value, for waits of a
-    positive value that some signal satisfies, else -1. For signals of sem 0 adding 1 at ends
-    10 and 20 and a wait for 2: order [0, 1] and satisfied [-1, -1, 1].
-    """
-    if sem.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    if sem.min() >= 0 and sem.max() <= 4 * sem.size + 1024:
-        sem_code = np.asarray(sem, dtype=np.int64)
-    else:
-        _, sem_code = np.unique(sem, return_inverse=True)
-    inst, value, rank = (np.asarray(a, dtype=np.int64) for a in (inst, value, rank))
-    order, ptr = _signal_runs(sem_code, inst, is_signal, rank)
-    return order, _satisfied(sem_code, is_signal, value, order, ptr)
-
-
-@numba.njit(cache=True, nogil=True)
-def _signal_runs(sem, inst, is_signal, rank):  # pragma: no cover - compiled
-    """Signal rows grouped by semaphore code (a counting sort that keeps row order), each group
-    re-sorted by (rank, inst) only if it is not in that order already; and the groups'
-    starts."""
-    ptr = np.zeros(sem.max() + 2 if sem.size else 1, dtype=np.int64)
-    for r in range(sem.size):
-        if is_signal[r]:
-            ptr[sem[r] + 1] += 1
-    for s in range(ptr.size - 1):
-        ptr[s + 1] += ptr[s]
-    fill = ptr[:-1].copy()
-    order = np.empty(ptr[-1], dtype=np.int64)
-    for r in range(sem.size):
-        if is_signal[r]:
-            order[fill[sem[r]]] = r
-            fill[sem[r]] += 1
-    for s in range(ptr.size - 1):
-        lo, hi = ptr[s], ptr[s + 1]
-        for k in range(lo + 1, hi):
-            a, b = order[k - 1], order[k]
-            if rank[b] < rank[a] or (rank[b] == rank[a] and inst[b] < inst[a]):
-                group = order[lo:hi].copy()
-                group = group[np.argsort(inst[group], kind="mergesort")]
-                order[lo:hi] = group[np.argsort(rank[group], kind="mergesort")]
-                break
-    return order, ptr
-
-
-@numba.njit(cache=True, nogil=True)
-def _satisfied(sem, is_signal, value, order, ptr):  # pragma: no cover - compiled
-    """`signal_order`'s satisfied: per wait, a search of its semaphore's highest count so far,
-    galloping from where the previous wait on it was found (waits mostly ask for the next few
-    counts). The highest count so far never falls, even past a negative signal (which
-    validation reports), and first reaches a value where the count itself first does."""
-    cum = np.empty(order.size, dtype=np.int64)
-    for s in range(ptr.size - 1):
-        total, highest = 0, np.iinfo(np.int64).min
-        for k in range(ptr[s], ptr[s + 1]):
-            total += value[order[k]]
-            highest = max(highest, total)
-            cum[k] = highest
-    satisfied = np.full(sem.size, -1, dtype=np.int64)
-    last = ptr[:-1].copy()
-    for r in range(sem.size):
-        if is_signal[r] or value[r] <= 0:
-            continue
-        s, v = sem[r], value[r]
-        lo, hi = ptr[s], ptr[s + 1]
-        if hi == lo or cum[hi - 1] < v:
-            continue
-        a = b = last[s]
-        step = 1
-        if cum[b] >= v:  # v <= cum[b]: step back, doubling, until below v or at the start
-            while a > lo and cum[a] >= v:
-                b = a
-                a = max(a - step, lo)
-                step *= 2
-        else:  # cum[a] < v <= cum[hi - 1]: step forward, doubling, until at or past v
-            while cum[b] < v:
-                a = b
-                b = min(b + step, hi - 1)
-                step *= 2
-        while a < b:  # the first place in [a, b] where the count reaches v
-            mid = (a + b) // 2
-            if cum[mid] >= v:
-                b = mid
-            else:
-                a = mid + 1
-        last[s] = a
-        satisfied[r] = a
-    return satisfied
-
-
 def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
            memory: bool = False, semaphores: pl.DataFrame | None = None) -> Graph:
-    """The dependency graph of an opened trace (order, semaphore and data edges, and with
-    `memory` the memory edges of `memory_edges`). `instructions`, if the caller has read them
-    (id, engine, seq, end), sorted by id; `semaphores`, the table if the caller has read it."""
+    """The dependency graph of an opened trace as far as the trace fixes it (order and data
+    edges, and with `memory` the memory edges of `memory_edges`), with its semaphores table.
+    `instructions`, if the caller has read them (id, engine, seq, start), sorted by id;
+    `semaphores`, the table if the caller has read it."""
     inst = (trace.read("instructions", ["id", "engine", "seq", "start", "end"]).sort("id")
             if instructions is None else instructions)
     ids = inst["id"].to_numpy()
@@ -288,27 +202,11 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
     dsts.append(dst)
     kinds.append(np.full(src.size, ORDER, dtype=np.int8))
 
-    unsatisfied = pl.DataFrame(schema={"inst": pl.Int64, "sem": pl.Int64, "value": pl.Int64,
-                                       "signalled": pl.Int64})
-    counts = SignalCounts(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    sems = SemTable.empty(n)
     if trace.has_table("semaphores"):
-        sems = trace.read("semaphores") if semaphores is None else semaphores
-        node = positions(ids, sems["inst"].to_numpy(), f"{trace.path}: semaphores.inst")
-        is_signal = (sems["op"] == "signal").to_numpy()
-        end = inst["end"].to_numpy(allow_copy=True)
-        rank = node if inst["end"].null_count() else end[node]
-        src, dst, bad, counts = semaphore_edges(node, sems["sem"].to_numpy(), is_signal,
-                                                sems["value"].to_numpy(), rank)
-        srcs.append(src)
-        dsts.append(dst)
-        kinds.append(np.full(src.size, SEMAPHORE, dtype=np.int8))
-        if bad.size:
-            totals = sems.filter(pl.col("op") == "signal").group_by("sem").agg(
-                pl.col("value").sum().alias("signalled"))
-            unsatisfied = (sems[bad].select("inst", "sem", "value")
-                           .join(totals, on="sem", how="left")
-                           .with_columns(pl.col("signalled").fill_null(0))
-                           .sort("inst", "sem"))
+        table = trace.read("semaphores") if semaphores is None else semaphores
+        node = positions(ids, table["inst"].to_numpy(), f"{trace.path}: semaphores.inst")
+        sems = SemTable.from_frame(table, node, n)
     if trace.has_table("deps"):
         deps = trace.read("deps")
         srcs.append(positions(ids, deps["src"].to_numpy(), f"{trace.path}: deps.src"))
@@ -328,7 +226,7 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
     dst = np.concatenate(dsts).astype(np.int64, copy=False)
     kind = np.concatenate(kinds)
     ptr, src, kind = csr(n, src, dst, kind)
-    return Graph(ids=ids, ptr=ptr, src=src, kind=kind, unsatisfied=unsatisfied, counts=counts)
+    return Graph(ids=ids, ptr=ptr, src=src, kind=kind, sems=sems)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -15,6 +15,9 @@
     semaphore = 12.0                 # a signal reaches its waiter this many cycles after it ends
     data = 0.0
 
+    [semaphores]                     # optional
+    counter_bits = 16                # a count past 2**bits - 1 overflows the hardware counter
+
     [memory]
     partitions = 128
     sbuf_partition_bytes = 196608
@@ -80,6 +83,12 @@ class Machine:
     opcodes: dict[tuple[str, str], Latency] = field(default_factory=dict)
     queue_bytes_per_cycle: dict[str, float] = field(default_factory=dict)
     source: str = "<built-in>"
+    semaphore_bits: int = 16
+
+    @property
+    def semaphore_max(self) -> int:
+        """The largest count a hardware semaphore holds."""
+        return 2**self.semaphore_bits - 1
 
     def latency(self, engine: str, opcode: str) -> Latency:
         """The latency model of `opcode` on `engine` (most specific entry first)."""
@@ -106,7 +115,8 @@ MIN_POSITIVE = 1e-9
 """Bounds of every number in a machine file: beyond them event times stop being exact."""
 
 _LATENCY_KEYS = {"fixed_cycles", "per_element", "per_byte", "per_flop"}
-_TOP_KEYS = {"name", "clock_hz", "hbm", "dma", "latency", "memory", "engines", "description"}
+_TOP_KEYS = {"name", "clock_hz", "hbm", "dma", "latency", "memory", "engines", "description",
+             "semaphores"}
 
 
 class _Reader:
@@ -194,6 +204,11 @@ def parse_machine(data: dict[str, Any], source: str) -> Machine:
     partitions = r.number(memory, "memory.partitions", positive=True)
     if partitions != int(partitions):
         raise r.fail("memory.partitions", "must be an integer")
+    semaphores = r.table(data, "semaphores", {"counter_bits"}, required=False)
+    bits = r.number(semaphores, "semaphores.counter_bits", 16.0, positive=True)
+    if bits != int(bits) or bits > 62:
+        raise r.fail("semaphores.counter_bits", f"must be a whole number of bits from 1 to 62, "
+                                                f"not {bits:g}")
     return Machine(
         name=name,
         clock_hz=r.number(data, "clock_hz", positive=True),
@@ -207,6 +222,7 @@ def parse_machine(data: dict[str, Any], source: str) -> Machine:
         psum_partition_bytes=int(r.number(memory, "memory.psum_partition_bytes",
                                           positive=True)),
         engines=engines, opcodes=opcodes, queue_bytes_per_cycle=queue_bw, source=source,
+        semaphore_bits=int(bits),
     )
 
 

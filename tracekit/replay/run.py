@@ -28,8 +28,20 @@ from tracekit.replay.graph import (
     csr,
     derive,
     queue_order,
+    queue_positions,
 )
 from tracekit.replay.machine import Latency, Machine, builtin_machine, engine_kind
+from tracekit.replay.semaphores import (
+    COND_NAMES,
+    EQ,
+    SET,
+    SUB,
+    WAIT,
+    Released,
+    observed_release,
+    wait_chains,
+    window_edges,
+)
 from tracekit.trace.bundle import Trace, write_trace
 from tracekit.trace.manifest import Producer
 from tracekit.trace.summary import natural_key
@@ -48,13 +60,22 @@ class ReplayError(TracekitError):
 
 
 class ReplayStuck(TracekitError):
-    """The replay stopped with instructions that can never start: a deadlock or a cycle."""
+    """The replay stopped with instructions that can never start: a deadlock or a cycle.
+
+    `stuck`: each stuck engine's first unfinished instruction: id, engine, opcode; for one
+    blocked on a semaphore its number (sem), cond, the value it needs and the count it reached,
+    and the engines whose changes of it never came (behind); else the unfinished instructions
+    it depends on (blockers). `done`: the rows (graph order) that finished, in the order they
+    did; `released`: the semaphores' history up to the stop."""
 
     exit_code = 3
 
-    def __init__(self, message: str, stuck: pl.DataFrame) -> None:
+    def __init__(self, message: str, stuck: pl.DataFrame, done: np.ndarray | None = None,
+                 released: Released | None = None) -> None:
         super().__init__(message)
         self.stuck = stuck
+        self.done = done
+        self.released = released
 
 
 @dataclass(frozen=True)
@@ -67,8 +88,11 @@ class ReplayResult:
     binding_kind (its edge kind: order, semaphore, data, memory); contention (cycles a DMA
     transfer lost to HBM sharing); observed_start, observed_end (cycles, converted at the
     manifest's clock from ps, ns or us; null when untimed, or timed in a time without a clock).
+    `graph`: the trace's dependency graph with the semaphore edges the replay decided.
     `notes`: what the replay could not do, for the report (a comparison with times it cannot
-    convert to cycles).
+    convert to cycles). `done`: graph rows in the order they finished (an order every
+    happens-before relation of the trace agrees with); `released`: each semaphore's changes in
+    the order they arrived, with the counts they left.
     """
 
     trace: Trace
@@ -77,6 +101,8 @@ class ReplayResult:
     graph: Graph
     timeline: pl.DataFrame
     notes: tuple[str, ...] = ()
+    done: np.ndarray | None = None
+    released: Released | None = None
 
     @property
     def makespan(self) -> int:
@@ -147,7 +173,8 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     engine, engines = name_codes(frame["engine"], natural_key)
     opcode, opcodes = name_codes(frame["opcode"])
     clock.lap("read")
-    graph = graph or derive(trace, frame, memory=memory_deps)  # ordered by the stored times
+    # Ordered by the stored times; a timeline's semaphore edges are the replay's to decide.
+    graph = graph.fixed if graph is not None else derive(trace, frame, memory=memory_deps)
     clock.lap("derive")
     notes: tuple[str, ...] = ()
     try:
@@ -191,15 +218,21 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
             f"({engines[engine[worst]]} {opcodes[opcode[worst]]}) a duration of "
             f"{setup[worst]:g} cycles; check that engine's latency parameters.")
     clock.lap("durations")
-    never = np.bincount(np.searchsorted(graph.ids, graph.unsatisfied["inst"].to_numpy()),
-                        minlength=n).astype(np.int64)
-    start, end, bind, bind_kind, contention, completed = replay_kernel(
-        n_eng, eng_ptr, eng_nodes, np.asarray(engine, dtype=np.int64), graph.ptr, never,
-        succ_ptr, succ_dst, succ_kind, kind_latency, setup, nbytes, caps,
-        machine.hbm_bytes_per_cycle)
+    sems = graph.sems
+    (start, end, bind, bind_kind, contention, completed, done, log, log_count, arrived, upto,
+     count, blocked) = replay_kernel(
+        n_eng, eng_ptr, eng_nodes, np.asarray(engine, dtype=np.int64), graph.ptr, succ_ptr,
+        succ_dst, succ_kind, kind_latency, setup, nbytes, caps, machine.hbm_bytes_per_cycle,
+        sems.ptr, sems.rows, sems.node, sems.sem, sems.op, sems.value, sems.cond,
+        sems.log_ptr, float(machine.semaphore_latency))
     clock.lap("kernel")
+    released = Released(log=log, log_count=log_count, arrived=arrived, upto=upto)
     if completed < n:
-        raise _stuck(trace, frame, graph, end, eng_ptr, eng_nodes)
+        stuck = _stuck(trace, frame, graph, end, eng_ptr, eng_nodes, engines, count, blocked)
+        stuck.done, stuck.released = done, released
+        raise stuck
+    graph = resolve(graph, released, engine,
+                    queue_positions(engine, frame["seq"].to_numpy(), eng_nodes))
     if n and not end.max() < MAX_CYCLES:
         raise ReplayError(f"{machine.source}: the replay's times pass {MAX_CYCLES:.0e} cycles; "
                           f"a bandwidth or latency in the machine is far out of scale.")
@@ -223,7 +256,7 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     })
     clock.lap("timeline")
     return ReplayResult(trace=trace, machine=machine, mode=mode, graph=graph,
-                        timeline=timeline, notes=notes)
+                        timeline=timeline, notes=notes, done=done, released=released)
 
 
 class _Stopwatch:
@@ -245,41 +278,114 @@ def _cycles(times: np.ndarray) -> np.ndarray:
     return np.ceil(times - 1e-6).astype(np.int64)
 
 
+def resolve(graph: Graph, released: Released, engine: np.ndarray, position: np.ndarray
+            ) -> Graph:
+    """`graph` with the semaphore edges a timeline decided (each released wait's window,
+    `tracekit.replay.semaphores`). `engine`, `position`: each row's engine code and place in
+    its engine's queue (`queue_positions`)."""
+    sems = graph.sems
+    if sems.size == 0:
+        return graph.with_edges(np.zeros(0, np.int64), np.zeros(0, np.int64), SEMAPHORE)
+    order, prev = wait_chains(sems, engine, position)
+    src, dst, _ = window_edges(sems, released, order, prev)
+    return graph.with_edges(src, dst, SEMAPHORE)
+
+
+def observed_graph(graph: Graph, frame: pl.DataFrame) -> Graph:
+    """`graph` with the semaphore edges of the observed timeline: changes counted in order of
+    observed end, each wait released by what had arrived at its observed start. `frame`: id,
+    engine, seq, start, end in graph row order, every instruction timed."""
+    engine, _ = name_codes(frame["engine"])
+    released = observed_release(graph.sems, frame["start"].to_numpy(), frame["end"].to_numpy())
+    return resolve(graph, released, engine, queue_positions(engine, frame["seq"].to_numpy()))
+
+
 def _stuck(trace: Trace, frame: pl.DataFrame, graph: Graph, end: np.ndarray,
-           eng_ptr: np.ndarray, eng_nodes: np.ndarray) -> ReplayStuck:
+           eng_ptr: np.ndarray, eng_nodes: np.ndarray, engines: list[str], count: np.ndarray,
+           blocked: np.ndarray) -> ReplayStuck:
     """The report of a replay that cannot finish: each stuck engine's first unfinished
-    instruction in its queue (by seq) and what it waits for."""
+    instruction in its queue (by seq) and what it waits for: the semaphores whose condition
+    does not hold (the count reached, the value needed, and the engines whose changes of that
+    semaphore have not happened), or the unfinished instructions it depends on."""
     undone = end < 0
-    first_undone = []
+    sems = graph.sems
+    rows = []
     for e in range(eng_ptr.size - 1):  # one step per engine, not per instruction
         queue = eng_nodes[eng_ptr[e]:eng_ptr[e + 1]]
         waiting = np.flatnonzero(undone[queue])
-        if waiting.size:
-            first_undone.append(int(queue[waiting[0]]))
-    stuck = frame[first_undone].select("id", "engine", "opcode", "layer")
-    waits = graph.unsatisfied
+        if not waiting.size:
+            continue
+        node = int(queue[waiting[0]])
+        inst_id = int(graph.ids[node])
+        head = {"id": inst_id, "engine": engines[e], "opcode": str(frame["opcode"][node]),
+                "sem": None, "cond": None, "value": None, "count": None, "behind": None,
+                "blockers": None, "monotone": None}
+        if blocked[e]:
+            for k in range(sems.ptr[node], sems.ptr[node + 1]):
+                r = int(sems.rows[k])
+                s = int(sems.sem[r])
+                if sems.op[r] != WAIT or holds_now(count[s], sems.cond[r], sems.value[r]):
+                    continue
+                changers = np.flatnonzero((sems.sem == s) & (sems.op != WAIT))
+                late = sems.node[changers][undone[sems.node[changers]]]
+                behind = sorted({engines[int(i)] for i in engine_of(late, eng_ptr, eng_nodes)})
+                only_up = not np.any((sems.sem == s) & ((sems.op == SUB) | (sems.op == SET)))
+                rows.append({**head, "sem": int(sems.numbers[s]),
+                             "cond": COND_NAMES[sems.cond[r]], "value": int(sems.value[r]),
+                             "count": int(count[s]), "behind": behind, "monotone": only_up})
+        else:
+            blockers = [int(graph.ids[p]) for p in graph.preds(node) if end[p] < 0]
+            rows.append({**head, "blockers": blockers})
+    stuck = pl.DataFrame(rows, schema={
+        "id": pl.Int64, "engine": pl.String, "opcode": pl.String, "sem": pl.Int64,
+        "cond": pl.String, "value": pl.Int64, "count": pl.Int64,
+        "behind": pl.List(pl.String), "blockers": pl.List(pl.Int64), "monotone": pl.Boolean})
     lines = []
     for row in stuck.iter_rows(named=True):
-        unsat = waits.filter(pl.col("inst") == row["id"])
-        if unsat.height:
-            w = unsat.row(0, named=True)
-            why = (f"waits for semaphore {w['sem']} to reach {w['value']}, but its signals "
-                   f"only ever add up to {w['signalled']}")
-        else:
-            node = int(np.searchsorted(graph.ids, row["id"]))
-            blockers = [int(graph.ids[p]) for p in graph.preds(node) if end[p] < 0]
-            why = f"waits for unfinished instruction(s) {', '.join(map(str, blockers[:5]))}"
-        lines.append(f"  {row['engine']}: instruction {row['id']} ({row['opcode']}) {why}")
+        where = f"  {row['engine']}: instruction {row['id']} ({row['opcode']})"
+        if row["sem"] is None:
+            lines.append(f"{where} waits for unfinished instruction(s) "
+                         f"{', '.join(map(str, row['blockers'][:5]))}")
+            continue
+        lines.append(f"{where} {wait_text(row)}")
     memory = bool((graph.kind == MEMORY).any())
-    cycle = "" if waits.height else (
-        " (a dependency cycle: no wait is unsatisfiable"
+    waits = stuck["sem"].is_not_null().any()
+    cycle = "" if waits else (
+        " (a dependency cycle: no instruction is blocked on a semaphore"
         + ("; memory edges take part, so the accesses' program order may disagree with the "
            "trace's synchronisation: retry without --memory-deps" if memory else "") + ")")
+    n_engines = stuck["engine"].n_unique()
     message = (f"{trace.path}: the replay cannot finish: {int(undone.sum()):,} instructions "
-               f"on {stuck.height} engine(s) never run{cycle}.\n" + "\n".join(lines)
+               f"on {n_engines} engine(s) never run{cycle}.\n" + "\n".join(lines)
                + "\nThe trace records a run that could not have finished: check the "
                  "producer's semaphore values and dependencies.")
     return ReplayStuck(message, stuck)
+
+
+def wait_text(row: dict) -> str:
+    """What a blocked wait (a row of ReplayStuck.stuck) waits for, in words."""
+    want = (f"to reach {row['value']}" if row["cond"] != "eq"
+            else f"to be exactly {row['value']}")
+    if row["behind"]:
+        why = (f"its changes still to come are on {', '.join(row['behind'])}, blocked "
+               f"themselves")
+    elif row.get("monotone"):
+        why = f"its signals add up to {row['count']}"
+    else:
+        why = "no change of it is still to come"
+    return (f"waits for semaphore {row['sem']} {want}; the count reached {row['count']}, and "
+            f"{why}")
+
+
+def engine_of(nodes: np.ndarray, eng_ptr: np.ndarray, eng_nodes: np.ndarray) -> np.ndarray:
+    """The engine code of each of `nodes`, from the engines' queues."""
+    code = np.empty(eng_nodes.size, dtype=np.int64)
+    code[eng_nodes] = np.repeat(np.arange(eng_ptr.size - 1), np.diff(eng_ptr))
+    return code[nodes]
+
+
+def holds_now(count: int, cond: int, value: int) -> bool:
+    return count == value if cond == EQ else count >= value
 
 
 def write_predicted(result: ReplayResult, path: str | os.PathLike[str], *,

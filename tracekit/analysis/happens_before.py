@@ -1,0 +1,406 @@
+"""Happens-before over engine order, explicit dependencies and semaphores counted in every
+legal order: the order the race check may rely on.
+
+A wait is ordered after a change of its semaphore only when, in every order of execution the
+trace allows, the wait could not have been satisfied without that change. For a `ge` wait on a
+semaphore that only counts up, that is when the signals not ordered after the wait, less that
+one and the ones after it on its engine, cannot reach the value. Example: engine A writes X and
+signals s, engine B signals s, engine C waits for s >= 1 and reads X. B's signal alone
+satisfies C, so nothing orders C after A: a race. With a wait for s >= 2 both signals are
+needed, C follows A, and there is no race.
+
+Clocks: `clock[i, e]` is the last place (1-based) in engine e's queue that happens before
+instruction i or is i itself (0: none); a happens before b iff clock[b, engine(a)] >=
+place(a). Instructions are visited in an order every legal execution agrees with (the model
+replay's completion order), each merging its predecessors' clocks and, for each wait, the
+clock of the change it needs on each engine. Which changes may come before a wait depends on
+what the wait happens before, so the pass repeats until nothing changes; each pass only adds
+orders that hold in every execution.
+
+The rules, per wait W on semaphore s (changes of s on engine f are a queue: in any execution
+a prefix of them has arrived):
+
+- possible changes on f: those not after W (before the first place on f that W happens
+  before); definite ones: those that happen before W;
+- `set`: a set that may or may not precede W makes W's count unknown: no order through s
+  (conservative, and W is flagged order-dependent). Otherwise the count starts from the value
+  of a definite set (the largest, if several engines set s) and changes that happen before
+  any definite set are overwritten;
+- upper bound of the count: base + possible adds - definite subs (subs are not subtracted
+  when s has sets); W (ge or eq) needs the k-th add on f when the bound without it and its
+  successors on f is below the value;
+- lower bound for an `eq` wait: definite adds - possible subs; W needs the k-th sub on f when
+  the bound without it and its successors on f is above the value (only when s has no set);
+- a wait on a semaphore that only counts up with all its signals on one engine needs the
+  prefix of signals that first reaches its value: exact in one pass.
+
+Exactness: for semaphores that only count up (signals and ge waits), the rule misses orders
+that hold only through a disjunction (W needs one of two signals, each of which follows A);
+`exact_order` settles such a pair by running the trace with A held back. For sub, set and eq
+the rule is sound but not complete, and a race found through them says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from tracekit.replay.graph import Graph
+from tracekit.replay.semaphores import EQ, SET, SIGNAL, SUB, WAIT, SemTable, holds
+
+MAX_PASSES = 32
+"""Passes of the clock computation before it settles for what it has (sound either way)."""
+
+
+@dataclass(frozen=True)
+class HappensBefore:
+    """Vector clocks (`clock`, rows are graph rows, int32), each row's engine code and 1-based
+    place in its engine's queue, whether the semaphore rule was exact for every wait
+    (`exact`: only signals and ge waits), and per semaphore row whether its wait may or may
+    not be released depending on the order of changes (`order_dependent`)."""
+
+    clock: np.ndarray
+    engine: np.ndarray
+    position: np.ndarray
+    exact: bool
+    order_dependent: np.ndarray
+    converged: bool
+
+    def ordered(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether a happens before b or b before a, pairwise."""
+        return ((self.clock[b, self.engine[a]] >= self.position[a])
+                | (self.clock[a, self.engine[b]] >= self.position[b]))
+
+
+def happens_before(graph: Graph, engine: np.ndarray, queue: np.ndarray, n_eng: int,
+                   visit: np.ndarray) -> HappensBefore:
+    """Clocks over `graph`'s edges other than semaphore and memory edges, and its semaphores
+    counted in every legal order. `engine`: each row's engine code; `queue`: rows in queue
+    order (each engine's by seq, engine after engine); `visit`: the rows that can run, in an
+    order every legal execution agrees with (the model replay's completion order)."""
+    from tracekit.replay.graph import MEMORY, SEMAPHORE
+
+    n = graph.nodes
+    counts = np.bincount(engine, minlength=n_eng)
+    eng_ptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    position = np.empty(n, dtype=np.int32)
+    position[queue] = (np.arange(n) - np.repeat(eng_ptr[:-1], counts) + 1).astype(np.int32)
+    keep = (graph.kind != SEMAPHORE) & (graph.kind != MEMORY)
+    dst = graph.destinations()[keep]
+    pred_ptr = np.zeros(n + 1, dtype=np.int64)
+    pred_ptr[1:] = np.cumsum(np.bincount(dst, minlength=n))
+    pred_src = graph.src[keep].astype(np.int64)  # sorted by dst already (CSR order)
+    sems = graph.sems
+    groups = _Groups.of(sems, engine, position)
+    clock = np.zeros((n, n_eng), dtype=np.int32)
+    flagged = np.zeros(sems.size, dtype=np.bool_)
+    converged = _clocks(visit.astype(np.int64), pred_ptr, pred_src, engine.astype(np.int64),
+                        position, np.asarray(queue, dtype=np.int64), eng_ptr, sems.ptr,
+                        sems.rows, sems.sem, sems.op, sems.value, sems.cond, groups.sem_ptr,
+                        groups.ptr, groups.engine, groups.pos, groups.node, groups.op,
+                        groups.value, groups.adds, groups.subs, groups.sets, groups.last_set,
+                        groups.simple,
+                        clock, flagged, MAX_PASSES)
+    return HappensBefore(clock=clock, engine=engine, position=position, exact=sems.monotone,
+                         order_dependent=flagged, converged=converged)
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """The changes of each semaphore grouped by engine, each group in queue order: semaphore s
+    owns groups sem_ptr[s]:sem_ptr[s + 1]; group g holds elements ptr[g]:ptr[g + 1] (engine
+    `engine[g]`), each with its 1-based place, instruction row, op and value. Prefix sums over the whole
+    array (adds, subs: values; sets: how many), `last_set[k]`: the last set at or before
+    element k in its group (-1: none); `simple`: per semaphore, only signals on one engine."""
+
+    sem_ptr: np.ndarray
+    ptr: np.ndarray
+    engine: np.ndarray
+    pos: np.ndarray
+    node: np.ndarray
+    op: np.ndarray
+    value: np.ndarray
+    adds: np.ndarray
+    subs: np.ndarray
+    sets: np.ndarray
+    last_set: np.ndarray
+    simple: np.ndarray
+
+    @staticmethod
+    def of(sems: SemTable, engine: np.ndarray, position: np.ndarray) -> _Groups:
+        rows = np.flatnonzero(sems.op != WAIT)
+        node = sems.node[rows]
+        order = np.lexsort((position[node], engine[node], sems.sem[rows]))
+        rows, node = rows[order], node[order]
+        sem, eng, op = sems.sem[rows], engine[node], sems.op[rows]
+        value = sems.value[rows]
+        new = np.r_[True, (sem[1:] != sem[:-1]) | (eng[1:] != eng[:-1])] if rows.size else \
+            np.zeros(0, dtype=bool)
+        starts = np.flatnonzero(new)
+        ptr = np.r_[starts, rows.size].astype(np.int64)
+        group_sem = sem[starts]
+        sem_ptr = np.searchsorted(group_sem, np.arange(sems.semaphores + 1)).astype(np.int64)
+        adds = np.r_[0, np.cumsum(np.where(op == SIGNAL, value, 0))].astype(np.int64)
+        subs = np.r_[0, np.cumsum(np.where(op == SUB, value, 0))].astype(np.int64)
+        sets = np.r_[0, np.cumsum(op == SET)].astype(np.int64)
+        last_set = _last_set(ptr, op)
+        # Only signals, ge waits, and one signalling engine: the prefix rule is exact at once.
+        per_sem_groups = np.diff(sem_ptr)
+        only_up = np.ones(sems.semaphores, dtype=bool)
+        np.logical_and.at(only_up, sems.sem, (sems.op == WAIT) | (sems.op == SIGNAL))
+        np.logical_and.at(only_up, sems.sem, (sems.op != WAIT) | (sems.cond != EQ))
+        simple = only_up & (per_sem_groups <= 1)
+        return _Groups(sem_ptr, ptr, eng.astype(np.int64)[starts] if starts.size else
+                       np.zeros(0, np.int64), position[node].astype(np.int64),
+                       node.astype(np.int64), op.astype(np.int8), value.astype(np.int64), adds,
+                       subs, sets, last_set, simple)
+
+
+@numba.njit(cache=True, nogil=True)
+def _last_set(ptr, op):  # pragma: no cover - compiled
+    out = np.full(op.size, -1, dtype=np.int64)
+    for g in range(ptr.size - 1):
+        last = -1
+        for k in range(ptr[g], ptr[g + 1]):
+            if op[k] == SET:
+                last = k
+            out[k] = last
+    return out
+
+
+@numba.njit(cache=True, inline="always")
+def _upper(a, lo, hi, x):  # pragma: no cover - compiled
+    """The first index in [lo, hi) whose a[] is > x (hi if none), a non-decreasing."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, inline="always")
+def _first_after(clock, queue, lo, hi, eng_w, pos_w):  # pragma: no cover - compiled
+    """The 1-based place of the first instruction of an engine's queue (rows queue[lo:hi])
+    that instruction (eng_w, pos_w) happens before, by the clocks so far; hi - lo + 1 if
+    none."""
+    a, b = lo, hi
+    while a < b:
+        mid = (a + b) // 2
+        if clock[queue[mid], eng_w] >= pos_w:
+            b = mid
+        else:
+            a = mid + 1
+    return a - lo + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr, sem_rows,
+            sem_sem, sem_op, sem_value, sem_cond, g_sem_ptr, g_ptr, g_engine, g_pos, g_node,
+            g_op, g_value, adds, subs, sets, last_set, simple, clock, flagged,
+            max_passes):  # pragma: no cover - compiled
+    """The passes of `happens_before`; returns whether the last pass changed nothing."""
+    n_eng = clock.shape[1]
+    c = np.zeros(n_eng, dtype=np.int32)
+    any_complex = False
+    for s in range(simple.size):
+        if not simple[s]:
+            any_complex = True
+    n_groups = g_ptr.size - 1
+    hb_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
+    after_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
+    lo_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
+    for _ in range(max_passes):
+        changed = False
+        flagged[:] = False
+        for node in visit:
+            e_w = engine[node]
+            for e in range(n_eng):
+                c[e] = clock[node, e]
+            for k in range(pred_ptr[node], pred_ptr[node + 1]):
+                q = pred_src[k]
+                for e in range(n_eng):
+                    if clock[q, e] > c[e]:
+                        c[e] = clock[q, e]
+            c[e_w] = position[node]
+            for k in range(sem_ptr[node], sem_ptr[node + 1]):
+                r = sem_rows[k]
+                if sem_op[r] != WAIT:
+                    continue
+                s = sem_sem[r]
+                v = sem_value[r]
+                ga, gb = g_sem_ptr[s], g_sem_ptr[s + 1]
+                if gb == ga:
+                    continue
+                if simple[s]:
+                    # Signals on one engine: the first prefix that reaches v.
+                    a, b = g_ptr[ga], g_ptr[ga + 1]
+                    if v <= 0:
+                        continue
+                    j = _upper(adds, a + 1, b + 1, adds[a] + v - 1) - 1
+                    if j < b:
+                        _merge(c, clock, g_node[j])
+                    continue
+                # Per engine of s: definite changes [g_ptr, hb), possible [lo, after).
+                has_sets = sets[g_ptr[gb]] - sets[g_ptr[ga]] > 0
+                unknown = False
+                for g in range(ga, gb):
+                    a, b = g_ptr[g], g_ptr[g + 1]
+                    f = g_engine[g]
+                    if f == e_w:
+                        # Its own engine: what precedes it in the queue happens before it,
+                        # and its own changes (at its end) and later ones after it.
+                        hb_idx[g] = after_idx[g] = _upper(g_pos, a, b, position[node] - 1)
+                    else:
+                        hb_idx[g] = _upper(g_pos, a, b, c[f])
+                        place = _first_after(clock, queue, eng_ptr[f], eng_ptr[f + 1], e_w,
+                                             position[node])
+                        after_idx[g] = _upper(g_pos, a, b, place - 1)
+                    if sets[after_idx[g]] - sets[hb_idx[g]] > 0:
+                        unknown = True  # a set that may or may not precede the wait
+                base = 0
+                for g in range(ga, gb):
+                    lo_idx[g] = g_ptr[g]
+                if has_sets:
+                    # Definite sets: the count starts from one of them, and whatever happens
+                    # before any of them is overwritten.
+                    for g in range(ga, gb):
+                        if hb_idx[g] > g_ptr[g] and last_set[hb_idx[g] - 1] >= 0:
+                            ls = last_set[hb_idx[g] - 1]
+                            base = max(base, g_value[ls])
+                            for h in range(ga, gb):
+                                wiped = _upper(g_pos, g_ptr[h], g_ptr[h + 1],
+                                               clock[g_node[ls], g_engine[h]])
+                                if wiped > lo_idx[h]:
+                                    lo_idx[h] = wiped
+                            if ls + 1 > lo_idx[g]:
+                                lo_idx[g] = ls + 1
+                if unknown:
+                    flagged[r] = True
+                    continue
+                cond_eq = sem_cond[r] == EQ
+                if cond_eq:
+                    for g in range(ga, gb):
+                        if hb_idx[g] < after_idx[g]:
+                            flagged[r] = True  # a change that may land on either side
+                upper = base
+                for g in range(ga, gb):
+                    upper += adds[max(after_idx[g], lo_idx[g])] - adds[lo_idx[g]]
+                    if not has_sets:
+                        upper -= subs[hb_idx[g]] - subs[g_ptr[g]]
+                for g in range(ga, gb):
+                    a = lo_idx[g]
+                    b = max(after_idx[g], a)
+                    others = upper - (adds[b] - adds[a])
+                    need = v - others
+                    if need <= 0 or adds[b] - adds[a] < need:
+                        continue
+                    j = _upper(adds, a + 1, b + 1, adds[a] + need - 1) - 1
+                    if j < b:
+                        _merge(c, clock, g_node[j])
+                if cond_eq and not has_sets:
+                    lower = 0
+                    for g in range(ga, gb):
+                        lower += adds[hb_idx[g]] - adds[g_ptr[g]]
+                        lower -= subs[after_idx[g]] - subs[g_ptr[g]]
+                    for g in range(ga, gb):
+                        a, b = g_ptr[g], after_idx[g]
+                        others = lower + (subs[b] - subs[a])
+                        # Sub k needed when others - subs[a..k) > v: the last such k.
+                        excess = others - v
+                        if excess <= 0:
+                            continue
+                        j = _upper(subs, a, b + 1, subs[a] + excess - 1) - 1
+                        # subs[j] - subs[a] < excess: the sub at element j (if one) is needed
+                        while j >= a and j < b and g_op[j] != SUB:
+                            j -= 1
+                        if a <= j < b:
+                            _merge(c, clock, g_node[j])
+            c[e_w] = position[node]
+            for e in range(n_eng):
+                if c[e] != clock[node, e]:
+                    changed = True
+                    clock[node, e] = c[e]
+        if not changed or not any_complex:
+            return True
+    return False
+
+
+@numba.njit(cache=True, inline="always")
+def _merge(c, clock, q):  # pragma: no cover - compiled
+    for e in range(c.size):
+        if clock[q, e] > c[e]:
+            c[e] = clock[q, e]
+
+
+def exact_order(graph: Graph, held: int, runnable: np.ndarray) -> np.ndarray:
+    """What can run when instruction `held` never does, on a trace whose semaphores only
+    count up (signals and ge waits): the largest set of instructions, one run that executes
+    every instruction it can. An instruction outside it, that can run otherwise (`runnable`),
+    happens after `held` in every legal order."""
+    from tracekit.replay.graph import MEMORY, SEMAPHORE, csr
+
+    keep = (graph.kind != SEMAPHORE) & (graph.kind != MEMORY)
+    dst = graph.destinations()[keep]
+    succ_ptr, succ, _ = csr(graph.nodes, dst, graph.src[keep].astype(np.int64),
+                            graph.kind[keep])
+    sems = graph.sems
+    return _closure(graph.nodes, succ_ptr, succ.astype(np.int64), np.bincount(
+        dst, minlength=graph.nodes).astype(np.int64), sems.ptr, sems.rows, sems.sem, sems.op,
+        sems.value, sems.cond, sems.semaphores, held, runnable)
+
+
+@numba.njit(cache=True, nogil=True)
+def _closure(n, succ_ptr, succ, indeg, sem_ptr, sem_rows, sem_sem, sem_op, sem_value,
+             sem_cond, n_sem, held, runnable):  # pragma: no cover - compiled
+    """Run every instruction that can run (counts only grow, so the order does not matter),
+    never `held`; instructions whose predecessors are done but whose waits do not hold are
+    parked and looked at again whenever a count changes."""
+    pending = indeg.copy()
+    count = np.zeros(n_sem, dtype=np.int64)
+    ran = np.zeros(n, dtype=np.bool_)
+    work = np.empty(n, dtype=np.int64)
+    parked = np.empty(n, dtype=np.int64)
+    n_parked = 0
+    top = 0
+    for i in range(n):
+        if pending[i] == 0 and runnable[i] and i != held:
+            work[top] = i
+            top += 1
+    while top > 0 or n_parked > 0:
+        progress = False
+        while top > 0:
+            top -= 1
+            i = work[top]
+            ok = True
+            for k in range(sem_ptr[i], sem_ptr[i + 1]):
+                r = sem_rows[k]
+                if sem_op[r] == WAIT and not holds(count[sem_sem[r]], sem_cond[r],
+                                                   sem_value[r]):
+                    ok = False
+            if not ok:
+                parked[n_parked] = i
+                n_parked += 1
+                continue
+            ran[i] = True
+            progress = True
+            for k in range(sem_ptr[i], sem_ptr[i + 1]):
+                r = sem_rows[k]
+                if sem_op[r] == SIGNAL:
+                    count[sem_sem[r]] += sem_value[r]
+            for k in range(succ_ptr[i], succ_ptr[i + 1]):
+                s = succ[k]
+                pending[s] -= 1
+                if pending[s] == 0 and runnable[s] and s != held:
+                    work[top] = s
+                    top += 1
+        if not progress:
+            break
+        for k in range(n_parked):  # counts changed: look at the parked ones again
+            work[top] = parked[k]
+            top += 1
+        n_parked = 0
+    return ran

@@ -1,0 +1,266 @@
+"""Semaphores as counters: the table in the form the compiled replay reads, and what a timeline
+(replayed or observed) says about which operations released each wait.
+
+A semaphore is a counter that starts at 0. `signal` adds its value, `sub` subtracts it and
+`set` replaces the count, each when its instruction ends plus the machine's semaphore latency;
+changes arriving at one instant are all applied before any wait looks at the count. A `wait`
+lets its instruction start at the first moment, once the instruction is otherwise ready (its
+engine free, its other dependencies done), at which the count satisfies its condition: count
+>= value (`ge`, the default) or count == value (`eq`); an instruction with several waits needs
+all of them at once. Which signal releases a wait is therefore decided by the timeline, not
+fixed beforehand.
+
+Worked example (latency 12): vector `act` ends at 148 and tensor `mm` at 64, each signalling
+semaphore 0; scalar `exp` waits for 2. The count is 1 at 76 and 2 at 160: `exp` starts at 160,
+released by the vector's signal, its binding constraint.
+
+What a timeline records for each released wait is its *window*: the changes of its semaphore
+that arrived since the previous release of a wait on the same semaphore by the same engine, up
+to the one after which the condition held without a break until the release (its binder).
+Those become the wait's `semaphore` edges: every signal the count needed, not only the last
+one, so that slack and the critical path see each of them (a signal that ends later would
+have moved the wait). For the example, the window of `exp` holds both signals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import polars as pl
+
+from tracekit.trace.schema import SemOp, WaitCond
+
+WAIT, SIGNAL, SUB, SET = range(4)
+"""Codes of the semaphore operations (SemOp order)."""
+GE, EQ = range(2)
+"""Codes of the wait conditions (WaitCond order)."""
+
+OP_NAMES: tuple[str, ...] = tuple(op.value for op in SemOp)
+COND_NAMES: tuple[str, ...] = tuple(c.value for c in WaitCond)
+
+
+@dataclass(frozen=True)
+class SemTable:
+    """The semaphores table as arrays, one entry per row in table order.
+
+    `node`: the row of the instruction (graph row); `sem`: dense semaphore code 0..S-1, whose
+    number in the trace is `numbers[code]`; `op`: WAIT, SIGNAL, SUB or SET; `value`; `cond`:
+    GE or EQ (GE on every non-wait row). `ptr`/`rows`: the rows of each instruction (node i's
+    rows are rows[ptr[i]:ptr[i + 1]], in table order). `log_ptr`: each semaphore's place in an
+    arrival log of its changes (signal, sub, set): semaphore s owns log_ptr[s]:log_ptr[s + 1].
+    """
+
+    node: np.ndarray
+    sem: np.ndarray
+    op: np.ndarray
+    value: np.ndarray
+    cond: np.ndarray
+    numbers: np.ndarray
+    ptr: np.ndarray
+    rows: np.ndarray
+    log_ptr: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.node.size)
+
+    @property
+    def semaphores(self) -> int:
+        return int(self.numbers.size)
+
+    @property
+    def monotone(self) -> bool:
+        """Whether counts only grow and every wait is >=: then whether a wait is ever released
+        does not depend on the order of signals."""
+        return bool(np.all((self.op == WAIT) | (self.op == SIGNAL)) and np.all(self.cond == GE))
+
+    @staticmethod
+    def empty(n: int) -> SemTable:
+        zero = np.zeros(0, dtype=np.int64)
+        return SemTable(zero, zero, np.zeros(0, np.int8), zero, np.zeros(0, np.int8), zero,
+                        np.zeros(n + 1, dtype=np.int64), zero, np.zeros(1, dtype=np.int64))
+
+    @staticmethod
+    def from_frame(sems: pl.DataFrame, node: np.ndarray, n: int) -> SemTable:
+        """From the semaphores table (inst, sem, op, value, cond) and the graph row of each
+        row's instruction; `n` instructions."""
+        op = _enum_codes(sems["op"], OP_NAMES)
+        cond = (_enum_codes(sems["cond"], COND_NAMES) if "cond" in sems.columns
+                else np.zeros(sems.height, dtype=np.int8))
+        cond[op != WAIT] = GE
+        raw = sems["sem"].to_numpy().astype(np.int64)
+        numbers, code = (np.unique(raw, return_inverse=True) if raw.size
+                         else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        code = code.astype(np.int64)
+        node = np.asarray(node, dtype=np.int64)
+        rows = np.argsort(node, kind="stable")
+        ptr = np.zeros(n + 1, dtype=np.int64)
+        ptr[1:] = np.cumsum(np.bincount(node, minlength=n))
+        changes = np.bincount(code[op != WAIT], minlength=numbers.size)
+        log_ptr = np.r_[0, np.cumsum(changes)].astype(np.int64)
+        return SemTable(node, code, op, sems["value"].to_numpy().astype(np.int64), cond,
+                        numbers, ptr, rows, log_ptr)
+
+
+def _enum_codes(series: pl.Series, names: tuple[str, ...]) -> np.ndarray:
+    """Codes of an enum column (nulls: code 0)."""
+    text = series.cast(pl.String)
+    return text.replace_strict(list(names), list(range(len(names))), default=0,
+                               return_dtype=pl.Int8).fill_null(0).to_numpy().astype(np.int8)
+
+
+@numba.njit(cache=True, inline="always")
+def apply(count, op, value):  # pragma: no cover - compiled
+    """The count after a change."""
+    if op == SIGNAL:
+        return count + value
+    if op == SUB:
+        return count - value
+    return value  # SET
+
+
+@numba.njit(cache=True, inline="always")
+def holds(count, cond, value):  # pragma: no cover - compiled
+    return count == value if cond == EQ else count >= value
+
+
+@dataclass(frozen=True)
+class Released:
+    """What a timeline says of the semaphores: the changes of each semaphore in arrival order
+    (`log`: rows of the table, semaphore s at SemTable.log_ptr[s]:..., `arrived` of them;
+    `log_count`: the count after each), and for each wait row how many changes of its
+    semaphore had arrived when its instruction started (`upto`, -1 for a wait never
+    released)."""
+
+    log: np.ndarray
+    log_count: np.ndarray
+    arrived: np.ndarray
+    upto: np.ndarray
+
+
+def wait_chains(table: SemTable, engine: np.ndarray, position: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The wait rows in chain order, (semaphore, engine, place in the engine's queue), and per
+    row the previous wait row of its chain (-1: none, and for every non-wait row). `engine`
+    and `position`: per graph row, its engine code and place in its engine's queue."""
+    waits = np.flatnonzero(table.op == WAIT)
+    node = table.node[waits]
+    order = waits[np.lexsort((waits, position[node], engine[node], table.sem[waits]))]
+    prev = np.full(table.size, -1, dtype=np.int64)
+    if order.size > 1:
+        key_sem, key_eng = table.sem[order], engine[table.node[order]]
+        same = (key_sem[1:] == key_sem[:-1]) & (key_eng[1:] == key_eng[:-1])
+        prev[order[1:][same]] = order[:-1][same]
+    return order, prev
+
+
+def window_edges(table: SemTable, released: Released, chain_order: np.ndarray,
+                 prev_wait: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The semaphore edges (src, dst graph rows) of every released wait's window (module
+    docstring), and per row its binder's place in its semaphore's log (-1: none in its
+    window, or not a released wait). `chain_order`, `prev_wait`: from `wait_chains`."""
+    return _windows(table.node, table.sem, table.value, table.cond, table.log_ptr,
+                    released.log, released.log_count, released.arrived, released.upto,
+                    chain_order, prev_wait)
+
+
+@numba.njit(cache=True, nogil=True)
+def _windows(node, sem, value, cond, log_ptr, log, log_count, arrived, upto, chain_order,
+             prev_wait):  # pragma: no cover - compiled
+    m = node.size
+    binder = np.full(m, -1, dtype=np.int64)
+    covered = np.full(m, -1, dtype=np.int64)  # the log place up to which the chain is covered
+    lo = np.zeros(m, dtype=np.int64)
+    hi = np.zeros(m, dtype=np.int64)
+    total = 0
+    for r in chain_order:
+        before = covered[prev_wait[r]] if prev_wait[r] >= 0 else -1
+        covered[r] = before
+        if upto[r] < 0:
+            continue  # never released
+        s = sem[r]
+        base = log_ptr[s]
+        k = upto[r] - 1
+        held = holds(log_count[base + k] if k >= 0 else 0, cond[r], value[r])
+        if held:
+            # Held when it started: since the change after which it held without a break.
+            # Changes up to `before` are covered by the previous wait of the chain already.
+            while k > before and holds(log_count[base + k], cond[r], value[r]):
+                k -= 1
+            b = k + 1
+            if k == before and holds(log_count[base + k] if k >= 0 else 0, cond[r], value[r]):
+                b = -1  # held before the window: no change of it was needed
+        else:
+            # Not satisfied when it started (an observed timeline that contradicts the
+            # semaphore): the first later change after which it holds, if any.
+            b = -1
+            for j in range(upto[r], arrived[s]):
+                if holds(log_count[base + j], cond[r], value[r]):
+                    b = j
+                    break
+        binder[r] = b
+        if b > before:
+            covered[r] = b
+            lo[r], hi[r] = before + 1, b + 1
+            total += b - before
+        elif b >= 0 and not held:
+            # Started before the change it needed, which an earlier wait of its chain covers:
+            # the edge all the same, so that the contradiction shows.
+            lo[r], hi[r] = b, b + 1
+            total += 1
+    src = np.empty(total, dtype=np.int64)
+    dst = np.empty(total, dtype=np.int64)
+    e = 0
+    for r in range(m):
+        for j in range(lo[r], hi[r]):
+            src[e] = node[log[log_ptr[sem[r]] + j]]
+            dst[e] = node[r]
+            e += 1
+    return src, dst, binder
+
+
+def observed_release(table: SemTable, start: np.ndarray, end: np.ndarray) -> Released:
+    """What the observed timeline says of the semaphores: changes arrive at their
+    instruction's observed end (ties in table order), and a wait sees every change that
+    arrived at or before its instruction's observed start. `start`, `end`: per graph row."""
+    changes = np.flatnonzero(table.op != WAIT)
+    arrival = end[table.node[changes]]
+    log = changes[np.lexsort((changes, arrival, table.sem[changes]))]
+    log_count, arrived = _counts(table.sem, table.op, table.value, table.log_ptr, log)
+    upto = _upto(table.sem, table.op, table.node, table.log_ptr, log, end, start)
+    return Released(log=log, log_count=log_count, arrived=arrived, upto=upto)
+
+
+@numba.njit(cache=True, nogil=True)
+def _counts(sem, op, value, log_ptr, log):  # pragma: no cover - compiled
+    """The count after each change of each semaphore's log, and the changes per semaphore."""
+    log_count = np.zeros(log.size, dtype=np.int64)
+    arrived = np.zeros(log_ptr.size - 1, dtype=np.int64)
+    for s in range(log_ptr.size - 1):
+        count = 0
+        for k in range(log_ptr[s], log_ptr[s + 1]):
+            count = apply(count, op[log[k]], value[log[k]])
+            log_count[k] = count
+        arrived[s] = log_ptr[s + 1] - log_ptr[s]
+    return log_count, arrived
+
+
+@numba.njit(cache=True, nogil=True)
+def _upto(sem, op, node, log_ptr, log, end, start):  # pragma: no cover - compiled
+    """Per wait row, the changes of its semaphore that ended at or before its start."""
+    upto = np.full(sem.size, -1, dtype=np.int64)
+    for r in range(sem.size):
+        if op[r] != WAIT:
+            continue
+        lo, hi = log_ptr[sem[r]], log_ptr[sem[r] + 1]
+        at = start[node[r]]
+        while lo < hi:  # the first change ending after `at`
+            mid = (lo + hi) // 2
+            if end[node[log[mid]]] <= at:
+                lo = mid + 1
+            else:
+                hi = mid
+        upto[r] = lo - log_ptr[sem[r]]
+    return upto
