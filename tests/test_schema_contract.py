@@ -53,3 +53,16 @@ def test_spelled_out_arrow_types_are_the_real_ones() -> None:
     for spec in TABLES.values():
         for col in spec.columns:
             assert spelled[contract._ARROW_TYPE[col.type]] == col.arrow_type
+
+
+def test_the_semaphore_semantics_are_written_once() -> None:
+    # The contract's README and the replay's module docstring carry the one text in schema.py.
+    import tracekit.replay.semaphores as semaphores
+    from tracekit.trace.contract import readme
+    from tracekit.trace.schema import SEMAPHORE_SEMANTICS
+
+    def flat(text: str) -> str:
+        return " ".join(text.split())
+
+    assert flat(SEMAPHORE_SEMANTICS) in flat(semaphores.__doc__ or "")
+    assert SEMAPHORE_SEMANTICS in readme()

@@ -71,8 +71,8 @@ def _rates(phase, caps, hbm_bw, rate, settled):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, succ_dst,
                   succ_kind, kind_latency, setup, nbytes, caps, hbm_bw, sem_ptr, sem_rows,
-                  sem_node, sem_code, sem_op, sem_value, sem_cond, log_ptr,
-                  sem_latency):  # pragma: no cover - compiled
+                  sem_node, sem_code, sem_op, sem_value, sem_cond, log_ptr, sem_latency,
+                  monotone):  # pragma: no cover - compiled
     """Replay; returns start, end, binding predecessor and its edge kind, contention cycles,
     the number of instructions completed (less than n when the replay is stuck), the order in
     which they completed, and what `semaphores.Released` holds (the changes' arrival log, the
@@ -81,13 +81,16 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
 
     An instruction whose predecessors have all finished is the head of its engine's queue and
     the engine is idle. Without waits it starts at once, at its ready time (possibly later
-    than now). With waits it is parked until its ready time, where its conditions are looked
-    at (after every change arriving at that instant): it starts there if they hold, else it
-    blocks until a change arrives after which they all hold, and starts then, bound by that
-    change's instruction (a semaphore edge). Events: ends of set-ups, computations and
-    transfers, arrivals of semaphore changes (their instruction's end plus `sem_latency`),
-    and parked instructions' ready times. At one time, arrivals come first, then engines by
-    code.
+    than now). With waits, its conditions are looked at for its ready time: at once when the
+    counts cannot change before then (`monotone`: counts only grow and waits are >=, so what
+    holds now holds then; or no change can arrive before then), else at that time (the
+    engine is parked until then). It starts at its ready time if they hold, else it blocks
+    until a change arrives after which they all hold, and starts then, bound by that change's
+    instruction (a semaphore edge). Changes arrive at their instruction's end plus
+    `sem_latency`, in end order; they are events only while a blocked engine waits on their
+    semaphore. At one time, arrivals come first,
+    then engines by code. Changes no blocked engine waits on need no event: they are
+    applied, in order, as the events around them come.
     """
     n = node_engine.size
     m = sem_code.size
@@ -114,8 +117,8 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
     upto = np.full(m, -1, dtype=np.int64)
     fifo_row = np.empty(log_ptr[n_sem], dtype=np.int64)
     fifo_time = np.empty(log_ptr[n_sem])
-    head = 0
-    tail = 0
+    fifo = np.zeros(2, dtype=np.int64)  # head, tail
+    watch = np.zeros(n_sem, dtype=np.int64)  # blocked engines waiting on each semaphore
     phase = np.zeros(n_eng, dtype=np.int8)
     current = np.full(n_eng, -1, dtype=np.int64)
     until = np.zeros(n_eng)
@@ -123,19 +126,15 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
     moving_since = np.zeros(n_eng)
     rate = np.zeros(n_eng)
     settled = np.zeros(n_eng, dtype=np.bool_)
+    t = 0.0
     for e in range(n_eng):
         if eng_ptr[e] < eng_ptr[e + 1]:
             node = eng_nodes[eng_ptr[e]]
             if pending[node] == 0:
-                current[e] = node
-                if waits[node]:
-                    phase[e] = PARKED
-                    until[e] = 0.0
-                else:
-                    start[node] = 0.0
-                    phase[e] = RUNNING
-                    until[e] = setup[node]
-    t = 0.0
+                _head(node, e, t, 0.0, waits, monotone, sem_latency, fifo,
+                                   fifo_time, sem_ptr, sem_rows, sem_code, sem_op, sem_value,
+                                   sem_cond, count, arrived, upto, start, phase, current,
+                                   until, setup, watch)
     completed = 0
     while completed < n:
         best = INF
@@ -149,8 +148,15 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 continue
             if when < best:
                 best, best_e = when, e
-        arrival = fifo_time[head] if head < tail else INF
-        if best_e < 0 and head == tail:
+        # Changes no blocked engine waits on are applied as they come, with no event of
+        # their own: nothing looks at their counts before the next event.
+        while fifo[0] < fifo[1] and fifo_time[fifo[0]] <= best and \
+                watch[sem_code[fifo_row[fifo[0]]]] == 0:
+            _drain_one(fifo, fifo_row, sem_code, sem_op, sem_value, count, log_ptr, log,
+                       log_count, arrived, last_seq)
+        arrival = fifo_time[fifo[0]] if fifo[0] < fifo[1] and \
+            watch[sem_code[fifo_row[fifo[0]]]] > 0 else INF
+        if best_e < 0 and arrival == INF:
             break  # stuck: unfinished instructions wait on something that never comes
         now = min(best, arrival)
         if now > t:
@@ -160,16 +166,8 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
             t = now
         if arrival <= best:
             # Every change arriving now, then the blocked engines whose waits now hold.
-            while head < tail and fifo_time[head] == t:
-                r = fifo_row[head]
-                head += 1
-                s = sem_code[r]
-                count[s] = apply(count[s], sem_op[r], sem_value[r])
-                slot = log_ptr[s] + arrived[s]
-                log[slot] = r
-                log_count[slot] = count[s]
-                arrived[s] += 1
-                last_seq[s] = head
+            _drain(t, fifo, fifo_row, fifo_time, sem_code, sem_op, sem_value, count, log_ptr,
+                   log, log_count, arrived, last_seq)
             for e in range(n_eng):
                 if phase[e] == BLOCKED:
                     node = current[e]
@@ -181,18 +179,22 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                         if by >= 0 and t > ready[node]:
                             bind[node] = sem_node[by]
                             bind_kind[node] = SEMAPHORE_KIND
-                        _start(node, e, t, sem_ptr, sem_rows, sem_code, sem_op, arrived, upto,
-                               start, phase, until, setup)
+                        _start(node, e, max(t, ready[node]), sem_ptr, sem_rows, sem_code,
+                               sem_op, arrived, upto, start, phase, until, setup)
+                        _watch(node, -1, sem_ptr, sem_rows, sem_code, sem_op, watch)
             continue
         e = best_e
         node = current[e]
         if phase[e] == PARKED:
+            _drain(t, fifo, fifo_row, fifo_time, sem_code, sem_op, sem_value, count, log_ptr,
+                   log, log_count, arrived, last_seq)
             if _satisfied(node, sem_ptr, sem_rows, sem_code, sem_op, sem_value, sem_cond,
                           count):
                 _start(node, e, t, sem_ptr, sem_rows, sem_code, sem_op, arrived, upto, start,
                        phase, until, setup)
             else:
                 phase[e] = BLOCKED
+                _watch(node, 1, sem_ptr, sem_rows, sem_code, sem_op, watch)
             continue
         if phase[e] == RUNNING and nbytes[node] > 0:
             phase[e] = MOVING
@@ -213,9 +215,9 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
         for k in range(sem_ptr[node], sem_ptr[node + 1]):
             r = sem_rows[k]
             if sem_op[r] != WAIT:
-                fifo_row[tail] = r
-                fifo_time[tail] = t + sem_latency
-                tail += 1
+                fifo_row[fifo[1]] = r
+                fifo_time[fifo[1]] = t + sem_latency
+                fifo[1] += 1
         for k in range(succ_ptr[node], succ_ptr[node + 1]):
             s = succ_dst[k]
             when = t + kind_latency[succ_kind[k]]
@@ -225,15 +227,14 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 bind_kind[s] = succ_kind[k]
             pending[s] -= 1
             if pending[s] == 0:
-                es = node_engine[s]
-                current[es] = s
                 if waits[s]:
-                    phase[es] = PARKED
-                    until[es] = ready[s]
-                else:
-                    start[s] = ready[s]
-                    phase[es] = RUNNING
-                    until[es] = ready[s] + setup[s]
+                    _drain(t, fifo, fifo_row, fifo_time, sem_code, sem_op, sem_value, count,
+                           log_ptr, log, log_count, arrived, last_seq)
+                _head(s, node_engine[s], t, ready[s], waits, monotone, sem_latency, fifo,
+                      fifo_time, sem_ptr, sem_rows, sem_code, sem_op, sem_value, sem_cond,
+                      count, arrived, upto, start, phase, current, until, setup, watch)
+    _drain(INF, fifo, fifo_row, fifo_time, sem_code, sem_op, sem_value, count, log_ptr, log,
+           log_count, arrived, last_seq)
     blocked = np.zeros(n_eng, dtype=np.bool_)
     for e in range(n_eng):
         blocked[e] = phase[e] == BLOCKED or phase[e] == PARKED
@@ -241,6 +242,65 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
             log_count, arrived, upto, count, blocked)
 
 
+@numba.njit(cache=True, inline="always")
+def _head(node, e, t, at, waits, monotone, sem_latency, fifo, fifo_time, sem_ptr, sem_rows,
+          sem_code, sem_op, sem_value, sem_cond, count, arrived, upto, start, phase, current,
+          until, setup, watch):  # pragma: no cover - compiled
+    """`node`, whose predecessors are done, becomes engine e's current instruction, ready at
+    `at` (changes arrived by `t` applied): it starts, is parked until `at`, or blocks."""
+    current[e] = node
+    if not waits[node]:
+        start[node] = at
+        phase[e] = RUNNING
+        until[e] = at + setup[node]
+        return
+    # The counts at `at` are the counts now when they only grow (for what holds), or when no
+    # change can arrive by then: none queued, and a change not yet queued comes from an end
+    # still to come, at t + sem_latency at the earliest.
+    settled = monotone or (at < t + sem_latency
+                           and (fifo[0] == fifo[1] or fifo_time[fifo[0]] > at))
+    if not settled:
+        phase[e] = PARKED
+        until[e] = at
+    elif _satisfied(node, sem_ptr, sem_rows, sem_code, sem_op, sem_value, sem_cond, count):
+        _start(node, e, at, sem_ptr, sem_rows, sem_code, sem_op, arrived, upto, start, phase,
+               until, setup)
+    else:
+        phase[e] = BLOCKED
+        _watch(node, 1, sem_ptr, sem_rows, sem_code, sem_op, watch)
+
+
+@numba.njit(cache=True, inline="always")
+def _watch(node, delta, sem_ptr, sem_rows, sem_code, sem_op, watch):  # pragma: no cover
+    """Count `node`'s engine in (or out of) the blocked watchers of its waits' semaphores."""
+    for k in range(sem_ptr[node], sem_ptr[node + 1]):
+        r = sem_rows[k]
+        if sem_op[r] == WAIT:
+            watch[sem_code[r]] += delta
+
+
+@numba.njit(cache=True, inline="always")
+def _drain(limit, fifo, fifo_row, fifo_time, sem_code, sem_op, sem_value, count, log_ptr, log,
+           log_count, arrived, last_seq):  # pragma: no cover - compiled
+    """Apply the queued changes arriving at or before `limit`, in arrival order."""
+    while fifo[0] < fifo[1] and fifo_time[fifo[0]] <= limit:
+        _drain_one(fifo, fifo_row, sem_code, sem_op, sem_value, count, log_ptr, log, log_count,
+                   arrived, last_seq)
+
+
+@numba.njit(cache=True, inline="always")
+def _drain_one(fifo, fifo_row, sem_code, sem_op, sem_value, count, log_ptr, log, log_count,
+               arrived, last_seq):  # pragma: no cover - compiled
+    """Apply the first queued change."""
+    r = fifo_row[fifo[0]]
+    s = sem_code[r]
+    count[s] = apply(count[s], sem_op[r], sem_value[r])
+    slot = log_ptr[s] + arrived[s]
+    log[slot] = r
+    log_count[slot] = count[s]
+    arrived[s] += 1
+    last_seq[s] = fifo[0]
+    fifo[0] += 1
 
 
 @numba.njit(cache=True, inline="always")

@@ -224,7 +224,7 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
         n_eng, eng_ptr, eng_nodes, np.asarray(engine, dtype=np.int64), graph.ptr, succ_ptr,
         succ_dst, succ_kind, kind_latency, setup, nbytes, caps, machine.hbm_bytes_per_cycle,
         sems.ptr, sems.rows, sems.node, sems.sem, sems.op, sems.value, sems.cond,
-        sems.log_ptr, float(machine.semaphore_latency))
+        sems.log_ptr, float(machine.semaphore_latency), sems.monotone)
     clock.lap("kernel")
     released = Released(log=log, log_count=log_count, arrived=arrived, upto=upto)
     if completed < n:

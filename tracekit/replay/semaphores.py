@@ -90,10 +90,7 @@ class SemTable:
         cond = (_enum_codes(sems["cond"], COND_NAMES) if "cond" in sems.columns
                 else np.zeros(sems.height, dtype=np.int8))
         cond[op != WAIT] = GE
-        raw = sems["sem"].to_numpy().astype(np.int64)
-        numbers, code = (np.unique(raw, return_inverse=True) if raw.size
-                         else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
-        code = code.astype(np.int64)
+        numbers, code = _dense(sems["sem"].to_numpy().astype(np.int64))
         node = np.asarray(node, dtype=np.int64)
         rows = np.argsort(node, kind="stable")
         ptr = np.zeros(n + 1, dtype=np.int64)
@@ -105,10 +102,29 @@ class SemTable:
 
 
 def _enum_codes(series: pl.Series, names: tuple[str, ...]) -> np.ndarray:
-    """Codes of an enum column (nulls: code 0)."""
-    text = series.cast(pl.String)
-    return text.replace_strict(list(names), list(range(len(names))), default=0,
-                               return_dtype=pl.Int8).fill_null(0).to_numpy().astype(np.int8)
+    """Codes (places in `names`) of an enum column, by its few distinct values (nulls and
+    unknown names: code 0, which validation reports)."""
+    if series.dtype != pl.Categorical:
+        series = series.cast(pl.String).cast(pl.Categorical)
+    distinct = series.unique().drop_nulls()
+    physical = distinct.to_physical().to_numpy().astype(np.int64)
+    lut = np.zeros(int(physical.max(initial=0)) + 1, dtype=np.int8)
+    for code, name in zip(physical, distinct.cast(pl.String).to_list(), strict=True):
+        lut[code] = names.index(name) if name in names else 0
+    return lut[series.to_physical().fill_null(0).to_numpy()]
+
+
+def _dense(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct semaphore numbers in ascending order, and each row's place among them
+    (a presence table when the numbers are small, as they are, else a sort)."""
+    if raw.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if raw.min() >= 0 and raw.max() <= 4 * raw.size + 1024:
+        present = np.bincount(raw) > 0
+        place = np.cumsum(present) - 1
+        return np.flatnonzero(present).astype(np.int64), place[raw].astype(np.int64)
+    numbers, code = np.unique(raw, return_inverse=True)
+    return numbers.astype(np.int64), code.astype(np.int64)
 
 
 @numba.njit(cache=True, inline="always")

@@ -20,6 +20,7 @@ from tracekit.trace.schema import (
     PARQUET_KEY_TABLE,
     PARQUET_KEY_VERSION,
     SCHEMA_VERSION,
+    SEMAPHORE_SEMANTICS,
     TABLES,
     ColumnSpec,
     ColumnType,
@@ -124,6 +125,13 @@ def readme() -> str:
                          f"{col.unit or ''} | {col.meaning} |")
         lines.append("")
     lines += [
+        "## Semaphores",
+        "",
+        SEMAPHORE_SEMANTICS,
+        "",
+        "A version-1 bundle (no `cond`, only wait and signal) reads as version 2 with every "
+        "wait `ge`: the same meaning.",
+        "",
         f"## {MANIFEST_FILE}",
         "",
         "| field | type | meaning |",

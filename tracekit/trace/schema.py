@@ -50,6 +50,19 @@ class WaitCond(StrEnum):
     EQ = "eq"
 
 
+SEMAPHORE_SEMANTICS = (
+    "A semaphore is a counter that starts at 0. `signal` adds its value, `sub` subtracts it "
+    "and `set` replaces the count, each when its instruction ends plus the machine's "
+    "semaphore latency; changes arriving at one instant are all applied before any wait "
+    "looks at the count. A `wait` lets its instruction start at the first moment, once the "
+    "instruction is otherwise ready (its engine free, its other dependencies done), at which "
+    "the count satisfies its condition: count >= value (`ge`, the default) or count == value "
+    "(`eq`); an instruction with several waits needs all of them at once. Which signal "
+    "releases a wait is therefore decided by the timeline, not fixed beforehand.")
+"""The semaphore semantics, stated once: the contract's README and the replay's module
+docstring (`tracekit.replay.semaphores`, checked by a test) carry this text."""
+
+
 class MemSpace(StrEnum):
     """Memory spaces: off-chip HBM (flat bytes) and the 2-D on-chip SBUF and PSUM."""
 
