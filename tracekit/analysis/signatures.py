@@ -164,17 +164,33 @@ class Context:
         legal order (`tracekit.analysis.happens_before`), worked out once."""
         if self._hb is None:
             engine, engines, order = self.queues()
-            assert self.run is not None
             self._hb = happens_before(self.graph.fixed, engine, order, len(engines),
-                                      self.run.done)
+                                      self._visit_order())
         return self._hb
 
-    def never_run(self) -> np.ndarray:
-        """Per graph row, whether the model replay never ran it (behind a deadlock)."""
+    def _visit_order(self) -> np.ndarray:
+        """The rows that can run in some legal order, in an order every legal execution agrees
+        with: what the model replay ran, in the order it did, then (when the replay got stuck
+        on semaphores that do not only count up, where another order may run more) the rest
+        that the fixed edges let run, in topological order."""
         assert self.run is not None
-        ran = np.zeros(self.graph.nodes, dtype=bool)
-        ran[self.run.done] = True
-        return ~ran
+        done = self.run.done
+        if self.run.stuck is None or self.graph.sems.monotone:
+            return done
+        fixed = self.graph.fixed
+        ran = np.zeros(fixed.nodes, dtype=bool)
+        ran[done] = True
+        rest = kahn_order(fixed.nodes, fixed.src, fixed.destinations())
+        return np.concatenate([done, rest[~ran[rest]].astype(done.dtype)])
+
+    def never_run(self) -> np.ndarray:
+        """Per graph row, whether it runs in no legal order: the model replay's stuck part
+        when its semaphores only count up (the same in every order), else what a cycle of
+        fixed edges holds up (another order of changes may release what the replay did not:
+        conservative)."""
+        can = np.zeros(self.graph.nodes, dtype=bool)
+        can[self._visit_order()] = True
+        return ~can
 
     def read(self, table: str) -> pl.DataFrame:
         """A whole table, read once for the checks that use it, up to the one that takes it out
@@ -1023,8 +1039,12 @@ def _single_signaller(sems: SemTable, engine: np.ndarray) -> bool:
     changes = sems.op != WAIT
     if not changes.any():
         return True
-    pairs = np.unique(np.stack([sems.sem[changes], engine[sems.node[changes]]]), axis=1)
-    return bool(np.unique(pairs[0]).size == pairs.shape[1])
+    sem, eng = sems.sem[changes], engine[sems.node[changes]]
+    lowest = np.full(sems.semaphores, np.iinfo(np.int64).max)
+    highest = np.full(sems.semaphores, -1)
+    np.minimum.at(lowest, sem, eng)
+    np.maximum.at(highest, sem, eng)
+    return bool(np.all((highest < 0) | (lowest == highest)))
 
 
 def _confirmed_ordered(g: Graph, a: np.ndarray, b: np.ndarray,
