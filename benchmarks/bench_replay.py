@@ -11,8 +11,9 @@ Each measurement runs in a fresh process (peak memory is its own max RSS):
 - baseline, in the same run at 1M: networkx's dag_longest_path_length over the same graph,
   built from the same edges with each edge weighted by its source's duration (the way existing
   trace analyzers compute critical paths), timed from the edge arrays to the answer.
-Targets (issue 4): end to end on 10M in <= 10 s, the kernel >= 10M instructions/s, peak memory
-<= 4 GB.
+Targets (issue 13, semaphores evaluated during the replay): end to end on 10M in <= 8 s, the
+kernel >= 10M instructions/s, peak memory <= 4 GB. Each size ends with the machine's load
+average, since wall time doubles when other work shares the CPUs.
 """
 
 from __future__ import annotations
@@ -114,10 +115,12 @@ def main() -> None:
                       f"{n / nx_run['seconds']:>12,.0f} inst/s  (networkx longest path "
                       f"only; {nx_run['seconds'] / r['seconds']:.1f}x our end to end)")
             if size >= 10_000_000:
-                ok = (r["seconds"] <= 10, n / r["t_kernel"] >= 10e6, r["peak_bytes"] <= 4e9)
+                ok = (r["seconds"] <= 8, n / r["t_kernel"] >= 10e6, r["peak_bytes"] <= 4e9)
                 print("  targets      " + ", ".join(
                     f"{what}: {'met' if met else 'MISSED'}" for what, met in
-                    zip(("<= 10 s", ">= 10M inst/s kernel", "<= 4 GB"), ok, strict=True)))
+                    zip(("<= 8 s", ">= 10M inst/s kernel", "<= 4 GB"), ok, strict=True)))
+            print(f"  machine      load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+                  f"CPUs")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -477,6 +477,53 @@ def test_order_guaranteed_by_counting_is_no_race(tmp_path: Path) -> None:
 # --- 3. the command line on a deadlocked trace -----------------------------------------------
 
 
+def _stale_count(*, reset_signal: bool) -> tuple[tracekit.TraceBuilder, dict[str, int]]:
+    """dma.q0 signals sem 0, tensor waits for 1 and then resets it to 0; the next tensor
+    instruction waits for 1 again and reads X, which dma.q0 writes before its second signal.
+    The reset lands 12 cycles after its instruction ends, and the next instruction may start
+    at that end, so the old count can release it before dma.q0 wrote X: a race, unless the
+    reset is also signalled (sem 1) and the reader waits for that too."""
+    b = tracekit.TraceBuilder("stale")
+    ids = {"first": b.inst("dma.q0", "dma_load", bytes=64),
+           "wait": b.inst("tensor", "mm"),
+           "reset": b.inst("tensor", "mm"),
+           "reader": b.inst("tensor", "mm"),
+           "writer": b.inst("dma.q0", "dma_load", bytes=1 << 20)}
+    b.signal(ids["first"], 0)
+    b.wait(ids["wait"], 0, 1)
+    b.set(ids["reset"], 0, 0)
+    b.wait(ids["reader"], 0, 1)
+    b.access(ids["reader"], "sbuf", "read", 0, 64, partition=0, partitions=1)
+    b.access(ids["writer"], "sbuf", "write", 0, 64, partition=0, partitions=1)
+    b.signal(ids["writer"], 0)
+    if reset_signal:
+        b.signal(ids["reset"], 1)
+        b.wait(ids["reader"], 1, 1)
+    return b, ids
+
+
+def test_a_reset_not_yet_landed_leaves_a_stale_count(tmp_path: Path) -> None:
+    b, ids = _stale_count(reset_signal=False)
+    trace = b.write(tmp_path / "stale")
+    # The model shows it: the reader starts on the stale count, before the writer ends.
+    row = rows(replay(trace))
+    assert row[ids["reader"]]["start"] == row[ids["reset"]]["end"]
+    assert row[ids["reader"]]["start"] < row[ids["writer"]]["end"]
+    # Untimed: program order is id order, the reader first, so the write comes "after" it.
+    assert races(trace) == [("race-war", (ids["reader"], ids["writer"]))]
+    codes = {f.code.value: f for f in find_bugs(trace, MACHINE)}
+    assert codes["semaphore-order-dependent"].instructions == (ids["reader"],)
+
+
+def test_a_reset_ordered_by_its_own_signal_leaves_no_race(tmp_path: Path) -> None:
+    b, ids = _stale_count(reset_signal=True)
+    trace = b.write(tmp_path / "ordered")
+    row = rows(replay(trace))
+    assert row[ids["reader"]]["start"] >= row[ids["writer"]]["end"] + 12
+    assert races(trace) == []
+    assert all(f.code.value != "semaphore-order-dependent" for f in find_bugs(trace, MACHINE))
+
+
 def test_cli_replay_names_the_blocked_wait(tmp_path: Path) -> None:
     b, waiter = _unreachable()
     path = tmp_path / "t"

@@ -8,6 +8,7 @@ back from the library. Shapes are small so the whole module runs in a few second
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Iterable
@@ -21,8 +22,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import tracekit
+from tracekit.analysis.signatures import Code, Severity, find_bugs
 from tracekit.cli.app import app
 from tracekit.errors import TracekitError
+from tracekit.replay.machine import builtin_machine
+from tracekit.replay.run import replay
 from tracekit.workloads.generate import WorkloadError, generate
 from tracekit.workloads.lowering import Tiling
 from tracekit.workloads.timing import ReferenceTiming
@@ -98,22 +102,40 @@ def file_bytes(bundle: Path) -> dict[str, bytes]:
 
 
 class SignalOracle:
-    """Semaphore semantics, computed here: the signals on a semaphore count in program order
-    (instruction id order); a wait for v is satisfied by the signal that brings the count to v."""
+    """Semaphore semantics, computed here: the changes of a semaphore (signals and resets to
+    0) count in program order (instruction id order); a wait sees the signals after the last
+    reset on an earlier instruction and before the next one (its "use"), and a wait for v is
+    satisfied by the signal of its use that brings the count to v."""
 
     def __init__(self, t: Tables) -> None:
-        self.by_sem: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for (sem,), group in t.signals().sort("inst").group_by(["sem"], maintain_order=True):
+        changes = t.sems.filter(pl.col("op") != "wait").with_row_index().sort("inst", "index")
+        assert set(changes["op"].to_list()) <= {"signal", "set"}
+        assert (changes.filter(pl.col("op") == "set")["value"] == 0).all()
+        self.by_sem: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for (sem,), group in changes.group_by(["sem"], maintain_order=True):
             self.by_sem[int(sem)] = (group["inst"].to_numpy(),
-                                     np.cumsum(group["value"].to_numpy()))
+                                     (group["op"] == "set").to_numpy(),
+                                     group["value"].to_numpy())
 
     def total(self, sem: int) -> int:
-        return int(self.by_sem[sem][1][-1]) if sem in self.by_sem else 0
-
-    def satisfier(self, sem: int, value: int) -> int | None:
+        """Everything ever signalled on `sem`."""
         if sem not in self.by_sem:
-            return None
-        insts, cum = self.by_sem[sem]
+            return 0
+        _, is_set, values = self.by_sem[sem]
+        return int(values[~is_set].sum())
+
+    def use(self, sem: int, inst: int) -> tuple[np.ndarray, np.ndarray]:
+        """The signals a wait of instruction `inst` on `sem` counts, and the count after each."""
+        if sem not in self.by_sem:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        insts, is_set, values = self.by_sem[sem]
+        resets = np.flatnonzero(is_set)
+        lo = max([r + 1 for r in resets if insts[r] < inst], default=0)
+        hi = min([r for r in resets if r >= lo], default=insts.size)
+        return insts[lo:hi], np.cumsum(values[lo:hi])
+
+    def satisfier(self, sem: int, value: int, inst: int) -> int | None:
+        insts, cum = self.use(sem, inst)
         hit = np.flatnonzero(cum >= value)
         return int(insts[hit[0]]) if hit.size else None
 
@@ -372,7 +394,14 @@ CLEAN: dict[str, tuple[str, dict[str, Any], Tiling]] = {
     "conv2d": ("conv2d", {"n": 1, "c": 8, "h": 10, "w": 10, "k": 16, "r": 3, "s": 3,
                           "stride": 1}, Tiling()),
     "layernorm": ("layernorm", {"rows": 300, "hidden": 64}, Tiling()),
+    # Epochs of a few steps, so that small traces reset their semaphores as long ones do.
+    "gemm-resets": ("gemm", {"m": 200, "n": 700, "k": 300}, Tiling(epoch_steps=2)),
+    "attention-resets": ("attention", {"seq": 256, "heads": 2, "head_dim": 32},
+                         Tiling(epoch_steps=1)),
+    "layernorm-resets": ("layernorm", {"rows": 2048, "hidden": 64},
+                         Tiling(epoch_steps=3, dma_queues=2)),
 }
+RESETS = [case for case in CLEAN if case.endswith("-resets")]
 
 
 @pytest.fixture(scope="module")
@@ -401,7 +430,11 @@ def test_every_wait_is_satisfiable(clean: dict[tuple[str, bool], Tables], case: 
         pl.col("total").fill_null(0))
     assert waits.height > 0
     assert waits.filter(pl.col("value") > pl.col("total")).height == 0, waits
-    assert (t.sems["value"] > 0).all()
+    # Within the signals a wait counts (those since the last reset before it).
+    oracle = SignalOracle(t)
+    for w in waits.iter_rows(named=True):
+        assert oracle.satisfier(w["sem"], w["value"], w["inst"]) is not None, w
+    assert (t.sems.filter(pl.col("op") != "set")["value"] > 0).all()
 
 
 @pytest.mark.parametrize("case", list(CLEAN))
@@ -413,13 +446,13 @@ def test_waits_start_after_their_satisfying_signal(clean: dict[tuple[str, bool],
     end = t.inst["end"].to_numpy()
     checked = 0
     for w in t.waits().iter_rows(named=True):
-        src = oracle.satisfier(w["sem"], w["value"])
+        src = oracle.satisfier(w["sem"], w["value"], w["inst"])
         assert src is not None
         assert src != w["inst"]
         assert start[w["inst"]] >= end[src] + SEM_LATENCY, (w, src)
         # The count on the semaphore, by the time the waiter starts, has really reached v:
-        # the signals that ended (plus the latency) before it add up to at least v.
-        insts, cum = oracle.by_sem[w["sem"]]
+        # the signals of its use that ended (plus the latency) before it add up to at least v.
+        insts, cum = oracle.use(w["sem"], w["inst"])
         values = np.diff(np.concatenate([[0], cum]))
         arrived = values[end[insts] + SEM_LATENCY <= start[w["inst"]]].sum()
         assert arrived >= w["value"], w
@@ -438,6 +471,100 @@ def test_engines_run_in_order(clean: dict[tuple[str, bool], Tables], case: str) 
         assert rows["id"].is_sorted(), engine  # seq follows program order
         start, end = rows["start"].to_numpy(), rows["end"].to_numpy()
         assert (start[1:] >= end[:-1]).all(), engine
+
+
+@pytest.mark.parametrize("case", list(CLEAN))
+def test_each_semaphore_is_signalled_from_one_engine(clean: dict[tuple[str, bool], Tables],
+                                                     case: str) -> None:
+    """Then its signals arrive in that engine's queue order in every execution. A semaphore
+    that is reset is reset by the one engine that waits on it."""
+    t = clean[case, False]
+    rows = t.sems.join(t.inst.select("id", "engine"), left_on="inst", right_on="id")
+    per_sem = rows.group_by("sem").agg(
+        signallers=pl.col("engine").filter(pl.col("op") == "signal").n_unique(),
+        resetters=pl.col("engine").filter(pl.col("op") == "set").unique(),
+        waiters=pl.col("engine").filter(pl.col("op") == "wait").unique())
+    assert (per_sem["signallers"] == 1).all(), per_sem.filter(pl.col("signallers") != 1)
+    for row in per_sem.filter(pl.col("resetters").list.len() > 0).iter_rows(named=True):
+        assert row["resetters"] == row["waiters"] and len(row["waiters"]) == 1, row
+    assert set(rows["op"].to_list()) <= {"wait", "signal", "set"}
+    assert (rows.filter(pl.col("op") != "wait")["value"] >= 0).all()
+
+
+@pytest.mark.parametrize("case", RESETS)
+def test_long_traces_reset_their_semaphores(clean: dict[tuple[str, bool], Tables],
+                                            case: str) -> None:
+    """Every reset sets a semaphore to 0 after its engine's last wait on the old signals, and
+    the first signal and the first wait that count after it wait for it to land."""
+    t = clean[case, False]
+    sets = t.sems.filter(pl.col("op") == "set")
+    assert sets.height > 0
+    oracle = SignalOracle(t)
+    for row in sets.iter_rows(named=True):
+        sem, x = row["sem"], row["inst"]
+        before, _ = oracle.use(sem, x)  # the signals the reset discards
+        after, _ = oracle.use(sem, x + 1)  # the signals counted after it
+        waits = t.waits().filter(pl.col("sem") == sem)
+        previous = sets.filter((pl.col("sem") == sem) & (pl.col("inst") < x))["inst"].max()
+        old = waits.filter(pl.col("inst").is_between((previous or -1) + 1, x))
+        new = waits.filter(pl.col("inst") > x)
+        # The old signals were all waited for, by x or before it on its engine.
+        assert old.height and before.size and old["value"].max() == before.size, row
+        if after.size == 0:
+            continue
+        # The new ones: signal and wait only after x, ordered after it through a semaphore
+        # that x signals (its reset signal), unless on x's own engine.
+        first_signal, first_wait = int(after[0]), int(new["inst"].min())
+        assert x < first_signal < first_wait
+        x_signals = set(t.signals().filter(pl.col("inst") == x)["sem"].to_list())
+        for inst in (first_signal, first_wait):
+            if inst == first_signal and t.inst["engine"][inst] == t.inst["engine"][x]:
+                continue
+            waited = wait_rows(t, inst)
+            assert any(s in x_signals and oracle.satisfier(s, v, inst) == x
+                       for s, v in waited), (row, inst, waited)
+
+
+def test_resets_keep_counts_inside_the_counter(tmp_path: Path) -> None:
+    """A GEMM of 1,024 k steps loads 512 tiles on each DMA queue: past an 8-bit counter if
+    counts only grow, not with epochs of 64 steps."""
+    machine = dataclasses.replace(builtin_machine(), semaphore_bits=8)
+    params = {"m": 2048, "n": 1024, "k": 4096}
+    assert GemmPlan(**params).matmuls == 1024
+    highest = {}
+    for epoch in (64, 10**6):
+        trace = generate("gemm", tmp_path / str(epoch), params=params, seed=SEED,
+                         tiling=Tiling(epoch_steps=epoch))
+        found = {f.code for f in find_bugs(trace, machine) if f.severity is not Severity.INFO}
+        assert (Code.SEMAPHORE_OVERFLOW in found) is (epoch > 1024), found
+        if epoch == 64:
+            assert found == set()
+        highest[epoch] = int(replay(trace, machine).released.log_count.max())
+    assert highest[10**6] == 512
+    assert highest[64] <= 2 * 64  # at most two loads per step on one queue
+
+
+@pytest.mark.parametrize("case", list(CLEAN))
+def test_waits_hold_in_every_order(clean: dict[tuple[str, bool], Tables], case: str) -> None:
+    """The model replay, with durations scaled at random (other legal orders of execution),
+    runs every instruction and starts each waiting one no earlier than the signal its wait
+    stands for (the oracle's) has landed: no wait is released by another signal, or by a
+    count a reset has not cleared yet."""
+    t = clean[case, False]
+    oracle = SignalOracle(t)
+    waits = t.waits()
+    producers = np.array([oracle.satisfier(s, v, i) for s, v, i in zip(
+        waits["sem"], waits["value"], waits["inst"], strict=True)])
+    consumers = waits["inst"].to_numpy()
+    machine = builtin_machine()
+    for seed in range(4):
+        factors = (np.random.default_rng(seed).choice([0.05, 1.0, 20.0], t.inst.height)
+                   if seed else np.ones(t.inst.height))  # per instruction, in id order
+        result = replay(t.trace, machine, scale=lambda _frame, f=factors: f)
+        timeline = result.timeline.sort("id")
+        start, end = timeline["start"].to_numpy(), timeline["end"].to_numpy()
+        early = start[consumers] < end[producers] + machine.semaphore_latency
+        assert not early.any(), (seed, consumers[early][:5], producers[early][:5])
 
 
 # --- 3. memory ------------------------------------------------------------------------------
@@ -597,6 +724,8 @@ FAULT_SHAPES: dict[str, Shape] = {
     "gemm-kt1": ("gemm", {"m": 512, "n": 64, "k": 64}, Tiling(tile_m=64)),
     "mlp": ("mlp", {"widths": (96, 160, 64), "batch": 40}, Tiling()),
     "attention": ("attention", {"seq": 96, "heads": 2, "head_dim": 32}, Tiling()),
+    # Epochs of two steps: semaphores are reset along the way.
+    "gemm-resets": ("gemm", {"m": 200, "n": 700, "k": 300}, Tiling(epoch_steps=2)),
 }
 # Large transfers, so the 4x bandwidth cut dominates the fixed descriptor cost.
 SLOW_SHAPES: dict[str, Shape] = {
@@ -638,7 +767,7 @@ def check_missing_wait(faulted: Tables, base: Tables, rec: dict[str, Any]) -> No
     assert (sem, value) not in wait_rows(faulted, consumer)
     assert faulted.waits().height == base.waits().height - 1
     # The recorded producer is the instruction whose signal the dropped wait stood for.
-    assert SignalOracle(faulted).satisfier(sem, value) == producer
+    assert SignalOracle(faulted).satisfier(sem, value, consumer) == producer
     # The dropped synchronisation is really gone: no other wait of the consumer on the same
     # semaphore for a count >= value (which would still order it after the producer).
     still = [(s, v) for s, v in wait_rows(faulted, consumer) if s == sem and v >= value]
@@ -659,14 +788,15 @@ def check_missing_wait(faulted: Tables, base: Tables, rec: dict[str, Any]) -> No
     assert as_set(rec["consumer_memory"]) == as_set(mem_rows(faulted, consumer))
 
 
-@pytest.mark.parametrize("case", ["gemm", "gemm-12steps", "gemm-kt1", "mlp", "attention"])
+@pytest.mark.parametrize("case", ["gemm", "gemm-12steps", "gemm-kt1", "mlp", "attention",
+                                  "gemm-resets"])
 def test_fault_missing_wait(tmp_path: Path, case: str) -> None:
     faulted, base, (rec,) = faulted_and_clean(tmp_path, FAULT_SHAPES[case], ["missing-wait"])
     check_missing_wait(faulted, base, rec)
     assert tracekit.validate(faulted.trace.path).findings == ()
 
 
-@pytest.mark.parametrize("case", ["gemm", "mlp"])
+@pytest.mark.parametrize("case", ["gemm", "mlp", "gemm-resets"])
 def test_fault_deadlock(tmp_path: Path, case: str) -> None:
     faulted, base, (rec,) = faulted_and_clean(tmp_path, FAULT_SHAPES[case], ["deadlock"])
     (inst,) = rec["instructions"]
@@ -754,7 +884,8 @@ def test_fault_timestamp_skew(tmp_path: Path, case: str) -> None:
     assert rec["producer_end"] == p["end"] and rec["consumer_start"] == c["start"]
     # The consumer really waits on the producer.
     oracle = SignalOracle(faulted)
-    assert producer in {oracle.satisfier(s, v) for s, v in wait_rows(faulted, consumer)}
+    assert producer in {oracle.satisfier(s, v, consumer)
+                        for s, v in wait_rows(faulted, consumer)}
     # Only the consumer's times changed.
     changed = faulted.inst.join(base.inst, on="id", suffix="_clean").filter(
         (pl.col("start") != pl.col("start_clean")) | (pl.col("end") != pl.col("end_clean")))
@@ -820,6 +951,7 @@ def test_faults_are_deterministic(tmp_path: Path) -> None:
     ("gemm", {}, {"inject": ["timestamp-skew"], "untimed": True}),
     ("gemm", {}, {"tiling": Tiling(tile_m=0)}),
     ("gemm", {}, {"tiling": Tiling(dma_queues=0)}),
+    ("gemm", {}, {"tiling": Tiling(epoch_steps=0)}),
 ], ids=lambda v: json.dumps(v, default=str) if not isinstance(v, str) else v)
 def test_generate_rejects(tmp_path: Path, workload: str, params: dict[str, Any],
                           kwargs: dict[str, Any]) -> None:

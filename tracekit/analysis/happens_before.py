@@ -21,7 +21,11 @@ The rules, per wait W on semaphore s (changes of s on engine f are a queue: in a
 a prefix of them has arrived):
 
 - possible changes on f: those not after W (before the first place on f that W happens
-  before); definite ones: those that happen before W;
+  before); definite ones: those that surely arrived before W started. A change lands at its
+  instruction's end plus the semaphore latency, so happening before W is not enough (the next
+  instruction of an engine may start before its predecessor's change lands): a second clock,
+  `arrived`, holds what a chain through a semaphore wait guarantees (everything that happens
+  before a change W needs ended before that change did, so its changes landed first);
 - `set`: a set that may or may not precede W makes W's count unknown: no order through s
   (conservative, and W is flagged order-dependent). Otherwise the count starts from the value
   of a definite set (the largest, if several engines set s) and changes that happen before
@@ -95,14 +99,17 @@ def happens_before(graph: Graph, engine: np.ndarray, queue: np.ndarray, n_eng: i
     sems = graph.sems
     groups = _Groups.of(sems, engine, position)
     clock = np.zeros((n, n_eng), dtype=np.int32)
+    # Which changes surely arrived before each instruction starts matters only for sets, subs
+    # and == waits; a trace of signals and >= waits needs no second clock.
+    track = not sems.monotone
+    arrived = np.zeros((n if track else 1, n_eng), dtype=np.int32)
     flagged = np.zeros(sems.size, dtype=np.bool_)
     converged = _clocks(visit.astype(np.int64), pred_ptr, pred_src, engine.astype(np.int64),
                         position, np.asarray(queue, dtype=np.int64), eng_ptr, sems.ptr,
                         sems.rows, sems.sem, sems.op, sems.value, sems.cond, groups.sem_ptr,
                         groups.ptr, groups.engine, groups.pos, groups.node, groups.op,
                         groups.value, groups.adds, groups.subs, groups.sets, groups.last_set,
-                        groups.simple,
-                        clock, flagged, MAX_PASSES)
+                        groups.simple, clock, arrived, track, flagged, MAX_PASSES)
     return HappensBefore(clock=clock, engine=engine, position=position, exact=sems.monotone,
                          order_dependent=flagged, converged=converged)
 
@@ -200,11 +207,12 @@ def _first_after(clock, queue, lo, hi, eng_w, pos_w):  # pragma: no cover - comp
 @numba.njit(cache=True, nogil=True)
 def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr, sem_rows,
             sem_sem, sem_op, sem_value, sem_cond, g_sem_ptr, g_ptr, g_engine, g_pos, g_node,
-            g_op, g_value, adds, subs, sets, last_set, simple, clock, flagged,
+            g_op, g_value, adds, subs, sets, last_set, simple, clock, arrived, track, flagged,
             max_passes):  # pragma: no cover - compiled
     """The passes of `happens_before`; returns whether the last pass changed nothing."""
     n_eng = clock.shape[1]
     c = np.zeros(n_eng, dtype=np.int32)
+    ac = np.zeros(n_eng, dtype=np.int32)
     any_complex = False
     for s in range(simple.size):
         if not simple[s]:
@@ -220,11 +228,14 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
             e_w = engine[node]
             for e in range(n_eng):
                 c[e] = clock[node, e]
+                ac[e] = arrived[node, e] if track else 0
             for k in range(pred_ptr[node], pred_ptr[node + 1]):
                 q = pred_src[k]
                 for e in range(n_eng):
                     if clock[q, e] > c[e]:
                         c[e] = clock[q, e]
+                    if track and arrived[q, e] > ac[e]:
+                        ac[e] = arrived[q, e]
             c[e_w] = position[node]
             for k in range(sem_ptr[node], sem_ptr[node + 1]):
                 r = sem_rows[k]
@@ -242,7 +253,7 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                         continue
                     j = _upper(adds, a + 1, b + 1, adds[a] + v - 1) - 1
                     if j < b:
-                        _merge(c, clock, g_node[j])
+                        _merge(c, ac, clock, g_node[j], track)
                     continue
                 # Per engine of s: definite changes [g_ptr, hb), possible [lo, after).
                 has_sets = sets[g_ptr[gb]] - sets[g_ptr[ga]] > 0
@@ -251,11 +262,13 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                     a, b = g_ptr[g], g_ptr[g + 1]
                     f = g_engine[g]
                     if f == e_w:
-                        # Its own engine: what precedes it in the queue happens before it,
-                        # and its own changes (at its end) and later ones after it.
-                        hb_idx[g] = after_idx[g] = _upper(g_pos, a, b, position[node] - 1)
+                        # Its own engine: its own changes (at its end) and later ones come
+                        # after it; earlier ones have arrived only when a chain through a
+                        # semaphore says so (the arrival clock), not by queue order alone.
+                        after_idx[g] = _upper(g_pos, a, b, position[node] - 1)
+                        hb_idx[g] = _upper(g_pos, a, after_idx[g], ac[f])
                     else:
-                        hb_idx[g] = _upper(g_pos, a, b, c[f])
+                        hb_idx[g] = _upper(g_pos, a, b, ac[f] if track else c[f])
                         place = _first_after(clock, queue, eng_ptr[f], eng_ptr[f + 1], e_w,
                                              position[node])
                         after_idx[g] = _upper(g_pos, a, b, place - 1)
@@ -300,7 +313,7 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                         continue
                     j = _upper(adds, a + 1, b + 1, adds[a] + need - 1) - 1
                     if j < b:
-                        _merge(c, clock, g_node[j])
+                        _merge(c, ac, clock, g_node[j], track)
                 if cond_eq and not has_sets:
                     lower = 0
                     for g in range(ga, gb):
@@ -318,22 +331,30 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                         while j >= a and j < b and g_op[j] != SUB:
                             j -= 1
                         if a <= j < b:
-                            _merge(c, clock, g_node[j])
+                            _merge(c, ac, clock, g_node[j], track)
             c[e_w] = position[node]
             for e in range(n_eng):
                 if c[e] != clock[node, e]:
                     changed = True
                     clock[node, e] = c[e]
+                if track and ac[e] != arrived[node, e]:
+                    changed = True
+                    arrived[node, e] = ac[e]
         if not changed or not any_complex:
             return True
     return False
 
 
 @numba.njit(cache=True, inline="always")
-def _merge(c, clock, q):  # pragma: no cover - compiled
+def _merge(c, ac, clock, q, track):  # pragma: no cover - compiled
+    """Merge the clock of q, a change the wait needs, into the wait's clock `c` and (what
+    happens before q ended before q did, so its changes arrived before q's) into its arrival
+    clock `ac`."""
     for e in range(c.size):
         if clock[q, e] > c[e]:
             c[e] = clock[q, e]
+        if track and clock[q, e] > ac[e]:
+            ac[e] = clock[q, e]
 
 
 def exact_order(graph: Graph, held: int, runnable: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from tracekit.workloads.lowering import SBUF_PARTITION_BYTES
-from tracekit.workloads.program import Lowered
+from tracekit.workloads.program import SIGNAL, WAIT, Lowered
 from tracekit.workloads.timing import satisfying_signals
 
 
@@ -68,15 +68,16 @@ def _mem_of(prog: Lowered, inst: int) -> list[dict[str, Any]]:
 
 def _unordered_load_wait(prog: Lowered, rng: np.random.Generator) -> tuple[int, int, int]:
     """A matmul (or, without matmuls, a compute instruction), the row of its wait on a DMA
-    load, and that load, such that nothing else
-    orders the load before the matmul: dropping the wait leaves a read-before-write race on
-    the SBUF tile. Every wait points back in program order, so the only other path would be
-    a later transfer on the load's own queue that the matmul also waits for."""
+    load, and that load, such that nothing else orders the load before the matmul: dropping
+    the wait leaves a read-before-write race on the SBUF tile. Every wait points back in
+    program order, so the only other path would be another wait of the matmul on the load
+    itself or on a later instruction of the load's queue (a later transfer, or the load's
+    signal that a semaphore reset has landed)."""
     ptr, src = satisfying_signals(prog)
     sems, engine = prog.sems, prog.inst["engine"]
     loads = {prog.opcodes.index(o) for o in ("dma_load", "dma_im2col") if o in prog.opcodes}
     is_load = np.isin(prog.inst["opcode"], list(loads))
-    wait_rows = np.flatnonzero(sems["op"] == 0)  # in the same order as the CSR's entries
+    wait_rows = np.flatnonzero(sems["op"] == WAIT)  # in the same order as the CSR's entries
     # Consumers of loads: matmuls, or the first compute step of a row tile in row-wise work.
     matmuls = _opcode_rows(prog, "matmul")
     if matmuls.size == 0:
@@ -87,11 +88,12 @@ def _unordered_load_wait(prog: Lowered, rng: np.random.Generator) -> tuple[int, 
                                      kind="stable")]:
         producers = src[ptr[consumer]:ptr[consumer + 1]]
         rows = wait_rows[np.searchsorted(sems["inst"][wait_rows], consumer):][:producers.size]
-        for row, producer in zip(rows, producers, strict=True):
+        for i, (row, producer) in enumerate(zip(rows, producers, strict=True)):
             if producer < 0 or not is_load[producer]:
                 continue
-            later_on_queue = (engine[producers] == engine[producer]) & (producers > producer)
-            if not later_on_queue.any():
+            covered = (engine[producers] == engine[producer]) & (producers >= producer)
+            covered[i] = False
+            if not covered.any():
                 return int(consumer), int(row), int(producer)
     raise ValueError("the workload has no matmul whose load can lose its wait without "
                      "another order (use more DMA queues)")
@@ -114,7 +116,7 @@ def inject_program_fault(prog: Lowered, fault: Fault, rng: np.random.Generator,
         prog.sems = {k: v[keep] for k, v in sems.items()}
         return record
     if fault is Fault.DEADLOCK:
-        waits = np.flatnonzero(sems["op"] == 0)
+        waits = np.flatnonzero(sems["op"] == WAIT)
         row = _pick(rng, waits, "semaphore wait")
         sems["value"][row] += DEADLOCK_EXCESS
         inst = int(sems["inst"][row])
@@ -130,8 +132,8 @@ def inject_program_fault(prog: Lowered, fault: Fault, rng: np.random.Generator,
         sem = prog.semaphores
         prog.semaphores += 1
         extra = {"inst": chosen.astype(np.int64), "sem": np.full(chosen.size, sem),
-                 "op": np.ones(chosen.size, dtype=np.int8), "value": np.ones(chosen.size,
-                                                                              dtype=np.int64)}
+                 "op": np.full(chosen.size, SIGNAL, dtype=np.int8),
+                 "value": np.ones(chosen.size, dtype=np.int64)}
         merged = {k: np.concatenate([sems[k], extra[k]]) for k in sems}
         perm = np.lexsort((merged["sem"], merged["op"], merged["inst"]))
         prog.sems = {k: v[perm] for k, v in merged.items()}

@@ -232,8 +232,10 @@ def generate(workload: str, path: str | os.PathLike[str], *, params: dict[str, A
     """Generate a workload's trace bundle at `path` (see the module docstring)."""
     record = workload_params(workload, params or {})
     tiling = tiling or Tiling()
-    if tiling.dma_queues < 1 or min(tiling.tile_m, tiling.tile_n, tiling.tile_k) < 1:
-        raise WorkloadError("tile sizes and the number of DMA queues must be positive.")
+    if min(tiling.tile_m, tiling.tile_n, tiling.tile_k, tiling.dma_queues,
+           tiling.epoch_steps) < 1:
+        raise WorkloadError("tile sizes, the number of DMA queues and the steps per "
+                            "synchronisation epoch must be positive.")
     timing = timing or ReferenceTiming()
     try:
         faults = [Fault(f) for f in inject]

@@ -3,12 +3,12 @@
 A GEMM C[M, N] = A[M, K] @ B[K, N] on tiles (tm, tn, tk) becomes, for every output tile t and
 every k step (program order: t outer, k inner):
 
-    dma.q*   dma_load   A tile (tk x tm) HBM -> SBUF        signals its queue's semaphore
-    dma.q*   dma_load   B tile (tk x tn) HBM -> SBUF        signals its queue's semaphore
-    tensor   matmul     A^T B into the tile's PSUM bank     waits for both loads
+    dma.q*   dma_load   A tile (tk x tm) HBM -> SBUF
+    dma.q*   dma_load   B tile (tk x tn) HBM -> SBUF
+    tensor   matmul     A^T B into the tile's PSUM bank     after both loads
     -- after the last k step of tile t --
-    scalar   relu/gelu/... (or vector copy) PSUM -> SBUF    waits for the last matmul
-    dma.q*   dma_store  SBUF -> HBM                         waits for the evacuation
+    scalar   relu/gelu/... (or vector copy) PSUM -> SBUF    after the last matmul
+    dma.q*   dma_store  SBUF -> HBM                         after the evacuation
 
 so a GEMM does 2*M*N*K flops in ceil(M/tm)*ceil(N/tn)*ceil(K/tk) matmuls and moves
 (ceil(N/tn)*M*K + ceil(M/tm)*K*N + M*N) * 2 bytes. Buffers: with double buffering the loads of
@@ -16,7 +16,12 @@ step s reuse the SBUF slot of step s - 2 * (queues // 2) and wait for its matmul
 in flight per queue); without, of step s-1. Tensors
 live in HBM in a tile-major (blocked) layout, so every DMA moves one contiguous HBM range.
 Row-wise stages (softmax, layer norm) load 128-row tiles, run a chain of vector and scalar steps
-on them and store them back.
+on them and store them back. A stage's first transfer on each DMA queue comes after the latest
+store on every other queue (the previous stage's output is in HBM).
+
+The lowering states only which instruction waits for which ("after"); the program turns that
+into semaphores, one per pair of engines, reset between epochs of `Tiling.epoch_steps` program
+steps (program.py).
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ class Tiling:
     tile_k: int = 128
     dma_queues: int = 4
     double_buffer: bool = True
+    epoch_steps: int = 4096
+    """Program steps (k steps of a GEMM, row tiles of a row-wise stage) per synchronisation
+    epoch: semaphore counts start again from 0 every other epoch (program.py), so no count
+    passes what a 16-bit counter holds however long the program is."""
 
 
 @dataclass
@@ -57,17 +66,17 @@ class Lowerer:
     prog: Program = field(init=False)
     hbm_next: int = 0x1000_0000
     key: int = 0
-    load_sems: list[int] = field(init=False)
     dma_counter: int = 0
+    last_store: dict[int, int] = field(default_factory=dict)
+    """Per DMA queue, the handle of its latest store."""
+    gated: dict[tuple[int, int], int] = field(default_factory=dict)
+    """Per (queue, other queue), the latest store of the other queue that the queue's
+    transfers already come after."""
 
     def __post_init__(self) -> None:
         engines = ("tensor", "vector", "scalar", "gpsimd") + tuple(
             f"dma.q{q}" for q in range(self.tiling.dma_queues))
-        self.prog = Program(engines=engines)
-        self.load_sems = [self.prog.new_semaphore() for _ in range(self.tiling.dma_queues)]
-        self.store_sem = self.prog.new_semaphore()
-        self.stores_done = 0
-        self.unsignalled_stores: list[np.ndarray] = []
+        self.prog = Program(engines=engines, epoch_keys=self.tiling.epoch_steps * STEP)
 
     def buffers(self) -> int:
         """SBUF slots per operand: double buffering gives each DMA queue two slots in flight
@@ -88,30 +97,29 @@ class Lowerer:
 
     def _dma(self, opcode: str, keys: np.ndarray, nbytes: np.ndarray, layer: str,
              pc: int) -> tuple[np.ndarray, np.ndarray]:
-        """Emit transfers round-robin over the queues; each signals its queue's semaphore.
-        Returns the handles and the queue of each transfer."""
+        """Emit transfers round-robin over the queues. Returns the handles and the queue of
+        each transfer."""
         queues = self._queues(keys.size)
         first = self.prog.engine_code("dma.q0")
         handles = self.prog.emit(first + queues, opcode, keys, bytes=nbytes, layer=layer, pc=pc)
-        self.prog.signal(handles, np.array(self.load_sems)[queues])
         return handles, queues
 
-    def _wait_dma(self, consumers: np.ndarray, transfers: np.ndarray,
-                  queues: np.ndarray) -> None:
-        self.prog.wait_for(consumers, transfers, np.array(self.load_sems)[queues])
-
-    def _gate(self, handles: np.ndarray, queues: np.ndarray) -> None:
-        """The first transfer on each queue waits for every store so far (data produced by the
-        previous stage is in HBM). The stores signal that semaphore only when a later stage
-        waits on it, so the last stage leaves no signal nobody consumes."""
-        if self.stores_done == 0:
-            return
-        if self.unsignalled_stores:
-            self.prog.signal(np.concatenate(self.unsignalled_stores), self.store_sem)
-            self.unsignalled_stores = []
+    def _stored(self, stores: np.ndarray, queues: np.ndarray) -> None:
+        """Remember each queue's latest store (stores in program order)."""
         for q in np.unique(queues):
-            self.prog.wait(handles[np.flatnonzero(queues == q)[:1]], self.store_sem,
-                           self.stores_done)
+            self.last_store[int(q)] = int(stores[np.flatnonzero(queues == q)[-1]])
+
+    def _gate(self, handles: np.ndarray, keys: np.ndarray, queues: np.ndarray) -> None:
+        """The first of a stage's transfers on each queue comes after every store so far (data
+        produced by earlier stages is in HBM): after the latest store of every other queue
+        that it does not come after already (its own queue is in order)."""
+        for q in np.unique(queues).tolist():
+            on_queue = np.flatnonzero(queues == q)
+            first = handles[on_queue[np.argmin(keys[on_queue])]]
+            for other, store in sorted(self.last_store.items()):
+                if other != q and self.gated.get((q, other)) != store:
+                    self.prog.after(np.array([first]), store)
+                    self.gated[q, other] = store
 
     def gemm(self, m: int, n: int, k: int, *, a_addr: int, b_addr: int, layer: str,
              evacuate: str = "relu", pc_base: int = 0, a_load: str = "dma_load",
@@ -146,8 +154,7 @@ class Lowerer:
         b_tile = tk * tn * ELEM
         la, qa = self._dma(a_load, key, a_bytes, layer, pc_base + 1)
         lb, qb = self._dma("dma_load", key + 1, b_bytes, layer, pc_base + 2)
-        self._gate(la, qa)
-        self._gate(lb, qb)
+        self._gate(np.r_[la, lb], np.r_[key, key + 1], np.r_[qa, qb])
         slot = np.arange(steps) % nbuf
         a_sbuf = slot * tm * ELEM
         b_sbuf = nbuf * tm * ELEM + slot * tn * ELEM
@@ -164,46 +171,39 @@ class Lowerer:
         tile = mi * nt + ni
         mm = prog.emit("tensor", "matmul", key + 2, elements=sk * sm + sk * sn,
                        flops=2 * sm * sn * sk, layer=layer, pc=pc_base + 3)
-        self._wait_dma(mm, la, qa)
-        self._wait_dma(mm, lb, qb)
+        prog.after(mm, la)
+        prog.after(mm, lb)
         bank = (tile % 2) * PSUM_BANK_BYTES
         prog.access(mm, MemSpace.SBUF, Access.READ, a_sbuf, sm * ELEM, 0, sk)
         prog.access(mm, MemSpace.SBUF, Access.READ, b_sbuf, sn * ELEM, 0, sk)
         prog.access(mm, MemSpace.PSUM, Access.WRITE, bank, sn * ACC, 0, sm)
-        mm_sem = prog.new_semaphore()
-        prog.signal(mm, mm_sem)
-        # Loads of step s reuse the slot of step s - nbuf: wait for that step's matmul.
-        reuse = np.arange(steps) - nbuf + 1
-        prog.wait(la, mm_sem, reuse)
-        prog.wait(lb, mm_sem, reuse)
+        # Loads of step s reuse the slot of step s - nbuf: after that step's matmul.
+        reuse = np.arange(nbuf, steps)
+        prog.after(la[reuse], mm[reuse - nbuf])
+        prog.after(lb[reuse], mm[reuse - nbuf])
 
         # Evacuation and store once per output tile, after its last k step.
         last = np.flatnonzero(ki == kt - 1)
-        acc_sem, evac_sem, store_sem = (prog.new_semaphore() for _ in range(3))
-        prog.signal(mm[last], acc_sem)
         first = np.flatnonzero(ki == 0)
-        # The first matmul of tile t reuses tile t-2's PSUM bank: wait for its evacuation.
-        prog.wait(mm[first], evac_sem, np.arange(tiles) - 1)
         engine = "vector" if evacuate == "copy" else "scalar"  # activations on scalar
         em, en = sm[last], sn[last]
         ev = prog.emit(engine, evacuate, key[last] + 3, elements=em * en, flops=em * en,
                        layer=layer, pc=pc_base + 4)
-        prog.wait(ev, acc_sem, np.arange(1, tiles + 1))
-        prog.wait(ev, store_sem, np.arange(tiles) - 1)  # output slot t % 2 freed by store t-2
+        prog.after(ev, mm[last])
+        # The first matmul of tile t reuses tile t-2's PSUM bank: after its evacuation.
+        prog.after(mm[first[2:]], ev[:-2])
         out_sbuf = out_base + (np.arange(tiles) % 2) * tn * ELEM
         prog.access(ev, MemSpace.PSUM, Access.READ, bank[last], en * ACC, 0, em)
         prog.access(ev, MemSpace.SBUF, Access.WRITE, out_sbuf, en * ELEM, 0, em)
-        prog.signal(ev, evac_sem)
         c_tile = tm * tn * ELEM
         c_addr = self.alloc(tiles * c_tile)
-        st, _ = self._dma("dma_store", key[last] + 4, em * en * ELEM, layer, pc_base + 5)
-        prog.wait(st, evac_sem, np.arange(1, tiles + 1))
+        st, qs = self._dma("dma_store", key[last] + 4, em * en * ELEM, layer, pc_base + 5)
+        prog.after(st, ev)
+        prog.after(ev[2:], st[:-2])  # output slot t % 2 is freed by store t-2
         prog.access(st, MemSpace.SBUF, Access.READ, out_sbuf, en * ELEM, 0, em)
         prog.access(st, MemSpace.HBM, Access.WRITE, c_addr + np.arange(tiles) * c_tile,
                     em * en * ELEM)
-        prog.signal(st, store_sem)
-        self.unsignalled_stores.append(st)
-        self.stores_done += tiles
+        self._stored(st, qs)
         self.key = int(key[-1]) + STEP
         return c_addr
 
@@ -224,35 +224,29 @@ class Lowerer:
         slot = np.arange(ntiles) % nbuf
         sbuf = slot * cols * ELEM
         ld, ql = self._dma("dma_load", key, r * cols * ELEM, layer, pc_base + 1)
-        self._gate(ld, ql)
+        self._gate(ld, key, ql)
         prog.access(ld, MemSpace.HBM, Access.READ, in_addr + np.arange(ntiles) * tile_bytes,
                     r * cols * ELEM)
         prog.access(ld, MemSpace.SBUF, Access.WRITE, sbuf, cols * ELEM, 0, r)
-        prev_sem = None
+        prev = ld
         for i, (engine, opcode, passes) in enumerate(steps):
             h = prog.emit(engine, opcode, key + 1 + i, elements=r * cols * passes,
                           flops=r * cols * passes, layer=layer, pc=pc_base + 2 + i)
-            if prev_sem is None:
-                self._wait_dma(h, ld, ql)
-            else:
-                prog.wait(h, prev_sem, np.arange(1, ntiles + 1))
+            prog.after(h, prev)
             prog.access(h, MemSpace.SBUF, Access.READ, sbuf, cols * ELEM, 0, r)
             prog.access(h, MemSpace.SBUF, Access.WRITE, sbuf, cols * ELEM, 0, r)
-            prev_sem = prog.new_semaphore()
-            prog.signal(h, prev_sem)
+            prev = h
         out = self.alloc(ntiles * tile_bytes)
-        st, _ = self._dma("dma_store", key + 1 + len(steps), r * cols * ELEM, layer,
-                          pc_base + 2 + len(steps))
-        prog.wait(st, prev_sem, np.arange(1, ntiles + 1))
+        st, qs = self._dma("dma_store", key + 1 + len(steps), r * cols * ELEM, layer,
+                           pc_base + 2 + len(steps))
+        prog.after(st, prev)
         prog.access(st, MemSpace.SBUF, Access.READ, sbuf, cols * ELEM, 0, r)
         prog.access(st, MemSpace.HBM, Access.WRITE, out + np.arange(ntiles) * tile_bytes,
                     r * cols * ELEM)
-        done_sem = prog.new_semaphore()
-        prog.signal(st, done_sem)
-        self.unsignalled_stores.append(st)
-        # The load of tile i reuses the slot of tile i - nbuf: wait for that tile's store.
-        prog.wait(ld, done_sem, np.arange(ntiles) - nbuf + 1)
-        self.stores_done += ntiles
+        # The load of tile i reuses the slot of tile i - nbuf: after that tile's store.
+        reuse = np.arange(nbuf, ntiles)
+        prog.after(ld[reuse], st[reuse - nbuf])
+        self._stored(st, qs)
         self.key = int(key[-1]) + STEP
         return out
 

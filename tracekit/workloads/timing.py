@@ -7,10 +7,11 @@ matmul waiting on it starts sem_latency cycles after the load ends, and its engi
 instruction starts when it ends (engines are in-order).
 
 One pass over the instructions in program order, compiled with numba: each instruction starts
-when its engine is free and every semaphore wait is satisfied (the satisfying signal's end plus
-the semaphore latency). DMA transfers share HBM: a transfer's rate is its queue's bandwidth, cut
-to an equal share of the HBM bandwidth among the DMA queues whose current transfer is under way
-when it starts. Effects:
+when its engine is free and every semaphore wait is satisfied (the end of the change that
+brings the count to the wait's value, counted in program order from the last reset, plus the
+semaphore latency: `satisfying_signals`). DMA transfers share HBM: a transfer's rate is its
+queue's bandwidth, cut to an equal share of the HBM bandwidth among the DMA queues whose current
+transfer is under way when it starts. Effects:
 
 - jitter: every duration times a seeded log-normal factor (sigma `jitter`);
 - DMA descriptor overhead: `desc_cycles` per `desc_bytes` descriptor, so it grows in steps;
@@ -18,7 +19,7 @@ when it starts. Effects:
   instruction, on overlapping SBUF partitions, is under way is stretched by `conflict_stretch`;
 - warm-up: the first `warmup_count` instructions of each engine take `warmup_factor` times longer.
 
-A wait no signal can satisfy blocks its engine: it and everything after it on that engine, and
+A wait no change can satisfy blocks its engine: it and everything after it on that engine, and
 everything waiting on those, never run (start and end stay unset).
 """
 
@@ -30,10 +31,10 @@ from typing import Any
 import numba
 import numpy as np
 
-from tracekit.workloads.program import NULL, Lowered
+from tracekit.workloads.program import NULL, SET, SIGNAL, SUB, WAIT, Lowered
 
 UNSATISFIABLE = -2
-"""Marks a wait whose value no signal on its semaphore reaches."""
+"""Marks a wait whose value no change on its semaphore reaches."""
 
 
 @dataclass(frozen=True)
@@ -65,35 +66,92 @@ class ReferenceTiming:
 
 
 def satisfying_signals(prog: Lowered) -> tuple[np.ndarray, np.ndarray]:
-    """Per instruction, the instructions whose signals satisfy its waits, as CSR
-    (ptr, src) over instruction ids; src is UNSATISFIABLE for a wait no signal reaches.
+    """Per instruction, the instructions whose changes satisfy its waits, as CSR
+    (ptr, src) over instruction ids; src is UNSATISFIABLE for a wait no change reaches.
 
-    Signals on a semaphore count in program order (one queue signals each semaphore, so that
-    is also the order they end in); a wait for v depends on the signal that brings the count
-    to v.
+    The changes of a semaphore count in program order (the lowering gives every semaphore one
+    signalling engine, so that is also the order its signals arrive in, and orders its resets
+    against them). A wait sees the count from the last `set` of its semaphore on an earlier
+    instruction (from 0 if none) and depends on the first change after which the count
+    reaches its value, before the next set: a wait for 2 after a set to 0 and signals by a,
+    b, c depends on b.
     """
     n = prog.size
     sems = prog.sems
     if not sems:
         return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    is_signal = sems["op"] == 1
-    sig_sem, sig_inst, sig_val = (sems[k][is_signal] for k in ("sem", "inst", "value"))
-    order = np.lexsort((sig_inst, sig_sem))
-    sig_sem, sig_inst, sig_val = sig_sem[order], sig_inst[order], sig_val[order]
-    cum = np.cumsum(sig_val)
-    starts = np.searchsorted(sig_sem, np.arange(prog.semaphores + 1))
-    base = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0)
-    base[starts == 0] = 0
-    w_sem, w_inst, w_val = (sems[k][~is_signal] for k in ("sem", "inst", "value"))
-    lo, hi = starts[w_sem], starts[w_sem + 1]
-    target = base[w_sem] + w_val
-    pos = np.searchsorted(cum, target, side="left")
-    ok = (pos < hi) & (pos >= lo)
-    src = np.where(ok, sig_inst[np.minimum(pos, max(sig_inst.size - 1, 0))], UNSATISFIABLE)
-    by_inst = np.argsort(w_inst, kind="stable")
+    inst, sem, op = sems["inst"], sems["sem"], sems["op"]
+    changes = np.flatnonzero(op != WAIT)
+    changes = changes[np.lexsort((inst[changes], sem[changes]))]  # ties: table order
+    waits = np.flatnonzero(op == WAIT)
+    w_inst = inst[waits]
+    if np.any(w_inst[1:] < w_inst[:-1]):
+        waits = waits[np.argsort(w_inst, kind="stable")]
+    src = _bind(inst, sem, op, sems["value"], changes, waits,
+                int(sem.max(initial=-1)) + 1)
     ptr = np.zeros(n + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum(np.bincount(w_inst, minlength=n))
-    return ptr, src[by_inst].astype(np.int64)
+    ptr[1:] = np.cumsum(np.bincount(inst[waits], minlength=n))
+    return ptr, src
+
+
+@numba.njit(cache=True, nogil=True)
+def _bind(inst, sem, op, value, changes, waits, n_sem):  # pragma: no cover - compiled
+    """For each wait row (`waits`), the instruction of the change that satisfies it
+    (`satisfying_signals`). `changes`: the change rows by semaphore, then instruction."""
+    m = changes.size
+    ptr = np.zeros(n_sem + 1, dtype=np.int64)
+    for k in range(m):
+        ptr[sem[changes[k]] + 1] += 1
+    for s in range(n_sem):
+        ptr[s + 1] += ptr[s]
+    # Per change: the first change of its segment (from a set to the next), one past its
+    # last, and the segment's highest count so far (non-decreasing: binary-searchable).
+    seg_lo = np.empty(m, dtype=np.int64)
+    seg_hi = np.empty(m, dtype=np.int64)
+    peak = np.empty(m, dtype=np.int64)
+    for s in range(n_sem):
+        count = 0
+        lo = ptr[s]
+        for k in range(ptr[s], ptr[s + 1]):
+            r = changes[k]
+            if op[r] == SET:
+                count = value[r]
+                lo = k
+            elif op[r] == SIGNAL:
+                count += value[r]
+            elif op[r] == SUB:
+                count -= value[r]
+            peak[k] = count if k == lo or count > peak[k - 1] else peak[k - 1]
+            seg_lo[k] = lo
+        hi = ptr[s + 1]
+        for k in range(ptr[s + 1] - 1, ptr[s] - 1, -1):
+            seg_hi[k] = hi
+            if op[changes[k]] == SET:
+                hi = k
+    src = np.full(waits.size, UNSATISFIABLE, dtype=np.int64)
+    for i in range(waits.size):
+        r = waits[i]
+        s = sem[r]
+        if s >= n_sem or ptr[s] == ptr[s + 1]:
+            continue
+        a, b = ptr[s], ptr[s + 1]  # the changes on earlier instructions: [ptr[s], a)
+        while a < b:
+            mid = (a + b) // 2
+            if inst[changes[mid]] < inst[r]:
+                a = mid + 1
+            else:
+                b = mid
+        k = a - 1 if a > ptr[s] else ptr[s]
+        lo, hi = seg_lo[k], seg_hi[k]
+        while lo < hi:  # the first change of the segment whose peak reaches the value
+            mid = (lo + hi) // 2
+            if peak[mid] < value[r]:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < seg_hi[k]:
+            src[i] = inst[changes[lo]]
+    return src
 
 
 def base_durations(prog: Lowered, t: ReferenceTiming) -> np.ndarray:
