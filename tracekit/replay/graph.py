@@ -167,17 +167,6 @@ def _by_engine(engine, key):  # pragma: no cover - compiled
     return order, in_order
 
 
-def queue_positions(engine: np.ndarray, seq: np.ndarray, order: np.ndarray | None = None
-                    ) -> np.ndarray:
-    """Each row's place (0, 1, ...) in its engine's queue; `order`: `queue_order(engine, seq)`
-    when the caller has it."""
-    order = queue_order(engine, seq) if order is None else order
-    counts = np.bincount(engine, minlength=int(engine.max(initial=-1)) + 1)
-    position = np.empty(engine.size, dtype=np.int64)
-    position[order] = np.arange(engine.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    return position
-
-
 def order_edges(engine: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(src, dst) of consecutive instructions on each engine, by seq."""
     order = queue_order(engine, seq)

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from enum import StrEnum
 
 import numpy as np
@@ -28,7 +29,6 @@ from tracekit.replay.graph import (
     csr,
     derive,
     queue_order,
-    queue_positions,
 )
 from tracekit.replay.machine import Latency, Machine, builtin_machine, engine_kind
 from tracekit.replay.semaphores import (
@@ -88,8 +88,8 @@ class ReplayResult:
     binding_kind (its edge kind: order, semaphore, data, memory); contention (cycles a DMA
     transfer lost to HBM sharing); observed_start, observed_end (cycles, converted at the
     manifest's clock from ps, ns or us; null when untimed, or timed in a time without a clock).
-    `graph`: the trace's dependency graph with the semaphore edges the replay decided.
-    `notes`: what the replay could not do, for the report (a comparison with times it cannot
+    `fixed`: the trace's dependency graph as the trace fixes it; `graph`, with the semaphore
+    edges the replay decided (`queues`: the engines' queues, eng_ptr and eng_nodes). `notes`: what the replay could not do, for the report (a comparison with times it cannot
     convert to cycles). `done`: graph rows in the order they finished (an order every
     happens-before relation of the trace agrees with); `released`: each semaphore's changes in
     the order they arrived, with the counts they left.
@@ -98,11 +98,20 @@ class ReplayResult:
     trace: Trace
     machine: Machine
     mode: Mode
-    graph: Graph
+    fixed: Graph
     timeline: pl.DataFrame
     notes: tuple[str, ...] = ()
     done: np.ndarray | None = None
     released: Released | None = None
+    queues: tuple[np.ndarray, np.ndarray] | None = None
+
+    @cached_property
+    def graph(self) -> Graph:
+        """The dependency graph with the semaphore edges the replay decided, worked out when
+        first asked for (what-if replays that only need the makespan never pay for it)."""
+        if self.released is None or self.queues is None:
+            return self.fixed
+        return resolve(self.fixed, self.released, *self.queues)
 
     @property
     def makespan(self) -> int:
@@ -223,16 +232,18 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
      count, blocked) = replay_kernel(
         n_eng, eng_ptr, eng_nodes, np.asarray(engine, dtype=np.int64), graph.ptr, succ_ptr,
         succ_dst, succ_kind, kind_latency, setup, nbytes, caps, machine.hbm_bytes_per_cycle,
-        sems.ptr, sems.rows, sems.node, sems.sem, sems.op, sems.value, sems.cond,
-        sems.log_ptr, float(machine.semaphore_latency), sems.monotone)
+        sems.ptr, *sems.by_node, sems.log_ptr, float(machine.semaphore_latency),
+        sems.monotone, np.int32 if sems.size < 2**31 - 1 else np.int64)
     clock.lap("kernel")
-    released = Released(log=log, log_count=log_count, arrived=arrived, upto=upto)
+    # The kernel walks the rows in instruction order: back to table rows.
+    log = np.where(log >= 0, sems.rows[np.maximum(log, 0)], -1)
+    upto_rows = np.empty_like(upto)
+    upto_rows[sems.rows] = upto
+    released = Released(log=log, log_count=log_count, arrived=arrived, upto=upto_rows)
     if completed < n:
         stuck = _stuck(trace, frame, graph, end, eng_ptr, eng_nodes, engines, count, blocked)
         stuck.done, stuck.released = done, released
         raise stuck
-    graph = resolve(graph, released, engine,
-                    queue_positions(engine, frame["seq"].to_numpy(), eng_nodes))
     if n and not end.max() < MAX_CYCLES:
         raise ReplayError(f"{machine.source}: the replay's times pass {MAX_CYCLES:.0e} cycles; "
                           f"a bandwidth or latency in the machine is far out of scale.")
@@ -255,8 +266,9 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
         "observed_end": frame["end"],
     })
     clock.lap("timeline")
-    return ReplayResult(trace=trace, machine=machine, mode=mode, graph=graph,
-                        timeline=timeline, notes=notes, done=done, released=released)
+    return ReplayResult(trace=trace, machine=machine, mode=mode, fixed=graph,
+                        timeline=timeline, notes=notes, done=done, released=released,
+                        queues=(eng_ptr, eng_nodes))
 
 
 class _Stopwatch:
@@ -278,16 +290,14 @@ def _cycles(times: np.ndarray) -> np.ndarray:
     return np.ceil(times - 1e-6).astype(np.int64)
 
 
-def resolve(graph: Graph, released: Released, engine: np.ndarray, position: np.ndarray
+def resolve(graph: Graph, released: Released, eng_ptr: np.ndarray, eng_nodes: np.ndarray
             ) -> Graph:
     """`graph` with the semaphore edges a timeline decided (each released wait's window,
-    `tracekit.replay.semaphores`). `engine`, `position`: each row's engine code and place in
-    its engine's queue (`queue_positions`)."""
+    `tracekit.replay.semaphores`). `eng_ptr`, `eng_nodes`: the engines' queues."""
     sems = graph.sems
     if sems.size == 0:
         return graph.with_edges(np.zeros(0, np.int64), np.zeros(0, np.int64), SEMAPHORE)
-    order, prev = wait_chains(sems, engine, position)
-    src, dst, _ = window_edges(sems, released, order, prev)
+    src, dst, _ = window_edges(sems, released, wait_chains(sems, eng_ptr, eng_nodes))
     return graph.with_edges(src, dst, SEMAPHORE)
 
 
@@ -295,9 +305,10 @@ def observed_graph(graph: Graph, frame: pl.DataFrame) -> Graph:
     """`graph` with the semaphore edges of the observed timeline: changes counted in order of
     observed end, each wait released by what had arrived at its observed start. `frame`: id,
     engine, seq, start, end in graph row order, every instruction timed."""
-    engine, _ = name_codes(frame["engine"])
+    engine, engines = name_codes(frame["engine"])
     released = observed_release(graph.sems, frame["start"].to_numpy(), frame["end"].to_numpy())
-    return resolve(graph, released, engine, queue_positions(engine, frame["seq"].to_numpy()))
+    return resolve(graph, released, *_engine_queues(engine, frame["seq"].to_numpy(),
+                                                    len(engines)))
 
 
 def _stuck(trace: Trace, frame: pl.DataFrame, graph: Graph, end: np.ndarray,

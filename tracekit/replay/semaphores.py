@@ -25,6 +25,7 @@ have moved the wait). For the example, the window of `exp` holds both signals.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numba
 import numpy as np
@@ -66,6 +67,13 @@ class SemTable:
     def size(self) -> int:
         return int(self.node.size)
 
+    @cached_property
+    def by_node(self) -> tuple[np.ndarray, ...]:
+        """node, sem, op, value, cond in instruction order (the order of `rows`), for loops
+        that walk an instruction's rows (node i's are ptr[i]:ptr[i + 1])."""
+        return tuple(np.ascontiguousarray(a[self.rows]) for a in
+                     (self.node, self.sem, self.op, self.value, self.cond))
+
     @property
     def semaphores(self) -> int:
         return int(self.numbers.size)
@@ -92,9 +100,7 @@ class SemTable:
         cond[op != WAIT] = GE
         numbers, code = _dense(sems["sem"].to_numpy().astype(np.int64))
         node = np.asarray(node, dtype=np.int64)
-        rows = np.argsort(node, kind="stable")
-        ptr = np.zeros(n + 1, dtype=np.int64)
-        ptr[1:] = np.cumsum(np.bincount(node, minlength=n))
+        ptr, rows = _group_by(node, n)
         changes = np.bincount(code[op != WAIT], minlength=numbers.size)
         log_ptr = np.r_[0, np.cumsum(changes)].astype(np.int64)
         return SemTable(node, code, op, sems["value"].to_numpy().astype(np.int64), cond,
@@ -127,6 +133,22 @@ def _dense(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return numbers.astype(np.int64), code.astype(np.int64)
 
 
+@numba.njit(cache=True, nogil=True)
+def _group_by(node, n):  # pragma: no cover - compiled
+    """Rows grouped by instruction (a counting sort that keeps table order): ptr, rows."""
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    for i in node:
+        ptr[i + 1] += 1
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    fill = ptr[:-1].copy()
+    rows = np.empty(node.size, dtype=np.int64)
+    for r in range(node.size):
+        rows[fill[node[r]]] = r
+        fill[node[r]] += 1
+    return ptr, rows
+
+
 @numba.njit(cache=True, inline="always")
 def apply(count, op, value):  # pragma: no cover - compiled
     """The count after a change."""
@@ -156,34 +178,47 @@ class Released:
     upto: np.ndarray
 
 
-def wait_chains(table: SemTable, engine: np.ndarray, position: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """The wait rows in chain order, (semaphore, engine, place in the engine's queue), and per
-    row the previous wait row of its chain (-1: none, and for every non-wait row). `engine`
-    and `position`: per graph row, its engine code and place in its engine's queue."""
-    waits = np.flatnonzero(table.op == WAIT)
-    node = table.node[waits]
-    order = waits[np.lexsort((waits, position[node], engine[node], table.sem[waits]))]
-    prev = np.full(table.size, -1, dtype=np.int64)
-    if order.size > 1:
-        key_sem, key_eng = table.sem[order], engine[table.node[order]]
-        same = (key_sem[1:] == key_sem[:-1]) & (key_eng[1:] == key_eng[:-1])
-        prev[order[1:][same]] = order[:-1][same]
-    return order, prev
-
-
-def window_edges(table: SemTable, released: Released, chain_order: np.ndarray,
-                 prev_wait: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The semaphore edges (src, dst graph rows) of every released wait's window (module
-    docstring), and per row its binder's place in its semaphore's log (-1: none in its
-    window, or not a released wait). `chain_order`, `prev_wait`: from `wait_chains`."""
-    return _windows(table.node, table.sem, table.value, table.cond, table.log_ptr,
-                    released.log, released.log_count, released.arrived, released.upto,
-                    chain_order, prev_wait)
+def wait_chains(table: SemTable, eng_ptr: np.ndarray, eng_nodes: np.ndarray) -> np.ndarray:
+    """Per row, the previous wait row on the same semaphore by the same engine in queue order
+    (-1: none, and for every non-wait row). `eng_ptr`, `eng_nodes`: the engines' queues
+    (engine e's rows in queue order are eng_nodes[eng_ptr[e]:eng_ptr[e + 1]])."""
+    return _chains(eng_ptr, eng_nodes, table.ptr, table.rows, table.sem, table.op,
+                   table.semaphores)
 
 
 @numba.njit(cache=True, nogil=True)
-def _windows(node, sem, value, cond, log_ptr, log, log_count, arrived, upto, chain_order,
+def _chains(eng_ptr, eng_nodes, ptr, rows, sem, op, n_sem):  # pragma: no cover - compiled
+    prev = np.full(rows.size, -1, dtype=np.int64)
+    last = np.full(n_sem, -1, dtype=np.int64)
+    for e in range(eng_ptr.size - 1):
+        for idx in range(eng_ptr[e], eng_ptr[e + 1]):
+            node = eng_nodes[idx]
+            for j in range(ptr[node], ptr[node + 1]):
+                r = rows[j]
+                if op[r] == WAIT:
+                    prev[r] = last[sem[r]]
+                    last[sem[r]] = r
+        for idx in range(eng_ptr[e], eng_ptr[e + 1]):  # the next engine's chains start afresh
+            node = eng_nodes[idx]
+            for j in range(ptr[node], ptr[node + 1]):
+                last[sem[rows[j]]] = -1
+    return prev
+
+
+def window_edges(table: SemTable, released: Released, prev_wait: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The semaphore edges (src, dst graph rows) of every released wait's window (module
+    docstring), and per row its binder's place in its semaphore's log (-1: none in its
+    window, or not a released wait). `prev_wait`: from `wait_chains`. The waits are taken in
+    instruction (id) order, which in a valid bundle is queue order on every engine, so each
+    comes after the previous wait of its chain."""
+    return _windows(table.rows, table.node, table.sem, table.value, table.cond, table.op,
+                    table.log_ptr, released.log, released.log_count, released.arrived,
+                    released.upto, prev_wait)
+
+
+@numba.njit(cache=True, nogil=True)
+def _windows(rows, node, sem, value, cond, op, log_ptr, log, log_count, arrived, upto,
              prev_wait):  # pragma: no cover - compiled
     m = node.size
     binder = np.full(m, -1, dtype=np.int64)
@@ -191,7 +226,9 @@ def _windows(node, sem, value, cond, log_ptr, log, log_count, arrived, upto, cha
     lo = np.zeros(m, dtype=np.int64)
     hi = np.zeros(m, dtype=np.int64)
     total = 0
-    for r in chain_order:
+    for r in rows:
+        if op[r] != WAIT:
+            continue
         before = covered[prev_wait[r]] if prev_wait[r] >= 0 else -1
         covered[r] = before
         if upto[r] < 0:
@@ -229,7 +266,7 @@ def _windows(node, sem, value, cond, log_ptr, log, log_count, arrived, upto, cha
     src = np.empty(total, dtype=np.int64)
     dst = np.empty(total, dtype=np.int64)
     e = 0
-    for r in range(m):
+    for r in rows:  # edges grouped by their destination
         for j in range(lo[r], hi[r]):
             src[e] = node[log[log_ptr[sem[r]] + j]]
             dst[e] = node[r]
