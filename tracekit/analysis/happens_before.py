@@ -106,7 +106,7 @@ def happens_before(graph: Graph, engine: np.ndarray, queue: np.ndarray, n_eng: i
     flagged = np.zeros(sems.size, dtype=np.bool_)
     converged = _clocks(visit.astype(np.int64), pred_ptr, pred_src, engine.astype(np.int64),
                         position, np.asarray(queue, dtype=np.int64), eng_ptr, sems.ptr,
-                        sems.rows, sems.sem, sems.op, sems.value, sems.cond, groups.sem_ptr,
+                        sems.sem, sems.op, sems.value, sems.cond, groups.sem_ptr,
                         groups.ptr, groups.engine, groups.pos, groups.node, groups.op,
                         groups.value, groups.adds, groups.subs, groups.sets, groups.last_set,
                         groups.simple, clock, arrived, track, flagged, MAX_PASSES)
@@ -205,7 +205,7 @@ def _first_after(clock, queue, lo, hi, eng_w, pos_w):  # pragma: no cover - comp
 
 
 @numba.njit(cache=True, nogil=True)
-def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr, sem_rows,
+def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr,
             sem_sem, sem_op, sem_value, sem_cond, g_sem_ptr, g_ptr, g_engine, g_pos, g_node,
             g_op, g_value, adds, subs, sets, last_set, simple, clock, arrived, track, flagged,
             max_passes):  # pragma: no cover - compiled
@@ -238,7 +238,7 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                         ac[e] = arrived[q, e]
             c[e_w] = position[node]
             for k in range(sem_ptr[node], sem_ptr[node + 1]):
-                r = sem_rows[k]
+                r = k
                 if sem_op[r] != WAIT:
                     continue
                 s = sem_sem[r]
@@ -370,12 +370,12 @@ def exact_order(graph: Graph, held: int, runnable: np.ndarray) -> np.ndarray:
                             graph.kind[keep])
     sems = graph.sems
     return _closure(graph.nodes, succ_ptr, succ.astype(np.int64), np.bincount(
-        dst, minlength=graph.nodes).astype(np.int64), sems.ptr, sems.rows, sems.sem, sems.op,
+        dst, minlength=graph.nodes).astype(np.int64), sems.ptr, sems.sem, sems.op,
         sems.value, sems.cond, sems.semaphores, held, runnable)
 
 
 @numba.njit(cache=True, nogil=True)
-def _closure(n, succ_ptr, succ, indeg, sem_ptr, sem_rows, sem_sem, sem_op, sem_value,
+def _closure(n, succ_ptr, succ, indeg, sem_ptr, sem_sem, sem_op, sem_value,
              sem_cond, n_sem, held, runnable):  # pragma: no cover - compiled
     """Run every instruction that can run (counts only grow, so the order does not matter),
     never `held`; instructions whose predecessors are done but whose waits do not hold are
@@ -398,7 +398,7 @@ def _closure(n, succ_ptr, succ, indeg, sem_ptr, sem_rows, sem_sem, sem_op, sem_v
             i = work[top]
             ok = True
             for k in range(sem_ptr[i], sem_ptr[i + 1]):
-                r = sem_rows[k]
+                r = k
                 if sem_op[r] == WAIT and not holds(count[sem_sem[r]], sem_cond[r],
                                                    sem_value[r]):
                     ok = False
@@ -409,7 +409,7 @@ def _closure(n, succ_ptr, succ, indeg, sem_ptr, sem_rows, sem_sem, sem_op, sem_v
             ran[i] = True
             progress = True
             for k in range(sem_ptr[i], sem_ptr[i + 1]):
-                r = sem_rows[k]
+                r = k
                 if sem_op[r] == SIGNAL:
                     count[sem_sem[r]] += sem_value[r]
             for k in range(succ_ptr[i], succ_ptr[i + 1]):

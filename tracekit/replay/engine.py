@@ -49,9 +49,9 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
     count after each, the number arrived per semaphore, and per wait row the changes arrived
     when it started), the final counts, and which engines ended blocked on a wait.
 
-    The semaphore rows come in instruction order (`SemTable.by_node`): node i's rows are
-    sem_ptr[i]:sem_ptr[i + 1] of sem_node, sem_code, ...; `log` and `upto` are in that order,
-    of type `index` (int32 when the rows allow: half the memory traffic).
+    The semaphore rows are a SemTable's entries (grouped by instruction): node i's rows are
+    sem_ptr[i]:sem_ptr[i + 1] of sem_node, sem_code, ...; `log` and `upto` hold them as
+    `index` (int32 when the rows allow: half the memory traffic).
 
     An instruction whose predecessors have all finished is the head of its engine's queue and
     the engine is idle. Without waits it starts at once, at its ready time (possibly later

@@ -232,14 +232,11 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
      count, blocked) = replay_kernel(
         n_eng, eng_ptr, eng_nodes, np.asarray(engine, dtype=np.int64), graph.ptr, succ_ptr,
         succ_dst, succ_kind, kind_latency, setup, nbytes, caps, machine.hbm_bytes_per_cycle,
-        sems.ptr, *sems.by_node, sems.log_ptr, float(machine.semaphore_latency),
+        sems.ptr, sems.node, sems.sem, sems.op, sems.value, sems.cond, sems.log_ptr,
+        float(machine.semaphore_latency),
         sems.monotone, np.int32 if sems.size < 2**31 - 1 else np.int64)
     clock.lap("kernel")
-    # The kernel walks the rows in instruction order: back to table rows.
-    log = np.where(log >= 0, sems.rows[np.maximum(log, 0)], -1)
-    upto_rows = np.empty_like(upto)
-    upto_rows[sems.rows] = upto
-    released = Released(log=log, log_count=log_count, arrived=arrived, upto=upto_rows)
+    released = Released(log=log, log_count=log_count, arrived=arrived, upto=upto)
     if completed < n:
         stuck = _stuck(trace, frame, graph, end, eng_ptr, eng_nodes, engines, count, blocked)
         stuck.done, stuck.released = done, released
@@ -332,8 +329,7 @@ def _stuck(trace: Trace, frame: pl.DataFrame, graph: Graph, end: np.ndarray,
                 "sem": None, "cond": None, "value": None, "count": None, "behind": None,
                 "blockers": None, "monotone": None}
         if blocked[e]:
-            for k in range(sems.ptr[node], sems.ptr[node + 1]):
-                r = int(sems.rows[k])
+            for r in range(sems.ptr[node], sems.ptr[node + 1]):
                 s = int(sems.sem[r])
                 if sems.op[r] != WAIT or holds_now(count[s], sems.cond[r], sems.value[r]):
                     continue

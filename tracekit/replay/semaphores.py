@@ -25,7 +25,6 @@ have moved the wait). For the example, the window of `exp` holds both signals.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numba
 import numpy as np
@@ -44,12 +43,13 @@ COND_NAMES: tuple[str, ...] = tuple(c.value for c in WaitCond)
 
 @dataclass(frozen=True)
 class SemTable:
-    """The semaphores table as arrays, one entry per row in table order.
+    """The semaphores table as arrays, one entry per row, the rows grouped by instruction in
+    graph row (id) order and in table order within one: instruction i's entries are
+    ptr[i]:ptr[i + 1]. Every "row" of this module and of the replay's history is an entry here.
 
     `node`: the row of the instruction (graph row); `sem`: dense semaphore code 0..S-1, whose
     number in the trace is `numbers[code]`; `op`: WAIT, SIGNAL, SUB or SET; `value`; `cond`:
-    GE or EQ (GE on every non-wait row). `ptr`/`rows`: the rows of each instruction (node i's
-    rows are rows[ptr[i]:ptr[i + 1]], in table order). `log_ptr`: each semaphore's place in an
+    GE or EQ (GE on every non-wait row). `log_ptr`: each semaphore's place in an
     arrival log of its changes (signal, sub, set): semaphore s owns log_ptr[s]:log_ptr[s + 1].
     """
 
@@ -60,19 +60,11 @@ class SemTable:
     cond: np.ndarray
     numbers: np.ndarray
     ptr: np.ndarray
-    rows: np.ndarray
     log_ptr: np.ndarray
 
     @property
     def size(self) -> int:
         return int(self.node.size)
-
-    @cached_property
-    def by_node(self) -> tuple[np.ndarray, ...]:
-        """node, sem, op, value, cond in instruction order (the order of `rows`), for loops
-        that walk an instruction's rows (node i's are ptr[i]:ptr[i + 1])."""
-        return tuple(np.ascontiguousarray(a[self.rows]) for a in
-                     (self.node, self.sem, self.op, self.value, self.cond))
 
     @property
     def semaphores(self) -> int:
@@ -88,7 +80,7 @@ class SemTable:
     def empty(n: int) -> SemTable:
         zero = np.zeros(0, dtype=np.int64)
         return SemTable(zero, zero, np.zeros(0, np.int8), zero, np.zeros(0, np.int8), zero,
-                        np.zeros(n + 1, dtype=np.int64), zero, np.zeros(1, dtype=np.int64))
+                        np.zeros(n + 1, dtype=np.int64), np.zeros(1, dtype=np.int64))
 
     @staticmethod
     def from_frame(sems: pl.DataFrame, node: np.ndarray, n: int) -> SemTable:
@@ -99,12 +91,13 @@ class SemTable:
                 else np.zeros(sems.height, dtype=np.int8))
         cond[op != WAIT] = GE
         numbers, code = _dense(sems["sem"].to_numpy().astype(np.int64))
-        node = np.asarray(node, dtype=np.int64)
-        ptr, rows = _group_by(node, n)
+        ptr, order = _group_by(np.asarray(node, dtype=np.int64), n)
         changes = np.bincount(code[op != WAIT], minlength=numbers.size)
         log_ptr = np.r_[0, np.cumsum(changes)].astype(np.int64)
-        return SemTable(node, code, op, sems["value"].to_numpy().astype(np.int64), cond,
-                        numbers, ptr, rows, log_ptr)
+        index = np.int32 if max(n, numbers.size) < 2**31 else np.int64
+        return SemTable(np.asarray(node)[order].astype(index), code[order].astype(index),
+                        op[order], sems["value"].to_numpy()[order].astype(np.int64),
+                        cond[order], numbers, ptr, log_ptr)
 
 
 def _enum_codes(series: pl.Series, names: tuple[str, ...]) -> np.ndarray:
@@ -135,7 +128,8 @@ def _dense(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @numba.njit(cache=True, nogil=True)
 def _group_by(node, n):  # pragma: no cover - compiled
-    """Rows grouped by instruction (a counting sort that keeps table order): ptr, rows."""
+    """Rows grouped by instruction (a counting sort that keeps table order): each
+    instruction's place in the grouping (ptr), and the rows in that order."""
     ptr = np.zeros(n + 1, dtype=np.int64)
     for i in node:
         ptr[i + 1] += 1
@@ -182,26 +176,25 @@ def wait_chains(table: SemTable, eng_ptr: np.ndarray, eng_nodes: np.ndarray) -> 
     """Per row, the previous wait row on the same semaphore by the same engine in queue order
     (-1: none, and for every non-wait row). `eng_ptr`, `eng_nodes`: the engines' queues
     (engine e's rows in queue order are eng_nodes[eng_ptr[e]:eng_ptr[e + 1]])."""
-    return _chains(eng_ptr, eng_nodes, table.ptr, table.rows, table.sem, table.op,
+    return _chains(eng_ptr, eng_nodes, table.ptr, table.sem, table.op,
                    table.semaphores)
 
 
 @numba.njit(cache=True, nogil=True)
-def _chains(eng_ptr, eng_nodes, ptr, rows, sem, op, n_sem):  # pragma: no cover - compiled
-    prev = np.full(rows.size, -1, dtype=np.int64)
+def _chains(eng_ptr, eng_nodes, ptr, sem, op, n_sem):  # pragma: no cover - compiled
+    prev = np.full(sem.size, -1, dtype=np.int64)
     last = np.full(n_sem, -1, dtype=np.int64)
     for e in range(eng_ptr.size - 1):
         for idx in range(eng_ptr[e], eng_ptr[e + 1]):
             node = eng_nodes[idx]
-            for j in range(ptr[node], ptr[node + 1]):
-                r = rows[j]
+            for r in range(ptr[node], ptr[node + 1]):
                 if op[r] == WAIT:
                     prev[r] = last[sem[r]]
                     last[sem[r]] = r
         for idx in range(eng_ptr[e], eng_ptr[e + 1]):  # the next engine's chains start afresh
             node = eng_nodes[idx]
-            for j in range(ptr[node], ptr[node + 1]):
-                last[sem[rows[j]]] = -1
+            for r in range(ptr[node], ptr[node + 1]):
+                last[sem[r]] = -1
     return prev
 
 
@@ -212,13 +205,13 @@ def window_edges(table: SemTable, released: Released, prev_wait: np.ndarray
     window, or not a released wait). `prev_wait`: from `wait_chains`. The waits are taken in
     instruction (id) order, which in a valid bundle is queue order on every engine, so each
     comes after the previous wait of its chain."""
-    return _windows(table.rows, table.node, table.sem, table.value, table.cond, table.op,
+    return _windows(table.node, table.sem, table.value, table.cond, table.op,
                     table.log_ptr, released.log, released.log_count, released.arrived,
                     released.upto, prev_wait)
 
 
 @numba.njit(cache=True, nogil=True)
-def _windows(rows, node, sem, value, cond, op, log_ptr, log, log_count, arrived, upto,
+def _windows(node, sem, value, cond, op, log_ptr, log, log_count, arrived, upto,
              prev_wait):  # pragma: no cover - compiled
     m = node.size
     binder = np.full(m, -1, dtype=np.int64)
@@ -226,7 +219,7 @@ def _windows(rows, node, sem, value, cond, op, log_ptr, log, log_count, arrived,
     lo = np.zeros(m, dtype=np.int64)
     hi = np.zeros(m, dtype=np.int64)
     total = 0
-    for r in rows:
+    for r in range(m):
         if op[r] != WAIT:
             continue
         before = covered[prev_wait[r]] if prev_wait[r] >= 0 else -1
@@ -266,7 +259,7 @@ def _windows(rows, node, sem, value, cond, op, log_ptr, log, log_count, arrived,
     src = np.empty(total, dtype=np.int64)
     dst = np.empty(total, dtype=np.int64)
     e = 0
-    for r in rows:  # edges grouped by their destination
+    for r in range(m):  # edges grouped by their destination
         for j in range(lo[r], hi[r]):
             src[e] = node[log[log_ptr[sem[r]] + j]]
             dst[e] = node[r]
