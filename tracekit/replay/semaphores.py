@@ -89,15 +89,20 @@ class SemTable:
         op = _enum_codes(sems["op"], OP_NAMES)
         cond = (_enum_codes(sems["cond"], COND_NAMES) if "cond" in sems.columns
                 else np.zeros(sems.height, dtype=np.int8))
-        cond[op != WAIT] = GE
-        numbers, code = _dense(sems["sem"].to_numpy().astype(np.int64))
-        ptr, order = _group_by(np.asarray(node, dtype=np.int64), n)
-        changes = np.bincount(code[op != WAIT], minlength=numbers.size)
+        raw = sems["sem"].to_numpy()
+        if raw.size and raw.min() >= 0 and raw.max() <= 4 * raw.size + 1024:
+            # Small numbers, as semaphores have: a presence table, no sort.
+            present = np.bincount(raw) > 0
+            numbers, place = np.flatnonzero(present), np.cumsum(present) - 1
+        else:
+            numbers, inverse = np.unique(raw, return_inverse=True)
+            raw, place = inverse, np.arange(numbers.size)
+        index = np.int32 if max(n, numbers.size, sems.height) < 2**31 else np.int64
+        ptr, out = _grouped(np.asarray(node, dtype=np.int64), n, raw, place.astype(index),
+                            op, sems["value"].to_numpy(), cond, index)
+        changes = np.bincount(out[1][out[2] != WAIT], minlength=numbers.size)
         log_ptr = np.r_[0, np.cumsum(changes)].astype(np.int64)
-        index = np.int32 if max(n, numbers.size) < 2**31 else np.int64
-        return SemTable(np.asarray(node)[order].astype(index), code[order].astype(index),
-                        op[order], sems["value"].to_numpy()[order].astype(np.int64),
-                        cond[order], numbers, ptr, log_ptr)
+        return SemTable(*out, numbers=numbers.astype(np.int64), ptr=ptr, log_ptr=log_ptr)
 
 
 def _enum_codes(series: pl.Series, names: tuple[str, ...]) -> np.ndarray:
@@ -113,34 +118,32 @@ def _enum_codes(series: pl.Series, names: tuple[str, ...]) -> np.ndarray:
     return lut[series.to_physical().fill_null(0).to_numpy()]
 
 
-def _dense(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct semaphore numbers in ascending order, and each row's place among them
-    (a presence table when the numbers are small, as they are, else a sort)."""
-    if raw.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if raw.min() >= 0 and raw.max() <= 4 * raw.size + 1024:
-        present = np.bincount(raw) > 0
-        place = np.cumsum(present) - 1
-        return np.flatnonzero(present).astype(np.int64), place[raw].astype(np.int64)
-    numbers, code = np.unique(raw, return_inverse=True)
-    return numbers.astype(np.int64), code.astype(np.int64)
-
-
 @numba.njit(cache=True, nogil=True)
-def _group_by(node, n):  # pragma: no cover - compiled
-    """Rows grouped by instruction (a counting sort that keeps table order): each
-    instruction's place in the grouping (ptr), and the rows in that order."""
+def _grouped(node, n, raw, place, op, value, cond, index):  # pragma: no cover - compiled
+    """The rows grouped by instruction (a counting sort that keeps table order), in one pass:
+    each instruction's place in the grouping (ptr), and node, semaphore code (place[raw]),
+    op, value and cond (GE on every non-wait) in that order."""
+    m = node.size
     ptr = np.zeros(n + 1, dtype=np.int64)
     for i in node:
         ptr[i + 1] += 1
     for i in range(n):
         ptr[i + 1] += ptr[i]
     fill = ptr[:-1].copy()
-    rows = np.empty(node.size, dtype=np.int64)
-    for r in range(node.size):
-        rows[fill[node[r]]] = r
+    out_node = np.empty(m, dtype=index)
+    out_sem = np.empty(m, dtype=index)
+    out_op = np.empty(m, dtype=np.int8)
+    out_value = np.empty(m, dtype=np.int64)
+    out_cond = np.empty(m, dtype=np.int8)
+    for r in range(m):
+        j = fill[node[r]]
         fill[node[r]] += 1
-    return ptr, rows
+        out_node[j] = node[r]
+        out_sem[j] = place[raw[r]]
+        out_op[j] = op[r]
+        out_value[j] = value[r]
+        out_cond[j] = cond[r] if op[r] == WAIT else GE
+    return ptr, (out_node, out_sem, out_op, out_value, out_cond)
 
 
 @numba.njit(cache=True, inline="always")
