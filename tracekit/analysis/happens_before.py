@@ -109,7 +109,8 @@ def happens_before(graph: Graph, engine: np.ndarray, queue: np.ndarray, n_eng: i
                         sems.sem, sems.op, sems.value, sems.cond, groups.sem_ptr,
                         groups.ptr, groups.engine, groups.pos, groups.node, groups.op,
                         groups.value, groups.adds, groups.subs, groups.sets, groups.last_set,
-                        groups.simple, clock, arrived, track, flagged, MAX_PASSES)
+                        groups.simple, groups.adding, clock, arrived, track, flagged,
+                        MAX_PASSES)
     return HappensBefore(clock=clock, engine=engine, position=position, exact=sems.monotone,
                          order_dependent=flagged, converged=converged)
 
@@ -120,7 +121,8 @@ class _Groups:
     owns groups sem_ptr[s]:sem_ptr[s + 1]; group g holds elements ptr[g]:ptr[g + 1] (engine
     `engine[g]`), each with its 1-based place, instruction row, op and value. Prefix sums over the whole
     array (adds, subs: values; sets: how many), `last_set[k]`: the last set at or before
-    element k in its group (-1: none); `simple`: per semaphore, only signals on one engine."""
+    element k in its group (-1: none); `simple`: per semaphore, only signals on one engine;
+    `adding`: per semaphore, how many engines signal it."""
 
     sem_ptr: np.ndarray
     ptr: np.ndarray
@@ -134,12 +136,24 @@ class _Groups:
     sets: np.ndarray
     last_set: np.ndarray
     simple: np.ndarray
+    adding: np.ndarray
 
     @staticmethod
     def of(sems: SemTable, engine: np.ndarray, position: np.ndarray) -> _Groups:
         rows = np.flatnonzero(sems.op != WAIT)
         node = sems.node[rows]
-        order = np.lexsort((position[node], engine[node], sems.sem[rows]))
+        # By (semaphore, engine, place in the queue): the rows are in instruction order,
+        # which is queue order on each engine, so a stable sort by (semaphore, engine) does.
+        n_eng = int(engine.max(initial=0)) + 1
+        key = sems.sem[rows].astype(np.int64) * n_eng + engine[node]
+        if sems.semaphores * n_eng <= 4 * rows.size + 1024:
+            order = _counting_order(key, sems.semaphores * n_eng)
+        else:
+            order = np.argsort(key, kind="stable")
+        place, sorted_key = position[node[order]], key[order]
+        if not np.all((np.diff(place) > 0) | (np.diff(sorted_key) != 0)):
+            # Ids out of queue order (an invalid bundle): sort by the place explicitly.
+            order = np.lexsort((position[node], engine[node], sems.sem[rows]))
         rows, node = rows[order], node[order]
         sem, eng, op = sems.sem[rows], engine[node], sems.op[rows]
         value = sems.value[rows]
@@ -159,10 +173,28 @@ class _Groups:
         np.logical_and.at(only_up, sems.sem, (sems.op == WAIT) | (sems.op == SIGNAL))
         np.logical_and.at(only_up, sems.sem, (sems.op != WAIT) | (sems.cond != EQ))
         simple = only_up & (per_sem_groups <= 1)
+        signals = np.flatnonzero(np.r_[adds[ptr[1:]] - adds[ptr[:-1]] > 0]) if starts.size \
+            else np.zeros(0, np.int64)
+        adding = np.bincount(group_sem[signals], minlength=sems.semaphores).astype(np.int64)
         return _Groups(sem_ptr, ptr, eng.astype(np.int64)[starts] if starts.size else
                        np.zeros(0, np.int64), position[node].astype(np.int64),
                        node.astype(np.int64), op.astype(np.int8), value.astype(np.int64), adds,
-                       subs, sets, last_set, simple)
+                       subs, sets, last_set, simple, adding)
+
+
+@numba.njit(cache=True, nogil=True)
+def _counting_order(key, buckets):  # pragma: no cover - compiled
+    """The stable order of small integer keys (a counting sort)."""
+    start = np.zeros(buckets + 1, dtype=np.int64)
+    for k in key:
+        start[k + 1] += 1
+    for b in range(buckets):
+        start[b + 1] += start[b]
+    order = np.empty(key.size, dtype=np.int64)
+    for i in range(key.size):
+        order[start[key[i]]] = i
+        start[key[i]] += 1
+    return order
 
 
 @numba.njit(cache=True, nogil=True)
@@ -207,8 +239,8 @@ def _first_after(clock, queue, lo, hi, eng_w, pos_w):  # pragma: no cover - comp
 @numba.njit(cache=True, nogil=True)
 def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr,
             sem_sem, sem_op, sem_value, sem_cond, g_sem_ptr, g_ptr, g_engine, g_pos, g_node,
-            g_op, g_value, adds, subs, sets, last_set, simple, clock, arrived, track, flagged,
-            max_passes):  # pragma: no cover - compiled
+            g_op, g_value, adds, subs, sets, last_set, simple, adding, clock, arrived, track,
+            flagged, max_passes):  # pragma: no cover - compiled
     """The passes of `happens_before`; returns whether the last pass changed nothing."""
     n_eng = clock.shape[1]
     c = np.zeros(n_eng, dtype=np.int32)
@@ -269,9 +301,17 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                         hb_idx[g] = _upper(g_pos, a, after_idx[g], ac[f])
                     else:
                         hb_idx[g] = _upper(g_pos, a, b, ac[f] if track else c[f])
-                        place = _first_after(clock, queue, eng_ptr[f], eng_ptr[f + 1], e_w,
-                                             position[node])
-                        after_idx[g] = _upper(g_pos, a, b, place - 1)
+                        # Where the wait's successors begin on f matters for a set there
+                        # (before or after the wait?), and for what f's adds and subs give
+                        # the others; a lone engine of adds needs only its own prefix.
+                        matters = (sets[b] - sets[a] > 0 or adding[s] > 1
+                                   or (sem_cond[r] == EQ and subs[b] - subs[a] > 0))
+                        if matters:
+                            place = _first_after(clock, queue, eng_ptr[f], eng_ptr[f + 1],
+                                                 e_w, position[node])
+                            after_idx[g] = _upper(g_pos, a, b, place - 1)
+                        else:
+                            after_idx[g] = b
                     if sets[after_idx[g]] - sets[hb_idx[g]] > 0:
                         unknown = True  # a set that may or may not precede the wait
                 base = 0

@@ -127,15 +127,13 @@ class Context:
     graph: Graph
     instructions: pl.DataFrame
     timed: bool
+    run: ModelRun
+    """The model replay: what finished and in which order, the semaphores' history, and what
+    blocked it if it got stuck."""
     findings: list[Finding] = field(default_factory=list)
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     last_cached: frozenset[str] = frozenset()
     """Tables the running check is the last to read from the cache (LAST_CACHED_READ)."""
-    has_cycle: bool = False
-    """Whether the graph has a dependency cycle (set by check_deadlocks)."""
-    run: ModelRun | None = None
-    """The model replay: what finished and in which order, the semaphores' history, and what
-    blocked it if it got stuck."""
     _hb: HappensBefore | None = None
     read_after: np.ndarray | None = None
     overwritten: np.ndarray | None = None
@@ -173,7 +171,6 @@ class Context:
         with: what the model replay ran, in the order it did, then (when the replay got stuck
         on semaphores that do not only count up, where another order may run more) the rest
         that the fixed edges let run, in topological order."""
-        assert self.run is not None
         done = self.run.done
         if self.run.stuck is None or self.graph.sems.monotone:
             return done
@@ -344,7 +341,6 @@ def check_deadlocks(ctx: Context) -> None:
     """The model replay's stuck waits (a count that never comes in the model's order: since
     counts that only grow reach the same values in every order, a stuck wait on such a
     semaphore is stuck in every order), and cycles of the trace's fixed edges."""
-    assert ctx.run is not None
     stuck = ctx.run.stuck
     if stuck is not None:
         waits = stuck.filter(pl.col("sem").is_not_null()).sort("id")
@@ -352,7 +348,6 @@ def check_deadlocks(ctx: Context) -> None:
             f"instruction {r['id']} on {r['engine']} {wait_text(r)}",
             {"instructions": (r["id"],), "engines": (r["engine"], *r["behind"])}))
     members = cycle_members(ctx.graph.fixed)
-    ctx.has_cycle = bool(members.size)
     if members.size:
         ids = ctx.graph.ids[members]
         engines = ctx.instructions.filter(pl.col("id").is_in(pl.Series(ids).implode()))[
@@ -393,7 +388,6 @@ def check_semaphores(ctx: Context) -> None:
     _capped(ctx, Code.SEMAPHORE_LEAK, leaks, lambda r: (
         f"semaphore {r['sem']} is signalled {r['signals']} time(s) (adding "
         f"{r['signalled']}) and never waited on", {"instructions": _ids(r["first"])}))
-    assert ctx.run is not None
     extremes = _count_extremes(ctx.graph.sems, ctx.run.released)
     if extremes.height == 0:
         return

@@ -275,11 +275,24 @@ def observed_release(table: SemTable, start: np.ndarray, end: np.ndarray) -> Rel
     instruction's observed end (ties in table order), and a wait sees every change that
     arrived at or before its instruction's observed start. `start`, `end`: per graph row."""
     changes = np.flatnonzero(table.op != WAIT)
-    arrival = end[table.node[changes]]
-    log = changes[np.lexsort((changes, arrival, table.sem[changes]))]
+    # By end (a stable sort: ties in row order; ends mostly rise with the rows already),
+    # then grouped by semaphore keeping that order.
+    by_end = changes[np.argsort(end[table.node[changes]], kind="stable")]
+    log = _by_semaphore(by_end, table.sem, table.log_ptr)
     log_count, arrived = _counts(table.sem, table.op, table.value, table.log_ptr, log)
     upto = _upto(table.sem, table.op, table.node, table.log_ptr, log, end, start)
     return Released(log=log, log_count=log_count, arrived=arrived, upto=upto)
+
+
+@numba.njit(cache=True, nogil=True)
+def _by_semaphore(rows, sem, log_ptr):  # pragma: no cover - compiled
+    """`rows` grouped by semaphore (log_ptr's groups), in their order within each."""
+    fill = log_ptr[:-1].copy()
+    out = np.empty(rows.size, dtype=np.int64)
+    for r in rows:
+        out[fill[sem[r]]] = r
+        fill[sem[r]] += 1
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
