@@ -119,8 +119,8 @@ def happens_before(graph: Graph, engine: np.ndarray, queue: np.ndarray, n_eng: i
 class _Groups:
     """The changes of each semaphore grouped by engine, each group in queue order: semaphore s
     owns groups sem_ptr[s]:sem_ptr[s + 1]; group g holds elements ptr[g]:ptr[g + 1] (engine
-    `engine[g]`), each with its 1-based place, instruction row, op and value. Prefix sums over the whole
-    array (adds, subs: values; sets: how many), `last_set[k]`: the last set at or before
+    `engine[g]`), each with its 1-based place, instruction row, op and value. Prefix sums
+    over the whole array (adds, subs: values; sets: how many), `last_set[k]`: the last set at or before
     element k in its group (-1: none); `simple`: per semaphore, only signals on one engine;
     `adding`: per semaphore, how many engines signal it."""
 
@@ -151,35 +151,64 @@ class _Groups:
         else:
             order = np.argsort(key, kind="stable")
         place, sorted_key = position[node[order]], key[order]
-        if not np.all((np.diff(place) > 0) | (np.diff(sorted_key) != 0)):
+        if not np.all((np.diff(place) >= 0) | (np.diff(sorted_key) != 0)):
             # Ids out of queue order (an invalid bundle): sort by the place explicitly.
             order = np.lexsort((position[node], engine[node], sems.sem[rows]))
-        rows, node = rows[order], node[order]
-        sem, eng, op = sems.sem[rows], engine[node], sems.op[rows]
-        value = sems.value[rows]
-        new = np.r_[True, (sem[1:] != sem[:-1]) | (eng[1:] != eng[:-1])] if rows.size else \
-            np.zeros(0, dtype=bool)
-        starts = np.flatnonzero(new)
-        ptr = np.r_[starts, rows.size].astype(np.int64)
-        group_sem = sem[starts]
-        sem_ptr = np.searchsorted(group_sem, np.arange(sems.semaphores + 1)).astype(np.int64)
-        adds = np.r_[0, np.cumsum(np.where(op == SIGNAL, value, 0))].astype(np.int64)
-        subs = np.r_[0, np.cumsum(np.where(op == SUB, value, 0))].astype(np.int64)
-        sets = np.r_[0, np.cumsum(op == SET)].astype(np.int64)
-        last_set = _last_set(ptr, op)
-        # Only signals, ge waits, and one signalling engine: the prefix rule is exact at once.
-        per_sem_groups = np.diff(sem_ptr)
-        only_up = np.ones(sems.semaphores, dtype=bool)
-        np.logical_and.at(only_up, sems.sem, (sems.op == WAIT) | (sems.op == SIGNAL))
-        np.logical_and.at(only_up, sems.sem, (sems.op != WAIT) | (sems.cond != EQ))
-        simple = only_up & (per_sem_groups <= 1)
-        signals = np.flatnonzero(np.r_[adds[ptr[1:]] - adds[ptr[:-1]] > 0]) if starts.size \
-            else np.zeros(0, np.int64)
-        adding = np.bincount(group_sem[signals], minlength=sems.semaphores).astype(np.int64)
-        return _Groups(sem_ptr, ptr, eng.astype(np.int64)[starts] if starts.size else
-                       np.zeros(0, np.int64), position[node].astype(np.int64),
-                       node.astype(np.int64), op.astype(np.int8), value.astype(np.int64), adds,
-                       subs, sets, last_set, simple, adding)
+        return _Groups(*_grouped_changes(rows[order], sems.node, sems.sem, sems.op, sems.value,
+                                         sems.cond, engine, position, sems.semaphores))
+
+
+@numba.njit(cache=True, nogil=True)
+def _grouped_changes(rows, node, sem, op, value, cond, engine, position,
+                     n_sem):  # pragma: no cover - compiled
+    """`_Groups.of` over the change rows in group order, in one pass each: the groups and
+    their elements, the prefix sums, the last sets, and the per-semaphore flags."""
+    m = rows.size
+    g_node = np.empty(m, dtype=np.int64)
+    g_pos = np.empty(m, dtype=np.int64)
+    g_op = np.empty(m, dtype=np.int8)
+    g_value = np.empty(m, dtype=np.int64)
+    adds = np.zeros(m + 1, dtype=np.int64)
+    subs = np.zeros(m + 1, dtype=np.int64)
+    sets = np.zeros(m + 1, dtype=np.int64)
+    last_set = np.full(m, -1, dtype=np.int64)
+    starts = np.empty(m + 1, dtype=np.int64)
+    n_groups = 0
+    for k in range(m):
+        r = rows[k]
+        i = node[r]
+        if k == 0 or sem[r] != sem[rows[k - 1]] or engine[i] != engine[node[rows[k - 1]]]:
+            starts[n_groups] = k
+            n_groups += 1
+        g_node[k], g_pos[k], g_op[k], g_value[k] = i, position[i], op[r], value[r]
+        adds[k + 1] = adds[k] + (value[r] if op[r] == SIGNAL else 0)
+        subs[k + 1] = subs[k] + (value[r] if op[r] == SUB else 0)
+        sets[k + 1] = sets[k] + (op[r] == SET)
+        last_set[k] = k if op[r] == SET else (last_set[k - 1] if k > 0 and
+                                              starts[n_groups - 1] < k else -1)
+    starts[n_groups] = m
+    ptr = starts[:n_groups + 1].copy()
+    g_engine = np.empty(n_groups, dtype=np.int64)
+    sem_ptr = np.zeros(n_sem + 1, dtype=np.int64)
+    adding = np.zeros(n_sem, dtype=np.int64)
+    for g in range(n_groups):
+        first = rows[ptr[g]]
+        g_engine[g] = engine[node[first]]
+        sem_ptr[sem[first] + 1] += 1
+        if adds[ptr[g + 1]] > adds[ptr[g]]:
+            adding[sem[first]] += 1
+    for s in range(n_sem):
+        sem_ptr[s + 1] += sem_ptr[s]
+    # Only signals, >= waits, and one signalling engine: the prefix rule is exact at once.
+    only_up = np.ones(n_sem, dtype=np.bool_)
+    for r in range(sem.size):
+        if op[r] == SUB or op[r] == SET or (op[r] == WAIT and cond[r] == EQ):
+            only_up[sem[r]] = False
+    simple = np.zeros(n_sem, dtype=np.bool_)
+    for s in range(n_sem):
+        simple[s] = only_up[s] and sem_ptr[s + 1] - sem_ptr[s] <= 1
+    return (sem_ptr, ptr, g_engine, g_pos, g_node, g_op, g_value, adds, subs, sets, last_set,
+            simple, adding)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -195,18 +224,6 @@ def _counting_order(key, buckets):  # pragma: no cover - compiled
         order[start[key[i]]] = i
         start[key[i]] += 1
     return order
-
-
-@numba.njit(cache=True, nogil=True)
-def _last_set(ptr, op):  # pragma: no cover - compiled
-    out = np.full(op.size, -1, dtype=np.int64)
-    for g in range(ptr.size - 1):
-        last = -1
-        for k in range(ptr[g], ptr[g + 1]):
-            if op[k] == SET:
-                last = k
-            out[k] = last
-    return out
 
 
 @numba.njit(cache=True, inline="always")
@@ -245,6 +262,8 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
     n_eng = clock.shape[1]
     c = np.zeros(n_eng, dtype=np.int32)
     ac = np.zeros(n_eng, dtype=np.int32)
+    c_prev = np.zeros(n_eng, dtype=np.int32)
+    ac_prev = np.zeros(n_eng, dtype=np.int32)
     any_complex = False
     for s in range(simple.size):
         if not simple[s]:
@@ -253,10 +272,16 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
     hb_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
     after_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
     lo_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
-    for _ in range(max_passes):
+    seen = np.full(clock.shape[0], -1, dtype=np.int64)  # the pass that last visited each node
+    for p in range(max_passes):
         changed = False
+        # Whether this pass read a clock not final for this pass: a node visited later (where
+        # a wait's successors begin on another engine, or a change visited after its wait).
+        # Without one, the pass saw everything it depends on and a second pass would agree.
+        looked_ahead = False
         flagged[:] = False
         for node in visit:
+            seen[node] = p
             e_w = engine[node]
             for e in range(n_eng):
                 c[e] = clock[node, e]
@@ -269,109 +294,131 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                     if track and arrived[q, e] > ac[e]:
                         ac[e] = arrived[q, e]
             c[e_w] = position[node]
-            for k in range(sem_ptr[node], sem_ptr[node + 1]):
-                r = k
-                if sem_op[r] != WAIT:
-                    continue
-                s = sem_sem[r]
-                v = sem_value[r]
-                ga, gb = g_sem_ptr[s], g_sem_ptr[s + 1]
-                if gb == ga:
-                    continue
-                if simple[s]:
-                    # Signals on one engine: the first prefix that reaches v.
-                    a, b = g_ptr[ga], g_ptr[ga + 1]
-                    if v <= 0:
+            # A wait's rule reads the clocks the node's other waits add to: go over them until
+            # they settle (a node has few waits).
+            rounds = 0
+            while True:
+                for e in range(n_eng):
+                    c_prev[e] = c[e]
+                    ac_prev[e] = ac[e]
+                for k in range(sem_ptr[node], sem_ptr[node + 1]):
+                    flagged[k] = False
+                reads_clocks = False  # whether a rule read c or ac (the simple one does not)
+                for k in range(sem_ptr[node], sem_ptr[node + 1]):
+                    r = k
+                    if sem_op[r] != WAIT:
                         continue
-                    j = _upper(adds, a + 1, b + 1, adds[a] + v - 1) - 1
-                    if j < b:
-                        _merge(c, ac, clock, g_node[j], track)
-                    continue
-                # Per engine of s: definite changes [g_ptr, hb), possible [lo, after).
-                has_sets = sets[g_ptr[gb]] - sets[g_ptr[ga]] > 0
-                unknown = False
-                for g in range(ga, gb):
-                    a, b = g_ptr[g], g_ptr[g + 1]
-                    f = g_engine[g]
-                    if f == e_w:
-                        # Its own engine: its own changes (at its end) and later ones come
-                        # after it; earlier ones have arrived only when a chain through a
-                        # semaphore says so (the arrival clock), not by queue order alone.
-                        after_idx[g] = _upper(g_pos, a, b, position[node] - 1)
-                        hb_idx[g] = _upper(g_pos, a, after_idx[g], ac[f])
-                    else:
-                        hb_idx[g] = _upper(g_pos, a, b, ac[f] if track else c[f])
-                        # Where the wait's successors begin on f matters for a set there
-                        # (before or after the wait?), and for what f's adds and subs give
-                        # the others; a lone engine of adds needs only its own prefix.
-                        matters = (sets[b] - sets[a] > 0 or adding[s] > 1
-                                   or (sem_cond[r] == EQ and subs[b] - subs[a] > 0))
-                        if matters:
-                            place = _first_after(clock, queue, eng_ptr[f], eng_ptr[f + 1],
-                                                 e_w, position[node])
-                            after_idx[g] = _upper(g_pos, a, b, place - 1)
-                        else:
-                            after_idx[g] = b
-                    if sets[after_idx[g]] - sets[hb_idx[g]] > 0:
-                        unknown = True  # a set that may or may not precede the wait
-                base = 0
-                for g in range(ga, gb):
-                    lo_idx[g] = g_ptr[g]
-                if has_sets:
-                    # Definite sets: the count starts from one of them, and whatever happens
-                    # before any of them is overwritten.
-                    for g in range(ga, gb):
-                        if hb_idx[g] > g_ptr[g] and last_set[hb_idx[g] - 1] >= 0:
-                            ls = last_set[hb_idx[g] - 1]
-                            base = max(base, g_value[ls])
-                            for h in range(ga, gb):
-                                wiped = _upper(g_pos, g_ptr[h], g_ptr[h + 1],
-                                               clock[g_node[ls], g_engine[h]])
-                                if wiped > lo_idx[h]:
-                                    lo_idx[h] = wiped
-                            if ls + 1 > lo_idx[g]:
-                                lo_idx[g] = ls + 1
-                if unknown:
-                    flagged[r] = True
-                    continue
-                cond_eq = sem_cond[r] == EQ
-                if cond_eq:
-                    for g in range(ga, gb):
-                        if hb_idx[g] < after_idx[g]:
-                            flagged[r] = True  # a change that may land on either side
-                upper = base
-                for g in range(ga, gb):
-                    upper += adds[max(after_idx[g], lo_idx[g])] - adds[lo_idx[g]]
-                    if not has_sets:
-                        upper -= subs[hb_idx[g]] - subs[g_ptr[g]]
-                for g in range(ga, gb):
-                    a = lo_idx[g]
-                    b = max(after_idx[g], a)
-                    others = upper - (adds[b] - adds[a])
-                    need = v - others
-                    if need <= 0 or adds[b] - adds[a] < need:
+                    s = sem_sem[r]
+                    v = sem_value[r]
+                    ga, gb = g_sem_ptr[s], g_sem_ptr[s + 1]
+                    if gb == ga:
                         continue
-                    j = _upper(adds, a + 1, b + 1, adds[a] + need - 1) - 1
-                    if j < b:
-                        _merge(c, ac, clock, g_node[j], track)
-                if cond_eq and not has_sets:
-                    lower = 0
-                    for g in range(ga, gb):
-                        lower += adds[hb_idx[g]] - adds[g_ptr[g]]
-                        lower -= subs[after_idx[g]] - subs[g_ptr[g]]
-                    for g in range(ga, gb):
-                        a, b = g_ptr[g], after_idx[g]
-                        others = lower + (subs[b] - subs[a])
-                        # Sub k needed when others - subs[a..k) > v: the last such k.
-                        excess = others - v
-                        if excess <= 0:
+                    if simple[s]:
+                        # Signals on one engine: the first prefix that reaches v.
+                        a, b = g_ptr[ga], g_ptr[ga + 1]
+                        if v <= 0:
                             continue
-                        j = _upper(subs, a, b + 1, subs[a] + excess - 1) - 1
-                        # subs[j] - subs[a] < excess: the sub at element j (if one) is needed
-                        while j >= a and j < b and g_op[j] != SUB:
-                            j -= 1
-                        if a <= j < b:
+                        j = _upper(adds, a + 1, b + 1, adds[a] + v - 1) - 1
+                        if j < b:
                             _merge(c, ac, clock, g_node[j], track)
+                            looked_ahead = looked_ahead or seen[g_node[j]] != p
+                        continue
+                    # Per engine of s: definite changes [g_ptr, hb), possible [lo, after).
+                    reads_clocks = True
+                    has_sets = sets[g_ptr[gb]] - sets[g_ptr[ga]] > 0
+                    unknown = False
+                    for g in range(ga, gb):
+                        a, b = g_ptr[g], g_ptr[g + 1]
+                        f = g_engine[g]
+                        if f == e_w:
+                            # Its own engine: its own changes (at its end) and later ones come
+                            # after it; earlier ones have arrived only when a chain through a
+                            # semaphore says so (the arrival clock), not by queue order alone.
+                            after_idx[g] = _upper(g_pos, a, b, position[node] - 1)
+                            hb_idx[g] = _upper(g_pos, a, after_idx[g], ac[f])
+                        else:
+                            hb_idx[g] = _upper(g_pos, a, b, ac[f] if track else c[f])
+                            # Where the wait's successors begin on f matters for a set there
+                            # (before or after the wait?), and for what f's adds and subs give
+                            # the others; a lone engine of adds needs only its own prefix.
+                            matters = (sets[b] - sets[a] > 0 or adding[s] > 1
+                                       or (sem_cond[r] == EQ and subs[b] - subs[a] > 0))
+                            if matters:
+                                looked_ahead = True
+                                place = _first_after(clock, queue, eng_ptr[f], eng_ptr[f + 1],
+                                                     e_w, position[node])
+                                after_idx[g] = _upper(g_pos, a, b, place - 1)
+                            else:
+                                after_idx[g] = b
+                        if sets[after_idx[g]] - sets[hb_idx[g]] > 0:
+                            unknown = True  # a set that may or may not precede the wait
+                    base = 0
+                    for g in range(ga, gb):
+                        lo_idx[g] = g_ptr[g]
+                    if has_sets:
+                        # Definite sets: the count starts from one of them, and whatever happens
+                        # before any of them is overwritten.
+                        for g in range(ga, gb):
+                            if hb_idx[g] > g_ptr[g] and last_set[hb_idx[g] - 1] >= 0:
+                                ls = last_set[hb_idx[g] - 1]
+                                base = max(base, g_value[ls])
+                                looked_ahead = looked_ahead or seen[g_node[ls]] != p
+                                for h in range(ga, gb):
+                                    wiped = _upper(g_pos, g_ptr[h], g_ptr[h + 1],
+                                                   clock[g_node[ls], g_engine[h]])
+                                    if wiped > lo_idx[h]:
+                                        lo_idx[h] = wiped
+                                if ls + 1 > lo_idx[g]:
+                                    lo_idx[g] = ls + 1
+                    if unknown:
+                        flagged[r] = True
+                        continue
+                    cond_eq = sem_cond[r] == EQ
+                    if cond_eq:
+                        for g in range(ga, gb):
+                            if hb_idx[g] < after_idx[g]:
+                                flagged[r] = True  # a change that may land on either side
+                    upper = base
+                    for g in range(ga, gb):
+                        upper += adds[max(after_idx[g], lo_idx[g])] - adds[lo_idx[g]]
+                        if not has_sets:
+                            upper -= subs[hb_idx[g]] - subs[g_ptr[g]]
+                    for g in range(ga, gb):
+                        a = lo_idx[g]
+                        b = max(after_idx[g], a)
+                        others = upper - (adds[b] - adds[a])
+                        need = v - others
+                        if need <= 0 or adds[b] - adds[a] < need:
+                            continue
+                        j = _upper(adds, a + 1, b + 1, adds[a] + need - 1) - 1
+                        if j < b:
+                            _merge(c, ac, clock, g_node[j], track)
+                            looked_ahead = looked_ahead or seen[g_node[j]] != p
+                    if cond_eq and not has_sets:
+                        lower = 0
+                        for g in range(ga, gb):
+                            lower += adds[hb_idx[g]] - adds[g_ptr[g]]
+                            lower -= subs[after_idx[g]] - subs[g_ptr[g]]
+                        for g in range(ga, gb):
+                            a, b = g_ptr[g], after_idx[g]
+                            others = lower + (subs[b] - subs[a])
+                            # Sub k needed when others - subs[a..k) > v: the last such k.
+                            excess = others - v
+                            if excess <= 0:
+                                continue
+                            j = _upper(subs, a, b + 1, subs[a] + excess - 1) - 1
+                            # subs[j] - subs[a] < excess: the sub at element j (if one) is needed
+                            while j >= a and j < b and g_op[j] != SUB:
+                                j -= 1
+                            if a <= j < b:
+                                _merge(c, ac, clock, g_node[j], track)
+                                looked_ahead = looked_ahead or seen[g_node[j]] != p
+                rounds += 1
+                same = True
+                for e in range(n_eng):
+                    same = same and c[e] == c_prev[e] and ac[e] == ac_prev[e]
+                if same or not reads_clocks or rounds >= sem_ptr[node + 1] - sem_ptr[node]:
+                    break
             c[e_w] = position[node]
             for e in range(n_eng):
                 if c[e] != clock[node, e]:
@@ -380,7 +427,7 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                 if track and ac[e] != arrived[node, e]:
                     changed = True
                     arrived[node, e] = ac[e]
-        if not changed or not any_complex:
+        if not changed or not any_complex or not looked_ahead:
             return True
     return False
 

@@ -89,7 +89,8 @@ class ReplayResult:
     transfer lost to HBM sharing); observed_start, observed_end (cycles, converted at the
     manifest's clock from ps, ns or us; null when untimed, or timed in a time without a clock).
     `fixed`: the trace's dependency graph as the trace fixes it; `graph`, with the semaphore
-    edges the replay decided (`queues`: the engines' queues, eng_ptr and eng_nodes). `notes`: what the replay could not do, for the report (a comparison with times it cannot
+    edges the replay decided (`queues`: the engines' queues, eng_ptr and eng_nodes).
+    `notes`: what the replay could not do, for the report (a comparison with times it cannot
     convert to cycles). `done`: graph rows in the order they finished (an order every
     happens-before relation of the trace agrees with); `released`: each semaphore's changes in
     the order they arrived, with the counts they left.
