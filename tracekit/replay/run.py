@@ -33,11 +33,11 @@ from tracekit.replay.graph import (
 from tracekit.replay.machine import Latency, Machine, builtin_machine, engine_kind
 from tracekit.replay.semaphores import (
     COND_NAMES,
-    EQ,
     SET,
     SUB,
     WAIT,
     Released,
+    holds,
     observed_release,
     wait_chains,
     window_edges,
@@ -332,7 +332,7 @@ def _stuck(trace: Trace, frame: pl.DataFrame, graph: Graph, end: np.ndarray,
         if blocked[e]:
             for r in range(sems.ptr[node], sems.ptr[node + 1]):
                 s = int(sems.sem[r])
-                if sems.op[r] != WAIT or holds_now(count[s], sems.cond[r], sems.value[r]):
+                if sems.op[r] != WAIT or holds(count[s], sems.cond[r], sems.value[r]):
                     continue
                 changers = np.flatnonzero((sems.sem == s) & (sems.op != WAIT))
                 late = sems.node[changers][undone[sems.node[changers]]]
@@ -390,10 +390,6 @@ def engine_of(nodes: np.ndarray, eng_ptr: np.ndarray, eng_nodes: np.ndarray) -> 
     code = np.empty(eng_nodes.size, dtype=np.int64)
     code[eng_nodes] = np.repeat(np.arange(eng_ptr.size - 1), np.diff(eng_ptr))
     return code[nodes]
-
-
-def holds_now(count: int, cond: int, value: int) -> bool:
-    return count == value if cond == EQ else count >= value
 
 
 def write_predicted(result: ReplayResult, path: str | os.PathLike[str], *,
