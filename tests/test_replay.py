@@ -157,6 +157,22 @@ def test_example_trn_like_is_a_copy_of_the_builtin() -> None:
                                                                            source="x")
 
 
+@pytest.mark.parametrize("path", EXAMPLE_MACHINES, ids=lambda p: p.name)
+def test_every_example_machine_is_a_builtin_name(path: Path) -> None:
+    # The files users copy are also names `--machine` takes, for a pip user without the
+    # repository: the same file, shipped in the package.
+    from importlib import resources
+
+    assert path.stem in builtin_machines()
+    shipped = resources.files("tracekit.replay.machines") / path.name
+    assert shipped.read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+    assert dataclasses.replace(load_machine(path), source="x") == dataclasses.replace(
+        builtin_machine(path.stem), source="x")
+    result = run_cli("replay", REPO / "sample_traces" / "gemm", "--machine", path.stem)
+    assert result.exit_code == 0, result.output
+    assert path.stem in result.stdout
+
+
 def _trn_text() -> str:
     return (REPO / "replay" / "machines" / "trn-like.toml").read_text(encoding="utf-8")
 
