@@ -75,3 +75,33 @@ def test_golden(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     if request.config.getoption("--update-golden"):
         expected.write_text(result.stdout, encoding="utf-8")
     assert result.stdout == expected.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("args", [
+    ["replay", "sample_traces/gemm", "--format", "md"],
+    ["analyze", "sample_traces/mlp", "--format", "md"],
+    ["bugs", "sample_traces/mlp_faults", "--format", "md"],
+    ["critical-path", "sample_traces/conv2d", "--format", "md"],
+], ids=lambda a: a[0])
+def test_markdown_tables_have_as_many_cells_in_every_row(args: list[str]) -> None:
+    # A `|` inside a header or a cell (the correlation table's "p50 |err|") is escaped, so
+    # every row of a table splits into as many cells as its separator row.
+    import re
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code in (0, 3), result.output
+    lines = result.stdout.splitlines()
+    tables = 0
+    for k, line in enumerate(lines):
+        if re.fullmatch(r"\|(-+:?\|)+", line):
+            tables += 1
+            width = line.count("|")
+            j = k - 1
+            while j >= 0 and lines[j].startswith("|"):
+                j -= 1
+            j += 1
+            while j < len(lines) and lines[j].startswith("|"):
+                cells = len(re.findall(r"(?<!\\)\|", lines[j]))
+                assert cells == width, (args, lines[j])
+                j += 1
+    assert tables

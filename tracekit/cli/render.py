@@ -242,7 +242,7 @@ def replay_markdown(result: ReplayResult, summary: ReplaySummary,
         sections += [("Correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
                      ("Most divergent instructions", correlation.divergent, _DIV_COLS)]
     for title, frame, cols in sections:
-        lines += ["", f"## {title}", "", "| " + " | ".join(_header(c) for c in cols) + " |",
+        lines += ["", f"## {title}", "", _md_row([_header(c) for c in cols]),
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
         lines += [_md_row(cells) for cells in _cells(frame, cols)]
     return "\n".join(lines) + "\n"
@@ -314,7 +314,7 @@ def sections_markdown(title: str, head: dict[str, Any],
                       sections: list[tuple[str, pl.DataFrame, dict[str, str]]]) -> str:
     lines = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in head.items()]
     for name, frame, cols in sections:
-        lines += ["", f"## {name}", "", "| " + " | ".join(_header(c) for c in cols) + " |",
+        lines += ["", f"## {name}", "", _md_row([_header(c) for c in cols]),
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
         lines += [_md_row(cells) for cells in _cells(frame, cols)]
     return "\n".join(lines) + "\n"
@@ -475,7 +475,7 @@ def nightly_markdown(run: NightlyRun, trend: pl.DataFrame) -> str:
             if rest:  # a multi-line error (a deadlock report, say) as a block under it
                 lines += ["", *(f"      {line}" for line in rest), ""]
     lines += ["", f"## Trend (makespan, last {trend.width - 1} run(s))", "",
-              "| " + " | ".join(trend.columns) + " |",
+              _md_row(list(trend.columns)),
               "|---|" + "---:|" * (trend.width - 1)]
     for values in trend.iter_rows():
         lines.append(_md_row([values[0], *(_fmt(v) for v in values[1:])]))
