@@ -1038,3 +1038,22 @@ def test_prop_race_check_is_sound_for_sub_set_and_eq(free_waits: bool,
           else "never runs")
     if race:
         assert _pair_races(prog), sorted(map(sorted, states))
+
+
+def test_a_timed_trace_is_checked_against_the_run_it_records(tmp_path: Path) -> None:
+    # Timed throughout: the observed order is the run. A wait whose count never comes in it
+    # is its deadlock (here the waiter was recorded as running all the same: a broken trace).
+    b = tracekit.TraceBuilder("timed")
+    one = b.inst("dma.q0", "dma_load", 0, 50, bytes=64)
+    two = b.inst("dma.q1", "dma_load", 0, 60, bytes=64)
+    waiter = b.inst("tensor", "mm", 80, 150)
+    fine = b.inst("vector", "act", 80, 120)
+    b.signal(one, 0)
+    b.signal(two, 0)
+    b.wait(waiter, 0, 3)
+    b.wait(fine, 0, 2)
+    trace = b.write(tmp_path / "timed")
+    found = [f for f in find_bugs(trace, MACHINE) if f.code.value.startswith("deadlock-")]
+    assert [(f.code.value, f.instructions) for f in found] == [("deadlock-wait", (waiter,))]
+    assert "to reach 3; the count reached 2, and its signals add up to 2" in found[0].message
+    assert run_cli("bugs", tmp_path / "timed").exit_code == 3

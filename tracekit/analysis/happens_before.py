@@ -264,10 +264,6 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
     ac = np.zeros(n_eng, dtype=np.int32)
     c_prev = np.zeros(n_eng, dtype=np.int32)
     ac_prev = np.zeros(n_eng, dtype=np.int32)
-    any_complex = False
-    for s in range(simple.size):
-        if not simple[s]:
-            any_complex = True
     n_groups = g_ptr.size - 1
     hb_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
     after_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
@@ -427,7 +423,7 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                 if track and ac[e] != arrived[node, e]:
                     changed = True
                     arrived[node, e] = ac[e]
-        if not changed or not any_complex or not looked_ahead:
+        if not changed or not looked_ahead:
             return True
     return False
 

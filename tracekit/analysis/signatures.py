@@ -35,8 +35,8 @@ from tracekit.replay.graph import (
     sorted_unique,
 )
 from tracekit.replay.machine import Machine
-from tracekit.replay.run import ReplayResult, ReplayStuck, wait_text
-from tracekit.replay.semaphores import EQ, WAIT, Released, SemTable
+from tracekit.replay.run import Observed, ReplayResult, ReplayStuck, wait_text
+from tracekit.replay.semaphores import EQ, SET, SUB, WAIT, Released, SemTable
 from tracekit.trace.bundle import Trace
 
 CONFIRM_BUDGET = 32
@@ -338,9 +338,11 @@ def _capped(ctx: Context, code: Code, frame: pl.DataFrame,
 
 
 def check_deadlocks(ctx: Context) -> None:
-    """The model replay's stuck waits (a count that never comes in the model's order: since
-    counts that only grow reach the same values in every order, a stuck wait on such a
-    semaphore is stuck in every order), and cycles of the trace's fixed edges."""
+    """The run's stuck waits, and cycles of the trace's fixed edges. The run is the model
+    replay (a count that never comes in the model's order: since counts that only grow reach
+    the same values in every order, a stuck wait on such a semaphore is stuck in every
+    order), or for a trace timed throughout the run it records (a wait whose count never
+    comes in the observed order)."""
     stuck = ctx.run.stuck
     if stuck is not None:
         waits = stuck.filter(pl.col("sem").is_not_null()).sort("id")
@@ -1108,6 +1110,37 @@ def model_run(trace: Trace, machine: Machine, graph: Graph,
     return ModelRun(replayed.done, replayed.released, None, replayed.graph)
 
 
+def observed_run(seen: Observed, inst: pl.DataFrame) -> ModelRun:
+    """A run to check a trace timed throughout against: the run it records. Every instruction
+    ran, in the order of its observed start (an order every happens-before relation agrees
+    with where the timestamps respect it; where they do not, the timing checks say so and the
+    happens-before passes repeat); the semaphores count in observed order, and a wait whose
+    condition never holds in that order is the deadlock of this run."""
+    start, end = inst["start"].to_numpy(), inst["end"].to_numpy()
+    rows = np.arange(inst.height)
+    sems = seen.graph.sems
+    never = seen.never
+    stuck = None
+    if never.size:
+        released = seen.released
+        s = sems.sem[never]
+        last = released.arrived[s] - 1
+        count = np.where(last >= 0, released.log_count[sems.log_ptr[s] + np.maximum(last, 0)],
+                         0)
+        node = sems.node[never]
+        only_up = np.ones(sems.semaphores, dtype=bool)
+        only_up[sems.sem[(sems.op == SUB) | (sems.op == SET)]] = False
+        stuck = pl.DataFrame({
+            "id": inst["id"].to_numpy()[node],
+            "engine": inst["engine"].cast(pl.String).to_numpy()[node],
+            "opcode": inst["opcode"].cast(pl.String).to_numpy()[node],
+            "sem": sems.numbers[s], "cond": np.where(sems.cond[never] == EQ, "eq", "ge"),
+            "value": sems.value[never], "count": count,
+            "behind": [[] for _ in range(never.size)], "monotone": only_up[s]},
+            schema_overrides={"behind": pl.List(pl.String)})
+    return ModelRun(np.lexsort((rows, end, start)), seen.released, stuck, seen.graph)
+
+
 def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
               replayed: ReplayResult | None = None,
               stuck: ReplayStuck | None = None) -> list[Finding]:
@@ -1115,7 +1148,7 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
     the trace's dependency graph when the caller has derived it already (a timeline's);
     `replayed`: the trace's model-mode replay on `machine`, when the caller has run it, or
     `stuck`, the error of that replay when it got stuck."""
-    from tracekit.replay.run import observed_graph
+    from tracekit.replay.run import observed
 
     # Tables read once for several checks are made contiguous, so that their columns pass to
     # NumPy without a copy each time.
@@ -1130,12 +1163,15 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
               if trace.has_table("semaphores") else {})
     fixed = (derive(trace, inst, semaphores=tables.get("semaphores")) if graph is None
              else graph.fixed)
-    run = model_run(trace, machine, fixed, replayed, stuck)
     # The timeline the checks of timing and synchronisation read: the observed one when the
     # trace is timed throughout, else the model's.
-    if timed and inst["start"].null_count() == 0 and inst["end"].null_count() == 0:
-        timeline_graph = observed_graph(fixed, inst)
+    if inst.height and inst["start"].null_count() == 0 and inst["end"].null_count() == 0:
+        seen = observed(fixed, inst)
+        timeline_graph = seen.graph
+        run = (observed_run(seen, inst) if replayed is None and stuck is None
+               else model_run(trace, machine, fixed, replayed, stuck))
     else:
+        run = model_run(trace, machine, fixed, replayed, stuck)
         timeline_graph = run.graph if run.graph is not None else fixed
     ctx = Context(trace=trace, machine=machine, graph=timeline_graph, instructions=inst,
                   timed=timed, tables=tables, run=run)

@@ -292,21 +292,45 @@ def resolve(graph: Graph, released: Released, eng_ptr: np.ndarray, eng_nodes: np
             ) -> Graph:
     """`graph` with the semaphore edges a timeline decided (each released wait's window,
     `tracekit.replay.semaphores`). `eng_ptr`, `eng_nodes`: the engines' queues."""
+    return _resolve(graph, released, eng_ptr, eng_nodes)[0]
+
+
+def _resolve(graph: Graph, released: Released, eng_ptr: np.ndarray, eng_nodes: np.ndarray
+             ) -> tuple[Graph, np.ndarray]:
+    """`resolve`, and each semaphore row's binder (`window_edges`)."""
     sems = graph.sems
     if sems.size == 0:
-        return graph.with_edges(np.zeros(0, np.int64), np.zeros(0, np.int64), SEMAPHORE)
-    src, dst, _ = window_edges(sems, released, wait_chains(sems, eng_ptr, eng_nodes))
-    return graph.with_edges(src, dst, SEMAPHORE)
+        empty = np.zeros(0, np.int64)
+        return graph.with_edges(empty, empty, SEMAPHORE), empty
+    src, dst, binder = window_edges(sems, released, wait_chains(sems, eng_ptr, eng_nodes))
+    return graph.with_edges(src, dst, SEMAPHORE), binder
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The observed timeline's semaphores: the graph with its semaphore edges, the changes in
+    observed order (`released`), and the wait rows whose condition never holds in that
+    order (`never`: rows of graph.sems)."""
+
+    graph: Graph
+    released: Released
+    never: np.ndarray
+
+
+def observed(graph: Graph, frame: pl.DataFrame) -> Observed:
+    """The semaphores of the observed timeline: changes counted in order of observed end, each
+    wait released by what had arrived at its observed start. `frame`: id, engine, seq,
+    start, end in graph row order, every instruction timed."""
+    engine, engines = name_codes(frame["engine"])
+    released = observed_release(graph.sems, frame["start"].to_numpy(), frame["end"].to_numpy())
+    resolved, binder = _resolve(graph, released,
+                                *_engine_queues(engine, frame["seq"].to_numpy(), len(engines)))
+    return Observed(resolved, released, np.flatnonzero(binder == -2))
 
 
 def observed_graph(graph: Graph, frame: pl.DataFrame) -> Graph:
-    """`graph` with the semaphore edges of the observed timeline: changes counted in order of
-    observed end, each wait released by what had arrived at its observed start. `frame`: id,
-    engine, seq, start, end in graph row order, every instruction timed."""
-    engine, engines = name_codes(frame["engine"])
-    released = observed_release(graph.sems, frame["start"].to_numpy(), frame["end"].to_numpy())
-    return resolve(graph, released, *_engine_queues(engine, frame["seq"].to_numpy(),
-                                                    len(engines)))
+    """`graph` with the semaphore edges of the observed timeline (`observed`)."""
+    return observed(graph, frame).graph
 
 
 def _stuck(trace: Trace, frame: pl.DataFrame, graph: Graph, end: np.ndarray,

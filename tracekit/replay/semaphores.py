@@ -205,7 +205,8 @@ def window_edges(table: SemTable, released: Released, prev_wait: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The semaphore edges (src, dst graph rows) of every released wait's window (module
     docstring), and per row its binder's place in its semaphore's log (-1: none in its
-    window, or not a released wait). `prev_wait`: from `wait_chains`. The waits are taken in
+    window, or not a released wait; -2: a wait whose condition never holds, which only an
+    observed timeline can show). `prev_wait`: from `wait_chains`. The waits are taken in
     instruction (id) order, which in a valid bundle is queue order on every engine, so each
     comes after the previous wait of its chain."""
     return _windows(table.node, table.sem, table.value, table.cond, table.op,
@@ -243,8 +244,8 @@ def _windows(node, sem, value, cond, op, log_ptr, log, log_count, arrived, upto,
                 b = -1  # held before the window: no change of it was needed
         else:
             # Not satisfied when it started (an observed timeline that contradicts the
-            # semaphore): the first later change after which it holds, if any.
-            b = -1
+            # semaphore): the first later change after which it holds, if any (else -2).
+            b = -2
             for j in range(upto[r], arrived[s]):
                 if holds(log_count[base + j], cond[r], value[r]):
                     b = j
