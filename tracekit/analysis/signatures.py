@@ -1124,9 +1124,9 @@ def observed_run(seen: Observed, inst: pl.DataFrame) -> ModelRun:
     if never.size:
         released = seen.released
         s = sems.sem[never]
-        last = released.arrived[s] - 1
-        count = np.where(last >= 0, released.log_count[sems.log_ptr[s] + np.maximum(last, 0)],
-                         0)
+        last = released.arrived[s] - 1  # the count after its last change, 0 without one
+        padded = np.r_[released.log_count, 0]
+        count = padded[np.where(last >= 0, sems.log_ptr[s] + last, padded.size - 1)]
         node = sems.node[never]
         only_up = np.ones(sems.semaphores, dtype=bool)
         only_up[sems.sem[(sems.op == SUB) | (sems.op == SET)]] = False
