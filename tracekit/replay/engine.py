@@ -117,6 +117,8 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
     t = 0.0
     completed = 0
     rerate = False  # transfers moving bytes changed: share the HBM bandwidth again
+    arrival_now = False  # a change a blocked engine waits on has just been applied
+    finishing = False  # the replay is over (or stuck): what is on its way arrives, and stop
     while True:
         if rerate:
             # Water-filling: each moving transfer gets at most its queue's bandwidth; the
@@ -146,102 +148,24 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                             rate[e] = fair
                             settled[e] = True
                     unassigned = 0
-        # Settle the engines whose head just became ready (at ready[node], maybe later than
-        # now): start it, park it until its ready time, or block it on its waits.
-        while n_fresh > 0:
-            n_fresh -= 1
-            e = fresh[n_fresh]
-            node = current[e]
-            at = ready[node]
-            if not waits[node]:
-                start[node] = at
-                phase[e] = RUNNING
-                until[e] = at + setup[node]
-                continue
-            # Changes that arrived by now apply first.
-            while head < tail and fifo_time[head] <= t:
-                k = fifo_row[head]
-                s = sem_code[k]
-                count[s] = apply(count[s], sem_op[k], sem_value[k])
-                log[log_ptr[s] + arrived[s]] = k
-                log_count[log_ptr[s] + arrived[s]] = count[s]
-                arrived[s] += 1
-                last_seq[s] = head
-                head += 1
-            # The counts at `at` are the counts now when they only grow (for what holds), or
-            # when no change can arrive by then: none queued, and one not yet queued comes
-            # from an end still to come, at t + sem_latency at the earliest.
-            if not (monotone or (at < t + sem_latency
-                                 and (head == tail or fifo_time[head] > at))):
-                phase[e] = PARKED
-                until[e] = at
-                continue
-            ok = True
-            for k in range(sem_ptr[node], sem_ptr[node + 1]):
-                if sem_op[k] == WAIT:
-                    c, v = count[sem_code[k]], sem_value[k]
-                    if (c != v) if sem_cond[k] == EQ else (c < v):
-                        ok = False
-            for k in range(sem_ptr[node], sem_ptr[node + 1]):
-                if sem_op[k] == WAIT:
-                    if ok:
-                        upto[k] = arrived[sem_code[k]]
-                    else:
-                        watch[sem_code[k]] += 1
-            if ok:
-                start[node] = at
-                phase[e] = RUNNING
-                until[e] = at + setup[node]
-            else:
-                phase[e] = BLOCKED
-        if completed == n:
-            break
-        best = INF
-        best_e = -1
-        for e in range(n_eng):
-            if phase[e] == RUNNING or phase[e] == PARKED:
-                when = until[e]
-            elif phase[e] == MOVING:
-                when = t + remaining[e] / rate[e] if rate[e] > 0 else INF
-            else:
-                continue
-            if when < best:
-                best, best_e = when, e
-        # Changes due by the next engine event are applied; the first one a blocked engine
-        # waits on is an event of its own, with everything arriving at its time.
-        arrival = INF
-        while head < tail and fifo_time[head] <= best:
+        # The changes that have arrived by now (every one, once the replay is over).
+        limit = INF if finishing else t
+        while head < tail and fifo_time[head] <= limit:
             k = fifo_row[head]
             s = sem_code[k]
-            if watch[s] > 0:
-                arrival = fifo_time[head]
-                break
+            arrival_now = arrival_now or watch[s] > 0
             count[s] = apply(count[s], sem_op[k], sem_value[k])
             log[log_ptr[s] + arrived[s]] = k
             log_count[log_ptr[s] + arrived[s]] = count[s]
             arrived[s] += 1
             last_seq[s] = head
             head += 1
-        if best_e < 0 and arrival == INF:
-            break  # stuck: unfinished instructions wait on something that never comes
-        now = min(best, arrival)
-        if now > t:
-            for e in range(n_eng):
-                if phase[e] == MOVING:
-                    remaining[e] -= rate[e] * (now - t)
-            t = now
-        if arrival <= best:
-            while head < tail and fifo_time[head] <= t:
-                k = fifo_row[head]
-                s = sem_code[k]
-                count[s] = apply(count[s], sem_op[k], sem_value[k])
-                log[log_ptr[s] + arrived[s]] = k
-                log_count[log_ptr[s] + arrived[s]] = count[s]
-                arrived[s] += 1
-                last_seq[s] = head
-                head += 1
+        if finishing:
+            break
+        if arrival_now:
             # The blocked engines whose waits now all hold start now, bound by the latest
             # change arrived on one of their semaphores.
+            arrival_now = False
             for e in range(n_eng):
                 if phase[e] != BLOCKED:
                     continue
@@ -269,7 +193,84 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 start[node] = max(t, ready[node])
                 phase[e] = RUNNING
                 until[e] = start[node] + setup[node]
+        # Settle the engines whose head just became ready (at ready[node], maybe later than
+        # now): start it, park it until its ready time, or block it on its waits.
+        while n_fresh > 0:
+            n_fresh -= 1
+            e = fresh[n_fresh]
+            node = current[e]
+            at = ready[node]
+            if not waits[node]:
+                start[node] = at
+                phase[e] = RUNNING
+                until[e] = at + setup[node]
+                continue
+            # The counts at `at` are the counts now when they only grow (for what holds), or
+            # when no change can arrive by then: none queued, and one not yet queued comes
+            # from an end still to come, at t + sem_latency at the earliest.
+            if not (monotone or (at < t + sem_latency
+                                 and (head == tail or fifo_time[head] > at))):
+                phase[e] = PARKED
+                until[e] = at
+                continue
+            ok = True
+            for k in range(sem_ptr[node], sem_ptr[node + 1]):
+                if sem_op[k] == WAIT:
+                    c, v = count[sem_code[k]], sem_value[k]
+                    if (c != v) if sem_cond[k] == EQ else (c < v):
+                        ok = False
+            for k in range(sem_ptr[node], sem_ptr[node + 1]):
+                if sem_op[k] == WAIT:
+                    if ok:
+                        upto[k] = arrived[sem_code[k]]
+                    else:
+                        watch[sem_code[k]] += 1
+            if ok:
+                start[node] = at
+                phase[e] = RUNNING
+                until[e] = at + setup[node]
+            else:
+                phase[e] = BLOCKED
+        if completed == n:
+            finishing = True
             continue
+        best = INF
+        best_e = -1
+        for e in range(n_eng):
+            if phase[e] == RUNNING or phase[e] == PARKED:
+                when = until[e]
+            elif phase[e] == MOVING:
+                when = t + remaining[e] / rate[e] if rate[e] > 0 else INF
+            else:
+                continue
+            if when < best:
+                best, best_e = when, e
+        # Changes due by the next engine event are applied; the first one a blocked engine
+        # waits on is an event of its own, with everything arriving at its time.
+        arrival = INF
+        while head < tail and fifo_time[head] <= best:
+            k = fifo_row[head]
+            s = sem_code[k]
+            if watch[s] > 0:
+                arrival = fifo_time[head]
+                break
+            count[s] = apply(count[s], sem_op[k], sem_value[k])
+            log[log_ptr[s] + arrived[s]] = k
+            log_count[log_ptr[s] + arrived[s]] = count[s]
+            arrived[s] += 1
+            last_seq[s] = head
+            head += 1
+        if best_e < 0 and arrival == INF:
+            finishing = True  # stuck: unfinished instructions wait on what never comes
+            continue
+        now = min(best, arrival)
+        if now > t:
+            for e in range(n_eng):
+                if phase[e] == MOVING:
+                    remaining[e] -= rate[e] * (now - t)
+            t = now
+        if arrival <= best:
+            continue  # the arrival is applied, and looked at, at the top of the loop
         e = best_e
         node = current[e]
         if phase[e] == PARKED:
@@ -312,14 +313,6 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 current[node_engine[s]] = s
                 fresh[n_fresh] = node_engine[s]
                 n_fresh += 1
-    while head < tail:  # what is still on its way arrives, for the history
-        k = fifo_row[head]
-        s = sem_code[k]
-        count[s] = apply(count[s], sem_op[k], sem_value[k])
-        log[log_ptr[s] + arrived[s]] = k
-        log_count[log_ptr[s] + arrived[s]] = count[s]
-        arrived[s] += 1
-        head += 1
     blocked = np.zeros(n_eng, dtype=np.bool_)
     for e in range(n_eng):
         blocked[e] = phase[e] == BLOCKED or phase[e] == PARKED
