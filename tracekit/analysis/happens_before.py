@@ -52,7 +52,16 @@ import numba
 import numpy as np
 
 from tracekit.replay.graph import Graph
-from tracekit.replay.semaphores import EQ, SET, SIGNAL, SUB, WAIT, SemTable, holds
+from tracekit.replay.semaphores import (
+    EQ,
+    SET,
+    SIGNAL,
+    SUB,
+    WAIT,
+    SemTable,
+    counting_order,
+    holds,
+)
 
 MAX_PASSES = 32
 """Passes of the clock computation before it settles for what it has (sound either way)."""
@@ -147,7 +156,7 @@ class _Groups:
         n_eng = int(engine.max(initial=0)) + 1
         key = sems.sem[rows].astype(np.int64) * n_eng + engine[node]
         if sems.semaphores * n_eng <= 4 * rows.size + 1024:
-            order = _counting_order(key, sems.semaphores * n_eng)
+            order = counting_order(key, sems.semaphores * n_eng)
         else:
             order = np.argsort(key, kind="stable")
         place, sorted_key = position[node[order]], key[order]
@@ -209,21 +218,6 @@ def _grouped_changes(rows, node, sem, op, value, cond, engine, position,
         simple[s] = only_up[s] and sem_ptr[s + 1] - sem_ptr[s] <= 1
     return (sem_ptr, ptr, g_engine, g_pos, g_node, g_op, g_value, adds, subs, sets, last_set,
             simple, adding)
-
-
-@numba.njit(cache=True, nogil=True)
-def _counting_order(key, buckets):  # pragma: no cover - compiled
-    """The stable order of small integer keys (a counting sort)."""
-    start = np.zeros(buckets + 1, dtype=np.int64)
-    for k in key:
-        start[k + 1] += 1
-    for b in range(buckets):
-        start[b + 1] += start[b]
-    order = np.empty(key.size, dtype=np.int64)
-    for i in range(key.size):
-        order[start[key[i]]] = i
-        start[key[i]] += 1
-    return order
 
 
 @numba.njit(cache=True, inline="always")

@@ -279,21 +279,25 @@ def observed_release(table: SemTable, start: np.ndarray, end: np.ndarray) -> Rel
     # By end (a stable sort: ties in row order; ends mostly rise with the rows already),
     # then grouped by semaphore keeping that order.
     by_end = changes[np.argsort(end[table.node[changes]], kind="stable")]
-    log = _by_semaphore(by_end, table.sem, table.log_ptr)
+    log = by_end[counting_order(table.sem[by_end], table.semaphores)]
     log_count, arrived = _counts(table.sem, table.op, table.value, table.log_ptr, log)
     upto = _upto(table.sem, table.op, table.node, table.log_ptr, log, end, start)
     return Released(log=log, log_count=log_count, arrived=arrived, upto=upto)
 
 
 @numba.njit(cache=True, nogil=True)
-def _by_semaphore(rows, sem, log_ptr):  # pragma: no cover - compiled
-    """`rows` grouped by semaphore (log_ptr's groups), in their order within each."""
-    fill = log_ptr[:-1].copy()
-    out = np.empty(rows.size, dtype=np.int64)
-    for r in rows:
-        out[fill[sem[r]]] = r
-        fill[sem[r]] += 1
-    return out
+def counting_order(key, buckets):  # pragma: no cover - compiled
+    """The stable order of integer keys 0..buckets-1 (a counting sort)."""
+    start = np.zeros(buckets + 1, dtype=np.int64)
+    for k in key:
+        start[k + 1] += 1
+    for b in range(buckets):
+        start[b + 1] += start[b]
+    order = np.empty(key.size, dtype=np.int64)
+    for i in range(key.size):
+        order[start[key[i]]] = i
+        start[key[i]] += 1
+    return order
 
 
 @numba.njit(cache=True, nogil=True)
