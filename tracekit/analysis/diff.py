@@ -105,7 +105,7 @@ def profile(trace: Trace, machine: Machine, source: Source | str,
         "id": f["id"], "engine": f["engine"].cast(pl.String),
         "opcode": f["opcode"].cast(pl.String),
         "layer": f["layer"].cast(pl.String).fill_null(NO_LAYER),
-        "pc": trace.read("instructions", ["id", "pc"]).sort("id")["pc"],
+        "pc": trace.read_instructions(["id", "pc"])["pc"],
         "start": start, "end": end, "duration": duration - lost, "wait": wait})
     path = critical_path(line.frame, line.graph, line.kind_latency)
     found = findings_frame(find_bugs(trace, machine, line.graph, line.replayed) if findings else [])

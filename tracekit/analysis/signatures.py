@@ -1152,11 +1152,7 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
 
     # Tables read once for several checks are made contiguous, so that their columns pass to
     # NumPy without a copy each time.
-    inst = trace.read("instructions", ["id", "engine", "seq", "opcode", "start", "end"])
-    ids = inst["id"].to_numpy()
-    if not np.all(ids[1:] > ids[:-1]):  # bundles are written in id order: no sort to pay for
-        inst = inst.sort("id")
-    inst = inst.rechunk()
+    inst = trace.read_instructions(["id", "engine", "seq", "opcode", "start", "end"]).rechunk()
     timed = inst.height > inst["start"].null_count()
     # The graph and the checks share one read of the semaphores.
     tables = ({"semaphores": trace.read("semaphores").rechunk()}

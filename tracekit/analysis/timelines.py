@@ -52,8 +52,7 @@ def timeline(trace: Trace, machine: Machine, source: Source | str,
     if source is Source.REPLAYED:
         result = replay(trace, machine) if replayed is None else replayed
         return Timeline(result.timeline, result.graph, latency, source, result)
-    frame = trace.read("instructions", ["id", "engine", "seq", "opcode", "layer", "start",
-                                        "end"]).sort("id")
+    frame = trace.read_instructions(["id", "engine", "seq", "opcode", "layer", "start", "end"])
     if frame.height == 0 or frame["start"].null_count() or frame["end"].null_count():
         raise ReplayError(f"{trace.path}: the observed timeline needs start and end on every "
                           f"instruction; this trace is (partly) untimed. Analyse the replayed "

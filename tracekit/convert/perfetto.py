@@ -150,7 +150,7 @@ def timeline_views(trace: Trace, machine: Machine, *, replay: bool, critical_pat
     from tracekit.analysis.timelines import Source, kind_latencies, timeline
     from tracekit.replay.run import replay as run_replay
 
-    inst = trace.in_cycles(trace.read("instructions", list(INSTRUCTION_COLUMNS)).sort("id"))
+    inst = trace.in_cycles(trace.read_instructions(list(INSTRUCTION_COLUMNS)))
     if inst.height == 0:
         raise ExportError(f"{trace.path}: the trace has no instructions; there is nothing to "
                           f"export.")

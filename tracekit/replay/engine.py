@@ -38,20 +38,43 @@ SEMAPHORE_KIND = 1
 """The edge kind code of semaphore edges (graph.SEMAPHORE)."""
 
 
+@numba.njit(cache=True, inline="always")
+def _next_change(at, row, completed, done_order, sem_ptr, sem_op):  # pragma: no cover
+    """The queued change from (at, row) on: `row`, a semaphore row of instruction
+    done_order[at], or a later change row of it or of an instruction finished after it; `at`
+    equals `completed` when none is queued. Inlined into the kernel (no call, no reference
+    counting)."""
+    while at < completed:
+        stop = sem_ptr[done_order[at] + 1]
+        while row < stop:
+            if sem_op[row] != WAIT:
+                return at, row
+            row += 1
+        at += 1
+        if at < completed:
+            row = sem_ptr[done_order[at]]
+    return at, row
+
+
 @numba.njit(cache=True, nogil=True)
 def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, succ_dst,
                   succ_kind, kind_latency, setup, nbytes, caps, hbm_bw, sem_ptr, sem_node,
                   sem_code, sem_op, sem_value, sem_cond, log_ptr, sem_latency, monotone,
                   index):  # pragma: no cover - compiled
-    """Replay; returns start, end, binding predecessor and its edge kind, contention cycles,
-    the number of instructions completed (less than n when the replay is stuck), the order in
-    which they completed, and what `semaphores.Released` holds (the changes' arrival log, the
-    count after each, the number arrived per semaphore, and per wait row the changes arrived
-    when it started), the final counts, and which engines ended blocked on a wait.
+    """Replay; returns start, end, binding predecessor and its edge kind, the number of
+    instructions completed (less than n when the replay is stuck; start and end are -1 for
+    the others), the order in which they completed, what `semaphores.Released` needs (the
+    changes' arrival log, the number arrived per semaphore, and per wait row the changes
+    arrived when it started), the final counts, and which engines ended blocked on a wait.
+    A transfer's contention follows from its times: end - (start + set-up) - bytes / its
+    queue's bandwidth, exactly as the loop computes its times.
 
     The semaphore rows are a SemTable's entries (grouped by instruction): node i's rows are
-    sem_ptr[i]:sem_ptr[i + 1] of sem_node, sem_code, ...; `log` and `upto` hold them as
-    `index` (int32 when the rows allow: half the memory traffic).
+    sem_ptr[i]:sem_ptr[i + 1] of sem_node, sem_code, ...; `bind`, `done_order`, `log` and
+    `upto` hold rows as `index` (int32 when the sizes allow). Memory is the kernel's largest
+    cost after the loop itself (the first touch of each page), so it allocates only what it
+    returns and what the loop needs: the ready time lives in `start` until the instruction
+    starts, and the queue of changes on their way is the completion order itself.
 
     An instruction whose predecessors have all finished is the head of its engine's queue and
     the engine is idle. Without waits it starts at once, at its ready time (possibly later
@@ -67,41 +90,37 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
 
     The semaphore logic and the water-filling are written out in this loop rather than in
     helper functions: each call of a compiled helper that takes arrays pays reference counting
-    on every array, which at tens of millions of calls costs more than the replay itself.
+    on every array, which at tens of millions of calls costs more than the replay itself
+    (`_next_change` is inlined by numba, which has no such cost).
     """
     n = node_engine.size
     m = sem_code.size
-    start = np.full(n, -1.0)
+    start = np.zeros(n)  # each one's ready time until it starts
     end = np.full(n, -1.0)
-    ready = np.zeros(n)
-    bind = np.full(n, -1, dtype=np.int64)
+    bind = np.full(n, -1, dtype=index)
     bind_kind = np.full(n, -1, dtype=np.int8)
-    contention = np.zeros(n)
-    done_order = np.empty(n, dtype=np.int64)
-    pending = np.empty(n, dtype=np.int64)
+    done_order = np.empty(n, dtype=index)
+    pending = np.empty(n, dtype=np.int32)
     for i in range(n):
         pending[i] = pred_ptr[i + 1] - pred_ptr[i]
-    waits = np.zeros(n, dtype=np.bool_)
-    for k in range(m):
-        if sem_op[k] == WAIT:
-            waits[sem_node[k]] = True
     n_sem = log_ptr.size - 1
     count = np.zeros(n_sem, dtype=np.int64)
     arrived = np.zeros(n_sem, dtype=np.int64)
     last_seq = np.full(n_sem, -1, dtype=np.int64)  # arrival number of each one's last change
     watch = np.zeros(n_sem, dtype=np.int64)  # blocked engines waiting on each semaphore
     log = np.full(log_ptr[n_sem], -1, dtype=index)
-    log_count = np.zeros(log_ptr[n_sem], dtype=np.int64)
     upto = np.full(m, -1, dtype=index)
-    fifo_row = np.empty(log_ptr[n_sem], dtype=index)
-    fifo_time = np.empty(log_ptr[n_sem])
-    head = 0  # the queued changes still to arrive are fifo_*[head:tail], in arrival order
-    tail = 0
+    seq = 0  # changes arrived so far
+    # The changes on their way, in arrival order: change row `ch` of instruction
+    # done_order[ch_i], then the later change rows of the instructions finished after it
+    # (none when ch_i == completed). Each arrives at its instruction's end + sem_latency.
+    ch_i = 0
+    ch = 0
     phase = np.zeros(n_eng, dtype=np.int8)
     current = np.full(n_eng, -1, dtype=np.int64)
-    until = np.zeros(n_eng)
-    remaining = np.zeros(n_eng)
-    moving_since = np.zeros(n_eng)
+    until = np.zeros(n_eng)  # when a running, parked or moving engine's next event comes
+    remaining = np.zeros(n_eng)  # a moving transfer's bytes left at moved_at
+    moved_at = np.zeros(n_eng)
     rate = np.zeros(n_eng)
     settled = np.zeros(n_eng, dtype=np.bool_)
     # Engines whose head became ready: a stack of (engine) to settle, see below.
@@ -116,50 +135,61 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 n_fresh += 1
     t = 0.0
     completed = 0
-    rerate = False  # transfers moving bytes changed: share the HBM bandwidth again
+    rerate = False  # transfers moving bytes contend and changed: share the HBM bandwidth again
+    wanted = 0.0  # the summed bandwidth of the queues moving bytes
     arrival_now = False  # a change a blocked engine waits on has just been applied
     finishing = False  # the replay is over (or stuck): what is on its way arrives, and stop
     while True:
         if rerate:
             # Water-filling: each moving transfer gets at most its queue's bandwidth; the
             # HBM bandwidth is split equally, and what a capped transfer cannot use is split
-            # among the others.
+            # among the others. Each transfer's bytes left are brought up to now, and its
+            # finish time follows from its new rate.
             rerate = False
-            left = hbm_bw
             unassigned = 0
             for e in range(n_eng):
-                rate[e] = 0.0
-                settled[e] = False
                 if phase[e] == MOVING:
+                    remaining[e] -= rate[e] * (t - moved_at[e])
+                    moved_at[e] = t
                     unassigned += 1
-            while unassigned > 0:
-                fair = left / unassigned
-                capped = False
+                    settled[e] = False
+                rate[e] = 0.0
+            if wanted <= hbm_bw:
                 for e in range(n_eng):
-                    if phase[e] == MOVING and not settled[e] and caps[e] <= fair:
+                    if phase[e] == MOVING:
                         rate[e] = caps[e]
-                        left -= caps[e]
-                        settled[e] = True
-                        unassigned -= 1
-                        capped = True
-                if not capped:
+            else:
+                left = hbm_bw
+                while unassigned > 0:
+                    fair = left / unassigned
+                    capped = False
                     for e in range(n_eng):
-                        if phase[e] == MOVING and not settled[e]:
-                            rate[e] = fair
+                        if phase[e] == MOVING and not settled[e] and caps[e] <= fair:
+                            rate[e] = caps[e]
+                            left -= caps[e]
                             settled[e] = True
-                    unassigned = 0
+                            unassigned -= 1
+                            capped = True
+                    if not capped:
+                        for e in range(n_eng):
+                            if phase[e] == MOVING and not settled[e]:
+                                rate[e] = fair
+                                settled[e] = True
+                        unassigned = 0
+            for e in range(n_eng):
+                if phase[e] == MOVING:
+                    until[e] = t + remaining[e] / rate[e] if rate[e] > 0 else INF
         # The changes that have arrived by now (every one, once the replay is over).
         limit = INF if finishing else t
-        while head < tail and fifo_time[head] <= limit:
-            k = fifo_row[head]
-            s = sem_code[k]
+        while ch_i < completed and end[done_order[ch_i]] + sem_latency <= limit:
+            s = sem_code[ch]
             arrival_now = arrival_now or watch[s] > 0
-            count[s] = apply(count[s], sem_op[k], sem_value[k])
-            log[log_ptr[s] + arrived[s]] = k
-            log_count[log_ptr[s] + arrived[s]] = count[s]
+            count[s] = apply(count[s], sem_op[ch], sem_value[ch])
+            log[log_ptr[s] + arrived[s]] = ch
             arrived[s] += 1
-            last_seq[s] = head
-            head += 1
+            last_seq[s] = seq
+            seq += 1
+            ch_i, ch = _next_change(ch_i, ch + 1, completed, done_order, sem_ptr, sem_op)
         if finishing:
             break
         if arrival_now:
@@ -187,21 +217,28 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                     if sem_op[k] == WAIT:
                         watch[sem_code[k]] -= 1
                         upto[k] = arrived[sem_code[k]]
-                if by >= 0 and t > ready[node]:
+                if by >= 0 and t > start[node]:
                     bind[node] = sem_node[by]
                     bind_kind[node] = SEMAPHORE_KIND
-                start[node] = max(t, ready[node])
+                start[node] = max(t, start[node])
                 phase[e] = RUNNING
                 until[e] = start[node] + setup[node]
-        # Settle the engines whose head just became ready (at ready[node], maybe later than
+        # Settle the engines whose head just became ready (at its ready time, maybe later than
         # now): start it, park it until its ready time, or block it on its waits.
         while n_fresh > 0:
             n_fresh -= 1
             e = fresh[n_fresh]
             node = current[e]
-            at = ready[node]
-            if not waits[node]:
-                start[node] = at
+            at = start[node]
+            has_wait = False
+            ok = True
+            for k in range(sem_ptr[node], sem_ptr[node + 1]):
+                if sem_op[k] == WAIT:
+                    has_wait = True
+                    c, v = count[sem_code[k]], sem_value[k]
+                    if (c != v) if sem_cond[k] == EQ else (c < v):
+                        ok = False
+            if not has_wait:
                 phase[e] = RUNNING
                 until[e] = at + setup[node]
                 continue
@@ -209,16 +246,11 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
             # when no change can arrive by then: none queued, and one not yet queued comes
             # from an end still to come, at t + sem_latency at the earliest.
             if not (monotone or (at < t + sem_latency
-                                 and (head == tail or fifo_time[head] > at))):
+                                 and (ch_i == completed
+                                      or end[done_order[ch_i]] + sem_latency > at))):
                 phase[e] = PARKED
                 until[e] = at
                 continue
-            ok = True
-            for k in range(sem_ptr[node], sem_ptr[node + 1]):
-                if sem_op[k] == WAIT:
-                    c, v = count[sem_code[k]], sem_value[k]
-                    if (c != v) if sem_cond[k] == EQ else (c < v):
-                        ok = False
             for k in range(sem_ptr[node], sem_ptr[node + 1]):
                 if sem_op[k] == WAIT:
                     if ok:
@@ -226,7 +258,6 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                     else:
                         watch[sem_code[k]] += 1
             if ok:
-                start[node] = at
                 phase[e] = RUNNING
                 until[e] = at + setup[node]
             else:
@@ -237,37 +268,27 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
         best = INF
         best_e = -1
         for e in range(n_eng):
-            if phase[e] == RUNNING or phase[e] == PARKED:
-                when = until[e]
-            elif phase[e] == MOVING:
-                when = t + remaining[e] / rate[e] if rate[e] > 0 else INF
-            else:
-                continue
-            if when < best:
-                best, best_e = when, e
+            if phase[e] != IDLE and phase[e] != BLOCKED and until[e] < best:
+                best, best_e = until[e], e
         # Changes due by the next engine event are applied; the first one a blocked engine
         # waits on is an event of its own, with everything arriving at its time.
         arrival = INF
-        while head < tail and fifo_time[head] <= best:
-            k = fifo_row[head]
-            s = sem_code[k]
+        while ch_i < completed and end[done_order[ch_i]] + sem_latency <= best:
+            s = sem_code[ch]
             if watch[s] > 0:
-                arrival = fifo_time[head]
+                arrival = end[done_order[ch_i]] + sem_latency
                 break
-            count[s] = apply(count[s], sem_op[k], sem_value[k])
-            log[log_ptr[s] + arrived[s]] = k
-            log_count[log_ptr[s] + arrived[s]] = count[s]
+            count[s] = apply(count[s], sem_op[ch], sem_value[ch])
+            log[log_ptr[s] + arrived[s]] = ch
             arrived[s] += 1
-            last_seq[s] = head
-            head += 1
+            last_seq[s] = seq
+            seq += 1
+            ch_i, ch = _next_change(ch_i, ch + 1, completed, done_order, sem_ptr, sem_op)
         if best_e < 0 and arrival == INF:
             finishing = True  # stuck: unfinished instructions wait on what never comes
             continue
         now = min(best, arrival)
         if now > t:
-            for e in range(n_eng):
-                if phase[e] == MOVING:
-                    remaining[e] -= rate[e] * (now - t)
             t = now
         if arrival <= best:
             continue  # the arrival is applied, and looked at, at the top of the loop
@@ -275,7 +296,7 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
         node = current[e]
         if phase[e] == PARKED:
             # Its ready time: looked at again with the counts of now.
-            ready[node] = t
+            start[node] = t
             fresh[n_fresh] = e
             n_fresh += 1
             phase[e] = IDLE
@@ -283,29 +304,39 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
         if phase[e] == RUNNING and nbytes[node] > 0:
             phase[e] = MOVING
             remaining[e] = nbytes[node]
-            moving_since[e] = t
-            rerate = True
+            moved_at[e] = t
+            wanted = 0.0
+            for q in range(n_eng):
+                if phase[q] == MOVING:
+                    wanted += caps[q]
+            if wanted <= hbm_bw:  # no contention: every transfer moves at its queue's rate
+                rate[e] = caps[e]
+                until[e] = t + nbytes[node] / caps[e]
+            else:
+                rate[e] = 0.0
+                rerate = True
             continue
         if phase[e] == MOVING:
-            contention[node] = (t - moving_since[e]) - nbytes[node] / caps[e]
-            phase[e] = IDLE
+            rerate = wanted > hbm_bw  # the others' shares change
+            wanted = 0.0
+            for q in range(n_eng):
+                if phase[q] == MOVING and q != e:
+                    wanted += caps[q]
             remaining[e] = 0.0
-            rerate = True
+            rate[e] = 0.0
         phase[e] = IDLE
         current[e] = -1
         end[node] = t
         done_order[completed] = node
         completed += 1
-        for k in range(sem_ptr[node], sem_ptr[node + 1]):
-            if sem_op[k] != WAIT:
-                fifo_row[tail] = k
-                fifo_time[tail] = t + sem_latency
-                tail += 1
+        if ch_i == completed - 1:  # nothing was queued: its changes (if any) come next
+            ch_i, ch = _next_change(ch_i, sem_ptr[node], completed, done_order, sem_ptr,
+                                    sem_op)
         for k in range(succ_ptr[node], succ_ptr[node + 1]):
             s = succ_dst[k]
             when = t + kind_latency[succ_kind[k]]
-            if bind[s] < 0 or when > ready[s]:
-                ready[s] = when
+            if bind[s] < 0 or when > start[s]:
+                start[s] = when
                 bind[s] = node
                 bind_kind[s] = succ_kind[k]
             pending[s] -= 1
@@ -313,8 +344,23 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 current[node_engine[s]] = s
                 fresh[n_fresh] = node_engine[s]
                 n_fresh += 1
+    for i in range(n if completed < n else 0):  # stuck: the unfinished never started
+        if end[i] < 0:
+            start[i] = -1.0
     blocked = np.zeros(n_eng, dtype=np.bool_)
     for e in range(n_eng):
         blocked[e] = phase[e] == BLOCKED or phase[e] == PARKED
-    return (start, end, bind, bind_kind, contention, completed, done_order[:completed], log,
-            log_count, arrived, upto, count, blocked)
+    return (start, end, bind, bind_kind, completed, done_order[:completed], log,
+            arrived, upto, count, blocked)
+
+
+@numba.njit(cache=True, nogil=True)
+def transfer_contention(start, end, setup, nbytes, caps, engine):  # pragma: no cover
+    """Per instruction, the cycles a transfer spent beyond its set-up and its bytes at its
+    queue's bandwidth: what it waited for HBM (0 for compute). The kernel's own arithmetic on
+    its own times, so exactly what the contention model gave it."""
+    out = np.zeros(start.size)
+    for i in range(start.size):
+        if nbytes[i] > 0:
+            out[i] = (end[i] - (start[i] + setup[i])) - nbytes[i] / caps[engine[i]]
+    return out

@@ -63,10 +63,11 @@ class Graph:
     def with_edges(self, src: np.ndarray, dst: np.ndarray, kind: int) -> Graph:
         """The fixed graph with edges src -> dst (rows) of one kind added: resolved."""
         fixed = self.fixed
-        all_src = np.concatenate([fixed.src.astype(np.int64), np.asarray(src, np.int64)])
-        all_dst = np.concatenate([fixed.destinations(), np.asarray(dst, np.int64)])
-        all_kind = np.concatenate([fixed.kind, np.full(len(src), kind, dtype=np.int8)])
-        ptr, out_src, out_kind = csr(fixed.nodes, all_src, all_dst, all_kind)
+        src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
+        if dst.size > 1 and np.any(dst[1:] < dst[:-1]):
+            order = np.argsort(dst, kind="stable")
+            src, dst = src[order], dst[order]
+        ptr, out_src, out_kind = _merged(fixed.ptr, fixed.src, fixed.kind, src, dst, kind)
         return Graph(ids=fixed.ids, ptr=ptr, src=out_src, kind=out_kind, sems=fixed.sems,
                      base=fixed)
 
@@ -180,7 +181,7 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
     edges, and with `memory` the memory edges of `memory_edges`), with its semaphores table.
     `instructions`, if the caller has read them (id, engine, seq, start), sorted by id;
     `semaphores`, the table if the caller has read it."""
-    inst = (trace.read("instructions", ["id", "engine", "seq", "start", "end"]).sort("id")
+    inst = (trace.read_instructions(["id", "engine", "seq", "start", "end"])
             if instructions is None else instructions)
     ids = inst["id"].to_numpy()
     n = ids.size
@@ -291,6 +292,38 @@ def csr(n, src, dst, kind):  # pragma: no cover - compiled
             out_src[b + 1] = s
             out_kind[b + 1] = kd
     return ptr, out_src, out_kind
+
+
+@numba.njit(cache=True, nogil=True)
+def _merged(ptr, src, kind, add_src, add_dst, add_kind):  # pragma: no cover - compiled
+    """The CSR (ptr, src, kind) with edges add_src -> add_dst (sorted by add_dst) of kind
+    `add_kind` added, each group in (kind, src) order as `csr` gives it: one pass, no
+    scatter of all the edges again."""
+    n = ptr.size - 1
+    out_ptr = np.zeros(n + 1, dtype=np.int64)
+    out_src = np.empty(src.size + add_src.size, dtype=np.int64)
+    out_kind = np.empty(src.size + add_src.size, dtype=np.int8)
+    w = 0
+    j = 0
+    for node in range(n):
+        first = w
+        for a in range(ptr[node], ptr[node + 1]):
+            out_src[w] = src[a]
+            out_kind[w] = kind[a]
+            w += 1
+        while j < add_dst.size and add_dst[j] == node:
+            s, kd = add_src[j], add_kind
+            b = w - 1
+            while b >= first and (out_kind[b] > kd or (out_kind[b] == kd and out_src[b] > s)):
+                out_src[b + 1] = out_src[b]
+                out_kind[b + 1] = out_kind[b]
+                b -= 1
+            out_src[b + 1] = s
+            out_kind[b + 1] = kd
+            w += 1
+            j += 1
+        out_ptr[node + 1] = w
+    return out_ptr, out_src, out_kind
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from enum import StrEnum
 
+import numba
 import numpy as np
 import polars as pl
 
 from tracekit import __version__
 from tracekit.errors import ManifestError, TracekitError
-from tracekit.replay.engine import replay_kernel
+from tracekit.replay.engine import replay_kernel, transfer_contention
 from tracekit.replay.graph import (
     KINDS,
     MEMORY,
@@ -38,8 +39,8 @@ from tracekit.replay.semaphores import (
     WAIT,
     Released,
     holds,
+    log_counts,
     observed_release,
-    wait_chains,
     window_edges,
 )
 from tracekit.trace.bundle import Trace, write_trace
@@ -139,12 +140,26 @@ def model_durations(engine_code: np.ndarray, opcode_code: np.ndarray, opcodes: l
     looked up once per (engine, opcode) pair and gathered per instruction."""
     coeff = np.array([[_as_tuple(machine.latency(e, op)) for op in opcodes] for e in engines],
                      dtype=np.float64).reshape(len(engines), max(len(opcodes), 1), 4)
-    c = coeff[engine_code, opcode_code]
-    elements, nbytes, flops = (work[k].fill_null(0).to_numpy().astype(np.float64)
-                               for k in ("elements", "bytes", "flops"))
-    setup = c[:, 0] + c[:, 1] * elements + c[:, 2] * nbytes + c[:, 3] * flops
-    is_dma = np.array([engine_kind(e) == "dma" for e in engines])[engine_code]
-    return setup, np.where(is_dma, nbytes, 0.0)
+    is_dma = np.array([engine_kind(e) == "dma" for e in engines], dtype=np.bool_)
+    elements, nbytes, flops = (work[k].fill_null(0).to_numpy() for k in ("elements", "bytes",
+                                                                         "flops"))
+    return _durations(coeff, engine_code, opcode_code, elements, nbytes, flops, is_dma)
+
+
+@numba.njit(cache=True, nogil=True)
+def _durations(coeff, engine, opcode, elements, nbytes, flops, is_dma):  # pragma: no cover
+    """model_durations per instruction, in one pass (no temporaries of n rows)."""
+    n = engine.size
+    setup = np.empty(n)
+    moved = np.zeros(n)
+    for i in range(n):
+        e, o = engine[i], opcode[i]
+        b = float(nbytes[i])
+        setup[i] = (coeff[e, o, 0] + coeff[e, o, 1] * float(elements[i]) + coeff[e, o, 2] * b
+                    + coeff[e, o, 3] * float(flops[i]))
+        if is_dma[engine[i]]:
+            moved[i] = b
+    return setup, moved
 
 
 def name_codes(series: pl.Series, key: object = None) -> tuple[np.ndarray, list[str]]:
@@ -178,8 +193,8 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     clock = _Stopwatch(timings)
     machine = machine or builtin_machine()
     mode = Mode(mode)
-    frame = trace.read("instructions", ["id", "engine", "seq", "opcode", "start", "end",
-                                        "elements", "bytes", "flops", "layer"]).sort("id")
+    frame = trace.read_instructions(["id", "engine", "seq", "opcode", "start", "end", "elements",
+                                "bytes", "flops", "layer"])
     engine, engines = name_codes(frame["engine"], natural_key)
     opcode, opcodes = name_codes(frame["opcode"])
     clock.lap("read")
@@ -229,15 +244,16 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
             f"{setup[worst]:g} cycles; check that engine's latency parameters.")
     clock.lap("durations")
     sems = graph.sems
-    (start, end, bind, bind_kind, contention, completed, done, log, log_count, arrived, upto,
-     count, blocked) = replay_kernel(
+    (start, end, bind, bind_kind, completed, done, log, arrived, upto, count,
+     blocked) = replay_kernel(
         n_eng, eng_ptr, eng_nodes, np.asarray(engine, dtype=np.int64), graph.ptr, succ_ptr,
         succ_dst, succ_kind, kind_latency, setup, nbytes, caps, machine.hbm_bytes_per_cycle,
         sems.ptr, sems.node, sems.sem, sems.op, sems.value, sems.cond, sems.log_ptr,
-        float(machine.semaphore_latency),
-        sems.monotone, np.int32 if sems.size < 2**31 - 1 else np.int64)
+        float(machine.semaphore_latency), sems.monotone,
+        np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64)
     clock.lap("kernel")
-    released = Released(log=log, log_count=log_count, arrived=arrived, upto=upto)
+    released = Released(log=log, log_count=log_counts(sems, log, arrived), arrived=arrived,
+                        upto=upto)
     if completed < n:
         stuck = _stuck(trace, frame, graph, end, eng_ptr, eng_nodes, engines, count, blocked)
         stuck.done, stuck.released = done, released
@@ -247,6 +263,7 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
                           f"a bandwidth or latency in the machine is far out of scale.")
     start_c, end_c = _cycles(start), _cycles(end)
     has_bind = bind >= 0
+    contention = transfer_contention(start, end, setup, nbytes, caps, engine)
     timeline = pl.DataFrame({
         "id": frame["id"],
         "engine": frame["engine"],
@@ -302,7 +319,9 @@ def _resolve(graph: Graph, released: Released, eng_ptr: np.ndarray, eng_nodes: n
     if sems.size == 0:
         empty = np.zeros(0, np.int64)
         return graph.with_edges(empty, empty, SEMAPHORE), empty
-    src, dst, binder = window_edges(sems, released, wait_chains(sems, eng_ptr, eng_nodes))
+    node_engine = np.empty(graph.nodes, dtype=np.int64)
+    node_engine[eng_nodes] = np.repeat(np.arange(eng_ptr.size - 1), np.diff(eng_ptr))
+    src, dst, binder = window_edges(sems, released, node_engine)
     return graph.with_edges(src, dst, SEMAPHORE), binder
 
 

@@ -175,62 +175,39 @@ class Released:
     upto: np.ndarray
 
 
-def wait_chains(table: SemTable, eng_ptr: np.ndarray, eng_nodes: np.ndarray) -> np.ndarray:
-    """Per row, the previous wait row on the same semaphore by the same engine in queue order
-    (-1: none, and for every non-wait row). `eng_ptr`, `eng_nodes`: the engines' queues
-    (engine e's rows in queue order are eng_nodes[eng_ptr[e]:eng_ptr[e + 1]])."""
-    return _chains(eng_ptr, eng_nodes, table.ptr, table.sem, table.op,
-                   table.semaphores)
-
-
-@numba.njit(cache=True, nogil=True)
-def _chains(eng_ptr, eng_nodes, ptr, sem, op, n_sem):  # pragma: no cover - compiled
-    prev = np.full(sem.size, -1, dtype=np.int64)
-    last = np.full(n_sem, -1, dtype=np.int64)
-    for e in range(eng_ptr.size - 1):
-        for idx in range(eng_ptr[e], eng_ptr[e + 1]):
-            node = eng_nodes[idx]
-            for r in range(ptr[node], ptr[node + 1]):
-                if op[r] == WAIT:
-                    prev[r] = last[sem[r]]
-                    last[sem[r]] = r
-        for idx in range(eng_ptr[e], eng_ptr[e + 1]):  # the next engine's chains start afresh
-            node = eng_nodes[idx]
-            for r in range(ptr[node], ptr[node + 1]):
-                last[sem[r]] = -1
-    return prev
-
-
-def window_edges(table: SemTable, released: Released, prev_wait: np.ndarray
+def window_edges(table: SemTable, released: Released, node_engine: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The semaphore edges (src, dst graph rows) of every released wait's window (module
     docstring), and per row its binder's place in its semaphore's log (-1: none in its
     window, or not a released wait; -2: a wait whose condition never holds, which only an
-    observed timeline can show). `prev_wait`: from `wait_chains`. The waits are taken in
-    instruction (id) order, which in a valid bundle is queue order on every engine, so each
-    comes after the previous wait of its chain."""
-    return _windows(table.node, table.sem, table.value, table.cond, table.op,
-                    table.log_ptr, released.log, released.log_count, released.arrived,
-                    released.upto, prev_wait)
+    observed timeline can show). `node_engine`: each graph row's engine code. A wait's chain
+    is its engine's waits on its semaphore; the waits are taken in instruction (id) order,
+    which in a valid bundle is queue order on every engine, so each comes after the previous
+    wait of its chain. The edges come grouped by destination, in ascending order."""
+    n_eng = int(node_engine.max(initial=-1)) + 1
+    binder, total = _binders(table.node, table.sem, table.value, table.cond, table.op,
+                             table.log_ptr, released.log_count, released.arrived,
+                             released.upto, node_engine, n_eng, table.semaphores)
+    src, dst = _window_edges(table.node, table.sem, table.value, table.cond, table.op,
+                             table.log_ptr, released.log, released.log_count, released.upto,
+                             node_engine, n_eng, table.semaphores, binder, total)
+    return src, dst, binder
 
 
 @numba.njit(cache=True, nogil=True)
-def _windows(node, sem, value, cond, op, log_ptr, log, log_count, arrived, upto,
-             prev_wait):  # pragma: no cover - compiled
+def _binders(node, sem, value, cond, op, log_ptr, log_count, arrived, upto, node_engine,
+             n_eng, n_sem):  # pragma: no cover - compiled
+    """Each wait row's binder (window_edges), and the number of window edges."""
     m = node.size
     binder = np.full(m, -1, dtype=np.int64)
-    covered = np.full(m, -1, dtype=np.int64)  # the log place up to which the chain is covered
-    lo = np.zeros(m, dtype=np.int64)
-    hi = np.zeros(m, dtype=np.int64)
+    covered = np.full(n_eng * n_sem, -1, dtype=np.int64)  # per chain, the log place covered
     total = 0
     for r in range(m):
-        if op[r] != WAIT:
-            continue
-        before = covered[prev_wait[r]] if prev_wait[r] >= 0 else -1
-        covered[r] = before
-        if upto[r] < 0:
-            continue  # never released
+        if op[r] != WAIT or upto[r] < 0:
+            continue  # not a wait, or never released
         s = sem[r]
+        chain = node_engine[node[r]] * n_sem + s
+        before = covered[chain]
         base = log_ptr[s]
         k = upto[r] - 1
         held = holds(log_count[base + k] if k >= 0 else 0, cond[r], value[r])
@@ -252,23 +229,43 @@ def _windows(node, sem, value, cond, op, log_ptr, log, log_count, arrived, upto,
                     break
         binder[r] = b
         if b > before:
-            covered[r] = b
-            lo[r], hi[r] = before + 1, b + 1
+            covered[chain] = b
             total += b - before
         elif b >= 0 and not held:
-            # Started before the change it needed, which an earlier wait of its chain covers:
-            # the edge all the same, so that the contradiction shows.
-            lo[r], hi[r] = b, b + 1
             total += 1
+    return binder, total
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_edges(node, sem, value, cond, op, log_ptr, log, log_count, upto, node_engine,
+                  n_eng, n_sem, binder, total):  # pragma: no cover - compiled
+    """The window edges of the binders, in row order (so grouped by destination)."""
     src = np.empty(total, dtype=np.int64)
     dst = np.empty(total, dtype=np.int64)
+    covered = np.full(n_eng * n_sem, -1, dtype=np.int64)
     e = 0
-    for r in range(m):  # edges grouped by their destination
-        for j in range(lo[r], hi[r]):
-            src[e] = node[log[log_ptr[sem[r]] + j]]
+    for r in range(node.size):
+        if op[r] != WAIT or upto[r] < 0:
+            continue
+        s = sem[r]
+        chain = node_engine[node[r]] * n_sem + s
+        before = covered[chain]
+        b = binder[r]
+        lo, hi = 0, 0
+        if b > before:
+            covered[chain] = b
+            lo, hi = before + 1, b + 1
+        elif b >= 0:
+            k = upto[r] - 1
+            if not holds(log_count[log_ptr[s] + k] if k >= 0 else 0, cond[r], value[r]):
+                # Started before the change it needed, which an earlier wait of its chain
+                # covers: the edge all the same, so that the contradiction shows.
+                lo, hi = b, b + 1
+        for j in range(lo, hi):
+            src[e] = node[log[log_ptr[s] + j]]
             dst[e] = node[r]
             e += 1
-    return src, dst, binder
+    return src, dst
 
 
 def observed_release(table: SemTable, start: np.ndarray, end: np.ndarray) -> Released:
@@ -280,7 +277,8 @@ def observed_release(table: SemTable, start: np.ndarray, end: np.ndarray) -> Rel
     # then grouped by semaphore keeping that order.
     by_end = changes[np.argsort(end[table.node[changes]], kind="stable")]
     log = by_end[counting_order(table.sem[by_end], table.semaphores)]
-    log_count, arrived = _counts(table.sem, table.op, table.value, table.log_ptr, log)
+    arrived = np.diff(table.log_ptr)
+    log_count = log_counts(table, log, arrived)
     upto = _upto(table.sem, table.op, table.node, table.log_ptr, log, end, start)
     return Released(log=log, log_count=log_count, arrived=arrived, upto=upto)
 
@@ -300,18 +298,21 @@ def counting_order(key, buckets):  # pragma: no cover - compiled
     return order
 
 
+def log_counts(table: SemTable, log: np.ndarray, arrived: np.ndarray) -> np.ndarray:
+    """The count after each arrived change of each semaphore's log (`log`, `arrived`: as in
+    Released; the places past `arrived` are 0)."""
+    return _counts(table.op, table.value, table.log_ptr, log, arrived)
+
+
 @numba.njit(cache=True, nogil=True)
-def _counts(sem, op, value, log_ptr, log):  # pragma: no cover - compiled
-    """The count after each change of each semaphore's log, and the changes per semaphore."""
+def _counts(op, value, log_ptr, log, arrived):  # pragma: no cover - compiled
     log_count = np.zeros(log.size, dtype=np.int64)
-    arrived = np.zeros(log_ptr.size - 1, dtype=np.int64)
     for s in range(log_ptr.size - 1):
         count = 0
-        for k in range(log_ptr[s], log_ptr[s + 1]):
+        for k in range(log_ptr[s], log_ptr[s] + arrived[s]):
             count = apply(count, op[log[k]], value[log[k]])
             log_count[k] = count
-        arrived[s] = log_ptr[s + 1] - log_ptr[s]
-    return log_count, arrived
+    return log_count
 
 
 @numba.njit(cache=True, nogil=True)
