@@ -13,11 +13,16 @@ from typer.testing import CliRunner
 
 import tracekit
 from tracekit.analysis.signatures import (
+    CHECKS,
     PING_PONG_WAITS,
+    RUN_ORDER,
     Code,
     Severity,
     _densest_window,
     _peak_rate,
+    check_dead_writes,
+    check_races,
+    check_reloads,
     find_bugs,
 )
 from tracekit.cli.app import app
@@ -640,3 +645,13 @@ def test_unvalidated_traces_give_findings_or_a_tracekit_error(
     except TracekitError:
         return
     assert all(isinstance(f.message, str) and f.message for f in found)
+
+
+def test_checks_run_in_an_order_of_their_own_each_once() -> None:
+    # find_bugs runs RUN_ORDER (the happens-before readers late, overlapping its thread) and
+    # reports in CHECKS order (the goldens hold that): the same checks, each once, and the
+    # race check before the checks that read its memory sweep.
+    assert sorted(c.__name__ for c in RUN_ORDER) == sorted(c.__name__ for c in CHECKS)
+    assert len(set(RUN_ORDER)) == len(RUN_ORDER)
+    assert RUN_ORDER.index(check_races) < min(RUN_ORDER.index(check_reloads),
+                                               RUN_ORDER.index(check_dead_writes))

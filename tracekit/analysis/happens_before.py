@@ -233,6 +233,43 @@ def _upper(a, lo, hi, x):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, inline="always")
+def _upper_near(a, lo, hi, x, hints, kind, g, e):  # pragma: no cover - compiled
+    """`_upper(a, lo, hi, x)`, searched outward from hints[kind, g, e], the answer of the
+    previous search of this kind for group g by engine e's waits, which then becomes this
+    answer. Along a chain of waits the answers move a little at a time, so a gallop of a few
+    steps replaces a binary search over a whole queue of changes (the same answer either way:
+    the first index whose a[] is > x)."""
+    h = min(max(hints[kind, g, e], lo), hi)
+    if h == lo or a[h - 1] <= x:  # the answer is h or above
+        left, step = h, 1
+        while True:
+            probe = left + step - 1
+            if probe >= hi:
+                right = hi
+                break
+            if a[probe] > x:
+                right = probe
+                break
+            left = probe + 1
+            step *= 2
+    else:  # a[h - 1] > x: the answer is below h
+        right, step = h - 1, 1
+        while True:
+            probe = right - step
+            if probe < lo:
+                left = lo
+                break
+            if a[probe] <= x:
+                left = probe + 1
+                break
+            right = probe
+            step *= 2
+    found = _upper(a, left, right, x)
+    hints[kind, g, e] = found
+    return found
+
+
+@numba.njit(cache=True, inline="always")
 def _first_after(clock, queue, lo, hi, eng_w, pos_w):  # pragma: no cover - compiled
     """The 1-based place of the first instruction of an engine's queue (rows queue[lo:hi])
     that instruction (eng_w, pos_w) happens before, by the clocks so far; hi - lo + 1 if
@@ -263,6 +300,8 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
     after_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
     lo_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
     seen = np.full(clock.shape[0], -1, dtype=np.int64)  # the pass that last visited each node
+    # Each search's previous answer, per kind of search, group and waiting engine.
+    hints = np.zeros((8, max(n_groups, 1), n_eng), dtype=np.int64)
     for p in range(max_passes):
         changed = False
         # Whether this pass read a clock not final for this pass: a node visited later (where
@@ -308,7 +347,8 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                         a, b = g_ptr[ga], g_ptr[ga + 1]
                         if v <= 0:
                             continue
-                        j = _upper(adds, a + 1, b + 1, adds[a] + v - 1) - 1
+                        j = _upper_near(adds, a + 1, b + 1, adds[a] + v - 1, hints, 0, ga,
+                                        e_w) - 1
                         if j < b:
                             _merge(c, ac, clock, g_node[j], track)
                             looked_ahead = looked_ahead or seen[g_node[j]] != p
@@ -324,10 +364,13 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                             # Its own engine: its own changes (at its end) and later ones come
                             # after it; earlier ones have arrived only when a chain through a
                             # semaphore says so (the arrival clock), not by queue order alone.
-                            after_idx[g] = _upper(g_pos, a, b, position[node] - 1)
-                            hb_idx[g] = _upper(g_pos, a, after_idx[g], ac[f])
+                            after_idx[g] = _upper_near(g_pos, a, b, position[node] - 1, hints,
+                                                       1, g, e_w)
+                            hb_idx[g] = _upper_near(g_pos, a, after_idx[g], ac[f], hints, 2, g,
+                                                    e_w)
                         else:
-                            hb_idx[g] = _upper(g_pos, a, b, ac[f] if track else c[f])
+                            hb_idx[g] = _upper_near(g_pos, a, b, ac[f] if track else c[f],
+                                                    hints, 3, g, e_w)
                             # Where the wait's successors begin on f matters for a set there
                             # (before or after the wait?), and for what f's adds and subs give
                             # the others; a lone engine of adds needs only its own prefix.
@@ -337,7 +380,8 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                                 looked_ahead = True
                                 place = _first_after(clock, queue, eng_ptr[f], eng_ptr[f + 1],
                                                      e_w, position[node])
-                                after_idx[g] = _upper(g_pos, a, b, place - 1)
+                                after_idx[g] = _upper_near(g_pos, a, b, place - 1, hints, 4, g,
+                                                           e_w)
                             else:
                                 after_idx[g] = b
                         if sets[after_idx[g]] - sets[hb_idx[g]] > 0:
@@ -354,8 +398,9 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                                 base = max(base, g_value[ls])
                                 looked_ahead = looked_ahead or seen[g_node[ls]] != p
                                 for h in range(ga, gb):
-                                    wiped = _upper(g_pos, g_ptr[h], g_ptr[h + 1],
-                                                   clock[g_node[ls], g_engine[h]])
+                                    wiped = _upper_near(g_pos, g_ptr[h], g_ptr[h + 1],
+                                                        clock[g_node[ls], g_engine[h]],
+                                                        hints, 5, h, e_w)
                                     if wiped > lo_idx[h]:
                                         lo_idx[h] = wiped
                                 if ls + 1 > lo_idx[g]:
@@ -380,7 +425,8 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                         need = v - others
                         if need <= 0 or adds[b] - adds[a] < need:
                             continue
-                        j = _upper(adds, a + 1, b + 1, adds[a] + need - 1) - 1
+                        j = _upper_near(adds, a + 1, b + 1, adds[a] + need - 1, hints, 6, g,
+                                        e_w) - 1
                         if j < b:
                             _merge(c, ac, clock, g_node[j], track)
                             looked_ahead = looked_ahead or seen[g_node[j]] != p
@@ -396,7 +442,8 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                             excess = others - v
                             if excess <= 0:
                                 continue
-                            j = _upper(subs, a, b + 1, subs[a] + excess - 1) - 1
+                            j = _upper_near(subs, a, b + 1, subs[a] + excess - 1, hints, 7, g,
+                                            e_w) - 1
                             # subs[j] - subs[a] < excess: the sub at element j (if one) is needed
                             while j >= a and j < b and g_op[j] != SUB:
                                 j -= 1

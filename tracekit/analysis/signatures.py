@@ -15,6 +15,7 @@ examples in analysis/signatures.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import pairwise
@@ -135,6 +136,7 @@ class Context:
     last_cached: frozenset[str] = frozenset()
     """Tables the running check is the last to read from the cache (LAST_CACHED_READ)."""
     _hb: HappensBefore | None = None
+    _hb_future: Future[HappensBefore] | None = None
     read_after: np.ndarray | None = None
     overwritten: np.ndarray | None = None
     """Per graph row, from the race check's memory sweep: whether another instruction reads
@@ -161,10 +163,23 @@ class Context:
         """Happens-before over the trace's fixed edges and its semaphores counted in every
         legal order (`tracekit.analysis.happens_before`), worked out once."""
         if self._hb is None:
-            engine, engines, order = self.queues()
-            self._hb = happens_before(self.graph.fixed, engine, order, len(engines),
-                                      self._visit_order())
+            self._hb = (self._hb_future.result() if self._hb_future is not None
+                        else self._happens_before())
         return self._hb
+
+    def start_happens_before(self) -> None:
+        """Start working out `happens_before` on a second thread: its passes are compiled
+        code that releases the GIL, so the checks that do not need it run meanwhile (on a
+        10M-instruction trace both take seconds)."""
+        self.queues()  # shared with the checks: worked out before the thread starts
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="happens-before")
+        self._hb_future = pool.submit(self._happens_before)
+        pool.shutdown(wait=False)  # the thread ends with its one task
+
+    def _happens_before(self) -> HappensBefore:
+        engine, engines, order = self.queues()
+        return happens_before(self.graph.fixed, engine, order, len(engines),
+                              self._visit_order())
 
     def _visit_order(self) -> np.ndarray:
         """The rows that can run in some legal order, in an order every legal execution agrees
@@ -1068,6 +1083,14 @@ CHECKS: tuple[Callable[[Context], None], ...] = (
     check_latency, check_races, check_bandwidth, check_reloads, check_dead_writes,
     check_small_dma, check_ping_pong)
 
+RUN_ORDER: tuple[Callable[[Context], None], ...] = (
+    check_deadlocks, check_semaphores, check_timing, check_bounds, check_latency,
+    check_bandwidth, check_order_dependent, check_races, check_reloads, check_dead_writes,
+    check_small_dma, check_ping_pong)
+"""CHECKS in the order they run: those that need happens-before (worked out on a second
+thread from the start) as late as they can, so that its passes overlap the others. Findings
+are reported in CHECKS order all the same."""
+
 LAST_CACHED_READ: dict[str, Callable[[Context], None]] = {"memory": check_dead_writes,
                                                           "semaphores": check_semaphores}
 """For the tables the checks share through `Context.read`, the check whose read is the last
@@ -1171,10 +1194,13 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
         timeline_graph = run.graph if run.graph is not None else fixed
     ctx = Context(trace=trace, machine=machine, graph=timeline_graph, instructions=inst,
                   timed=timed, tables=tables, run=run)
-    for check in CHECKS:
+    ctx.start_happens_before()
+    found: dict[Callable[[Context], None], list[Finding]] = {}
+    for check in RUN_ORDER:
         ctx.last_cached = frozenset(t for t, last in LAST_CACHED_READ.items() if last is check)
+        ctx.findings = found[check] = []
         check(ctx)
-    return sorted(ctx.findings, key=lambda f: -f.severity.rank)
+    return sorted((f for check in CHECKS for f in found[check]), key=lambda f: -f.severity.rank)
 
 
 def findings_frame(findings: list[Finding]) -> pl.DataFrame:

@@ -317,18 +317,48 @@ def _counts(op, value, log_ptr, log, arrived):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _upto(sem, op, node, log_ptr, log, end, start):  # pragma: no cover - compiled
-    """Per wait row, the changes of its semaphore that ended at or before its start."""
+    """Per wait row, the changes of its semaphore that ended at or before its start: the first
+    change ending after it, found by galloping from the previous wait of the semaphore's
+    answer (waits on a semaphore mostly start in row order, so a few steps each)."""
     upto = np.full(sem.size, -1, dtype=np.int64)
+    hint = log_ptr[:-1].copy()
     for r in range(sem.size):
         if op[r] != WAIT:
             continue
-        lo, hi = log_ptr[sem[r]], log_ptr[sem[r] + 1]
+        s = sem[r]
+        first, stop = log_ptr[s], log_ptr[s + 1]
         at = start[node[r]]
-        while lo < hi:  # the first change ending after `at`
+        h = hint[s]
+        if h == first or end[node[log[h - 1]]] <= at:  # the answer is h or above
+            lo, step = h, 1
+            while True:
+                probe = lo + step - 1
+                if probe >= stop:
+                    hi = stop
+                    break
+                if end[node[log[probe]]] > at:
+                    hi = probe
+                    break
+                lo = probe + 1
+                step *= 2
+        else:  # the change before h ends after `at`: the answer is below h
+            hi, step = h - 1, 1
+            while True:
+                probe = hi - step
+                if probe < first:
+                    lo = first
+                    break
+                if end[node[log[probe]]] <= at:
+                    lo = probe + 1
+                    break
+                hi = probe
+                step *= 2
+        while lo < hi:  # the first change ending after `at`, in [lo, hi]
             mid = (lo + hi) // 2
             if end[node[log[mid]]] <= at:
                 lo = mid + 1
             else:
                 hi = mid
-        upto[r] = lo - log_ptr[sem[r]]
+        hint[s] = lo
+        upto[r] = lo - first
     return upto
