@@ -61,6 +61,7 @@ from tracekit.replay.semaphores import (
     SemTable,
     counting_order,
     holds,
+    upper_from,
 )
 
 MAX_PASSES = 32
@@ -221,52 +222,13 @@ def _grouped_changes(rows, node, sem, op, value, cond, engine, position,
 
 
 @numba.njit(cache=True, inline="always")
-def _upper(a, lo, hi, x):  # pragma: no cover - compiled
-    """The first index in [lo, hi) whose a[] is > x (hi if none), a non-decreasing."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if a[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@numba.njit(cache=True, inline="always")
 def _upper_near(a, lo, hi, x, hints, kind, g, e):  # pragma: no cover - compiled
-    """`_upper(a, lo, hi, x)`, searched outward from hints[kind, g, e], the answer of the
-    previous search of this kind for group g by engine e's waits, which then becomes this
-    answer. Along a chain of waits the answers move a little at a time, so a gallop of a few
-    steps replaces a binary search over a whole queue of changes (the same answer either way:
-    the first index whose a[] is > x)."""
-    h = min(max(hints[kind, g, e], lo), hi)
-    if h == lo or a[h - 1] <= x:  # the answer is h or above
-        left, step = h, 1
-        while True:
-            probe = left + step - 1
-            if probe >= hi:
-                right = hi
-                break
-            if a[probe] > x:
-                right = probe
-                break
-            left = probe + 1
-            step *= 2
-    else:  # a[h - 1] > x: the answer is below h
-        right, step = h - 1, 1
-        while True:
-            probe = right - step
-            if probe < lo:
-                left = lo
-                break
-            if a[probe] <= x:
-                left = probe + 1
-                break
-            right = probe
-            step *= 2
-    found = _upper(a, left, right, x)
-    hints[kind, g, e] = found
-    return found
+    """The first index in [lo, hi) whose a[] is > x (`upper_from`), searched from
+    hints[kind, g, e], the answer of the previous search of this kind for group g by engine
+    e's waits, which then becomes this answer: along a chain of waits the answers move a
+    little at a time."""
+    hints[kind, g, e] = upper_from(a, lo, hi, x, hints[kind, g, e])
+    return hints[kind, g, e]
 
 
 @numba.njit(cache=True, inline="always")

@@ -317,48 +317,56 @@ def _counts(op, value, log_ptr, log, arrived):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _upto(sem, op, node, log_ptr, log, end, start):  # pragma: no cover - compiled
-    """Per wait row, the changes of its semaphore that ended at or before its start: the first
-    change ending after it, found by galloping from the previous wait of the semaphore's
-    answer (waits on a semaphore mostly start in row order, so a few steps each)."""
+    """Per wait row, the changes of its semaphore that ended at or before its start (the
+    first change ending after it), searched from the previous wait of the semaphore's answer:
+    waits on a semaphore mostly start in row order, so that is a few steps each."""
+    log_end = np.empty(log.size)
+    for k in range(log.size):
+        log_end[k] = end[node[log[k]]]
     upto = np.full(sem.size, -1, dtype=np.int64)
     hint = log_ptr[:-1].copy()
     for r in range(sem.size):
-        if op[r] != WAIT:
-            continue
-        s = sem[r]
-        first, stop = log_ptr[s], log_ptr[s + 1]
-        at = start[node[r]]
-        h = hint[s]
-        if h == first or end[node[log[h - 1]]] <= at:  # the answer is h or above
-            lo, step = h, 1
-            while True:
-                probe = lo + step - 1
-                if probe >= stop:
-                    hi = stop
-                    break
-                if end[node[log[probe]]] > at:
-                    hi = probe
-                    break
-                lo = probe + 1
-                step *= 2
-        else:  # the change before h ends after `at`: the answer is below h
-            hi, step = h - 1, 1
-            while True:
-                probe = hi - step
-                if probe < first:
-                    lo = first
-                    break
-                if end[node[log[probe]]] <= at:
-                    lo = probe + 1
-                    break
-                hi = probe
-                step *= 2
-        while lo < hi:  # the first change ending after `at`, in [lo, hi]
-            mid = (lo + hi) // 2
-            if end[node[log[mid]]] <= at:
-                lo = mid + 1
-            else:
-                hi = mid
-        hint[s] = lo
-        upto[r] = lo - first
+        if op[r] == WAIT:
+            s = sem[r]
+            hint[s] = upper_from(log_end, log_ptr[s], log_ptr[s + 1], start[node[r]], hint[s])
+            upto[r] = hint[s] - log_ptr[s]
     return upto
+
+
+@numba.njit(cache=True, inline="always")
+def upper_from(a, lo, hi, x, hint):  # pragma: no cover - compiled
+    """The first index in [lo, hi) whose a[] is > x (hi if none), a non-decreasing, searched
+    outward from `hint` (the answer for a nearby x): a gallop of a few steps when x moved
+    little, where a binary search would cross the whole range each time."""
+    h = min(max(hint, lo), hi)
+    if h == lo or a[h - 1] <= x:  # the answer is h or above
+        left, step = h, 1
+        while True:
+            probe = left + step - 1
+            if probe >= hi:
+                right = hi
+                break
+            if a[probe] > x:
+                right = probe
+                break
+            left = probe + 1
+            step *= 2
+    else:  # a[h - 1] > x: the answer is below h
+        right, step = h - 1, 1
+        while True:
+            probe = right - step
+            if probe < lo:
+                left = lo
+                break
+            if a[probe] <= x:
+                left = probe + 1
+                break
+            right = probe
+            step *= 2
+    while left < right:  # the answer is in [left, right]
+        mid = (left + right) // 2
+        if a[mid] <= x:
+            left = mid + 1
+        else:
+            right = mid
+    return left
