@@ -1116,7 +1116,8 @@ def test_correlation_numbers_exact(tmp_path: Path) -> None:
     assert summary.makespan == 180 and summary.instructions == 2
     assert summary.engines.row(0, named=True) == {
         "engine": "tensor", "instructions": 2, "busy_cycles": 180, "busy_pct": 100.0,
-        "contention_cycles": 0}
+        "contention_cycles": 0, "waiting_cycles": 0, "idle_cycles": 0, "flops": 0,
+        "flop_util_pct": None, "bytes": 0, "bandwidth": None, "bandwidth_pct": None}
 
 
 def test_correlation_percentiles_three_matmuls(tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def test_a_time_without_a_clock(tmp_path: Path) -> None:
 def test_checks_and_choices_in_cycles(tmp_path: Path) -> None:
     """Ping-pong sets busy time against the semaphore latency in cycles; diff's auto timeline
     replays traces it cannot convert; a time past 64-bit cycles is refused with the fix."""
-    from tracekit.analysis.diff import choose_source
+    from tracekit.analysis.timelines import choose_source
     from tracekit.analysis.signatures import PING_PONG_WAITS, Code, find_bugs
     from tracekit.trace.builder import TraceBuilder
 
@@ -116,8 +116,8 @@ def test_checks_and_choices_in_cycles(tmp_path: Path) -> None:
                 if f.code is Code.SEMAPHORE_PING_PONG]
         assert "a median of 10 busy cycles between waits" in f.message
     no_clock = _twin(sample, tmp_path / "ns", factor=1, time_unit="ns", clock_hz=None)
-    assert choose_source(sample, ps, "auto") is Source.OBSERVED
-    assert choose_source(sample, no_clock, "auto") is Source.REPLAYED
+    assert choose_source(sample, ps, choice="auto") is Source.OBSERVED
+    assert choose_source(sample, no_clock, choice="auto") is Source.REPLAYED
     huge = _twin(sample, tmp_path / "huge", factor=10**13, time_unit="us", clock_hz=1.4e9)
     with pytest.raises(ManifestError, match="past what 64-bit cycle counts hold"):
         replay(huge, builtin_machine(), Mode.OBSERVED)

@@ -18,18 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-import numba
-import numpy as np
 import polars as pl
 
 from tracekit.analysis.critical_path import CriticalPath, critical_path
+from tracekit.analysis.figures import accounts
 from tracekit.analysis.signatures import find_bugs, findings_frame
 from tracekit.analysis.stalls import stall_table
 from tracekit.analysis.timelines import Source, timeline
 from tracekit.errors import TracekitError
-from tracekit.replay.graph import queue_order
 from tracekit.replay.machine import Machine
-from tracekit.replay.run import name_codes
 from tracekit.trace.bundle import Trace
 
 TOP_INSTRUCTIONS = 10
@@ -48,12 +45,6 @@ class Alignment(StrEnum):
     LAYER_OPCODE = "layer, opcode and occurrence"
 
 
-class TimelineChoice(StrEnum):
-    AUTO = "auto"
-    OBSERVED = "observed"
-    REPLAYED = "replayed"
-
-
 @dataclass(frozen=True)
 class Profile:
     """What a diff needs of one run: its timeline with each instruction's busy cycles and wait
@@ -70,21 +61,6 @@ class Profile:
     findings: pl.DataFrame
 
 
-def choose_source(base: Trace, cand: Trace, choice: TimelineChoice | str) -> Source:
-    """auto: the observed timelines when both traces are fully timed (in cycles, or in a time
-    with the clock to turn it into cycles), else both replayed."""
-    choice = TimelineChoice(choice)
-    if choice is not TimelineChoice.AUTO:
-        return Source(choice.value)
-    for trace in (base, cand):
-        if trace.manifest.cycles_per_tick() is None:
-            return Source.REPLAYED
-        start = trace.read("instructions", ["start", "end"])
-        if start.height == 0 or start["start"].null_count() or start["end"].null_count():
-            return Source.REPLAYED
-    return Source.OBSERVED
-
-
 def profile(trace: Trace, machine: Machine, source: Source | str,
             findings: bool = True) -> Profile:
     """Timeline, stalls, critical path and (unless `findings` is False) bug signatures."""
@@ -93,43 +69,21 @@ def profile(trace: Trace, machine: Machine, source: Source | str,
                         f"compare.")
     line = timeline(trace, machine, source)
     f = line.frame
-    engine, _ = name_codes(f["engine"])
-    start, end = f["start"].to_numpy(), f["end"].to_numpy()
-    duration = f["duration"].to_numpy()
-    # The cycles a replayed DMA transfer lost to HBM sharing count as waiting, as in the
-    # stall table; busy is the rest of its duration. The wait before an instruction is its
-    # start minus the latest end of its engine's earlier instructions (0 for the first).
-    lost = np.clip(f["contention"].fill_null(0).to_numpy(), 0, duration)
-    wait = _waits(queue_order(engine, start), engine, start, end) + lost
+    # Busy and wait as every report counts them (`figures.accounts`): the cycles a replayed
+    # DMA transfer lost to HBM sharing are waiting, with the gap before the instruction.
+    acc = accounts(f)
     t = pl.DataFrame({
         "id": f["id"], "engine": f["engine"].cast(pl.String),
         "opcode": f["opcode"].cast(pl.String),
         "layer": f["layer"].cast(pl.String).fill_null(NO_LAYER),
         "pc": trace.read_instructions(["id", "pc"])["pc"],
-        "start": start, "end": end, "duration": duration - lost, "wait": wait})
+        "start": f["start"], "end": f["end"], "duration": acc.busy,
+        "wait": acc.wait + acc.contention})
     path = critical_path(line.frame, line.graph, line.kind_latency)
     found = findings_frame(find_bugs(trace, machine, line.graph, line.replayed) if findings else [])
     return Profile(path=str(trace.path), workload=trace.manifest.workload, source=line.source,
                    makespan=path.makespan, instructions=t, stalls=stall_table(line.frame),
                    critical=path, findings=found)
-
-
-@numba.njit(cache=True, nogil=True)
-def _waits(order, engine, start, end):  # pragma: no cover - compiled
-    """Per instruction, its start minus the latest end of the earlier instructions on its
-    engine (clipped at 0; 0 for an engine's first), over rows in (engine, start) `order`."""
-    wait = np.zeros(start.size, dtype=np.int64)
-    reached = 0
-    for k in range(order.size):
-        i = order[k]
-        if k == 0 or engine[order[k - 1]] != engine[i]:
-            reached = end[i]
-            continue
-        if start[i] > reached:
-            wait[i] = start[i] - reached
-        if end[i] > reached:
-            reached = end[i]
-    return wait
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ def run_workload(name: str, trace: str, machine: str | None) -> dict[str, Any]:
 
 def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
     from tracekit.analysis.critical_path import critical_path
-    from tracekit.analysis.diff import choose_source
+    from tracekit.analysis.timelines import choose_source
     from tracekit.analysis.signatures import find_bugs
     from tracekit.analysis.stalls import stall_table
     from tracekit.analysis.timelines import timeline
@@ -203,7 +203,7 @@ def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
                 "findings": [{"code": f.code.value, "severity": f.severity.value,
                               "message": f.message}
                              for f in find_bugs(trace, machine, stuck=exc)]}
-    source = choose_source(trace, trace, "auto")
+    source = choose_source(trace)
     line = timeline(trace, machine, source, predicted)  # replayed: the replay above
     path = critical_path(line.frame, line.graph, line.kind_latency)
     stalls = stall_table(line.frame)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from tracekit.analysis.figures import accounts, engine_figures, opcode_figures
 from tracekit.replay.run import ReplayResult
-from tracekit.trace.summary import natural_key
 
 TOP_OPCODES = 10
 TOP_DIVERGENT = 10
@@ -22,10 +22,9 @@ TOP_DIVERGENT = 10
 class ReplaySummary:
     """The predicted timeline at a glance.
 
-    `engines`: engine, instructions, busy_cycles (sum of durations, cycles), busy_pct (of the
-    makespan), contention_cycles (DMA cycles lost to HBM sharing). Natural engine order.
-    `opcodes`: opcode, instructions, cycles (summed durations), share_pct (of all busy
-    cycles); the TOP_OPCODES largest by cycles, ties by name.
+    `engines`: `figures.engine_figures` (busy, HBM contention, waiting, idle, FLOP
+    utilization, achieved bandwidth per engine; natural engine order); `hbm`: the achieved
+    HBM bandwidth. `opcodes`: `figures.opcode_figures`, the TOP_OPCODES largest.
     """
 
     makespan: int
@@ -33,6 +32,7 @@ class ReplaySummary:
     instructions: int
     ipc: float
     engines: pl.DataFrame
+    hbm: dict[str, float | int]
     opcodes: pl.DataFrame
 
 
@@ -60,27 +60,14 @@ class Correlation:
 def summarize_replay(result: ReplayResult) -> ReplaySummary:
     t = result.timeline
     makespan = result.makespan
-    engines = (t.group_by("engine")
-               .agg(pl.len().cast(pl.Int64).alias("instructions"),
-                    pl.col("duration").sum().alias("busy_cycles"),
-                    pl.col("contention").sum().alias("contention_cycles")))
-    engines = engines.with_columns(
-        (pl.col("busy_cycles") / max(makespan, 1) * 100).alias("busy_pct"))
-    order = sorted(range(engines.height), key=lambda i: natural_key(engines["engine"][i]))
-    engines = engines[order].select("engine", "instructions", "busy_cycles", "busy_pct",
-                                    "contention_cycles")
-    total = max(int(t["duration"].sum()), 1)
-    opcodes = (t.group_by("opcode")
-               .agg(pl.len().cast(pl.Int64).alias("instructions"),
-                    pl.col("duration").sum().alias("cycles"))
-               .with_columns((pl.col("cycles") / total * 100).alias("share_pct"))
-               .sort(["cycles", "opcode"], descending=[True, False])
-               .head(TOP_OPCODES))
-    clock = result.machine.clock_hz
+    acc = accounts(t)
+    engines, hbm = engine_figures(t, result.trace.read_instructions(["id", "flops", "bytes"]),
+                                  result.machine, acc)
+    clock = result.clock_hz
     return ReplaySummary(
         makespan=makespan, seconds=makespan / clock if clock else None,
         instructions=t.height, ipc=t.height / makespan if makespan else 0.0,
-        engines=engines, opcodes=opcodes)
+        engines=engines, hbm=hbm, opcodes=opcode_figures(t, acc).head(TOP_OPCODES))
 
 
 def correlate(result: ReplayResult) -> Correlation | None:

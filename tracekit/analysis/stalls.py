@@ -18,13 +18,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-import numba
 import numpy as np
 import polars as pl
 
-from tracekit.replay.graph import KINDS, ORDER, Graph, queue_order
+from tracekit.analysis.figures import accounts
+from tracekit.replay.graph import KINDS, ORDER, Graph
 from tracekit.replay.run import name_codes
-from tracekit.trace.summary import natural_key
 
 
 class Bucket(StrEnum):
@@ -77,18 +76,17 @@ def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
     pct (of the makespan). Sorted by engine, bucket, cycles descending, cause. Every engine's
     cycles sum to the makespan.
 
-    One compiled pass over the instructions in (engine, start) order fills small per-engine
-    accumulators; only the summary is built as a frame.
+    The cycles come instruction by instruction from `figures.accounts`, summed per engine and
+    cause; only the summary is built as a frame.
     """
     t = timeline.sort("id") if not timeline["id"].is_sorted() else timeline
     n = t.height
     if n == 0:
         return pl.DataFrame(schema={"engine": pl.String, "bucket": pl.String,
                                     "cause": pl.String, "cycles": pl.Int64, "pct": pl.Float64})
-    engine, engines = name_codes(t["engine"], natural_key)
+    acc = accounts(t)
+    engines, engine = acc.engines, acc.engine
     opcode, opcodes = name_codes(t["opcode"])
-    start = t["start"].to_numpy().astype(np.int64)
-    end = t["end"].to_numpy().astype(np.int64)
     ids = t["id"].to_numpy()
     bind_ids = t["binding_id"].fill_null(-1).to_numpy()
     has = bind_ids >= 0
@@ -98,12 +96,23 @@ def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
     bind_kind = (t["binding_kind"].cast(pl.String).replace_strict(kinds, default=-1,
                                                                     return_dtype=pl.Int64)
                  .fill_null(-1).to_numpy())
-    lost = t["contention"].fill_null(0).to_numpy().astype(np.int64)
-    order = queue_order(engine, start)  # by engine, then start (id order on ties)
-    origin, horizon = int(start.min()), int(end.max())
     n_eng, n_op, n_kind = len(engines), len(opcodes), len(KINDS)
-    busy, hbm, waiting, unexplained, first, last, seen = _account(
-        order, engine, opcode, start, end, bind, bind_kind, lost, n_eng, n_op, n_kind, origin)
+
+    def summed(key: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+        return np.bincount(key, weights=values.astype(np.float64),
+                           minlength=size).astype(np.int64)
+
+    busy = summed(engine * n_op + opcode, acc.busy, n_eng * n_op).reshape(n_eng, n_op)
+    hbm = summed(engine, acc.contention, n_eng)
+    # A gap is charged to its binding predecessor's engine and edge kind; with no binding, or
+    # only the engine's own order, it is unexplained.
+    explained = (bind >= 0) & (bind_kind >= 0) & (bind_kind != ORDER)
+    cause = np.where(explained, engine[np.maximum(bind, 0)] * n_kind + bind_kind, -1)
+    waiting = summed(engine * (n_eng * n_kind) + np.maximum(cause, 0),
+                     np.where(explained, acc.wait, 0),
+                     n_eng * n_eng * n_kind).reshape(n_eng, n_eng, n_kind)
+    unexplained = summed(engine, np.where(explained, 0, acc.wait), n_eng)
+    seen = np.bincount(engine, minlength=n_eng) > 0
     rows: list[tuple[str, str, str, int]] = []
     for e, name in enumerate(engines):
         rows += [(name, Bucket.BUSY.value, opcodes[o], int(busy[e, o])) for o in range(n_op)]
@@ -112,9 +121,9 @@ def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
                   int(waiting[e, p, k])) for p in range(n_eng) for k in range(n_kind)]
         rows.append((name, Bucket.WAITING.value, UNEXPLAINED, int(unexplained[e])))
         if seen[e]:
-            rows.append((name, Bucket.IDLE.value, BEFORE, int(first[e] - origin)))
-            rows.append((name, Bucket.IDLE.value, AFTER, int(horizon - last[e])))
-    makespan = max(horizon - origin, 1)
+            rows.append((name, Bucket.IDLE.value, BEFORE, int(acc.first[e] - acc.origin)))
+            rows.append((name, Bucket.IDLE.value, AFTER, int(acc.horizon - acc.last[e])))
+    makespan = max(acc.makespan, 1)
     table = pl.DataFrame(rows, schema={"engine": pl.String, "bucket": pl.String,
                                        "cause": pl.String, "cycles": pl.Int64}, orient="row")
     engine_rank = {name: i for i, name in enumerate(engines)}
@@ -124,40 +133,3 @@ def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
                                                           return_dtype=pl.Int64).alias("_e"))
             .sort(["_e", "bucket", "cycles", "cause"], descending=[False, False, True, False])
             .drop("_e"))
-
-
-@numba.njit(cache=True, nogil=True)
-def _account(order, engine, opcode, start, end, bind, bind_kind, lost, n_eng, n_op, n_kind,
-             origin):  # pragma: no cover - compiled
-    busy = np.zeros((n_eng, n_op), dtype=np.int64)
-    hbm = np.zeros(n_eng, dtype=np.int64)
-    waiting = np.zeros((n_eng, n_eng, n_kind), dtype=np.int64)
-    unexplained = np.zeros(n_eng, dtype=np.int64)
-    first = np.zeros(n_eng, dtype=np.int64)
-    last = np.zeros(n_eng, dtype=np.int64)
-    prev_end = np.zeros(n_eng, dtype=np.int64)
-    seen = np.zeros(n_eng, dtype=np.bool_)  # times may be negative: no sentinel values
-    for i in order:
-        e = engine[i]
-        if not seen[e]:  # first on its engine: the time before it is idle
-            seen[e] = True
-            begin = start[i]
-            first[e] = start[i]
-            gap = 0
-        else:
-            begin = max(start[i], prev_end[e])
-            gap = begin - prev_end[e]
-        finish = max(end[i], begin)
-        span = finish - begin
-        stolen = min(max(lost[i], 0), span)
-        busy[e, opcode[i]] += span - stolen
-        hbm[e] += stolen
-        if gap > 0:
-            k = bind_kind[i]
-            if bind[i] < 0 or k < 0 or k == ORDER:  # no binding, or only the engine order
-                unexplained[e] += gap
-            else:
-                waiting[e, engine[bind[i]], k] += gap
-        prev_end[e] = finish
-        last[e] = finish
-    return busy, hbm, waiting, unexplained, first, last, seen

@@ -21,6 +21,31 @@ class Source(StrEnum):
     OBSERVED = "observed"
 
 
+class TimelineChoice(StrEnum):
+    """What --timeline asks for: auto is the trace's own timing when it has it."""
+
+    AUTO = "auto"
+    OBSERVED = "observed"
+    REPLAYED = "replayed"
+
+
+def choose_source(*traces: Trace, choice: TimelineChoice | str = TimelineChoice.AUTO
+                  ) -> Source:
+    """The timeline to analyse `traces` on (the same for all, so that they compare). auto:
+    observed when every trace is fully timed (in cycles, or in a time with the clock to turn
+    it into cycles), else replayed."""
+    choice = TimelineChoice(choice)
+    if choice is not TimelineChoice.AUTO:
+        return Source(choice.value)
+    for trace in traces:
+        if trace.manifest.cycles_per_tick() is None:
+            return Source.REPLAYED
+        times = trace.read("instructions", ["start", "end"])
+        if times.height == 0 or times["start"].null_count() or times["end"].null_count():
+            return Source.REPLAYED
+    return Source.OBSERVED
+
+
 @dataclass(frozen=True)
 class Timeline:
     """A timeline (the columns of ReplayResult.timeline, at least id, engine, opcode, layer,
@@ -33,6 +58,13 @@ class Timeline:
     source: Source
     replayed: ReplayResult | None = None
     """The model replay behind a replayed timeline."""
+
+
+def clock_of(trace: Trace, machine: Machine, source: Source) -> float | None:
+    """The clock whose cycles a timeline counts: the machine's for a replay, the trace's for
+    its observed timing (None when the manifest has none: the trace's cycles, of a clock not
+    known)."""
+    return machine.clock_hz if source is Source.REPLAYED else trace.manifest.clock_hz
 
 
 def kind_latencies(machine: Machine) -> np.ndarray:

@@ -9,6 +9,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -19,9 +20,11 @@ from rich.console import Console
 from rich.text import Text
 
 import tracekit
+from tracekit.analysis.timelines import Source, Timeline, TimelineChoice
 from tracekit.cli import render
 from tracekit.errors import TraceExistsError, TracekitError
-from tracekit.trace.bundle import open_trace, write_text_atomic
+from tracekit.replay.machine import Machine
+from tracekit.trace.bundle import Trace, open_trace, write_text_atomic
 from tracekit.trace.summary import summarize
 from tracekit.trace.validate import validate as validate_bundle
 
@@ -201,21 +204,40 @@ def _refuse_to_replace(output: Path, force: bool) -> None:
                                f"--force to replace it.")
 
 
-TimelineOpt = Annotated[str, Opt("--timeline", help="replayed: the model's prediction; "
-                                 "observed: the trace's own timing.")]
+TimelineOpt = Annotated[TimelineChoice, Opt(
+    "--timeline", help="auto: the trace's own timing when every instruction is timed, else "
+                       "the model's prediction; observed: the trace's own timing; replayed: "
+                       "the model's prediction.")]
 MachineOpt = Annotated[str | None, Opt("--machine", "-m", help="Machine TOML file or built-in "
                                        "name (default: trn-like).", show_default=False)]
 
 
-def _timeline(trace: Path, machine: str | None, source: str):  # type: ignore[no-untyped-def]
-    from tracekit.analysis.timelines import Source, timeline
+@dataclass(frozen=True)
+class _Chosen:
+    """The timeline --timeline chose, its trace and machine, and the facts every report on it
+    states first."""
+
+    line: Timeline
+    trace: Trace
+    machine: Machine
+    head: list[render.Fact]
+
+    @property
+    def clock_hz(self) -> float | None:
+        from tracekit.analysis.timelines import clock_of
+
+        return clock_of(self.trace, self.machine, self.line.source)
+
+
+def _timeline(trace: Path, machine: str | None, choice: TimelineChoice) -> _Chosen:
+    from tracekit.analysis.timelines import choose_source, timeline
     from tracekit.replay.machine import resolve_machine
 
-    if source not in {s.value for s in Source}:
-        raise typer.BadParameter(f"{source!r} is not one of replayed, observed",
-                                 param_hint="--timeline")
-    with _status("replaying"):
-        return timeline(open_trace(trace), resolve_machine(machine), source)
+    opened, resolved = open_trace(trace), resolve_machine(machine)
+    source = choose_source(opened, choice=choice)
+    with _status("replaying" if source is Source.REPLAYED else "reading the timeline"):
+        line = timeline(opened, resolved, source)
+    return _Chosen(line, opened, resolved, render.timeline_facts(opened, resolved, source.value))
 
 
 ReportFormatOpt = Annotated[ReportFormat, Opt("--format", "-f", help="Output format.")]
@@ -224,29 +246,30 @@ STALL_COLS = {"engine": "", "bucket": "", "cause": "", "cycles": ",", "pct": ".2
 
 @app.command()
 @handles_errors
-def stalls(trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = "replayed",
+def stalls(trace: TraceArg, machine: MachineOpt = None,
+           timeline: TimelineOpt = TimelineChoice.AUTO,
            format: ReportFormatOpt = ReportFormat.TEXT) -> None:  # noqa: A002
     """Where the time went: every engine's cycles split into busy (by opcode), waiting (by the
     producer and edge that held it) and idle."""
     from tracekit.analysis.stalls import stall_table
 
     chosen = _timeline(trace, machine, timeline)
-    table = stall_table(chosen.frame)
-    head = {"trace": str(trace), "timeline": chosen.source.value}
+    head = chosen.head
+    table = stall_table(chosen.line.frame)
+    sections = [("stalls (every engine sums to the makespan)", table, STALL_COLS)]
     if format is ReportFormat.JSON:
-        sys.stdout.write(render.to_json({**head, "stalls": render.records(table)}))
+        sys.stdout.write(render.to_json({**render.facts_json(head),
+                                         "stalls": render.records(table)}))
     elif format is ReportFormat.MD:
-        sys.stdout.write(render.sections_markdown(
-            f"Stalls of {trace}", head, [("stalls (every engine sums to the makespan)", table,
-                                          STALL_COLS)]))
+        sys.stdout.write(render.sections_markdown(f"Stalls of {trace}", head, sections))
     else:
-        render.print_stalls(_stdout(), table)
+        render.print_sections(_stdout(), "stalls", head, sections)
 
 
 @app.command("critical-path")
 @handles_errors
 def critical_path_command(
-    trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = "replayed",
+    trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = TimelineChoice.AUTO,
     steps: Annotated[int, Opt(min=0, help="Longest steps to list in text output.")] = 15,
     near: Annotated[float, Opt(min=0.0, help="Near-critical: slack under this % of the "
                                              "makespan.")] = 1.0,
@@ -257,18 +280,21 @@ def critical_path_command(
     from tracekit.analysis.critical_path import critical_path
 
     chosen = _timeline(trace, machine, timeline)
-    path = critical_path(chosen.frame, chosen.graph, chosen.kind_latency)
+    head, line = chosen.head, chosen.line
+    path = critical_path(line.frame, line.graph, line.kind_latency)
     near_critical = path.near_critical(max(1, int(path.makespan * near / 100)))
     if format is ReportFormat.JSON:
-        data = render.critical_path_to_dict(path, str(trace), chosen.source.value)
+        data = {**render.facts_json(head), **render.critical_path_to_dict(path)}
         data["near_critical"] = {"threshold_pct": near,
                                  "instructions": render.records(near_critical)}
         sys.stdout.write(render.to_json(data))
     elif format is ReportFormat.MD:
-        head = {"trace": str(trace), "timeline": chosen.source.value,
-                "makespan_cycles": path.makespan, "steps": path.steps.height,
-                "zero_slack_instructions": int(path.slack["critical"].sum()),
-                f"near_critical (slack under {near:g} %)": near_critical.height}
+        head += [render.makespan_fact(path.makespan, chosen.clock_hz),
+                 render.fact("steps", path.steps.height),
+                 render.fact("zero_slack_instructions", int(path.slack["critical"].sum()),
+                             label="zero-slack instructions"),
+                 render.fact("near_critical", near_critical.height,
+                             label=f"near-critical (slack under {near:g} %)")]
         longest = path.steps.sort(["duration", "id"], descending=[True, False]).head(steps)
         sys.stdout.write(render.sections_markdown(f"Critical path of {trace}", head, [
             ("By engine", path.by_engine, {"engine": "", "cycles": ",", "pct": ".2f"}),
@@ -278,7 +304,7 @@ def critical_path_command(
              {"id": "", "engine": "", "opcode": "", "layer": "", "start": ",",
               "duration": ",", "edge_kind": ""})]))
     else:
-        render.print_critical_path(_stdout(), path, steps)
+        render.print_critical_path(_stdout(), path, steps, head)
         _stdout().print(Text(f"\nnear-critical (slack under {near:g} % of the makespan, off "
                              f"the path): {near_critical.height:,} instructions"))
 
@@ -388,7 +414,7 @@ def calibrate(
 @app.command()
 @handles_errors
 def analyze(
-    trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = "replayed",
+    trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = TimelineChoice.AUTO,
     top: Annotated[int, Opt(min=0, help="Sensitivity rows to show.")] = 5,
     format: Annotated[ReportFormat, Opt("--format", "-f",  # noqa: A002
                                         help="Output format.")] = ReportFormat.TEXT,
@@ -398,26 +424,23 @@ def analyze(
     from tracekit.analysis.critical_path import critical_path
     from tracekit.analysis.signatures import find_bugs, findings_frame
     from tracekit.analysis.stalls import stall_table
-    from tracekit.analysis.timelines import Source
+    from tracekit.analysis.figures import engine_figures
     from tracekit.analysis.whatif import sensitivity as run_sensitivity
-    from tracekit.replay.machine import resolve_machine
     from tracekit.replay.run import Mode
 
     chosen = _timeline(trace, machine, timeline)
-    stall = stall_table(chosen.frame)
-    path = critical_path(chosen.frame, chosen.graph, chosen.kind_latency)
-    opened, resolved = open_trace(trace), resolve_machine(machine)
-    mode = Mode.OBSERVED if chosen.source is Source.OBSERVED else Mode.MODEL
+    line, opened, resolved = chosen.line, chosen.trace, chosen.machine
+    stall = stall_table(line.frame)
+    path = critical_path(line.frame, line.graph, line.kind_latency)
+    mode = Mode.OBSERVED if line.source is Source.OBSERVED else Mode.MODEL
     # The sensitivity replays and the signatures share the timeline's dependency graph.
     with _status("sensitivity"):
-        ranking = run_sensitivity(opened, resolved, mode, graph=chosen.graph).head(top)
+        ranking = run_sensitivity(opened, resolved, mode, graph=line.graph).head(top)
     with _status("bug signatures"):
-        findings = findings_frame(find_bugs(opened, resolved, chosen.graph, chosen.replayed))
-    utilization = (stall.filter(pl.col("bucket") == "busy")
-                   .group_by("engine", maintain_order=True)  # stall rows: natural engine order
-                   .agg(pl.col("cycles").sum(), pl.col("pct").sum()))
-    sections = [("utilization (busy % per engine)", utilization,
-                 {"engine": "", "cycles": ",", "pct": ".2f"}),
+        findings = findings_frame(find_bugs(opened, resolved, line.graph, line.replayed))
+    engines, hbm = engine_figures(line.frame, opened.read_instructions(["id", "flops", "bytes"]),
+                                  resolved)
+    sections = [("engines (cycles)", engines, render.ENGINE_COLS),
                 ("stalls", stall, STALL_COLS),
                 ("critical path by engine", path.by_engine,
                  {"engine": "", "cycles": ",", "pct": ".2f"}),
@@ -429,25 +452,23 @@ def analyze(
                  {"severity": "", "code": "", "message": "", "evidence": ""})]
     from tracekit.analysis.array import array_table
 
-    array = array_table(open_trace(trace), chosen.frame)
+    array = array_table(opened, line.frame)
     if array is not None:  # the trace declares a systolic array: its utilization and stalls
         sections.insert(1, ("array", array, {
             "engine": "", "layer": "", "rows": "", "cols": "", "macs": ",",
             "window_cycles": ",", "compute_util_pct": ".2f", "busy_cycles": ",",
             "stall_cycles": ","}))
-    head = {"trace": str(trace), "timeline": chosen.source.value,
-            "makespan_cycles": path.makespan, "critical_path_steps": path.steps.height}
+    head = [*chosen.head, render.makespan_fact(path.makespan, chosen.clock_hz),
+            render.hbm_fact(hbm, resolved),
+            render.fact("critical_path_steps", path.steps.height)]
     if format is ReportFormat.JSON:
-        sys.stdout.write(render.to_json({**head, **{title: render.records(frame)
-                                                    for title, frame, _ in sections}}))
+        sys.stdout.write(render.to_json({**render.facts_json(head),
+                                         **{title: render.records(frame)
+                                            for title, frame, _ in sections}}))
     elif format is ReportFormat.MD:
         sys.stdout.write(render.sections_markdown(f"Analysis of {trace}", head, sections))
     else:
-        console = _stdout()
-        for key, value in head.items():
-            console.print(Text(f"{key}: {value}"))
-        for title, frame, cols in sections:
-            render.print_table(console, f"\n{title}", frame, cols)
+        render.print_sections(_stdout(), "analysis", head, sections)
 
 
 class FailOn(StrEnum):
@@ -501,8 +522,10 @@ def diff_command(
     machine: MachineOpt = None,
     threshold: Annotated[float, Opt("--threshold", min=0.0, help="Slowdown of the makespan, "
                                     "in percent, past which the diff exits 3.")] = 2.0,
-    timeline: Annotated[str, Opt("--timeline", help="auto (observed when both traces are "
-                                 "timed, else replayed), observed or replayed.")] = "auto",
+    timeline: Annotated[TimelineChoice, Opt(
+        "--timeline", help="auto: the traces' own timing when both are timed throughout, else "
+                           "the model's prediction for both; observed; replayed.")]
+    = TimelineChoice.AUTO,
     format: Annotated[DiffFormat, Opt("--format", "-f",  # noqa: A002
                                       help="Output format.")] = DiffFormat.TEXT,
     force: Annotated[bool, Opt("--force", help="Compare traces of different workloads.")]
@@ -511,31 +534,24 @@ def diff_command(
     """What changed between two runs of a workload: the makespan, per layer, engine and
     opcode, the makespan change attributed along the critical paths, the instructions that
     changed most and new or resolved findings. Exits 3 past --threshold."""
-    from tracekit.analysis.diff import (
-        TimelineChoice,
-        check_comparable,
-        choose_source,
-        diff,
-        profile,
-    )
+    from tracekit.analysis.diff import check_comparable, diff, profile
+    from tracekit.analysis.timelines import choose_source
     from tracekit.replay.machine import resolve_machine
 
-    if timeline not in {c.value for c in TimelineChoice}:
-        raise typer.BadParameter(f"{timeline!r} is not one of auto, observed, replayed",
-                                 param_hint="--timeline")
     if not math.isfinite(threshold):
         raise typer.BadParameter(f"{threshold} is not a finite percentage",
                                  param_hint="--threshold")
     chosen = resolve_machine(machine)
     traces = open_trace(base), open_trace(cand)
     check_comparable(*traces, force=force)  # before the expensive part
-    source = choose_source(*traces, timeline)
+    source = choose_source(*traces, choice=timeline)
     with _status("profiling both runs"):
         result = diff(*(profile(t, chosen, source) for t in traces), threshold_pct=threshold,
                       force=force)
-    head, sections = render.diff_sections(result)
+    timeline_head = render.timeline_facts(traces[0], chosen, source.value)
+    head, sections = render.diff_sections(result, timeline_head)
     if format is DiffFormat.JSON:
-        sys.stdout.write(render.to_json(render.diff_json(result)))
+        sys.stdout.write(render.to_json(render.diff_json(result, timeline_head)))
     elif format is DiffFormat.MD:
         sys.stdout.write(render.sections_markdown(f"Diff of {result.workload}", head,
                                                   sections))
@@ -544,10 +560,7 @@ def diff_command(
     else:
         console = _stdout()
         console.print(Text(render.diff_verdict(result)))
-        for key, value in head.items():
-            console.print(Text(f"{key}: {value}"))
-        for title, frame, cols in sections:
-            render.print_table(console, f"\n{title}", frame, cols)
+        render.print_sections(console, "", head, sections)
     if result.regression:
         raise typer.Exit(EXIT_FINDING)
 

@@ -5,6 +5,7 @@ figure shown here was computed by the library.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -14,7 +15,9 @@ from rich.text import Text
 
 from tracekit.analysis.critical_path import CriticalPath
 from tracekit.analysis.replay_report import Correlation, ReplaySummary
+from tracekit.replay.machine import Machine
 from tracekit.replay.run import ReplayResult
+from tracekit.trace.bundle import Trace
 from tracekit.trace.manifest import TimeUnit
 from tracekit.trace.rules import Severity
 from tracekit.trace.summary import TraceSummary, seconds
@@ -137,10 +140,10 @@ def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
 
 def replay_to_dict(result: ReplayResult, summary: ReplaySummary,
                    correlation: Correlation | None) -> dict[str, Any]:
+    head = facts_json(timeline_facts(result.trace, result.machine, "replayed"))
     return {
-        "trace": str(result.trace.path),
+        **head,
         "workload": result.trace.manifest.workload,
-        "machine": result.machine.name,
         "mode": result.mode.value,
         "instructions": summary.instructions,
         "edges": result.graph.edges,
@@ -148,6 +151,7 @@ def replay_to_dict(result: ReplayResult, summary: ReplaySummary,
         "makespan_seconds": summary.seconds,
         "ipc": round(summary.ipc, 6),
         "engines": records(summary.engines),
+        "hbm": summary.hbm,
         "top_opcodes": records(summary.opcodes),
         "correlation": None if correlation is None else {
             "observed_makespan_cycles": correlation.observed_makespan,
@@ -161,6 +165,94 @@ def replay_to_dict(result: ReplayResult, summary: ReplaySummary,
     }
 
 
+# --- report heads -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One line of a report's head: its JSON key and value, and its label and formatted text
+    for the text and Markdown reports (one style for every command)."""
+
+    key: str
+    value: Any
+    label: str
+    text: str
+
+
+def fact(key: str, value: Any, text: str | None = None, label: str | None = None) -> Fact:
+    """A head line; `text` defaults to the value with thousands separators, `label` to the
+    key without its unit suffix and underscores."""
+    if text is None:
+        text = ("-" if value is None else f"{value:,}" if isinstance(value, int)
+                and not isinstance(value, bool) else "yes" if value is True
+                else "no" if value is False else str(value))
+    if label is None:
+        label = key
+        for unit in ("_cycles", "_pct"):
+            label = label.removesuffix(unit)
+        label = label.replace("_", " ")
+    return Fact(key, value, label, text)
+
+
+def _hz(clock: float | None) -> str:
+    return "-" if clock is None else f"{clock / 1e9:g} GHz"
+
+
+def timeline_facts(trace: Trace, machine: Machine, source: str) -> list[Fact]:
+    """What every report on a timeline states first: the trace, which timeline (the trace's
+    own timing or the model's prediction), the machine, and the trace's time unit and clock
+    (and, once, when the trace's clock and the machine's differ)."""
+    m = trace.manifest
+    shown = ("observed (the trace's own timing)" if source == "observed"
+             else f"replayed (the model's prediction on {machine.name})")
+    unit = m.time_unit.value
+    time = (f"{unit}, trace clock {_hz(m.clock_hz)}" if m.clock_hz
+            else f"{unit}, no clock in the manifest")
+    facts = [fact("trace", str(trace.path)), fact("timeline", source, shown),
+             fact("machine", machine.name, f"{machine.name} ({_hz(machine.clock_hz)})"),
+             fact("time_unit", unit, time, label="trace time")]
+    if m.clock_hz and m.clock_hz != machine.clock_hz:
+        facts.append(fact("clocks", "differ", label="clocks", text=(
+            f"the trace runs at {_hz(m.clock_hz)}, the machine at {_hz(machine.clock_hz)}: "
+            f"observed times are the trace's cycles, predicted times the machine's, and "
+            f"a comparison converts observed times to the machine's cycles")))
+    return [*facts, fact("machine_clock_hz", machine.clock_hz),
+            fact("trace_clock_hz", m.clock_hz)]
+
+
+def makespan_fact(cycles: int, clock_hz: float | None) -> Fact:
+    """The makespan in cycles, and in microseconds at the clock of the timeline's cycles."""
+    time = "" if not clock_hz else f" ({cycles / clock_hz * 1e6:,.3f} us)"
+    return fact("makespan_cycles", cycles, f"{cycles:,} cycles{time}")
+
+
+def hbm_fact(hbm: dict[str, float | int], machine: Machine) -> Fact:
+    return fact("hbm", hbm, hbm_text(hbm, machine.hbm_bytes_per_cycle), label="HBM bandwidth")
+
+
+def facts_json(facts: list[Fact]) -> dict[str, Any]:
+    return {f.key: f.value for f in facts}
+
+
+def print_facts(console: Console, title: str, facts: list[Fact]) -> None:
+    """A report's head as a two-column table (label, text); the clocks are in the machine and
+    time lines already."""
+    table = _table(title, ("", "left"), ("", "left"))
+    table.show_header = False
+    for f in facts:
+        if f.key not in _JSON_ONLY:
+            table.add_row(Text(f.label), Text(f.text))
+    console.print(table)
+
+
+def facts_markdown(facts: list[Fact]) -> list[str]:
+    return [f"- **{f.label}**: {f.text}" for f in facts if f.key not in _JSON_ONLY]
+
+
+_JSON_ONLY = {"machine_clock_hz", "trace_clock_hz"}
+"""Head keys the text and Markdown reports state within another line."""
+
+
 def _cells(frame: pl.DataFrame, formats: dict[str, str]) -> list[list[str]]:
     out = []
     for row in frame.iter_rows(named=True):
@@ -172,9 +264,11 @@ def _cells(frame: pl.DataFrame, formats: dict[str, str]) -> list[list[str]]:
     return out
 
 
-_ENGINE_COLS = {"engine": "", "instructions": ",", "busy_cycles": ",", "busy_pct": ".1f",
-                "contention_cycles": ","}
-_OPCODE_COLS = {"opcode": "", "instructions": ",", "cycles": ",", "share_pct": ".1f"}
+ENGINE_COLS = {"engine": "", "instructions": ",", "busy_cycles": ",", "busy_pct": ".1f",
+               "contention_cycles": ",", "waiting_cycles": ",", "idle_cycles": ",",
+               "flop_util_pct": ".1f", "bandwidth": ",.1f", "bandwidth_pct": ".1f"}
+"""The engine figures (`figures.engine_figures`) as every report shows them."""
+_OPCODE_COLS = {"opcode": "", "instructions": ",", "busy_cycles": ",", "share_pct": ".1f"}
 _CORR_COLS = {"opcode": "", "instructions": ",", "observed_mean": ",.1f",
               "predicted_mean": ",.1f", "bias_pct": "+.1f", "mape_pct": ".1f",
               "p50_abs_error": ",.0f", "p95_abs_error": ",.0f"}
@@ -183,7 +277,10 @@ _DIV_COLS = {"id": "", "engine": "", "opcode": "", "layer": "", "observed_end": 
 _HEADERS = {"busy_pct": "busy %", "share_pct": "share %", "bias_pct": "bias %",
             "mape_pct": "MAPE %", "p50_abs_error": "p50 |err|", "p95_abs_error": "p95 |err|",
             "observed_mean": "observed", "predicted_mean": "predicted",
-            "contention_cycles": "HBM contention", "busy_cycles": "busy cycles",
+            "contention_cycles": "HBM contention", "busy_cycles": "busy",
+            "waiting_cycles": "waiting", "idle_cycles": "idle",
+            "flop_util_pct": "FLOP util %", "bandwidth": "B/cycle",
+            "bandwidth_pct": "of queue %",
             "observed_end": "observed end", "end": "predicted end", "end_error": "error",
             "pct": "%", "gained_pct": "gained %",
             **{f"{c}_{s}": f"{'inst' if c == 'instructions' else c} {s}"
@@ -196,28 +293,31 @@ def _header(name: str) -> str:
 
 
 def _facts(summary: ReplaySummary, result: ReplayResult,
-           correlation: Correlation | None) -> list[tuple[str, str]]:
-    seconds = "" if summary.seconds is None else f" ({summary.seconds * 1e6:,.3f} us)"
-    facts = [("trace", str(result.trace.path)), ("machine", result.machine.name),
-             ("mode", result.mode.value),
-             ("instructions", f"{summary.instructions:,} ({result.graph.edges:,} edges)"),
-             ("makespan", f"{summary.makespan:,} cycles{seconds}"),
-             ("IPC", f"{summary.ipc:.4f}")]
+           correlation: Correlation | None) -> list[Fact]:
+    head = timeline_facts(result.trace, result.machine, "replayed")
+    if result.mode.value == "observed":  # the trace's durations, the model's order
+        head[1] = fact("timeline", "replayed", "replayed with the trace's own durations "
+                       "(--mode observed)")
+    facts = [*head[:3], fact("mode", result.mode.value), *head[3:],
+             fact("instructions", summary.instructions,
+                  f"{summary.instructions:,} ({result.graph.edges:,} edges)"),
+             makespan_fact(summary.makespan, result.clock_hz),
+             fact("ipc", round(summary.ipc, 6), f"{summary.ipc:.4f}", label="IPC"),
+             hbm_fact(summary.hbm, result.machine)]
     if correlation is not None:
-        facts += [("observed makespan", f"{correlation.observed_makespan:,} cycles"),
-                  ("makespan error", "-" if correlation.makespan_error_pct is None
-                   else f"{correlation.makespan_error_pct:+.2f} %")]
+        facts += [fact("observed_makespan_cycles", correlation.observed_makespan,
+                       f"{correlation.observed_makespan:,} cycles"),
+                  fact("makespan_error_pct", None if correlation.makespan_error_pct is None
+                       else round(correlation.makespan_error_pct, 3),
+                       "-" if correlation.makespan_error_pct is None
+                       else f"{correlation.makespan_error_pct:+.2f} %")]
     return facts
 
 
 def print_replay(console: Console, result: ReplayResult, summary: ReplaySummary,
                  correlation: Correlation | None) -> None:
-    facts = _table("replay", ("", "left"), ("", "left"))
-    facts.show_header = False
-    for key, value in _facts(summary, result, correlation):
-        facts.add_row(Text(key), Text(value))
-    console.print(facts)
-    sections = [("engines", summary.engines, _ENGINE_COLS),
+    print_facts(console, "replay", _facts(summary, result, correlation))
+    sections = [("engines (cycles)", summary.engines, ENGINE_COLS),
                 ("top opcodes by time", summary.opcodes, _OPCODE_COLS)]
     if correlation is not None:
         sections += [("correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
@@ -234,9 +334,9 @@ def print_replay(console: Console, result: ReplayResult, summary: ReplaySummary,
 def replay_markdown(result: ReplayResult, summary: ReplaySummary,
                     correlation: Correlation | None) -> str:
     lines = [f"# Replay of {result.trace.manifest.workload}", ""]
-    lines += [f"- **{k}**: {v}" for k, v in _facts(summary, result, correlation)]
+    lines += facts_markdown(_facts(summary, result, correlation))
     lines += [f"- **note**: {note}" for note in result.notes]
-    sections = [("Engines", summary.engines, _ENGINE_COLS),
+    sections = [("Engines (cycles)", summary.engines, ENGINE_COLS),
                 ("Top opcodes by time", summary.opcodes, _OPCODE_COLS)]
     if correlation is not None:
         sections += [("Correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
@@ -246,6 +346,12 @@ def replay_markdown(result: ReplayResult, summary: ReplaySummary,
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
         lines += [_md_row(cells) for cells in _cells(frame, cols)]
     return "\n".join(lines) + "\n"
+
+
+def hbm_text(hbm: dict[str, float | int], limit: float) -> str:
+    """The achieved HBM bandwidth against the machine's, as the reports print it."""
+    return (f"{hbm['bandwidth']:,.1f} B/cycle ({hbm['bandwidth_pct']:.1f} % of {limit:,.0f}; "
+            f"{hbm['bytes']:,} bytes)")
 
 
 def _md_row(cells: list[str]) -> str:
@@ -266,22 +372,21 @@ def print_stalls(console: Console, table: pl.DataFrame) -> None:
     console.print(out)
 
 
-def critical_path_to_dict(path: CriticalPath, trace: str, source: str) -> dict[str, Any]:
-    return {"trace": trace, "timeline": source, "makespan_cycles": path.makespan,
+def critical_path_to_dict(path: CriticalPath) -> dict[str, Any]:
+    return {"makespan_cycles": path.makespan,
             "steps": path.steps.height,
             "zero_slack_instructions": int(path.slack["critical"].sum()),
             "by_engine": records(path.by_engine), "by_opcode": records(path.by_opcode),
             "by_layer": records(path.by_layer), "path": records(path.steps)}
 
 
-def print_critical_path(console: Console, path: CriticalPath, longest: int) -> None:
-    facts = _table("critical path", ("", "left"), ("", "left"))
-    facts.show_header = False
-    for key, value in (("makespan", f"{path.makespan:,} cycles"),
-                       ("steps", f"{path.steps.height:,}"),
-                       ("zero-slack instructions", f"{int(path.slack['critical'].sum()):,}")):
-        facts.add_row(Text(key), Text(value))
-    console.print(facts)
+def print_critical_path(console: Console, path: CriticalPath, longest: int,
+                        head: list[Fact]) -> None:
+    print_facts(console, "critical path", [
+        *head, fact("makespan_cycles", path.makespan, f"{path.makespan:,} cycles"),
+        fact("steps", path.steps.height),
+        fact("zero_slack_instructions", int(path.slack["critical"].sum()),
+             label="zero-slack instructions")])
     for title, frame, key in (("by engine", path.by_engine, "engine"),
                               ("by opcode", path.by_opcode, "opcode"),
                               ("by layer", path.by_layer, "layer")):
@@ -301,6 +406,14 @@ def print_critical_path(console: Console, path: CriticalPath, longest: int) -> N
     console.print(out)
 
 
+def print_sections(console: Console, title: str, head: list[Fact],
+                   sections: list[tuple[str, pl.DataFrame, dict[str, str]]]) -> None:
+    """A report: its head, then its titled tables."""
+    print_facts(console, title, head)
+    for name, frame, cols in sections:
+        print_table(console, f"\n{name}", frame, cols)
+
+
 def print_table(console: Console, title: str, frame: pl.DataFrame,
                 cols: dict[str, str]) -> None:
     """A frame as a rich table: `cols` maps each column shown to its format spec."""
@@ -310,9 +423,9 @@ def print_table(console: Console, title: str, frame: pl.DataFrame,
     console.print(out)
 
 
-def sections_markdown(title: str, head: dict[str, Any],
+def sections_markdown(title: str, head: list[Fact],
                       sections: list[tuple[str, pl.DataFrame, dict[str, str]]]) -> str:
-    lines = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in head.items()]
+    lines = [f"# {title}", "", *facts_markdown(head)]
     for name, frame, cols in sections:
         lines += ["", f"## {name}", "", _md_row([_header(c) for c in cols]),
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
@@ -373,16 +486,25 @@ _GROUP_COLS = {f"{c}_{s}": "+," if s == "delta" else ","
                for c in ("instructions", "busy", "stall") for s in ("base", "cand", "delta")}
 
 
-def diff_sections(d: Diff) -> tuple[dict[str, Any], list[tuple[str, pl.DataFrame,
-                                                                dict[str, str]]]]:
-    """The facts of a diff as a head (key: value) and titled tables with their formats."""
-    head = {"workload": d.workload, "base": d.base, "candidate": d.cand,
-            "timeline": d.source.value, "base_makespan_cycles": d.base_makespan,
-            "cand_makespan_cycles": d.cand_makespan, "delta_cycles": d.delta,
-            "delta_pct": round(d.delta_pct, 3), "threshold_pct": d.threshold_pct,
-            "regression": d.regression, "alignment": d.alignment.value,
-            "aligned_instructions": d.matched, "only_in_base": d.only_base,
-            "only_in_candidate": d.only_cand}
+def diff_sections(d: Diff, timeline: list[Fact]
+                  ) -> tuple[list[Fact], list[tuple[str, pl.DataFrame, dict[str, str]]]]:
+    """The facts of a diff as a head and titled tables with their formats. `timeline`: the
+    base trace's `timeline_facts` (the timeline both are analysed on, the machine, the time
+    unit), of which the trace line gives way to the base and candidate lines."""
+    head = [fact("workload", d.workload), fact("base", d.base), fact("candidate", d.cand),
+            *(f for f in timeline if f.key != "trace"),
+            fact("base_makespan_cycles", d.base_makespan, f"{d.base_makespan:,} cycles",
+                 label="base makespan"),
+            fact("cand_makespan_cycles", d.cand_makespan, f"{d.cand_makespan:,} cycles",
+                 label="candidate makespan"),
+            fact("delta_cycles", d.delta, f"{d.delta:+,} cycles", label="change"),
+            fact("delta_pct", round(d.delta_pct, 3), f"{d.delta_pct:+.2f} %",
+                 label="change %"),
+            fact("threshold_pct", d.threshold_pct, f"{d.threshold_pct:g} %",
+                 label="threshold"),
+            fact("regression", d.regression), fact("alignment", d.alignment.value),
+            fact("aligned_instructions", d.matched), fact("only_in_base", d.only_base),
+            fact("only_in_candidate", d.only_cand)]
     attribution = {"base": ",", "cand": ",", "delta": "+,", "share_pct": ".1f"}
     finding_cols = {"severity": "", "code": "", "message": ""}
     sections = [
@@ -404,9 +526,9 @@ def diff_sections(d: Diff) -> tuple[dict[str, Any], list[tuple[str, pl.DataFrame
     return head, sections
 
 
-def diff_json(d: Diff) -> dict[str, Any]:
+def diff_json(d: Diff, timeline: list[Fact]) -> dict[str, Any]:
     """The diff as JSON-ready data, tables under snake_case keys."""
-    head, _ = diff_sections(d)
+    head = facts_json(diff_sections(d, timeline)[0])
     tables = {"attribution_by_engine": d.attribution_engine,
               "attribution_by_layer": d.attribution_layer, "by_layer": d.by_layer,
               "by_engine": d.by_engine, "by_opcode": d.by_opcode,

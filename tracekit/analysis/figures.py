@@ -1,0 +1,207 @@
+"""Every figure tracekit reports about a timeline, defined once: the commands (replay, analyze,
+stalls, diff, nightly) and their JSON take them from here, and GLOSSARY says what each means.
+
+Each engine's cycles, from the timeline's first start to its last end (the makespan), fall in
+exactly one of busy, HBM contention, waiting and idle:
+
+    dma.q0   busy 1,779,024   contention 56,666   waiting 401,200   idle 127,120
+             (sum: the makespan, 2,364,010 cycles)
+
+An instruction's span on its engine runs from the later of its start and the end of the
+engine's previous work to its end (instructions that overlap on one engine on an observed
+timeline are clipped, so no cycle counts twice). A DMA transfer's cycles lost to HBM sharing
+(the contention a replay models; an observed timeline cannot tell them apart) are its HBM
+contention; the rest of its span is busy. The gap before its span is waiting, charged to
+what bound its start; the time before an engine's first instruction and after its last is idle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import polars as pl
+
+from tracekit.replay.graph import queue_order
+from tracekit.replay.machine import Machine, engine_kind
+from tracekit.replay.run import name_codes
+from tracekit.trace.summary import natural_key
+
+GLOSSARY: tuple[tuple[str, str, str], ...] = (
+    ("makespan", "cycles",
+     "From the timeline's first start to its last end. On an observed timeline, the trace's "
+     "times converted to cycles at the trace's clock; on a replayed one, the model's cycles "
+     "at the machine's clock."),
+    ("busy", "cycles",
+     "Per engine, the cycles its instructions execute: each instruction's span (from the "
+     "later of its start and the end of the engine's previous work, to its end; overlaps "
+     "on one engine counted once) less its HBM contention."),
+    ("busy % (utilization)", "% of the makespan", "busy / makespan * 100, per engine."),
+    ("HBM contention", "cycles",
+     "Per DMA queue, the cycles its transfers waited for HBM bandwidth shared with other "
+     "queues: a replayed transfer's duration beyond its set-up and its bytes at the queue's "
+     "bandwidth. 0 on an observed timeline, whose durations include it. Counted as waiting "
+     "(cause hbm) in the stall table, never as busy."),
+    ("waiting", "cycles",
+     "Per engine, the gaps between its instructions, each charged to the instruction's "
+     "binding predecessor: the producer engine and edge kind (semaphore, data, memory), or "
+     "unexplained when only the engine's own order bound it. HBM contention is waiting "
+     "too, with cause hbm."),
+    ("idle", "cycles",
+     "Per engine, before its first instruction and after its last, within the makespan. "
+     "busy + HBM contention + waiting + idle = makespan on every engine."),
+    ("FLOP utilization", "% of peak",
+     "Per engine with a FLOP rate in the machine (per_flop latency), FLOPs executed / "
+     "(makespan * peak FLOPs per cycle) * 100; peak = 1 / per_flop."),
+    ("achieved bandwidth", "bytes/cycle (and GB/s at the timeline's clock)",
+     "Per DMA queue, the bytes its transfers moved / makespan, and as % of the queue's "
+     "bandwidth in the machine; for HBM, all DMA bytes / makespan, as % of the machine's HBM "
+     "bandwidth."),
+)
+"""(figure, unit, definition) for every figure on an engine; docs/glossary.md renders it."""
+
+@dataclass(frozen=True)
+class Accounts:
+    """The timeline's cycles instruction by instruction (rows in the timeline's id order):
+    busy, contention (HBM), wait (the gap before its span), and per engine (codes into
+    `engines`, natural order) the first start and last end; `origin` and `horizon`: the
+    timeline's first start and last end."""
+
+    busy: np.ndarray
+    contention: np.ndarray
+    wait: np.ndarray
+    engine: np.ndarray
+    engines: list[str]
+    first: np.ndarray
+    last: np.ndarray
+    origin: int
+    horizon: int
+
+    @property
+    def makespan(self) -> int:
+        return self.horizon - self.origin
+
+
+def accounts(timeline: pl.DataFrame) -> Accounts:
+    """Busy, HBM contention and wait of every instruction of `timeline` (id, engine, start,
+    end, contention; sorted by id)."""
+    engine, engines = name_codes(timeline["engine"], natural_key)
+    start = timeline["start"].to_numpy().astype(np.int64)
+    end = timeline["end"].to_numpy().astype(np.int64)
+    lost = timeline["contention"].fill_null(0).to_numpy().astype(np.int64)
+    busy, contention, wait, first, last = _account(
+        queue_order(engine, start), engine, start, end, lost, len(engines))
+    return Accounts(busy=busy, contention=contention, wait=wait, engine=engine,
+                    engines=engines, first=first, last=last,
+                    origin=int(start.min()) if start.size else 0,
+                    horizon=int(end.max()) if end.size else 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _account(order, engine, start, end, lost, n_eng):  # pragma: no cover - compiled
+    """`accounts` over the rows in (engine, start) order."""
+    n = start.size
+    busy = np.zeros(n, dtype=np.int64)
+    contention = np.zeros(n, dtype=np.int64)
+    wait = np.zeros(n, dtype=np.int64)
+    first = np.zeros(n_eng, dtype=np.int64)
+    last = np.zeros(n_eng, dtype=np.int64)
+    seen = np.zeros(n_eng, dtype=np.bool_)  # times may be negative: no sentinel values
+    for i in order:
+        e = engine[i]
+        if not seen[e]:  # first on its engine: the time before it is idle
+            seen[e] = True
+            begin = start[i]
+            first[e] = start[i]
+        else:
+            begin = max(start[i], last[e])
+            wait[i] = begin - last[e]
+        span = max(end[i], begin) - begin
+        contention[i] = min(max(lost[i], 0), span)
+        busy[i] = span - contention[i]
+        last[e] = begin + span
+    return busy, contention, wait, first, last
+
+
+def engine_figures(timeline: pl.DataFrame, work: pl.DataFrame, machine: Machine,
+                   acc: Accounts | None = None
+                   ) -> tuple[pl.DataFrame, dict[str, float | int]]:
+    """Per engine (natural order): instructions, busy_cycles, busy_pct, contention_cycles,
+    waiting_cycles, idle_cycles, flops, flop_util_pct (null without a FLOP rate), bytes (DMA
+    queues), bandwidth (bytes/cycle), bandwidth_pct (of the queue's); and HBM's: bytes,
+    bandwidth, bandwidth_pct. `timeline` as for `accounts` (`acc`, if the caller has them);
+    `work`: flops and bytes of the same instructions, in the same order."""
+    acc = accounts(timeline) if acc is None else acc
+    n_eng, span = len(acc.engines), max(acc.makespan, 1)
+    flops = work["flops"].fill_null(0).to_numpy().astype(np.float64)
+    moved = work["bytes"].fill_null(0).to_numpy().astype(np.float64)
+    is_dma = np.array([engine_kind(e) == "dma" for e in acc.engines], dtype=bool)
+
+    def per_engine(values: np.ndarray) -> np.ndarray:
+        return np.bincount(acc.engine, weights=values, minlength=n_eng)
+
+    count = np.bincount(acc.engine, minlength=n_eng)
+    busy, contention, waiting = (per_engine(a.astype(np.float64)).astype(np.int64)
+                                 for a in (acc.busy, acc.contention, acc.wait))
+    present = count > 0
+    idle = np.where(present, (acc.first - acc.origin) + (acc.horizon - acc.last), span)
+    engine_flops = per_engine(flops)
+    engine_bytes = np.where(is_dma, per_engine(moved), 0.0)
+    opcodes = timeline.select("engine", "opcode").unique()
+    peak = [_peak_flops(machine, name, opcodes.filter(pl.col("engine") == name)["opcode"]
+                        .cast(pl.String).to_list()) for name in acc.engines]
+    caps = [machine.queue_bandwidth(name) if dma else None
+            for name, dma in zip(acc.engines, is_dma, strict=True)]
+    frame = pl.DataFrame({
+        "engine": acc.engines,
+        "instructions": count.astype(np.int64),
+        "busy_cycles": busy,
+        "busy_pct": busy / span * 100,
+        "contention_cycles": contention,
+        "waiting_cycles": waiting,
+        "idle_cycles": idle.astype(np.int64),
+        "flops": engine_flops.astype(np.int64),
+        "flop_util_pct": [None if p is None else f / (span * p) * 100
+                          for f, p in zip(engine_flops, peak, strict=True)],
+        "bytes": engine_bytes.astype(np.int64),
+        "bandwidth": [float(b) / span if c else None
+                      for b, c in zip(engine_bytes, caps, strict=True)],
+        "bandwidth_pct": [float(b) / span / c * 100 if c else None
+                          for b, c in zip(engine_bytes, caps, strict=True)],
+    }, schema_overrides={"flop_util_pct": pl.Float64, "bandwidth": pl.Float64,
+                         "bandwidth_pct": pl.Float64})
+    total = float(engine_bytes.sum())
+    hbm = {"bytes": int(total), "bandwidth": total / span,
+           "bandwidth_pct": total / span / machine.hbm_bytes_per_cycle * 100}
+    return frame, hbm
+
+
+def opcode_figures(timeline: pl.DataFrame, acc: Accounts) -> pl.DataFrame:
+    """Per opcode: instructions, busy_cycles (as on the engines), share_pct (of all busy
+    cycles); largest first, ties by name."""
+    total = max(int(acc.busy.sum()), 1)
+    return (pl.DataFrame({"opcode": timeline["opcode"].cast(pl.String), "busy": acc.busy})
+            .group_by("opcode")
+            .agg(pl.len().cast(pl.Int64).alias("instructions"),
+                 pl.col("busy").sum().alias("busy_cycles"))
+            .with_columns((pl.col("busy_cycles") / total * 100).alias("share_pct"))
+            .sort(["busy_cycles", "opcode"], descending=[True, False]))
+
+
+def _peak_flops(machine: Machine, engine: str, opcodes: list[str]) -> float | None:
+    """The engine's peak FLOPs per cycle: 1 / per_flop at its fastest opcode among those it
+    ran (None when none has a FLOP rate)."""
+    rates = [1.0 / lat.per_flop for lat in (machine.latency(engine, op) for op in opcodes)
+             if lat.per_flop > 0]
+    return max(rates) if rates else None
+
+
+def glossary_markdown() -> str:
+    """docs/glossary.md: GLOSSARY as a Markdown table."""
+    lines = ["# Glossary", "",
+             "Every figure tracekit reports about an engine, as `replay`, `analyze`, `stalls`, "
+             "`diff`, `nightly` and their JSON compute it (`tracekit.analysis.figures`).", "",
+             "| figure | unit | definition |", "|---|---|---|"]
+    lines += [f"| {name} | {unit} | {text} |" for name, unit, text in GLOSSARY]
+    return "\n".join(lines) + "\n"
