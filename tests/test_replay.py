@@ -1172,8 +1172,10 @@ def test_dangling_reference_is_a_clear_error_not_a_crash(tmp_path: Path) -> None
     b.write(bundle, validate=False)
     with pytest.raises(GraphError, match=r"deps.dst: 1 row\(s\) name no instruction \(ids 99\)"):
         replay(tracekit.open_trace(bundle))
+    # The CLI refuses the bundle before replaying it, with validation's finding and rows.
     result = CliRunner().invoke(app, ["replay", str(bundle)])
-    assert result.exit_code == 1 and "name no instruction" in result.stderr
+    assert result.exit_code == 1 and "not a valid trace bundle" in result.stderr
+    assert "[dangling-reference]" in result.stderr and "dst=99" in result.stderr
     assert "Traceback" not in result.output
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,10 +22,11 @@ from rich.text import Text
 import tracekit
 from tracekit.analysis.timelines import Source, Timeline, TimelineChoice
 from tracekit.cli import render
-from tracekit.errors import TraceExistsError, TracekitError
+from tracekit.errors import InvalidTraceError, TraceExistsError, TracekitError
 from tracekit.replay.machine import Machine
 from tracekit.trace.bundle import Trace, open_trace, write_text_atomic
 from tracekit.trace.summary import summarize
+from tracekit.trace.validate import ValidationReport, require_valid
 from tracekit.trace.validate import validate as validate_bundle
 
 EXIT_OK = 0
@@ -77,6 +78,15 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
+        except InvalidTraceError as exc:
+            # The bundle breaks rules of the tables the command reads: every error, as
+            # `tracekit validate` shows it, on stderr.
+            typer.echo(f"error: {exc}", err=True)
+            report = exc.report
+            if isinstance(report, ValidationReport):
+                render.print_findings_of(Console(stderr=True, highlight=False, soft_wrap=True),
+                                         report.errors)
+            raise typer.Exit(exc.exit_code) from None
         except TracekitError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
@@ -125,7 +135,7 @@ def validate(
 @handles_errors
 def info(trace: TraceArg, format: FormatOpt = Format.TEXT) -> None:  # noqa: A002
     """Show what a bundle holds: producer, instructions per engine and opcode, time span."""
-    summary = summarize(open_trace(trace))
+    summary = summarize(_open(trace, ()))
     if format is Format.JSON:
         sys.stdout.write(render.to_json(summary.to_dict()))
     else:
@@ -133,6 +143,17 @@ def info(trace: TraceArg, format: FormatOpt = Format.TEXT) -> None:  # noqa: A00
 
 
 Opt = typer.Option
+
+REPLAY_TABLES = ("instructions", "semaphores", "deps")
+"""The tables a replay reads (and the analyses of its timeline)."""
+
+
+def _open(path: Path, tables: Collection[str] | None = None) -> Trace:
+    """Open a bundle for a command, refusing an invalid one (InvalidTraceError, exit 1, with
+    the findings): a quick check of the rules of the tables the command reads (`tables`; None:
+    every table), and of every file's size and sha256."""
+    require_valid(path, tables=tables)
+    return open_trace(path, verify=False)  # verified just now
 
 
 @contextmanager
@@ -179,7 +200,7 @@ def replay(
         raise typer.BadParameter("the output would replace the trace being replayed; choose "
                                  "another path", param_hint="--output")
     with _status("reading the trace"):
-        opened = open_trace(trace)
+        opened = _open(trace, (*REPLAY_TABLES, "memory") if memory_deps else REPLAY_TABLES)
         chosen = resolve_machine(machine)
     with _status("deriving dependencies and replaying"):
         result = run_replay(opened, chosen, Mode(mode), memory_deps=memory_deps)
@@ -229,11 +250,12 @@ class _Chosen:
         return clock_of(self.trace, self.machine, self.line.source)
 
 
-def _timeline(trace: Path, machine: str | None, choice: TimelineChoice) -> _Chosen:
+def _timeline(trace: Path, machine: str | None, choice: TimelineChoice,
+              tables: Collection[str] | None = REPLAY_TABLES) -> _Chosen:
     from tracekit.analysis.timelines import choose_source, timeline
     from tracekit.replay.machine import resolve_machine
 
-    opened, resolved = open_trace(trace), resolve_machine(machine)
+    opened, resolved = _open(trace, tables), resolve_machine(machine)
     source = choose_source(opened, choice=choice)
     with _status("replaying" if source is Source.REPLAYED else "reading the timeline"):
         line = timeline(opened, resolved, source)
@@ -335,7 +357,7 @@ def whatif(
     if mode not in {m.value for m in Mode}:
         raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
     with _status("replaying twice"):
-        result = run_whatif(open_trace(trace), resolve_machine(machine), changes, sets,
+        result = run_whatif(_open(trace, REPLAY_TABLES), resolve_machine(machine), changes, sets,
                             Mode(mode))
     data = {"trace": str(trace), "scale": scale or [], "set": set_ or [],
             "base_makespan_cycles": result.base_makespan, "makespan_cycles": result.makespan,
@@ -364,7 +386,8 @@ def sensitivity(
     if mode not in {m.value for m in Mode}:
         raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
     with _status("replaying each change"):
-        table = run_sensitivity(open_trace(trace), resolve_machine(machine), Mode(mode))
+        table = run_sensitivity(_open(trace, REPLAY_TABLES), resolve_machine(machine),
+                                Mode(mode))
     if format is Format.JSON:
         sys.stdout.write(render.to_json({"trace": str(trace), "speedup_pct": 10,
                                          "ranking": render.records(table)}))
@@ -397,7 +420,8 @@ def calibrate(
         raise typer.BadParameter(f"{output} is a folder; give a file name such as "
                                  f"fitted.toml", param_hint="--output")
     with _status("fitting"):
-        result = run_calibrate([open_trace(t) for t in traces], resolve_machine(machine))
+        result = run_calibrate([_open(t, REPLAY_TABLES) for t in traces],
+                               resolve_machine(machine))
     text = machine_toml(result.machine, f"fitted by tracekit calibrate to {len(traces)} "
                                         f"trace(s)")
     write_text_atomic(output, text)  # never a half-written machine file
@@ -428,7 +452,7 @@ def analyze(
     from tracekit.analysis.whatif import sensitivity as run_sensitivity
     from tracekit.replay.run import Mode
 
-    chosen = _timeline(trace, machine, timeline)
+    chosen = _timeline(trace, machine, timeline, None)
     line, opened, resolved = chosen.line, chosen.trace, chosen.machine
     stall = stall_table(line.frame)
     path = critical_path(line.frame, line.graph, line.kind_latency)
@@ -492,7 +516,7 @@ def bugs(
     from tracekit.replay.machine import resolve_machine
 
     with _status("looking for bug signatures"):
-        findings = find_bugs(open_trace(trace), resolve_machine(machine))
+        findings = find_bugs(_open(trace), resolve_machine(machine))
     frame = findings_frame(findings)
     if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json({"trace": str(trace), "findings": frame.to_dicts()}))
@@ -542,7 +566,7 @@ def diff_command(
         raise typer.BadParameter(f"{threshold} is not a finite percentage",
                                  param_hint="--threshold")
     chosen = resolve_machine(machine)
-    traces = open_trace(base), open_trace(cand)
+    traces = _open(base), _open(cand)
     check_comparable(*traces, force=force)  # before the expensive part
     source = choose_source(*traces, choice=timeline)
     with _status("profiling both runs"):
@@ -721,7 +745,7 @@ def export_perfetto(
 
     _refuse_to_replace(output, force)
     with _status(f"writing {output}"):
-        result = run_export(open_trace(trace), output, machine=resolve_machine(machine),
+        result = run_export(_open(trace), output, machine=resolve_machine(machine),
                             replay=with_replay, critical_path=critical_path, start=from_cycle,
                             end=to_cycle, max_events=max_events)
     for warning in result.warnings:

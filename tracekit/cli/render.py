@@ -21,7 +21,7 @@ from tracekit.trace.bundle import Trace
 from tracekit.trace.manifest import TimeUnit
 from tracekit.trace.rules import Severity
 from tracekit.trace.summary import TraceSummary, seconds
-from tracekit.trace.validate import ValidationReport
+from tracekit.trace.validate import Finding, ValidationReport
 
 if TYPE_CHECKING:
     from tracekit.analysis.diff import Diff
@@ -58,7 +58,12 @@ def print_validation(console: Console, report: ValidationReport, strict: bool) -
                 f"{warnings} warning{'s' * (warnings != 1)}"
                 f"{', warnings count as errors (--strict)' if strict else ''})")
     console.print(head)
-    for finding in report.findings:
+    print_findings_of(console, report.findings)
+
+
+def print_findings_of(console: Console, findings: tuple[Finding, ...]) -> None:
+    """Validation findings as `tracekit validate` shows them: rule, where, rows, fix."""
+    for finding in findings:
         line = Text("\n")
         line.append(f"{finding.severity.value} ", style=_SEVERITY_STYLE[finding.severity])
         line.append(f"[{finding.rule.value}]", style="bold")
@@ -213,9 +218,8 @@ def timeline_facts(trace: Trace, machine: Machine, source: str) -> list[Fact]:
              fact("time_unit", unit, time, label="trace time")]
     if m.clock_hz and m.clock_hz != machine.clock_hz:
         facts.append(fact("clocks", "differ", label="clocks", text=(
-            f"the trace runs at {_hz(m.clock_hz)}, the machine at {_hz(machine.clock_hz)}: "
-            f"observed times are the trace's cycles, predicted times the machine's, and "
-            f"a comparison converts observed times to the machine's cycles")))
+            f"trace {_hz(m.clock_hz)}, machine {_hz(machine.clock_hz)}: predicted cycles "
+            f"are the machine's; observed times are compared in them")))
     return [*facts, fact("machine_clock_hz", machine.clock_hz),
             fact("trace_clock_hz", m.clock_hz)]
 
@@ -305,8 +309,9 @@ def _facts(summary: ReplaySummary, result: ReplayResult,
              fact("ipc", round(summary.ipc, 6), f"{summary.ipc:.4f}", label="IPC"),
              hbm_fact(summary.hbm, result.machine)]
     if correlation is not None:
+        observed = makespan_fact(correlation.observed_makespan, result.clock_hz)
         facts += [fact("observed_makespan_cycles", correlation.observed_makespan,
-                       f"{correlation.observed_makespan:,} cycles"),
+                       observed.text),
                   fact("makespan_error_pct", None if correlation.makespan_error_pct is None
                        else round(correlation.makespan_error_pct, 3),
                        "-" if correlation.makespan_error_pct is None
