@@ -20,8 +20,29 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
+# The commands as calls returning report objects (tracekit.api); `tracekit.replay`, the
+# package, is callable as the API's replay.
+from tracekit import replay  # noqa: E402
+from tracekit.api import (  # noqa: E402
+    analyze,
+    bugs,
+    critical_path,
+    diff,
+    sensitivity,
+    stalls,
+    whatif,
+)
+
 __all__ = [
     "Trace",
+    "analyze",
+    "bugs",
+    "critical_path",
+    "diff",
+    "replay",
+    "sensitivity",
+    "stalls",
+    "whatif",
     "TraceBuilder",
     "TracekitError",
     "ValidationReport",

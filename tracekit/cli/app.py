@@ -9,7 +9,6 @@ import math
 import sys
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -20,13 +19,13 @@ from rich.console import Console
 from rich.text import Text
 
 import tracekit
-from tracekit.analysis.timelines import Source, Timeline, TimelineChoice
+from tracekit import api
+from tracekit.analysis.timelines import TimelineChoice
 from tracekit.cli import render
 from tracekit.errors import InvalidTraceError, TraceExistsError, TracekitError
-from tracekit.replay.machine import Machine
-from tracekit.trace.bundle import Trace, open_trace, write_text_atomic
+from tracekit.trace.bundle import Trace, write_text_atomic
 from tracekit.trace.summary import summarize
-from tracekit.trace.validate import ValidationReport, require_valid
+from tracekit.trace.validate import ValidationReport
 from tracekit.trace.validate import validate as validate_bundle
 
 EXIT_OK = 0
@@ -144,16 +143,14 @@ def info(trace: TraceArg, format: FormatOpt = Format.TEXT) -> None:  # noqa: A00
 
 Opt = typer.Option
 
-REPLAY_TABLES = ("instructions", "semaphores", "deps")
-"""The tables a replay reads (and the analyses of its timeline)."""
+REPLAY_TABLES = api.REPLAY_TABLES
 
 
 def _open(path: Path, tables: Collection[str] | None = None) -> Trace:
     """Open a bundle for a command, refusing an invalid one (InvalidTraceError, exit 1, with
     the findings): a quick check of the rules of the tables the command reads (`tables`; None:
     every table), and of every file's size and sha256."""
-    require_valid(path, tables=tables)
-    return open_trace(path, verify=False)  # verified just now
+    return api.trace_of(path, tables)
 
 
 @contextmanager
@@ -233,37 +230,7 @@ MachineOpt = Annotated[str | None, Opt("--machine", "-m", help="Machine TOML fil
                                        "name (default: trn-like).", show_default=False)]
 
 
-@dataclass(frozen=True)
-class _Chosen:
-    """The timeline --timeline chose, its trace and machine, and the facts every report on it
-    states first."""
-
-    line: Timeline
-    trace: Trace
-    machine: Machine
-    head: list[render.Fact]
-
-    @property
-    def clock_hz(self) -> float | None:
-        from tracekit.analysis.timelines import clock_of
-
-        return clock_of(self.trace, self.machine, self.line.source)
-
-
-def _timeline(trace: Path, machine: str | None, choice: TimelineChoice,
-              tables: Collection[str] | None = REPLAY_TABLES) -> _Chosen:
-    from tracekit.analysis.timelines import choose_source, timeline
-    from tracekit.replay.machine import resolve_machine
-
-    opened, resolved = _open(trace, tables), resolve_machine(machine)
-    source = choose_source(opened, choice=choice)
-    with _status("replaying" if source is Source.REPLAYED else "reading the timeline"):
-        line = timeline(opened, resolved, source)
-    return _Chosen(line, opened, resolved, render.timeline_facts(opened, resolved, source.value))
-
-
 ReportFormatOpt = Annotated[ReportFormat, Opt("--format", "-f", help="Output format.")]
-STALL_COLS = {"engine": "", "bucket": "", "cause": "", "cycles": ",", "pct": ".2f"}
 
 
 @app.command()
@@ -273,19 +240,21 @@ def stalls(trace: TraceArg, machine: MachineOpt = None,
            format: ReportFormatOpt = ReportFormat.TEXT) -> None:  # noqa: A002
     """Where the time went: every engine's cycles split into busy (by opcode), waiting (by the
     producer and edge that held it) and idle."""
-    from tracekit.analysis.stalls import stall_table
+    with _status("stalls"):
+        report = api.stalls(trace, machine, timeline=timeline)
+    _emit(report, format, {"stalls": report.stalls})
 
-    chosen = _timeline(trace, machine, timeline)
-    head = chosen.head
-    table = stall_table(chosen.line.frame)
-    sections = [("stalls (every engine sums to the makespan)", table, STALL_COLS)]
+
+def _emit(report: api.Report, format: ReportFormat,  # noqa: A002
+          tables: dict[str, pl.DataFrame]) -> None:
+    """A report in the chosen format: JSON is the head and `tables` as records."""
     if format is ReportFormat.JSON:
-        sys.stdout.write(render.to_json({**render.facts_json(head),
-                                         "stalls": render.records(table)}))
+        sys.stdout.write(render.to_json({**report.head, **{key: render.records(frame)
+                                                           for key, frame in tables.items()}}))
     elif format is ReportFormat.MD:
-        sys.stdout.write(render.sections_markdown(f"Stalls of {trace}", head, sections))
+        sys.stdout.write(report.markdown())
     else:
-        render.print_sections(_stdout(), "stalls", head, sections)
+        render.print_sections(_stdout(), report.title, report.facts, report.sections)
 
 
 @app.command("critical-path")
@@ -299,36 +268,17 @@ def critical_path_command(
 ) -> None:
     """What limits the runtime: the chain of instructions that decided the makespan, its
     composition by engine, opcode and layer, and how many instructions have no slack."""
-    from tracekit.analysis.critical_path import critical_path
-
-    chosen = _timeline(trace, machine, timeline)
-    head, line = chosen.head, chosen.line
-    path = critical_path(line.frame, line.graph, line.kind_latency)
-    near_critical = path.near_critical(max(1, int(path.makespan * near / 100)))
+    with _status("critical path"):
+        report = api.critical_path(trace, machine, timeline=timeline, near_pct=near,
+                                   steps=steps)
+    path = report.path
     if format is ReportFormat.JSON:
-        data = {**render.facts_json(head), **render.critical_path_to_dict(path)}
+        data = {**report.head, **render.critical_path_to_dict(path)}
         data["near_critical"] = {"threshold_pct": near,
-                                 "instructions": render.records(near_critical)}
+                                 "instructions": render.records(report.near_critical)}
         sys.stdout.write(render.to_json(data))
-    elif format is ReportFormat.MD:
-        head += [render.makespan_fact(path.makespan, chosen.clock_hz),
-                 render.fact("steps", path.steps.height),
-                 render.fact("zero_slack_instructions", int(path.slack["critical"].sum()),
-                             label="zero-slack instructions"),
-                 render.fact("near_critical", near_critical.height,
-                             label=f"near-critical (slack under {near:g} %)")]
-        longest = path.steps.sort(["duration", "id"], descending=[True, False]).head(steps)
-        sys.stdout.write(render.sections_markdown(f"Critical path of {trace}", head, [
-            ("By engine", path.by_engine, {"engine": "", "cycles": ",", "pct": ".2f"}),
-            ("By opcode", path.by_opcode, {"opcode": "", "cycles": ",", "pct": ".2f"}),
-            ("By layer", path.by_layer, {"layer": "", "cycles": ",", "pct": ".2f"}),
-            (f"Longest {longest.height} steps", longest,
-             {"id": "", "engine": "", "opcode": "", "layer": "", "start": ",",
-              "duration": ",", "edge_kind": ""})]))
     else:
-        render.print_critical_path(_stdout(), path, steps, head)
-        _stdout().print(Text(f"\nnear-critical (slack under {near:g} % of the makespan, off "
-                             f"the path): {near_critical.height:,} instructions"))
+        _emit(report, format, {})
 
 
 @app.command()
@@ -443,56 +393,12 @@ def analyze(
     format: Annotated[ReportFormat, Opt("--format", "-f",  # noqa: A002
                                         help="Output format.")] = ReportFormat.TEXT,
 ) -> None:
-    """One report: utilization per engine, stalls, the critical path, the top of the
-    sensitivity ranking and the bug signatures found."""
-    from tracekit.analysis.critical_path import critical_path
-    from tracekit.analysis.signatures import find_bugs, findings_frame
-    from tracekit.analysis.stalls import stall_table
-    from tracekit.analysis.figures import engine_figures
-    from tracekit.analysis.whatif import sensitivity as run_sensitivity
-    from tracekit.replay.run import Mode
-
-    chosen = _timeline(trace, machine, timeline, None)
-    line, opened, resolved = chosen.line, chosen.trace, chosen.machine
-    stall = stall_table(line.frame)
-    path = critical_path(line.frame, line.graph, line.kind_latency)
-    mode = Mode.OBSERVED if line.source is Source.OBSERVED else Mode.MODEL
-    # The sensitivity replays and the signatures share the timeline's dependency graph.
-    with _status("sensitivity"):
-        ranking = run_sensitivity(opened, resolved, mode, graph=line.graph).head(top)
-    with _status("bug signatures"):
-        findings = findings_frame(find_bugs(opened, resolved, line.graph, line.replayed))
-    engines, hbm = engine_figures(line.frame, opened.read_instructions(["id", "flops", "bytes"]),
-                                  resolved)
-    sections = [("engines (cycles)", engines, render.ENGINE_COLS),
-                ("stalls", stall, STALL_COLS),
-                ("critical path by engine", path.by_engine,
-                 {"engine": "", "cycles": ",", "pct": ".2f"}),
-                ("critical path by layer", path.by_layer,
-                 {"layer": "", "cycles": ",", "pct": ".2f"}),
-                (f"sensitivity (top {top})", ranking,
-                 {"group": "", "name": "", "gained": ",", "gained_pct": ".2f"}),
-                ("bug signatures", render.with_evidence(findings),
-                 {"severity": "", "code": "", "message": "", "evidence": ""})]
-    from tracekit.analysis.array import array_table
-
-    array = array_table(opened, line.frame)
-    if array is not None:  # the trace declares a systolic array: its utilization and stalls
-        sections.insert(1, ("array", array, {
-            "engine": "", "layer": "", "rows": "", "cols": "", "macs": ",",
-            "window_cycles": ",", "compute_util_pct": ".2f", "busy_cycles": ",",
-            "stall_cycles": ","}))
-    head = [*chosen.head, render.makespan_fact(path.makespan, chosen.clock_hz),
-            render.hbm_fact(hbm, resolved),
-            render.fact("critical_path_steps", path.steps.height)]
-    if format is ReportFormat.JSON:
-        sys.stdout.write(render.to_json({**render.facts_json(head),
-                                         **{title: render.records(frame)
-                                            for title, frame, _ in sections}}))
-    elif format is ReportFormat.MD:
-        sys.stdout.write(render.sections_markdown(f"Analysis of {trace}", head, sections))
-    else:
-        render.print_sections(_stdout(), "analysis", head, sections)
+    """One report: the engine figures (busy, HBM contention, waiting, idle, FLOP utilization,
+    achieved bandwidth), stalls, the critical path, the top of the sensitivity ranking and the
+    bug signatures found."""
+    with _status("analysing"):
+        report = api.analyze(trace, machine, timeline=timeline, top=top)
+    _emit(report, format, {title: frame for title, frame, _ in report.sections})
 
 
 class FailOn(StrEnum):
@@ -512,20 +418,20 @@ def bugs(
     impossible timing, bandwidth beyond physics, latency outliers and stuck or slow engines,
     out-of-bounds accesses, and inefficiencies (reloads, dead writes, small DMAs, semaphore
     ping-pong), each with its evidence and a hint (analysis/signatures.md)."""
-    from tracekit.analysis.signatures import Severity, find_bugs, findings_frame
-    from tracekit.replay.machine import resolve_machine
+    from tracekit.analysis.signatures import Severity
 
     with _status("looking for bug signatures"):
-        findings = find_bugs(_open(trace), resolve_machine(machine))
-    frame = findings_frame(findings)
+        report = api.bugs(trace, machine)
+    frame = report.findings
     if format is ReportFormat.JSON:
-        sys.stdout.write(render.to_json({"trace": str(trace), "findings": frame.to_dicts()}))
+        sys.stdout.write(render.to_json({**report.head, "findings": frame.to_dicts()}))
     elif format is ReportFormat.MD:
-        sys.stdout.write(render.findings_markdown(str(trace), frame))
+        sys.stdout.write(render.findings_markdown(str(trace), frame, report.facts))
     else:
+        render.print_facts(_stdout(), "bugs", report.facts)
         render.print_findings(_stdout(), str(trace), frame)
     threshold = Severity(fail_on.value).rank
-    if any(f.severity.rank >= threshold for f in findings):
+    if any(Severity(s).rank >= threshold for s in frame["severity"]):
         raise typer.Exit(EXIT_FINDING)
 
 

@@ -244,16 +244,16 @@ def print_facts(console: Console, title: str, facts: list[Fact]) -> None:
     table = _table(title, ("", "left"), ("", "left"))
     table.show_header = False
     for f in facts:
-        if f.key not in _JSON_ONLY:
+        if f.key not in JSON_ONLY:
             table.add_row(Text(f.label), Text(f.text))
     console.print(table)
 
 
 def facts_markdown(facts: list[Fact]) -> list[str]:
-    return [f"- **{f.label}**: {f.text}" for f in facts if f.key not in _JSON_ONLY]
+    return [f"- **{f.label}**: {f.text}" for f in facts if f.key not in JSON_ONLY]
 
 
-_JSON_ONLY = {"machine_clock_hz", "trace_clock_hz"}
+JSON_ONLY = {"machine_clock_hz", "trace_clock_hz"}
 """Head keys the text and Markdown reports state within another line."""
 
 
@@ -317,6 +317,18 @@ def _facts(summary: ReplaySummary, result: ReplayResult,
                        "-" if correlation.makespan_error_pct is None
                        else f"{correlation.makespan_error_pct:+.2f} %")]
     return facts
+
+
+def replay_parts(result: ReplayResult, summary: ReplaySummary, correlation: Correlation | None
+                 ) -> tuple[list[Fact], list[tuple[str, pl.DataFrame, dict[str, str]]]]:
+    """The replay report's head and titled tables."""
+    sections = [("engines (cycles)", summary.engines, ENGINE_COLS),
+                ("top opcodes by time", summary.opcodes, _OPCODE_COLS)]
+    if correlation is not None:
+        sections += [("correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
+                     ("most divergent instructions (end, from first start)",
+                      correlation.divergent, _DIV_COLS)]
+    return _facts(summary, result, correlation), sections
 
 
 def print_replay(console: Console, result: ReplayResult, summary: ReplaySummary,
@@ -476,8 +488,10 @@ def print_findings(console: Console, trace: str, frame: pl.DataFrame) -> None:
         console.print(Text(f"    hint: {row['hint']}", style="dim"))
 
 
-def findings_markdown(trace: str, frame: pl.DataFrame) -> str:
-    lines = [f"# Bug signatures of {trace}", "", f"{frame.height} finding(s).", ""]
+def findings_markdown(trace: str, frame: pl.DataFrame, head: list[Fact] | None = None) -> str:
+    facts = facts_markdown(head or [])
+    lines = [f"# Bug signatures of {trace}", "", *facts, *([""] if facts else []),
+             f"{frame.height} finding(s).", ""]
     if frame.height:
         lines += ["| severity | code | message | evidence |", "|---|---|---|---|"]
         lines += [_md_row([r["severity"], r["code"], r["message"], _evidence(r)])

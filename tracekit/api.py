@@ -1,0 +1,422 @@
+"""The Python API for notebooks and scripts: one call per command, each taking a bundle path or
+an opened trace and a machine (built-in name, TOML file or Machine; default trn-like), and
+returning a report object that holds polars frames, prints as the command's text report and
+shows as HTML tables in a notebook.
+
+    import tracekit
+    r = tracekit.replay("sample_traces/gemm")
+    r.engines                                  # a polars frame: busy, contention, bandwidth...
+    tracekit.analyze("sample_traces/gemm").stalls
+
+The reports are what the `tracekit` commands print (the CLI renders these objects), and every
+figure in them is defined once (`tracekit.analysis.figures`, docs/glossary.md).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+
+from tracekit.analysis.critical_path import CriticalPath
+from tracekit.analysis.replay_report import Correlation, ReplaySummary
+from tracekit.analysis.timelines import Source, Timeline, TimelineChoice
+from tracekit.cli import render
+from tracekit.cli.render import Fact, fact
+from tracekit.replay.machine import Machine
+from tracekit.replay.run import ReplayResult
+from tracekit.trace.bundle import Trace
+
+TraceLike = str | os.PathLike[str] | Trace
+MachineLike = str | os.PathLike[str] | Machine | None
+Section = tuple[str, pl.DataFrame, dict[str, str]]
+
+STALL_COLS = {"engine": "", "bucket": "", "cause": "", "cycles": ",", "pct": ".2f"}
+GROUP_COLS = {"cycles": ",", "pct": ".2f"}
+FINDING_COLS = {"severity": "", "code": "", "message": "", "evidence": ""}
+RANKING_COLS = {"group": "", "name": "", "makespan": ",", "gained": ",", "gained_pct": ".2f"}
+
+
+REPLAY_TABLES = ("instructions", "semaphores", "deps")
+"""The tables a replay reads (and the analyses of its timeline)."""
+
+
+def trace_of(trace: TraceLike, tables: Collection[str] | None = None) -> Trace:
+    """An opened trace: `trace` itself, or the bundle at that path, refused with its findings
+    (InvalidTraceError) when it breaks a rule of the tables the call reads (`tables`; None:
+    every table) or a file's hash does not match: a quick check, so large traces stay
+    fast."""
+    from tracekit.trace.bundle import open_trace
+    from tracekit.trace.validate import require_valid
+
+    if isinstance(trace, Trace):
+        return trace
+    require_valid(trace, tables=tables)
+    return open_trace(trace, verify=False)  # verified just now
+
+
+def machine_of(machine: MachineLike) -> Machine:
+    from tracekit.replay.machine import resolve_machine
+
+    return machine if isinstance(machine, Machine) else resolve_machine(machine)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What every report has: a title, its head (which trace, timeline, machine, clock, and
+    the main figures) and titled tables. `str()`/`repr()`: the text report; in a notebook,
+    HTML tables; `markdown()`: the Markdown report; `head`: the head as a dict."""
+
+    title: str
+    facts: list[Fact]
+    sections: list[Section]
+    heading: str = ""
+    """The Markdown report's title (default: `title`)."""
+
+    @property
+    def head(self) -> dict[str, Any]:
+        return render.facts_json(self.facts)
+
+    def section(self, title: str) -> pl.DataFrame:
+        """The table of that title."""
+        for name, frame, _ in self.sections:
+            if name == title:
+                return frame
+        raise KeyError(f"no table {title!r}; the tables are "
+                       f"{', '.join(name for name, _, _ in self.sections)}")
+
+    def text(self, width: int = 120) -> str:
+        out = io.StringIO()
+        console = Console(file=out, width=width, highlight=False, soft_wrap=True,
+                          color_system=None)
+        render.print_sections(console, self.title, self.facts, self.sections)
+        return out.getvalue()
+
+    def markdown(self) -> str:
+        return render.sections_markdown(self.heading or self.title, self.facts, self.sections)
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(f.label)}</th>"
+                       f"<td style='text-align:left'>{html.escape(f.text)}</td></tr>"
+                       for f in self.facts if f.key not in render.JSON_ONLY)
+        parts = [f"<h3>{html.escape(self.title)}</h3><table>{rows}</table>"]
+        for name, frame, cols in self.sections:
+            shown = frame.select([c for c in cols if c in frame.columns])
+            parts.append(f"<h4>{html.escape(name)}</h4>{shown._repr_html_()}")
+        return "".join(parts)
+
+
+@dataclass(frozen=True, repr=False)
+class ReplayReport(Report):
+    """`replay`: the predicted timeline and its figures. `result`: the replay itself (its
+    `timeline` frame and `graph`); `engines`, `opcodes`; `correlation` with the observed
+    timing when the trace is timed (else None)."""
+
+    result: ReplayResult = field(default=None)  # type: ignore[assignment]
+    summary: ReplaySummary = field(default=None)  # type: ignore[assignment]
+    correlation: Correlation | None = None
+
+    @property
+    def timeline(self) -> pl.DataFrame:
+        return self.result.timeline
+
+    @property
+    def engines(self) -> pl.DataFrame:
+        return self.summary.engines
+
+    @property
+    def opcodes(self) -> pl.DataFrame:
+        return self.summary.opcodes
+
+    @property
+    def makespan(self) -> int:
+        return self.summary.makespan
+
+
+def replay(trace: TraceLike, machine: MachineLike = None, *, mode: str = "model",
+           memory_deps: bool = False) -> ReplayReport:
+    """Replay through the timing model (`tracekit replay`): mode "model" (durations from the
+    machine's latency model) or "observed" (the trace's own durations)."""
+    from tracekit.analysis.replay_report import correlate, summarize_replay
+    from tracekit.replay.run import Mode
+    from tracekit.replay.run import replay as run_replay
+
+    tables = (*REPLAY_TABLES, "memory") if memory_deps else REPLAY_TABLES
+    result = run_replay(trace_of(trace, tables), machine_of(machine), Mode(mode),
+                        memory_deps=memory_deps)
+    summary, correlation = summarize_replay(result), correlate(result)
+    facts, sections = render.replay_parts(result, summary, correlation)
+    return ReplayReport(f"Replay of {result.trace.manifest.workload}", facts, sections,
+                        result=result, summary=summary, correlation=correlation)
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A timeline the way --timeline picked it, with its trace, machine and report head."""
+
+    line: Timeline
+    trace: Trace
+    machine: Machine
+    facts: list[Fact]
+
+    @property
+    def clock_hz(self) -> float | None:
+        from tracekit.analysis.timelines import clock_of
+
+        return clock_of(self.trace, self.machine, self.line.source)
+
+
+def choose(trace: TraceLike, machine: MachineLike = None,
+           timeline: TimelineChoice | str = TimelineChoice.AUTO,
+           tables: Collection[str] | None = REPLAY_TABLES) -> Chosen:
+    """The timeline to analyse: auto is the trace's own timing when every instruction is
+    timed, else the model's replay. `tables`: what the caller reads (`trace_of`)."""
+    from tracekit.analysis.timelines import choose_source
+    from tracekit.analysis.timelines import timeline as make_timeline
+
+    opened, resolved = trace_of(trace, tables), machine_of(machine)
+    source = choose_source(opened, choice=timeline)
+    line = make_timeline(opened, resolved, source)
+    return Chosen(line, opened, resolved, render.timeline_facts(opened, resolved, source.value))
+
+
+@dataclass(frozen=True, repr=False)
+class StallReport(Report):
+    """`stalls`: every engine's cycles split into busy (by opcode), waiting (by cause) and
+    idle (`stalls`, the frame)."""
+
+    stalls: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+
+
+def stalls(trace: TraceLike, machine: MachineLike = None, *,
+           timeline: str = "auto") -> StallReport:
+    """Where the time went (`tracekit stalls`)."""
+    from tracekit.analysis.stalls import stall_table
+
+    chosen = choose(trace, machine, timeline)
+    table = stall_table(chosen.line.frame)
+    return StallReport("stalls", chosen.facts,
+                       [("stalls (every engine sums to the makespan)", table, STALL_COLS)],
+                       f"Stalls of {chosen.trace.path}", stalls=table)
+
+
+@dataclass(frozen=True, repr=False)
+class CriticalPathReport(Report):
+    """`critical_path`: the chain that decided the makespan (`path`: its steps, slack, and
+    composition by engine, opcode and layer), and the near-critical instructions."""
+
+    path: CriticalPath = field(default=None)  # type: ignore[assignment]
+    near_critical: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+
+
+def critical_path(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "auto",
+                  near_pct: float = 1.0, steps: int = 15) -> CriticalPathReport:
+    """What limits the runtime (`tracekit critical-path`); near-critical: off the path with
+    slack under `near_pct` % of the makespan; `steps`: longest steps in the report."""
+    from tracekit.analysis.critical_path import critical_path as find_path
+
+    chosen = choose(trace, machine, timeline)
+    line = chosen.line
+    path = find_path(line.frame, line.graph, line.kind_latency)
+    near = path.near_critical(max(1, int(path.makespan * near_pct / 100)))
+    facts = [*chosen.facts, render.makespan_fact(path.makespan, chosen.clock_hz),
+             fact("steps", path.steps.height),
+             fact("zero_slack_instructions", int(path.slack["critical"].sum()),
+                  label="zero-slack instructions"),
+             fact("near_critical", near.height,
+                  label=f"near-critical (slack under {near_pct:g} %)")]
+    longest = path.steps.sort(["duration", "id"], descending=[True, False]).head(steps)
+    sections = [("by engine", path.by_engine, {"engine": "", **GROUP_COLS}),
+                ("by opcode", path.by_opcode, {"opcode": "", **GROUP_COLS}),
+                ("by layer", path.by_layer, {"layer": "", **GROUP_COLS}),
+                (f"longest {longest.height} steps", longest,
+                 {"id": "", "engine": "", "opcode": "", "layer": "", "start": ",",
+                  "duration": ",", "edge_kind": ""})]
+    return CriticalPathReport("critical path", facts, sections,
+                              f"Critical path of {chosen.trace.path}", path=path,
+                              near_critical=near)
+
+
+@dataclass(frozen=True, repr=False)
+class BugReport(Report):
+    """`bugs`: the bug signatures found (`findings`: code, severity, message, hint and the
+    evidence lists), most severe first."""
+
+    findings: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+
+
+def bugs(trace: TraceLike, machine: MachineLike = None) -> BugReport:
+    """Architectural bug signatures (`tracekit bugs`)."""
+    from tracekit.analysis.signatures import find_bugs, findings_frame
+    from tracekit.analysis.timelines import choose_source
+
+    opened, resolved = trace_of(trace), machine_of(machine)
+    frame = findings_frame(find_bugs(opened, resolved))
+    # The checks of timing read the trace's own timeline when it is timed throughout.
+    source = choose_source(opened)
+    counts = frame["severity"].value_counts(sort=True) if frame.height else None
+    summary = (", ".join(f"{n} {s}" for s, n in counts.iter_rows()) if counts is not None
+               else "none")
+    facts = [*render.timeline_facts(opened, resolved, source.value),
+             fact("findings", frame.height, f"{frame.height:,} ({summary})")]
+    return BugReport("bug signatures", facts,
+                     [("findings", render.with_evidence(frame), FINDING_COLS)],
+                     f"Bug signatures of {opened.path}", findings=frame)
+
+
+@dataclass(frozen=True, repr=False)
+class Analysis(Report):
+    """`analyze`: the engine figures (`engines`, `hbm`), `stalls`, `critical_path`, the top
+    of the `sensitivity` ranking and the `findings`."""
+
+    engines: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+    hbm: Mapping[str, float | int] = field(default_factory=dict)
+    stalls: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+    path: CriticalPath = field(default=None)  # type: ignore[assignment]
+    sensitivity: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+    findings: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+
+
+def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "auto",
+            top: int = 5) -> Analysis:
+    """One report (`tracekit analyze`): engine figures, stalls, the critical path, the top
+    `top` of the sensitivity ranking and the bug signatures."""
+    from tracekit.analysis.array import array_table
+    from tracekit.analysis.critical_path import critical_path as find_path
+    from tracekit.analysis.figures import engine_figures
+    from tracekit.analysis.signatures import find_bugs, findings_frame
+    from tracekit.analysis.stalls import stall_table
+    from tracekit.analysis.whatif import sensitivity as run_sensitivity
+    from tracekit.replay.run import Mode
+
+    chosen = choose(trace, machine, timeline, tables=None)  # the signatures read every table
+    line, opened, resolved = chosen.line, chosen.trace, chosen.machine
+    stall = stall_table(line.frame)
+    path = find_path(line.frame, line.graph, line.kind_latency)
+    mode = Mode.OBSERVED if line.source is Source.OBSERVED else Mode.MODEL
+    # The sensitivity replays and the signatures share the timeline's dependency graph.
+    ranking = run_sensitivity(opened, resolved, mode, graph=line.graph).head(top)
+    findings = findings_frame(find_bugs(opened, resolved, line.graph, line.replayed))
+    engines, hbm = engine_figures(line.frame, opened.read_instructions(["id", "flops", "bytes"]),
+                                  resolved)
+    sections: list[Section] = [
+        ("engines (cycles)", engines, render.ENGINE_COLS),
+        ("stalls", stall, STALL_COLS),
+        ("critical path by engine", path.by_engine, {"engine": "", **GROUP_COLS}),
+        ("critical path by layer", path.by_layer, {"layer": "", **GROUP_COLS}),
+        (f"sensitivity (top {top})", ranking,
+         {"group": "", "name": "", "gained": ",", "gained_pct": ".2f"}),
+        ("bug signatures", render.with_evidence(findings), FINDING_COLS)]
+    array = array_table(opened, line.frame)
+    if array is not None:  # the trace declares a systolic array: its utilization and stalls
+        sections.insert(1, ("array", array, {
+            "engine": "", "layer": "", "rows": "", "cols": "", "macs": ",",
+            "window_cycles": ",", "compute_util_pct": ".2f", "busy_cycles": ",",
+            "stall_cycles": ","}))
+    facts = [*chosen.facts, render.makespan_fact(path.makespan, chosen.clock_hz),
+             render.hbm_fact(hbm, resolved), fact("critical_path_steps", path.steps.height)]
+    return Analysis("analysis", facts, sections, f"Analysis of {opened.path}", engines=engines,
+                    hbm=hbm, stalls=stall, path=path, sensitivity=ranking, findings=findings)
+
+
+@dataclass(frozen=True, repr=False)
+class WhatIfReport(Report):
+    """`whatif`: the makespan before and after the changes."""
+
+    base_makespan: int = 0
+    makespan: int = 0
+
+
+def whatif(trace: TraceLike, machine: MachineLike = None, *,
+           scale: Mapping[str, Mapping[str, float]] | None = None,
+           set: Mapping[str, float] | None = None,  # noqa: A002
+           mode: str = "model") -> WhatIfReport:
+    """Replay with changed durations or machine parameters (`tracekit whatif`). `scale`:
+    {group: {name: factor}}, group engine, opcode or layer (0.5: twice as fast); `set`:
+    machine parameters (hbm_bandwidth, dma_bandwidth, semaphore_latency, data_latency)."""
+    from tracekit.analysis.whatif import parse_scale, parse_set
+    from tracekit.analysis.whatif import whatif as run_whatif
+    from tracekit.replay.run import Mode
+
+    changes = [parse_scale(f"{group}={name}:{factor}") for group, names in (scale or {}).items()
+               for name, factor in names.items()]
+    sets = dict(parse_set(f"{name}={value}") for name, value in (set or {}).items())
+    opened, resolved = trace_of(trace, REPLAY_TABLES), machine_of(machine)
+    result = run_whatif(opened, resolved, changes, sets, Mode(mode))
+    facts = [*render.timeline_facts(opened, resolved, "replayed"), fact("mode", mode),
+             fact("base_makespan_cycles", result.base_makespan,
+                  f"{result.base_makespan:,} cycles", label="makespan before"),
+             fact("makespan_cycles", result.makespan, f"{result.makespan:,} cycles",
+                  label="makespan after"),
+             fact("gained_cycles", result.gained, f"{result.gained:,} cycles",
+                  label="gained"),
+             fact("change_pct", round(result.change_pct, 3), f"{result.change_pct:+.2f} %",
+                  label="change")]
+    return WhatIfReport("what-if", facts, [], base_makespan=result.base_makespan,
+                        makespan=result.makespan)
+
+
+@dataclass(frozen=True, repr=False)
+class SensitivityReport(Report):
+    """`sensitivity`: every engine, opcode, layer and bandwidth 10 % faster in turn
+    (`ranking`: group, name, makespan, gained, gained_pct; most gained first)."""
+
+    ranking: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+
+
+def sensitivity(trace: TraceLike, machine: MachineLike = None, *,
+                mode: str = "model") -> SensitivityReport:
+    """Which 10 % speed-up buys the most (`tracekit sensitivity`)."""
+    from tracekit.analysis.whatif import sensitivity as run_sensitivity
+    from tracekit.replay.run import Mode
+
+    opened, resolved = trace_of(trace, REPLAY_TABLES), machine_of(machine)
+    table = run_sensitivity(opened, resolved, Mode(mode))
+    facts = [*render.timeline_facts(opened, resolved, "replayed"), fact("mode", mode)]
+    return SensitivityReport("sensitivity: 10 % faster, makespan gained", facts,
+                             [("ranking", table, RANKING_COLS)], ranking=table)
+
+
+@dataclass(frozen=True, repr=False)
+class DiffReport(Report):
+    """`diff`: what changed between two runs (`diff`: the facts and frames of
+    `tracekit.analysis.diff.Diff`; `regression`: slower than the threshold)."""
+
+    diff: Any = None
+
+    @property
+    def regression(self) -> bool:
+        return bool(self.diff.regression)
+
+
+def diff(base: TraceLike, cand: TraceLike, machine: MachineLike = None, *,
+         timeline: str = "auto", threshold_pct: float = 2.0, force: bool = False
+         ) -> DiffReport:
+    """Two runs of one workload compared (`tracekit diff`)."""
+    from tracekit.analysis.diff import check_comparable, profile
+    from tracekit.analysis.diff import diff as run_diff
+    from tracekit.analysis.timelines import choose_source
+
+    resolved = machine_of(machine)
+    traces = trace_of(base), trace_of(cand)
+    check_comparable(*traces, force=force)
+    source = choose_source(*traces, choice=timeline)
+    result = run_diff(*(profile(t, resolved, source) for t in traces),
+                      threshold_pct=threshold_pct, force=force)
+    facts, sections = render.diff_sections(
+        result, render.timeline_facts(traces[0], resolved, source.value))
+    return DiffReport(f"Diff of {result.workload}", facts, sections, diff=result)
+
+
+def path_of(trace: TraceLike) -> Path:
+    return trace.path if isinstance(trace, Trace) else Path(trace)
