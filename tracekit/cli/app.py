@@ -577,6 +577,7 @@ def nightly(
     results to the history, compare each workload with its baseline and write a Markdown
     summary with a trend table and JUnit XML. Exits 3 on any regression, 1 when a workload
     could not run."""
+    from tracekit.analysis.history import explain
     from tracekit.analysis.nightly import load_suite, trend
     from tracekit.analysis.nightly import nightly as run_nightly
 
@@ -588,10 +589,11 @@ def nightly(
     with _status(f"running {len(suite.workloads)} workload(s)"):
         run = run_nightly(suite, folder, scheduler=scheduler, workers=workers, run_id=run_id)
     out = report or folder / "reports" / run.rows["run_id"][0]
-    summary = render.nightly_markdown(run, trend(run))
+    explained = explain(run)
+    summary = render.nightly_markdown(run, trend(run), explained)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "summary.md", summary)
-    write_text_atomic(out / "junit.xml", render.nightly_junit(run))
+    write_text_atomic(out / "junit.xml", render.nightly_junit(run, explained))
     sys.stdout.write(summary)
     typer.echo(f"\nhistory: {run.saved}\nreports: {out}", err=True)
     if run.regressions:

@@ -22,6 +22,7 @@ from tracekit.trace.validate import ValidationReport
 
 if TYPE_CHECKING:
     from tracekit.analysis.diff import Diff
+    from tracekit.analysis.history import Explanation
     from tracekit.analysis.nightly import NightlyRun
 
 
@@ -448,9 +449,11 @@ def _change(row: dict[str, Any]) -> str:
     return "-" if row["delta_pct"] is None else f"{row['delta_pct']:+.2f}%"
 
 
-def nightly_markdown(run: NightlyRun, trend: pl.DataFrame) -> str:
-    """The run's summary: one row per workload, the details of regressions and errors, and
-    the trend of makespans over the last runs."""
+def nightly_markdown(run: NightlyRun, trend: pl.DataFrame,
+                     explained: dict[str, Explanation]) -> str:
+    """The run's summary: one row per workload, the details of regressions and errors (with
+    what moved against the baseline, `explained` by workload), and the trend of makespans
+    over the last runs."""
     rows = run.rows
     first = rows.row(0, named=True)
     counts = {s: rows.filter(pl.col("status") == s).height
@@ -470,7 +473,7 @@ def nightly_markdown(run: NightlyRun, trend: pl.DataFrame) -> str:
     if details:
         lines += ["", "## What needs a look", ""]
         for r in details:
-            first, *rest = _reason(r).splitlines() or [""]
+            first, *rest = _reason(r, explained.get(r["workload"])).splitlines() or [""]
             lines.append(f"- **{r['workload']}** ({r['status']}): {first}")
             if rest:  # a multi-line error (a deadlock report, say) as a block under it
                 lines += ["", *(f"      {line}" for line in rest), ""]
@@ -486,7 +489,34 @@ def _fmt(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def _reason(row: dict[str, Any]) -> str:
+TOP_GROUPS = 4
+"""Engines and layers named in a regression's line; the rest are summed."""
+
+
+def _moves(frame: pl.DataFrame, key: str) -> str:
+    """"dma.q2 +24,055, dma.q0 -4,528 (2 more: -1,667)": the largest changes first."""
+    shown = ", ".join(f"{r[key]} {r['delta']:+,}"
+                      for r in frame.head(TOP_GROUPS).iter_rows(named=True))
+    rest = frame.slice(TOP_GROUPS)
+    return shown + (f" ({rest.height} more: {int(rest['delta'].sum()):+,})" if rest.height
+                    else "")
+
+
+def _explanation(why: Explanation) -> list[str]:
+    parts = []
+    if why.delta is not None:
+        parts.append(f"critical path {why.delta:+,} cycles: engines "
+                     f"{_moves(why.engines, 'engine')}")
+        if why.layers.height:
+            parts.append(f"layers {_moves(why.layers, 'layer')}")
+    if why.new_findings.height:
+        parts.append("new findings: " + ", ".join(
+            f"{r['code']} ({r['count']} {r['severity']})"
+            for r in why.new_findings.iter_rows(named=True)))
+    return parts
+
+
+def _reason(row: dict[str, Any], why: Explanation | None) -> str:
     if row["status"] == "error":
         return row["error"]
     parts = []
@@ -496,14 +526,17 @@ def _reason(row: dict[str, Any]) -> str:
         parts.append(f"makespan {row['baseline_makespan']:,} -> {row['makespan']:,} cycles "
                      f"({_change(row)}, threshold {row['threshold_pct']:g}%) against run "
                      f"{row['baseline_run']}")
-    if row["new_error_codes"]:
+    if why is not None:
+        parts += _explanation(why)  # the new findings include every new error code
+    elif row["new_error_codes"]:
         parts.append(f"new error findings: {', '.join(row['new_error_codes'])}")
     return "; ".join(parts)
 
 
-def nightly_junit(run: NightlyRun) -> str:
-    """JUnit XML: one test case per workload; a regression is a failure, a workload that
-    could not run an error."""
+def nightly_junit(run: NightlyRun, explained: dict[str, Explanation]) -> str:
+    """JUnit XML: one test case per workload; a regression is a failure (its message saying
+    what moved against the baseline, `explained` by workload), a workload that could not run
+    an error."""
     import xml.etree.ElementTree as ET
 
     rows = run.rows
@@ -514,9 +547,10 @@ def nightly_junit(run: NightlyRun) -> str:
         case = ET.SubElement(suite, "testcase", classname=f"tracekit.nightly.{run.suite.name}",
                              name=r["workload"])
         if r["status"] == "regression":
+            reason = _reason(r, explained.get(r["workload"]))
             failure = ET.SubElement(case, "failure", type="regression",
-                                    message=_reason(r).splitlines()[0])
-            failure.text = _reason(r)
+                                    message=reason.splitlines()[0])
+            failure.text = reason
         elif r["status"] == "error":
             error = ET.SubElement(case, "error", type="workload",
                                   message=r["error"].splitlines()[0])
