@@ -1,21 +1,32 @@
 """Questions put to a nightly history: what moved between a regressed workload's run and its
-baseline run.
+baseline run, which runs the history holds, and one workload's figures run by run.
 
-When a suite's mlp takes the slow-queue fault in its second run, its makespan goes from 18,149
-to 35,513 cycles (+17,364), and `explain` says where those cycles went along the two critical
-paths: dma.q2 +24,055, dma.q0 -4,528, ... (the parts add up to the +17,364), layers fc1
-+9,331 and fc2 +8,033, and the finding the second run has that the first had not:
-slow-engine (a warning).
+A history of two runs of a suite whose mlp took the slow-queue fault in the second lists as
+
+    run_id  started              suite  workloads  passed  regressions  errors
+    r1      2026-03-01 02:00:00  t      2          2       0            0
+    r2      2026-03-02 02:00:00  t      2          1       1            0
+
+mlp's trend reads makespan 18,149 in r1 and 35,513 in r2 (+17,364 cycles, +95.67 % against
+the run before), and `explain` says where those cycles went along the two critical paths:
+dma.q2 +24,055, dma.q0 -4,528, ... (the parts add up to the +17,364), layers fc1 +9,331 and
+fc2 +8,033, and the finding r2 has that r1 had not: slow-engine (a warning).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from tracekit.analysis.nightly import NightlyRun, Status
+from tracekit.analysis.nightly import RESULTS, NightlyRun, Status, SuiteError, read_history
+
+
+class HistoryError(SuiteError):
+    """A folder that is not a nightly history, or a question it holds no answer to."""
+
 
 # --- what moved against the baseline -------------------------------------------------------------
 
@@ -95,3 +106,83 @@ def explain(run: NightlyRun) -> dict[str, Explanation]:
                                  & (pl.col("run_id") == row["baseline_run"]))
         out[row["workload"]] = explain_row(row, base.row(0, named=True))
     return out
+
+
+# --- the runs a history holds --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class History:
+    """A history folder and every row of its runs (HISTORY_SCHEMA)."""
+
+    folder: Path
+    rows: pl.DataFrame
+
+
+def open_history(folder: Path) -> History:
+    """The history in `folder`; HistoryError when there is none."""
+    fix = ("Give the folder `tracekit nightly` writes its runs to (its --history, else the "
+           "suite's history key, else ./tracekit-history).")
+    if not folder.exists():
+        raise HistoryError(f"{folder}: no such folder. {fix}")
+    if not folder.is_dir():
+        raise HistoryError(f"{folder}: is a file, not a history folder. {fix}")
+    rows = read_history(folder)
+    if rows.height == 0:
+        raise HistoryError(f"{folder}: not a nightly history: it holds no run "
+                           f"({RESULTS}). {fix}")
+    return History(folder=folder, rows=rows)
+
+
+def _of_suite(history: History, suite: str | None) -> pl.DataFrame:
+    if suite is None:
+        return history.rows
+    mine = history.rows.filter(pl.col("suite") == suite)
+    if mine.height == 0:
+        known = ", ".join(sorted(set(history.rows["suite"].to_list())))
+        raise HistoryError(f"{history.folder}: no run of suite {suite!r}; the suites there "
+                           f"are {known}. Pass one of them to --suite.")
+    return mine
+
+
+def runs(history: History, suite: str | None = None) -> pl.DataFrame:
+    """One row per run (of `suite`, when given), oldest first: run_id, date, started (UTC,
+    ISO 8601), suite, workloads, then passed, regressions and errors (workloads by status)."""
+    def count(status: Status) -> pl.Expr:
+        return (pl.col("status") == status.value).sum().cast(pl.Int64)
+
+    return (_of_suite(history, suite).group_by("run_id")
+            .agg(pl.col("date").first(), pl.col("started").first(), pl.col("suite").first(),
+                 pl.len().cast(pl.Int64).alias("workloads"),
+                 count(Status.PASS).alias("passed"), count(Status.REGRESSION).alias("regressions"),
+                 count(Status.ERROR).alias("errors"))
+            .sort("started", "run_id"))
+
+
+def workload_trend(history: History, workload: str, suite: str | None = None) -> pl.DataFrame:
+    """`workload`'s rows (of `suite`, when given), oldest first: run_id, started, suite,
+    status, makespan (cycles), change and change_pct (against the workload's run before in
+    the same suite: null when either has no makespan, one's makespan is not known to be in
+    cycles, or its trace held another workload), delta_pct (against the baseline run, as
+    nightly compared them) and baseline_run, replay_makespan, stall_cycles, instructions,
+    errors and warnings (findings by severity), trace and trace_sha256."""
+    rows = _of_suite(history, suite)
+    mine = rows.filter(pl.col("workload") == workload).sort("started", "run_id")
+    if mine.height == 0:
+        known = ", ".join(sorted(set(rows["workload"].to_list())))
+        where = f" of suite {suite!r}" if suite else ""
+        raise HistoryError(f"{history.folder}: no run{where} has workload {workload!r}; the "
+                           f"workloads there are {known}. Pass one of them to --workload.")
+    # A makespan is in cycles unless an older row kept an observed one in the trace's unit.
+    cycles = ((pl.col("makespan_unit") == "cycles") | (pl.col("timeline") != "observed")
+              | (pl.col("time_unit") == "cycles")).fill_null(False)
+    before = pl.col("makespan").shift(1).over("suite")
+    same = (cycles & cycles.shift(1).over("suite")
+            & (pl.col("workload_name") == pl.col("workload_name").shift(1).over("suite")))
+    change = pl.when(same.fill_null(False)).then(pl.col("makespan") - before)
+    return (mine.with_columns(change.alias("change"))
+            .with_columns(pl.when(before > 0).then(100.0 * pl.col("change") / before)
+                          .alias("change_pct"))
+            .select("run_id", "started", "suite", "status", "makespan", "change", "change_pct",
+                    "delta_pct", "baseline_run", "replay_makespan", "stall_cycles",
+                    "instructions", "errors", "warnings", "trace", "trace_sha256"))

@@ -358,9 +358,13 @@ error-severity codes the baseline did not have; stuck: the replay's report when 
 finish (no makespan then)."""
 
 
+RESULTS = "date=*/run=*/results.parquet"
+"""Each run's rows in a history folder (a glob)."""
+
+
 def read_history(history: Path) -> pl.DataFrame:
     """Every completed run in `history` (empty with the schema when there is none)."""
-    files = sorted(history.glob("date=*/run=*/results.parquet"))
+    files = sorted(history.glob(RESULTS))
     if not files:
         return pl.DataFrame(schema=HISTORY_SCHEMA)
     frames = []

@@ -604,6 +604,42 @@ def nightly(
 
 @app.command()
 @handles_errors
+def history(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="History folder of `tracekit "
+                                           "nightly` (its --history).", show_default=False)],
+    workload: Annotated[str | None, Opt("--workload", "-w", help="Show this workload's "
+                                        "figures run by run.", show_default=False)] = None,
+    suite: Annotated[str | None, Opt("--suite", help="Only the runs of this suite (a history "
+                                     "can hold several).", show_default=False)] = None,
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+) -> None:
+    """The runs in a nightly history: id, start time, suite and workloads by status; with
+    --workload, that workload's makespan and other figures in each run, with the change
+    against the run before."""
+    from tracekit.analysis.history import open_history, runs, workload_trend
+
+    held = open_history(folder)
+    if workload is None:
+        title, table, cols = f"History {folder}", runs(held, suite), render.HISTORY_RUN_COLS
+    else:
+        title, cols = f"Trend of {workload} in {folder}", render.HISTORY_TREND_COLS
+        table = workload_trend(held, workload, suite)
+    head = {"history": str(folder), "workload": workload, "suite": suite}
+    head = {k: v for k, v in head.items() if v is not None}
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json({**head, "runs": render.records(table)}))
+        return
+    shown, shown_cols = render.history_table(table, cols)
+    if format is ReportFormat.MD:
+        sys.stdout.write(render.sections_markdown(title, {**head, "runs": table.height}, [
+            ("Runs, oldest first", shown, shown_cols)]))
+    else:
+        render.print_table(_stdout(), f"{title} ({table.height} run(s), oldest first)",
+                           shown, shown_cols)
+
+
+@app.command()
+@handles_errors
 def machines(format: FormatOpt = Format.TEXT) -> None:  # noqa: A002
     """List the machine descriptions built into tracekit."""
     from tracekit.replay.machine import BUILTIN, builtin_machines

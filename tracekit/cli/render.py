@@ -561,3 +561,31 @@ def nightly_junit(run: NightlyRun, explained: dict[str, Explanation]) -> str:
                 f"{r['baseline_run'] or 'no baseline'}")
     ET.indent(suite)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
+
+
+# --- history ------------------------------------------------------------------------------------
+
+HISTORY_RUN_COLS = {"run_id": "", "started": "", "suite": "", "workloads": ",", "passed": ",",
+                    "regressions": ",", "errors": ","}
+HISTORY_TREND_COLS = {"run_id": "", "started": "", "suite": "", "status": "", "makespan": ",",
+                      "change": "+,", "change_pct": "+.2f", "delta_pct": "+.2f",
+                      "baseline_run": "", "replay_makespan": ",", "stall_cycles": ",",
+                      "errors": ",", "warnings": ",", "trace_sha256": ""}
+_HISTORY_HEADERS = {"run_id": "run", "started": "started (UTC)", "change_pct": "change %",
+                    "delta_pct": "vs base %", "baseline_run": "baseline",
+                    "replay_makespan": "replayed", "stall_cycles": "stalls",
+                    "trace_sha256": "trace sha256"}
+"""Headers short enough for the trend to fit a 160-column terminal."""
+
+
+def history_table(table: pl.DataFrame,
+                  cols: dict[str, str]) -> tuple[pl.DataFrame, dict[str, str]]:
+    """A history table for reading (text and Markdown): the columns of `cols` under their
+    headers, the start time to the second ("2026-03-01 02:00:00", UTC as stored) and a
+    trace's sha256 to its first 12 digits."""
+    short = [pl.col("started").str.slice(0, 19).str.replace("T", " ")]
+    if "trace_sha256" in cols:
+        short.append(pl.col("trace_sha256").str.slice(0, 12))
+    named = {c: _HISTORY_HEADERS.get(c, c) for c in cols}
+    return (table.with_columns(short).select(list(cols)).rename(named),
+            {named[c]: f for c, f in cols.items()})
