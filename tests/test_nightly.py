@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tracekit.analysis import nightly as nl
+from tracekit.analysis.history import explain
 from tracekit.cli.app import app
 from tracekit.workloads.generate import generate
 
@@ -100,9 +101,10 @@ def test_regression_against_last_pass_and_pinned(tmp_path: Path, traces: Path) -
         row = slow.rows.filter(pl.col("workload") == "gemm").row(0, named=True)
         assert row["status"] == "regression" and row["baseline_run"] == "r1"
         assert row["delta_pct"] > 2.0 and row["new_error_codes"] == []
-        summary = render.nightly_markdown(slow, nl.trend(slow))
-        assert "## What needs a look" in summary and "new error findings" not in summary
-        junit = ET.fromstring(render.nightly_junit(slow))
+        summary = render.nightly_markdown(slow, nl.trend(slow), explain(slow))
+        assert "## What needs a look" in summary
+        assert "; new findings: slow-engine (1 warning)\n" in summary  # no new error
+        junit = ET.fromstring(render.nightly_junit(slow, explain(slow)))
         failure = junit.find("testcase[@name='gemm']/failure")
         assert failure is not None and "against run r1" in failure.get("message")
         assert junit.find("testcase[@name='mlp']/failure") is None
@@ -277,9 +279,10 @@ def test_deadlocked_workload_is_a_regression_with_its_findings(tmp_path: Path,
     assert "deadlock-wait" in {f["code"] for f in row["findings"]}
     from tracekit.cli import render
 
-    summary = render.nightly_markdown(run, nl.trend(run))
+    summary = render.nightly_markdown(run, nl.trend(run), explain(run))
     assert "the run cannot finish" in summary
-    failure = ET.fromstring(render.nightly_junit(run)).find("testcase[@name='gemm']/failure")
+    failure = (ET.fromstring(render.nightly_junit(run, explain(run)))
+               .find("testcase[@name='gemm']/failure"))
     assert failure is not None and failure.get("message").startswith("the run cannot finish")
     cli = _run(suite, tmp_path / "h", "r2")  # through the command line: a regression exits 3
     assert cli.exit_code == 3, cli.output

@@ -154,7 +154,12 @@ def _by(key: str, base: pl.DataFrame, cand: pl.DataFrame) -> pl.DataFrame:
                   descending=[True, False]))
 
 
-def _attribution(key: str, base: pl.DataFrame, cand: pl.DataFrame, total: int) -> pl.DataFrame:
+def attribution(key: str, base: pl.DataFrame, cand: pl.DataFrame, total: int) -> pl.DataFrame:
+    """The makespan change `total` split by `key` (engine or layer) between two critical
+    paths' compositions (`base`, `cand`: key, cycles): key (null as NO_LAYER), base, cand,
+    delta (cycles), share_pct (of `total`); groups that did not change are left out, the
+    largest change first, ties by key."""
+
     def side(frame: pl.DataFrame, name: str) -> pl.DataFrame:
         return (frame.select(pl.col(key).fill_null(NO_LAYER), pl.col("cycles"))
                 .group_by(key).agg(pl.col("cycles").sum().alias(name)))
@@ -198,11 +203,17 @@ PER_INSTRUCTION = {"deadlock-wait", "start-before-dependency", "engine-overlap",
 evidence lists examples, which move with the timing."""
 
 
+def masked_message() -> pl.Expr:
+    """A finding's message with every number masked ("#"): the figures move with the timing,
+    the words say which finding it is."""
+    return pl.col("message").str.replace_all(r"[0-9][0-9,.]*", "#")
+
+
 def _finding_keys(frame: pl.DataFrame, names: dict[int, str]) -> pl.DataFrame:
     """A finding's identity across runs: its code, engines and message with every number
     masked (the figures move with the timing), and for per-instruction codes the aligned
     keys of its instructions (ids differ between runs of one program)."""
-    masked = pl.col("message").str.replace_all(r"[0-9][0-9,.]*", "#")
+    masked = masked_message()
     aligned = [",".join(names.get(i, f"?{i}") for i in ids) if code in PER_INSTRUCTION
                else "" for code, ids in frame.select("code", "instructions").iter_rows()]
     return frame.with_columns(
@@ -266,9 +277,9 @@ def diff(base: Profile, cand: Profile, threshold_pct: float = 2.0,
         by_layer=_by("layer", base.instructions, cand.instructions),
         by_engine=_by("engine", base.instructions, cand.instructions),
         by_opcode=_by("opcode", base.instructions, cand.instructions),
-        attribution_engine=_attribution("engine", base.critical.by_engine, cand.critical.by_engine,
+        attribution_engine=attribution("engine", base.critical.by_engine, cand.critical.by_engine,
                                         total),
-        attribution_layer=_attribution("layer", base.critical.by_layer, cand.critical.by_layer,
+        attribution_layer=attribution("layer", base.critical.by_layer, cand.critical.by_layer,
                                        total),
         stall_causes=stall_causes, changed=changed, new_findings=new,
         resolved_findings=resolved)

@@ -92,7 +92,9 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
         raise SuiteError(f"{path}: cannot be read ({exc}).") from None
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: not valid TOML ({exc}).") from None
-    where = path.parent
+    # Absolute, so that the history records where each trace was and a worker elsewhere (a
+    # Dask cluster) is not left to resolve a path against its own folder.
+    where = path.absolute().parent
 
     def bad(key: str, why: str) -> SuiteError:
         return SuiteError(f"{path}: {key} {why}")
@@ -191,14 +193,17 @@ def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
     from tracekit.analysis.timelines import timeline
     from tracekit.replay.machine import resolve_machine
     from tracekit.replay.run import ReplayStuck, replay
-    from tracekit.trace.bundle import open_trace
+    from tracekit.trace.bundle import file_sha256, open_trace
+    from tracekit.trace.schema import MANIFEST_FILE
 
-    trace = open_trace(trace_path)
+    trace = open_trace(trace_path)  # checks each table's sha256 against the manifest
+    sha256 = file_sha256(trace.path / MANIFEST_FILE)
     machine = resolve_machine(machine_spec)
     try:
         predicted = replay(trace, machine)
     except ReplayStuck as exc:
-        return {"workload_name": trace.manifest.workload, "stuck": str(exc),
+        return {"workload_name": trace.manifest.workload, "trace_sha256": sha256,
+                "stuck": str(exc),
                 "instructions": trace.manifest.tables["instructions"].rows,
                 "findings": [{"code": f.code.value, "severity": f.severity.value,
                               "message": f.message}
@@ -214,6 +219,7 @@ def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
     waiting = int(stalls.filter(pl.col("bucket") == "waiting")["cycles"].sum())
     return {
         "workload_name": trace.manifest.workload,
+        "trace_sha256": sha256,
         "timeline": source.value,
         "time_unit": trace.manifest.time_unit.value,
         "makespan_unit": "cycles",
@@ -224,6 +230,8 @@ def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
         "engines": [{"engine": e, "busy_pct": round(p, 3)} for e, p in busy.iter_rows()],
         "critical_path": [{"group": g, "cycles": int(c)} for g, c, _ in
                           path.by_engine.iter_rows()],
+        "critical_path_layers": [{"group": g, "cycles": int(c)} for g, c, _ in
+                                 path.by_layer.iter_rows()],
         "findings": [{"code": f.code.value, "severity": f.severity.value,
                       "message": f.message} for f in findings],
     }
@@ -317,12 +325,14 @@ def _alone(w: Workload, machine: str | None) -> dict[str, Any]:
 HISTORY_SCHEMA = {
     "run_id": pl.String, "date": pl.String, "started": pl.String, "suite": pl.String,
     "workload": pl.String,
-    "trace": pl.String, "status": pl.String, "error": pl.String, "workload_name": pl.String,
+    "trace": pl.String, "trace_sha256": pl.String, "status": pl.String, "error": pl.String,
+    "workload_name": pl.String,
     "timeline": pl.String, "time_unit": pl.String, "makespan_unit": pl.String,
     "instructions": pl.Int64, "makespan": pl.Int64,
     "replay_makespan": pl.Int64, "stall_cycles": pl.Int64,
     "engines": pl.List(pl.Struct({"engine": pl.String, "busy_pct": pl.Float64})),
     "critical_path": pl.List(pl.Struct({"group": pl.String, "cycles": pl.Int64})),
+    "critical_path_layers": pl.List(pl.Struct({"group": pl.String, "cycles": pl.Int64})),
     "findings": pl.List(pl.Struct({"code": pl.String, "severity": pl.String,
                                    "message": pl.String})),
     "errors": pl.Int64, "warnings": pl.Int64, "stuck": pl.String, "baseline_run": pl.String,
@@ -330,18 +340,31 @@ HISTORY_SCHEMA = {
     "new_error_codes": pl.List(pl.String),
 }
 """One row per workload per run. started: the run's UTC start (ISO 8601), which orders runs;
+trace: the bundle's path, absolute (older rows hold it as the suite file resolved it, relative
+to the folder nightly ran in when the suite file was given by a relative path);
+trace_sha256: the sha256 of the bundle's manifest.json bytes (`sha256sum TRACE/manifest.json`),
+which record every table file's sha256 (checked when the trace is opened), the clock and the
+time unit, so it names the bundle's content and finds an archived copy again (null when the
+trace could not be opened, and in rows written before it was recorded);
 time_unit: of the trace's times; makespan: cycles of the analysed timeline (observed when the
 trace is timed), makespan_unit "cycles" (null in rows written before observed times were
 converted to cycles, when an observed makespan was in the trace's own unit);
-replay_makespan: the model's prediction; stall_cycles: waiting cycles summed
-over engines; errors, warnings: findings by severity; delta_pct: makespan change against the
-baseline run; new_error_codes: error-severity codes the baseline did not have; stuck: the
-replay's report when the run cannot finish (no makespan then)."""
+replay_makespan: the model's prediction; stall_cycles: waiting cycles summed over engines;
+critical_path, critical_path_layers: the critical path's cycles by engine and by layer (group,
+cycles, the gaps as "(edge latency)" and "(unexplained gap)"; each sums to the makespan; the
+layers null in rows written before they were recorded); errors, warnings: findings by
+severity; delta_pct: makespan change against the baseline run; new_error_codes:
+error-severity codes the baseline did not have; stuck: the replay's report when the run cannot
+finish (no makespan then)."""
+
+
+RESULTS = "date=*/run=*/results.parquet"
+"""Each run's rows in a history folder (a glob)."""
 
 
 def read_history(history: Path) -> pl.DataFrame:
     """Every completed run in `history` (empty with the schema when there is none)."""
-    files = sorted(history.glob("date=*/run=*/results.parquet"))
+    files = sorted(history.glob(RESULTS))
     if not files:
         return pl.DataFrame(schema=HISTORY_SCHEMA)
     frames = []

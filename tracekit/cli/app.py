@@ -520,6 +520,7 @@ def nightly(
     results to the history, compare each workload with its baseline and write a Markdown
     summary with a trend table and JUnit XML. Exits 3 on any regression, 1 when a workload
     could not run."""
+    from tracekit.analysis.history import explain
     from tracekit.analysis.nightly import load_suite, trend
     from tracekit.analysis.nightly import nightly as run_nightly
 
@@ -531,16 +532,53 @@ def nightly(
     with _status(f"running {len(suite.workloads)} workload(s)"):
         run = run_nightly(suite, folder, scheduler=scheduler, workers=workers, run_id=run_id)
     out = report or folder / "reports" / run.rows["run_id"][0]
-    summary = render.nightly_markdown(run, trend(run))
+    explained = explain(run)
+    summary = render.nightly_markdown(run, trend(run), explained)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "summary.md", summary)
-    write_text_atomic(out / "junit.xml", render.nightly_junit(run))
+    write_text_atomic(out / "junit.xml", render.nightly_junit(run, explained))
     sys.stdout.write(summary)
     typer.echo(f"\nhistory: {run.saved}\nreports: {out}", err=True)
     if run.regressions:
         raise typer.Exit(EXIT_FINDING)
     if run.errors:
         raise typer.Exit(EXIT_INPUT)
+
+
+@app.command()
+@handles_errors
+def history(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="History folder of `tracekit "
+                                           "nightly` (its --history).", show_default=False)],
+    workload: Annotated[str | None, Opt("--workload", "-w", help="Show this workload's "
+                                        "figures run by run.", show_default=False)] = None,
+    suite: Annotated[str | None, Opt("--suite", help="Only the runs of this suite (a history "
+                                     "can hold several).", show_default=False)] = None,
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+) -> None:
+    """The runs in a nightly history: id, start time, suite and workloads by status; with
+    --workload, that workload's makespan and other figures in each run, with the change
+    against the run before."""
+    from tracekit.analysis.history import open_history, runs, workload_trend
+
+    held = open_history(folder)
+    if workload is None:
+        title, table, cols = f"History {folder}", runs(held, suite), render.HISTORY_RUN_COLS
+    else:
+        title, cols = f"Trend of {workload} in {folder}", render.HISTORY_TREND_COLS
+        table = workload_trend(held, workload, suite)
+    head = {"history": str(folder), "workload": workload, "suite": suite}
+    head = {k: v for k, v in head.items() if v is not None}
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json({**head, "runs": render.records(table)}))
+        return
+    shown, shown_cols = render.history_table(table, cols)
+    if format is ReportFormat.MD:
+        sys.stdout.write(render.sections_markdown(title, {**head, "runs": table.height}, [
+            ("Runs, oldest first", shown, shown_cols)]))
+    else:
+        render.print_table(_stdout(), f"{title} ({table.height} run(s), oldest first)",
+                           shown, shown_cols)
 
 
 @app.command()

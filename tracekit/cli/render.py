@@ -25,6 +25,7 @@ from tracekit.trace.validate import Finding, ValidationReport
 
 if TYPE_CHECKING:
     from tracekit.analysis.diff import Diff
+    from tracekit.analysis.history import Explanation
     from tracekit.analysis.nightly import NightlyRun
 
 
@@ -589,9 +590,11 @@ def _change(row: dict[str, Any]) -> str:
     return "-" if row["delta_pct"] is None else f"{row['delta_pct']:+.2f}%"
 
 
-def nightly_markdown(run: NightlyRun, trend: pl.DataFrame) -> str:
-    """The run's summary: one row per workload, the details of regressions and errors, and
-    the trend of makespans over the last runs."""
+def nightly_markdown(run: NightlyRun, trend: pl.DataFrame,
+                     explained: dict[str, Explanation]) -> str:
+    """The run's summary: one row per workload, the details of regressions and errors (with
+    what moved against the baseline, `explained` by workload), and the trend of makespans
+    over the last runs."""
     rows = run.rows
     first = rows.row(0, named=True)
     counts = {s: rows.filter(pl.col("status") == s).height
@@ -611,7 +614,7 @@ def nightly_markdown(run: NightlyRun, trend: pl.DataFrame) -> str:
     if details:
         lines += ["", "## What needs a look", ""]
         for r in details:
-            first, *rest = _reason(r).splitlines() or [""]
+            first, *rest = _reason(r, explained.get(r["workload"])).splitlines() or [""]
             lines.append(f"- **{r['workload']}** ({r['status']}): {first}")
             if rest:  # a multi-line error (a deadlock report, say) as a block under it
                 lines += ["", *(f"      {line}" for line in rest), ""]
@@ -627,7 +630,34 @@ def _fmt(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def _reason(row: dict[str, Any]) -> str:
+TOP_GROUPS = 4
+"""Engines and layers named in a regression's line; the rest are summed."""
+
+
+def _moves(frame: pl.DataFrame, key: str) -> str:
+    """"dma.q2 +24,055, dma.q0 -4,528 (2 more: -1,667)": the largest changes first."""
+    shown = ", ".join(f"{r[key]} {r['delta']:+,}"
+                      for r in frame.head(TOP_GROUPS).iter_rows(named=True))
+    rest = frame.slice(TOP_GROUPS)
+    return shown + (f" ({rest.height} more: {int(rest['delta'].sum()):+,})" if rest.height
+                    else "")
+
+
+def _explanation(why: Explanation) -> list[str]:
+    parts = []
+    if why.delta is not None:
+        parts.append(f"critical path {why.delta:+,} cycles: engines "
+                     f"{_moves(why.engines, 'engine')}")
+        if why.layers.height:
+            parts.append(f"layers {_moves(why.layers, 'layer')}")
+    if why.new_findings.height:
+        parts.append("new findings: " + ", ".join(
+            f"{r['code']} ({r['count']} {r['severity']})"
+            for r in why.new_findings.iter_rows(named=True)))
+    return parts
+
+
+def _reason(row: dict[str, Any], why: Explanation | None) -> str:
     if row["status"] == "error":
         return row["error"]
     parts = []
@@ -637,14 +667,17 @@ def _reason(row: dict[str, Any]) -> str:
         parts.append(f"makespan {row['baseline_makespan']:,} -> {row['makespan']:,} cycles "
                      f"({_change(row)}, threshold {row['threshold_pct']:g}%) against run "
                      f"{row['baseline_run']}")
-    if row["new_error_codes"]:
+    if why is not None:
+        parts += _explanation(why)  # the new findings include every new error code
+    elif row["new_error_codes"]:
         parts.append(f"new error findings: {', '.join(row['new_error_codes'])}")
     return "; ".join(parts)
 
 
-def nightly_junit(run: NightlyRun) -> str:
-    """JUnit XML: one test case per workload; a regression is a failure, a workload that
-    could not run an error."""
+def nightly_junit(run: NightlyRun, explained: dict[str, Explanation]) -> str:
+    """JUnit XML: one test case per workload; a regression is a failure (its message saying
+    what moved against the baseline, `explained` by workload), a workload that could not run
+    an error."""
     import xml.etree.ElementTree as ET
 
     rows = run.rows
@@ -655,9 +688,10 @@ def nightly_junit(run: NightlyRun) -> str:
         case = ET.SubElement(suite, "testcase", classname=f"tracekit.nightly.{run.suite.name}",
                              name=r["workload"])
         if r["status"] == "regression":
+            reason = _reason(r, explained.get(r["workload"]))
             failure = ET.SubElement(case, "failure", type="regression",
-                                    message=_reason(r).splitlines()[0])
-            failure.text = _reason(r)
+                                    message=reason.splitlines()[0])
+            failure.text = reason
         elif r["status"] == "error":
             error = ET.SubElement(case, "error", type="workload",
                                   message=r["error"].splitlines()[0])
@@ -668,3 +702,31 @@ def nightly_junit(run: NightlyRun) -> str:
                 f"{r['baseline_run'] or 'no baseline'}")
     ET.indent(suite)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
+
+
+# --- history ------------------------------------------------------------------------------------
+
+HISTORY_RUN_COLS = {"run_id": "", "started": "", "suite": "", "workloads": ",", "passed": ",",
+                    "regressions": ",", "errors": ","}
+HISTORY_TREND_COLS = {"run_id": "", "started": "", "suite": "", "status": "", "makespan": ",",
+                      "change": "+,", "change_pct": "+.2f", "delta_pct": "+.2f",
+                      "baseline_run": "", "replay_makespan": ",", "stall_cycles": ",",
+                      "errors": ",", "warnings": ",", "trace_sha256": ""}
+_HISTORY_HEADERS = {"run_id": "run", "started": "started (UTC)", "change_pct": "change %",
+                    "delta_pct": "vs base %", "baseline_run": "baseline",
+                    "replay_makespan": "replayed", "stall_cycles": "stalls",
+                    "trace_sha256": "trace sha256"}
+"""Headers short enough for the trend to fit a 160-column terminal."""
+
+
+def history_table(table: pl.DataFrame,
+                  cols: dict[str, str]) -> tuple[pl.DataFrame, dict[str, str]]:
+    """A history table for reading (text and Markdown): the columns of `cols` under their
+    headers, the start time to the second ("2026-03-01 02:00:00", UTC as stored) and a
+    trace's sha256 to its first 12 digits."""
+    short = [pl.col("started").str.slice(0, 19).str.replace("T", " ")]
+    if "trace_sha256" in cols:
+        short.append(pl.col("trace_sha256").str.slice(0, 12))
+    named = {c: _HISTORY_HEADERS.get(c, c) for c in cols}
+    return (table.with_columns(short).select(list(cols)).rename(named),
+            {named[c]: f for c, f in cols.items()})
