@@ -466,7 +466,7 @@ def bugs(
     """Architectural bug signatures: races by happens-before, deadlocks, semaphore misuse,
     impossible timing, bandwidth beyond physics, latency outliers and stuck or slow engines,
     out-of-bounds accesses, and inefficiencies (reloads, dead writes, small DMAs, semaphore
-    ping-pong), each with its evidence and a hint (analysis/signatures.md)."""
+    ping-pong), each with its evidence and a hint."""
     from tracekit.analysis.signatures import Severity, find_bugs, findings_frame
     from tracekit.replay.machine import resolve_machine
 
@@ -555,9 +555,11 @@ def diff_command(
 @app.command()
 @handles_errors
 def nightly(
-    suite_file: Annotated[Path, typer.Argument(metavar="SUITE", help="Suite TOML file "
-                                               "(analysis/suites/sample.toml shows the format).",
-                                               show_default=False)],
+    suite_file: Annotated[Path, typer.Argument(metavar="SUITE", help=(
+        "Suite TOML file: one [[workloads]] table per workload with trace = \"PATH or GLOB\" "
+        "(a bundle folder, or a glob of them; relative to the file) and optionally name, "
+        "threshold_pct, baseline; at the top optionally name, machine, threshold_pct, "
+        "baseline (\"last-pass\" or a run id), trend_runs, history."), show_default=False)],
     history: Annotated[Path | None, Opt("--history", help="History folder (default: the "
                                         "suite's history key, else ./tracekit-history).",
                                         show_default=False)] = None,
