@@ -167,7 +167,7 @@ FAULT_CODES = {"deadlock": Code.DEADLOCK_WAIT, "sem-leak": Code.SEMAPHORE_LEAK,
 WORKLOADS = {"gemm": {"m": 384, "n": 512, "k": 384},
              "mlp": {"widths": (256, 384, 128), "batch": 256},
              "attention": {"seq": 256, "heads": 2, "head_dim": 64},
-             "conv2d": {"n": 1, "c": 32, "h": 28, "w": 28, "k": 64},
+             "conv2d": {"batch": 1, "c": 32, "h": 28, "w": 28, "filters": 64},
              "layernorm": {"rows": 512, "hidden": 256}}
 
 

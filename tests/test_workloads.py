@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+import typer
 from typer.testing import CliRunner, Result
 
 import tracekit
@@ -27,8 +28,15 @@ from tracekit.cli.app import app
 from tracekit.errors import TracekitError
 from tracekit.replay.machine import builtin_machine
 from tracekit.replay.run import replay
-from tracekit.workloads.generate import WorkloadError, generate
+from tracekit.workloads.generate import WorkloadError, generate, plan
 from tracekit.workloads.lowering import Tiling
+from tracekit.workloads.params import (
+    WORKLOADS,
+    ParameterError,
+    all_parameter_names,
+    param_help,
+    workload_params,
+)
 from tracekit.workloads.timing import ReferenceTiming
 
 # --- machine constants (from the lowering's documentation) ---------------------------------
@@ -317,17 +325,18 @@ def test_mlp_three_layers_flops_and_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shape", [
-    {"n": 1, "c": 8, "h": 10, "w": 10, "k": 16, "r": 3, "s": 3, "stride": 1},
-    {"n": 1, "c": 8, "h": 10, "w": 10, "k": 16, "r": 3, "s": 3, "stride": 2},
-    {"n": 2, "c": 16, "h": 20, "w": 20, "k": 24, "r": 3, "s": 2, "stride": 2},
+    {"batch": 1, "c": 8, "h": 10, "w": 10, "filters": 16, "r": 3, "s": 3, "stride": 1},
+    {"batch": 1, "c": 8, "h": 10, "w": 10, "filters": 16, "r": 3, "s": 3, "stride": 2},
+    {"batch": 2, "c": 16, "h": 20, "w": 20, "filters": 24, "r": 3, "s": 2, "stride": 2},
 ], ids=["stride1", "stride2", "multi-tile"])
 def test_conv2d_lowering_exact(tmp_path: Path, shape: dict[str, int]) -> None:
     t = gen(tmp_path / "conv", "conv2d", shape, untimed=True)
     ho = (shape["h"] - shape["r"]) // shape["stride"] + 1
     wo = (shape["w"] - shape["s"]) // shape["stride"] + 1
-    rows, depth, filters = shape["n"] * ho * wo, shape["c"] * shape["r"] * shape["s"], shape["k"]
+    rows, depth = shape["batch"] * ho * wo, shape["c"] * shape["r"] * shape["s"]
+    filters = shape["filters"]
     plan = GemmPlan(rows, filters, depth)
-    assert t.of("matmul")["flops"].sum() == 2 * (shape["n"] * ho * wo) * depth * filters
+    assert t.of("matmul")["flops"].sum() == 2 * (shape["batch"] * ho * wo) * depth * filters
     check_gemm(t, plan, "conv", "activation", a_opcode="dma_im2col")
     im2col = t.of("dma_im2col")
     assert im2col.height == plan.matmuls  # every A tile is an im2col gather
@@ -391,8 +400,8 @@ CLEAN: dict[str, tuple[str, dict[str, Any], Tiling]] = {
                                         double_buffer=False)),
     "mlp": ("mlp", {"widths": (96, 160, 64), "batch": 40}, Tiling()),
     "attention": ("attention", {"seq": 96, "heads": 2, "head_dim": 32}, Tiling()),
-    "conv2d": ("conv2d", {"n": 1, "c": 8, "h": 10, "w": 10, "k": 16, "r": 3, "s": 3,
-                          "stride": 1}, Tiling()),
+    "conv2d": ("conv2d", {"batch": 1, "c": 8, "h": 10, "w": 10, "filters": 16, "r": 3,
+                          "s": 3, "stride": 1}, Tiling()),
     "layernorm": ("layernorm", {"rows": 300, "hidden": 64}, Tiling()),
     # Epochs of a few steps, so that small traces reset their semaphores as long ones do.
     "gemm-resets": ("gemm", {"m": 200, "n": 700, "k": 300}, Tiling(epoch_steps=2)),
@@ -630,9 +639,9 @@ def test_gemm_hbm_tensors_do_not_overlap(tmp_path: Path, m: int, n: int, k: int)
 
 
 def test_conv2d_im2col_reads_stay_inside_the_image(tmp_path: Path) -> None:
-    shape = {"n": 1, "c": 8, "h": 10, "w": 10, "k": 16, "r": 3, "s": 3, "stride": 1}
+    shape = {"batch": 1, "c": 8, "h": 10, "w": 10, "filters": 16, "r": 3, "s": 3, "stride": 1}
     t = gen(tmp_path / "conv", "conv2d", shape, untimed=True)
-    image = shape["n"] * shape["c"] * shape["h"] * shape["w"] * ELEM
+    image = shape["batch"] * shape["c"] * shape["h"] * shape["w"] * ELEM
     reads = _hbm_ranges(t, "dma_im2col")
     base = min(lo for lo, _ in reads)  # the first gather starts at the image's first byte
     assert all(base <= lo and hi <= base + image for lo, hi in reads), (reads, base, image)
@@ -853,7 +862,7 @@ def test_fault_slow_queue(tmp_path: Path, case: str) -> None:
 def test_fault_slow_queue_is_observable(tmp_path: Path) -> None:
     """A slow-queue fault must slow a queue that carries transfers: on a small conv2d (three
     DMA transfers, four queues) no seed may pick the idle queue."""
-    shape = {"n": 1, "c": 8, "h": 10, "w": 10, "k": 16, "r": 3, "s": 3, "stride": 1}
+    shape = {"batch": 1, "c": 8, "h": 10, "w": 10, "filters": 16, "r": 3, "s": 3, "stride": 1}
     picked = {}
     for seed in range(8):
         t = gen(tmp_path / f"s{seed}", "conv2d", shape, seed=seed, inject=["slow-queue"])
@@ -996,7 +1005,6 @@ def assert_clean_failure(result: Result, code: int, *needles: str) -> None:
 
 @pytest.mark.parametrize("args", [
     ["nope"],
-    ["gemm", "--seq", "4"],
     ["gemm", "--m", "0"],
     ["mlp", "--widths", "96,0"],
     ["gemm", "--inject", "bogus"],
@@ -1023,7 +1031,8 @@ def test_cli_generate_happy_path(tmp_path: Path) -> None:
     out = tmp_path / "g"
     result = run("generate", "gemm", "-o", out, "--m", 64, "--n", 64, "--k", 64)
     assert result.exit_code == 0, result.output
-    assert "wrote" in result.stdout
+    assert result.stdout == (f"wrote {out}: 5 instructions (gemm m=64 n=64 k=64, tiles "
+                             f"128x512x128, 4 DMA queues, double-buffered)\n")
     assert result.stderr == ""
     report = tracekit.validate(out)
     assert report.ok() and report.findings == ()
@@ -1048,3 +1057,179 @@ def test_cli_matches_api(tmp_path: Path) -> None:
              seed=SEED, inject=["missing-wait", "slow-queue"],
              tiling=Tiling(tile_k=64, double_buffer=False))
     assert file_bytes(tmp_path / "cli") == file_bytes(tmp_path / "api")
+
+
+# --- 8. the generate command: parameters and their defaults, the shape, the dry run ---------
+
+
+def help_of(option: str) -> str:
+    """The help text of one option of `tracekit generate`, as the command declares it."""
+    command = typer.main.get_command(app).commands["generate"]  # type: ignore[attr-defined]
+    (param,) = [p for p in command.params if option in p.opts]
+    return param.help
+
+
+def test_generate_help_states_each_parameter_with_its_default() -> None:
+    """Every workload parameter is an option whose help names each workload that takes it
+    and its default there, from the parameter records (the one place they are declared)."""
+    command = typer.main.get_command(app).commands["generate"]  # type: ignore[attr-defined]
+    options = {p.name for p in command.params} - {
+        "workload", "output", "tile_m", "tile_n", "tile_k", "dma_queues", "double_buffer",
+        "layer", "seed", "untimed", "inject", "force", "dry_run"}
+    assert options == set(all_parameter_names())
+    for name in all_parameter_names():
+        assert help_of("--" + name.replace("_", "-")) == param_help(name)
+    assert help_of("--m") == "gemm: rows of A and C (default 512)."
+    assert help_of("--k") == "gemm: inner dimension (default 512)."
+    assert help_of("--batch") == ("mlp: rows per layer (default 256); conv2d: images per "
+                                  "batch (default 1).")
+    assert help_of("--widths") == ("mlp: layer widths, input first, comma-separated (default "
+                                   "512,1024,1024,256).")
+    assert help_of("--filters") == "conv2d: output channels (default 64)."
+    assert help_of("--activation") == ("mlp: after every layer but the last: relu, gelu, silu "
+                                       "or tanh (default relu).")
+    # The defaults in the help are the ones generated.
+    for workload, cls in WORKLOADS.items():
+        record = workload_params(workload, {})
+        assert record == cls()
+        for field in dataclasses.fields(record):
+            value = getattr(record, field.name)
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            assert f"{workload}: {field.metadata['help']} (default {text})" in \
+                param_help(field.name)
+    shown = " ".join(run("generate", "--help").stdout.split())
+    assert "--m <int> gemm: rows of A and C (default 512)." in shown
+    assert "--hidden <int> layernorm: hidden size (default 1024)." in shown
+
+
+def test_cli_generate_states_the_shape_with_its_defaults(tmp_path: Path) -> None:
+    out = tmp_path / "g"
+    result = run("generate", "gemm", "--m", 100, "-o", out)
+    assert result.exit_code == 0, result.output
+    # One 128-row tile of A, one 512-column tile of B, four k steps of 128: 4 * (2 loads + 1
+    # matmul) + 1 evacuation + 1 store.
+    assert result.stdout == (f"wrote {out}: 14 instructions (gemm m=100 n=512 k=512, tiles "
+                             f"128x512x128, 4 DMA queues, double-buffered; n and k "
+                             f"defaulted)\n")
+    assert tables(tracekit.open_trace(out)).extra["params"] == {"m": 100, "n": 512, "k": 512}
+    assert tracekit.open_trace(out).manifest.tables["instructions"].rows == 14
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["gemm", "--seq", "4"], "--seq is not a parameter of gemm; gemm takes --m, --n, --k."),
+    (["layernorm", "--batch", "4", "--head-dim", "8"],
+     "--batch and --head-dim are not parameters of layernorm; layernorm takes --rows, "
+     "--hidden."),
+    (["conv2d", "--n", "2"], "--n is not a parameter of conv2d (--n is now --batch); conv2d "
+     "takes --batch, --c, --h, --w, --filters, --r, --s, --stride."),
+    (["conv2d", "--batch", "2", "--k", "16", "--dry-run"],
+     "--k is not a parameter of conv2d (--k is now --filters); conv2d takes --batch, --c, "
+     "--h, --w, --filters, --r, --s, --stride."),
+    (["mlp", "--filters", "8", "--dry-run"],
+     "--filters is not a parameter of mlp; mlp takes --widths, --batch, --activation."),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_cli_generate_rejects_another_workloads_parameter(tmp_path: Path, args: list[str],
+                                                          message: str) -> None:
+    out = tmp_path / "out"
+    result = run("generate", args[0], "-o", out, *args[1:])
+    assert_clean_failure(result, 2)
+    assert result.stderr == f"error: {message}\n"
+    assert result.stdout == ""
+    assert not out.exists()
+
+
+def test_api_rejects_another_workloads_parameter_by_its_name() -> None:
+    with pytest.raises(ParameterError) as info:
+        workload_params("conv2d", {"batch": 2, "k": 16})
+    assert str(info.value) == ("k is not a parameter of conv2d (k is now filters); conv2d "
+                               "takes batch, c, h, w, filters, r, s, stride.")
+    assert info.value.exit_code == 2
+
+
+def test_conv2d_batch_and_filters(tmp_path: Path) -> None:
+    """--batch images of 4 x 8 x 8 through --filters 16 kernels of 3 x 3: a [2*6*6, 36] @
+    [36, 16] matmul, one tile."""
+    out = tmp_path / "conv"
+    result = run("generate", "conv2d", "--batch", 2, "--c", 4, "--h", 8, "--w", 8,
+                 "--filters", 16, "-o", out, "--untimed")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (f"wrote {out}: 5 instructions (conv2d batch=2 c=4 h=8 w=8 "
+                             f"filters=16 r=3 s=3 stride=1, tiles 128x512x128, 4 DMA queues, "
+                             f"double-buffered; r, s and stride defaulted)\n")
+    t = tables(tracekit.open_trace(out))
+    assert t.extra["params"] == {"batch": 2, "c": 4, "h": 8, "w": 8, "filters": 16, "r": 3,
+                                 "s": 3, "stride": 1}
+    assert t.of("matmul")["flops"].to_list() == [2 * (2 * 6 * 6) * 36 * 16]
+    assert t.of("dma_im2col")["bytes"].to_list() == [2 * 6 * 6 * 36 * ELEM]
+    assert t.of("dma_load")["bytes"].to_list() == [36 * 16 * ELEM]
+
+
+DRY_RUN_CASES = {
+    # name: (CLI arguments, instructions counted by hand from the lowering's arithmetic)
+    "gemm": (["gemm", "--m", 200, "--n", 700, "--k", 300], 3 * 2 * 2 * 3 + 2 * 2 * 2),
+    "gemm-tiles": (["gemm", "--m", 200, "--n", 300, "--k", 200, "--tile-m", 64, "--tile-n",
+                    128, "--tile-k", 64, "--dma-queues", 2, "--no-double-buffer"],
+                   3 * 4 * 3 * 4 + 2 * 4 * 3),
+    "gemm-clamped": (["gemm", "--m", 300, "--n", 600, "--k", 100, "--tile-n", 1024],
+                     3 * 3 * 2 * 1 + 2 * 3 * 2),
+    "mlp": (["mlp", "--widths", "96,160,600", "--batch", 40, "--activation", "gelu"],
+            (3 * 1 * 1 * 1 + 2) + (3 * 1 * 2 * 2 + 2 * 2)),
+    "attention": (["attention", "--seq", 200, "--heads", 2, "--head-dim", 32],
+                  2 * ((3 * 2 * 1 * 1 + 2 * 2) + 2 * 6 + (3 * 2 * 1 * 2 + 2 * 2))),
+    "conv2d": (["conv2d", "--batch", 2, "--c", 16, "--h", 20, "--w", 20, "--filters", 24,
+                "--s", 2, "--stride", 2], 3 * 2 * 1 * 1 + 2 * 2),  # [180, 96] @ [96, 24]
+    "layernorm": (["layernorm", "--rows", 300, "--hidden", 64, "--dma-queues", 1], 3 * 5),
+}
+
+
+@pytest.mark.parametrize("case", list(DRY_RUN_CASES))
+def test_dry_run_counts_exactly_what_generate_writes(tmp_path: Path, case: str) -> None:
+    args, expected = DRY_RUN_CASES[case]
+    out = tmp_path / "out"
+    dry = run("generate", *args, "-o", out, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert dry.stdout.startswith(f"would write {out}: {expected:,} instructions (")
+    assert dry.stdout.endswith("); nothing written\n")
+    wet = run("generate", *args, "-o", out, "--untimed")
+    assert wet.exit_code == 0, wet.output
+    assert tracekit.open_trace(out).manifest.tables["instructions"].rows == expected
+    shape = dry.stdout.removeprefix(f"would write {out}: ").removesuffix(
+        "; nothing written\n")
+    assert wet.stdout == f"wrote {out}: {shape}\n"
+
+
+def test_faults_do_not_change_the_count(tmp_path: Path) -> None:
+    params, inject = {"widths": (96, 160, 64), "batch": 40}, ["deadlock", "sem-leak", "oob"]
+    planned = plan("mlp", params=params, inject=inject)
+    trace = generate("mlp", tmp_path / "f", params=params, inject=inject, seed=SEED)
+    assert planned.instructions == trace.manifest.tables["instructions"].rows == 5 + 8
+
+
+def test_dry_run_of_a_huge_shape_is_instant() -> None:
+    """359,882,656 instructions: counted, never built (building them needs tens of GB)."""
+    result = run("generate", "gemm", "--m", 100_000, "--n", 100_000, "--k", 100_000,
+                 "--dry-run")
+    assert result.exit_code == 0, result.output
+    mt, nt, kt = cdiv(100_000, 128), cdiv(100_000, 512), cdiv(100_000, 128)
+    assert 3 * mt * nt * kt + 2 * mt * nt == 359_882_656
+    assert result.stdout == ("would generate 359,882,656 instructions (gemm m=100000 n=100000 "
+                             "k=100000, tiles 128x512x128, 4 DMA queues, double-buffered); "
+                             "nothing written\n")
+
+
+def test_dry_run_reports_what_the_real_run_would_refuse(tmp_path: Path) -> None:
+    wide = run("generate", "layernorm", "--hidden", 50_000, "--dry-run")
+    assert_clean_failure(wide, 1, "error: layernorm: rows of 50000 elements do not fit SBUF")
+    out = tmp_path / "taken"
+    out.mkdir()
+    taken = run("generate", "gemm", "-o", out, "--dry-run")
+    assert_clean_failure(taken, 1, "already exists", "--force")
+    forced = run("generate", "gemm", "-o", out, "--dry-run", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert list(out.iterdir()) == []
+
+
+def test_cli_generate_needs_an_output_unless_dry_run(tmp_path: Path) -> None:
+    result = run("generate", "gemm")
+    assert_clean_failure(result, 2, "'--output' / '-o'", "--dry-run")

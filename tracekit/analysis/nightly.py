@@ -82,7 +82,7 @@ WORKLOAD_KEYS = {"name", "trace", "threshold_pct", "baseline"}
 
 
 def load_suite(path: str | os.PathLike[str]) -> Suite:
-    """Read a suite TOML file (format in analysis/suites/sample.toml)."""
+    """Read a suite TOML file (its format: `tracekit nightly --help`)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

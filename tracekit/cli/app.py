@@ -417,7 +417,7 @@ def bugs(
     """Architectural bug signatures: races by happens-before, deadlocks, semaphore misuse,
     impossible timing, bandwidth beyond physics, latency outliers and stuck or slow engines,
     out-of-bounds accesses, and inefficiencies (reloads, dead writes, small DMAs, semaphore
-    ping-pong), each with its evidence and a hint (analysis/signatures.md)."""
+    ping-pong), each with its evidence and a hint."""
     from tracekit.analysis.signatures import Severity
 
     with _status("looking for bug signatures"):
@@ -498,9 +498,11 @@ def diff_command(
 @app.command()
 @handles_errors
 def nightly(
-    suite_file: Annotated[Path, typer.Argument(metavar="SUITE", help="Suite TOML file "
-                                               "(analysis/suites/sample.toml shows the format).",
-                                               show_default=False)],
+    suite_file: Annotated[Path, typer.Argument(metavar="SUITE", help=(
+        "Suite TOML file: one [[workloads]] table per workload with trace = \"PATH or GLOB\" "
+        "(a bundle folder, or a glob of them; relative to the file) and optionally name, "
+        "threshold_pct, baseline; at the top optionally name, machine, threshold_pct, "
+        "baseline (\"last-pass\" or a run id), trend_runs, history."), show_default=False)],
     history: Annotated[Path | None, Opt("--history", help="History folder (default: the "
                                         "suite's history key, else ./tracekit-history).",
                                         show_default=False)] = None,
@@ -598,30 +600,37 @@ def machines(format: FormatOpt = Format.TEXT) -> None:  # noqa: A002
         typer.echo(f"{name}{mark}: {text}")
 
 
+from tracekit.workloads.params import WORKLOADS, param_help  # noqa: E402 (generate's help)
+
+
 @app.command()
 @handles_errors
 def generate(
     workload: Annotated[str, typer.Argument(
-        help="gemm, mlp, attention, conv2d or layernorm.", show_default=False)],
-    output: Annotated[Path, Opt("--output", "-o", help="Bundle folder to write.",
-                                show_default=False)],
-    m: Annotated[int | None, Opt(help="gemm: rows of A and C.")] = None,
-    n: Annotated[int | None, Opt(help="gemm: columns of B and C; conv2d: batch.")] = None,
-    k: Annotated[int | None, Opt(help="gemm: inner dimension; conv2d: filters.")] = None,
-    widths: Annotated[str | None, Opt(help="mlp: layer widths, e.g. 512,1024,256.")] = None,
-    batch: Annotated[int | None, Opt(help="mlp: rows per layer.")] = None,
-    activation: Annotated[str | None, Opt(help="mlp: relu, gelu, silu or tanh.")] = None,
-    seq: Annotated[int | None, Opt(help="attention: sequence length.")] = None,
-    heads: Annotated[int | None, Opt(help="attention: heads.")] = None,
-    head_dim: Annotated[int | None, Opt(help="attention: head dimension.")] = None,
-    c: Annotated[int | None, Opt(help="conv2d: input channels.")] = None,
-    h: Annotated[int | None, Opt(help="conv2d: image height.")] = None,
-    w: Annotated[int | None, Opt(help="conv2d: image width.")] = None,
-    r: Annotated[int | None, Opt(help="conv2d: kernel height.")] = None,
-    s: Annotated[int | None, Opt(help="conv2d: kernel width.")] = None,
-    stride: Annotated[int | None, Opt(help="conv2d: stride.")] = None,
-    rows: Annotated[int | None, Opt(help="layernorm: rows.")] = None,
-    hidden: Annotated[int | None, Opt(help="layernorm: hidden size.")] = None,
+        help=f"One of {', '.join(WORKLOADS)}.", show_default=False)],
+    output: Annotated[Path | None, Opt("--output", "-o", help="Bundle folder to write "
+                                       "(required unless --dry-run).",
+                                       show_default=False)] = None,
+    m: Annotated[int | None, Opt(help=param_help("m"), show_default=False)] = None,
+    n: Annotated[int | None, Opt(help=param_help("n"), show_default=False)] = None,
+    k: Annotated[int | None, Opt(help=param_help("k"), show_default=False)] = None,
+    widths: Annotated[str | None, Opt(help=param_help("widths"), show_default=False)] = None,
+    batch: Annotated[int | None, Opt(help=param_help("batch"), show_default=False)] = None,
+    activation: Annotated[str | None, Opt(help=param_help("activation"),
+                                          show_default=False)] = None,
+    seq: Annotated[int | None, Opt(help=param_help("seq"), show_default=False)] = None,
+    heads: Annotated[int | None, Opt(help=param_help("heads"), show_default=False)] = None,
+    head_dim: Annotated[int | None, Opt(help=param_help("head_dim"),
+                                        show_default=False)] = None,
+    c: Annotated[int | None, Opt(help=param_help("c"), show_default=False)] = None,
+    h: Annotated[int | None, Opt(help=param_help("h"), show_default=False)] = None,
+    w: Annotated[int | None, Opt(help=param_help("w"), show_default=False)] = None,
+    filters: Annotated[int | None, Opt(help=param_help("filters"), show_default=False)] = None,
+    r: Annotated[int | None, Opt(help=param_help("r"), show_default=False)] = None,
+    s: Annotated[int | None, Opt(help=param_help("s"), show_default=False)] = None,
+    stride: Annotated[int | None, Opt(help=param_help("stride"), show_default=False)] = None,
+    rows: Annotated[int | None, Opt(help=param_help("rows"), show_default=False)] = None,
+    hidden: Annotated[int | None, Opt(help=param_help("hidden"), show_default=False)] = None,
     tile_m: Annotated[int, Opt(help="Tile rows (<= 128).")] = 128,
     tile_n: Annotated[int, Opt(help="Tile columns (<= 512).")] = 512,
     tile_k: Annotated[int, Opt(help="Tile depth (<= 128).")] = 128,
@@ -635,14 +644,23 @@ def generate(
         help="Fault to inject (repeatable): missing-wait, deadlock, sem-leak, slow-queue, "
              "stuck-engine, timestamp-skew, oob.")] = None,
     force: Annotated[bool, Opt("--force", help="Replace an existing bundle.")] = False,
+    dry_run: Annotated[bool, Opt("--dry-run", help="Check the options and print the shape and "
+                                 "the number of instructions, counted without generating "
+                                 "them; write nothing (where faults land is only decided "
+                                 "when generating).")] = False,
 ) -> None:
-    """Generate a workload's trace with the reference functional model and timing."""
+    """Generate a workload's trace with the reference functional model and timing. Parameters
+    a workload takes and that are not given take their defaults; the line printed names
+    every value used."""
     from tracekit.workloads.generate import generate as generate_bundle
+    from tracekit.workloads.generate import plan
     from tracekit.workloads.lowering import Tiling
+    from tracekit.workloads.params import option
 
     given = {"m": m, "n": n, "k": k, "batch": batch, "activation": activation, "seq": seq,
-             "heads": heads, "head_dim": head_dim, "c": c, "h": h, "w": w, "r": r, "s": s,
-             "stride": stride, "rows": rows, "hidden": hidden}
+             "heads": heads, "head_dim": head_dim, "c": c, "h": h, "w": w,
+             "filters": filters, "r": r, "s": s, "stride": stride, "rows": rows,
+             "hidden": hidden}
     params = {key: value for key, value in given.items() if value is not None}
     if widths is not None:
         try:
@@ -650,13 +668,24 @@ def generate(
         except ValueError:
             raise typer.BadParameter(f"{widths!r} is not a comma-separated list of integers",
                                      param_hint="--widths") from None
+    if output is None and not dry_run:
+        raise typer.BadParameter("give the bundle folder to write (or --dry-run to write "
+                                 "nothing)", param_hint="'--output' / '-o'")
     tiling = Tiling(tile_m=tile_m, tile_n=tile_n, tile_k=tile_k, dma_queues=dma_queues,
                     double_buffer=double_buffer)
+    planned = plan(workload, params=params, tiling=tiling, untimed=untimed,
+                   inject=inject or [], spell=option)
+    if output is not None:
+        _refuse_to_replace(output, force)  # before generating what may take minutes
+    if dry_run:
+        where = f"write {output}:" if output is not None else "generate"
+        typer.echo(f"would {where} {planned.instructions:,} instructions "
+                   f"({planned.describe()}); nothing written")
+        return
     trace = generate_bundle(workload, output, params=params, tiling=tiling, seed=seed,
                             untimed=untimed, inject=inject or [], layer=layer, overwrite=force)
     rows_written = trace.manifest.tables["instructions"].rows
-    typer.echo(f"wrote {trace.path}: {rows_written:,} instructions "
-               f"({trace.manifest.workload})")
+    typer.echo(f"wrote {trace.path}: {rows_written:,} instructions ({planned.describe()})")
 
 
 @export_app.command("perfetto")

@@ -126,8 +126,9 @@ class _Reader:
         self.source = source
 
     def fail(self, key: str, what: str) -> MachineError:
-        return MachineError(f"{self.source}: {key}: {what}. See replay/machines/ for the "
-                            f"format.")
+        return MachineError(f"{self.source}: {key}: {what}. The built-in machines show the "
+                            f"format: `tracekit machines` lists them, and their files are "
+                            f"in {builtin_folder()}.")
 
     def table(self, data: dict[str, Any], key: str, allowed: set[str] | None = None,
               required: bool = True) -> dict[str, Any]:
@@ -233,7 +234,8 @@ def load_machine(path: str | Path) -> Machine:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise MachineError(f"{path}: no such machine file. `tracekit machines` lists the "
-                           f"built-in ones; replay/machines/ has examples.") from None
+                           f"built-in ones (pass a name to --machine); their files, to copy "
+                           f"and edit, are in {builtin_folder()}.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise MachineError(f"{path}: cannot read the machine file ({exc}).") from None
     try:
@@ -244,6 +246,11 @@ def load_machine(path: str | Path) -> Machine:
 
 
 BUILTIN = "trn-like"
+
+
+def builtin_folder() -> str:
+    """Where the built-in machine files are installed (inside the package)."""
+    return str(resources.files("tracekit.replay.machines"))
 
 
 def builtin_machines() -> dict[str, str]:

@@ -181,7 +181,8 @@ def stale_files(folder: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write or check the schema contract files.")
-    parser.add_argument("folder", type=Path, help="the schemas/ folder")
+    parser.add_argument("folder", type=Path, help="the folder to write the contract into "
+                        "(or, with --check, to compare with it)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if the folder differs from the code instead of writing")
     args = parser.parse_args(argv)

@@ -89,11 +89,14 @@ RULES: dict[Rule, RuleInfo] = {
         Severity.WARNING, _ALL,
         "Every table file carries the key-value metadata tracekit.table and "
         "tracekit.schema_version, agreeing with the manifest.",
-        "Write the two keys into each Parquet file's key-value metadata (schemas/README.md)."),
+        "Write the two keys into each Parquet file's key-value metadata (the schema "
+        "contract's README.md says how; `python -m tracekit.trace.contract DIR` writes the "
+        "contract into DIR)."),
     Rule.COLUMN_MISSING: RuleInfo(
         Severity.ERROR, _ALL,
         "Every non-nullable column of the schema is present (nullable ones may be left out).",
-        "Add the column; schemas/<table>.json lists every column with its type."),
+        "Add the column; the schema contract's TABLE.json lists every column with its type "
+        "(`python -m tracekit.trace.contract DIR` writes the contract into DIR)."),
     Rule.DUPLICATE_COLUMN: RuleInfo(
         Severity.ERROR, _ALL,
         "Every column name appears once in a table file.",
@@ -102,7 +105,8 @@ RULES: dict[Rule, RuleInfo] = {
         Severity.ERROR, _ALL,
         "Every column has its schema type: integers (any width that fits int64) for int64 "
         "columns, strings or dictionary-encoded strings for string and enum columns.",
-        "Write the column with the type that schemas/<table>.json gives."),
+        "Write the column with the type that the schema contract's TABLE.json gives "
+        "(`python -m tracekit.trace.contract DIR` writes the contract into DIR)."),
     Rule.NOT_NULL: RuleInfo(
         Severity.ERROR, _ALL,
         "Non-nullable columns hold no nulls.",

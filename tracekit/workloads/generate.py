@@ -4,13 +4,16 @@
 
 gives a bundle whose manifest `extra.generator` records the workload, its parameters, the
 tiling, the seed, the timing effects and their parameters, and the ground truth of every
-injected fault. The same arguments give byte-identical bundles.
+injected fault. The same arguments give byte-identical bundles. `plan` checks the same
+arguments and counts the instructions without lowering (what `tracekit generate --dry-run`
+prints).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,6 @@ import polars as pl
 import pyarrow as pa
 
 from tracekit import __version__
-from tracekit.errors import TracekitError
 from tracekit.trace.bundle import Trace, write_trace
 from tracekit.trace.manifest import Producer
 from tracekit.trace.schema import Access, MemSpace, SemOp
@@ -28,102 +30,41 @@ from tracekit.workloads.faults import (
     inject_program_fault,
     inject_skew,
 )
-from tracekit.workloads.lowering import ELEM, Lowerer, Tiling
+from tracekit.workloads.lowering import ELEM, Counter, Lowerer, Tiling
+from tracekit.workloads.params import (
+    Attention,
+    Conv2d,
+    Gemm,
+    LayerNorm,
+    Mlp,
+    WorkloadError,
+    and_list,
+    as_name,
+    defaulted,
+    value_text,
+    workload_params,
+)
 from tracekit.workloads.program import Lowered
 from tracekit.workloads.timing import ReferenceTiming, observe
-
-
-class WorkloadError(TracekitError):
-    """Unknown workload, parameter out of range, or a fault the workload cannot host."""
-
-
-@dataclass(frozen=True)
-class Gemm:
-    """C[m, n] = A[m, k] @ B[k, n]."""
-
-    m: int = 512
-    n: int = 512
-    k: int = 512
-
-
-@dataclass(frozen=True)
-class Mlp:
-    """A stack of fully connected layers: widths[0] -> widths[1] -> ... on `batch` rows."""
-
-    widths: tuple[int, ...] = (512, 1024, 1024, 256)
-    batch: int = 256
-    activation: str = "relu"
-
-
-@dataclass(frozen=True)
-class Attention:
-    """Per head: S = Q K^T, P = softmax(S), O = P V."""
-
-    seq: int = 256
-    heads: int = 2
-    head_dim: int = 64
-
-
-@dataclass(frozen=True)
-class Conv2d:
-    """A convolution lowered as an im2col matmul: [n*ho*wo, c*r*s] @ [c*r*s, k]."""
-
-    n: int = 1
-    c: int = 64
-    h: int = 28
-    w: int = 28
-    k: int = 64
-    r: int = 3
-    s: int = 3
-    stride: int = 1
-
-
-@dataclass(frozen=True)
-class LayerNorm:
-    """Layer normalisation over `hidden` of `rows` rows."""
-
-    rows: int = 2048
-    hidden: int = 1024
-
-
-WORKLOADS: dict[str, type] = {"gemm": Gemm, "mlp": Mlp, "attention": Attention,
-                              "conv2d": Conv2d, "layernorm": LayerNorm}
-ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
-
-
-def workload_params(workload: str, given: dict[str, Any]) -> Any:
-    """The parameter record of `workload` from the options given; WorkloadError on a name the
-    workload does not take or a value out of range."""
-    if workload not in WORKLOADS:
-        raise WorkloadError(f"unknown workload {workload!r}; choose one of "
-                            f"{', '.join(WORKLOADS)}.")
-    cls = WORKLOADS[workload]
-    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(given) - names)
-    if unknown:
-        raise WorkloadError(f"{workload} takes {', '.join(sorted(names))}; not "
-                            f"{', '.join(unknown)}.")
-    params = cls(**given)
-    for f in fields(params):
-        value = getattr(params, f.name)
-        values = value if isinstance(value, tuple) else (value,)
-        if f.name != "activation" and any(not isinstance(v, int) or v < 1 for v in values):
-            raise WorkloadError(f"{workload}: {f.name} must be a positive integer, not "
-                                f"{value!r}.")
-    if isinstance(params, Mlp):
-        if len(params.widths) < 2:
-            raise WorkloadError("mlp: widths needs at least two values (input and output).")
-        if params.activation not in ACTIVATIONS:
-            raise WorkloadError(f"mlp: activation must be one of {', '.join(ACTIVATIONS)}.")
-    if isinstance(params, Conv2d) and (params.h < params.r or params.w < params.s):
-        raise WorkloadError("conv2d: the kernel (r, s) is larger than the image (h, w).")
-    return params
 
 
 def lower(params: Any, tiling: Tiling, layer: str | None = None) -> Lowered:
     """The program of one workload."""
     low = Lowerer(tiling)
+    _build(params, low, layer)
+    return low.prog.finish()
+
+
+def count_instructions(params: Any, tiling: Tiling) -> int:
+    """The number of instructions `lower` gives, from the tile arithmetic alone (no program is
+    built). ValueError on a shape the lowering refuses (a row that does not fit SBUF)."""
+    counter = Counter(tiling)
+    _build(params, counter, None)
+    return counter.instructions
+
+
+def _build(params: Any, low: Lowerer | Counter, layer: str | None) -> None:
+    """A workload's layers, in program order, as calls on a Lowerer (or a Counter)."""
     if isinstance(params, Gemm):
         a = low.alloc(params.m * params.k * ELEM)
         b = low.alloc(params.k * params.n * ELEM)
@@ -153,11 +94,11 @@ def lower(params: Any, tiling: Tiling, layer: str | None = None) -> Lowered:
     elif isinstance(params, Conv2d):
         ho = (params.h - params.r) // params.stride + 1
         wo = (params.w - params.s) // params.stride + 1
-        image = params.n * params.c * params.h * params.w * ELEM
+        image = params.batch * params.c * params.h * params.w * ELEM
         x = low.alloc(image)
         kk = params.c * params.r * params.s
-        wgt = low.alloc(kk * params.k * ELEM)
-        low.gemm(params.n * ho * wo, params.k, kk, a_addr=x, b_addr=wgt,
+        wgt = low.alloc(kk * params.filters * ELEM)
+        low.gemm(params.batch * ho * wo, params.filters, kk, a_addr=x, b_addr=wgt,
                  layer=layer or "conv", evacuate="relu", a_load="dma_im2col",
                  a_size=image)
     elif isinstance(params, LayerNorm):
@@ -165,7 +106,6 @@ def lower(params: Any, tiling: Tiling, layer: str | None = None) -> Lowered:
         low.rowwise(params.rows, params.hidden,
                     [("vector", "bn_stats", 1), ("vector", "bn_aggr", 1),
                      ("scalar", "normalize", 1)], in_addr=x, layer=layer or "layernorm")
-    return low.prog.finish()
 
 
 def _categorical(codes: np.ndarray, names: tuple[str, ...] | list[str]) -> pl.Series:
@@ -225,26 +165,80 @@ def memory_frame(prog: Lowered) -> pl.DataFrame:
     })
 
 
-def generate(workload: str, path: str | os.PathLike[str], *, params: dict[str, Any] | None = None,
-             tiling: Tiling | None = None, seed: int = 0, untimed: bool = False,
-             inject: list[str] | tuple[str, ...] = (), layer: str | None = None,
-             timing: ReferenceTiming | None = None, overwrite: bool = False) -> Trace:
-    """Generate a workload's trace bundle at `path` (see the module docstring)."""
-    record = workload_params(workload, params or {})
+@dataclass(frozen=True)
+class Plan:
+    """What `generate` will lower, checked: the workload's parameters (defaults filled in),
+    which of them the caller left to their defaults, the tiling, the faults, and the number
+    of instructions, counted from the lowering's tile arithmetic without building them."""
+
+    workload: str
+    params: Any
+    defaulted: tuple[str, ...]
+    tiling: Tiling
+    faults: tuple[Fault, ...]
+    untimed: bool
+    instructions: int
+
+    def describe(self) -> str:
+        """The shape in one line, e.g. `gemm m=100 n=512 k=512, tiles 128x512x128, 4 DMA
+        queues, double-buffered; n and k defaulted`: every parameter with its value, the
+        tiles of the GEMMs after clamping (layernorm has none), and what was defaulted or
+        clamped."""
+        t = self.tiling
+        values = " ".join(f"{name}={value_text(value)}"
+                          for name, value in asdict(self.params).items())
+        parts = [f"{self.workload} {values}"]
+        has_gemm = not isinstance(self.params, LayerNorm)
+        tiles = t.tiles()
+        if has_gemm:
+            parts.append("tiles " + "x".join(str(v) for v in tiles))
+        parts.append(f"{t.dma_queues} DMA queue{'s' if t.dma_queues != 1 else ''}, "
+                     f"{'double' if t.double_buffer else 'single'}-buffered")
+        notes = [f"{and_list(list(self.defaulted))} defaulted"] if self.defaulted else []
+        if has_gemm:
+            notes += [f"{name} {asked} clamped to {used}" for name, asked, used in zip(
+                ("tile_m", "tile_n", "tile_k"), (t.tile_m, t.tile_n, t.tile_k), tiles,
+                strict=True) if asked != used]
+        return "; ".join([", ".join(parts), *notes])
+
+
+def plan(workload: str, *, params: dict[str, Any] | None = None, tiling: Tiling | None = None,
+         untimed: bool = False, inject: list[str] | tuple[str, ...] = (),
+         spell: Callable[[str], str] = as_name) -> Plan:
+    """Check what `generate` is asked for and size it, without lowering: WorkloadError on an
+    unknown workload, a value out of range, a bad tiling or fault; ParameterError on a
+    parameter the workload does not take. `spell` writes parameter names in messages."""
+    given = params or {}
+    record = workload_params(workload, given, spell)
     tiling = tiling or Tiling()
     if min(tiling.tile_m, tiling.tile_n, tiling.tile_k, tiling.dma_queues,
            tiling.epoch_steps) < 1:
         raise WorkloadError("tile sizes, the number of DMA queues and the steps per "
                             "synchronisation epoch must be positive.")
-    timing = timing or ReferenceTiming()
     try:
-        faults = [Fault(f) for f in inject]
+        faults = tuple(Fault(f) for f in inject)
     except ValueError as exc:
         raise WorkloadError(f"unknown fault {exc.args[0].split()[0]}; choose from "
                             f"{', '.join(f.value for f in Fault)}.") from None
     if untimed and {Fault.SLOW_QUEUE, Fault.STUCK_ENGINE, Fault.TIMESTAMP_SKEW} & set(faults):
         raise WorkloadError("slow-queue, stuck-engine and timestamp-skew change timing; they "
                             "need a timed trace (drop --untimed).")
+    try:
+        count = count_instructions(record, tiling)
+    except ValueError as exc:
+        raise WorkloadError(f"{workload}: {exc}.") from None
+    return Plan(workload, record, defaulted(workload, given), tiling, faults, untimed, count)
+
+
+def generate(workload: str, path: str | os.PathLike[str], *, params: dict[str, Any] | None = None,
+             tiling: Tiling | None = None, seed: int = 0, untimed: bool = False,
+             inject: list[str] | tuple[str, ...] = (), layer: str | None = None,
+             timing: ReferenceTiming | None = None, overwrite: bool = False) -> Trace:
+    """Generate a workload's trace bundle at `path` (see the module docstring); it holds
+    `plan(...).instructions` instructions."""
+    planned = plan(workload, params=params, tiling=tiling, untimed=untimed, inject=inject)
+    record, tiling, faults = planned.params, planned.tiling, planned.faults
+    timing = timing or ReferenceTiming()
     rng = np.random.default_rng([seed, 1])
     changes = TimingChanges(slow_engine={}, stretch={})
     truth: dict[int, dict[str, Any]] = {}  # by position in `inject`, to report in that order

@@ -21,7 +21,8 @@ store on every other queue (the previous stage's output is in HBM).
 
 The lowering states only which instruction waits for which ("after"); the program turns that
 into semaphores, one per pair of engines, reset between epochs of `Tiling.epoch_steps` program
-steps (program.py).
+steps (program.py). `gemm_size` and `rowwise_size` give the number of instructions each
+emits without emitting them; a `Counter` takes a lowering's calls to size a whole program.
 """
 
 from __future__ import annotations
@@ -57,6 +58,61 @@ class Tiling:
     epoch: semaphore counts start again from 0 every other epoch (program.py), so no count
     passes what a 16-bit counter holds however long the program is."""
 
+    def tiles(self) -> tuple[int, int, int]:
+        """The (rows, columns, depth) of a GEMM's tiles: the ones asked for, clamped to the
+        array's partitions (rows, depth) and to a PSUM bank (512 fp32 columns)."""
+        return (min(self.tile_m, PARTITIONS), min(self.tile_n, PSUM_BANK_BYTES // ACC),
+                min(self.tile_k, PARTITIONS))
+
+    def buffers(self) -> int:
+        """SBUF slots per operand: double buffering gives each DMA queue two slots in flight
+        (the loads of one step spread over the queues); without it, one slot in all."""
+        return 2 * max(1, self.dma_queues // 2) if self.double_buffer else 1
+
+
+def gemm_size(tiling: Tiling, m: int, n: int, k: int) -> int:
+    """The instructions `Lowerer.gemm` emits: per k step two loads and a matmul, per output
+    tile an evacuation and a store."""
+    tm, tn, tk = tiling.tiles()
+    tiles = -(-m // tm) * -(-n // tn)
+    return 3 * tiles * -(-k // tk) + 2 * tiles
+
+
+def rowwise_size(rows: int, cols: int, steps: int, tiling: Tiling) -> int:
+    """The instructions `Lowerer.rowwise` emits: per 128-row tile a load, `steps` compute
+    steps and a store. ValueError when a row does not fit SBUF."""
+    _check_rows_fit(cols, tiling.buffers())
+    return -(-rows // PARTITIONS) * (steps + 2)
+
+
+def _check_rows_fit(cols: int, nbuf: int) -> None:
+    if nbuf * cols * ELEM > SBUF_PARTITION_BYTES:
+        raise ValueError(f"rows of {cols} elements do not fit SBUF {nbuf} times "
+                         f"({SBUF_PARTITION_BYTES} bytes per partition); at most "
+                         f"{SBUF_PARTITION_BYTES // (nbuf * ELEM)}")
+
+
+@dataclass
+class Counter:
+    """Takes a Lowerer's calls and only counts the instructions they would emit, from the
+    same tile arithmetic (`gemm_size`, `rowwise_size`): a program's size without building
+    it. Addresses it returns are 0."""
+
+    tiling: Tiling
+    instructions: int = 0
+
+    def alloc(self, nbytes: int) -> int:
+        return 0
+
+    def gemm(self, m: int, n: int, k: int, **_: object) -> int:
+        self.instructions += gemm_size(self.tiling, m, n, k)
+        return 0
+
+    def rowwise(self, rows: int, cols: int, steps: list[tuple[str, str, int]],
+                **_: object) -> int:
+        self.instructions += rowwise_size(rows, cols, len(steps), self.tiling)
+        return 0
+
 
 @dataclass
 class Lowerer:
@@ -77,11 +133,6 @@ class Lowerer:
         engines = ("tensor", "vector", "scalar", "gpsimd") + tuple(
             f"dma.q{q}" for q in range(self.tiling.dma_queues))
         self.prog = Program(engines=engines, epoch_keys=self.tiling.epoch_steps * STEP)
-
-    def buffers(self) -> int:
-        """SBUF slots per operand: double buffering gives each DMA queue two slots in flight
-        (the loads of one step spread over the queues); without it, one slot in all."""
-        return 2 * max(1, self.tiling.dma_queues // 2) if self.tiling.double_buffer else 1
 
     def alloc(self, nbytes: int) -> int:
         """Address of a fresh HBM tensor of `nbytes`."""
@@ -132,9 +183,7 @@ class Lowerer:
         (an im2col load gathers each tile from the smaller input feature map). Every HBM read
         stays inside its tensor: tile ranges are clamped to it.
         """
-        t = self.tiling
-        tm, tn, tk = min(t.tile_m, PARTITIONS), min(t.tile_n, PSUM_BANK_BYTES // ACC), \
-            min(t.tile_k, PARTITIONS)
+        tm, tn, tk = self.tiling.tiles()
         mt, nt, kt = -(-m // tm), -(-n // tn), -(-k // tk)
         tiles = mt * nt
         mi, ni, ki = (g.ravel() for g in np.meshgrid(np.arange(mt), np.arange(nt),
@@ -145,7 +194,7 @@ class Lowerer:
         sk = np.minimum(tk, k - ki * tk)
         base = self.key
         key = base + np.arange(steps, dtype=np.int64) * STEP
-        nbuf = self.buffers()
+        nbuf = self.tiling.buffers()
         prog = self.prog
 
         # Loads: A tile (mi, ki) and B tile (ki, ni), tile-major so each is contiguous.
@@ -211,11 +260,8 @@ class Lowerer:
                 layer: str, pc_base: int = 0) -> int:
         """Lower a row-wise operation (softmax, layer norm) on 128-row tiles: load, a chain of
         (engine, opcode, passes over the tile) steps, store. Returns the output address."""
-        nbuf = self.buffers()
-        if nbuf * cols * ELEM > SBUF_PARTITION_BYTES:
-            raise ValueError(f"rows of {cols} elements do not fit SBUF {nbuf} times "
-                             f"({SBUF_PARTITION_BYTES} bytes per partition); at most "
-                             f"{SBUF_PARTITION_BYTES // (nbuf * ELEM)}")
+        nbuf = self.tiling.buffers()
+        _check_rows_fit(cols, nbuf)
         ntiles = -(-rows // PARTITIONS)
         r = np.minimum(PARTITIONS, rows - np.arange(ntiles) * PARTITIONS)
         key = self.key + np.arange(ntiles, dtype=np.int64) * STEP

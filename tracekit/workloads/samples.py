@@ -48,7 +48,8 @@ SAMPLES: tuple[Sample, ...] = (
            inject=("timestamp-skew", "stuck-engine", "oob")),
     Sample("conv2d", "conv2d", "a 3x3 convolution (8 x 64 x 56 x 56 -> 128 channels) lowered as "
            "im2col matmuls, with single buffering",
-           {"n": 8, "c": 64, "h": 56, "w": 56, "k": 128, "r": 3, "s": 3, "stride": 1},
+           {"batch": 8, "c": 64, "h": 56, "w": 56, "filters": 128, "r": 3, "s": 3,
+            "stride": 1},
            tiling=Tiling(double_buffer=False)),
     Sample("layernorm_untimed", "layernorm", "a functional-only trace (no timing) of a layer "
            "norm over 65536 rows of 1024",
