@@ -85,14 +85,15 @@ def test_a_regression_names_what_moved_on_the_critical_path(real: dict[str, Any]
 
 def test_the_attribution_is_the_diffs(real: dict[str, Any]) -> None:
     """The shares stored in the history give what `tracekit diff` finds on the two traces."""
-    from tracekit.analysis.diff import choose_source, diff, profile
+    from tracekit.analysis.diff import diff, profile
+    from tracekit.analysis.timelines import choose_source
     from tracekit.replay.machine import resolve_machine
     from tracekit.trace.bundle import open_trace
 
     rows = nl.read_history(real["history"]).filter(pl.col("workload") == "mlp").sort("run_id")
     why = explain_row(rows.row(1, named=True), rows.row(0, named=True))
     traces = [open_trace(real["root"] / name) for name in ("mlp", "mlp_bad")]
-    source = choose_source(*traces, "auto")
+    source = choose_source(*traces)
     d = diff(*(profile(t, resolve_machine(None), source, findings=False) for t in traces))
     assert why.delta == d.delta == 17_364 == int(why.engines["delta"].sum())
     assert why.engines.equals(d.attribution_engine)

@@ -576,7 +576,8 @@ def history(
         return
     shown, shown_cols = render.history_table(table, cols)
     if format is ReportFormat.MD:
-        sys.stdout.write(render.sections_markdown(title, {**head, "runs": table.height}, [
+        facts = [render.fact(key, value) for key, value in {**head, "runs": table.height}.items()]
+        sys.stdout.write(render.sections_markdown(title, facts, [
             ("Runs, oldest first", shown, shown_cols)]))
     else:
         render.print_table(_stdout(), f"{title} ({table.height} run(s), oldest first)",
