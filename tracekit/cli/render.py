@@ -155,7 +155,8 @@ def replay_to_dict(result: ReplayResult, summary: ReplaySummary,
             "makespan_error_pct": (None if correlation.makespan_error_pct is None
                                    else round(correlation.makespan_error_pct, 3)),
             "opcodes": records(correlation.opcodes),
-            "most_divergent": records(correlation.divergent),
+            "largest_duration_errors": records(correlation.divergent_duration),
+            "largest_wait_errors": records(correlation.divergent_wait),
         },
         "notes": list(result.notes),
     }
@@ -178,13 +179,21 @@ _OPCODE_COLS = {"opcode": "", "instructions": ",", "cycles": ",", "share_pct": "
 _CORR_COLS = {"opcode": "", "instructions": ",", "observed_mean": ",.1f",
               "predicted_mean": ",.1f", "bias_pct": "+.1f", "mape_pct": ".1f",
               "p50_abs_error": ",.0f", "p95_abs_error": ",.0f"}
-_DIV_COLS = {"id": "", "engine": "", "opcode": "", "layer": "", "observed_end": ",",
-             "end": ",", "end_error": "+,"}
+_DURATION_DIV_COLS = {"id": "", "engine": "", "opcode": "", "layer": "",
+                      "observed_duration": ",", "predicted_duration": ",",
+                      "duration_error": "+,"}
+_WAIT_DIV_COLS = {"id": "", "engine": "", "opcode": "", "layer": "", "observed_wait": ",",
+                  "predicted_wait": ",", "wait_error": "+,"}
+DURATION_DIV_TITLE = "largest duration errors (predicted - observed duration)"
+WAIT_DIV_TITLE = ("largest wait errors (wait = start - latest end of its predecessors in "
+                  "its timeline; predicted - observed)")
 _HEADERS = {"busy_pct": "busy %", "share_pct": "share %", "bias_pct": "bias %",
             "mape_pct": "MAPE %", "p50_abs_error": "p50 |err|", "p95_abs_error": "p95 |err|",
             "observed_mean": "observed", "predicted_mean": "predicted",
             "contention_cycles": "HBM contention", "busy_cycles": "busy cycles",
-            "observed_end": "observed end", "end": "predicted end", "end_error": "error",
+            "observed_duration": "observed", "predicted_duration": "predicted",
+            "duration_error": "error", "observed_wait": "observed wait",
+            "predicted_wait": "predicted wait", "wait_error": "error",
             "pct": "%", "gained_pct": "gained %",
             **{f"{c}_{s}": f"{'inst' if c == 'instructions' else c} {s}"
                for c in ("instructions", "busy", "stall") for s in ("base", "cand", "delta")},
@@ -221,8 +230,8 @@ def print_replay(console: Console, result: ReplayResult, summary: ReplaySummary,
                 ("top opcodes by time", summary.opcodes, _OPCODE_COLS)]
     if correlation is not None:
         sections += [("correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
-                     ("most divergent instructions (end, from first start)",
-                      correlation.divergent, _DIV_COLS)]
+                     (DURATION_DIV_TITLE, correlation.divergent_duration, _DURATION_DIV_COLS),
+                     (WAIT_DIV_TITLE, correlation.divergent_wait, _WAIT_DIV_COLS)]
     for title, frame, cols in sections:
         table = _table(f"\n{title}", *[(_header(c), "left" if not f else "right")
                                        for c, f in cols.items()])
@@ -240,7 +249,9 @@ def replay_markdown(result: ReplayResult, summary: ReplaySummary,
                 ("Top opcodes by time", summary.opcodes, _OPCODE_COLS)]
     if correlation is not None:
         sections += [("Correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
-                     ("Most divergent instructions", correlation.divergent, _DIV_COLS)]
+                     (DURATION_DIV_TITLE.capitalize(), correlation.divergent_duration,
+                      _DURATION_DIV_COLS),
+                     (WAIT_DIV_TITLE.capitalize(), correlation.divergent_wait, _WAIT_DIV_COLS)]
     for title, frame, cols in sections:
         lines += ["", f"## {title}", "", _md_row([_header(c) for c in cols]),
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
