@@ -260,6 +260,104 @@ def test_cli_whatif_sensitivity_calibrate_analyze(tmp_path: Path) -> None:
         assert check in result.stdout
 
 
+def test_held_out_split_is_a_fixed_fifth_of_the_ids() -> None:
+    from tracekit.analysis.calibrate import held_out
+
+    assert held_out(np.arange(20)).astype(int).tolist() == [
+        1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1, 0]
+    assert int(held_out(np.arange(100_000)).sum()) == 20_036
+    assert held_out(np.array([-1, 2**62])).dtype == bool  # any int64 id, no overflow warning
+
+
+def _fits_trace(tmp_path: Path) -> tracekit.Trace:
+    """vector add: exactly 10 + 2 cycles per element; scalar act: random durations over
+    varying elements; gpsimd iota: random durations, all of one shape (64 elements)."""
+    b = TraceBuilder("fits")
+    rng = np.random.default_rng(7)
+    t = 0
+    for i in range(40):
+        e = 8 * (i + 1)
+        b.inst("vector", "add", t, t + 10 + 2 * e, elements=e)
+        t += 10 + 2 * e
+    for i in range(40):
+        duration = int(rng.integers(100, 1000))
+        b.inst("scalar", "act", t, t + duration, elements=8 * (i + 1))
+        t += duration
+    for _ in range(40):
+        duration = int(rng.integers(100, 1000))
+        b.inst("gpsimd", "iota", t, t + duration, elements=64)
+        t += duration
+    return b.write(tmp_path / "fits")
+
+
+def test_calibration_judges_fits_on_held_out_instructions(tmp_path: Path) -> None:
+    from tracekit.analysis.calibrate import calibrate, held_out
+
+    trace = _fits_trace(tmp_path)
+    result = calibrate([trace], builtin_machine())
+    fits = {r["opcode"]: r for r in result.fits.iter_rows(named=True)}
+    ids = trace.read("instructions", ["id", "opcode"])
+    for opcode, row in fits.items():
+        group = ids.filter(pl.col("opcode") == opcode)["id"].to_numpy()
+        assert row["samples"] == 40
+        assert row["held_out"] == int(held_out(group).sum()) > 0
+    linear = fits["add"]  # perfectly linear: exact on the instructions it never saw
+    assert (linear["fixed_cycles"], linear["per_element"]) == (pytest.approx(10.0),
+                                                               pytest.approx(2.0))
+    assert linear["held_out_r2"] == pytest.approx(1.0, abs=1e-12)
+    assert linear["held_out_mape_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert fits["act"]["held_out_r2"] < 0.5
+    assert fits["iota"]["held_out_r2"] is None  # one shape: a constant has nothing to explain
+    assert fits["iota"]["held_out_mape_pct"] > 20
+    assert [(w.engine, w.opcode) for w in result.warnings] == [("gpsimd", "iota"),
+                                                               ("scalar", "act")]
+    assert result.warnings[1].message.startswith(
+        f"scalar act: held-out R2 {fits['act']['held_out_r2']:.3f} (below 0.5; MAPE ")
+    assert "not linear in elements" in result.warnings[1].message
+    assert "every instance has the same work" in result.warnings[0].message
+    assert result.held_out.samples == sum(r["held_out"] for r in fits.values())
+
+
+def test_calibration_of_linear_durations_warns_of_nothing(tmp_path: Path) -> None:
+    from tracekit.analysis.calibrate import calibrate
+
+    b = TraceBuilder("linear")
+    for i in range(30):
+        b.inst("vector", "add", 100 * i, 100 * i + 20 + i, elements=i)
+    result = calibrate([b.write(tmp_path / "l")], builtin_machine())
+    assert result.warnings == ()
+    assert result.held_out.r2 == pytest.approx(1.0, abs=1e-12)
+    out = tmp_path / "m.toml"
+    cli = CliRunner().invoke(app, ["calibrate", str(tmp_path / "l"), "-o", str(out)])
+    assert cli.exit_code == 0 and cli.stderr == "", cli.output
+
+
+def test_cli_calibrate_warns_on_stderr_json_and_md(tmp_path: Path) -> None:
+    import json
+
+    _fits_trace(tmp_path)
+    runner = CliRunner()
+    out = {}
+    for fmt in ("text", "json", "md"):
+        machine = tmp_path / f"m-{fmt}.toml"
+        result = runner.invoke(app, ["calibrate", str(tmp_path / "fits"), "-o", str(machine),
+                                     "--format", fmt])
+        assert result.exit_code == 0, result.output
+        lines = result.stderr.splitlines()
+        assert [line.split(":")[1].strip() for line in lines] == ["gpsimd iota", "scalar act"]
+        assert all(line.startswith("warning: ") for line in lines)
+        assert machine.exists()
+        out[fmt] = result.stdout
+    assert "## Warnings" in out["md"] and "| scalar | act | scalar act: held-out R2" in out["md"]
+    assert "warning" not in out["text"]  # warnings go to stderr, the report to stdout
+    data = json.loads(out["json"])
+    assert [(w["engine"], w["opcode"]) for w in data["warnings"]] == [("gpsimd", "iota"),
+                                                                      ("scalar", "act")]
+    assert data["held_out"]["samples"] == sum(f["held_out"] for f in data["fits"])
+    add = next(f for f in data["fits"] if f["opcode"] == "add")
+    assert add["per_element"] == pytest.approx(2.0) and add["held_out_r2"] == 1.0
+
+
 # --- review fixes -----------------------------------------------------------------------------
 
 

@@ -357,9 +357,11 @@ def calibrate(
                                 show_default=False)],
     machine: MachineOpt = None,
     force: Annotated[bool, Opt("--force", help="Replace an existing file.")] = False,
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
 ) -> None:
-    """Fit the latency model to observed durations and write a machine file for replay."""
+    """Fit the latency model to observed durations and write a machine file for replay. One
+    instruction in five (by a fixed hash of its id) is held out of the fit and the fits are
+    judged on those; a poor fit is a warning on stderr."""
     from tracekit.analysis.calibrate import calibrate as run_calibrate
     from tracekit.analysis.calibrate import machine_toml
     from tracekit.replay.machine import resolve_machine
@@ -375,14 +377,15 @@ def calibrate(
     text = machine_toml(result.machine, f"fitted by tracekit calibrate to {len(traces)} "
                                         f"trace(s)")
     write_text_atomic(output, text)  # never a half-written machine file
-    if format is Format.JSON:
-        sys.stdout.write(render.to_json({"machine": str(output),
-                                         "fits": render.records(result.fits)}))
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning.message}", err=True)
+    args = (result, str(output), [str(t) for t in traces])
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json(render.calibration_to_dict(*args)))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.calibration_markdown(*args))
     else:
-        render.print_table(_stdout(), f"fits written to {output}", result.fits,
-                           {"engine": "", "opcode": "", "samples": ",", "fixed_cycles": ",.2f",
-                            "per_element": ".6f", "per_byte": ".6f", "per_flop": ".3e",
-                            "r2": ".3f", "mape_pct": ".1f"})
+        render.print_calibration(_stdout(), *args)
 
 
 @app.command()

@@ -21,6 +21,7 @@ from tracekit.trace.summary import TraceSummary, seconds
 from tracekit.trace.validate import ValidationReport
 
 if TYPE_CHECKING:
+    from tracekit.analysis.calibrate import Calibration
     from tracekit.analysis.diff import Diff
     from tracekit.analysis.nightly import NightlyRun
 
@@ -194,6 +195,10 @@ _HEADERS = {"busy_pct": "busy %", "share_pct": "share %", "bias_pct": "bias %",
             "observed_duration": "observed", "predicted_duration": "predicted",
             "duration_error": "error", "observed_wait": "observed wait",
             "predicted_wait": "predicted wait", "wait_error": "error",
+            "held_out": "held out",
+            "fit_r2": "R2 fit", "held_out_r2": "R2 held out",
+            "held_out_mape_pct": "MAPE % held out",
+            "held_out_median_abs_error": "median |err| held out",
             "pct": "%", "gained_pct": "gained %",
             **{f"{c}_{s}": f"{'inst' if c == 'instructions' else c} {s}"
                for c in ("instructions", "busy", "stall") for s in ("base", "cand", "delta")},
@@ -262,6 +267,70 @@ def replay_markdown(result: ReplayResult, summary: ReplaySummary,
 def _md_row(cells: list[str]) -> str:
     """A markdown table row, with pipes inside cells escaped."""
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+# --- calibration --------------------------------------------------------------------------------
+
+COEFFICIENTS = ("fixed_cycles", "per_element", "per_byte", "per_flop")
+FITS_TITLE = "fits (R2: - where the fit predicts one duration for all)"
+CALIBRATION_COLS = {"engine": "", "opcode": "", "samples": ",", "held_out": ",",
+                    "fixed_cycles": ",.2f", "per_element": ".6f", "per_byte": ".6f",
+                    "per_flop": ".3e", "fit_r2": ".3f", "held_out_r2": ".3f",
+                    "held_out_mape_pct": ".1f", "held_out_median_abs_error": ",.0f"}
+
+
+def calibration_head(calibration: Calibration, output: str,
+                     traces: list[str]) -> dict[str, Any]:
+    """The facts above the fits table, formatted for reading."""
+    held = calibration.held_out
+
+    def figure(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    total = int(calibration.fits["samples"].sum()) if calibration.fits.height else 0
+    return {"traces": ", ".join(traces), "machine written": output,
+            "held out": f"{held.samples:,} of {total:,} instructions (one in "
+                        f"{held.every}, by a fixed hash of the id), not fitted",
+            "held-out R2": figure(held.r2, ".3f"),
+            "held-out MAPE": f"{figure(held.mape_pct, '.1f')} %",
+            "held-out median |err|": f"{figure(held.median_abs_error, ',.0f')} cycles"}
+
+
+def calibration_to_dict(calibration: Calibration, output: str,
+                        traces: list[str]) -> dict[str, Any]:
+    held = calibration.held_out
+    return {"machine": output, "traces": traces,
+            "held_out": {"samples": held.samples,
+                         **{k: None if v is None else round(v, 3)
+                            for k, v in (("r2", held.r2), ("mape_pct", held.mape_pct),
+                                         ("median_abs_error", held.median_abs_error))}},
+            # The coefficients whole (records' rounding would turn a per_flop into 0.0).
+            "fits": [{**row, **{k: calibration.fits[k][i] for k in COEFFICIENTS}}
+                     for i, row in enumerate(records(calibration.fits))],
+            "warnings": [{"engine": w.engine, "opcode": w.opcode, "message": w.message}
+                         for w in calibration.warnings]}
+
+
+def _warnings_frame(calibration: Calibration) -> pl.DataFrame:
+    return pl.DataFrame([(w.engine, w.opcode, w.message) for w in calibration.warnings],
+                        schema={"engine": pl.String, "opcode": pl.String,
+                                "warning": pl.String}, orient="row")
+
+
+def calibration_markdown(calibration: Calibration, output: str, traces: list[str]) -> str:
+    sections = [(FITS_TITLE.capitalize(), calibration.fits, CALIBRATION_COLS)]
+    if calibration.warnings:
+        sections.append(("Warnings", _warnings_frame(calibration),
+                         {"engine": "", "opcode": "", "warning": ""}))
+    return sections_markdown(f"Calibration to {', '.join(traces)}",
+                             calibration_head(calibration, output, traces), sections)
+
+
+def print_calibration(console: Console, calibration: Calibration, output: str,
+                      traces: list[str]) -> None:
+    for key, value in calibration_head(calibration, output, traces).items():
+        console.print(Text(f"{key}: {value}"))
+    print_table(console, f"\n{FITS_TITLE}", calibration.fits, CALIBRATION_COLS)
 
 
 # --- stalls and critical path -------------------------------------------------------------------
