@@ -358,6 +358,85 @@ def test_cli_calibrate_warns_on_stderr_json_and_md(tmp_path: Path) -> None:
     assert add["per_element"] == pytest.approx(2.0) and add["held_out_r2"] == 1.0
 
 
+def _contending_queues(tmp_path: Path) -> tuple[tracekit.Trace, Machine]:
+    """Two DMA queues of 64 B/cycle share 64 B/cycle of HBM. dma.q1 loads 64,000 bytes at
+    0-1000 and signals the tensor's 1000-cycle matmul (1000-2000, the makespan). dma.q0
+    pauses 1100 cycles (no bytes), then loads 6400 bytes at 1100-1200, after dma.q1 is done.
+    dma.q0 10 % faster: its pause ends at 990, and its 5760 bytes share HBM with dma.q1's last
+    640: both move at 32 B/cycle, dma.q1 ends at 1010 (10 cycles of contention), the matmul
+    at 2010; dma.q0's load ends at 1090 (10 cycles of contention too)."""
+    b = TraceBuilder("contend")
+    b.inst("dma.q0", "pause")
+    b.inst("dma.q0", "load", bytes=6400)
+    load = b.inst("dma.q1", "load", bytes=64_000)
+    mm = b.inst("tensor", "matmul")
+    b.signal(load, 0)
+    b.wait(mm, 0, 1)
+    machine = parse_machine({
+        "name": "contend", "clock_hz": 1e9, "hbm": {"bytes_per_cycle": 64.0},
+        "dma": {"bytes_per_cycle": 64.0}, "latency": {"semaphore": 0.0},
+        "memory": {"partitions": 128, "sbuf_partition_bytes": 1024,
+                   "psum_partition_bytes": 1024},
+        "engines": {"dma": {"opcodes": {"pause": {"fixed_cycles": 1100.0}}},
+                    "tensor": {"fixed_cycles": 1000.0}}}, "test")
+    return b.write(tmp_path / "contend"), machine
+
+
+def test_sensitivity_explains_a_faster_queue_that_slows_the_run(tmp_path: Path) -> None:
+    from tracekit.analysis.whatif import sensitivity
+
+    trace, machine = _contending_queues(tmp_path)
+    table = sensitivity(trace, machine)
+    rows = {(r["group"], r["name"]): r for r in table.iter_rows(named=True)}
+    q0 = rows[("engine", "dma.q0")]
+    assert (q0["makespan"], q0["gained"], q0["contention_delta"]) == (2010, -10, 20)
+    assert q0["why"] == (
+        "engine dma.q0 10 % faster makes the run 10 cycles longer: HBM contention +10 cycles "
+        "on the other queues dma.q1 (0 -> 10), +10 cycles on dma.q0 itself (0 -> 10) and +10 "
+        "cycles on the critical path (0 -> 10); the critical path spends +10 cycles on dma.q1")
+    tensor = rows[("engine", "tensor")]
+    assert (tensor["gained"], tensor["why"]) == (100, None)
+    assert table.row(table.height - 1, named=True)["gained"] < 0
+    assert all(r["why"] is None for r in rows.values() if r["gained"] >= 0)
+
+
+def test_whatif_explains_in_every_format(tmp_path: Path) -> None:
+    import json
+
+    from tracekit.analysis.calibrate import machine_toml
+    from tracekit.analysis.whatif import Change, whatif
+
+    trace, machine = _contending_queues(tmp_path)
+    result = whatif(trace, machine, [Change("engine", "dma.q0", 0.9)])
+    assert (result.base_makespan, result.makespan) == (2000, 2010)
+    assert result.why is not None and result.why.startswith(
+        "the change (engine=dma.q0:0.9) makes the run 10 cycles longer: HBM contention +10 "
+        "cycles on the other queues dma.q1 (0 -> 10)")
+    assert result.engines.rows() == [("dma.q0", 1200, 1090, 0, 10),
+                                     ("dma.q1", 1000, 1010, 0, 10),
+                                     ("tensor", 1000, 1000, 0, 0)]
+    slower = whatif(trace, machine, [Change("engine", "dma.q0", 1.1)])
+    assert (slower.makespan, slower.why) == (2000, None)  # no faster part made it longer
+    (tmp_path / "m.toml").write_text(machine_toml(machine), encoding="utf-8")
+    args = ["whatif", str(trace.path), "-m", str(tmp_path / "m.toml"), "--scale",
+            "engine=dma.q0:0.9", "--format"]
+    runner = CliRunner()
+    data = json.loads(runner.invoke(app, [*args, "json"]).stdout)
+    assert data["why"] == result.why and data["gained_cycles"] == -10
+    assert data["engines"][1] == {"engine": "dma.q1", "busy_base": 1000, "busy_after": 1010,
+                                  "contention_base": 0, "contention_after": 10}
+    md = runner.invoke(app, [*args, "md"]).stdout
+    assert f"- **why**: {result.why}\n" in md
+    assert "| dma.q1 | 1,000 | 1,010 | 0 | 10 |" in md
+    text = runner.invoke(app, [*args, "text"]).stdout
+    assert f"why: {result.why}\n" in text
+    sens = runner.invoke(app, ["sensitivity", str(trace.path), "-m", str(tmp_path / "m.toml"),
+                               "--top", "1"])
+    assert sens.exit_code == 0, sens.output
+    # The explanations are shown even for rows below --top.
+    assert "why a faster part makes the run longer\n  engine dma.q0 10 % faster" in sens.stdout
+
+
 # --- review fixes -----------------------------------------------------------------------------
 
 

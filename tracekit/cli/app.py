@@ -294,9 +294,11 @@ def whatif(
                                           "dma_bandwidth (bytes/cycle), semaphore_latency, "
                                           "data_latency (cycles). Repeatable.")] = None,
     mode: Annotated[str, Opt(help="model or observed durations.")] = "model",
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
 ) -> None:
-    """Replay with changed durations or machine parameters: the new makespan and the change."""
+    """Replay with changed durations or machine parameters: the new makespan and the change,
+    each engine's busy and HBM contention cycles before and after, and, when the run moves
+    against the change (a faster part, a longer run), why."""
     from tracekit.analysis.whatif import parse_scale, parse_set
     from tracekit.analysis.whatif import whatif as run_whatif
     from tracekit.replay.machine import resolve_machine
@@ -311,26 +313,26 @@ def whatif(
     with _status("replaying twice"):
         result = run_whatif(open_trace(trace), resolve_machine(machine), changes, sets,
                             Mode(mode))
-    data = {"trace": str(trace), "scale": scale or [], "set": set_ or [],
-            "base_makespan_cycles": result.base_makespan, "makespan_cycles": result.makespan,
-            "gained_cycles": result.gained, "change_pct": round(result.change_pct, 3)}
-    if format is Format.JSON:
-        sys.stdout.write(render.to_json(data))
+    args = (str(trace), scale or [], set_ or [], result)
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json(render.whatif_to_dict(*args)))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.whatif_markdown(*args))
     else:
-        typer.echo(f"makespan {result.base_makespan:,} -> {result.makespan:,} cycles "
-                   f"({result.change_pct:+.2f} %, {result.gained:,} cycles gained)")
+        render.print_whatif(_stdout(), result)
 
 
 @app.command()
 @handles_errors
 def sensitivity(
     trace: TraceArg, machine: MachineOpt = None,
-    top: Annotated[int, Opt(min=0, help="Rows to show in text output.")] = 15,
+    top: Annotated[int, Opt(min=0, help="Rows to show in text and md output.")] = 15,
     mode: Annotated[str, Opt(help="model or observed durations.")] = "model",
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
 ) -> None:
     """Which 10 % speed-up buys the most: every engine, opcode, layer and the DMA and HBM
-    bandwidths made 10 % faster in turn, ranked by makespan gained."""
+    bandwidths made 10 % faster in turn, ranked by makespan gained; where a faster part makes
+    the run longer, why (HBM contention, the critical path's move)."""
     from tracekit.analysis.whatif import sensitivity as run_sensitivity
     from tracekit.replay.machine import resolve_machine
     from tracekit.replay.run import Mode
@@ -339,13 +341,13 @@ def sensitivity(
         raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
     with _status("replaying each change"):
         table = run_sensitivity(open_trace(trace), resolve_machine(machine), Mode(mode))
-    if format is Format.JSON:
+    if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json({"trace": str(trace), "speedup_pct": 10,
                                          "ranking": render.records(table)}))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.sensitivity_markdown(str(trace), 10, table, top))
     else:
-        render.print_table(_stdout(), "sensitivity: 10 % faster, makespan gained",
-                           table.head(top), {"group": "", "name": "", "makespan": ",",
-                                             "gained": ",", "gained_pct": ".2f"})
+        render.print_sensitivity(_stdout(), 10, table, top)
 
 
 @app.command()

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tracekit.analysis.calibrate import Calibration
     from tracekit.analysis.diff import Diff
     from tracekit.analysis.nightly import NightlyRun
+    from tracekit.analysis.whatif import WhatIf
 
 
 def to_json(data: Any) -> str:
@@ -195,7 +196,9 @@ _HEADERS = {"busy_pct": "busy %", "share_pct": "share %", "bias_pct": "bias %",
             "observed_duration": "observed", "predicted_duration": "predicted",
             "duration_error": "error", "observed_wait": "observed wait",
             "predicted_wait": "predicted wait", "wait_error": "error",
-            "held_out": "held out",
+            "busy_after": "busy after", "contention_base": "HBM contention base",
+            "contention_after": "HBM contention after",
+            "contention_delta": "HBM contention change", "held_out": "held out",
             "fit_r2": "R2 fit", "held_out_r2": "R2 held out",
             "held_out_mape_pct": "MAPE % held out",
             "held_out_median_abs_error": "median |err| held out",
@@ -269,14 +272,82 @@ def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
-# --- calibration --------------------------------------------------------------------------------
+# --- what-if, sensitivity and calibration ------------------------------------------------------
 
+WHATIF_ENGINE_COLS = {"engine": "", "busy_base": ",", "busy_after": ",",
+                      "contention_base": ",", "contention_after": ","}
+SENSITIVITY_COLS = {"group": "", "name": "", "makespan": ",", "gained": ",",
+                    "gained_pct": ".2f", "contention_delta": "+,"}
+WHY_TITLE = "why a faster part makes the run longer"
 COEFFICIENTS = ("fixed_cycles", "per_element", "per_byte", "per_flop")
 FITS_TITLE = "fits (R2: - where the fit predicts one duration for all)"
 CALIBRATION_COLS = {"engine": "", "opcode": "", "samples": ",", "held_out": ",",
                     "fixed_cycles": ",.2f", "per_element": ".6f", "per_byte": ".6f",
                     "per_flop": ".3e", "fit_r2": ".3f", "held_out_r2": ".3f",
                     "held_out_mape_pct": ".1f", "held_out_median_abs_error": ",.0f"}
+
+
+def whatif_head(trace: str, scale: list[str], sets: list[str], result: WhatIf
+                ) -> dict[str, Any]:
+    return {"trace": trace, "scale": scale, "set": sets,
+            "base_makespan_cycles": result.base_makespan, "makespan_cycles": result.makespan,
+            "gained_cycles": result.gained, "change_pct": round(result.change_pct, 3)}
+
+
+def whatif_verdict(result: WhatIf) -> str:
+    return (f"makespan {result.base_makespan:,} -> {result.makespan:,} cycles "
+            f"({result.change_pct:+.2f} %, {result.gained:,} cycles gained)")
+
+
+def whatif_to_dict(trace: str, scale: list[str], sets: list[str],
+                   result: WhatIf) -> dict[str, Any]:
+    return {**whatif_head(trace, scale, sets, result), "why": result.why,
+            "engines": records(result.engines)}
+
+
+def whatif_markdown(trace: str, scale: list[str], sets: list[str], result: WhatIf) -> str:
+    head: dict[str, Any] = {"trace": trace, "scale": ", ".join(scale) or "-",
+                            "set": ", ".join(sets) or "-", "result": whatif_verdict(result)}
+    if result.why is not None:
+        head["why"] = result.why
+    return sections_markdown(f"What-if on {trace}", head, [
+        ("By engine (base, and after the change)", result.engines, WHATIF_ENGINE_COLS)])
+
+
+def print_whatif(console: Console, result: WhatIf) -> None:
+    console.print(Text(whatif_verdict(result)))
+    if result.why is not None:
+        console.print(Text(f"why: {result.why}"))
+    print_table(console, "\nby engine (base, and after the change)", result.engines,
+                WHATIF_ENGINE_COLS)
+
+
+def _why_rows(table: pl.DataFrame) -> pl.DataFrame:
+    return table.filter(pl.col("why").is_not_null()).select("group", "name", "gained", "why")
+
+
+def sensitivity_markdown(trace: str, speedup_pct: float, table: pl.DataFrame,
+                         top: int) -> str:
+    sections = [(f"Ranking (top {min(top, table.height)} of {table.height})", table.head(top),
+                 SENSITIVITY_COLS)]
+    why = _why_rows(table)
+    if why.height:
+        sections.append((WHY_TITLE.capitalize(), why,
+                         {"group": "", "name": "", "gained": ",", "why": ""}))
+    return sections_markdown(f"Sensitivity of {trace}",
+                             {"trace": trace, "speedup": f"{speedup_pct:g} % faster, in turn"},
+                             sections)
+
+
+def print_sensitivity(console: Console, speedup_pct: float, table: pl.DataFrame,
+                      top: int) -> None:
+    print_table(console, f"sensitivity: {speedup_pct:g} % faster, makespan gained",
+                table.head(top), SENSITIVITY_COLS)
+    why = _why_rows(table)  # every one, also below the rows shown
+    if why.height:
+        console.print(Text(f"\n{WHY_TITLE}", style="bold"))
+        for row in why.iter_rows(named=True):
+            console.print(Text(f"  {row['why']}"))
 
 
 def calibration_head(calibration: Calibration, output: str,
