@@ -63,6 +63,9 @@ CASES = {
                            "--format", "md"], 0),
     "mlp.calibrate.txt": (["calibrate", "sample_traces/mlp", "-o", "TMP/fitted.toml"], 0),
     "broken.validate.json": (["validate", "BROKEN", "--format", "json"], 1),
+    "broken.validate.md": (["validate", "BROKEN", "--format", "md"], 1),
+    "gemm.info.md": (["info", "sample_traces/gemm", "--format", "md"], 0),
+    "machines.md": (["machines", "--format", "md"], 0),
 }
 
 
@@ -95,6 +98,9 @@ def test_golden(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     ["whatif", "sample_traces/mlp", "--scale", "engine=tensor:0.5", "--format", "md"],
     ["sensitivity", "sample_traces/gemm", "--format", "md"],
     ["calibrate", "sample_traces/gemm", "-o", "TMP/fitted.toml", "--format", "md"],
+    ["info", "sample_traces/layernorm_untimed", "--format", "md"],
+    ["validate", "sample_traces/mlp_faults", "--format", "md"],
+    ["machines", "--format", "md"],
 ], ids=lambda a: a[0])
 def test_markdown_tables_have_as_many_cells_in_every_row(args: list[str], tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch

@@ -104,14 +104,17 @@ FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format
 @handles_errors
 def validate(
     trace: TraceArg,
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: Annotated[ReportFormat, typer.Option("--format", "-f",  # noqa: A002
+                                                 help="Output format.")] = ReportFormat.TEXT,
     strict: Annotated[bool, typer.Option("--strict",
                                          help="Treat warnings as errors.")] = False,
 ) -> None:
     """Check a bundle against every rule of the schema; exit 1 when it breaks one."""
     report = validate_bundle(trace)
-    if format is Format.JSON:
+    if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json(report.to_dict(strict)))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.validation_markdown(report, strict))
     else:
         render.print_validation(_stdout(), report, strict)
     if not report.ok(strict):
@@ -120,11 +123,17 @@ def validate(
 
 @app.command()
 @handles_errors
-def info(trace: TraceArg, format: FormatOpt = Format.TEXT) -> None:  # noqa: A002
+def info(
+    trace: TraceArg,
+    format: Annotated[ReportFormat, typer.Option("--format", "-f",  # noqa: A002
+                                                 help="Output format.")] = ReportFormat.TEXT,
+) -> None:
     """Show what a bundle holds: producer, instructions per engine and opcode, time span."""
     summary = summarize(open_trace(trace))
-    if format is Format.JSON:
+    if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json(summary.to_dict()))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.summary_markdown(summary))
     else:
         render.print_summary(_stdout(), summary)
 
@@ -607,15 +616,21 @@ def nightly(
 
 @app.command()
 @handles_errors
-def machines(format: FormatOpt = Format.TEXT) -> None:  # noqa: A002
+def machines(format: ReportFormatOpt = ReportFormat.TEXT) -> None:  # noqa: A002
     """List the machine descriptions built into tracekit."""
     from tracekit.replay.machine import BUILTIN, builtin_machines
 
     found = builtin_machines()
-    if format is Format.JSON:
-        sys.stdout.write(render.to_json([{"name": name, "default": name == BUILTIN,
-                                          "description": text}
-                                         for name, text in found.items()]))
+    listed = [{"name": name, "default": name == BUILTIN, "description": text}
+              for name, text in found.items()]
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json(listed))
+        return
+    if format is ReportFormat.MD:
+        sys.stdout.write(render.sections_markdown("Built-in machines", {"default": BUILTIN}, [
+            ("Machines", pl.DataFrame([{**m, "default": "yes" if m["default"] else ""}
+                                       for m in listed]),
+             {"name": "", "default": "", "description": ""})]))
         return
     for name, text in found.items():
         mark = " (default)" if name == BUILTIN else ""
@@ -779,7 +794,7 @@ def convert_scalesim(
         show_default=False)] = None,
     force: Annotated[bool, Opt("--force", help="Replace an existing bundle and machine "
                                                "file.")] = False,
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
 ) -> None:
     """Import a SCALE-Sim run: array steps become instructions, DRAM reads and writes DMA
     transfers, SRAM and DRAM addresses memory rows; its config becomes a machine description
@@ -798,11 +813,19 @@ def convert_scalesim(
         "reported_total_cycles_incl_prefetch": s.report.total_cycles_incl_prefetch,
         "compute_util_pct": s.compute_util_pct,
         "reported_compute_util_pct": s.report.compute_util_pct} for s in imported.layers])
-    if format is Format.JSON:
-        sys.stdout.write(render.to_json({
-            "trace": str(imported.trace.path), "machine": str(machine_path),
+    head = {"trace": str(imported.trace.path), "machine": str(machine_path),
             "instructions": tables["instructions"].rows, "deps": tables["deps"].rows,
-            "memory": tables["memory"].rows, "layers": render.records(layers)}))
+            "memory": tables["memory"].rows}
+    layer_cols = {"layer": "", "steps": ",", "stall_cycles": ",", "reported_stall_cycles": ",",
+                  "total_cycles_incl_prefetch": ",", "reported_total_cycles_incl_prefetch": ",",
+                  "compute_util_pct": ".2f", "reported_compute_util_pct": ".2f"}
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json({**head, "layers": render.records(layers)}))
+        return
+    if format is ReportFormat.MD:
+        sys.stdout.write(render.sections_markdown(
+            f"SCALE-Sim run {imported.config.run_name}", head,
+            [("Layers (found in the traces, and as SCALE-Sim reported)", layers, layer_cols)]))
         return
     typer.echo(f"wrote {imported.trace.path}: {tables['instructions'].rows:,} instructions, "
                f"{tables['deps'].rows:,} dependencies, {tables['memory'].rows:,} memory "
@@ -810,11 +833,7 @@ def convert_scalesim(
     typer.echo(f"wrote {machine_path}: replay with `tracekit replay {imported.trace.path} "
                f"--machine {machine_path} --mode model`")
     render.print_table(_stdout(), "\nlayers (found in the traces, and as SCALE-Sim reported)",
-                       layers, {"layer": "", "steps": ",", "stall_cycles": ",",
-                                "reported_stall_cycles": ",",
-                                "total_cycles_incl_prefetch": ",",
-                                "reported_total_cycles_incl_prefetch": ",",
-                                "compute_util_pct": ".2f", "reported_compute_util_pct": ".2f"})
+                       layers, layer_cols)
 
 
 def main() -> None:

@@ -83,10 +83,9 @@ def _table(title: str, *columns: tuple[str, str]) -> Table:
     return table
 
 
-def print_summary(console: Console, summary: TraceSummary) -> None:
+def summary_facts(summary: TraceSummary) -> list[tuple[str, str]]:
+    """The facts at the head of `tracekit info`, as (name, text)."""
     m = summary.trace.manifest
-    facts = _table(f"trace {summary.trace.path}", ("", "left"), ("", "left"))
-    facts.show_header = False
     span = summary.span_cycles
     span_seconds = None if span is None else seconds(span, m.clock_hz, m.time_unit)
     span_text = "-" if span is None else (
@@ -103,7 +102,14 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
         ("instructions", f"{summary.instructions:,} ({summary.timing.value})"),
         ("time span", span_text),
     ]
-    for key, value in rows:
+    return rows
+
+
+def print_summary(console: Console, summary: TraceSummary) -> None:
+    m = summary.trace.manifest
+    facts = _table(f"trace {summary.trace.path}", ("", "left"), ("", "left"))
+    facts.show_header = False
+    for key, value in summary_facts(summary):
         facts.add_row(Text(key), Text(value))
     console.print(facts)
 
@@ -402,6 +408,43 @@ def print_calibration(console: Console, calibration: Calibration, output: str,
     for key, value in calibration_head(calibration, output, traces).items():
         console.print(Text(f"{key}: {value}"))
     print_table(console, f"\n{FITS_TITLE}", calibration.fits, CALIBRATION_COLS)
+
+
+# --- markdown of validate and info --------------------------------------------------------------
+
+
+def validation_markdown(report: ValidationReport, strict: bool) -> str:
+    """The findings of `tracekit validate` as Markdown: the verdict, then one row each."""
+    findings = pl.DataFrame([{
+        "severity": f.severity.value, "rule": f.rule.value,
+        "where": " column ".join(x for x in (f.file, f.column) if x),
+        "count": f.count,
+        "rows": ", ".join(str(r) for r in f.rows)
+        + (f" (+{f.count - len(f.rows):,} more)" if f.rows and f.count > len(f.rows) else ""),
+        "message": f.message, "fix": f.fix} for f in report.findings],
+        schema={"severity": pl.String, "rule": pl.String, "where": pl.String,
+                "count": pl.Int64, "rows": pl.String, "message": pl.String, "fix": pl.String})
+    head = {"verdict": "valid" if report.ok(strict) else "INVALID",
+            "errors": len(report.errors), "warnings": len(report.warnings),
+            "strict": "yes (warnings count as errors)" if strict else "no"}
+    return sections_markdown(f"Validation of {report.path}", head, [
+        ("Findings", findings, {"severity": "", "rule": "", "where": "", "count": ",",
+                                "rows": "", "message": "", "fix": ""})])
+
+
+def summary_markdown(summary: TraceSummary) -> str:
+    """`tracekit info` as Markdown: the facts, then the tables, engines and opcodes."""
+    unit = summary.trace.manifest.time_unit.value
+    tables = pl.DataFrame([{"table": t.name, "rows": t.rows, "size": _size(t.bytes)}
+                           for t in summary.tables],
+                          schema={"table": pl.String, "rows": pl.Int64, "size": pl.String})
+    busy = {f"busy {unit}": ","} if summary.span_cycles is not None else {}
+    return sections_markdown(f"Trace {summary.trace.path}", dict(summary_facts(summary)), [
+        ("Tables", tables, {"table": "", "rows": ",", "size": ""}),
+        *((title, frame.with_columns(pl.col(key).fill_null("(null)"))
+           .rename({"busy_cycles": f"busy {unit}"}), {key: "", "instructions": ",", **busy})
+          for title, key, frame in (("Engines", "engine", summary.engines),
+                                    ("Opcodes", "opcode", summary.opcodes)))])
 
 
 # --- stalls and critical path -------------------------------------------------------------------
