@@ -260,6 +260,187 @@ def test_cli_whatif_sensitivity_calibrate_analyze(tmp_path: Path) -> None:
         assert check in result.stdout
 
 
+def test_held_out_split_is_a_fixed_fifth_of_the_ids() -> None:
+    from tracekit.analysis.calibrate import held_out
+
+    assert held_out(np.arange(20)).astype(int).tolist() == [
+        1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1, 0]
+    assert int(held_out(np.arange(100_000)).sum()) == 20_036
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any int64 id, and no overflow warning on the way
+        assert held_out(np.array([-1, 2**62, 2**63 - 1])).tolist() == [False, True, False]
+
+
+def _fits_trace(tmp_path: Path) -> tracekit.Trace:
+    """vector add: exactly 10 + 2 cycles per element; scalar act: random durations over
+    varying elements; gpsimd iota: random durations, all of one shape (64 elements)."""
+    b = TraceBuilder("fits")
+    rng = np.random.default_rng(7)
+    t = 0
+    for i in range(40):
+        e = 8 * (i + 1)
+        b.inst("vector", "add", t, t + 10 + 2 * e, elements=e)
+        t += 10 + 2 * e
+    for i in range(40):
+        duration = int(rng.integers(100, 1000))
+        b.inst("scalar", "act", t, t + duration, elements=8 * (i + 1))
+        t += duration
+    for _ in range(40):
+        duration = int(rng.integers(100, 1000))
+        b.inst("gpsimd", "iota", t, t + duration, elements=64)
+        t += duration
+    return b.write(tmp_path / "fits")
+
+
+def test_calibration_judges_fits_on_held_out_instructions(tmp_path: Path) -> None:
+    from tracekit.analysis.calibrate import calibrate, held_out
+
+    trace = _fits_trace(tmp_path)
+    result = calibrate([trace], builtin_machine())
+    fits = {r["opcode"]: r for r in result.fits.iter_rows(named=True)}
+    ids = trace.read("instructions", ["id", "opcode"])
+    for opcode, row in fits.items():
+        group = ids.filter(pl.col("opcode") == opcode)["id"].to_numpy()
+        assert row["samples"] == 40
+        assert row["held_out"] == int(held_out(group).sum()) > 0
+    linear = fits["add"]  # perfectly linear: exact on the instructions it never saw
+    assert (linear["fixed_cycles"], linear["per_element"]) == (pytest.approx(10.0),
+                                                               pytest.approx(2.0))
+    assert linear["held_out_r2"] == pytest.approx(1.0, abs=1e-12)
+    assert linear["held_out_mape_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert fits["act"]["held_out_r2"] < 0.5
+    assert fits["iota"]["held_out_r2"] is None  # one shape: a constant has nothing to explain
+    assert fits["iota"]["held_out_mape_pct"] > 20
+    assert [(w.engine, w.opcode) for w in result.warnings] == [("gpsimd", "iota"),
+                                                               ("scalar", "act")]
+    assert result.warnings[1].message.startswith(
+        f"scalar act: held-out R2 {fits['act']['held_out_r2']:.3f} (below 0.5; MAPE ")
+    assert "not linear in elements" in result.warnings[1].message
+    assert "every instance has the same work" in result.warnings[0].message
+    assert result.held_out.samples == sum(r["held_out"] for r in fits.values())
+
+
+def test_calibration_of_linear_durations_warns_of_nothing(tmp_path: Path) -> None:
+    from tracekit.analysis.calibrate import calibrate
+
+    b = TraceBuilder("linear")
+    for i in range(30):
+        b.inst("vector", "add", 100 * i, 100 * i + 20 + i, elements=i)
+    result = calibrate([b.write(tmp_path / "l")], builtin_machine())
+    assert result.warnings == ()
+    assert result.held_out.r2 == pytest.approx(1.0, abs=1e-12)
+    out = tmp_path / "m.toml"
+    cli = CliRunner().invoke(app, ["calibrate", str(tmp_path / "l"), "-o", str(out)])
+    assert cli.exit_code == 0 and cli.stderr == "", cli.output
+
+
+def test_cli_calibrate_warns_on_stderr_json_and_md(tmp_path: Path) -> None:
+    import json
+
+    _fits_trace(tmp_path)
+    runner = CliRunner()
+    out = {}
+    for fmt in ("text", "json", "md"):
+        machine = tmp_path / f"m-{fmt}.toml"
+        result = runner.invoke(app, ["calibrate", str(tmp_path / "fits"), "-o", str(machine),
+                                     "--format", fmt])
+        assert result.exit_code == 0, result.output
+        lines = result.stderr.splitlines()
+        assert [line.split(":")[1].strip() for line in lines] == ["gpsimd iota", "scalar act"]
+        assert all(line.startswith("warning: ") for line in lines)
+        assert machine.exists()
+        out[fmt] = result.stdout
+    assert "## Warnings" in out["md"] and "| scalar | act | scalar act: held-out R2" in out["md"]
+    assert "warning" not in out["text"]  # warnings go to stderr, the report to stdout
+    data = json.loads(out["json"])
+    assert [(w["engine"], w["opcode"]) for w in data["warnings"]] == [("gpsimd", "iota"),
+                                                                      ("scalar", "act")]
+    assert data["held_out"]["samples"] == sum(f["held_out"] for f in data["fits"])
+    add = next(f for f in data["fits"] if f["opcode"] == "add")
+    assert add["per_element"] == pytest.approx(2.0) and add["held_out_r2"] == 1.0
+
+
+def _contending_queues(tmp_path: Path) -> tuple[tracekit.Trace, Machine]:
+    """Two DMA queues of 64 B/cycle share 64 B/cycle of HBM. dma.q1 loads 64,000 bytes at
+    0-1000 and signals the tensor's 1000-cycle matmul (1000-2000, the makespan). dma.q0
+    pauses 1100 cycles (no bytes), then loads 6400 bytes at 1100-1200, after dma.q1 is done.
+    dma.q0 10 % faster: its pause ends at 990, and its 5760 bytes share HBM with dma.q1's last
+    640: both move at 32 B/cycle, dma.q1 ends at 1010 (10 cycles of contention), the matmul
+    at 2010; dma.q0's load ends at 1090 (10 cycles of contention too)."""
+    b = TraceBuilder("contend")
+    b.inst("dma.q0", "pause")
+    b.inst("dma.q0", "load", bytes=6400)
+    load = b.inst("dma.q1", "load", bytes=64_000)
+    mm = b.inst("tensor", "matmul")
+    b.signal(load, 0)
+    b.wait(mm, 0, 1)
+    machine = parse_machine({
+        "name": "contend", "clock_hz": 1e9, "hbm": {"bytes_per_cycle": 64.0},
+        "dma": {"bytes_per_cycle": 64.0}, "latency": {"semaphore": 0.0},
+        "memory": {"partitions": 128, "sbuf_partition_bytes": 1024,
+                   "psum_partition_bytes": 1024},
+        "engines": {"dma": {"opcodes": {"pause": {"fixed_cycles": 1100.0}}},
+                    "tensor": {"fixed_cycles": 1000.0}}}, "test")
+    return b.write(tmp_path / "contend"), machine
+
+
+def test_sensitivity_explains_a_faster_queue_that_slows_the_run(tmp_path: Path) -> None:
+    from tracekit.analysis.whatif import sensitivity
+
+    trace, machine = _contending_queues(tmp_path)
+    table = sensitivity(trace, machine)
+    rows = {(r["group"], r["name"]): r for r in table.iter_rows(named=True)}
+    q0 = rows[("engine", "dma.q0")]
+    assert (q0["makespan"], q0["gained"], q0["contention_delta"]) == (2010, -10, 20)
+    assert q0["why"] == (
+        "engine dma.q0 10 % faster makes the run 10 cycles longer: HBM contention +10 cycles "
+        "on the other queues dma.q1 (0 -> 10), +10 cycles on dma.q0 itself (0 -> 10) and +10 "
+        "cycles on the critical path (0 -> 10); the critical path spends +10 cycles on dma.q1")
+    tensor = rows[("engine", "tensor")]
+    assert (tensor["gained"], tensor["why"]) == (100, None)
+    assert table.row(table.height - 1, named=True)["gained"] < 0
+    assert all(r["why"] is None for r in rows.values() if r["gained"] >= 0)
+
+
+def test_whatif_explains_in_every_format(tmp_path: Path) -> None:
+    import json
+
+    from tracekit.analysis.calibrate import machine_toml
+    from tracekit.analysis.whatif import Change, whatif
+
+    trace, machine = _contending_queues(tmp_path)
+    result = whatif(trace, machine, [Change("engine", "dma.q0", 0.9)])
+    assert (result.base_makespan, result.makespan) == (2000, 2010)
+    assert result.why is not None and result.why.startswith(
+        "the change (engine=dma.q0:0.9) makes the run 10 cycles longer: HBM contention +10 "
+        "cycles on the other queues dma.q1 (0 -> 10)")
+    assert result.engines.rows() == [("dma.q0", 1200, 1090, 0, 10),
+                                     ("dma.q1", 1000, 1010, 0, 10),
+                                     ("tensor", 1000, 1000, 0, 0)]
+    slower = whatif(trace, machine, [Change("engine", "dma.q0", 1.1)])
+    assert (slower.makespan, slower.why) == (2000, None)  # no faster part made it longer
+    (tmp_path / "m.toml").write_text(machine_toml(machine), encoding="utf-8")
+    args = ["whatif", str(trace.path), "-m", str(tmp_path / "m.toml"), "--scale",
+            "engine=dma.q0:0.9", "--format"]
+    runner = CliRunner()
+    data = json.loads(runner.invoke(app, [*args, "json"]).stdout)
+    assert data["why"] == result.why and data["gained_cycles"] == -10
+    assert data["engines"][1] == {"engine": "dma.q1", "busy_base": 1000, "busy_after": 1010,
+                                  "contention_base": 0, "contention_after": 10}
+    md = runner.invoke(app, [*args, "md"]).stdout
+    assert f"- **why**: {result.why}\n" in md
+    assert "| dma.q1 | 1,000 | 1,010 | 0 | 10 |" in md
+    text = runner.invoke(app, [*args, "text"]).stdout
+    assert f"why: {result.why}\n" in text
+    sens = runner.invoke(app, ["sensitivity", str(trace.path), "-m", str(tmp_path / "m.toml"),
+                               "--top", "1"])
+    assert sens.exit_code == 0, sens.output
+    # The explanations are shown even for rows below --top.
+    assert "why a faster part makes the run longer\n  engine dma.q0 10 % faster" in sens.stdout
+
+
 # --- review fixes -----------------------------------------------------------------------------
 
 

@@ -469,6 +469,10 @@ def test_cli_convert_then_replay_and_analyze(tmp_path: Path, runs: Path) -> None
     data = json.loads(again.stdout)
     assert data["machine"] == str(tmp_path / "m.toml")
     assert data["layers"][0]["reported_total_cycles_incl_prefetch"] == 3953
+    md = run("convert", "scalesim", runs / name, "-o", tmp_path / "c", "-f", "md")
+    assert md.exit_code == 0, md.output
+    assert md.stdout.startswith(f"# SCALE-Sim run {name}\n\n- **trace**: {tmp_path / 'c'}\n")
+    assert "\n| L0 | 1,650 | 0 | 0 | 3,953 | 3,953 | 51.20 | 51.20 |\n" in md.stdout
 
 
 def test_cli_finds_inputs_beside_the_run(tmp_path: Path, runs: Path) -> None:

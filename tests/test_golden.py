@@ -55,7 +55,17 @@ CASES = {
                                  3),
     "mlp_faults.bugs.json": (["bugs", "sample_traces/mlp_faults", "--format", "json"], 3),
     "broken.validate.txt": (["validate", "BROKEN"], 1),
+    "gemm.whatif.md": (["whatif", "sample_traces/gemm", "--scale", "engine=dma.q0:0.9",
+                        "--format", "md"], 0),
+    "gemm.sensitivity.md": (["sensitivity", "sample_traces/gemm", "--format", "md"], 0),
+    "gemm.sensitivity.txt": (["sensitivity", "sample_traces/gemm", "--top", "5"], 0),
+    "gemm.calibrate.md": (["calibrate", "sample_traces/gemm", "-o", "TMP/fitted.toml",
+                           "--format", "md"], 0),
+    "mlp.calibrate.txt": (["calibrate", "sample_traces/mlp", "-o", "TMP/fitted.toml"], 0),
     "broken.validate.json": (["validate", "BROKEN", "--format", "json"], 1),
+    "broken.validate.md": (["validate", "BROKEN", "--format", "md"], 1),
+    "gemm.info.md": (["info", "sample_traces/gemm", "--format", "md"], 0),
+    "machines.md": (["machines", "--format", "md"], 0),
 }
 
 
@@ -69,12 +79,15 @@ def test_golden(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         _broken_bundle(tmp_path / "broken")
         monkeypatch.chdir(tmp_path)
         args = [a.replace("BROKEN", "broken") for a in args]
+    # TMP/: a file the command writes, in tmp_path; the output names it TMP/ again.
+    args = [a.replace("TMP/", f"{tmp_path}/") for a in args]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == exit_code, result.output
+    stdout = result.stdout.replace(f"{tmp_path}/", "TMP/")
     expected = GOLDEN / name
     if request.config.getoption("--update-golden"):
-        expected.write_text(result.stdout, encoding="utf-8")
-    assert result.stdout == expected.read_text(encoding="utf-8")
+        expected.write_text(stdout, encoding="utf-8")
+    assert stdout == expected.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("args", [
@@ -82,12 +95,23 @@ def test_golden(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     ["analyze", "sample_traces/mlp", "--format", "md"],
     ["bugs", "sample_traces/mlp_faults", "--format", "md"],
     ["critical-path", "sample_traces/conv2d", "--format", "md"],
+    ["whatif", "sample_traces/mlp", "--scale", "engine=tensor:0.5", "--format", "md"],
+    ["sensitivity", "sample_traces/gemm", "--format", "md"],
+    ["calibrate", "sample_traces/gemm", "-o", "TMP/fitted.toml", "--format", "md"],
+    ["info", "sample_traces/layernorm_untimed", "--format", "md"],
+    ["validate", "sample_traces/mlp_faults", "--format", "md"],
+    ["machines", "--format", "md"],
 ], ids=lambda a: a[0])
-def test_markdown_tables_have_as_many_cells_in_every_row(args: list[str]) -> None:
-    # A `|` inside a header or a cell (the correlation table's "p50 |err|") is escaped, so
-    # every row of a table splits into as many cells as its separator row.
+def test_markdown_tables_have_as_many_cells_in_every_row(args: list[str], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    # A `|` inside a header or a cell (the correlation table's "p50 |err|", calibration's
+    # "median |err|") is escaped, so every row of a table splits into as many cells as its
+    # separator row.
     import re
 
+    monkeypatch.chdir(REPO)
+    args = [a.replace("TMP/", f"{tmp_path}/") for a in args]
     result = CliRunner().invoke(app, args)
     assert result.exit_code in (0, 3), result.output
     lines = result.stdout.splitlines()

@@ -878,7 +878,7 @@ def test_observed_mode_reproduces_generated_timing(tmp_path: Path, workload: str
     corr = correlate(result)
     assert corr is not None
     assert corr.makespan_error_pct == 0.0
-    assert corr.divergent["end_error"].abs().max() == 0
+    assert corr.divergent_duration.height == corr.divergent_wait.height == 0
 
 
 def test_model_mode_close_to_generated_gemm(tmp_path: Path) -> None:
@@ -1110,14 +1110,49 @@ def test_correlation_numbers_exact(tmp_path: Path) -> None:
     # 95th is 110; with two values the median is a tie, the lower (nearest rank) or the upper.
     assert row["p50_abs_error"] in (10, 110)
     assert row["p95_abs_error"] == 110
-    assert corr.divergent["id"].to_list() == [1, 0]
-    assert corr.divergent["end_error"].to_list() == [180 - 300, 90 - 100]
+    assert corr.divergent_duration["id"].to_list() == [1, 0]
+    assert corr.divergent_duration["duration_error"].to_list() == [90 - 200, 90 - 100]
+    assert corr.divergent_wait.height == 0  # each starts as its predecessor ends, both times
     summary = summarize_replay(result)
     assert summary.makespan == 180 and summary.instructions == 2
     assert summary.engines.row(0, named=True) == {
         "engine": "tensor", "instructions": 2, "busy_cycles": 180, "busy_pct": 100.0,
         "contention_cycles": 0, "waiting_cycles": 0, "idle_cycles": 0, "flops": 0,
         "flop_util_pct": None, "bytes": 0, "bandwidth": None, "bandwidth_pct": None}
+
+
+def test_divergence_is_local_not_drift(tmp_path: Path) -> None:
+    """B took 50 cycles longer than modelled, E started 30 cycles after it could: those two
+    diverge. C, D and F only drift (they start 50 or 80 cycles late, as their predecessors
+    end late) and are not listed, though F's end is the furthest off (-80)."""
+    b = TraceBuilder("drift")
+    b.inst("tensor", "matmul", 0, 100)                    # A
+    b.inst("tensor", "matmul", 100, 250)                  # B: 150 observed, 100 modelled
+    c = b.inst("tensor", "matmul", 250, 350)              # C: drifts 50
+    d = b.inst("vector", "add", 362, 372)                 # D: 12 after C's signal, as modelled
+    b.inst("tensor", "matmul", 380, 480)                  # E: waits 30 after C, modelled 0
+    b.inst("tensor", "matmul", 480, 580)                  # F: drifts 80
+    b.signal(c, sem=0)
+    b.wait(d, sem=0, value=1)
+    m = make_machine(semaphore=12.0, engines={
+        "tensor": {"opcodes": {"matmul": {"fixed_cycles": 100.0}}},
+        "vector": {"fixed_cycles": 10.0}})
+    result = replay(write(b, tmp_path / "t"), m)
+    assert result.timeline["start"].to_list() == [0, 100, 200, 312, 300, 400]
+    corr = correlate(result)
+    assert corr is not None
+    assert corr.divergent_duration.select("id", "observed_duration", "predicted_duration",
+                                          "duration_error").rows() == [(1, 150, 100, -50)]
+    assert corr.divergent_wait.select("id", "observed_wait", "predicted_wait",
+                                      "wait_error").rows() == [(4, 30, 0, -30)]
+    from tracekit.analysis.calibrate import machine_toml
+
+    (tmp_path / "m.toml").write_text(machine_toml(m), encoding="utf-8")
+    text = run_cli("replay", tmp_path / "t", "--machine", tmp_path / "m.toml", "--format",
+                   "json")
+    data = json.loads(text.stdout)["correlation"]
+    assert [r["id"] for r in data["largest_duration_errors"]] == [1]
+    assert [r["id"] for r in data["largest_wait_errors"]] == [4]
 
 
 def test_correlation_percentiles_three_matmuls(tmp_path: Path) -> None:

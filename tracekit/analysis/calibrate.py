@@ -1,5 +1,6 @@
 """Calibration: fit the latency model of every (engine kind, opcode) to observed durations and
-write a machine file that `tracekit replay --machine` accepts.
+write a machine file that `tracekit replay --machine` accepts, and say how well each fit
+predicts durations it was not fitted to.
 
 Each fit is duration = fixed + per_element * elements + per_byte * bytes + per_flop * flops,
 over the work columns that vary within the group, by iteratively reweighted least squares with
@@ -7,6 +8,12 @@ Huber weights (outliers such as warm-up or a stuck instruction pull little), coe
 non-negative. For DMA the replay moves the bytes itself under HBM sharing, so the set-up is
 fitted to the observed time minus the replay's own transfer time. Worked example: matmuls
 observed at 64 + flops / 32768 cycles plus noise fit to fixed ~ 64, per_flop ~ 3.05e-5.
+
+One instruction in five (a fixed hash of its id, `held_out`) is kept out of the fit, and the
+fit is judged on those: R2, mean absolute percentage error and median absolute error, per
+group and over all. A group whose held-out R2 is below R2_WARN gets a warning (its duration is
+not linear in its work); so does one whose every instance has the same work (the fit is one
+number, R2 is not defined) when its held-out MAPE passes MAPE_WARN.
 """
 
 from __future__ import annotations
@@ -27,6 +34,14 @@ from tracekit.trace.bundle import Trace
 WORK = ("elements", "bytes", "flops")
 COEFF = {"elements": "per_element", "bytes": "per_byte", "flops": "per_flop"}
 HUBER_K = 1.345
+HELD_OUT_EVERY = 5
+"""One instruction in this many is held out of the fit (20 %)."""
+R2_WARN = 0.5
+"""A held-out R2 below this is a poor fit."""
+MAPE_WARN = 20.0
+"""For a group of one shape (R2 undefined): a held-out MAPE above this, in %, is a poor fit."""
+ALL = "(all)"
+"""The engine and opcode of a warning about every fit together."""
 
 
 class CalibrationError(TracekitError):
@@ -34,15 +49,94 @@ class CalibrationError(TracekitError):
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """The fitted machine and one row per fit.
+class FitWarning:
+    """A group whose fit predicts its held-out durations poorly, and what that means (engine
+    and opcode ALL: the fits together)."""
 
-    `fits`: engine (kind), opcode, samples, fixed_cycles, per_element, per_byte, per_flop,
-    r2 (of the fit on its samples), mape_pct (mean absolute percentage error, %).
+    engine: str
+    opcode: str
+    message: str
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The fits against every held-out instruction at once: samples, r2 (null when fewer than
+    two samples or their durations do not vary), mape_pct (%), median_abs_error (cycles);
+    the last two null without samples. `every`: one instruction in this many is held out."""
+
+    samples: int
+    r2: float | None
+    mape_pct: float | None
+    median_abs_error: float | None
+    every: int = HELD_OUT_EVERY
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The fitted machine, one row per fit, the held-out figures over all and the warnings.
+
+    `fits`: engine (kind), opcode, samples (instructions of the group), held_out (of them, kept
+    out of the fit; 0 when the group is too small to spare any: it is fitted on all and its
+    held-out columns are null), fixed_cycles, per_element, per_byte, per_flop; fit_r2 (on the
+    samples fitted), held_out_r2, held_out_mape_pct (mean absolute percentage error, %),
+    held_out_median_abs_error (cycles). An R2 is null where the fit predicts one duration for
+    every sample (the group's work never varies: there is no variance for it to explain, and
+    the MAPE says how good it is) or the durations do not vary. Sorted by engine, opcode.
     """
 
     machine: Machine
     fits: pl.DataFrame
+    held_out: HeldOut
+    warnings: tuple[FitWarning, ...]
+
+
+def held_out(ids: np.ndarray) -> np.ndarray:
+    """Whether each instruction is held out of the fit: splitmix64's finaliser of its id, modulo
+    HELD_OUT_EVERY, is 0. Fixed, so the split is the same on every run; about one in five."""
+    z = np.asarray(ids, dtype=np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return z % np.uint64(HELD_OUT_EVERY) == 0
+
+
+def _r2(y: np.ndarray, predicted: np.ndarray) -> float | None:
+    """1 - residual / total sum of squares; None when it says nothing (see Calibration)."""
+    if y.size < 2 or np.ptp(predicted) <= 1e-9 * max(float(np.abs(predicted).max()), 1.0):
+        return None
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return 1 - float(((y - predicted) ** 2).sum()) / ss_tot if ss_tot > 0 else None
+
+
+def _mape(y: np.ndarray, predicted: np.ndarray) -> float | None:
+    return float(np.mean(np.abs(predicted - y) / np.maximum(y, 1)) * 100) if y.size else None
+
+
+def _median_abs(y: np.ndarray, predicted: np.ndarray) -> float | None:
+    return float(np.median(np.abs(predicted - y))) if y.size else None
+
+
+def _warning(kind: str, opcode: str, varying: list[str], r2: float | None,
+             mape: float | None, typical: float) -> FitWarning | None:
+    """The warning a group's held-out figures call for, if any. `typical`: the mean duration
+    the model predicts for the held-out instructions (cycles)."""
+    if mape is None:
+        return None
+    if r2 is not None and r2 < R2_WARN:
+        work = " and ".join(varying)
+        form = (f"a set-up{f' linear in {work}' if work else ''} plus the replay's transfer "
+                f"time under HBM sharing" if kind == "dma" else f"linear in {work}")
+        return FitWarning(kind, opcode, (
+            f"{kind} {opcode}: held-out R2 {r2:.3f} (below {R2_WARN:g}; MAPE {mape:.1f} %): "
+            f"its duration is not {form}, so the model will mispredict it; check for "
+            f"contention or data-dependent latency."))
+    if r2 is None and mape > MAPE_WARN:
+        return FitWarning(kind, opcode, (
+            f"{kind} {opcode}: every instance has the same work, yet held-out durations are "
+            f"{mape:.1f} % off the model's {typical:,.0f} cycles on average (above "
+            f"{MAPE_WARN:g} %): its latency depends on something the model does not see, so "
+            f"the model will mispredict it; check for contention or data-dependent latency."))
+    return None
 
 
 def _huber_fit(x: np.ndarray, y: np.ndarray, iterations: int = 30) -> np.ndarray:
@@ -95,6 +189,8 @@ def calibrate(traces: list[Trace], base: Machine) -> Calibration:
                              .alias("kind"))
     rows = []
     opcodes: dict[tuple[str, str], Latency] = {}
+    tested: list[tuple[np.ndarray, np.ndarray]] = []  # each group's held-out y, prediction
+    warnings = []
     for (kind, opcode), group in sorted(data.group_by(["kind", "opcode"]),
                                         key=lambda g: (g[0][0], g[0][1])):
         y = group["duration"].to_numpy()
@@ -106,7 +202,11 @@ def calibrate(traces: list[Trace], base: Machine) -> Calibration:
         kept = {COEFF[w]: getattr(prior, COEFF[w]) for w in WORK if w not in varying}
         offset = sum(kept[COEFF[w]] * group[w].to_numpy() for w in WORK if w not in varying)
         x = np.column_stack([np.ones(y.size)] + [group[w].to_numpy() for w in varying])
-        coef = _huber_fit(x, y - offset)
+        test = held_out(group["id"].to_numpy())
+        if test.all() or not test.any():  # too few to spare any: fit on all, test on none
+            test = np.zeros(y.size, dtype=bool)
+        fit = ~test
+        coef = _huber_fit(x[fit], (y - offset)[fit])
         fitted = {**kept, **dict(zip(["fixed_cycles", *[COEFF[w] for w in varying]],
                                      coef.tolist(), strict=True))}
         latency = Latency(**{k: float(v) for k, v in fitted.items()})
@@ -115,13 +215,20 @@ def calibrate(traces: list[Trace], base: Machine) -> Calibration:
         moved = group["transfer"].fill_null(0).to_numpy() if kind == "dma" else 0.0
         predicted = x @ coef + offset + moved
         y = y + moved
-        ss_res = float(((y - predicted) ** 2).sum())
-        ss_tot = float(((y - y.mean()) ** 2).sum())
+        y_test, p_test = y[test], predicted[test]
+        tested.append((y_test, p_test))
+        r2, mape = _r2(y_test, p_test), _mape(y_test, p_test)
+        found = _warning(kind, opcode, varying, r2, mape,
+                         float(p_test.mean()) if p_test.size else 0.0)
+        if found is not None:
+            warnings.append(found)
         rows.append({"engine": kind, "opcode": opcode, "samples": int(y.size),
+                     "held_out": int(test.sum()),
                      "fixed_cycles": latency.fixed_cycles, "per_element": latency.per_element,
                      "per_byte": latency.per_byte, "per_flop": latency.per_flop,
-                     "r2": 1 - ss_res / ss_tot if ss_tot > 0 else 1.0,
-                     "mape_pct": float(np.mean(np.abs(predicted - y) / np.maximum(y, 1)) * 100)})
+                     "fit_r2": _r2(y[fit], predicted[fit]), "held_out_r2": r2,
+                     "held_out_mape_pct": mape,
+                     "held_out_median_abs_error": _median_abs(y_test, p_test)})
     for (kind, opcode), latency in opcodes.items():
         for value in (latency.fixed_cycles, latency.per_element, latency.per_byte,
                       latency.per_flop):
@@ -135,7 +242,22 @@ def calibrate(traces: list[Trace], base: Machine) -> Calibration:
             if (engine_kind(e), op) not in opcodes or e == engine_kind(e)}
     machine = Machine(**{**base.__dict__, "name": f"{base.name}-calibrated",
                          "opcodes": {**kept, **opcodes}, "source": "<calibrated>"})
-    return Calibration(machine=machine, fits=pl.DataFrame(rows))
+    y_all = np.concatenate([y for y, _ in tested])
+    p_all = np.concatenate([p for _, p in tested])
+    overall = HeldOut(samples=int(y_all.size), r2=_r2(y_all, p_all), mape_pct=_mape(y_all, p_all),
+                      median_abs_error=_median_abs(y_all, p_all))
+    if overall.r2 is not None and overall.r2 < R2_WARN:
+        warnings.append(FitWarning(ALL, ALL, (
+            f"over all {overall.samples:,} held-out instructions the fits reach an R2 of only "
+            f"{overall.r2:.3f} (below {R2_WARN:g}; MAPE {overall.mape_pct:.1f} %): the latency "
+            f"model does not describe this trace's durations; replays on the fitted machine "
+            f"will mispredict them.")))
+    fits = pl.DataFrame(rows, schema={
+        "engine": pl.String, "opcode": pl.String, "samples": pl.Int64, "held_out": pl.Int64,
+        "fixed_cycles": pl.Float64, "per_element": pl.Float64, "per_byte": pl.Float64,
+        "per_flop": pl.Float64, "fit_r2": pl.Float64, "held_out_r2": pl.Float64,
+        "held_out_mape_pct": pl.Float64, "held_out_median_abs_error": pl.Float64})
+    return Calibration(machine=machine, fits=fits, held_out=overall, warnings=tuple(warnings))
 
 
 def _without_dma_setup(machine: Machine) -> Machine:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from tracekit.analysis.figures import accounts, engine_figures, opcode_figures
-from tracekit.replay.run import ReplayResult
+from tracekit.replay.graph import Graph
+from tracekit.replay.run import ReplayResult, observed_graph
 
 TOP_OPCODES = 10
 TOP_DIVERGENT = 10
@@ -45,16 +47,23 @@ class Correlation:
     null when nothing was observed to take time), mape_pct (mean absolute percentage error of
     durations, over instructions observed to take time; null if none did), p50_abs_error and
     p95_abs_error (cycles). Largest observed time first.
-    `divergent`: the TOP_DIVERGENT instructions whose predicted end is furthest from the
-    observed end: id, engine, opcode, layer, observed_start, observed_end, start, end,
-    end_error (predicted minus observed end, cycles, both measured from their first start).
+    `divergent_duration`: the TOP_DIVERGENT instructions whose predicted duration is furthest
+    from the observed one: id, engine, opcode, layer, observed_duration,
+    predicted_duration, duration_error (predicted minus observed duration, cycles).
+    `divergent_wait`: the TOP_DIVERGENT instructions whose predicted wait is furthest from the
+    observed one: id, engine, opcode, layer, observed_wait, predicted_wait, wait_error
+    (predicted minus observed wait, cycles). See `waits` for what a wait is.
+    Both list only instructions with a non-zero error, largest |error| first, ties by id. Both
+    errors are local: an instruction that only moved because something before it took longer
+    (the drift accumulated since the start) keeps its duration and its wait and is not listed.
     """
 
     observed_makespan: int
     predicted_makespan: int
     makespan_error_pct: float | None
     opcodes: pl.DataFrame
-    divergent: pl.DataFrame
+    divergent_duration: pl.DataFrame
+    divergent_wait: pl.DataFrame
 
 
 def summarize_replay(result: ReplayResult) -> ReplaySummary:
@@ -70,6 +79,51 @@ def summarize_replay(result: ReplayResult) -> ReplaySummary:
         engines=engines, hbm=hbm, opcodes=opcode_figures(t, acc).head(TOP_OPCODES))
 
 
+def waits(graph: Graph, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """The wait before each instruction of a timeline: its start minus its ready time, the
+    latest end among its predecessors in `graph` (its engine predecessor, its data and memory
+    producers, and the signal that released its semaphore waits in that timeline), or the
+    timeline's first start when it has none. Cycles, per graph row; `start`, `end`: per graph
+    row. A wait is local: it holds the edge latency and whatever else delayed the start once
+    the instruction could go, and a delay earlier in the run, which moves an instruction and
+    its predecessors alike, leaves it unchanged.
+
+    For load 0-40 -> (semaphore) matmul 52-100 -> (order) matmul 100-150 the waits are 0, 12
+    and 0."""
+    ready = np.full(start.size, start.min() if start.size else 0, dtype=np.int64)
+    has = np.flatnonzero(np.diff(graph.ptr) > 0)
+    if has.size:
+        ready[has] = np.maximum(np.maximum.reduceat(end[graph.src], graph.ptr[has]),
+                                ready[has])
+    return start - ready
+
+
+def _observed_waits(result: ReplayResult) -> np.ndarray:
+    """`waits` of the observed timeline, over the graph with the semaphore edges of the
+    observed order (which signal released each wait there)."""
+    t = result.timeline
+    if result.queues is not None:  # each engine's queue order, as the replay read it
+        eng_ptr, eng_nodes = result.queues
+        seq = np.empty(t.height, dtype=np.int64)
+        seq[eng_nodes] = np.arange(t.height)
+    else:
+        seq = result.trace.read_instructions(["seq"])["seq"].to_numpy()
+    frame = t.select("id", "engine", pl.Series("seq", seq),
+                     pl.col("observed_start").alias("start"),
+                     pl.col("observed_end").alias("end"))
+    graph = observed_graph(result.fixed, frame)
+    return waits(graph, frame["start"].to_numpy(), frame["end"].to_numpy())
+
+
+def _largest(t: pl.DataFrame, error: str, columns: list[str]) -> pl.DataFrame:
+    """The TOP_DIVERGENT rows of `t` with the largest non-zero |error|, ties by id."""
+    return (t.filter(pl.col(error) != 0)
+            .with_columns(pl.col(error).abs().alias("_abs"))
+            .top_k(TOP_DIVERGENT, by=["_abs", "id"], reverse=[False, True])  # no full sort
+            .sort(["_abs", "id"], descending=[True, False])
+            .select("id", "engine", "opcode", "layer", *columns, error))
+
+
 def correlate(result: ReplayResult) -> Correlation | None:
     """None when the trace has no observed timing to compare with."""
     if not result.observed:
@@ -78,9 +132,12 @@ def correlate(result: ReplayResult) -> Correlation | None:
     origin = int(t["observed_start"].min())
     t = t.with_columns(
         (pl.col("observed_end") - pl.col("observed_start")).alias("observed"),
-        (pl.col("end") - (pl.col("observed_end") - origin)).alias("end_error"))
+        pl.Series("wait", waits(result.graph, t["start"].to_numpy(), t["end"].to_numpy())),
+        pl.Series("observed_wait", _observed_waits(result)))
+    t = t.with_columns((pl.col("duration") - pl.col("observed")).alias("duration_error"),
+                       (pl.col("wait") - pl.col("observed_wait")).alias("wait_error"))
     observed_makespan = int(t["observed_end"].max()) - origin
-    error = (pl.col("duration") - pl.col("observed")).abs()
+    error = pl.col("duration_error").abs()
     opcodes = (t.group_by("opcode")
                .agg(pl.len().cast(pl.Int64).alias("instructions"),
                     pl.col("observed").mean().alias("observed_mean"),
@@ -94,13 +151,14 @@ def correlate(result: ReplayResult) -> Correlation | None:
                     error.quantile(0.95, "nearest").alias("p95_abs_error"),
                     pl.col("observed").sum().alias("_weight"))
                .sort(["_weight", "opcode"], descending=[True, False]).drop("_weight"))
-    divergent = (t.with_columns(pl.col("end_error").abs().alias("_abs"))
-                 .sort(["_abs", "id"], descending=[True, False]).head(TOP_DIVERGENT)
-                 .select("id", "engine", "opcode", "layer", "observed_start", "observed_end",
-                         "start", "end", "end_error"))
     predicted = result.makespan
     return Correlation(
         observed_makespan=observed_makespan, predicted_makespan=predicted,
         makespan_error_pct=((predicted - observed_makespan) / observed_makespan * 100
                             if observed_makespan else None),
-        opcodes=opcodes, divergent=divergent)
+        opcodes=opcodes,
+        divergent_duration=_largest(
+            t.rename({"observed": "observed_duration", "duration": "predicted_duration"}),
+            "duration_error", ["observed_duration", "predicted_duration"]),
+        divergent_wait=_largest(t.rename({"wait": "predicted_wait"}), "wait_error",
+                                ["observed_wait", "predicted_wait"]))

@@ -8,6 +8,9 @@ A change scales the durations of a group (an engine, an opcode or a layer; a DMA
 bytes alike) or sets a machine parameter (hbm_bandwidth, dma_bandwidth, semaphore_latency,
 data_latency). Sensitivity makes each engine, each opcode, each layer and the DMA and HBM
 bandwidths 10 % faster in turn and ranks them by cycles gained. The graph is derived once.
+Where a change moves the makespan against its direction (a faster DMA queue that slows the run
+through HBM contention, say), the result says why, with the replays' figures
+(`tracekit.analysis.explain`).
 """
 
 from __future__ import annotations
@@ -18,10 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from tracekit.analysis.explain import (
+    PathFigures,
+    counter_intuitive,
+    engine_figures,
+    path_figures,
+    why,
+)
 from tracekit.errors import TracekitError
 from tracekit.replay.graph import Graph, derive
-from tracekit.replay.machine import MAX_PARAMETER, MIN_POSITIVE, Machine
-from tracekit.replay.run import Mode, replay
+from tracekit.replay.machine import MAX_PARAMETER, MIN_POSITIVE, Machine, engine_kind
+from tracekit.replay.run import Mode, ReplayResult, replay
 from tracekit.trace.bundle import Trace
 
 GROUPS = ("engine", "opcode", "layer")
@@ -96,10 +106,49 @@ def _scaler(changes: list[Change]):  # type: ignore[no-untyped-def]
     return scale
 
 
+def faster(changes: list[Change], sets: dict[str, float], machine: Machine) -> bool | None:
+    """True when every change speeds a part up (a factor below 1, a higher bandwidth, a lower
+    latency), False when every one slows one down, None for a mix or when nothing changes."""
+    signs = {c.factor < 1 for c in changes if c.factor != 1}
+    for name, value in sets.items():
+        if name == "dma_bandwidth":  # replaces every queue's own bandwidth
+            current = {machine.dma_bytes_per_cycle, *machine.queue_bytes_per_cycle.values()}
+            signs |= {value > c for c in current if c != value}
+        elif value != getattr(machine, PARAMETERS[name]):
+            current = getattr(machine, PARAMETERS[name])
+            signs.add(value > current if name.endswith("bandwidth") else value < current)
+    return signs.pop() if len(signs) == 1 else None
+
+
+def touched(timeline: pl.DataFrame, changes: list[Change], sets: dict[str, float]) -> set[str]:
+    """The engines whose instructions the changes act on (a bandwidth: every DMA queue)."""
+    engines: set[str] = set()
+    for change in changes:
+        hit = timeline.filter(pl.col(change.group).cast(pl.String) == change.name)
+        engines |= set(hit["engine"].cast(pl.String).unique().to_list())
+    if {"dma_bandwidth", "hbm_bandwidth"} & set(sets):
+        engines |= {e for e in timeline["engine"].cast(pl.String).unique().to_list()
+                    if engine_kind(e) == "dma"}
+    return engines
+
+
+def describe(changes: list[Change], sets: dict[str, float]) -> str:
+    """The changes in the command line's words: "engine=dma.q0:0.9, hbm_bandwidth=384"."""
+    return ", ".join([f"{c.group}={c.name}:{c.factor:g}" for c in changes]
+                     + [f"{k}={v:g}" for k, v in sets.items()])
+
+
 @dataclass(frozen=True)
 class WhatIf:
+    """The makespan before and after; `engines`: the per-engine figures of both replays
+    (`explain.engine_figures`); `why`: when the run moved against the changes (faster parts,
+    longer run, or the reverse), the sentence that says why with the replays' figures, else
+    None."""
+
     base_makespan: int
     makespan: int
+    engines: pl.DataFrame
+    why: str | None = None
 
     @property
     def gained(self) -> int:
@@ -113,12 +162,48 @@ class WhatIf:
 def whatif(trace: Trace, machine: Machine, changes: list[Change],
            sets: dict[str, float] | None = None, mode: Mode = Mode.MODEL,
            graph: Graph | None = None) -> WhatIf:
-    """The makespan before and after the changes."""
+    """The makespan before and after the changes, and why when it moved against them."""
+    sets = sets or {}
     graph = graph or derive(trace)
-    base = replay(trace, machine, mode, graph=graph).makespan
-    after = replay(trace, changed_machine(machine, sets or {}), mode, graph=graph,
-                   scale=_scaler(changes) if changes else None).makespan
-    return WhatIf(base_makespan=base, makespan=after)
+    base = replay(trace, machine, mode, graph=graph)
+    after = replay(trace, changed_machine(machine, sets), mode, graph=graph,
+                   scale=_scaler(changes) if changes else None)
+    reason = None
+    if counter_intuitive(faster(changes, sets, machine), base.makespan, after.makespan):
+        reason = why(f"the change ({describe(changes, sets)})", base, after,
+                     touched(base.timeline, changes, sets))
+    return WhatIf(base_makespan=base.makespan, makespan=after.makespan,
+                  engines=engine_figures(base.timeline, after.timeline), why=reason)
+
+
+class _Rows:
+    """Sensitivity rows against one base replay: what each change touches (one pass per
+    group) and the base's critical path (once, if a row needs it)."""
+
+    def __init__(self, base: ReplayResult, speedup: float) -> None:
+        self.base, self.speedup = base, speedup
+        self.base_path: PathFigures | None = None
+
+    def engines(self, group: str) -> dict[str, set[str]]:
+        """Each name of `group` (engine, opcode or layer): the engines it runs on."""
+        t = self.base.timeline
+        table = (t.group_by(pl.col(group).cast(pl.String).alias("_name"))
+                 .agg(pl.col("engine").cast(pl.String).unique()).drop_nulls("_name"))
+        return {name: set(engines) for name, engines in table.iter_rows()}
+
+    def row(self, group: str, name: str, after: ReplayResult, touched: set[str]
+            ) -> tuple[str, str, int, int, str | None]:
+        """The makespan after, the change of HBM contention, and why when the faster part
+        made the run longer."""
+        base = self.base
+        contention = int(after.timeline["contention"].sum() - base.timeline["contention"].sum())
+        reason = None
+        if counter_intuitive(True, base.makespan, after.makespan):
+            if self.base_path is None:
+                self.base_path = path_figures(base)
+            reason = why(f"{group} {name} {self.speedup * 100:g} % faster", base, after,
+                         touched, self.base_path)
+        return group, name, after.makespan, contention, reason
 
 
 def sensitivity(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
@@ -127,26 +212,32 @@ def sensitivity(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
     `graph`: the trace's dependency graph when the caller has derived it already.
 
     Columns: group (engine, opcode, layer or parameter), name, makespan (cycles after the
-    change), gained (cycles), gained_pct (of the base makespan). Most gained first, ties by
-    group and name.
+    change), gained (cycles), gained_pct (of the base makespan), contention_delta (the change
+    of the cycles DMA transfers lose to HBM sharing, summed over the queues), why (for a
+    change that makes the run longer, the sentence of `explain.why`; else null). Most gained
+    first, ties by group and name.
     """
     graph = derive(trace) if graph is None else graph
     base = replay(trace, machine, mode, graph=graph)
+    make = _Rows(base, speedup)
     rows = []
     for group in GROUPS:
-        for name in sorted(base.timeline[group].cast(pl.String).drop_nulls().unique().to_list()):
+        engines = make.engines(group)
+        for name in sorted(engines):
             after = replay(trace, machine, mode, graph=graph,
-                           scale=_scaler([Change(group, name, 1 - speedup)])).makespan
-            rows.append((group, name, after))
+                           scale=_scaler([Change(group, name, 1 - speedup)]))
+            rows.append(make.row(group, name, after, engines[name]))
     if mode is Mode.MODEL:
         for name, field in (("dma_bandwidth", "dma_bytes_per_cycle"),
                             ("hbm_bandwidth", "hbm_bytes_per_cycle")):
-            faster = getattr(machine, field) / (1 - speedup)
-            after = replay(trace, changed_machine(machine, {name: faster}), mode,
-                           graph=graph).makespan
-            rows.append(("parameter", name, after))
+            sets = {name: getattr(machine, field) / (1 - speedup)}
+            after = replay(trace, changed_machine(machine, sets), mode, graph=graph)
+            rows.append(make.row("parameter", name, after, touched(base.timeline, [], sets)))
     table = pl.DataFrame(rows, schema={"group": pl.String, "name": pl.String,
-                                       "makespan": pl.Int64}, orient="row")
+                                       "makespan": pl.Int64, "contention_delta": pl.Int64,
+                                       "why": pl.String}, orient="row")
     return (table.with_columns((base.makespan - pl.col("makespan")).alias("gained"))
             .with_columns((pl.col("gained") / max(base.makespan, 1) * 100).alias("gained_pct"))
+            .select("group", "name", "makespan", "gained", "gained_pct", "contention_delta",
+                    "why")
             .sort(["gained", "group", "name"], descending=[True, False, False]))

@@ -116,14 +116,17 @@ FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format
 @handles_errors
 def validate(
     trace: TraceArg,
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: Annotated[ReportFormat, typer.Option("--format", "-f",  # noqa: A002
+                                                 help="Output format.")] = ReportFormat.TEXT,
     strict: Annotated[bool, typer.Option("--strict",
                                          help="Treat warnings as errors.")] = False,
 ) -> None:
     """Check a bundle against every rule of the schema; exit 1 when it breaks one."""
     report = validate_bundle(trace)
-    if format is Format.JSON:
+    if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json(report.to_dict(strict)))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.validation_markdown(report, strict))
     else:
         render.print_validation(_stdout(), report, strict)
     if not report.ok(strict):
@@ -132,11 +135,17 @@ def validate(
 
 @app.command()
 @handles_errors
-def info(trace: TraceArg, format: FormatOpt = Format.TEXT) -> None:  # noqa: A002
+def info(
+    trace: TraceArg,
+    format: Annotated[ReportFormat, typer.Option("--format", "-f",  # noqa: A002
+                                                 help="Output format.")] = ReportFormat.TEXT,
+) -> None:
     """Show what a bundle holds: producer, instructions per engine and opcode, time span."""
     summary = summarize(_open(trace, ()))
-    if format is Format.JSON:
+    if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json(summary.to_dict()))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.summary_markdown(summary))
     else:
         render.print_summary(_stdout(), summary)
 
@@ -292,9 +301,11 @@ def whatif(
                                           "dma_bandwidth (bytes/cycle), semaphore_latency, "
                                           "data_latency (cycles). Repeatable.")] = None,
     mode: Annotated[str, Opt(help="model or observed durations.")] = "model",
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
 ) -> None:
-    """Replay with changed durations or machine parameters: the new makespan and the change."""
+    """Replay with changed durations or machine parameters: the new makespan and the change,
+    each engine's busy and HBM contention cycles before and after, and, when the run moves
+    against the change (a faster part, a longer run), why."""
     from tracekit.analysis.whatif import parse_scale, parse_set
     from tracekit.analysis.whatif import whatif as run_whatif
     from tracekit.replay.machine import resolve_machine
@@ -309,26 +320,26 @@ def whatif(
     with _status("replaying twice"):
         result = run_whatif(_open(trace, REPLAY_TABLES), resolve_machine(machine), changes, sets,
                             Mode(mode))
-    data = {"trace": str(trace), "scale": scale or [], "set": set_ or [],
-            "base_makespan_cycles": result.base_makespan, "makespan_cycles": result.makespan,
-            "gained_cycles": result.gained, "change_pct": round(result.change_pct, 3)}
-    if format is Format.JSON:
-        sys.stdout.write(render.to_json(data))
+    args = (str(trace), scale or [], set_ or [], result)
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json(render.whatif_to_dict(*args)))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.whatif_markdown(*args))
     else:
-        typer.echo(f"makespan {result.base_makespan:,} -> {result.makespan:,} cycles "
-                   f"({result.change_pct:+.2f} %, {result.gained:,} cycles gained)")
+        render.print_whatif(_stdout(), result)
 
 
 @app.command()
 @handles_errors
 def sensitivity(
     trace: TraceArg, machine: MachineOpt = None,
-    top: Annotated[int, Opt(min=0, help="Rows to show in text output.")] = 15,
+    top: Annotated[int, Opt(min=0, help="Rows to show in text and md output.")] = 15,
     mode: Annotated[str, Opt(help="model or observed durations.")] = "model",
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
 ) -> None:
     """Which 10 % speed-up buys the most: every engine, opcode, layer and the DMA and HBM
-    bandwidths made 10 % faster in turn, ranked by makespan gained."""
+    bandwidths made 10 % faster in turn, ranked by makespan gained; where a faster part makes
+    the run longer, why (HBM contention, the critical path's move)."""
     from tracekit.analysis.whatif import sensitivity as run_sensitivity
     from tracekit.replay.machine import resolve_machine
     from tracekit.replay.run import Mode
@@ -338,13 +349,13 @@ def sensitivity(
     with _status("replaying each change"):
         table = run_sensitivity(_open(trace, REPLAY_TABLES), resolve_machine(machine),
                                 Mode(mode))
-    if format is Format.JSON:
+    if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json({"trace": str(trace), "speedup_pct": 10,
                                          "ranking": render.records(table)}))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.sensitivity_markdown(str(trace), 10, table, top))
     else:
-        render.print_table(_stdout(), "sensitivity: 10 % faster, makespan gained",
-                           table.head(top), {"group": "", "name": "", "makespan": ",",
-                                             "gained": ",", "gained_pct": ".2f"})
+        render.print_sensitivity(_stdout(), 10, table, top)
 
 
 @app.command()
@@ -356,9 +367,11 @@ def calibrate(
                                 show_default=False)],
     machine: MachineOpt = None,
     force: Annotated[bool, Opt("--force", help="Replace an existing file.")] = False,
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
 ) -> None:
-    """Fit the latency model to observed durations and write a machine file for replay."""
+    """Fit the latency model to observed durations and write a machine file for replay. One
+    instruction in five (by a fixed hash of its id) is held out of the fit and the fits are
+    judged on those; a poor fit is a warning on stderr."""
     from tracekit.analysis.calibrate import calibrate as run_calibrate
     from tracekit.analysis.calibrate import machine_toml
     from tracekit.replay.machine import resolve_machine
@@ -375,14 +388,15 @@ def calibrate(
     text = machine_toml(result.machine, f"fitted by tracekit calibrate to {len(traces)} "
                                         f"trace(s)")
     write_text_atomic(output, text)  # never a half-written machine file
-    if format is Format.JSON:
-        sys.stdout.write(render.to_json({"machine": str(output),
-                                         "fits": render.records(result.fits)}))
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning.message}", err=True)
+    args = (result, str(output), [str(t) for t in traces])
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json(render.calibration_to_dict(*args)))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.calibration_markdown(*args))
     else:
-        render.print_table(_stdout(), f"fits written to {output}", result.fits,
-                           {"engine": "", "opcode": "", "samples": ",", "fixed_cycles": ",.2f",
-                            "per_element": ".6f", "per_byte": ".6f", "per_flop": ".3e",
-                            "r2": ".3f", "mape_pct": ".1f"})
+        render.print_calibration(_stdout(), *args)
 
 
 @app.command()
@@ -586,15 +600,21 @@ def history(
 
 @app.command()
 @handles_errors
-def machines(format: FormatOpt = Format.TEXT) -> None:  # noqa: A002
+def machines(format: ReportFormatOpt = ReportFormat.TEXT) -> None:  # noqa: A002
     """List the machine descriptions built into tracekit."""
     from tracekit.replay.machine import BUILTIN, builtin_machines
 
     found = builtin_machines()
-    if format is Format.JSON:
-        sys.stdout.write(render.to_json([{"name": name, "default": name == BUILTIN,
-                                          "description": text}
-                                         for name, text in found.items()]))
+    listed = [{"name": name, "default": name == BUILTIN, "description": text}
+              for name, text in found.items()]
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json(listed))
+        return
+    if format is ReportFormat.MD:
+        sys.stdout.write(render.sections_markdown("Built-in machines", {"default": BUILTIN}, [
+            ("Machines", pl.DataFrame([{**m, "default": "yes" if m["default"] else ""}
+                                       for m in listed]),
+             {"name": "", "default": "", "description": ""})]))
         return
     for name, text in found.items():
         mark = " (default)" if name == BUILTIN else ""
@@ -785,7 +805,7 @@ def convert_scalesim(
         show_default=False)] = None,
     force: Annotated[bool, Opt("--force", help="Replace an existing bundle and machine "
                                                "file.")] = False,
-    format: FormatOpt = Format.TEXT,  # noqa: A002
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
 ) -> None:
     """Import a SCALE-Sim run: array steps become instructions, DRAM reads and writes DMA
     transfers, SRAM and DRAM addresses memory rows; its config becomes a machine description
@@ -804,11 +824,19 @@ def convert_scalesim(
         "reported_total_cycles_incl_prefetch": s.report.total_cycles_incl_prefetch,
         "compute_util_pct": s.compute_util_pct,
         "reported_compute_util_pct": s.report.compute_util_pct} for s in imported.layers])
-    if format is Format.JSON:
-        sys.stdout.write(render.to_json({
-            "trace": str(imported.trace.path), "machine": str(machine_path),
+    head = {"trace": str(imported.trace.path), "machine": str(machine_path),
             "instructions": tables["instructions"].rows, "deps": tables["deps"].rows,
-            "memory": tables["memory"].rows, "layers": render.records(layers)}))
+            "memory": tables["memory"].rows}
+    layer_cols = {"layer": "", "steps": ",", "stall_cycles": ",", "reported_stall_cycles": ",",
+                  "total_cycles_incl_prefetch": ",", "reported_total_cycles_incl_prefetch": ",",
+                  "compute_util_pct": ".2f", "reported_compute_util_pct": ".2f"}
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json({**head, "layers": render.records(layers)}))
+        return
+    if format is ReportFormat.MD:
+        sys.stdout.write(render.sections_markdown(
+            f"SCALE-Sim run {imported.config.run_name}", head,
+            [("Layers (found in the traces, and as SCALE-Sim reported)", layers, layer_cols)]))
         return
     typer.echo(f"wrote {imported.trace.path}: {tables['instructions'].rows:,} instructions, "
                f"{tables['deps'].rows:,} dependencies, {tables['memory'].rows:,} memory "
@@ -816,11 +844,7 @@ def convert_scalesim(
     typer.echo(f"wrote {machine_path}: replay with `tracekit replay {imported.trace.path} "
                f"--machine {machine_path} --mode model`")
     render.print_table(_stdout(), "\nlayers (found in the traces, and as SCALE-Sim reported)",
-                       layers, {"layer": "", "steps": ",", "stall_cycles": ",",
-                                "reported_stall_cycles": ",",
-                                "total_cycles_incl_prefetch": ",",
-                                "reported_total_cycles_incl_prefetch": ",",
-                                "compute_util_pct": ".2f", "reported_compute_util_pct": ".2f"})
+                       layers, layer_cols)
 
 
 def main() -> None:

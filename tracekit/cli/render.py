@@ -24,9 +24,11 @@ from tracekit.trace.summary import TraceSummary, seconds
 from tracekit.trace.validate import Finding, ValidationReport
 
 if TYPE_CHECKING:
+    from tracekit.analysis.calibrate import Calibration
     from tracekit.analysis.diff import Diff
     from tracekit.analysis.history import Explanation
     from tracekit.analysis.nightly import NightlyRun
+    from tracekit.analysis.whatif import WhatIf
 
 
 def to_json(data: Any) -> str:
@@ -90,10 +92,9 @@ def _table(title: str, *columns: tuple[str, str]) -> Table:
     return table
 
 
-def print_summary(console: Console, summary: TraceSummary) -> None:
+def summary_facts(summary: TraceSummary) -> list[tuple[str, str]]:
+    """The facts at the head of `tracekit info`, as (name, text)."""
     m = summary.trace.manifest
-    facts = _table(f"trace {summary.trace.path}", ("", "left"), ("", "left"))
-    facts.show_header = False
     span = summary.span_cycles
     span_seconds = None if span is None else seconds(span, m.clock_hz, m.time_unit)
     span_text = "-" if span is None else (
@@ -110,7 +111,14 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
         ("instructions", f"{summary.instructions:,} ({summary.timing.value})"),
         ("time span", span_text),
     ]
-    for key, value in rows:
+    return rows
+
+
+def print_summary(console: Console, summary: TraceSummary) -> None:
+    m = summary.trace.manifest
+    facts = _table(f"trace {summary.trace.path}", ("", "left"), ("", "left"))
+    facts.show_header = False
+    for key, value in summary_facts(summary):
         facts.add_row(Text(key), Text(value))
     console.print(facts)
 
@@ -165,7 +173,8 @@ def replay_to_dict(result: ReplayResult, summary: ReplaySummary,
             "makespan_error_pct": (None if correlation.makespan_error_pct is None
                                    else round(correlation.makespan_error_pct, 3)),
             "opcodes": records(correlation.opcodes),
-            "most_divergent": records(correlation.divergent),
+            "largest_duration_errors": records(correlation.divergent_duration),
+            "largest_wait_errors": records(correlation.divergent_wait),
         },
         "notes": list(result.notes),
     }
@@ -277,8 +286,14 @@ _OPCODE_COLS = {"opcode": "", "instructions": ",", "busy_cycles": ",", "share_pc
 _CORR_COLS = {"opcode": "", "instructions": ",", "observed_mean": ",.1f",
               "predicted_mean": ",.1f", "bias_pct": "+.1f", "mape_pct": ".1f",
               "p50_abs_error": ",.0f", "p95_abs_error": ",.0f"}
-_DIV_COLS = {"id": "", "engine": "", "opcode": "", "layer": "", "observed_end": ",",
-             "end": ",", "end_error": "+,"}
+_DURATION_DIV_COLS = {"id": "", "engine": "", "opcode": "", "layer": "",
+                      "observed_duration": ",", "predicted_duration": ",",
+                      "duration_error": "+,"}
+_WAIT_DIV_COLS = {"id": "", "engine": "", "opcode": "", "layer": "", "observed_wait": ",",
+                  "predicted_wait": ",", "wait_error": "+,"}
+DURATION_DIV_TITLE = "largest duration errors (predicted - observed duration)"
+WAIT_DIV_TITLE = ("largest wait errors (wait = start - latest end of its predecessors in "
+                  "its timeline; predicted - observed)")
 _HEADERS = {"busy_pct": "busy %", "share_pct": "share %", "bias_pct": "bias %",
             "mape_pct": "MAPE %", "p50_abs_error": "p50 |err|", "p95_abs_error": "p95 |err|",
             "observed_mean": "observed", "predicted_mean": "predicted",
@@ -286,7 +301,15 @@ _HEADERS = {"busy_pct": "busy %", "share_pct": "share %", "bias_pct": "bias %",
             "waiting_cycles": "waiting", "idle_cycles": "idle",
             "flop_util_pct": "FLOP util %", "bandwidth": "B/cycle",
             "bandwidth_pct": "of queue %",
-            "observed_end": "observed end", "end": "predicted end", "end_error": "error",
+            "observed_duration": "observed", "predicted_duration": "predicted",
+            "duration_error": "error", "observed_wait": "observed wait",
+            "predicted_wait": "predicted wait", "wait_error": "error",
+            "busy_after": "busy after", "contention_base": "HBM contention base",
+            "contention_after": "HBM contention after",
+            "contention_delta": "HBM contention change", "held_out": "held out",
+            "fit_r2": "R2 fit", "held_out_r2": "R2 held out",
+            "held_out_mape_pct": "MAPE % held out",
+            "held_out_median_abs_error": "median |err| held out",
             "pct": "%", "gained_pct": "gained %",
             **{f"{c}_{s}": f"{'inst' if c == 'instructions' else c} {s}"
                for c in ("instructions", "busy", "stall") for s in ("base", "cand", "delta")},
@@ -322,48 +345,29 @@ def _facts(summary: ReplaySummary, result: ReplayResult,
 
 def replay_parts(result: ReplayResult, summary: ReplaySummary, correlation: Correlation | None
                  ) -> tuple[list[Fact], list[tuple[str, pl.DataFrame, dict[str, str]]]]:
-    """The replay report's head and titled tables."""
+    """The replay report's head and titled tables (text, Markdown and the API's report)."""
     sections = [("engines (cycles)", summary.engines, ENGINE_COLS),
                 ("top opcodes by time", summary.opcodes, _OPCODE_COLS)]
     if correlation is not None:
         sections += [("correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
-                     ("most divergent instructions (end, from first start)",
-                      correlation.divergent, _DIV_COLS)]
-    return _facts(summary, result, correlation), sections
+                     (DURATION_DIV_TITLE, correlation.divergent_duration, _DURATION_DIV_COLS),
+                     (WAIT_DIV_TITLE, correlation.divergent_wait, _WAIT_DIV_COLS)]
+    notes = [fact("note", note) for note in result.notes]
+    return [*_facts(summary, result, correlation), *notes], sections
 
 
 def print_replay(console: Console, result: ReplayResult, summary: ReplaySummary,
                  correlation: Correlation | None) -> None:
-    print_facts(console, "replay", _facts(summary, result, correlation))
-    sections = [("engines (cycles)", summary.engines, ENGINE_COLS),
-                ("top opcodes by time", summary.opcodes, _OPCODE_COLS)]
-    if correlation is not None:
-        sections += [("correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
-                     ("most divergent instructions (end, from first start)",
-                      correlation.divergent, _DIV_COLS)]
-    for title, frame, cols in sections:
-        table = _table(f"\n{title}", *[(_header(c), "left" if not f else "right")
-                                       for c, f in cols.items()])
-        for cells in _cells(frame, cols):
-            table.add_row(*[Text(c) for c in cells])
-        console.print(table)
+    facts, sections = replay_parts(result, summary, correlation)
+    print_sections(console, "replay", [f for f in facts if f.key != "note"], sections)
 
 
 def replay_markdown(result: ReplayResult, summary: ReplaySummary,
                     correlation: Correlation | None) -> str:
-    lines = [f"# Replay of {result.trace.manifest.workload}", ""]
-    lines += facts_markdown(_facts(summary, result, correlation))
-    lines += [f"- **note**: {note}" for note in result.notes]
-    sections = [("Engines (cycles)", summary.engines, ENGINE_COLS),
-                ("Top opcodes by time", summary.opcodes, _OPCODE_COLS)]
-    if correlation is not None:
-        sections += [("Correlation by opcode (durations)", correlation.opcodes, _CORR_COLS),
-                     ("Most divergent instructions", correlation.divergent, _DIV_COLS)]
-    for title, frame, cols in sections:
-        lines += ["", f"## {title}", "", _md_row([_header(c) for c in cols]),
-                  "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
-        lines += [_md_row(cells) for cells in _cells(frame, cols)]
-    return "\n".join(lines) + "\n"
+    facts, sections = replay_parts(result, summary, correlation)
+    return sections_markdown(f"Replay of {result.trace.manifest.workload}", facts,
+                             [(title[0].upper() + title[1:], frame, cols)
+                              for title, frame, cols in sections])
 
 
 def hbm_text(hbm: dict[str, float | int], limit: float) -> str:
@@ -375,6 +379,175 @@ def hbm_text(hbm: dict[str, float | int], limit: float) -> str:
 def _md_row(cells: list[str]) -> str:
     """A markdown table row, with pipes inside cells escaped."""
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+# --- what-if, sensitivity and calibration ------------------------------------------------------
+
+WHATIF_ENGINE_COLS = {"engine": "", "busy_base": ",", "busy_after": ",",
+                      "contention_base": ",", "contention_after": ","}
+SENSITIVITY_COLS = {"group": "", "name": "", "makespan": ",", "gained": ",",
+                    "gained_pct": ".2f", "contention_delta": "+,"}
+WHY_TITLE = "why a faster part makes the run longer"
+COEFFICIENTS = ("fixed_cycles", "per_element", "per_byte", "per_flop")
+FITS_TITLE = "fits (R2: - where the fit predicts one duration for all)"
+CALIBRATION_COLS = {"engine": "", "opcode": "", "samples": ",", "held_out": ",",
+                    "fixed_cycles": ",.2f", "per_element": ".6f", "per_byte": ".6f",
+                    "per_flop": ".3e", "fit_r2": ".3f", "held_out_r2": ".3f",
+                    "held_out_mape_pct": ".1f", "held_out_median_abs_error": ",.0f"}
+
+
+def whatif_head(trace: str, scale: list[str], sets: list[str], result: WhatIf
+                ) -> dict[str, Any]:
+    return {"trace": trace, "scale": scale, "set": sets,
+            "base_makespan_cycles": result.base_makespan, "makespan_cycles": result.makespan,
+            "gained_cycles": result.gained, "change_pct": round(result.change_pct, 3)}
+
+
+def whatif_verdict(result: WhatIf) -> str:
+    return (f"makespan {result.base_makespan:,} -> {result.makespan:,} cycles "
+            f"({result.change_pct:+.2f} %, {result.gained:,} cycles gained)")
+
+
+def whatif_to_dict(trace: str, scale: list[str], sets: list[str],
+                   result: WhatIf) -> dict[str, Any]:
+    return {**whatif_head(trace, scale, sets, result), "why": result.why,
+            "engines": records(result.engines)}
+
+
+def whatif_markdown(trace: str, scale: list[str], sets: list[str], result: WhatIf) -> str:
+    head: dict[str, Any] = {"trace": trace, "scale": ", ".join(scale) or "-",
+                            "set": ", ".join(sets) or "-", "result": whatif_verdict(result)}
+    if result.why is not None:
+        head["why"] = result.why
+    return sections_markdown(f"What-if on {trace}", head, [
+        ("By engine (base, and after the change)", result.engines, WHATIF_ENGINE_COLS)])
+
+
+def print_whatif(console: Console, result: WhatIf) -> None:
+    console.print(Text(whatif_verdict(result)))
+    if result.why is not None:
+        console.print(Text(f"why: {result.why}"))
+    print_table(console, "\nby engine (base, and after the change)", result.engines,
+                WHATIF_ENGINE_COLS)
+
+
+def _why_rows(table: pl.DataFrame) -> pl.DataFrame:
+    return table.filter(pl.col("why").is_not_null()).select("group", "name", "gained", "why")
+
+
+def sensitivity_markdown(trace: str, speedup_pct: float, table: pl.DataFrame,
+                         top: int) -> str:
+    sections = [(f"Ranking (top {min(top, table.height)} of {table.height})", table.head(top),
+                 SENSITIVITY_COLS)]
+    why = _why_rows(table)
+    if why.height:
+        sections.append((WHY_TITLE.capitalize(), why,
+                         {"group": "", "name": "", "gained": ",", "why": ""}))
+    return sections_markdown(f"Sensitivity of {trace}",
+                             {"trace": trace, "speedup": f"{speedup_pct:g} % faster, in turn"},
+                             sections)
+
+
+def print_sensitivity(console: Console, speedup_pct: float, table: pl.DataFrame,
+                      top: int) -> None:
+    print_table(console, f"sensitivity: {speedup_pct:g} % faster, makespan gained",
+                table.head(top), SENSITIVITY_COLS)
+    why = _why_rows(table)  # every one, also below the rows shown
+    if why.height:
+        console.print(Text(f"\n{WHY_TITLE}", style="bold"))
+        for row in why.iter_rows(named=True):
+            console.print(Text(f"  {row['why']}"))
+
+
+def calibration_head(calibration: Calibration, output: str,
+                     traces: list[str]) -> dict[str, Any]:
+    """The facts above the fits table, formatted for reading."""
+    held = calibration.held_out
+
+    def figure(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    total = int(calibration.fits["samples"].sum()) if calibration.fits.height else 0
+    return {"traces": ", ".join(traces), "machine written": output,
+            "held out": f"{held.samples:,} of {total:,} instructions (one in "
+                        f"{held.every}, by a fixed hash of the id), not fitted",
+            "held-out R2": figure(held.r2, ".3f"),
+            "held-out MAPE": f"{figure(held.mape_pct, '.1f')} %",
+            "held-out median |err|": f"{figure(held.median_abs_error, ',.0f')} cycles"}
+
+
+def calibration_to_dict(calibration: Calibration, output: str,
+                        traces: list[str]) -> dict[str, Any]:
+    held = calibration.held_out
+    return {"machine": output, "traces": traces,
+            "held_out": {"samples": held.samples,
+                         **{k: None if v is None else round(v, 3)
+                            for k, v in (("r2", held.r2), ("mape_pct", held.mape_pct),
+                                         ("median_abs_error", held.median_abs_error))}},
+            # The coefficients whole (records' rounding would turn a per_flop into 0.0).
+            "fits": [{**row, **{k: calibration.fits[k][i] for k in COEFFICIENTS}}
+                     for i, row in enumerate(records(calibration.fits))],
+            "warnings": [{"engine": w.engine, "opcode": w.opcode, "message": w.message}
+                         for w in calibration.warnings]}
+
+
+def _warnings_frame(calibration: Calibration) -> pl.DataFrame:
+    return pl.DataFrame([(w.engine, w.opcode, w.message) for w in calibration.warnings],
+                        schema={"engine": pl.String, "opcode": pl.String,
+                                "warning": pl.String}, orient="row")
+
+
+def calibration_markdown(calibration: Calibration, output: str, traces: list[str]) -> str:
+    sections = [(FITS_TITLE.capitalize(), calibration.fits, CALIBRATION_COLS)]
+    if calibration.warnings:
+        sections.append(("Warnings", _warnings_frame(calibration),
+                         {"engine": "", "opcode": "", "warning": ""}))
+    return sections_markdown(f"Calibration to {', '.join(traces)}",
+                             calibration_head(calibration, output, traces), sections)
+
+
+def print_calibration(console: Console, calibration: Calibration, output: str,
+                      traces: list[str]) -> None:
+    for key, value in calibration_head(calibration, output, traces).items():
+        console.print(Text(f"{key}: {value}"))
+    print_table(console, f"\n{FITS_TITLE}", calibration.fits, CALIBRATION_COLS)
+
+
+# --- markdown of validate and info --------------------------------------------------------------
+
+
+def validation_markdown(report: ValidationReport, strict: bool) -> str:
+    """The findings of `tracekit validate` as Markdown: the verdict, then one row each."""
+    findings = pl.DataFrame([{
+        "severity": f.severity.value, "rule": f.rule.value,
+        "where": " column ".join(x for x in (f.file, f.column) if x),
+        "count": f.count,
+        "rows": ", ".join(str(r) for r in f.rows)
+        + (f" (+{f.count - len(f.rows):,} more)" if f.rows and f.count > len(f.rows) else ""),
+        "message": f.message, "fix": f.fix} for f in report.findings],
+        schema={"severity": pl.String, "rule": pl.String, "where": pl.String,
+                "count": pl.Int64, "rows": pl.String, "message": pl.String, "fix": pl.String})
+    head = {"verdict": "valid" if report.ok(strict) else "INVALID",
+            "errors": len(report.errors), "warnings": len(report.warnings),
+            "strict": "yes (warnings count as errors)" if strict else "no"}
+    return sections_markdown(f"Validation of {report.path}", head, [
+        ("Findings", findings, {"severity": "", "rule": "", "where": "", "count": ",",
+                                "rows": "", "message": "", "fix": ""})])
+
+
+def summary_markdown(summary: TraceSummary) -> str:
+    """`tracekit info` as Markdown: the facts, then the tables, engines and opcodes."""
+    unit = summary.trace.manifest.time_unit.value
+    tables = pl.DataFrame([{"table": t.name, "rows": t.rows, "size": _size(t.bytes)}
+                           for t in summary.tables],
+                          schema={"table": pl.String, "rows": pl.Int64, "size": pl.String})
+    busy = {f"busy {unit}": ","} if summary.span_cycles is not None else {}
+    return sections_markdown(f"Trace {summary.trace.path}", dict(summary_facts(summary)), [
+        ("Tables", tables, {"table": "", "rows": ",", "size": ""}),
+        *((title, frame.with_columns(pl.col(key).fill_null("(null)"))
+           .rename({"busy_cycles": f"busy {unit}"}), {key: "", "instructions": ",", **busy})
+          for title, key, frame in (("Engines", "engine", summary.engines),
+                                    ("Opcodes", "opcode", summary.opcodes)))])
 
 
 # --- stalls and critical path -------------------------------------------------------------------
@@ -441,9 +614,10 @@ def print_table(console: Console, title: str, frame: pl.DataFrame,
     console.print(out)
 
 
-def sections_markdown(title: str, head: list[Fact],
+def sections_markdown(title: str, head: list[Fact] | dict[str, Any],
                       sections: list[tuple[str, pl.DataFrame, dict[str, str]]]) -> str:
-    lines = [f"# {title}", "", *facts_markdown(head)]
+    facts = [fact(k, v) for k, v in head.items()] if isinstance(head, dict) else head
+    lines = [f"# {title}", "", *facts_markdown(facts)]
     for name, frame, cols in sections:
         lines += ["", f"## {name}", "", _md_row([_header(c) for c in cols]),
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
