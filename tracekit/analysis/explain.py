@@ -17,9 +17,11 @@ them; the queue the run now waits on lost more to contention than dma.q0 saved.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from tracekit.analysis.critical_path import critical_path
+from tracekit.analysis.figures import accounts
 from tracekit.analysis.timelines import kind_latencies
 from tracekit.replay.run import ReplayResult
 from tracekit.trace.summary import natural_key
@@ -28,14 +30,20 @@ NAMES_LISTED = 4
 """Engines named one by one in a sentence; more are counted."""
 
 
-def engine_figures(base: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
+def engine_change(base: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
     """Per engine of two timelines of one trace (ReplayResult.timeline), before and after a
-    change: engine, busy_base and busy_after (summed durations, cycles), contention_base and
-    contention_after (cycles DMA transfers lost to HBM sharing). Natural engine order."""
+    change: engine, busy_base and busy_after, contention_base and contention_after (cycles,
+    as `figures.accounts` counts them: busy is without HBM contention). Natural engine
+    order."""
     def figures(t: pl.DataFrame, suffix: str) -> pl.DataFrame:
-        return t.group_by(pl.col("engine").cast(pl.String)).agg(
-            pl.col("duration").sum().alias(f"busy_{suffix}"),
-            pl.col("contention").sum().alias(f"contention_{suffix}"))
+        acc = accounts(t)
+        return pl.DataFrame({
+            "engine": acc.engines,
+            f"busy_{suffix}": np.bincount(acc.engine, weights=acc.busy.astype(np.float64),
+                                          minlength=len(acc.engines)).astype(np.int64),
+            f"contention_{suffix}": np.bincount(
+                acc.engine, weights=acc.contention.astype(np.float64),
+                minlength=len(acc.engines)).astype(np.int64)})
 
     table = figures(base, "base").join(figures(after, "after"), on="engine", how="full",
                                        coalesce=True)
@@ -80,7 +88,7 @@ def why(what: str, base: ReplayResult, after: ReplayResult, touched: set[str],
     moved the same way as the makespan are given."""
     delta = after.makespan - base.makespan
     sign = 1 if delta > 0 else -1
-    engines = engine_figures(base.timeline, after.timeline).fill_null(0)
+    engines = engine_change(base.timeline, after.timeline).fill_null(0)
     queues = engines.filter((pl.col("contention_base") > 0) | (pl.col("contention_after") > 0))
     changed = pl.col("engine").is_in(sorted(touched))
     others, own = queues.filter(~changed), queues.filter(changed)

@@ -24,7 +24,7 @@ import polars as pl
 from tracekit.analysis.explain import (
     PathFigures,
     counter_intuitive,
-    engine_figures,
+    engine_change,
     path_figures,
     why,
 )
@@ -141,7 +141,7 @@ def describe(changes: list[Change], sets: dict[str, float]) -> str:
 @dataclass(frozen=True)
 class WhatIf:
     """The makespan before and after; `engines`: the per-engine figures of both replays
-    (`explain.engine_figures`); `why`: when the run moved against the changes (faster parts,
+    (`explain.engine_change`); `why`: when the run moved against the changes (faster parts,
     longer run, or the reverse), the sentence that says why with the replays' figures, else
     None."""
 
@@ -173,7 +173,7 @@ def whatif(trace: Trace, machine: Machine, changes: list[Change],
         reason = why(f"the change ({describe(changes, sets)})", base, after,
                      touched(base.timeline, changes, sets))
     return WhatIf(base_makespan=base.makespan, makespan=after.makespan,
-                  engines=engine_figures(base.timeline, after.timeline), why=reason)
+                  engines=engine_change(base.timeline, after.timeline), why=reason)
 
 
 class _Rows:
