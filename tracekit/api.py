@@ -41,7 +41,6 @@ Section = tuple[str, pl.DataFrame, dict[str, str]]
 STALL_COLS = {"engine": "", "bucket": "", "cause": "", "cycles": ",", "pct": ".2f"}
 GROUP_COLS = {"cycles": ",", "pct": ".2f"}
 FINDING_COLS = {"severity": "", "code": "", "message": "", "evidence": ""}
-RANKING_COLS = {"group": "", "name": "", "makespan": ",", "gained": ",", "gained_pct": ".2f"}
 
 
 REPLAY_TABLES = ("instructions", "semaphores", "deps")
@@ -331,10 +330,14 @@ def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "a
 
 @dataclass(frozen=True, repr=False)
 class WhatIfReport(Report):
-    """`whatif`: the makespan before and after the changes."""
+    """`whatif`: the makespan before and after the changes, each engine's busy and HBM
+    contention in both runs (`engines`), and `why` the run moved against the changes (None
+    when it did not)."""
 
     base_makespan: int = 0
     makespan: int = 0
+    engines: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+    why: str | None = None
 
 
 def whatif(trace: TraceLike, machine: MachineLike = None, *,
@@ -348,28 +351,27 @@ def whatif(trace: TraceLike, machine: MachineLike = None, *,
     from tracekit.analysis.whatif import whatif as run_whatif
     from tracekit.replay.run import Mode
 
-    changes = [parse_scale(f"{group}={name}:{factor}") for group, names in (scale or {}).items()
-               for name, factor in names.items()]
-    sets = dict(parse_set(f"{name}={value}") for name, value in (set or {}).items())
+    scales = [f"{group}={name}:{factor}" for group, names in (scale or {}).items()
+              for name, factor in names.items()]
+    settings = [f"{name}={value}" for name, value in (set or {}).items()]
+    changes = [parse_scale(text) for text in scales]
+    sets = dict(parse_set(text) for text in settings)
     opened, resolved = trace_of(trace, REPLAY_TABLES), machine_of(machine)
     result = run_whatif(opened, resolved, changes, sets, Mode(mode))
-    facts = [*render.timeline_facts(opened, resolved, "replayed"), fact("mode", mode),
-             fact("base_makespan_cycles", result.base_makespan,
-                  f"{result.base_makespan:,} cycles", label="makespan before"),
-             fact("makespan_cycles", result.makespan, f"{result.makespan:,} cycles",
-                  label="makespan after"),
-             fact("gained_cycles", result.gained, f"{result.gained:,} cycles",
-                  label="gained"),
-             fact("change_pct", round(result.change_pct, 3), f"{result.change_pct:+.2f} %",
-                  label="change")]
-    return WhatIfReport("what-if", facts, [], base_makespan=result.base_makespan,
-                        makespan=result.makespan)
+    head = [*render.timeline_facts(opened, resolved, "replayed"), fact("mode", mode)]
+    return WhatIfReport(
+        "what-if", render.whatif_facts(scales, settings, result, head),
+        [("by engine (base, and after the change)", result.engines,
+          render.WHATIF_ENGINE_COLS)], f"What-if on {opened.path}",
+        base_makespan=result.base_makespan, makespan=result.makespan,
+        engines=result.engines, why=result.why)
 
 
 @dataclass(frozen=True, repr=False)
 class SensitivityReport(Report):
     """`sensitivity`: every engine, opcode, layer and bandwidth 10 % faster in turn
-    (`ranking`: group, name, makespan, gained, gained_pct; most gained first)."""
+    (`ranking`: group, name, makespan, gained, gained_pct, the change of HBM contention, and
+    why where the run got longer; most gained first)."""
 
     ranking: pl.DataFrame = field(default=None)  # type: ignore[assignment]
 
@@ -382,9 +384,12 @@ def sensitivity(trace: TraceLike, machine: MachineLike = None, *,
 
     opened, resolved = trace_of(trace, REPLAY_TABLES), machine_of(machine)
     table = run_sensitivity(opened, resolved, Mode(mode))
-    facts = [*render.timeline_facts(opened, resolved, "replayed"), fact("mode", mode)]
-    return SensitivityReport("sensitivity: 10 % faster, makespan gained", facts,
-                             [("ranking", table, RANKING_COLS)], ranking=table)
+    facts = [*render.timeline_facts(opened, resolved, "replayed"), fact("mode", mode),
+             fact("speedup", 10, "10 % faster, in turn")]
+    return SensitivityReport("sensitivity", facts,
+                             [("makespan gained, 10 % faster each in turn", table,
+                               render.SENSITIVITY_COLS)],
+                             f"Sensitivity of {opened.path}", ranking=table)
 
 
 @dataclass(frozen=True, repr=False)

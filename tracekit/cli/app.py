@@ -317,16 +317,18 @@ def whatif(
         raise typer.BadParameter("give at least one --scale or --set", param_hint="--scale")
     if mode not in {m.value for m in Mode}:
         raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
+    opened, resolved = _open(trace, REPLAY_TABLES), resolve_machine(machine)
     with _status("replaying twice"):
-        result = run_whatif(_open(trace, REPLAY_TABLES), resolve_machine(machine), changes, sets,
-                            Mode(mode))
-    args = (str(trace), scale or [], set_ or [], result)
+        result = run_whatif(opened, resolved, changes, sets, Mode(mode))
+    head = [*render.timeline_facts(opened, resolved, "replayed"), render.fact("mode", mode)]
     if format is ReportFormat.JSON:
-        sys.stdout.write(render.to_json(render.whatif_to_dict(*args)))
+        sys.stdout.write(render.to_json(render.whatif_to_dict(str(trace), scale or [],
+                                                              set_ or [], result, head)))
     elif format is ReportFormat.MD:
-        sys.stdout.write(render.whatif_markdown(*args))
+        sys.stdout.write(render.whatif_markdown(str(trace), scale or [], set_ or [], result,
+                                                head))
     else:
-        render.print_whatif(_stdout(), result)
+        render.print_whatif(_stdout(), scale or [], set_ or [], result, head)
 
 
 @app.command()
@@ -346,16 +348,17 @@ def sensitivity(
 
     if mode not in {m.value for m in Mode}:
         raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
+    opened, resolved = _open(trace, REPLAY_TABLES), resolve_machine(machine)
     with _status("replaying each change"):
-        table = run_sensitivity(_open(trace, REPLAY_TABLES), resolve_machine(machine),
-                                Mode(mode))
+        table = run_sensitivity(opened, resolved, Mode(mode))
+    head = [*render.timeline_facts(opened, resolved, "replayed"), render.fact("mode", mode)]
     if format is ReportFormat.JSON:
-        sys.stdout.write(render.to_json({"trace": str(trace), "speedup_pct": 10,
+        sys.stdout.write(render.to_json({**render.facts_json(head), "speedup_pct": 10,
                                          "ranking": render.records(table)}))
     elif format is ReportFormat.MD:
-        sys.stdout.write(render.sensitivity_markdown(str(trace), 10, table, top))
+        sys.stdout.write(render.sensitivity_markdown(str(trace), 10, table, top, head))
     else:
-        render.print_sensitivity(_stdout(), 10, table, top)
+        render.print_sensitivity(_stdout(), 10, table, top, head)
 
 
 @app.command()

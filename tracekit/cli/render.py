@@ -404,31 +404,37 @@ def whatif_head(trace: str, scale: list[str], sets: list[str], result: WhatIf
 
 
 def whatif_verdict(result: WhatIf) -> str:
+    what = (f"{result.gained:,} cycles gained" if result.gained >= 0
+            else f"{-result.gained:,} cycles lost")
     return (f"makespan {result.base_makespan:,} -> {result.makespan:,} cycles "
-            f"({result.change_pct:+.2f} %, {result.gained:,} cycles gained)")
+            f"({result.change_pct:+.2f} %, {what})")
 
 
-def whatif_to_dict(trace: str, scale: list[str], sets: list[str],
-                   result: WhatIf) -> dict[str, Any]:
-    return {**whatif_head(trace, scale, sets, result), "why": result.why,
+def whatif_to_dict(trace: str, scale: list[str], sets: list[str], result: WhatIf,
+                   head: list[Fact]) -> dict[str, Any]:
+    return {**facts_json(head), **whatif_head(trace, scale, sets, result), "why": result.why,
             "engines": records(result.engines)}
 
 
-def whatif_markdown(trace: str, scale: list[str], sets: list[str], result: WhatIf) -> str:
-    head: dict[str, Any] = {"trace": trace, "scale": ", ".join(scale) or "-",
-                            "set": ", ".join(sets) or "-", "result": whatif_verdict(result)}
-    if result.why is not None:
-        head["why"] = result.why
-    return sections_markdown(f"What-if on {trace}", head, [
+def whatif_facts(scale: list[str], sets: list[str], result: WhatIf,
+                 head: list[Fact]) -> list[Fact]:
+    """The what-if report's head: the timeline facts, the changes, the verdict and why."""
+    facts = [*head, fact("scale", scale, ", ".join(scale) or "-"),
+             fact("set", sets, ", ".join(sets) or "-"),
+             fact("result", whatif_verdict(result))]
+    return facts + ([fact("why", result.why)] if result.why is not None else [])
+
+
+def whatif_markdown(trace: str, scale: list[str], sets: list[str], result: WhatIf,
+                    head: list[Fact]) -> str:
+    return sections_markdown(f"What-if on {trace}", whatif_facts(scale, sets, result, head), [
         ("By engine (base, and after the change)", result.engines, WHATIF_ENGINE_COLS)])
 
 
-def print_whatif(console: Console, result: WhatIf) -> None:
-    console.print(Text(whatif_verdict(result)))
-    if result.why is not None:
-        console.print(Text(f"why: {result.why}"))
-    print_table(console, "\nby engine (base, and after the change)", result.engines,
-                WHATIF_ENGINE_COLS)
+def print_whatif(console: Console, scale: list[str], sets: list[str], result: WhatIf,
+                 head: list[Fact]) -> None:
+    print_sections(console, "what-if", whatif_facts(scale, sets, result, head), [
+        ("by engine (base, and after the change)", result.engines, WHATIF_ENGINE_COLS)])
 
 
 def _why_rows(table: pl.DataFrame) -> pl.DataFrame:
@@ -436,21 +442,22 @@ def _why_rows(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def sensitivity_markdown(trace: str, speedup_pct: float, table: pl.DataFrame,
-                         top: int) -> str:
+                         top: int, head: list[Fact]) -> str:
     sections = [(f"Ranking (top {min(top, table.height)} of {table.height})", table.head(top),
                  SENSITIVITY_COLS)]
     why = _why_rows(table)
     if why.height:
         sections.append((WHY_TITLE.capitalize(), why,
                          {"group": "", "name": "", "gained": ",", "why": ""}))
-    return sections_markdown(f"Sensitivity of {trace}",
-                             {"trace": trace, "speedup": f"{speedup_pct:g} % faster, in turn"},
-                             sections)
+    return sections_markdown(f"Sensitivity of {trace}", [
+        *head, fact("speedup", speedup_pct, f"{speedup_pct:g} % faster, in turn")], sections)
 
 
 def print_sensitivity(console: Console, speedup_pct: float, table: pl.DataFrame,
-                      top: int) -> None:
-    print_table(console, f"sensitivity: {speedup_pct:g} % faster, makespan gained",
+                      top: int, head: list[Fact]) -> None:
+    print_facts(console, "sensitivity", [
+        *head, fact("speedup", speedup_pct, f"{speedup_pct:g} % faster, in turn")])
+    print_table(console, f"\nmakespan gained, {speedup_pct:g} % faster each in turn",
                 table.head(top), SENSITIVITY_COLS)
     why = _why_rows(table)  # every one, also below the rows shown
     if why.height:
@@ -508,8 +515,8 @@ def calibration_markdown(calibration: Calibration, output: str, traces: list[str
 
 def print_calibration(console: Console, calibration: Calibration, output: str,
                       traces: list[str]) -> None:
-    for key, value in calibration_head(calibration, output, traces).items():
-        console.print(Text(f"{key}: {value}"))
+    print_facts(console, "calibration", [fact(key, value) for key, value in
+                                         calibration_head(calibration, output, traces).items()])
     print_table(console, f"\n{FITS_TITLE}", calibration.fits, CALIBRATION_COLS)
 
 
