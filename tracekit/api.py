@@ -25,6 +25,7 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
+from tracekit import progress
 from tracekit.analysis.critical_path import CriticalPath
 from tracekit.analysis.replay_report import Correlation, ReplaySummary
 from tracekit.analysis.timelines import Source, Timeline, TimelineChoice
@@ -57,7 +58,8 @@ def trace_of(trace: TraceLike, tables: Collection[str] | None = None) -> Trace:
 
     if isinstance(trace, Trace):
         return trace
-    require_valid(trace, tables=tables)
+    with progress.step(f"validating {trace}"):
+        require_valid(trace, tables=tables)
     return open_trace(trace, verify=False)  # verified just now
 
 

@@ -38,6 +38,7 @@ from typing import Any
 import polars as pl
 
 from tracekit.errors import TracekitError
+from tracekit.progress import step
 
 LAST_PASS = "last-pass"
 """Baseline policy: the workload's most recent earlier run that passed."""
@@ -194,9 +195,13 @@ def _measure(trace_path: str, machine_spec: str | None) -> dict[str, Any]:
     from tracekit.replay.machine import resolve_machine
     from tracekit.replay.run import ReplayStuck, replay
     from tracekit.trace.bundle import file_sha256, open_trace
+    from tracekit.trace.validate import require_valid
     from tracekit.trace.schema import MANIFEST_FILE
 
-    trace = open_trace(trace_path)  # checks each table's sha256 against the manifest
+    # Refused with its findings, as every command refuses an invalid bundle; the check
+    # includes each table's sha256 against the manifest.
+    require_valid(trace_path)
+    trace = open_trace(trace_path, verify=False)
     sha256 = file_sha256(trace.path / MANIFEST_FILE)
     machine = resolve_machine(machine_spec)
     try:
@@ -295,19 +300,27 @@ def run_all(suite: Suite, pool: cf.Executor,
     futures = [pool.submit(run_workload, w.name, str(w.trace), suite.machine)
                for w in suite.workloads]
     results = []
-    for w, future in zip(suite.workloads, futures, strict=True):
-        try:
-            results.append(future.result())
-        except cf.process.BrokenProcessPool:
-            # One worker died (the OOM killer, say) and took the pool with it: run this
-            # workload again alone, so only the one that kills its worker is an error.
-            results.append(_alone(w, suite.machine))
-        except Exception as exc:  # noqa: BLE001 - a lost worker is one workload's failure
-            results.append({"workload": w.name, "trace": str(w.trace), "stuck": None,
-                            "error": f"worker failed: {type(exc).__name__}: {exc}"})
-        if progress:
-            progress(w.name)
+    with step(f"running {len(futures)} workload(s)", total=len(futures)) as done:
+        for w, future in zip(suite.workloads, futures, strict=True):
+            results.append(_result(w, future, suite.machine))
+            done.advance()
+            if progress:
+                progress(w.name)
     return results
+
+
+def _result(w: Workload, future: cf.Future[dict[str, Any]], machine: str | None
+            ) -> dict[str, Any]:
+    """A workload's job's result, or its error."""
+    try:
+        return future.result()
+    except cf.process.BrokenProcessPool:
+        # One worker died (the OOM killer, say) and took the pool with it: run this
+        # workload again alone, so only the one that kills its worker is an error.
+        return _alone(w, machine)
+    except Exception as exc:  # noqa: BLE001 - a lost worker is one workload's failure
+        return {"workload": w.name, "trace": str(w.trace), "stuck": None,
+                "error": f"worker failed: {type(exc).__name__}: {exc}"}
 
 
 def _alone(w: Workload, machine: str | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import numba
 import numpy as np
 import polars as pl
 
+from tracekit import progress
 from tracekit.analysis.happens_before import HappensBefore, exact_order, happens_before
 from tracekit.replay.graph import (
     KINDS,
@@ -1196,10 +1197,13 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
                   timed=timed, tables=tables, run=run)
     ctx.start_happens_before()
     found: dict[Callable[[Context], None], list[Finding]] = {}
-    for check in RUN_ORDER:
-        ctx.last_cached = frozenset(t for t, last in LAST_CACHED_READ.items() if last is check)
-        ctx.findings = found[check] = []
-        check(ctx)
+    with progress.step("checking bug signatures", total=len(RUN_ORDER)) as step:
+        for check in RUN_ORDER:
+            ctx.last_cached = frozenset(t for t, last in LAST_CACHED_READ.items()
+                                        if last is check)
+            ctx.findings = found[check] = []
+            check(ctx)
+            step.advance()
     return sorted((f for check in CHECKS for f in found[check]), key=lambda f: -f.severity.rank)
 
 

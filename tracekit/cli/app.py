@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.text import Text
 
 import tracekit
-from tracekit import api
+from tracekit import api, progress
 from tracekit.analysis.timelines import TimelineChoice
 from tracekit.cli import render
 from tracekit.errors import InvalidTraceError, TraceExistsError, TracekitError
@@ -75,8 +76,10 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        reporter = _reporter()
         try:
-            return command(*args, **kwargs)
+            with progress.listening(reporter):
+                return command(*args, **kwargs)
         except InvalidTraceError as exc:
             # The bundle breaks rules of the tables the command reads: every error, as
             # `tracekit validate` shows it, on stderr.
@@ -89,8 +92,40 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
         except TracekitError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        finally:
+            if reporter is not None:
+                reporter.close()
 
     return wrapper
+
+
+_QUIET = {"on": os.environ.get("TRACEKIT_QUIET", "") not in ("", "0")}
+"""--quiet (or TRACEKIT_QUIET=1): no progress on stderr."""
+
+
+def _reporter() -> progress.BarReporter | progress.LineReporter | None:
+    """Progress on stderr: bars on a terminal, a line every few seconds in a log."""
+    if _QUIET["on"]:
+        return None
+    if sys.stderr.isatty():
+        return progress.BarReporter(Console(stderr=True))
+    return progress.LineReporter(lambda line: typer.echo(line, err=True))
+
+
+def _compile_once() -> None:
+    """On the first run after an install, compile the kernels, saying so and how long it
+    took (once: numba caches them)."""
+    from tracekit import kernels
+
+    if kernels.compiled():
+        return
+    if not _QUIET["on"]:
+        typer.echo("tracekit: first run after install: compiling the replay and analysis "
+                   "kernels (once; they are cached for every later run)...", err=True)
+    with progress.step("compiling kernels"):
+        seconds = kernels.compile_all()
+    if not _QUIET["on"]:
+        typer.echo(f"tracekit: kernels compiled in {seconds:.1f} s", err=True)
 
 
 def _version(value: bool) -> None:
@@ -103,8 +138,13 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr "
+                                        "(also TRACEKIT_QUIET=1).")] = False,
 ) -> None:
-    """tracekit: traces of ML accelerators, validated, replayed and mined."""
+    """tracekit: traces of ML accelerators, validated, replayed and mined. Long steps show
+    their progress on stderr (bars on a terminal, a line every few seconds in a log)."""
+    if quiet:
+        _QUIET["on"] = True
 
 
 TraceArg = Annotated[Path, typer.Argument(help="Trace bundle folder (holds manifest.json).",
@@ -164,11 +204,10 @@ def _open(path: Path, tables: Collection[str] | None = None) -> Trace:
 
 @contextmanager
 def _status(message: str) -> Iterator[None]:
-    """A spinner on stderr while a long step runs, only when stderr is a terminal."""
-    if sys.stderr.isatty():
-        with Console(stderr=True).status(message):
-            yield
-    else:
+    """A long step of a command (its progress on stderr); the kernels compiled first on the
+    first run after an install."""
+    _compile_once()
+    with progress.step(message):
         yield
 
 

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from tracekit import __version__
+from tracekit import __version__, progress
 from tracekit.errors import ManifestError, TracekitError
 from tracekit.replay.engine import replay_kernel, transfer_contention
 from tracekit.replay.graph import (
@@ -200,7 +200,18 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
     DMA included, is the trace's own (its contention already happened), so only the
     dependencies move instructions. `timings`, if given, receives the seconds spent in each
     stage (read, derive, durations, kernel, timeline)."""
-    clock = _Stopwatch(timings)
+    with progress.step(f"replaying {trace.path}", total=len(STAGES)) as step:
+        return _replay(trace, machine, mode, graph, _Stopwatch(timings, step), memory_deps,
+                       scale)
+
+
+STAGES = ("read", "derive", "durations", "kernel", "timeline")
+"""The stages of a replay (its `timings` and its progress)."""
+
+
+def _replay(trace: Trace, machine: Machine | None, mode: Mode | str, graph: Graph | None,
+            clock: _Stopwatch, memory_deps: bool,
+            scale: Callable[[pl.DataFrame], np.ndarray] | None) -> ReplayResult:
     machine = machine or builtin_machine()
     mode = Mode(mode)
     frame = trace.read_instructions(["id", "engine", "seq", "opcode", "start", "end", "elements",
@@ -303,10 +314,12 @@ def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode
 
 
 class _Stopwatch:
-    """Seconds per stage into a caller's dict; does nothing without one."""
+    """Seconds per stage into a caller's dict (when given one), and each stage done as a
+    step of the replay's progress."""
 
-    def __init__(self, into: dict[str, float] | None) -> None:
+    def __init__(self, into: dict[str, float] | None, step: progress.Step) -> None:
         self.into = into
+        self.step = step
         self.last = time.perf_counter()
 
     def lap(self, stage: str) -> None:
@@ -314,6 +327,7 @@ class _Stopwatch:
         if self.into is not None:
             self.into[stage] = now - self.last
         self.last = now
+        self.step.advance()
 
 
 def _cycles(times: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from tracekit import __version__
+from tracekit import __version__, progress
 from tracekit.trace.bundle import Trace, write_trace
 from tracekit.trace.manifest import Producer
 from tracekit.trace.schema import Access, MemSpace, SemOp
@@ -237,6 +237,15 @@ def generate(workload: str, path: str | os.PathLike[str], *, params: dict[str, A
     """Generate a workload's trace bundle at `path` (see the module docstring); it holds
     `plan(...).instructions` instructions."""
     planned = plan(workload, params=params, tiling=tiling, untimed=untimed, inject=inject)
+    # Progress: lowering, timing, then each table written (counted in instructions).
+    stage = progress.step(f"generating {planned.instructions:,} instructions", total=5)
+    with stage as steps:
+        return _generate(workload, path, planned, seed, untimed, layer, timing, overwrite, steps)
+
+
+def _generate(workload: str, path: str | os.PathLike[str], planned: Plan, seed: int,
+              untimed: bool, layer: str | None, timing: ReferenceTiming | None,
+              overwrite: bool, steps: progress.Step) -> Trace:
     record, tiling, faults = planned.params, planned.tiling, planned.faults
     timing = timing or ReferenceTiming()
     rng = np.random.default_rng([seed, 1])
@@ -244,6 +253,7 @@ def generate(workload: str, path: str | os.PathLike[str], *, params: dict[str, A
     truth: dict[int, dict[str, Any]] = {}  # by position in `inject`, to report in that order
     try:
         prog = lower(record, tiling, layer)
+        steps.advance()
         for i, fault in enumerate(faults):
             if fault is not Fault.TIMESTAMP_SKEW:
                 truth[i] = inject_program_fault(prog, fault, rng, changes)
@@ -255,6 +265,7 @@ def generate(workload: str, path: str | os.PathLike[str], *, params: dict[str, A
                     truth[i] = inject_skew(prog, start, end, rng)
     except ValueError as exc:
         raise WorkloadError(f"{workload}: {exc}.") from None
+    steps.advance()
     extra = {"generator": {
         "workload": workload,
         "params": {k: list(v) if isinstance(v, tuple) else v
@@ -275,11 +286,19 @@ def generate(workload: str, path: str | os.PathLike[str], *, params: dict[str, A
     def instructions() -> pl.DataFrame:
         frame = instructions_frame(prog, timed[0], timed[1])
         timed.clear()  # release the observed times once they are in the frame
+        steps.advance()
         return frame
 
+    def table(build: Callable[[Lowered], pl.DataFrame]) -> Callable[[], pl.DataFrame]:
+        def built() -> pl.DataFrame:
+            frame = build(prog)
+            steps.advance()
+            return frame
+        return built
+
     # Tables are built one at a time as the writer asks for them, from arrays they consume.
-    return write_trace(path, instructions, semaphores=lambda: semaphores_frame(prog),
-                       memory=lambda: memory_frame(prog), workload=name,
+    return write_trace(path, instructions, semaphores=table(semaphores_frame),
+                       memory=table(memory_frame), workload=name,
                        producer=Producer("tracekit.workloads", __version__),
                        machine="trn-like", clock_hz=timing.clock_hz, created=None,
                        extra=extra, overwrite=overwrite)
