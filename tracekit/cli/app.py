@@ -122,8 +122,8 @@ def _compile_once() -> None:
     if not _QUIET["on"]:
         typer.echo("tracekit: first run after install: compiling the replay and analysis "
                    "kernels (once; they are cached for every later run)...", err=True)
-    with progress.step("compiling kernels"):
-        seconds = kernels.compile_all()
+    with progress.step("compiling kernels"), progress.listening(None):
+        seconds = kernels.compile_all()  # its own steps are the tiny trace's: not told
     if not _QUIET["on"]:
         typer.echo(f"tracekit: kernels compiled in {seconds:.1f} s", err=True)
 
