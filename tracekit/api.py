@@ -19,7 +19,6 @@ import io
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -423,7 +422,3 @@ def diff(base: TraceLike, cand: TraceLike, machine: MachineLike = None, *,
     facts, sections = render.diff_sections(
         result, render.timeline_facts(traces[0], resolved, source.value))
     return DiffReport(f"Diff of {result.workload}", facts, sections, diff=result)
-
-
-def path_of(trace: TraceLike) -> Path:
-    return trace.path if isinstance(trace, Trace) else Path(trace)
