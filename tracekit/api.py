@@ -30,8 +30,9 @@ from tracekit.analysis.replay_report import Correlation, ReplaySummary
 from tracekit.analysis.timelines import Source, Timeline, TimelineChoice
 from tracekit.cli import render
 from tracekit.cli.render import Fact, fact
+from tracekit.errors import TracekitError
 from tracekit.replay.machine import Machine
-from tracekit.replay.run import ReplayResult
+from tracekit.replay.run import Mode, ReplayResult
 from tracekit.trace.bundle import Trace
 
 TraceLike = str | os.PathLike[str] | Trace
@@ -41,10 +42,33 @@ Section = tuple[str, pl.DataFrame, dict[str, str]]
 STALL_COLS = {"engine": "", "bucket": "", "cause": "", "cycles": ",", "pct": ".2f"}
 GROUP_COLS = {"cycles": ",", "pct": ".2f"}
 FINDING_COLS = {"severity": "", "code": "", "message": "", "evidence": ""}
+HTML_TEXT_LIMIT = 10_000
+"""Characters of a text cell the HTML tables show (a finding's message or evidence)."""
 
 
 REPLAY_TABLES = ("instructions", "semaphores", "deps")
 """The tables a replay reads (and the analyses of its timeline)."""
+
+
+class ArgumentError(TracekitError, ValueError):
+    """A call's argument is not one it takes (a mode, a timeline, a what-if without a change);
+    the message names what it takes."""
+
+
+def mode_of(mode: Mode | str) -> Mode:
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise ArgumentError(f"mode {mode!r} is not one of "
+                            f"{', '.join(m.value for m in Mode)}") from None
+
+
+def timeline_of(timeline: TimelineChoice | str) -> TimelineChoice:
+    try:
+        return TimelineChoice(timeline)
+    except ValueError:
+        raise ArgumentError(f"timeline {timeline!r} is not one of "
+                            f"{', '.join(t.value for t in TimelineChoice)}") from None
 
 
 def trace_of(trace: TraceLike, tables: Collection[str] | None = None) -> Trace:
@@ -57,6 +81,9 @@ def trace_of(trace: TraceLike, tables: Collection[str] | None = None) -> Trace:
 
     if isinstance(trace, Trace):
         return trace
+    if not isinstance(trace, str | os.PathLike):
+        raise TypeError(f"trace: a bundle's path or an opened Trace, not "
+                        f"{type(trace).__name__}")
     with progress.step(f"validating {trace}"):
         require_valid(trace, tables=tables)
     return open_trace(trace, verify=False)  # verified just now
@@ -65,7 +92,12 @@ def trace_of(trace: TraceLike, tables: Collection[str] | None = None) -> Trace:
 def machine_of(machine: MachineLike) -> Machine:
     from tracekit.replay.machine import resolve_machine
 
-    return machine if isinstance(machine, Machine) else resolve_machine(machine)
+    if isinstance(machine, Machine):
+        return machine
+    if machine is not None and not isinstance(machine, str | os.PathLike):
+        raise TypeError(f"machine: a built-in name, a machine TOML path or a Machine, not "
+                        f"{type(machine).__name__}")
+    return resolve_machine(machine)
 
 
 @dataclass(frozen=True)
@@ -110,9 +142,12 @@ class Report:
                        f"<td style='text-align:left'>{html.escape(f.text)}</td></tr>"
                        for f in self.facts if f.key not in render.JSON_ONLY)
         parts = [f"<h3>{html.escape(self.title)}</h3><table>{rows}</table>"]
-        for name, frame, cols in self.sections:
-            shown = frame.select([c for c in cols if c in frame.columns])
-            parts.append(f"<h4>{html.escape(name)}</h4>{shown._repr_html_()}")
+        # Every row and the whole of every text, as the text report shows them (polars
+        # would show ten rows and 30 characters of a finding's message).
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=HTML_TEXT_LIMIT):
+            for name, frame, cols in self.sections:
+                shown = frame.select([c for c in cols if c in frame.columns])
+                parts.append(f"<h4>{html.escape(name)}</h4>{shown._repr_html_()}")
         return "".join(parts)
 
 
@@ -142,17 +177,20 @@ class ReplayReport(Report):
     def makespan(self) -> int:
         return self.summary.makespan
 
+    def markdown(self) -> str:
+        return render.replay_markdown(self.result, self.summary, self.correlation)
+
 
 def replay(trace: TraceLike, machine: MachineLike = None, *, mode: str = "model",
            memory_deps: bool = False) -> ReplayReport:
     """Replay through the timing model (`tracekit replay`): mode "model" (durations from the
     machine's latency model) or "observed" (the trace's own durations)."""
     from tracekit.analysis.replay_report import correlate, summarize_replay
-    from tracekit.replay.run import Mode
     from tracekit.replay.run import replay as run_replay
 
+    chosen_mode = mode_of(mode)
     tables = (*REPLAY_TABLES, "memory") if memory_deps else REPLAY_TABLES
-    result = run_replay(trace_of(trace, tables), machine_of(machine), Mode(mode),
+    result = run_replay(trace_of(trace, tables), machine_of(machine), chosen_mode,
                         memory_deps=memory_deps)
     summary, correlation = summarize_replay(result), correlate(result)
     facts, sections = render.replay_parts(result, summary, correlation)
@@ -184,8 +222,9 @@ def choose(trace: TraceLike, machine: MachineLike = None,
     from tracekit.analysis.timelines import choose_source
     from tracekit.analysis.timelines import timeline as make_timeline
 
+    choice = timeline_of(timeline)
     opened, resolved = trace_of(trace, tables), machine_of(machine)
-    source = choose_source(opened, choice=timeline)
+    source = choose_source(opened, choice=choice)
     line = make_timeline(opened, resolved, source)
     return Chosen(line, opened, resolved, render.timeline_facts(opened, resolved, source.value))
 
@@ -217,6 +256,10 @@ class CriticalPathReport(Report):
 
     path: CriticalPath = field(default=None)  # type: ignore[assignment]
     near_critical: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+
+    @property
+    def makespan(self) -> int:
+        return self.path.makespan
 
 
 def critical_path(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "auto",
@@ -276,8 +319,8 @@ def bugs(trace: TraceLike, machine: MachineLike = None) -> BugReport:
 
 @dataclass(frozen=True, repr=False)
 class Analysis(Report):
-    """`analyze`: the engine figures (`engines`, `hbm`), `stalls`, `critical_path`, the top
-    of the `sensitivity` ranking and the `findings`."""
+    """`analyze`: the engine figures (`engines`, `hbm`), `stalls`, the critical path (`path`),
+    the top of the `sensitivity` ranking, the `findings` and the timeline's `makespan`."""
 
     engines: pl.DataFrame = field(default=None)  # type: ignore[assignment]
     hbm: Mapping[str, float | int] = field(default_factory=dict)
@@ -285,6 +328,10 @@ class Analysis(Report):
     path: CriticalPath = field(default=None)  # type: ignore[assignment]
     sensitivity: pl.DataFrame = field(default=None)  # type: ignore[assignment]
     findings: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+
+    @property
+    def makespan(self) -> int:
+        return self.path.makespan
 
 
 def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "auto",
@@ -297,7 +344,6 @@ def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "a
     from tracekit.analysis.signatures import find_bugs, findings_frame
     from tracekit.analysis.stalls import stall_table
     from tracekit.analysis.whatif import sensitivity as run_sensitivity
-    from tracekit.replay.run import Mode
 
     chosen = choose(trace, machine, timeline, tables=None)  # the signatures read every table
     line, opened, resolved = chosen.line, chosen.trace, chosen.machine
@@ -340,6 +386,11 @@ class WhatIfReport(Report):
     engines: pl.DataFrame = field(default=None)  # type: ignore[assignment]
     why: str | None = None
 
+    def markdown(self) -> str:
+        # As `tracekit whatif -f md` titles its table.
+        return render.sections_markdown(self.heading, self.facts, [
+            (name[0].upper() + name[1:], frame, cols) for name, frame, cols in self.sections])
+
 
 def whatif(trace: TraceLike, machine: MachineLike = None, *,
            scale: Mapping[str, Mapping[str, float]] | None = None,
@@ -350,15 +401,18 @@ def whatif(trace: TraceLike, machine: MachineLike = None, *,
     machine parameters (hbm_bandwidth, dma_bandwidth, semaphore_latency, data_latency)."""
     from tracekit.analysis.whatif import parse_scale, parse_set
     from tracekit.analysis.whatif import whatif as run_whatif
-    from tracekit.replay.run import Mode
 
+    chosen_mode, resolved = mode_of(mode), machine_of(machine)
+    if not scale and not set:
+        raise ArgumentError("whatif needs a change: scale={\"engine\": {\"tensor\": 0.5}} "
+                            "(group engine, opcode or layer) or set={\"hbm_bandwidth\": 384}")
     scales = [f"{group}={name}:{factor}" for group, names in (scale or {}).items()
               for name, factor in names.items()]
     settings = [f"{name}={value}" for name, value in (set or {}).items()]
     changes = [parse_scale(text) for text in scales]
     sets = dict(parse_set(text) for text in settings)
-    opened, resolved = trace_of(trace, REPLAY_TABLES), machine_of(machine)
-    result = run_whatif(opened, resolved, changes, sets, Mode(mode))
+    opened = trace_of(trace, REPLAY_TABLES)
+    result = run_whatif(opened, resolved, changes, sets, chosen_mode)
     head = [*render.timeline_facts(opened, resolved, "replayed"), fact("mode", mode)]
     return WhatIfReport(
         "what-if", render.whatif_facts(scales, settings, result, head),
@@ -372,7 +426,8 @@ def whatif(trace: TraceLike, machine: MachineLike = None, *,
 class SensitivityReport(Report):
     """`sensitivity`: every engine, opcode, layer and bandwidth 10 % faster in turn
     (`ranking`: group, name, makespan, gained, gained_pct, the change of HBM contention, and
-    why where the run got longer; most gained first)."""
+    why where the run got longer; most gained first). The report lists every row, and the
+    why of each change that made the run longer."""
 
     ranking: pl.DataFrame = field(default=None)  # type: ignore[assignment]
 
@@ -381,16 +436,20 @@ def sensitivity(trace: TraceLike, machine: MachineLike = None, *,
                 mode: str = "model") -> SensitivityReport:
     """Which 10 % speed-up buys the most (`tracekit sensitivity`)."""
     from tracekit.analysis.whatif import sensitivity as run_sensitivity
-    from tracekit.replay.run import Mode
 
+    chosen_mode = mode_of(mode)
     opened, resolved = trace_of(trace, REPLAY_TABLES), machine_of(machine)
-    table = run_sensitivity(opened, resolved, Mode(mode))
+    table = run_sensitivity(opened, resolved, chosen_mode)
     facts = [*render.timeline_facts(opened, resolved, "replayed"), fact("mode", mode),
              fact("speedup", 10, "10 % faster, in turn")]
-    return SensitivityReport("sensitivity", facts,
-                             [("makespan gained, 10 % faster each in turn", table,
-                               render.SENSITIVITY_COLS)],
-                             f"Sensitivity of {opened.path}", ranking=table)
+    sections: list[Section] = [("makespan gained, 10 % faster each in turn", table,
+                                render.SENSITIVITY_COLS)]
+    why = table.filter(pl.col("why").is_not_null()).select("group", "name", "gained", "why")
+    if why.height:  # what the command prints below its table
+        sections.append((render.WHY_TITLE, why,
+                         {"group": "", "name": "", "gained": ",", "why": ""}))
+    return SensitivityReport("sensitivity", facts, sections, f"Sensitivity of {opened.path}",
+                             ranking=table)
 
 
 @dataclass(frozen=True, repr=False)
@@ -413,10 +472,11 @@ def diff(base: TraceLike, cand: TraceLike, machine: MachineLike = None, *,
     from tracekit.analysis.diff import diff as run_diff
     from tracekit.analysis.timelines import choose_source
 
+    choice = timeline_of(timeline)
     resolved = machine_of(machine)
     traces = trace_of(base), trace_of(cand)
     check_comparable(*traces, force=force)
-    source = choose_source(*traces, choice=timeline)
+    source = choose_source(*traces, choice=choice)
     result = run_diff(*(profile(t, resolved, source) for t in traces),
                       threshold_pct=threshold_pct, force=force)
     facts, sections = render.diff_sections(
