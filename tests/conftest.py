@@ -46,7 +46,7 @@ def assert_failed_cleanly(result: Result, exit_code: int, *needles: str) -> None
 
 def build_valid_trace() -> TraceBuilder:
     """The builder of the valid fixture trace (see the module docstring)."""
-    b = TraceBuilder(WORKLOAD)
+    b = TraceBuilder(WORKLOAD, clock_hz=1.0e9)
     load_a = b.inst("dma.q0", "dma_load", 0, 40, bytes=4096, layer="fc1")
     load_b = b.inst("dma.q1", "dma_load", 0, 50, bytes=4096, layer="fc1")
     b.inst("dma.q0", "dma_load", 40, 80, bytes=4096, layer="fc2")

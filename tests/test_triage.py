@@ -83,20 +83,34 @@ def test_trace_times_convert_at_the_trace_clock(tmp_path: Path) -> None:
     info = json.loads(_run("info", bundle, "-f", "json").stdout)
     assert info["clock_hz"] == 1.0e9 and info["span"]["seconds"] == pytest.approx(20e-6)
     assert "20,000 cycles, 20.000 us" in _run("info", bundle).stdout
-    # The trace's own durations, replayed: 20,000 of the trace's cycles, 20 us at its clock
-    # (not 14.3 us at the machine's 1.4 GHz).
-    observed = _run("replay", bundle, "--mode", "observed").stdout
-    assert "20,000 cycles (20.000 us)" in observed
-    analyzed = _run("analyze", bundle).stdout
-    assert "20,000 cycles (20.000 us)" in analyzed
-    # The model counts the machine's cycles: the observed 20 us are 28,000 of them, and the
-    # mismatch of clocks is stated once.
+    # Every timeline counts the machine's cycles: the trace's 20,000 cycles at 1 GHz are
+    # 28,000 at the machine's 1.4 GHz, 20 us either way (not 14.3 us: the trace's cycles
+    # read at the machine's clock), and the mismatch of clocks is stated once.
+    for command in (["replay", "--mode", "observed"], ["analyze"], ["critical-path"]):
+        text = _run(command[0], bundle, *command[1:]).stdout
+        assert "28,000 cycles (20.000 us)" in text, command
+        assert text.count("trace 1 GHz, machine 1.4 GHz") == 1
     model = _run("replay", bundle).stdout
     assert "observed makespan  28,000 cycles (20.000 us)" in model
-    assert model.count("trace 1 GHz, machine 1.4 GHz") == 1
     data = json.loads(_run("replay", bundle, "-f", "json").stdout)
     assert data["correlation"]["observed_makespan_cycles"] == 28_000
     assert data["clocks"] == "differ"
+    assert data["makespan_seconds"] == pytest.approx(data["makespan_cycles"] / 1.4e9)
+
+
+def test_limits_are_the_machine_own_on_a_trace_of_another_clock(tmp_path: Path) -> None:
+    """A DMA queue moving 64 bytes a trace cycle at 2.8 GHz moves 128 bytes a cycle of the
+    1.4 GHz machine: twice its 64 B/cycle, which the figures and the bug check both see."""
+    b = TraceBuilder("fast", clock_hz=2.8e9)
+    b.inst("dma.q0", "dma_load", 0, 1000, bytes=64_000)
+    b.write(tmp_path / "f")
+    data = json.loads(_run("analyze", str(tmp_path / "f"), "-f", "json").stdout)
+    (queue,) = data["engines (cycles)"]
+    assert data["makespan_cycles"] == 500 and queue["bandwidth"] == pytest.approx(128.0)
+    assert queue["bandwidth_pct"] == pytest.approx(200.0)
+    codes = [f["code"] for f in json.loads(
+        _run("bugs", str(tmp_path / "f"), "-f", "json").stdout)["findings"]]
+    assert codes == ["bandwidth-beyond-physics"]
 
 
 def _null_engine(tmp_path: Path) -> Path:

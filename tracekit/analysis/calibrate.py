@@ -169,7 +169,7 @@ def calibrate(traces: list[Trace], base: Machine) -> Calibration:
             raise CalibrationError(f"{trace.path}: the trace has no observed timing to fit; "
                                    f"calibration needs a timed trace (from RTL or a timed "
                                    f"model).")
-        frame = trace.in_cycles(frame)  # the model's parameters are in cycles
+        frame = trace.in_cycles(frame, base.clock_hz)  # the model counts its cycles
         # A DMA's observed time is set-up plus moving its bytes under HBM sharing; the replay
         # models the second part itself, so fit the set-up to what is left once the replay's
         # own transfer time (a replay with no set-up) is taken out.

@@ -222,8 +222,8 @@ class Context:
 
     def cycles_per_tick(self) -> float | None:
         """Machine cycles per tick of the trace's start and end (None: a time without a
-        clock)."""
-        return self.trace.manifest.cycles_per_tick()
+        clock), at the machine's clock."""
+        return self.trace.manifest.cycles_per_tick(self.machine.clock_hz)
 
     def observed_start(self) -> np.ndarray | None:
         """Observed starts by graph row, or None unless every instruction has one."""

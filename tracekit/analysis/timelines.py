@@ -61,10 +61,13 @@ class Timeline:
 
 
 def clock_of(trace: Trace, machine: Machine, source: Source) -> float | None:
-    """The clock whose cycles a timeline counts: the machine's for a replay, the trace's for
-    its observed timing (None when the manifest has none: the trace's cycles, of a clock not
+    """The clock whose cycles a timeline counts: the machine's (the trace's times are
+    converted to its cycles); None for an observed timeline of a trace in cycles whose clock
+    the manifest does not give (its cycles are taken as the machine's, of a clock not
     known)."""
-    return machine.clock_hz if source is Source.REPLAYED else trace.manifest.clock_hz
+    if source is Source.OBSERVED and trace.manifest.clock_hz is None:
+        return None
+    return machine.clock_hz
 
 
 def kind_latencies(machine: Machine) -> np.ndarray:
@@ -76,8 +79,8 @@ def kind_latencies(machine: Machine) -> np.ndarray:
 
 def timeline(trace: Trace, machine: Machine, source: Source | str,
              replayed: ReplayResult | None = None) -> Timeline:
-    """The replayed (model mode) or observed timeline of `trace`, in cycles (observed times
-    in ps, ns or us converted at the manifest's clock). `replayed`: the trace's model-mode
+    """The replayed (model mode) or observed timeline of `trace`, in the machine's cycles
+    (observed times converted, `Trace.in_cycles`). `replayed`: the trace's model-mode
     replay on `machine` when the caller has run it already."""
     source = Source(source)
     latency = kind_latencies(machine)
@@ -91,5 +94,6 @@ def timeline(trace: Trace, machine: Machine, source: Source | str,
                           f"timeline instead (--timeline replayed).")
     # Ordered by the stored times, which rounding can tie; semaphores counted in their order.
     graph = observed_graph(derive(trace, frame), frame)
-    return Timeline(observed_timeline(trace.in_cycles(frame).drop("seq"), graph, latency),
+    return Timeline(observed_timeline(trace.in_cycles(frame, machine.clock_hz).drop("seq"),
+                                      graph, latency),
                     graph, latency, source)

@@ -228,8 +228,8 @@ def timeline_facts(trace: Trace, machine: Machine, source: str) -> list[Fact]:
              fact("time_unit", unit, time, label="trace time")]
     if m.clock_hz and m.clock_hz != machine.clock_hz:
         facts.append(fact("clocks", "differ", label="clocks", text=(
-            f"trace {_hz(m.clock_hz)}, machine {_hz(machine.clock_hz)}: predicted cycles "
-            f"are the machine's; observed times are compared in them")))
+            f"trace {_hz(m.clock_hz)}, machine {_hz(machine.clock_hz)}: every cycle shown "
+            f"is the machine's; the trace's times are converted to them")))
     return [*facts, fact("machine_clock_hz", machine.clock_hz),
             fact("trace_clock_hz", m.clock_hz)]
 

@@ -88,9 +88,8 @@ class ReplayResult:
     binding_id (the predecessor whose end decided the start, null when nothing did) and
     binding_kind (its edge kind: order, semaphore, data, memory); contention (cycles a DMA
     transfer lost to HBM sharing); observed_start, observed_end (the trace's times in the
-    timeline's cycles (`clock_hz`): converted at the manifest's clock from ps, ns or us, and
-    in model mode to the machine's cycles when the manifest's clock is another; null when
-    untimed, or timed in a time without a clock).
+    machine's cycles, `Trace.in_cycles`; null when untimed, or timed in a time without a
+    clock).
     `fixed`: the trace's dependency graph as the trace fixes it; `graph`, with the semaphore
     edges the replay decided (`queues`: the engines' queues, eng_ptr and eng_nodes).
     `notes`: what the replay could not do, for the report (a comparison with times it cannot
@@ -123,11 +122,9 @@ class ReplayResult:
 
     @property
     def clock_hz(self) -> float:
-        """The clock whose cycles the timeline counts: the machine's for the model; for
-        observed durations the trace's (the machine's when the manifest has none)."""
-        if self.mode is Mode.MODEL:
-            return self.machine.clock_hz
-        return self.trace.manifest.clock_hz or self.machine.clock_hz
+        """The clock whose cycles the timeline counts: the machine's (observed times are
+        converted to its cycles, `Trace.in_cycles`)."""
+        return self.machine.clock_hz
 
     @property
     def observed(self) -> bool:
@@ -224,7 +221,8 @@ def _replay(trace: Trace, machine: Machine | None, mode: Mode | str, graph: Grap
     clock.lap("derive")
     notes: tuple[str, ...] = ()
     try:
-        frame = trace.in_cycles(frame)  # observed times to compare with the model's cycles
+        # The trace's times in the machine's cycles, which the model counts.
+        frame = trace.in_cycles(frame, machine.clock_hz)
     except ManifestError as exc:
         if mode is Mode.OBSERVED:
             raise
@@ -232,12 +230,6 @@ def _replay(trace: Trace, machine: Machine | None, mode: Mode | str, graph: Grap
                                    pl.lit(None, pl.Int64).alias("end"))
         notes = (f"{exc} The prediction is shown without a comparison to the observed "
                  f"timing.",)
-    trace_clock = trace.manifest.clock_hz
-    if mode is Mode.MODEL and trace_clock and trace_clock != machine.clock_hz:
-        # The model counts the machine's cycles: observed times are compared in those.
-        ratio = machine.clock_hz / trace_clock
-        frame = frame.with_columns((pl.col(c).cast(pl.Float64) * ratio).round().cast(pl.Int64)
-                                   for c in ("start", "end"))
     n, n_eng = frame.height, len(engines)
     timed = frame["start"].null_count() == 0 and frame["end"].null_count() == 0 and n > 0
     if mode is Mode.OBSERVED:

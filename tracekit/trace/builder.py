@@ -42,7 +42,7 @@ def _frame(spec: TableSpec, rows: list[dict[str, Any]]) -> pl.DataFrame:
 class TraceBuilder:
     """Collects instructions, semaphore operations, memory accesses and edges row by row."""
 
-    def __init__(self, workload: str = "tiny", *, clock_hz: float | None = 1.0e9,
+    def __init__(self, workload: str = "tiny", *, clock_hz: float | None = None,
                  machine: str | None = None) -> None:
         self.workload = workload
         self.clock_hz = clock_hz

@@ -117,13 +117,14 @@ class Trace:
             frame = frame.sort("id")
         return frame if "id" in columns else frame.drop("id")
 
-    def in_cycles(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """`frame` (instruction rows of this trace) with start and end in machine cycles: as
-        stored for a trace timed in cycles, else converted at the manifest's clock and rounded
-        to whole cycles (1,000 ns at 1.4 GHz: 1,400 cycles). ManifestError, saying how to fix
-        it, when the times are in ps, ns or us and the manifest has no clock_hz. (Order by
-        the stored times, which rounding can tie.)"""
-        per_tick = self.manifest.cycles_per_tick()
+    def in_cycles(self, frame: pl.DataFrame, clock_hz: float | None = None) -> pl.DataFrame:
+        """`frame` (instruction rows of this trace) with start and end in cycles of the
+        machine at `clock_hz` (default: the trace's own clock), rounded to whole cycles
+        (`Manifest.cycles_per_tick`: 1,000 ns at 1.4 GHz are 1,400 cycles; so are 1,000
+        cycles of a 1 GHz trace). ManifestError, saying how to fix it, when the times are in
+        ps, ns or us and the manifest has no clock_hz. (Order by the stored times, which
+        rounding can tie.)"""
+        per_tick = self.manifest.cycles_per_tick(clock_hz)
         if per_tick == 1.0:
             return frame
         times = [c for c in ("start", "end") if c in frame.columns]

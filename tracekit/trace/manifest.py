@@ -98,13 +98,17 @@ class Manifest:
     created: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def cycles_per_tick(self) -> float | None:
-        """Machine cycles in one tick of the start and end columns: 1 for cycles; for ps, ns
-        and us, the clock times the tick's seconds (1 ns at 1.4 GHz is 1.4 cycles), or None
-        without a clock."""
+    def cycles_per_tick(self, clock_hz: float | None = None) -> float | None:
+        """Cycles of a clock at `clock_hz` (the machine's; default: the trace's own) in one
+        tick of the start and end columns. For cycles: 1 at the trace's own clock (or when
+        the manifest has none), else clock_hz / the trace's clock (a 1 GHz trace's cycle is
+        1.4 cycles at 1.4 GHz); for ps, ns and us: the clock times the tick's seconds (1 ns at
+        1.4 GHz is 1.4 cycles), or None when the manifest has no clock."""
         if self.time_unit is TimeUnit.CYCLES:
-            return 1.0
-        return self.clock_hz * SECONDS_PER_TICK[self.time_unit] if self.clock_hz else None
+            return clock_hz / self.clock_hz if clock_hz and self.clock_hz else 1.0
+        if not self.clock_hz:
+            return None
+        return (clock_hz or self.clock_hz) * SECONDS_PER_TICK[self.time_unit]
 
     def to_dict(self) -> dict[str, Any]:
         return {
