@@ -112,7 +112,7 @@ def test_every_command_reports_the_same_figures(untimed: Path, tmp_path: Path) -
     assert makespan == diffed["base_makespan_cycles"] == night["makespan"][0]
 
     by_engine = {r["engine"]: r for r in replayed["engines"]}
-    assert by_engine == {r["engine"]: r for r in analyzed["engines (cycles)"]}
+    assert by_engine == {r["engine"]: r for r in analyzed["engines"]}
     bucket = stalls.group_by("engine", "bucket", "cause").agg(pl.col("cycles").sum())
 
     def stalled(engine: str, which: str, hbm: bool | None = None) -> int:
@@ -144,7 +144,7 @@ def stalls_timeline(bundle: str) -> str:
 def test_glossary_document_is_the_glossary() -> None:
     assert (ROOT / "docs" / "glossary.md").read_text() == glossary_markdown()
     names = [name for name, _, _ in GLOSSARY]
-    for figure in ("makespan", "busy", "HBM contention", "waiting", "idle",
+    for figure in ("makespan", "busy", "HBM contention", "waiting", "stall", "idle",
                    "FLOP utilization", "achieved bandwidth"):
         assert figure in names
     assert "docs/glossary.md" in (ROOT / "README.md").read_text()

@@ -307,11 +307,8 @@ def bugs(trace: TraceLike, machine: MachineLike = None) -> BugReport:
     frame = findings_frame(find_bugs(opened, resolved))
     # The checks of timing read the trace's own timeline when it is timed throughout.
     source = choose_source(opened)
-    counts = frame["severity"].value_counts(sort=True) if frame.height else None
-    summary = (", ".join(f"{n} {s}" for s, n in counts.iter_rows()) if counts is not None
-               else "none")
     facts = [*render.timeline_facts(opened, resolved, source.value),
-             fact("findings", frame.height, f"{frame.height:,} ({summary})")]
+             fact("findings", frame.height, render.findings_summary(frame))]
     return BugReport("bug signatures", facts,
                      [("findings", render.with_evidence(frame), FINDING_COLS)],
                      f"Bug signatures of {opened.path}", findings=frame)
@@ -323,6 +320,7 @@ class Analysis(Report):
     the top of the `sensitivity` ranking, the `findings` and the timeline's `makespan`."""
 
     engines: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+    array: pl.DataFrame | None = None
     hbm: Mapping[str, float | int] = field(default_factory=dict)
     stalls: pl.DataFrame = field(default=None)  # type: ignore[assignment]
     path: CriticalPath = field(default=None)  # type: ignore[assignment]
@@ -360,7 +358,8 @@ def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "a
         ("stalls", stall, STALL_COLS),
         ("critical path by engine", path.by_engine, {"engine": "", **GROUP_COLS}),
         ("critical path by layer", path.by_layer, {"layer": "", **GROUP_COLS}),
-        (f"sensitivity (top {top})", ranking,
+        (f"sensitivity (top {top}"
+         + (", the trace's own durations)" if mode is Mode.OBSERVED else ")"), ranking,
          {"group": "", "name": "", "gained": ",", "gained_pct": ".2f"}),
         ("bug signatures", render.with_evidence(findings), FINDING_COLS)]
     array = array_table(opened, line.frame)
@@ -372,6 +371,7 @@ def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "a
     facts = [*chosen.facts, render.makespan_fact(path.makespan, chosen.clock_hz),
              render.hbm_fact(hbm, resolved), fact("critical_path_steps", path.steps.height)]
     return Analysis("analysis", facts, sections, f"Analysis of {opened.path}", engines=engines,
+                    array=array,
                     hbm=hbm, stalls=stall, path=path, sensitivity=ranking, findings=findings)
 
 
@@ -413,7 +413,7 @@ def whatif(trace: TraceLike, machine: MachineLike = None, *,
     sets = dict(parse_set(text) for text in settings)
     opened = trace_of(trace, REPLAY_TABLES)
     result = run_whatif(opened, resolved, changes, sets, chosen_mode)
-    head = [*render.timeline_facts(opened, resolved, "replayed"), fact("mode", mode)]
+    head = render.replay_facts(opened, resolved, mode)
     return WhatIfReport(
         "what-if", render.whatif_facts(scales, settings, result, head),
         [("by engine (base, and after the change)", result.engines,
@@ -440,7 +440,7 @@ def sensitivity(trace: TraceLike, machine: MachineLike = None, *,
     chosen_mode = mode_of(mode)
     opened, resolved = trace_of(trace, REPLAY_TABLES), machine_of(machine)
     table = run_sensitivity(opened, resolved, chosen_mode)
-    facts = [*render.timeline_facts(opened, resolved, "replayed"), fact("mode", mode),
+    facts = [*render.replay_facts(opened, resolved, mode),
              fact("speedup", 10, "10 % faster, in turn")]
     sections: list[Section] = [("makespan gained, 10 % faster each in turn", table,
                                 render.SENSITIVITY_COLS)]

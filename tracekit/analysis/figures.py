@@ -30,9 +30,9 @@ from tracekit.trace.summary import natural_key
 
 GLOSSARY: tuple[tuple[str, str, str], ...] = (
     ("makespan", "cycles",
-     "From the timeline's first start to its last end. On an observed timeline, the trace's "
-     "times converted to cycles at the trace's clock; on a replayed one, the model's cycles "
-     "at the machine's clock."),
+     "From the timeline's first start to its last end, in the machine's cycles: on a "
+     "replayed timeline the model's; on an observed one the trace's times converted at its "
+     "own clock (a trace in cycles without a clock is taken to count the machine's)."),
     ("busy", "cycles",
      "Per engine, the cycles its instructions execute: each instruction's span (from the "
      "later of its start and the end of the engine's previous work, to its end; overlaps "
@@ -41,20 +41,22 @@ GLOSSARY: tuple[tuple[str, str, str], ...] = (
     ("HBM contention", "cycles",
      "Per DMA queue, the cycles its transfers waited for HBM bandwidth shared with other "
      "queues: a replayed transfer's duration beyond its set-up and its bytes at the queue's "
-     "bandwidth. 0 on an observed timeline, whose durations include it. Counted as waiting "
-     "(cause hbm) in the stall table, never as busy."),
+     "bandwidth. 0 on an observed timeline, whose durations include it. Never busy."),
     ("waiting", "cycles",
      "Per engine, the gaps between its instructions, each charged to the instruction's "
      "binding predecessor: the producer engine and edge kind (semaphore, data, memory), or "
-     "unexplained when only the engine's own order bound it. HBM contention is waiting "
-     "too, with cause hbm."),
+     "unexplained when only the engine's own order bound it. Without HBM contention."),
+    ("stall", "cycles",
+     "Per engine, waiting + HBM contention: the cycles it was held up within its work. The "
+     "stall table's waiting bucket lists both (HBM contention as cause hbm); diff's stall "
+     "columns and nightly's stall_cycles are this sum."),
     ("idle", "cycles",
      "Per engine, before its first instruction and after its last, within the makespan. "
      "busy + HBM contention + waiting + idle = makespan on every engine."),
     ("FLOP utilization", "% of peak",
      "Per engine with a FLOP rate in the machine (per_flop latency), FLOPs executed / "
      "(makespan * peak FLOPs per cycle) * 100; peak = 1 / per_flop."),
-    ("achieved bandwidth", "bytes/cycle (and GB/s at the timeline's clock)",
+    ("achieved bandwidth", "bytes/cycle (HBM: also GB/s at the machine's clock)",
      "Per DMA queue, the bytes its transfers moved / makespan, and as % of the queue's "
      "bandwidth in the machine; for HBM, all DMA bytes / makespan, as % of the machine's HBM "
      "bandwidth."),

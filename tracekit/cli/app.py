@@ -359,7 +359,7 @@ def whatif(
     opened, resolved = _open(trace, REPLAY_TABLES), resolve_machine(machine)
     with _status("replaying twice"):
         result = run_whatif(opened, resolved, changes, sets, Mode(mode))
-    head = [*render.timeline_facts(opened, resolved, "replayed"), render.fact("mode", mode)]
+    head = render.replay_facts(opened, resolved, mode)
     if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json(render.whatif_to_dict(str(trace), scale or [],
                                                               set_ or [], result, head)))
@@ -390,7 +390,7 @@ def sensitivity(
     opened, resolved = _open(trace, REPLAY_TABLES), resolve_machine(machine)
     with _status("replaying each change"):
         table = run_sensitivity(opened, resolved, Mode(mode))
-    head = [*render.timeline_facts(opened, resolved, "replayed"), render.fact("mode", mode)]
+    head = render.replay_facts(opened, resolved, mode)
     if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json({**render.facts_json(head), "speedup_pct": 10,
                                          "ranking": render.records(table)}))
@@ -454,7 +454,11 @@ def analyze(
     bug signatures found."""
     with _status("analysing"):
         report = api.analyze(trace, machine, timeline=timeline, top=top)
-    _emit(report, format, {title: frame for title, frame, _ in report.sections})
+    tables = {"engines": report.engines, "array": report.array, "stalls": report.stalls,
+              "critical_path_by_engine": report.path.by_engine,
+              "critical_path_by_layer": report.path.by_layer,
+              "sensitivity": report.sensitivity, "findings": report.findings}
+    _emit(report, format, {key: frame for key, frame in tables.items() if frame is not None})
 
 
 class FailOn(StrEnum):
@@ -485,7 +489,7 @@ def bugs(
         sys.stdout.write(render.findings_markdown(str(trace), frame, report.facts))
     else:
         render.print_facts(_stdout(), "bugs", report.facts)
-        render.print_findings(_stdout(), str(trace), frame)
+        render.print_findings(_stdout(), frame)
     threshold = Severity(fail_on.value).rank
     if any(Severity(s).rank >= threshold for s in frame["severity"]):
         raise typer.Exit(EXIT_FINDING)

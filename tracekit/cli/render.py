@@ -106,7 +106,7 @@ def summary_facts(summary: TraceSummary) -> list[tuple[str, str]]:
         ("producer", f"{m.producer.name} {m.producer.version}".strip()),
         ("schema version", str(m.schema_version)),
         ("machine", m.machine or "-"),
-        ("clock", f"{m.clock_hz / 1e6:,.1f} MHz" if m.clock_hz else "-"),
+        ("clock", _hz(m.clock_hz)),
         ("created", m.created or "-"),
         ("instructions", f"{summary.instructions:,} ({summary.timing.value})"),
         ("time span", span_text),
@@ -224,14 +224,27 @@ def timeline_facts(trace: Trace, machine: Machine, source: str) -> list[Fact]:
     time = (f"{unit}, trace clock {_hz(m.clock_hz)}" if m.clock_hz
             else f"{unit}, no clock in the manifest")
     facts = [fact("trace", str(trace.path)), fact("timeline", source, shown),
-             fact("machine", machine.name, f"{machine.name} ({_hz(machine.clock_hz)})"),
-             fact("time_unit", unit, time, label="trace time")]
+             fact("machine", machine.name, f"{machine.name} ({_hz(machine.clock_hz)})")]
+    if m.machine and m.machine != machine.name:
+        facts.append(fact("trace_machine", m.machine, label="recorded on", text=(
+            f"{m.machine}, says the manifest; the figures use {machine.name}'s limits")))
+    facts.append(fact("time_unit", unit, time, label="trace time"))
     if m.clock_hz and m.clock_hz != machine.clock_hz:
         facts.append(fact("clocks", "differ", label="clocks", text=(
             f"trace {_hz(m.clock_hz)}, machine {_hz(machine.clock_hz)}: every cycle shown "
             f"is the machine's; the trace's times are converted to them")))
     return [*facts, fact("machine_clock_hz", machine.clock_hz),
             fact("trace_clock_hz", m.clock_hz)]
+
+
+def replay_facts(trace: Trace, machine: Machine, mode: str) -> list[Fact]:
+    """The head of a report on replays (replay, whatif, sensitivity): `timeline_facts` of the
+    replayed timeline, with what --mode gave the durations."""
+    head = timeline_facts(trace, machine, "replayed")
+    if mode == "observed":  # the trace's durations, the model's order
+        head[1] = fact("timeline", "replayed", "replayed with the trace's own durations "
+                       "(--mode observed)")
+    return [*head[:3], fact("mode", mode), *head[3:]]
 
 
 def makespan_fact(cycles: int, clock_hz: float | None) -> Fact:
@@ -241,7 +254,8 @@ def makespan_fact(cycles: int, clock_hz: float | None) -> Fact:
 
 
 def hbm_fact(hbm: dict[str, float | int], machine: Machine) -> Fact:
-    return fact("hbm", hbm, hbm_text(hbm, machine.hbm_bytes_per_cycle), label="HBM bandwidth")
+    return fact("hbm", hbm, hbm_text(hbm, machine.hbm_bytes_per_cycle, machine.clock_hz),
+                label="HBM bandwidth")
 
 
 def facts_json(facts: list[Fact]) -> dict[str, Any]:
@@ -322,11 +336,7 @@ def _header(name: str) -> str:
 
 def _facts(summary: ReplaySummary, result: ReplayResult,
            correlation: Correlation | None) -> list[Fact]:
-    head = timeline_facts(result.trace, result.machine, "replayed")
-    if result.mode.value == "observed":  # the trace's durations, the model's order
-        head[1] = fact("timeline", "replayed", "replayed with the trace's own durations "
-                       "(--mode observed)")
-    facts = [*head[:3], fact("mode", result.mode.value), *head[3:],
+    facts = [*replay_facts(result.trace, result.machine, result.mode.value),
              fact("instructions", summary.instructions,
                   f"{summary.instructions:,} ({result.graph.edges:,} edges)"),
              makespan_fact(summary.makespan, result.clock_hz),
@@ -370,9 +380,10 @@ def replay_markdown(result: ReplayResult, summary: ReplaySummary,
                               for title, frame, cols in sections])
 
 
-def hbm_text(hbm: dict[str, float | int], limit: float) -> str:
+def hbm_text(hbm: dict[str, float | int], limit: float, clock_hz: float) -> str:
     """The achieved HBM bandwidth against the machine's, as the reports print it."""
-    return (f"{hbm['bandwidth']:,.1f} B/cycle ({hbm['bandwidth_pct']:.1f} % of {limit:,.0f}; "
+    return (f"{hbm['bandwidth']:,.1f} B/cycle, {hbm['bandwidth'] * clock_hz / 1e9:,.1f} GB/s "
+            f"({hbm['bandwidth_pct']:.1f} % of the machine's {limit:,.0f} B/cycle; "
             f"{hbm['bytes']:,} bytes)")
 
 
@@ -650,13 +661,17 @@ def with_evidence(frame: pl.DataFrame) -> pl.DataFrame:
                                         dtype=pl.String))
 
 
-def print_findings(console: Console, trace: str, frame: pl.DataFrame) -> None:
-    counts = frame.group_by("severity").len() if frame.height else None
-    order = {"error": 0, "warning": 1, "info": 2}
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.iter_rows(),
-                                                      key=lambda r: order[r[0]])) \
-        if counts is not None else "no findings"
-    console.print(Text(f"bugs: {trace}  ({summary})"))
+def findings_summary(frame: pl.DataFrame) -> str:
+    """'4 (1 error, 2 warning, 1 info)': findings by severity, most severe first."""
+    if not frame.height:
+        return "none"
+    counts = dict(frame.group_by("severity").len().iter_rows())
+    return f"{frame.height:,} (" + ", ".join(
+        f"{counts[s]} {s}" for s in ("error", "warning", "info") if s in counts) + ")"
+
+
+def print_findings(console: Console, frame: pl.DataFrame) -> None:
+    """Every finding with its evidence and hint (the head, with their count, comes first)."""
     for row in frame.iter_rows(named=True):
         line = Text("\n")
         line.append(f"{row['severity']} ", style=_SEVERITY_STYLE.get(Severity(row["severity"]),
@@ -670,10 +685,8 @@ def print_findings(console: Console, trace: str, frame: pl.DataFrame) -> None:
         console.print(Text(f"    hint: {row['hint']}", style="dim"))
 
 
-def findings_markdown(trace: str, frame: pl.DataFrame, head: list[Fact] | None = None) -> str:
-    facts = facts_markdown(head or [])
-    lines = [f"# Bug signatures of {trace}", "", *facts, *([""] if facts else []),
-             f"{frame.height} finding(s).", ""]
+def findings_markdown(trace: str, frame: pl.DataFrame, head: list[Fact]) -> str:
+    lines = [f"# Bug signatures of {trace}", "", *facts_markdown(head), ""]
     if frame.height:
         lines += ["| severity | code | message | evidence |", "|---|---|---|---|"]
         lines += [_md_row([r["severity"], r["code"], r["message"], _evidence(r)])
