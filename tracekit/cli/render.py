@@ -794,14 +794,17 @@ def nightly_markdown(run: NightlyRun, trend: pl.DataFrame,
     counts = {s: rows.filter(pl.col("status") == s).height
               for s in ("pass", "regression", "error")}
     lines = [f"# Nightly {run.suite.name}: run {first['run_id']} ({first['date']})", "",
+             f"- **machine**: {run.suite.machine or 'trn-like'} (makespans in its cycles)",
+             "- **timeline**: each workload's own timing when it is timed throughout "
+             "(observed), else the model's replay (replayed)", "",
              f"{rows.height} workload(s): {counts['pass']} passed, {counts['regression']} "
              f"regressed, {counts['error']} failed.", "",
-             "| workload | status | makespan | baseline | change | threshold | errors | "
-             "warnings | baseline run |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| workload | status | timeline | makespan | baseline | change | threshold | "
+             "errors | warnings | baseline run |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows.iter_rows(named=True):
-        lines.append(_md_row([r["workload"], r["status"], _fmt(r["makespan"]),
-                              _fmt(r["baseline_makespan"]), _change(r),
+        lines.append(_md_row([r["workload"], r["status"], r["timeline"] or "-",
+                              _fmt(r["makespan"]), _fmt(r["baseline_makespan"]), _change(r),
                               f"{r['threshold_pct']:g}%", _fmt(r["errors"]),
                               _fmt(r["warnings"]), r["baseline_run"] or "none"]))
     details = [r for r in rows.iter_rows(named=True) if r["status"] != "pass"]
