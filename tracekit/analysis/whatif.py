@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from tracekit import progress
 from tracekit.analysis.explain import (
     PathFigures,
     counter_intuitive,
@@ -220,19 +221,23 @@ def sensitivity(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
     graph = derive(trace) if graph is None else graph
     base = replay(trace, machine, mode, graph=graph)
     make = _Rows(base, speedup)
+    groups = {group: make.engines(group) for group in GROUPS}
+    parameters = ((("dma_bandwidth", "dma_bytes_per_cycle"),
+                   ("hbm_bandwidth", "hbm_bytes_per_cycle")) if mode is Mode.MODEL else ())
     rows = []
-    for group in GROUPS:
-        engines = make.engines(group)
-        for name in sorted(engines):
-            after = replay(trace, machine, mode, graph=graph,
-                           scale=_scaler([Change(group, name, 1 - speedup)]))
-            rows.append(make.row(group, name, after, engines[name]))
-    if mode is Mode.MODEL:
-        for name, field in (("dma_bandwidth", "dma_bytes_per_cycle"),
-                            ("hbm_bandwidth", "hbm_bytes_per_cycle")):
+    total = sum(len(engines) for engines in groups.values()) + len(parameters)
+    with progress.step("replaying each change", total=total) as done:
+        for group, engines in groups.items():
+            for name in sorted(engines):
+                after = replay(trace, machine, mode, graph=graph,
+                               scale=_scaler([Change(group, name, 1 - speedup)]))
+                rows.append(make.row(group, name, after, engines[name]))
+                done.advance()
+        for name, field in parameters:
             sets = {name: getattr(machine, field) / (1 - speedup)}
             after = replay(trace, changed_machine(machine, sets), mode, graph=graph)
             rows.append(make.row("parameter", name, after, touched(base.timeline, [], sets)))
+            done.advance()
     table = pl.DataFrame(rows, schema={"group": pl.String, "name": pl.String,
                                        "makespan": pl.Int64, "contention_delta": pl.Int64,
                                        "why": pl.String}, orient="row")

@@ -535,9 +535,12 @@ def diff_command(
     traces = _open(base), _open(cand)
     check_comparable(*traces, force=force)  # before the expensive part
     source = choose_source(*traces, choice=timeline)
-    with _status("profiling both runs"):
-        result = diff(*(profile(t, chosen, source) for t in traces), threshold_pct=threshold,
-                      force=force)
+    with _status("profiling both runs"), progress.step("runs profiled", total=2) as done:
+        profiles = []
+        for t in traces:
+            profiles.append(profile(t, chosen, source))
+            done.advance()
+        result = diff(*profiles, threshold_pct=threshold, force=force)
     timeline_head = render.timeline_facts(traces[0], chosen, source.value)
     head, sections = render.diff_sections(result, timeline_head)
     if format is DiffFormat.JSON:
