@@ -96,7 +96,7 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
     n = node_engine.size
     m = sem_code.size
     start = np.zeros(n)  # each one's ready time until it starts
-    end = np.full(n, -1.0)
+    end = np.empty(n)  # written as each finishes (-1 for the rest when stuck, at the end)
     bind = np.full(n, -1, dtype=index)
     bind_kind = np.full(n, -1, dtype=np.int8)
     done_order = np.empty(n, dtype=index)
@@ -344,9 +344,14 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 current[node_engine[s]] = s
                 fresh[n_fresh] = node_engine[s]
                 n_fresh += 1
-    for i in range(n if completed < n else 0):  # stuck: the unfinished never started
-        if end[i] < 0:
-            start[i] = -1.0
+    if completed < n:  # stuck: the unfinished never started
+        finished = np.zeros(n, dtype=np.bool_)
+        for k in range(completed):
+            finished[done_order[k]] = True
+        for i in range(n):
+            if not finished[i]:
+                start[i] = -1.0
+                end[i] = -1.0
     blocked = np.zeros(n_eng, dtype=np.bool_)
     for e in range(n_eng):
         blocked[e] = phase[e] == BLOCKED or phase[e] == PARKED
