@@ -1271,3 +1271,25 @@ def test_output_may_not_replace_the_trace_it_replays(tmp_path: Path) -> None:
                                       str(tmp_path / "t"), "--force"])
     assert result.exit_code == 2
     assert tracekit.validate(tmp_path / "t").ok()
+
+
+@pytest.mark.parametrize("sample", ["gemm", "attention_faults", "mlp"])
+def test_waits_from_the_semaphore_history_equal_waits_over_the_edges(sample: str) -> None:
+    """The divergence tables read each wait's semaphore predecessor from the timeline's
+    history (its binder) instead of building the semaphore edges: the same waits, on the
+    replayed and on the observed timeline."""
+    from tracekit.analysis.replay_report import _observed_waits, _predicted_waits, waits
+    from tracekit.replay.run import observed_graph
+
+    trace = tracekit.open_trace(Path(__file__).resolve().parents[1] / "sample_traces" / sample)
+    result = replay(trace)
+    t = result.timeline
+    assert np.array_equal(_predicted_waits(result),
+                          waits(result.graph, t["start"].to_numpy(), t["end"].to_numpy()))
+    seq = trace.read_instructions(["seq"])["seq"]
+    frame = t.select("id", "engine", seq, pl.col("observed_start").alias("start"),
+                     pl.col("observed_end").alias("end"))
+    edges = waits(observed_graph(result.fixed, frame), frame["start"].to_numpy(),
+                  frame["end"].to_numpy())
+    assert np.array_equal(_observed_waits(result), edges)
+    assert (edges != 0).any()

@@ -1057,3 +1057,22 @@ def test_a_timed_trace_is_checked_against_the_run_it_records(tmp_path: Path) -> 
     assert [(f.code.value, f.instructions) for f in found] == [("deadlock-wait", (waiter,))]
     assert "to reach 3; the count reached 2, and its signals add up to 2" in found[0].message
     assert run_cli("bugs", tmp_path / "timed").exit_code == 3
+
+
+@PROPS
+@given(data=st.data())
+def test_prop_waits_from_the_history_equal_waits_over_the_window_edges(
+        data: st.DataObject) -> None:
+    """replay_report reads each wait's semaphore predecessor from the replay's history (the
+    binder, the latest change of its window) instead of the window edges: the same waits,
+    with sets, subs and == waits too."""
+    import numpy as np
+
+    from tracekit.analysis.replay_report import _predicted_waits, waits
+
+    result = _replay_prog(data.draw(programs()))
+    if isinstance(result, ReplayStuck):
+        return
+    t = result.timeline
+    assert np.array_equal(_predicted_waits(result),
+                          waits(result.graph, t["start"].to_numpy(), t["end"].to_numpy()))

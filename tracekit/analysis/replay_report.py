@@ -15,6 +15,7 @@ import polars as pl
 from tracekit.analysis.figures import accounts, engine_figures, opcode_figures
 from tracekit.replay.graph import Graph
 from tracekit.replay.run import ReplayResult, observed_graph
+from tracekit.replay.semaphores import Released, binder_ends, observed_release
 
 TOP_OPCODES = 10
 TOP_DIVERGENT = 10
@@ -79,40 +80,61 @@ def summarize_replay(result: ReplayResult) -> ReplaySummary:
         engines=engines, hbm=hbm, opcodes=opcode_figures(t, acc).head(TOP_OPCODES))
 
 
-def waits(graph: Graph, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+def waits(graph: Graph, start: np.ndarray, end: np.ndarray,
+          released: Released | None = None, node_engine: np.ndarray | None = None
+          ) -> np.ndarray:
     """The wait before each instruction of a timeline: its start minus its ready time, the
     latest end among its predecessors in `graph` (its engine predecessor, its data and memory
     producers, and the signal that released its semaphore waits in that timeline), or the
     timeline's first start when it has none. Cycles, per graph row; `start`, `end`: per graph
     row. A wait is local: it holds the edge latency and whatever else delayed the start once
     the instruction could go, and a delay earlier in the run, which moves an instruction and
-    its predecessors alike, leaves it unchanged.
+    its predecessors alike, leaves it unchanged. With `released` (and each row's engine code,
+    `node_engine`), `graph` is the fixed graph and the semaphore predecessors are read from
+    that timeline's semaphore history (`semaphores.binder_ends`), not from edges.
 
     For load 0-40 -> (semaphore) matmul 52-100 -> (order) matmul 100-150 the waits are 0, 12
     and 0."""
+    start, end = np.asarray(start, dtype=np.int64), np.asarray(end, dtype=np.int64)
     ready = np.full(start.size, start.min() if start.size else 0, dtype=np.int64)
     has = np.flatnonzero(np.diff(graph.ptr) > 0)
     if has.size:
         ready[has] = np.maximum(np.maximum.reduceat(end[graph.src], graph.ptr[has]),
                                 ready[has])
+    if released is not None and node_engine is not None and graph.sems.size:
+        ready = np.maximum(ready, binder_ends(graph.sems, released, node_engine, end))
     return start - ready
 
 
-def _observed_waits(result: ReplayResult) -> np.ndarray:
-    """`waits` of the observed timeline, over the graph with the semaphore edges of the
-    observed order (which signal released each wait there)."""
+def _node_engine(result: ReplayResult) -> np.ndarray:
+    """Each graph row's engine code, from the replay's queues."""
+    eng_ptr, eng_nodes = result.queues  # type: ignore[misc]
+    out = np.empty(result.timeline.height, dtype=np.int64)
+    out[eng_nodes] = np.repeat(np.arange(eng_ptr.size - 1), np.diff(eng_ptr))
+    return out
+
+
+def _predicted_waits(result: ReplayResult) -> np.ndarray:
     t = result.timeline
-    if result.queues is not None:  # each engine's queue order, as the replay read it
-        eng_ptr, eng_nodes = result.queues
-        seq = np.empty(t.height, dtype=np.int64)
-        seq[eng_nodes] = np.arange(t.height)
-    else:
+    if result.queues is None or result.released is None:
+        return waits(result.graph, t["start"].to_numpy(), t["end"].to_numpy())
+    return waits(result.fixed, t["start"].to_numpy(), t["end"].to_numpy(), result.released,
+                 _node_engine(result))
+
+
+def _observed_waits(result: ReplayResult) -> np.ndarray:
+    """`waits` of the observed timeline, its semaphore predecessors those of the observed
+    order (which signal released each wait there)."""
+    t = result.timeline
+    start, end = t["observed_start"].to_numpy(), t["observed_end"].to_numpy()
+    if result.queues is None:
         seq = result.trace.read_instructions(["seq"])["seq"].to_numpy()
-    frame = t.select("id", "engine", pl.Series("seq", seq),
-                     pl.col("observed_start").alias("start"),
-                     pl.col("observed_end").alias("end"))
-    graph = observed_graph(result.fixed, frame)
-    return waits(graph, frame["start"].to_numpy(), frame["end"].to_numpy())
+        frame = t.select("id", "engine", pl.Series("seq", seq),
+                         pl.col("observed_start").alias("start"),
+                         pl.col("observed_end").alias("end"))
+        return waits(observed_graph(result.fixed, frame), start, end)
+    released = observed_release(result.fixed.sems, start, end)
+    return waits(result.fixed, start, end, released, _node_engine(result))
 
 
 def _largest(t: pl.DataFrame, error: str, columns: list[str]) -> pl.DataFrame:
@@ -132,7 +154,7 @@ def correlate(result: ReplayResult) -> Correlation | None:
     origin = int(t["observed_start"].min())
     t = t.with_columns(
         (pl.col("observed_end") - pl.col("observed_start")).alias("observed"),
-        pl.Series("wait", waits(result.graph, t["start"].to_numpy(), t["end"].to_numpy())),
+        pl.Series("wait", _predicted_waits(result)),
         pl.Series("observed_wait", _observed_waits(result)))
     t = t.with_columns((pl.col("duration") - pl.col("observed")).alias("duration_error"),
                        (pl.col("wait") - pl.col("observed_wait")).alias("wait_error"))

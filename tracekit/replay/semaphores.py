@@ -194,6 +194,31 @@ def window_edges(table: SemTable, released: Released, node_engine: np.ndarray
     return src, dst, binder
 
 
+def binder_ends(table: SemTable, released: Released, node_engine: np.ndarray,
+                end: np.ndarray) -> np.ndarray:
+    """Per graph row, the latest end among the changes of its waits' windows (`window_edges`)
+    in that timeline, without building the edges: a log is in arrival order, so each window's
+    latest change is its binder. The minimum int64 for a row with none. `end`: per graph row
+    (int64); `node_engine`: each row's engine code."""
+    n_eng = int(node_engine.max(initial=-1)) + 1
+    binder, _ = _binders(table.node, table.sem, table.value, table.cond, table.op,
+                         table.log_ptr, released.log_count, released.arrived, released.upto,
+                         node_engine, n_eng, table.semaphores)
+    return _binder_ends(table.node, table.sem, table.log_ptr, released.log, binder,
+                        np.asarray(end, dtype=np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _binder_ends(node, sem, log_ptr, log, binder, end):  # pragma: no cover - compiled
+    out = np.full(end.size, np.iinfo(np.int64).min, dtype=np.int64)
+    for r in range(node.size):
+        if binder[r] >= 0:
+            at = end[node[log[log_ptr[sem[r]] + binder[r]]]]
+            if at > out[node[r]]:
+                out[node[r]] = at
+    return out
+
+
 @numba.njit(cache=True, nogil=True)
 def _binders(node, sem, value, cond, op, log_ptr, log_count, arrived, upto, node_engine,
              n_eng, n_sem):  # pragma: no cover - compiled
