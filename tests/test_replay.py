@@ -1293,3 +1293,12 @@ def test_waits_from_the_semaphore_history_equal_waits_over_the_edges(sample: str
                   frame["end"].to_numpy())
     assert np.array_equal(_observed_waits(result), edges)
     assert (edges != 0).any()
+
+
+@pytest.mark.parametrize("sample", ["gemm", "mlp"])
+def test_edges_are_counted_without_building_the_graph(sample: str) -> None:
+    trace = tracekit.open_trace(Path(__file__).resolve().parents[1] / "sample_traces" / sample)
+    result = replay(trace)
+    counted = result.edges
+    assert "graph" not in result.__dict__  # not built to count
+    assert counted == result.graph.edges > result.fixed.edges

@@ -41,6 +41,7 @@ from tracekit.replay.semaphores import (
     holds,
     log_counts,
     observed_release,
+    window_edge_count,
     window_edges,
 )
 from tracekit.trace.bundle import Trace, write_trace
@@ -119,6 +120,18 @@ class ReplayResult:
     @property
     def makespan(self) -> int:
         return int(self.timeline["end"].max() or 0)
+
+    @property
+    def edges(self) -> int:
+        """The edges of `graph`, counted without building it when it is not built yet."""
+        if "graph" in self.__dict__ or self.released is None or self.queues is None \
+                or self.fixed.sems.size == 0:
+            return self.graph.edges
+        eng_ptr, eng_nodes = self.queues
+        node_engine = np.empty(self.fixed.nodes, dtype=np.int64)
+        node_engine[eng_nodes] = np.repeat(np.arange(eng_ptr.size - 1), np.diff(eng_ptr))
+        return self.fixed.edges + window_edge_count(self.fixed.sems, self.released,
+                                                    node_engine)
 
     @property
     def clock_hz(self) -> float:

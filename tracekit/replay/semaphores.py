@@ -194,6 +194,14 @@ def window_edges(table: SemTable, released: Released, node_engine: np.ndarray
     return src, dst, binder
 
 
+def window_edge_count(table: SemTable, released: Released, node_engine: np.ndarray) -> int:
+    """How many semaphore edges `window_edges` would give, without building them."""
+    n_eng = int(node_engine.max(initial=-1)) + 1
+    return int(_binders(table.node, table.sem, table.value, table.cond, table.op,
+                        table.log_ptr, released.log_count, released.arrived, released.upto,
+                        node_engine, n_eng, table.semaphores)[1])
+
+
 def binder_ends(table: SemTable, released: Released, node_engine: np.ndarray,
                 end: np.ndarray) -> np.ndarray:
     """Per graph row, the latest end among the changes of its waits' windows (`window_edges`)
