@@ -1302,3 +1302,13 @@ def test_edges_are_counted_without_building_the_graph(sample: str) -> None:
     counted = result.edges
     assert "graph" not in result.__dict__  # not built to count
     assert counted == result.graph.edges > result.fixed.edges
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.integers(0, 5), max_size=40), st.integers(1, 6))
+def test_largest_errors_by_one_pass_equal_a_sort(values: list[int], k: int) -> None:
+    from tracekit.analysis.replay_report import _top
+
+    want = [i for i in sorted(range(len(values)), key=lambda i: (-values[i], i))
+            if values[i] != 0][:k]
+    assert _top(np.array(values, dtype=np.int64), k).tolist() == want

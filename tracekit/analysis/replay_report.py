@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import polars as pl
 
@@ -138,12 +139,31 @@ def _observed_waits(result: ReplayResult) -> np.ndarray:
 
 
 def _largest(t: pl.DataFrame, error: str, columns: list[str]) -> pl.DataFrame:
-    """The TOP_DIVERGENT rows of `t` with the largest non-zero |error|, ties by id."""
-    return (t.filter(pl.col(error) != 0)
-            .with_columns(pl.col(error).abs().alias("_abs"))
-            .top_k(TOP_DIVERGENT, by=["_abs", "id"], reverse=[False, True])  # no full sort
-            .sort(["_abs", "id"], descending=[True, False])
-            .select("id", "engine", "opcode", "layer", *columns, error))
+    """The TOP_DIVERGENT rows of `t` (in id order) with the largest non-zero |error|, ties by
+    id: one pass over the error column, not a sort of the frame."""
+    rows = _top(np.abs(t[error].to_numpy().astype(np.int64)), TOP_DIVERGENT)
+    return t[rows].select("id", "engine", "opcode", "layer", *columns, error)
+
+
+@numba.njit(cache=True, nogil=True)
+def _top(size, k):  # pragma: no cover - compiled
+    """The rows of the k largest non-zero values, largest first, ties by row."""
+    best = np.zeros(k, dtype=np.int64)
+    row = np.full(k, -1, dtype=np.int64)
+    held = 0
+    for i in range(size.size):
+        v = size[i]
+        if v == 0 or (held == k and v <= best[k - 1]):
+            continue
+        j = min(held, k - 1)
+        while j > 0 and best[j - 1] < v:  # after the equal ones: ties keep row order
+            best[j] = best[j - 1]
+            row[j] = row[j - 1]
+            j -= 1
+        best[j] = v
+        row[j] = i
+        held = min(held + 1, k)
+    return row[:held]
 
 
 def correlate(result: ReplayResult) -> Correlation | None:
