@@ -132,7 +132,7 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
                               ("opcodes", "opcode", summary.opcodes)):
         columns = [(key, "left"), ("instructions", "right")]
         if timed:
-            columns.append((f"busy {m.time_unit.value}", "right"))
+            columns.append((f"summed durations ({m.time_unit.value})", "right"))
         out = _table(f"\n{title}", *columns)
         for row in frame.iter_rows(named=True):
             cells = [Text(row[key] if row[key] is not None else "(null)"),
@@ -559,11 +559,13 @@ def summary_markdown(summary: TraceSummary) -> str:
     tables = pl.DataFrame([{"table": t.name, "rows": t.rows, "size": _size(t.bytes)}
                            for t in summary.tables],
                           schema={"table": pl.String, "rows": pl.Int64, "size": pl.String})
-    busy = {f"busy {unit}": ","} if summary.span_cycles is not None else {}
+    # The trace's own durations summed (not the glossary's busy, which counts overlaps once).
+    summed = f"summed durations ({unit})"
+    busy = {summed: ","} if summary.span_cycles is not None else {}
     return sections_markdown(f"Trace {summary.trace.path}", dict(summary_facts(summary)), [
         ("Tables", tables, {"table": "", "rows": ",", "size": ""}),
         *((title, frame.with_columns(pl.col(key).fill_null("(null)"))
-           .rename({"busy_cycles": f"busy {unit}"}), {key: "", "instructions": ",", **busy})
+           .rename({"busy_cycles": summed}), {key: "", "instructions": ",", **busy})
           for title, key, frame in (("Engines", "engine", summary.engines),
                                     ("Opcodes", "opcode", summary.opcodes)))])
 
