@@ -131,8 +131,8 @@ class _Groups:
     owns groups sem_ptr[s]:sem_ptr[s + 1]; group g holds elements ptr[g]:ptr[g + 1] (engine
     `engine[g]`), each with its 1-based place, instruction row, op and value. Prefix sums
     over the whole array (adds, subs: values; sets: how many), `last_set[k]`: the last set
-    at or before element k in its group (-1: none); `simple`: per semaphore, only signals on one engine;
-    `adding`: per semaphore, how many engines signal it."""
+    at or before element k in its group (-1: none); `simple`: per semaphore, only signals
+    on one engine; `adding`: per semaphore, how many engines signal it."""
 
     sem_ptr: np.ndarray
     ptr: np.ndarray
