@@ -355,7 +355,7 @@ def test_info_labels_times_in_the_bundles_unit(tmp_path: Path) -> None:
                 workload="w", time_unit="ns", created="x")
     result = CliRunner().invoke(app, ["info", str(tmp_path / "t")])
     assert result.exit_code == 0, result.output
-    assert "busy ns" in result.stdout
+    assert "summed durations (ns)" in result.stdout
     assert "0 .. 2,010 (2,010 ns)" in result.stdout
     result = CliRunner().invoke(app, ["info", str(tmp_path / "t"), "--format", "json"])
     assert json.loads(result.stdout)["span"]["seconds"] == pytest.approx(2.01e-6)
