@@ -385,6 +385,8 @@ class WhatIfReport(Report):
     makespan: int = 0
     engines: pl.DataFrame = field(default=None)  # type: ignore[assignment]
     why: str | None = None
+    result: Any = None
+    """The `analysis.whatif.WhatIf` behind the report."""
 
     def markdown(self) -> str:
         # As `tracekit whatif -f md` titles its table.
@@ -419,7 +421,7 @@ def whatif(trace: TraceLike, machine: MachineLike = None, *,
         [("by engine (base, and after the change)", result.engines,
           render.WHATIF_ENGINE_COLS)], f"What-if on {opened.path}",
         base_makespan=result.base_makespan, makespan=result.makespan,
-        engines=result.engines, why=result.why)
+        engines=result.engines, why=result.why, result=result)
 
 
 @dataclass(frozen=True, repr=False)

@@ -231,10 +231,7 @@ def replay(
 ) -> None:
     """Replay a trace through the timing model: makespan, engine use, and (for a timed
     trace) how far the prediction is from what was observed."""
-    from tracekit.analysis.replay_report import correlate, summarize_replay
-    from tracekit.replay.machine import resolve_machine
     from tracekit.replay.run import Mode, write_predicted
-    from tracekit.replay.run import replay as run_replay
 
     if mode not in {m.value for m in Mode}:
         raise typer.BadParameter(f"{mode!r} is not one of model, observed",
@@ -244,14 +241,11 @@ def replay(
     if output is not None and output.resolve() == trace.resolve():
         raise typer.BadParameter("the output would replace the trace being replayed; choose "
                                  "another path", param_hint="--output")
-    with _status("reading the trace"):
-        opened = _open(trace, (*REPLAY_TABLES, "memory") if memory_deps else REPLAY_TABLES)
-        chosen = resolve_machine(machine)
     with _status("deriving dependencies and replaying"):
-        result = run_replay(opened, chosen, Mode(mode), memory_deps=memory_deps)
+        report = api.replay(trace, machine, mode=mode, memory_deps=memory_deps)
+    result, summary, correlation = report.result, report.summary, report.correlation
     for note in result.notes:
         typer.echo(f"warning: {note}", err=True)
-    summary, correlation = summarize_replay(result), correlate(result)
     if output is not None:
         with _status(f"writing {output}"):
             write_predicted(result, output, overwrite=force)
@@ -346,8 +340,6 @@ def whatif(
     each engine's busy and HBM contention cycles before and after, and, when the run moves
     against the change (a faster part, a longer run), why."""
     from tracekit.analysis.whatif import parse_scale, parse_set
-    from tracekit.analysis.whatif import whatif as run_whatif
-    from tracekit.replay.machine import resolve_machine
     from tracekit.replay.run import Mode
 
     changes = [parse_scale(text) for text in scale or []]
@@ -356,18 +348,20 @@ def whatif(
         raise typer.BadParameter("give at least one --scale or --set", param_hint="--scale")
     if mode not in {m.value for m in Mode}:
         raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
-    opened, resolved = _open(trace, REPLAY_TABLES), resolve_machine(machine)
+    by_group: dict[str, dict[str, float]] = {}
+    for change in changes:
+        by_group.setdefault(change.group, {})[change.name] = change.factor
     with _status("replaying twice"):
-        result = run_whatif(opened, resolved, changes, sets, Mode(mode))
-    head = render.replay_facts(opened, resolved, mode)
+        report = api.whatif(trace, machine, scale=by_group, set=sets, mode=mode)
     if format is ReportFormat.JSON:
-        sys.stdout.write(render.to_json(render.whatif_to_dict(str(trace), scale or [],
-                                                              set_ or [], result, head)))
+        sys.stdout.write(render.to_json({
+            **report.head, **render.whatif_head(str(trace), scale or [], set_ or [],
+                                                report.result),
+            "why": report.why, "engines": render.records(report.engines)}))
     elif format is ReportFormat.MD:
-        sys.stdout.write(render.whatif_markdown(str(trace), scale or [], set_ or [], result,
-                                                head))
+        sys.stdout.write(report.markdown())
     else:
-        render.print_whatif(_stdout(), scale or [], set_ or [], result, head)
+        render.print_sections(_stdout(), report.title, report.facts, report.sections)
 
 
 @app.command()
@@ -381,16 +375,14 @@ def sensitivity(
     """Which 10 % speed-up buys the most: every engine, opcode, layer and the DMA and HBM
     bandwidths made 10 % faster in turn, ranked by makespan gained; where a faster part makes
     the run longer, why (HBM contention, the critical path's move)."""
-    from tracekit.analysis.whatif import sensitivity as run_sensitivity
-    from tracekit.replay.machine import resolve_machine
     from tracekit.replay.run import Mode
 
     if mode not in {m.value for m in Mode}:
         raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
-    opened, resolved = _open(trace, REPLAY_TABLES), resolve_machine(machine)
     with _status("replaying each change"):
-        table = run_sensitivity(opened, resolved, Mode(mode))
-    head = render.replay_facts(opened, resolved, mode)
+        report = api.sensitivity(trace, machine, mode=mode)
+    table = report.ranking
+    head = [f for f in report.facts if f.key != "speedup"]  # the renderers add that line
     if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json({**render.facts_json(head), "speedup_pct": 10,
                                          "ranking": render.records(table)}))
