@@ -19,7 +19,8 @@ import io
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import polars as pl
 from rich.console import Console
@@ -50,25 +51,30 @@ REPLAY_TABLES = ("instructions", "semaphores", "deps")
 """The tables a replay reads (and the analyses of its timeline)."""
 
 
+E = TypeVar("E", bound=StrEnum)
+
+
 class ArgumentError(TracekitError, ValueError):
     """A call's argument is not one it takes (a mode, a timeline, a what-if without a change);
     the message names what it takes."""
 
 
-def mode_of(mode: Mode | str) -> Mode:
+def _member(kind: type[E], value: E | str, what: str) -> E:
+    """`value` as a member of the enum `kind`; ArgumentError naming the members if it is not
+    one."""
     try:
-        return Mode(mode)
+        return kind(value)
     except ValueError:
-        raise ArgumentError(f"mode {mode!r} is not one of "
-                            f"{', '.join(m.value for m in Mode)}") from None
+        raise ArgumentError(f"{what} {value!r} is not one of "
+                            f"{', '.join(m.value for m in kind)}") from None
+
+
+def mode_of(mode: Mode | str) -> Mode:
+    return _member(Mode, mode, "mode")
 
 
 def timeline_of(timeline: TimelineChoice | str) -> TimelineChoice:
-    try:
-        return TimelineChoice(timeline)
-    except ValueError:
-        raise ArgumentError(f"timeline {timeline!r} is not one of "
-                            f"{', '.join(t.value for t in TimelineChoice)}") from None
+    return _member(TimelineChoice, timeline, "timeline")
 
 
 def trace_of(trace: TraceLike, tables: Collection[str] | None = None) -> Trace:
