@@ -1,0 +1,232 @@
+"""The commands on a timeline: stalls, critical path, what-if, sensitivity, calibration,
+analysis and bug signatures."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tracekit import api
+from tracekit.analysis.timelines import TimelineChoice
+from tracekit.cli import render
+from tracekit.cli.app import (
+    EXIT_FINDING,
+    REPLAY_TABLES,
+    MachineOpt,
+    Opt,
+    ReportFormat,
+    ReportFormatOpt,
+    TimelineOpt,
+    TraceArg,
+    app,
+    emit,
+    handles_errors,
+    open_bundle,
+    refuse_to_replace,
+    status,
+    stdout_console,
+)
+from tracekit.trace.bundle import write_text_atomic
+
+
+@app.command()
+@handles_errors
+def stalls(trace: TraceArg, machine: MachineOpt = None,
+           timeline: TimelineOpt = TimelineChoice.AUTO,
+           format: ReportFormatOpt = ReportFormat.TEXT) -> None:  # noqa: A002
+    """Where the time went: every engine's cycles split into busy (by opcode), waiting (by the
+    producer and edge that held it) and idle."""
+    with status("stalls"):
+        report = api.stalls(trace, machine, timeline=timeline)
+    emit(report, format, {"stalls": report.stalls})
+
+@app.command("critical-path")
+@handles_errors
+def critical_path_command(
+    trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = TimelineChoice.AUTO,
+    steps: Annotated[int, Opt(min=0, help="Longest steps to list in text output.")] = 15,
+    near: Annotated[float, Opt(min=0.0, help="Near-critical: slack under this % of the "
+                                             "makespan.")] = 1.0,
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+) -> None:
+    """What limits the runtime: the chain of instructions that decided the makespan, its
+    composition by engine, opcode and layer, and how many instructions have no slack."""
+    with status("critical path"):
+        report = api.critical_path(trace, machine, timeline=timeline, near_pct=near,
+                                   steps=steps)
+    path = report.path
+    if format is ReportFormat.JSON:
+        data = {**report.head, **render.critical_path_to_dict(path)}
+        data["near_critical"] = {"threshold_pct": near,
+                                 "instructions": render.records(report.near_critical)}
+        sys.stdout.write(render.to_json(data))
+    else:
+        emit(report, format, {})
+
+
+@app.command()
+@handles_errors
+def whatif(
+    trace: TraceArg, machine: MachineOpt = None,
+    scale: Annotated[list[str] | None, Opt(help="GROUP=NAME:FACTOR, e.g. engine=tensor:0.5 "
+                                            "(repeatable; GROUP: engine, opcode, layer).")]
+    = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="NAME=VALUE: hbm_bandwidth, "
+                                          "dma_bandwidth (bytes/cycle), semaphore_latency, "
+                                          "data_latency (cycles). Repeatable.")] = None,
+    mode: Annotated[str, Opt(help="model or observed durations.")] = "model",
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+) -> None:
+    """Replay with changed durations or machine parameters: the new makespan and the change,
+    each engine's busy and HBM contention cycles before and after, and, when the run moves
+    against the change (a faster part, a longer run), why."""
+    from tracekit.analysis.whatif import parse_scale, parse_set
+    from tracekit.replay.run import Mode
+
+    changes = [parse_scale(text) for text in scale or []]
+    sets = dict(parse_set(text) for text in set_ or [])
+    if not changes and not sets:
+        raise typer.BadParameter("give at least one --scale or --set", param_hint="--scale")
+    if mode not in {m.value for m in Mode}:
+        raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
+    by_group: dict[str, dict[str, float]] = {}
+    for change in changes:
+        by_group.setdefault(change.group, {})[change.name] = change.factor
+    with status("replaying twice"):
+        report = api.whatif(trace, machine, scale=by_group, set=sets, mode=mode)
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json({
+            **report.head, **render.whatif_head(str(trace), scale or [], set_ or [],
+                                                report.result),
+            "why": report.why, "engines": render.records(report.engines)}))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(report.markdown())
+    else:
+        render.print_sections(stdout_console(), report.title, report.facts, report.sections)
+
+
+@app.command()
+@handles_errors
+def sensitivity(
+    trace: TraceArg, machine: MachineOpt = None,
+    top: Annotated[int, Opt(min=0, help="Rows to show in text and md output.")] = 15,
+    mode: Annotated[str, Opt(help="model or observed durations.")] = "model",
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+) -> None:
+    """Which 10 % speed-up buys the most: every engine, opcode, layer and the DMA and HBM
+    bandwidths made 10 % faster in turn, ranked by makespan gained; where a faster part makes
+    the run longer, why (HBM contention, the critical path's move)."""
+    from tracekit.replay.run import Mode
+
+    if mode not in {m.value for m in Mode}:
+        raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
+    with status("replaying each change"):
+        report = api.sensitivity(trace, machine, mode=mode)
+    table = report.ranking
+    head = [f for f in report.facts if f.key != "speedup"]  # the renderers add that line
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json({**render.facts_json(head), "speedup_pct": 10,
+                                         "ranking": render.records(table)}))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.sensitivity_markdown(str(trace), 10, table, top, head))
+    else:
+        render.print_sensitivity(stdout_console(), 10, table, top, head)
+
+
+@app.command()
+@handles_errors
+def calibrate(
+    traces: Annotated[list[Path], typer.Argument(help="Timed trace bundles to fit.",
+                                                 show_default=False)],
+    output: Annotated[Path, Opt("--output", "-o", help="Machine TOML file to write.",
+                                show_default=False)],
+    machine: MachineOpt = None,
+    force: Annotated[bool, Opt("--force", help="Replace an existing file.")] = False,
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+) -> None:
+    """Fit the latency model to observed durations and write a machine file for replay. One
+    instruction in five (by a fixed hash of its id) is held out of the fit and the fits are
+    judged on those; a poor fit is a warning on stderr."""
+    from tracekit.analysis.calibrate import calibrate as run_calibrate
+    from tracekit.analysis.calibrate import machine_toml
+    from tracekit.replay.machine import resolve_machine
+
+    refuse_to_replace(output, force)
+    if not output.resolve().parent.is_dir():
+        raise typer.BadParameter(f"{output.parent} is not a folder", param_hint="--output")
+    if output.is_dir():
+        raise typer.BadParameter(f"{output} is a folder; give a file name such as "
+                                 f"fitted.toml", param_hint="--output")
+    with status("fitting"):
+        result = run_calibrate([open_bundle(t, REPLAY_TABLES) for t in traces],
+                               resolve_machine(machine))
+    text = machine_toml(result.machine, f"fitted by tracekit calibrate to {len(traces)} "
+                                        f"trace(s)")
+    write_text_atomic(output, text)  # never a half-written machine file
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning.message}", err=True)
+    args = (result, str(output), [str(t) for t in traces])
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json(render.calibration_to_dict(*args)))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.calibration_markdown(*args))
+    else:
+        render.print_calibration(stdout_console(), *args)
+
+
+@app.command()
+@handles_errors
+def analyze(
+    trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = TimelineChoice.AUTO,
+    top: Annotated[int, Opt(min=0, help="Sensitivity rows to show.")] = 5,
+    format: Annotated[ReportFormat, Opt("--format", "-f",  # noqa: A002
+                                        help="Output format.")] = ReportFormat.TEXT,
+) -> None:
+    """One report: the engine figures (busy, HBM contention, waiting, idle, FLOP utilization,
+    achieved bandwidth), stalls, the critical path, the top of the sensitivity ranking and the
+    bug signatures found."""
+    with status("analysing"):
+        report = api.analyze(trace, machine, timeline=timeline, top=top)
+    tables = {"engines": report.engines, "array": report.array, "stalls": report.stalls,
+              "critical_path_by_engine": report.path.by_engine,
+              "critical_path_by_layer": report.path.by_layer,
+              "sensitivity": report.sensitivity, "findings": report.findings}
+    emit(report, format, {key: frame for key, frame in tables.items() if frame is not None})
+
+
+class FailOn(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@app.command()
+@handles_errors
+def bugs(
+    trace: TraceArg, machine: MachineOpt = None,
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+    fail_on: Annotated[FailOn, Opt("--fail-on", help="Exit 3 when a finding of this "
+                                   "severity or worse is present.")] = FailOn.ERROR,
+) -> None:
+    """Architectural bug signatures: races by happens-before, deadlocks, semaphore misuse,
+    impossible timing, bandwidth beyond physics, latency outliers and stuck or slow engines,
+    out-of-bounds accesses, and inefficiencies (reloads, dead writes, small DMAs, semaphore
+    ping-pong), each with its evidence and a hint."""
+    from tracekit.analysis.signatures import Severity
+
+    with status("looking for bug signatures"):
+        report = api.bugs(trace, machine)
+    frame = report.findings
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json({**report.head, "findings": frame.to_dicts()}))
+    elif format is ReportFormat.MD:
+        sys.stdout.write(render.findings_markdown(str(trace), frame, report.facts))
+    else:
+        render.print_facts(stdout_console(), "bugs", report.facts)
+        render.print_findings(stdout_console(), frame)
+    threshold = Severity(fail_on.value).rank
+    if any(Severity(s).rank >= threshold for s in frame["severity"]):
+        raise typer.Exit(EXIT_FINDING)
