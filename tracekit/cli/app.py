@@ -1,5 +1,7 @@
 """The `tracekit` command line: thin Typer commands over the library. Library errors become exit
 codes here and only here: 0 ok, 1 error in input or use, 2 usage, 3 regression or finding.
+This module holds the app, the options and helpers the commands share, and validate, info and
+replay; the other commands are in `tracekit.cli.commands`.
 """
 
 from __future__ import annotations
