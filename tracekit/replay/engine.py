@@ -56,6 +56,20 @@ def _next_change(at, row, completed, done_order, sem_ptr, sem_op):  # pragma: no
     return at, row
 
 
+@numba.njit(cache=True, inline="always")
+def _arrive(s, seq, at, row, completed, count, log, log_ptr, arrived, last_seq, done_order,
+            sem_ptr, sem_op, sem_value):  # pragma: no cover - compiled
+    """Change `row` (of semaphore `s`) arrives: the count moves, the change is logged as
+    semaphore s's next and as the seq-th of all, and the queue moves on (`_next_change`).
+    Returns the next seq, and the queue's (at, row). Inlined into the kernel."""
+    count[s] = apply(count[s], sem_op[row], sem_value[row])
+    log[log_ptr[s] + arrived[s]] = row
+    arrived[s] += 1
+    last_seq[s] = seq
+    at, row = _next_change(at, row + 1, completed, done_order, sem_ptr, sem_op)
+    return seq + 1, at, row
+
+
 @numba.njit(cache=True, nogil=True)
 def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, succ_dst,
                   succ_kind, kind_latency, setup, nbytes, caps, hbm_bw, sem_ptr, sem_node,
@@ -91,7 +105,7 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
     The semaphore logic and the water-filling are written out in this loop rather than in
     helper functions: each call of a compiled helper that takes arrays pays reference counting
     on every array, which at tens of millions of calls costs more than the replay itself
-    (`_next_change` is inlined by numba, which has no such cost).
+    (`_arrive` and `_next_change` are inlined by numba, which has no such cost).
     """
     n = node_engine.size
     m = sem_code.size
@@ -184,12 +198,8 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
         while ch_i < completed and end[done_order[ch_i]] + sem_latency <= limit:
             s = sem_code[ch]
             arrival_now = arrival_now or watch[s] > 0
-            count[s] = apply(count[s], sem_op[ch], sem_value[ch])
-            log[log_ptr[s] + arrived[s]] = ch
-            arrived[s] += 1
-            last_seq[s] = seq
-            seq += 1
-            ch_i, ch = _next_change(ch_i, ch + 1, completed, done_order, sem_ptr, sem_op)
+            seq, ch_i, ch = _arrive(s, seq, ch_i, ch, completed, count, log, log_ptr, arrived,
+                                    last_seq, done_order, sem_ptr, sem_op, sem_value)
         if finishing:
             break
         if arrival_now:
@@ -278,12 +288,8 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
             if watch[s] > 0:
                 arrival = end[done_order[ch_i]] + sem_latency
                 break
-            count[s] = apply(count[s], sem_op[ch], sem_value[ch])
-            log[log_ptr[s] + arrived[s]] = ch
-            arrived[s] += 1
-            last_seq[s] = seq
-            seq += 1
-            ch_i, ch = _next_change(ch_i, ch + 1, completed, done_order, sem_ptr, sem_op)
+            seq, ch_i, ch = _arrive(s, seq, ch_i, ch, completed, count, log, log_ptr, arrived,
+                                    last_seq, done_order, sem_ptr, sem_op, sem_value)
         if best_e < 0 and arrival == INF:
             finishing = True  # stuck: unfinished instructions wait on what never comes
             continue
