@@ -34,6 +34,7 @@ from tracekit.replay.machine import (
     Latency,
     Machine,
     MachineError,
+    engine_kind,
     builtin_machine,
     builtin_machines,
     load_machine,
@@ -140,6 +141,15 @@ def test_builtin_machine_loads() -> None:
     assert "trn-like" in builtin_machines()
     assert resolve_machine(None) == m
     assert resolve_machine("trn-like") == m
+
+
+def test_a_physical_core_prefix_is_not_part_of_the_engine_kind() -> None:
+    m = builtin_machine()
+    assert [engine_kind(e) for e in ("p1.tensor", "p0.dma.qSyncIO0", "dma.q3", "tensor",
+                                     "pool", "p1x.tensor", "pe")] == [
+        "tensor", "dma", "dma", "tensor", "pool", "p1x.tensor", "pe"]
+    assert m.latency("p1.tensor", "matmul") == m.latency("tensor", "matmul")
+    assert m.latency("p0.dma.qSyncIO0", "DMA") == m.latency("dma.q0", "DMA")
 
 
 @pytest.mark.parametrize("path", EXAMPLE_MACHINES, ids=lambda p: p.name)

@@ -42,6 +42,8 @@ and move their bytes through the contention model of `tracekit.replay.engine`.
 
 from __future__ import annotations
 
+import re
+
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -105,8 +107,14 @@ class Machine:
         return self.queue_bytes_per_cycle.get(engine, self.dma_bytes_per_cycle)
 
 
+_CORE = re.compile(r"p[0-9]+\.")
+
+
 def engine_kind(engine: str) -> str:
-    """dma.q3 -> dma; tensor -> tensor."""
+    """dma.q3 -> dma; tensor -> tensor. A physical core's prefix (`p1.tensor`, `p0.dma.q3`, as
+    imported device profiles with several cores name their engines) is not part of the kind."""
+    if engine.startswith("p") and (core := _CORE.match(engine)):
+        engine = engine[core.end():]
     return "dma" if engine.startswith("dma.") else engine
 
 
