@@ -98,8 +98,17 @@ class SemTable:
             numbers, inverse = np.unique(raw, return_inverse=True)
             raw, place = inverse, np.arange(numbers.size)
         index = np.int32 if max(n, numbers.size, sems.height) < 2**31 else np.int64
-        ptr, out = _grouped(np.asarray(node, dtype=np.int64), n, raw, place.astype(index),
-                            op, sems["value"].to_numpy(), cond, index)
+        node = np.asarray(node, dtype=np.int64)
+        value = sems["value"].to_numpy().astype(np.int64, copy=False)
+        if _grouped_already(node):
+            # Rows already grouped by instruction (producers write them so): the columns
+            # serve as they are, and only the grouping's places are counted.
+            ptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(node, minlength=n), out=ptr[1:])
+            cond[op != WAIT] = GE
+            out = (node.astype(index), place.astype(index)[raw], op, value, cond)
+        else:
+            ptr, out = _grouped(node, n, raw, place.astype(index), op, value, cond, index)
         changes = np.bincount(out[1][out[2] != WAIT], minlength=numbers.size)
         log_ptr = np.r_[0, np.cumsum(changes)].astype(np.int64)
         return SemTable(*out, numbers=numbers.astype(np.int64), ptr=ptr, log_ptr=log_ptr)
@@ -116,6 +125,15 @@ def _enum_codes(series: pl.Series, names: tuple[str, ...]) -> np.ndarray:
     for code, name in zip(physical, distinct.cast(pl.String).to_list(), strict=True):
         lut[code] = names.index(name) if name in names else 0
     return lut[series.to_physical().fill_null(0).to_numpy()]
+
+
+@numba.njit(cache=True, nogil=True)
+def _grouped_already(node):  # pragma: no cover - compiled
+    """Whether the rows' instructions never decrease."""
+    for r in range(1, node.size):
+        if node[r] < node[r - 1]:
+            return False
+    return True
 
 
 @numba.njit(cache=True, nogil=True)
