@@ -323,10 +323,13 @@ def bugs(trace: TraceLike, machine: MachineLike = None) -> BugReport:
 @dataclass(frozen=True, repr=False)
 class Analysis(Report):
     """`analyze`: the engine figures (`engines`, `hbm`), `stalls`, the critical path (`path`),
-    the top of the `sensitivity` ranking, the `findings` and the timeline's `makespan`."""
+    the top of the `sensitivity` ranking, the `findings` and the timeline's `makespan`; for an
+    imported device profile, Neuron Explorer's Summary metrics recomputed next to the recorded
+    ones (`device_summary`, else None)."""
 
     engines: pl.DataFrame = field(default=None)  # type: ignore[assignment]
     array: pl.DataFrame | None = None
+    device_summary: pl.DataFrame | None = None
     hbm: Mapping[str, float | int] = field(default_factory=dict)
     stalls: pl.DataFrame = field(default=None)  # type: ignore[assignment]
     path: CriticalPath = field(default=None)  # type: ignore[assignment]
@@ -345,6 +348,7 @@ def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "a
     from tracekit.analysis.array import array_table
     from tracekit.analysis.critical_path import critical_path as find_path
     from tracekit.analysis.figures import engine_figures
+    from tracekit.analysis.neuron_metrics import FORMATS, summary_metrics
     from tracekit.analysis.signatures import find_bugs, findings_frame
     from tracekit.analysis.stalls import stall_table
     from tracekit.analysis.whatif import sensitivity as run_sensitivity
@@ -374,10 +378,14 @@ def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "a
             "engine": "", "layer": "", "rows": "", "cols": "", "macs": ",",
             "window_cycles": ",", "compute_util_pct": ".2f", "busy_cycles": ",",
             "stall_cycles": ","}))
+    device = summary_metrics(opened)  # an imported device profile: its own Summary's figures
+    if device is not None:
+        sections.insert(1, ("device profile summary (Neuron Explorer's metrics, observed "
+                            "times)", device, FORMATS))
     facts = [*chosen.facts, render.makespan_fact(path.makespan, chosen.clock_hz),
              render.hbm_fact(hbm, resolved), fact("critical_path_steps", path.steps.height)]
     return Analysis("analysis", facts, sections, f"Analysis of {opened.path}", engines=engines,
-                    array=array,
+                    array=array, device_summary=device,
                     hbm=hbm, stalls=stall, path=path, sensitivity=ranking, findings=findings)
 
 

@@ -191,7 +191,8 @@ def analyze(
     bug signatures found."""
     with status("analysing"):
         report = api.analyze(trace, machine, timeline=timeline, top=top)
-    tables = {"engines": report.engines, "array": report.array, "stalls": report.stalls,
+    tables = {"engines": report.engines, "array": report.array,
+              "device_summary": report.device_summary, "stalls": report.stalls,
               "critical_path_by_engine": report.path.by_engine,
               "critical_path_by_layer": report.path.by_layer,
               "sensitivity": report.sensitivity, "findings": report.findings}
