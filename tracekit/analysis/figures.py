@@ -60,6 +60,13 @@ GLOSSARY: tuple[tuple[str, str, str], ...] = (
      "Per DMA queue, the bytes its transfers moved / makespan, and as % of the queue's "
      "bandwidth in the machine; for HBM, all DMA bytes / makespan, as % of the machine's HBM "
      "bandwidth."),
+    ("device profile summary", "Neuron Explorer's (times in ns)",
+     "On a device profile imported from Neuron Explorer, `analyze` recomputes its Summary "
+     "metrics from the bundle's observed times (engine active time: the union of an engine's "
+     "instructions, tracekit's busy on an observed timeline; HFU and MFU against the tensor "
+     "engine's peak over the execution's span; DMA totals; HBM bytes from the profile's own "
+     "counters) next to the value the profile recorded; tracekit/analysis/neuron_metrics.py "
+     "defines each."),
 )
 """(figure, unit, definition) for every figure on an engine; docs/glossary.md renders it."""
 
