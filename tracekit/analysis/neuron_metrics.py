@@ -19,8 +19,8 @@ a JSON report keeps them exact). Definitions follow Neuron Explorer's (`SUMMARY-
   twice); E_engine_active_time: the time E runs at least one (the union); with several
   physical cores, the union over the cores (so the percent stays at most 100).
 - hardware_flops: the flops of the tensor engine's MATMUL instructions, transposes included;
-  transpose_flops: those of MATMUL.TRANSPOSE (NaN when there are none, as Neuron Explorer
-  writes); hfu = hardware_flops / (peak x total_time); mfu_inst = (hardware - transpose) /
+  transpose_flops: those of MATMUL.TRANSPOSE (0 when there are none, where AWS's scripts
+  show NaN: JSON has no NaN); hfu = hardware_flops / (peak x total_time); mfu_inst = (hardware - transpose) /
   (peak x total_time), peak = 2 x rows x cols x the tensor engine's clock.
 - hbm_read_bytes etc. are the profile's per-instruction byte counters (the bundle keeps no
   per-instruction byte split); mbu = (HBM read + write) / total_time / the HBM bandwidth.
@@ -93,7 +93,8 @@ def summary_metrics(trace: Trace) -> pl.DataFrame | None:
     kinds = {name: engine_kind(name) for name in inst["engine"].unique().to_list()}
     inst = inst.with_columns(
         kind=pl.col("engine").cast(pl.String).replace_strict(kinds, return_dtype=pl.String),
-        opcode=pl.col("opcode").cast(pl.String), duration=pl.col("end") - pl.col("start"))
+        opcode=pl.col("opcode").cast(pl.String).str.to_uppercase(),  # as Neuron Explorer
+        duration=pl.col("end") - pl.col("start"))
     metadata = extra.get("metadata") or {}
     counters = extra.get("counters") or {}
     recorded = extra.get("summary") or {}
@@ -143,15 +144,14 @@ def summary_metrics(trace: Trace) -> pl.DataFrame | None:
     add("activate_instruction_count", "", activate.height)
 
     hardware = float(matmul["flops"].sum())
-    transposes = matmul.filter(pl.col("opcode").str.ends_with(".TRANSPOSE"))
-    transpose = float(transposes["flops"].sum()) if transposes.height else math.nan
+    transpose = float(matmul.filter(pl.col("opcode").str.ends_with(".TRANSPOSE"))["flops"].sum())
     add("hardware_flops", "flops", hardware)
     add("transpose_flops", "flops", transpose)
     for metric, name in (("adjusted_hardware_flops", "adjusted_flops"),
                          ("adjusted_transpose_flops", "adjusted_flops_transpose")):
         if name in counters:
             add(metric, "flops", counters[name], "counters")
-    useful = hardware - (0.0 if math.isnan(transpose) else transpose)
+    useful = hardware - transpose
     peak = _peak_flops(metadata)
     if peak and total > 0:
         add("hfu_estimated_percent", "%", hardware / (peak * total / 1e9) * 100)
