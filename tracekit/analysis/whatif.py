@@ -7,7 +7,9 @@ the makespan gained.
 A change scales the durations of a group (an engine, an opcode or a layer; a DMA's set-up and
 bytes alike) or sets a machine parameter (hbm_bandwidth, dma_bandwidth, semaphore_latency,
 data_latency). Sensitivity makes each engine, each opcode, each layer and the DMA and HBM
-bandwidths 10 % faster in turn and ranks them by cycles gained. The graph is derived once.
+bandwidths 10 % faster in turn and ranks them by cycles gained. The trace is read, its graph
+derived and its durations worked out once (`tracekit.replay.prepared`), and a change that
+needs no timeline builds none.
 Where a change moves the makespan against its direction (a faster DMA queue that slows the run
 through HBM contention, say), the result says why, with the replays' figures
 (`tracekit.analysis.explain`).
@@ -16,7 +18,9 @@ through HBM contention, say), the result says why, with the replays' figures
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import polars as pl
@@ -30,9 +34,10 @@ from tracekit.analysis.explain import (
     why,
 )
 from tracekit.errors import TracekitError
-from tracekit.replay.graph import Graph, derive
+from tracekit.replay.graph import Graph
 from tracekit.replay.machine import MAX_PARAMETER, MIN_POSITIVE, Machine, engine_kind
-from tracekit.replay.run import Mode, ReplayResult, replay
+from tracekit.replay.prepared import Measure, Prepared
+from tracekit.replay.run import Mode, ReplayResult
 from tracekit.trace.bundle import Trace
 
 GROUPS = ("engine", "opcode", "layer")
@@ -95,16 +100,15 @@ def changed_machine(machine: Machine, sets: dict[str, float]) -> Machine:
     return dataclasses.replace(machine, **fields)
 
 
-def _scaler(changes: list[Change]):  # type: ignore[no-untyped-def]
-    def scale(frame: pl.DataFrame) -> np.ndarray:
-        factor = np.ones(frame.height)
-        for change in changes:
-            hit = (frame[change.group].cast(pl.String) == change.name).fill_null(False)
-            if not hit.any():
-                raise WhatIfError(f"no instruction has {change.group} {change.name!r}.")
-            factor[hit.to_numpy()] *= change.factor
-        return factor
-    return scale
+def factors(prepared: Prepared, changes: list[Change]) -> np.ndarray | None:
+    """The duration factor of each instruction under `changes` (None when there are none);
+    WhatIfError for a change that selects no instruction."""
+    if not changes:
+        return None
+    try:
+        return prepared.factors((c.group, c.name, c.factor) for c in changes)
+    except KeyError as exc:
+        raise WhatIfError(f"{exc.args[0]}.") from None
 
 
 def faster(changes: list[Change], sets: dict[str, float], machine: Machine) -> bool | None:
@@ -165,10 +169,9 @@ def whatif(trace: Trace, machine: Machine, changes: list[Change],
            graph: Graph | None = None) -> WhatIf:
     """The makespan before and after the changes, and why when it moved against them."""
     sets = sets or {}
-    graph = graph or derive(trace)
-    base = replay(trace, machine, mode, graph=graph)
-    after = replay(trace, changed_machine(machine, sets), mode, graph=graph,
-                   scale=_scaler(changes) if changes else None)
+    prepared = Prepared(trace, machine, mode, graph)
+    base = prepared.replay()
+    after = prepared.replay(changed_machine(machine, sets), factors(prepared, changes))
     reason = None
     if counter_intuitive(faster(changes, sets, machine), base.makespan, after.makespan):
         reason = why(f"the change ({describe(changes, sets)})", base, after,
@@ -192,17 +195,18 @@ class _Rows:
                  .agg(pl.col("engine").cast(pl.String).unique()).drop_nulls("_name"))
         return {name: set(engines) for name, engines in table.iter_rows()}
 
-    def row(self, group: str, name: str, after: ReplayResult, touched: set[str]
-            ) -> tuple[str, str, int, int, str | None]:
+    def row(self, group: str, name: str, after: Measure, replayed: Callable[[], ReplayResult],
+            touched: set[str]) -> tuple[str, str, int, int, str | None]:
         """The makespan after, the change of HBM contention, and why when the faster part
-        made the run longer."""
+        made the run longer (only then is the changed run's timeline built, by
+        `replayed`)."""
         base = self.base
-        contention = int(after.timeline["contention"].sum() - base.timeline["contention"].sum())
+        contention = after.contention - int(base.timeline["contention"].sum())
         reason = None
         if counter_intuitive(True, base.makespan, after.makespan):
             if self.base_path is None:
                 self.base_path = path_figures(base)
-            reason = why(f"{group} {name} {self.speedup * 100:g} % faster", base, after,
+            reason = why(f"{group} {name} {self.speedup * 100:g} % faster", base, replayed(),
                          touched, self.base_path)
         return group, name, after.makespan, contention, reason
 
@@ -218,8 +222,8 @@ def sensitivity(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
     change that makes the run longer, the sentence of `explain.why`; else null). Most gained
     first, ties by group and name.
     """
-    graph = derive(trace) if graph is None else graph
-    base = replay(trace, machine, mode, graph=graph)
+    prepared = Prepared(trace, machine, mode, graph)
+    base = prepared.replay()
     make = _Rows(base, speedup)
     groups = {group: make.engines(group) for group in GROUPS}
     parameters = ((("dma_bandwidth", "dma_bytes_per_cycle"),
@@ -229,14 +233,16 @@ def sensitivity(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
     with progress.step("replaying each change", total=total) as done:
         for group, engines in groups.items():
             for name in sorted(engines):
-                after = replay(trace, machine, mode, graph=graph,
-                               scale=_scaler([Change(group, name, 1 - speedup)]))
-                rows.append(make.row(group, name, after, engines[name]))
+                factor = factors(prepared, [Change(group, name, 1 - speedup)])
+                rows.append(make.row(group, name, prepared.measure(factor=factor),
+                                     partial(prepared.replay, factor=factor), engines[name]))
                 done.advance()
         for name, field in parameters:
             sets = {name: getattr(machine, field) / (1 - speedup)}
-            after = replay(trace, changed_machine(machine, sets), mode, graph=graph)
-            rows.append(make.row("parameter", name, after, touched(base.timeline, [], sets)))
+            changed = changed_machine(machine, sets)
+            rows.append(make.row("parameter", name, prepared.measure(changed),
+                                 partial(prepared.replay, changed),
+                                 touched(base.timeline, [], sets)))
             done.advance()
     table = pl.DataFrame(rows, schema={"group": pl.String, "name": pl.String,
                                        "makespan": pl.Int64, "contention_delta": pl.Int64,

@@ -19,19 +19,14 @@ import numpy as np
 import polars as pl
 
 from tracekit import __version__, progress
-from tracekit.errors import ManifestError, TracekitError
-from tracekit.replay.engine import replay_kernel, transfer_contention
+from tracekit.errors import TracekitError
 from tracekit.replay.graph import (
-    KINDS,
     MEMORY,
-    ORDER,
     SEMAPHORE,
     Graph,
-    csr,
-    derive,
     queue_order,
 )
-from tracekit.replay.machine import Latency, Machine, builtin_machine, engine_kind
+from tracekit.replay.machine import Latency, Machine, engine_kind
 from tracekit.replay.semaphores import (
     COND_NAMES,
     SET,
@@ -39,14 +34,12 @@ from tracekit.replay.semaphores import (
     WAIT,
     Released,
     holds,
-    log_counts,
     observed_release,
     window_edge_count,
     window_edges,
 )
 from tracekit.trace.bundle import Trace, write_trace
 from tracekit.trace.manifest import Producer
-from tracekit.trace.summary import natural_key
 
 MAX_CYCLES = 2.0**62
 """Times past this no longer fit the int64 cycle columns of a timeline."""
@@ -222,100 +215,13 @@ STAGES = ("read", "derive", "durations", "kernel", "timeline")
 def _replay(trace: Trace, machine: Machine | None, mode: Mode | str, graph: Graph | None,
             clock: _Stopwatch, memory_deps: bool,
             scale: Callable[[pl.DataFrame], np.ndarray] | None) -> ReplayResult:
-    machine = machine or builtin_machine()
-    mode = Mode(mode)
-    frame = trace.read_instructions(["id", "engine", "seq", "opcode", "start", "end", "elements",
-                                "bytes", "flops", "layer"])
-    engine, engines = name_codes(frame["engine"], natural_key)
-    opcode, opcodes = name_codes(frame["opcode"])
-    clock.lap("read")
-    # Ordered by the stored times; a timeline's semaphore edges are the replay's to decide.
-    graph = graph.fixed if graph is not None else derive(trace, frame, memory=memory_deps)
-    clock.lap("derive")
-    notes: tuple[str, ...] = ()
-    try:
-        # The trace's times in the machine's cycles, which the model counts.
-        frame = trace.in_cycles(frame, machine.clock_hz)
-    except ManifestError as exc:
-        if mode is Mode.OBSERVED:
-            raise
-        frame = frame.with_columns(pl.lit(None, pl.Int64).alias("start"),
-                                   pl.lit(None, pl.Int64).alias("end"))
-        notes = (f"{exc} The prediction is shown without a comparison to the observed "
-                 f"timing.",)
-    n, n_eng = frame.height, len(engines)
-    timed = frame["start"].null_count() == 0 and frame["end"].null_count() == 0 and n > 0
-    if mode is Mode.OBSERVED:
-        if not timed:
-            untimed = max(frame["start"].null_count(), frame["end"].null_count())
-            raise ReplayError(f"{trace.path}: --mode observed needs observed start and end on "
-                              f"every instruction, and this trace has "
-                              + (f"{untimed:,} untimed." if n else "no instructions.")
-                              + " Use --mode model.")
-        setup = (frame["end"] - frame["start"]).to_numpy().astype(np.float64)
-        nbytes = np.zeros(n)
-    else:
-        setup, nbytes = model_durations(engine, opcode, opcodes, frame, machine, engines)
-    if scale is not None:
-        # What-if: a factor per instruction on its duration (a DMA's set-up and bytes alike).
-        factor = np.asarray(scale(frame), dtype=np.float64)
-        setup, nbytes = setup * factor, nbytes * factor
-    caps = np.array([machine.queue_bandwidth(e) for e in engines], dtype=np.float64)
-    eng_ptr, eng_nodes = _engine_queues(engine, frame["seq"].to_numpy(), n_eng)
-    # Successor lists: the same counting sort as the predecessor CSR, keyed by source.
-    succ_ptr, succ_dst, succ_kind = csr(n, graph.destinations(), graph.src, graph.kind)
-    kind_latency = np.zeros(len(KINDS))
-    kind_latency[SEMAPHORE] = machine.semaphore_latency
-    kind_latency[[i for i in range(len(KINDS)) if i not in (ORDER, SEMAPHORE)]] = \
-        machine.data_latency
-    if not np.all(np.isfinite(setup)) or np.any(setup > MAX_CYCLES):
-        worst = int(np.argmax(np.where(np.isfinite(setup), setup, np.inf)))
-        raise ReplayError(
-            f"{machine.source}: the latency model gives instruction {int(frame['id'][worst])} "
-            f"({engines[engine[worst]]} {opcodes[opcode[worst]]}) a duration of "
-            f"{setup[worst]:g} cycles; check that engine's latency parameters.")
-    clock.lap("durations")
-    sems = graph.sems
-    (start, end, bind, bind_kind, completed, done, log, arrived, upto, count,
-     blocked) = replay_kernel(
-        n_eng, eng_ptr, eng_nodes, np.asarray(engine, dtype=np.int64), graph.ptr, succ_ptr,
-        succ_dst, succ_kind, kind_latency, setup, nbytes, caps, machine.hbm_bytes_per_cycle,
-        sems.ptr, sems.node, sems.sem, sems.op, sems.value, sems.cond, sems.log_ptr,
-        float(machine.semaphore_latency), sems.monotone,
-        np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64)
-    clock.lap("kernel")
-    released = Released(log=log, log_count=log_counts(sems, log, arrived), arrived=arrived,
-                        upto=upto)
-    if completed < n:
-        stuck = _stuck(trace, frame, graph, end, eng_ptr, eng_nodes, engines, count, blocked)
-        stuck.done, stuck.released = done, released
-        raise stuck
-    if n and not end.max() < MAX_CYCLES:
-        raise ReplayError(f"{machine.source}: the replay's times pass {MAX_CYCLES:.0e} cycles; "
-                          f"a bandwidth or latency in the machine is far out of scale.")
-    start_c, end_c = _cycles(start), _cycles(end)
-    has_bind = bind >= 0
-    contention = transfer_contention(start, end, setup, nbytes, caps, engine)
-    timeline = pl.DataFrame({
-        "id": frame["id"],
-        "engine": frame["engine"],
-        "opcode": frame["opcode"],
-        "layer": frame["layer"],
-        "start": start_c,
-        "end": end_c,
-        "duration": end_c - start_c,
-        "binding_id": pl.Series(graph.ids[np.maximum(bind, 0)]).set(
-            pl.Series(~has_bind), None),
-        "binding_kind": pl.Series([k.value for k in KINDS])[
-            np.maximum(bind_kind, 0).astype(np.int64)].set(pl.Series(~has_bind), None),
-        "contention": np.ceil(np.maximum(contention, 0.0) - 1e-6).astype(np.int64),
-        "observed_start": frame["start"],
-        "observed_end": frame["end"],
-    })
-    clock.lap("timeline")
-    return ReplayResult(trace=trace, machine=machine, mode=mode, fixed=graph,
-                        timeline=timeline, notes=notes, done=done, released=released,
-                        queues=(eng_ptr, eng_nodes))
+    # The work is a Prepared replay's (tracekit.replay.prepared), which what-if analyses and
+    # sweeps keep to replay again; imported here, as it builds on this module.
+    from tracekit.replay.prepared import Prepared
+
+    prepared = Prepared(trace, machine, mode, graph, memory_deps=memory_deps, clock=clock)
+    factor = None if scale is None else scale(prepared.frame)
+    return prepared.replay(factor=factor, clock=clock)
 
 
 class _Stopwatch:

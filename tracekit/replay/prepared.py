@@ -1,0 +1,297 @@
+"""A replay prepared once and run many times: the trace read, its graph derived, the engines'
+queues, the successor lists and the model's durations worked out once, so that each what-if
+replay or design-space point pays only for what it changes and for the kernel.
+
+    prepared = Prepared(trace, machine)                       # read, derive, durations
+    prepared.replay()                                         # == replay(trace, machine)
+    faster = prepared.factors([("engine", "tensor", 0.5)])    # tensor twice as fast
+    prepared.measure(factor=faster).makespan                  # no timeline frame built
+
+`replay` returns the same `ReplayResult` as `tracekit.replay.run.replay` (which runs through
+this class); `measure` returns only the figures a sweep keeps (`Measure`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numba
+import numpy as np
+import polars as pl
+
+from tracekit.errors import ManifestError
+from tracekit.replay.engine import replay_kernel, transfer_contention
+from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, csr, derive
+from tracekit.replay.machine import Machine, builtin_machine
+from tracekit.replay.run import (
+    MAX_CYCLES,
+    Mode,
+    ReplayError,
+    ReplayResult,
+    _cycles,
+    _engine_queues,
+    _stuck,
+    model_durations,
+    name_codes,
+)
+from tracekit.replay.semaphores import Released, log_counts
+from tracekit.trace.bundle import Trace
+from tracekit.trace.summary import natural_key
+
+COLUMNS = ["id", "engine", "seq", "opcode", "start", "end", "elements", "bytes", "flops",
+           "layer"]
+"""The instruction columns a replay reads."""
+
+SCALE_GROUPS = ("engine", "opcode", "layer")
+"""The columns a duration factor can select instructions by."""
+
+
+class Lap(Protocol):
+    def lap(self, stage: str) -> None: ...
+
+
+class _NoClock:
+    def lap(self, stage: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One replay's figures without its timeline. `makespan`: cycles; per engine of
+    `Prepared.engines` (natural order): `busy`, cycles without HBM contention (as
+    `tracekit.analysis.figures` counts busy), and `critical`, cycles on the critical path
+    (the chain of binding predecessors back from the instruction that ends last, lowest id on
+    a tie, each step counting its cycles after the previous step's end, as
+    `tracekit.analysis.critical_path` counts them); `contention`: cycles DMA transfers lost
+    to HBM sharing, summed over every transfer."""
+
+    makespan: int
+    busy: np.ndarray
+    critical: np.ndarray
+    contention: int
+
+
+class Prepared:
+    """What every replay of one trace in one mode shares, worked out once: the instructions
+    frame (times in the machine's cycles), the engine and opcode codes, the fixed dependency
+    graph (`graph`: given, else derived), the engines' queues, the successor lists and the
+    durations of `machine`'s latency model (or the trace's own in observed mode). A machine
+    with another latency table gets its durations worked out again; one with another clock
+    needs its own Prepared."""
+
+    def __init__(self, trace: Trace, machine: Machine | None = None,
+                 mode: Mode | str = Mode.MODEL, graph: Graph | None = None, *,
+                 memory_deps: bool = False, clock: Lap | None = None) -> None:
+        clock = clock or _NoClock()
+        machine = machine or builtin_machine()
+        mode = Mode(mode)
+        frame = trace.read_instructions(COLUMNS)
+        self.engine, self.engines = name_codes(frame["engine"], natural_key)
+        self.opcode, self.opcodes = name_codes(frame["opcode"])
+        clock.lap("read")
+        # Ordered by the stored times; a timeline's semaphore edges are the replay's to decide.
+        self.graph = graph.fixed if graph is not None else derive(trace, frame,
+                                                                  memory=memory_deps)
+        clock.lap("derive")
+        notes: tuple[str, ...] = ()
+        try:
+            # The trace's times in the machine's cycles, which the model counts.
+            frame = trace.in_cycles(frame, machine.clock_hz)
+        except ManifestError as exc:
+            if mode is Mode.OBSERVED:
+                raise
+            frame = frame.with_columns(pl.lit(None, pl.Int64).alias("start"),
+                                       pl.lit(None, pl.Int64).alias("end"))
+            notes = (f"{exc} The prediction is shown without a comparison to the observed "
+                     f"timing.",)
+        n = frame.height
+        timed = frame["start"].null_count() == 0 and frame["end"].null_count() == 0 and n > 0
+        if mode is Mode.OBSERVED:
+            if not timed:
+                untimed = max(frame["start"].null_count(), frame["end"].null_count())
+                raise ReplayError(f"{trace.path}: --mode observed needs observed start and end "
+                                  f"on every instruction, and this trace has "
+                                  + (f"{untimed:,} untimed." if n else "no instructions.")
+                                  + " Use --mode model.")
+            setup = (frame["end"] - frame["start"]).to_numpy().astype(np.float64)
+            nbytes = np.zeros(n)
+        else:
+            setup, nbytes = model_durations(self.engine, self.opcode, self.opcodes, frame,
+                                            machine, self.engines)
+        self.trace, self.machine, self.mode, self.frame, self.notes = (trace, machine, mode,
+                                                                       frame, notes)
+        self.setup, self.nbytes = setup, nbytes
+        self.eng_ptr, self.eng_nodes = _engine_queues(self.engine, frame["seq"].to_numpy(),
+                                                      len(self.engines))
+        # Successor lists: the same counting sort as the predecessor CSR, keyed by source.
+        g = self.graph
+        self.succ = csr(n, g.destinations(), g.src, g.kind)
+        self.node_engine = np.asarray(self.engine, dtype=np.int64)
+        clock.lap("durations")
+
+    @property
+    def n(self) -> int:
+        return self.frame.height
+
+    def factors(self, changes: Iterable[tuple[str, str, float]]) -> np.ndarray:
+        """A duration factor per instruction: the product of the factors of the (group, name,
+        factor) changes that select it (group engine, opcode or layer). A name no instruction
+        has is a KeyError naming it (the caller words the error)."""
+        factor = np.ones(self.n)
+        for group, name, value in changes:
+            hit = self.selects(group, name)
+            factor[hit] *= value
+        return factor
+
+    def selects(self, group: str, name: str) -> np.ndarray:
+        """The rows whose `group` column (engine, opcode or layer) is `name`; KeyError when
+        there are none."""
+        hit = (self.frame[group].cast(pl.String) == name).fill_null(False)
+        if not hit.any():
+            raise KeyError(f"no instruction has {group} {name!r}")
+        return hit.to_numpy()
+
+    def durations(self, machine: Machine) -> tuple[np.ndarray, np.ndarray]:
+        """Set-up or compute cycles and DMA bytes per instruction under `machine` (the
+        prepared ones unless its latency table differs)."""
+        base = self.machine
+        if machine.clock_hz != base.clock_hz:
+            raise ReplayError(f"{machine.source}: a clock of {machine.clock_hz:g} Hz, but the "
+                              f"replay was prepared at {base.clock_hz:g} Hz; prepare the "
+                              f"trace again for this machine.")
+        if self.mode is Mode.OBSERVED or (machine.engines == base.engines
+                                          and machine.opcodes == base.opcodes):
+            return self.setup, self.nbytes
+        return model_durations(self.engine, self.opcode, self.opcodes, self.frame, machine,
+                               self.engines)
+
+    def _kernel(self, machine: Machine | None, factor: np.ndarray | None):  # type: ignore[no-untyped-def]
+        machine = machine or self.machine
+        setup, nbytes = self.durations(machine)
+        if factor is not None:
+            # What-if: a factor per instruction on its duration (a DMA's set-up and bytes
+            # alike).
+            factor = np.asarray(factor, dtype=np.float64)
+            setup, nbytes = setup * factor, nbytes * factor
+        engines, engine = self.engines, self.engine
+        caps = np.array([machine.queue_bandwidth(e) for e in engines], dtype=np.float64)
+        kind_latency = np.zeros(len(KINDS))
+        kind_latency[SEMAPHORE] = machine.semaphore_latency
+        kind_latency[[i for i in range(len(KINDS)) if i not in (ORDER, SEMAPHORE)]] = \
+            machine.data_latency
+        if not np.all(np.isfinite(setup)) or np.any(setup > MAX_CYCLES):
+            worst = int(np.argmax(np.where(np.isfinite(setup), setup, np.inf)))
+            raise ReplayError(
+                f"{machine.source}: the latency model gives instruction "
+                f"{int(self.frame['id'][worst])} ({engines[engine[worst]]} "
+                f"{self.opcodes[self.opcode[worst]]}) a duration of {setup[worst]:g} cycles; "
+                f"check that engine's latency parameters.")
+        graph, sems, n = self.graph, self.graph.sems, self.n
+        succ_ptr, succ_dst, succ_kind = self.succ
+        out = replay_kernel(
+            len(engines), self.eng_ptr, self.eng_nodes, self.node_engine, graph.ptr, succ_ptr,
+            succ_dst, succ_kind, kind_latency, setup, nbytes, caps,
+            machine.hbm_bytes_per_cycle, sems.ptr, sems.node, sems.sem, sems.op, sems.value,
+            sems.cond, sems.log_ptr, float(machine.semaphore_latency), sems.monotone,
+            np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64)
+        (start, end, bind, bind_kind, completed, done, log, arrived, upto, count,
+         blocked) = out
+        released = Released(log=log, log_count=log_counts(sems, log, arrived),
+                            arrived=arrived, upto=upto)
+        if completed < n:
+            stuck = _stuck(self.trace, self.frame, graph, end, self.eng_ptr, self.eng_nodes,
+                           engines, count, blocked)
+            stuck.done, stuck.released = done, released
+            raise stuck
+        if n and not end.max() < MAX_CYCLES:
+            raise ReplayError(f"{machine.source}: the replay's times pass {MAX_CYCLES:.0e} "
+                              f"cycles; a bandwidth or latency in the machine is far out of "
+                              f"scale.")
+        return machine, start, end, bind, bind_kind, done, released, setup, nbytes, caps
+
+    def replay(self, machine: Machine | None = None, factor: np.ndarray | None = None, *,
+               clock: Lap | None = None) -> ReplayResult:
+        """The full replay under `machine` (default: the prepared one) with each duration
+        multiplied by `factor` (one per instruction, None: unchanged), exactly as
+        `tracekit.replay.run.replay` gives it."""
+        clock = clock or _NoClock()
+        (machine, start, end, bind, bind_kind, done, released, setup, nbytes,
+         caps) = self._kernel(machine, factor)
+        clock.lap("kernel")
+        frame, graph = self.frame, self.graph
+        start_c, end_c = _cycles(start), _cycles(end)
+        has_bind = bind >= 0
+        timeline = pl.DataFrame({
+            "id": frame["id"],
+            "engine": frame["engine"],
+            "opcode": frame["opcode"],
+            "layer": frame["layer"],
+            "start": start_c,
+            "end": end_c,
+            "duration": end_c - start_c,
+            "binding_id": pl.Series(graph.ids[np.maximum(bind, 0)]).set(
+                pl.Series(~has_bind), None),
+            "binding_kind": pl.Series([k.value for k in KINDS])[
+                np.maximum(bind_kind, 0).astype(np.int64)].set(pl.Series(~has_bind), None),
+            "contention": _lost(start, end, setup, nbytes, caps, self.engine),
+            "observed_start": frame["start"],
+            "observed_end": frame["end"],
+        })
+        clock.lap("timeline")
+        return ReplayResult(trace=self.trace, machine=machine, mode=self.mode, fixed=graph,
+                            timeline=timeline, notes=self.notes, done=done, released=released,
+                            queues=(self.eng_ptr, self.eng_nodes))
+
+    def measure(self, machine: Machine | None = None, factor: np.ndarray | None = None
+                ) -> Measure:
+        """The makespan, busy and critical-path cycles per engine and the HBM contention of
+        the replay under `machine` with `factor` (see `replay`), without its timeline."""
+        (_, start, end, bind, _, _, _, setup, nbytes, caps) = self._kernel(machine, factor)
+        start_c, end_c = _cycles(start), _cycles(end)
+        lost = _lost(start, end, setup, nbytes, caps, self.engine)
+        span = end_c - start_c
+        # In-order engines: no two spans of one engine overlap, so each instruction's busy is
+        # its span less its contention (figures.accounts, on a replayed timeline).
+        busy = span - np.minimum(np.maximum(lost, 0), np.maximum(span, 0))
+        n_eng = len(self.engines)
+        per_engine = np.bincount(self.engine, weights=busy.astype(np.float64),
+                                 minlength=n_eng).astype(np.int64)
+        critical = (_critical(start_c, end_c, bind.astype(np.int64), self.node_engine, n_eng)
+                    if self.n else np.zeros(n_eng, dtype=np.int64))
+        makespan = int(end_c.max()) if self.n else 0
+        return Measure(makespan=makespan, busy=per_engine, critical=critical,
+                       contention=int(lost.sum()))
+
+
+def _lost(start: np.ndarray, end: np.ndarray, setup: np.ndarray, nbytes: np.ndarray,
+          caps: np.ndarray, engine: np.ndarray) -> np.ndarray:
+    """Cycles each transfer lost to HBM sharing, whole cycles rounded up (the timeline's
+    `contention` column)."""
+    contention = transfer_contention(start, end, setup, nbytes, caps, engine)
+    return np.ceil(np.maximum(contention, 0.0) - 1e-6).astype(np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _critical(start, end, bind, engine, n_eng):  # pragma: no cover - compiled
+    """Cycles per engine on the chain of binding predecessors back from the instruction that
+    ends last (lowest row on a tie); each step counts its cycles after the end of the step
+    before it (the first, after the earliest start)."""
+    out = np.zeros(n_eng, dtype=np.int64)
+    last = 0
+    for i in range(end.size):
+        if end[i] > end[last]:
+            last = i
+    origin = start.min()
+    node = last
+    steps = 0
+    while node >= 0 and steps < end.size:
+        before = bind[node]
+        reached = end[before] if before >= 0 else origin
+        counted = end[node] - max(start[node], reached)
+        if counted > 0:
+            out[engine[node]] += counted
+        node = before
+        steps += 1
+    return out
