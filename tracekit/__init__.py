@@ -30,6 +30,7 @@ from tracekit.api import (  # noqa: E402
     diff,
     sensitivity,
     stalls,
+    sweep,
     whatif,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "replay",
     "sensitivity",
     "stalls",
+    "sweep",
     "whatif",
     "TraceBuilder",
     "TracekitError",

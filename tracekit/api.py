@@ -20,6 +20,7 @@ import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
@@ -498,3 +499,116 @@ def diff(base: TraceLike, cand: TraceLike, machine: MachineLike = None, *,
     facts, sections = render.diff_sections(
         result, render.timeline_facts(traces[0], resolved, source.value))
     return DiffReport(f"Diff of {result.workload}", facts, sections, diff=result)
+
+
+@dataclass(frozen=True, repr=False)
+class SweepReport(Report):
+    """`sweep`: every point of a design-space grid replayed (`table`: point, one column per
+    axis, makespan, busy_<engine>, contention, binding_engine, cost when defined; see
+    `tracekit.analysis.sweep.Sweep`), the `best` points, the Pareto `front` over (makespan,
+    cost) (None without a cost), each axis's `influence` on the makespan and the axis that
+    `matters_most`."""
+
+    result: Any = None
+    """The `analysis.sweep.Sweep` behind the report."""
+
+    @property
+    def table(self) -> pl.DataFrame:
+        return self.result.table
+
+    @property
+    def best(self) -> pl.DataFrame:
+        return self.result.best
+
+    @property
+    def front(self) -> pl.DataFrame | None:
+        return self.result.front
+
+    @property
+    def influence(self) -> pl.DataFrame:
+        return self.result.influence
+
+    @property
+    def matters_most(self) -> str:
+        return self.result.matters_most
+
+
+def sweep(trace: TraceLike, grid: Collection[str] | Mapping[str, Collection[float]] = (),
+          machine: MachineLike = None, *, grid_file: str | os.PathLike[str] | None = None,
+          mode: str = "model", samples: int | None = None, seed: int = 0,
+          cost: str | None = None, scheduler: str | None = None, workers: int | None = 1,
+          output: str | os.PathLike[str] | None = None, overwrite: bool = False
+          ) -> SweepReport:
+    """Replay every point of a design-space grid (`tracekit sweep`). `grid`: axes as the
+    command line gives them ("hbm_bandwidth=96,192", "engine=tensor:1,0.5") or as
+    {axis: values} ({"hbm_bandwidth": [96, 192], "engine=tensor": [1, 0.5]}); `grid_file`: a
+    TOML file of axes and cost weights; `samples`, `seed`: a seeded sample of the grid;
+    `cost`: a column or expression for the Pareto front; `workers` (default 1: in this
+    process) or `scheduler` (tcp://HOST:PORT of a Dask cluster); `output`: write the table as
+    Parquet there."""
+    from tracekit.analysis.sweep import (
+        axis_of,
+        check_output,
+        load_grid_file,
+        parse_grid,
+        write_table,
+    )
+    from tracekit.analysis.sweep import sweep as run_sweep
+
+    chosen_mode = mode_of(mode)
+    axes = load_grid_file(grid_file) if grid_file is not None else []
+    if isinstance(grid, Mapping):
+        axes += [axis_of(name, list(values), f"grid[{name!r}]") for name, values in grid.items()]
+    else:
+        axes += [parse_grid(text) for text in grid]
+    if output is not None:
+        check_output(Path(output), overwrite)
+    opened, resolved = trace_of(trace, REPLAY_TABLES), machine_of(machine)
+    result = run_sweep(opened, resolved, axes, mode=chosen_mode, samples=samples, seed=seed,
+                       cost=cost, scheduler=scheduler, workers=workers)
+    if output is not None:
+        write_table(result, output, overwrite=overwrite)
+    return _sweep_report(result, opened, resolved, chosen_mode.value, output)
+
+
+SWEEP_FORMATS = {"point": "", "makespan": ",", "binding_engine": "", "cost": "g"}
+
+
+def _sweep_report(result: Any, trace: Trace, machine: Machine, mode: str,
+                  output: str | os.PathLike[str] | None) -> SweepReport:
+    table, base = result.table, result.base_makespan
+    count = table.height
+    best = result.best.row(0, named=True)
+    ranking = result.influence
+    top = ranking.row(0, named=True)
+    sampled = (f"sampled with seed {result.seed}" if count < result.space
+               else "the whole grid")
+    facts = [*render.replay_facts(trace, machine, mode),
+             fact("points", count, f"{count:,} of {result.space:,} ({sampled})"),
+             fact("axes", [a.name for a in result.axes],
+                  ", ".join(f"{a.name} ({len(a.values)} values)" for a in result.axes)),
+             fact("base_makespan_cycles", base, f"{base:,} cycles (the machine unchanged)"),
+             fact("best_makespan_cycles", best["makespan"],
+                  f"{best['makespan']:,} cycles at point {best['point']} "
+                  f"({(best['makespan'] - base) / max(base, 1) * 100:+.2f} %)"),
+             fact("matters_most", top["axis"],
+                  f"{top['axis']} (mean makespan {top['lowest_mean']:,.0f} to "
+                  f"{top['highest_mean']:,.0f} cycles over its values, a range of "
+                  f"{top['range']:,.0f})"),
+             fact("cost", result.cost, result.cost or "none (give --cost or weights in the "
+                                                        "grid file for a Pareto front)")]
+    if output is not None:
+        facts.append(fact("output", str(output)))
+    point_cols = {"point": "", **{a.name: "g" for a in result.axes}, "makespan": ",",
+                  "binding_engine": ""}
+    if "cost" in table.columns:
+        point_cols["cost"] = "g"
+    sections: list[Section] = [(f"best {result.best.height} points", result.best, point_cols)]
+    front = result.front
+    if front is not None:
+        sections.append((f"Pareto front over (makespan, cost), {front.height} points", front,
+                         point_cols))
+    sections.append(("axes by their makespan range", ranking,
+                     {"axis": "", "values": "", "best_value": "g", "lowest_mean": ",.0f",
+                      "highest_mean": ",.0f", "range": ",.0f"}))
+    return SweepReport("sweep", facts, sections, f"Sweep of {trace.path}", result=result)
