@@ -18,7 +18,7 @@ README = ROOT / "README.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 API_CALLS = ("replay", "analyze", "stalls", "critical_path", "bugs", "diff", "whatif",
-             "sensitivity")
+             "sensitivity", "sweep")
 
 
 def python_blocks(text: str) -> list[tuple[int, str]]:
