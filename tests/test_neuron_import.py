@@ -106,8 +106,7 @@ INST_COLS = ["engine", "seq", "opcode", "start", "end", "elements", "bytes", "fl
              "pc"]
 
 
-def expected_instructions(bundle: Path, *, clock_ghz: float = 1.0, case_free: bool = True,
-                          engines: dict[str, str] | None = None) -> pl.DataFrame:
+def expected_instructions(bundle: Path, *, clock_ghz: float = 1.0) -> pl.DataFrame:
     """The bundle's instructions as an import must give them (ne-design.md): DMA opcodes
     DMA.<opcode>, no layer, pc or elements on DMA rows; times round(cycles / clock) ns."""
     inst = tracekit.open_trace(bundle).read("instructions").with_columns(
