@@ -445,18 +445,22 @@ class Build:
             in_table = np.where(is_inst, in_table, dma_in)
             ident = np.where(is_inst, ident, dma_id)
         ok = known & (ident >= 0)
-        why = np.full(raw.size, None, dtype=object)
-        why[~ok & in_table] = "names a row of another execution"
-        why[~ok & ~in_table] = "names a row not in the profile"
-        why[~ok & is_packet & ~packet_found] = "names a DmaPacket row not in the profile"
-        why[~known] = "names a table not imported"
-        return np.where(ok, ident, -1), pl.Series(why, dtype=pl.String)
+        why = np.zeros(raw.size, dtype=np.int64)
+        why[~ok & in_table] = 1
+        why[~ok & ~in_table] = 2
+        why[~ok & is_packet & ~packet_found] = 3
+        why[~known] = 4
+        reasons = pl.Series(why).replace_strict(
+            {1: "names a row of another execution", 2: "names a row not in the profile",
+             3: "names a DmaPacket row not in the profile", 4: "names a table not imported"},
+            default=None, return_dtype=pl.String)
+        return np.where(ok, ident, -1), reasons
 
     def _deps(self) -> None:
         flow = self._read("Flow", FLOW_COLS)
         src = np.zeros(0, dtype=np.int64)
         dst = np.zeros(0, dtype=np.int64)
-        kind = np.zeros(0, dtype=object)
+        kind = np.zeros(0, dtype="<U6")
         if flow is not None and flow.height:
             self.inst_map = _IdMap(self.inst_ids, self.compute["sid"].to_numpy(),
                                    self.compute_id)
@@ -512,7 +516,7 @@ class Build:
             f_src, f_dst = f_src[~late], f_dst[~late]
             fallback = f_src.size
             src, dst = np.concatenate([src, f_src]), np.concatenate([dst, f_dst])
-            kind = np.concatenate([kind, np.full(fallback, "data", dtype=object)])
+            kind = np.concatenate([kind, np.full(fallback, "data", dtype="<U6")])
         self.edges = {"Flow": int(flow_count), "trigger fallback": int(fallback)}
         self.deps = pl.DataFrame({"src": src.astype(np.int64), "dst": dst.astype(np.int64),
                                   "kind": pl.Series(kind, dtype=pl.String)}).sort(["dst", "src"])
@@ -572,7 +576,7 @@ class Build:
     def _sem_number(self, n: pl.Expr) -> pl.Expr:
         if not self.multicore:
             return n
-        return self._core() * CORE_STRIDE + n
+        return pl.col("core") * CORE_STRIDE + n
 
     def _link(self, u: pl.DataFrame) -> pl.DataFrame:
         """The signal/sub/set rows of updates `u`, each linked to its instruction; rows that
