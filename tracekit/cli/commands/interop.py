@@ -207,10 +207,8 @@ def convert_neuron_explorer(
         sys.stdout.write(render.sections_markdown(render.NEURON_TITLE, head, sections))
         return
     typer.echo(f"wrote {output}: {report.total_instructions:,} instructions, "
-               f"{sum(report.edges.values()):,} dependencies, "
-               f"{sum(report.semaphores.values()) + report.waits.get('kept', 0):,} semaphore "
-               f"operations, {report.memory.get('hbm rows', 0) + report.memory.get('sbuf rows', 0):,}"
-               f" memory ranges")
+               f"{report.total_edges:,} dependencies, {report.total_semaphore_rows:,} "
+               f"semaphore operations, {report.total_memory_rows:,} memory ranges")
     if machine_out is not None:
         typer.echo(f"wrote {machine_out}: replay with `tracekit replay {output} --machine "
                    f"{machine_out}`")

@@ -8,11 +8,20 @@ from typing import Any
 
 import polars as pl
 
+
 @dataclass(frozen=True)
 class ImportReport:
     """What `convert` reconstructed from a profile and what it left out, with counts.
 
-    Every mapping is ordered and holds plain numbers, so `to_dict()` is stable JSON.
+    `instructions`: rows by source table (Instruction, DmaPacketAggregated or DmaPacket
+    groups); `engines`: instructions per bundle engine; `edges`: deps by source (Flow, trigger
+    fallback); `semaphores`: signal/sub/set rows by op, `semaphore_links` by link method
+    (engine-time, axi-semaphore-id); `waits`: parsed and kept; `memory`: rows by space, unknown
+    location labels, unparsed offsets or partition lists, variables; `counters`: summed byte
+    and FLOP counters (null when the profile has none); `checks`: rows breaking the profile's
+    own consistency (duration_ns, pc order), its Warning rows, rows outside the execution;
+    `*_dropped`: rows read and not imported, by reason. Every mapping is ordered and holds
+    plain numbers, so `to_dict()` is stable JSON.
     """
 
     profile: str
@@ -39,6 +48,19 @@ class ImportReport:
     @property
     def total_instructions(self) -> int:
         return sum(self.instructions.values())
+
+    @property
+    def total_edges(self) -> int:
+        return sum(self.edges.values())
+
+    @property
+    def total_semaphore_rows(self) -> int:
+        """Signal, sub, set and wait rows written."""
+        return sum(self.semaphores.values()) + self.waits.get("kept", 0)
+
+    @property
+    def total_memory_rows(self) -> int:
+        return self.memory.get("hbm rows", 0) + self.memory.get("sbuf rows", 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,7 +109,8 @@ class ImportReport:
                             schema={"engine": pl.String, "instructions": pl.Int64})
 
     def counters_frame(self) -> pl.DataFrame:
-        return pl.DataFrame({"counter": list(self.counters), "value": list(self.counters.values())},
+        return pl.DataFrame({"counter": list(self.counters),
+                             "value": list(self.counters.values())},
                             schema={"counter": pl.String, "value": pl.Int64})
 
     def checks_frame(self) -> pl.DataFrame:
