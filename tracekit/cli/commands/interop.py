@@ -1,4 +1,5 @@
-"""Exchange with other tools: export to Perfetto, import Chrome traces and SCALE-Sim runs."""
+"""Exchange with other tools: export to Perfetto, import Chrome traces, SCALE-Sim runs and
+Neuron Explorer device profiles."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tracekit.cli.app import (
     status,
     stdout_console,
 )
+from tracekit.convert.neuron_explorer import DEFAULT_LINK_TOLERANCE_NS
 
 
 @export_app.command("perfetto")
@@ -162,3 +164,52 @@ def convert_scalesim(
                f"--machine {machine_path} --mode model`")
     render.print_table(stdout_console(), "\nlayers (found in the traces, and as SCALE-Sim reported)",
                        layers, layer_cols)
+
+
+@convert_app.command("neuron-explorer")
+@handles_errors
+def convert_neuron_explorer(
+    profile: Annotated[Path, typer.Argument(help="Profile folder: the Parquet tables "
+                                            "`neuron-explorer view` wrote (Metadata.parquet, "
+                                            "Instruction.parquet, ...).", show_default=False)],
+    output: Annotated[Path, Opt("--output", "-o", help="Bundle folder to write.",
+                                show_default=False)],
+    execution: Annotated[int | None, Opt(
+        "--execution", min=0, help="The execution to import (ExecutionInfo's "
+        "execution_index); needed when the profile holds several, one bundle each.",
+        show_default=False)] = None,
+    machine_out: Annotated[Path | None, Opt(
+        "--machine-out", help="Also write a machine description from the profile's Metadata "
+        "(clock, tensor array, HBM and DMA bandwidths), for `tracekit replay --machine`.",
+        show_default=False)] = None,
+    link_tolerance: Annotated[int, Opt(
+        "--link-tolerance", min=0, metavar="NS", help="How far (ns) a semaphore update may "
+        "lie from the instruction it is linked to.")] = DEFAULT_LINK_TOLERANCE_NS,
+    force: Annotated[bool, Opt("--force", help="Replace an existing bundle and machine "
+                                               "file.")] = False,
+    format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+) -> None:
+    """Import a Neuron Explorer device profile (schema 7.x): Instruction rows become
+    instructions, DMA transfers instructions on a dma.QUEUE engine each, Flow rows dependencies,
+    SemaphoreUpdate rows signals linked by time, operand conditions waits; prints what was
+    reconstructed and what was dropped, and why."""
+    from tracekit.convert.neuron_explorer import convert
+
+    refuse_to_replace(output, force)
+    with status(f"importing {profile}"):
+        report = convert(profile, output, execution=execution, machine_out=machine_out,
+                         link_tolerance_ns=link_tolerance, overwrite=force)
+    if format is ReportFormat.JSON:
+        sys.stdout.write(render.to_json(render.neuron_import_json(report)))
+        return
+    head, sections = render.neuron_import_parts(report)
+    if format is ReportFormat.MD:
+        sys.stdout.write(render.sections_markdown(render.NEURON_TITLE, head, sections))
+        return
+    typer.echo(f"wrote {output}: {report.total_instructions:,} instructions, "
+               f"{report.total_edges:,} dependencies, {report.total_semaphore_rows:,} "
+               f"semaphore operations, {report.total_memory_rows:,} memory ranges")
+    if machine_out is not None:
+        typer.echo(f"wrote {machine_out}: replay with `tracekit replay {output} --machine "
+                   f"{machine_out}`")
+    render.print_sections(stdout_console(), render.NEURON_TITLE, head, sections)

@@ -66,6 +66,7 @@ from tracekit.cli.render.analysis import (
     whatif_verdict,
     with_evidence,
 )
+from tracekit.cli.render.imports import NEURON_TITLE, neuron_import_json, neuron_import_parts
 from tracekit.cli.render.runs import (
     HISTORY_RUN_COLS,
     HISTORY_TREND_COLS,
@@ -89,6 +90,7 @@ __all__ = [
     "HISTORY_RUN_COLS",
     "HISTORY_TREND_COLS",
     "JSON_ONLY",
+    "NEURON_TITLE",
     "SENSITIVITY_COLS",
     "TOP_GROUPS",
     "WAIT_DIV_TITLE",
@@ -111,6 +113,8 @@ __all__ = [
     "hbm_text",
     "history_table",
     "makespan_fact",
+    "neuron_import_json",
+    "neuron_import_parts",
     "nightly_junit",
     "nightly_markdown",
     "print_calibration",
