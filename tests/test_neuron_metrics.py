@@ -33,16 +33,20 @@ def profile(path: Path, summary: dict[str, Any] | None = None,
     b.inst("p1.tensor", "MATMUL", 300, 400, flops=5000)
     b.inst("vector", "ACTIVATE", 0, 40)
     b.inst("vector", "NOP", 500, 900)
-    b.inst("dma.qSyncIO0", "DMA", 10, 60, bytes=4096)
-    b.inst("dma.qSyncIO1", "DMA", 20, 80, bytes=2048)
+    load = b.inst("dma.qSyncIO0", "DMA", 10, 60, bytes=4096)
+    store = b.inst("dma.qSyncIO1", "DMA", 20, 80, bytes=2048)
+    b.access(load, "hbm", "read", 0, 4096)
+    b.access(load, "sbuf", "write", 0, 32, partition=0, partitions=128)
+    b.access(store, "sbuf", "read", 0, 16, partition=0, partitions=128)
+    b.access(store, "hbm", "write", 8192, 2048)
     extra = {"execution": {"index": 0, "start_ns": 0, "end_ns": 1000}
              if execution is None else execution,
              "metadata": METADATA,
-             "counters": {"hbm_read_bytes": 6000, "hbm_write_bytes": 4000,
+             "counters": {"hbm_read_bytes": 1904, "hbm_write_bytes": 1952,
                           "adjusted_flops": 3_282_800 * 2},
              "summary": summary or {}}
     frames = b.frames()
-    return write_trace(path, frames.pop("instructions"), workload="ne", clock_hz=1e9,
+    return write_trace(path, frames.pop("instructions"), **frames, workload="ne", clock_hz=1e9,
                        time_unit=time_unit, extra={"neuron_explorer": extra}, created=None)
 
 
@@ -77,6 +81,11 @@ def test_figures_from_known_values(tmp_path: Path) -> None:
     assert got["total_time"]["unit"] == "ns" and got["hardware_flops"]["unit"] == "flops"
     assert value["mfu_inst_estimated_percent"] == pytest.approx(
         3_281_800 / (peak * 1e-6) * 100)
+    # bytes: the transfers' sides (an SBUF row's size times its partitions) + the counters
+    assert (value["hbm_read_bytes"], value["hbm_write_bytes"]) == (6000, 4000)
+    assert (value["sbuf_read_bytes"], value["sbuf_write_bytes"]) == (2048, 4096)
+    assert got["hbm_read_bytes"]["from"] == "tables+counters"
+    assert got["sbuf_read_bytes"]["from"] == "tables"
     assert value["mm_arithmetic_intensity"] == pytest.approx(3_281_800 / 10_000)
     assert value["mbu_estimated_percent"] == pytest.approx(10_000 / 1e-6 / 1e11 * 100)
     assert value["dma_active_time"] == 70  # [10,60) and [20,80)
@@ -134,3 +143,76 @@ def test_analyze_shows_them_and_json_agrees(tmp_path: Path) -> None:
     assert frame is not None
     assert rows == {row["metric"]: row for row in records(frame)}  # JSON rounds to 3 decimals
     assert rows["total_time"]["recorded"] == 1000 and rows["total_time"]["difference"] == 0
+
+
+# --- against the Summary a profile records ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workloads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from neuron_profiles import tiny_bundle, two_core_bundle
+
+    from tracekit.workloads.generate import generate
+
+    folder = tmp_path_factory.mktemp("workloads")
+    out = {"tiny": tiny_bundle(folder / "tiny")}
+    generate("gemm", folder / "gemm", params={"m": 256, "n": 256, "k": 512})
+    generate("attention", folder / "attention", params={})
+    out["gemm"], out["attention"] = folder / "gemm", folder / "attention"
+    out["two-core"] = two_core_bundle(tracekit.open_trace(out["attention"]), folder / "two")
+    return out
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("tiny", {}), ("gemm", {"split": 2}), ("attention", {"clock_ghz": 1.4}),
+    ("two-core", {}), ("gemm", {"float_type": "float64"})])
+def test_recomputed_figures_equal_the_recorded_summary(
+        tmp_path: Path, workloads: dict[str, Path], name: str, options: dict[str, Any]) -> None:
+    """The fixture writer computes its Summary row from the rows it writes, by Neuron
+    Explorer's recipes and with its own code; `analyze` recomputes each figure from the
+    imported bundle. They agree to the precision the Summary holds (float32 by default)."""
+    import pyarrow as pa
+    from neuron_profiles import write_profile
+
+    from tracekit.convert.neuron_explorer import convert
+
+    if options.get("float_type") == "float64":
+        options = {**options, "float_type": pa.float64()}
+    profile = write_profile(workloads[name], tmp_path / "profile", **options)
+    convert(profile.path, tmp_path / "bundle")
+    got = figures(tracekit.open_trace(tmp_path / "bundle"))
+    compared = {metric: row for metric, row in got.items() if row["recorded"] is not None}
+    precision = 1e-12 if "float_type" in options else 1e-6
+    assert len(compared) >= 28, sorted(set(got) - set(compared))
+    for metric, row in compared.items():
+        assert row["tracekit"] == pytest.approx(row["recorded"], rel=precision, abs=1e-9), \
+            metric
+    assert {"total_time", "tensor_engine_active_time", "hfu_estimated_percent",
+            "mbu_estimated_percent", "dma_active_time", "dma_transfer_count",
+            "hbm_read_bytes"} <= set(compared)
+
+
+def test_without_the_transfers_sides_no_byte_figures(tmp_path: Path,
+                                                     workloads: dict[str, Path]) -> None:
+    from neuron_profiles import write_profile
+
+    from tracekit.convert.neuron_explorer import convert
+
+    profile = write_profile(workloads["tiny"], tmp_path / "profile", aggregated=False)
+    convert(profile.path, tmp_path / "bundle")
+    got = figures(tracekit.open_trace(tmp_path / "bundle"))
+    assert not {"hbm_read_bytes", "sbuf_write_bytes", "mbu_estimated_percent"} & set(got)
+    assert got["dma_active_time"]["tracekit"] == got["dma_active_time"]["recorded"]
+
+
+def test_a_profile_of_several_executions_shows_no_recorded_values(
+        tmp_path: Path, workloads: dict[str, Path]) -> None:
+    from neuron_profiles import write_profile
+
+    from tracekit.convert.neuron_explorer import convert
+
+    profile = write_profile(workloads["tiny"], tmp_path / "profile", executions=2)
+    convert(profile.path, tmp_path / "bundle", execution=1)
+    got = figures(tracekit.open_trace(tmp_path / "bundle"))
+    assert all(row["recorded"] is None for row in got.values())
+    assert got["total_time"]["tracekit"] == 450  # execution 1's own span

@@ -20,16 +20,22 @@ a JSON report keeps them exact). Definitions follow Neuron Explorer's (`SUMMARY-
   physical cores, the union over the cores (so the percent stays at most 100).
 - hardware_flops: the flops of the tensor engine's MATMUL instructions, transposes included;
   transpose_flops: those of MATMUL.TRANSPOSE (0 when there are none, where AWS's scripts
-  show NaN: JSON has no NaN); hfu = hardware_flops / (peak x total_time); mfu_inst = (hardware - transpose) /
-  (peak x total_time), peak = 2 x rows x cols x the tensor engine's clock.
-- hbm_read_bytes etc. are the profile's per-instruction byte counters (the bundle keeps no
-  per-instruction byte split); mbu = (HBM read + write) / total_time / the HBM bandwidth.
-- DMA: transfers are the instructions on dma.* queues; dma_active_time is the union of their
-  intervals (Neuron Explorer takes the union of packets, equal unless a transfer's packets
-  leave gaps).
+  show NaN: JSON has no NaN); hfu = hardware_flops / (peak x total_time); mfu_inst =
+  (hardware - transpose) / (peak x total_time), peak = 2 x rows x cols x the tensor
+  engine's clock.
+- hbm_read_bytes etc.: the DMA transfers' sides in the memory table (an on-chip row's size
+  times its partitions) plus the profile's per-instruction byte counters of compute
+  instructions, where it has them (whether Neuron Explorer's counters already include the
+  DMA traffic is not documented; this takes them as separate); mbu = (HBM read + write) /
+  total_time / the HBM bandwidth. Left out when the transfers' sides are unknown (a profile
+  without DmaPacketAggregated).
+- DMA: transfers are the instructions on dma.* queues. dma_active_time and dma_packet_time
+  are over the profile's DmaPacket rows (their union and their summed durations, kept at
+  import), as Neuron Explorer defines them; without packets, the union of the transfers.
 
-`from` says where each figure comes from: `tables` (tracekit's instructions table),
-`execution` (the execution's span), `counters` (the profile's counters kept at import).
+The recorded values are those of the profile's Summary row, shown for a profile of one
+execution only (the row covers all of them). `from` says where each figure comes from: `tables` (tracekit's tables), `execution` (the
+execution's span), `counters` (the profile's figures kept at import), or both.
 """
 
 from __future__ import annotations
@@ -97,13 +103,15 @@ def summary_metrics(trace: Trace) -> pl.DataFrame | None:
         duration=pl.col("end") - pl.col("start"))
     metadata = extra.get("metadata") or {}
     counters = extra.get("counters") or {}
-    recorded = extra.get("summary") or {}
+    execution = extra.get("execution") or {}
+    # A profile's Summary covers all its executions: next to one execution's figures it would
+    # mislead, so it is shown only for a profile of one.
+    recorded = (extra.get("summary") or {}) if execution.get("of", 1) == 1 else {}
     rows: list[tuple[str, str, float | None, str]] = []
 
     def add(metric: str, unit: str, value: float | None, source: str = "tables") -> None:
         rows.append((metric, unit, value, source))
 
-    execution = extra.get("execution") or {}
     span_ticks = (execution.get("end_ns", 0) - execution.get("start_ns", 0)
                   if isinstance(execution.get("end_ns"), int | float)
                   and isinstance(execution.get("start_ns"), int | float) else None)
@@ -157,33 +165,48 @@ def summary_metrics(trace: Trace) -> pl.DataFrame | None:
         add("hfu_estimated_percent", "%", hardware / (peak * total / 1e9) * 100)
         add("mfu_inst_estimated_percent", "%", useful / (peak * total / 1e9) * 100)
 
-    for name in COUNTERS:
-        if name in counters:
-            add(name, "bytes", counters[name], "counters")
-    hbm = (counters.get("hbm_read_bytes"), counters.get("hbm_write_bytes"))
-    if None not in hbm:
-        moved = float(hbm[0] + hbm[1])
-        if moved > 0:
-            add("mm_arithmetic_intensity", "flops/byte", useful / moved)
+    # Bytes: the DMA transfers' sides in the memory table, plus the profile's per-instruction
+    # counters of compute instructions where it has them.
+    moved_by = _memory_bytes(trace)
+    dma = inst.filter(pl.col("kind") == "dma")
+    # Without the transfers' sides (a profile without DmaPacketAggregated has none) the bytes
+    # would leave the DMA traffic out: no figure rather than a wrong one.
+    for name in COUNTERS if moved_by or dma.height == 0 else ():
+        space, access = name.split("_")[:2]
+        table = moved_by.get((space, access))
+        counted = counters.get(name)
+        if table is None and counted is None:
+            continue
+        add(name, "bytes", (table or 0) + (counted or 0),
+            "tables" if counted is None else "counters" if table is None else
+            "tables+counters")
+    hbm = [value for metric, _, value, _ in rows if metric in ("hbm_read_bytes",
+                                                                "hbm_write_bytes")]
+    moved = float(sum(hbm))
+    if hbm and moved > 0:
+        add("mm_arithmetic_intensity", "flops/byte", useful / moved)
         bandwidth = _number(metadata, "hbm_ddr_bandwidth")
         if total > 0:
-            add("achieved_hbm_bandwidth", "bytes/s", moved / total * 1e9, "counters")
+            add("achieved_hbm_bandwidth", "bytes/s", moved / total * 1e9)
             if bandwidth:
-                add("mbu_estimated_percent", "%", moved / total * 1e9 / bandwidth * 100,
-                    "counters")
+                add("mbu_estimated_percent", "%", moved / total * 1e9 / bandwidth * 100)
 
-    dma = inst.filter(pl.col("kind") == "dma")
-    if dma.height:
+    if "dma_packet_active_ns" in counters:  # Neuron Explorer's: the union of its packets
+        add("dma_active_time", "ns", counters["dma_packet_active_ns"], "counters")
+        add("dma_active_time_percent", "%", share(counters["dma_packet_active_ns"]),
+            "counters")
+    elif dma.height:
         dma_active = union_ticks(dma, None)[0] * per_tick
         add("dma_active_time", "ns", dma_active)
         add("dma_active_time_percent", "%", share(dma_active))
+    if "dma_packet_ns" in counters:
+        add("dma_packet_time", "ns", counters["dma_packet_ns"], "counters")
+    if dma.height:
         add("dma_transfer_time", "ns", int(dma["duration"].sum()) * per_tick)
         add("dma_transfer_count", "", dma.height)
         moved = int(dma["bytes"].fill_null(0).sum())
         add("dma_transfer_total_bytes", "bytes", moved)
         add("dma_transfer_average_bytes", "bytes", moved / dma.height)
-    if "dma_packet_ns" in counters:
-        add("dma_packet_time", "ns", counters["dma_packet_ns"], "counters")
 
     frame = pl.DataFrame(
         [(metric, unit, None if value is None else float(value),
@@ -195,6 +218,17 @@ def summary_metrics(trace: Trace) -> pl.DataFrame | None:
         difference=difference,
         difference_pct=pl.when(pl.col("recorded") != 0)
         .then(difference / pl.col("recorded") * 100)).select(list(COLUMNS))
+
+
+def _memory_bytes(trace: Trace) -> dict[tuple[str, str], int]:
+    """Bytes of the memory table per (space, access): an on-chip row's size times its
+    partitions."""
+    if not trace.has_table("memory"):
+        return {}
+    memory = trace.read("memory")
+    return {(space, access): int(moved) for space, access, moved in memory.group_by(
+        pl.col("space").cast(pl.String), pl.col("access").cast(pl.String)).agg(
+        (pl.col("size") * pl.col("partitions").fill_null(1)).sum()).iter_rows()}
 
 
 def _number(data: dict[str, Any], key: str) -> float | None:

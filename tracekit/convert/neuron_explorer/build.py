@@ -271,7 +271,7 @@ class Build:
             for c in COUNTER_COLUMNS}
         is_tensor = _by_distinct(raw, lambda v: v.str.to_lowercase().replace(ENGINE_ALIASES)
                                  == "tensor", pl.Boolean)
-        matmul = w.filter(is_tensor & w["opcode"].str.starts_with("MATMUL"))
+        matmul = w.filter(is_tensor & w["opcode"].str.to_uppercase().str.starts_with("MATMUL"))
         for c in ("adjusted_flops", "adjusted_flops_transpose"):
             counters_out[c] = (int(matmul[c].sum()) if matmul[c].null_count() < matmul.height
                                else None)
@@ -342,6 +342,7 @@ class Build:
         self.counters["dma_packet_bytes"] = int(p["transfer_bytes"].sum())
         self.counters["dma_packet_active_ns"] = union_ns(p["start_ts"].to_numpy(),
                                                          p["end_ts"].to_numpy())
+        self.counters["dma_packet_ns"] = int((p["end_ts"] - p["start_ts"]).sum())
         self._duration_check(p, "DmaPacket")
         order = np.argsort(packets["id"].to_numpy(), kind="stable")
         self.packet_ids = (packets["id"].to_numpy()[order],
