@@ -9,7 +9,7 @@ extra.neuron_explorer).
     hfu_estimated_percent         %          41.2      41.2           0            0.00  tables
 
 Times are in ns (Neuron Explorer's Summary records seconds; they are shown in ns here so that
-a JSON report keeps them exact). Definitions follow Neuron Explorer's (`SUMMARY-METRICS.md` of the digest in the docs):
+a JSON report keeps them exact). Definitions follow Neuron Explorer's documentation:
 
 - total_time: the execution's span (ExecutionInfo start to end), else first start to last end;
   every `_percent` of a time is over it. total_exec_time: first start to last end, leaving out
@@ -34,8 +34,9 @@ a JSON report keeps them exact). Definitions follow Neuron Explorer's (`SUMMARY-
   import), as Neuron Explorer defines them; without packets, the union of the transfers.
 
 The recorded values are those of the profile's Summary row, shown for a profile of one
-execution only (the row covers all of them). `from` says where each figure comes from: `tables` (tracekit's tables), `execution` (the
-execution's span), `counters` (the profile's figures kept at import), or both.
+execution only (the row covers all of them). `from` says where each figure comes from:
+`tables` (tracekit's tables), `execution` (the execution's span), `counters` (the profile's
+figures kept at import), or both.
 """
 
 from __future__ import annotations
