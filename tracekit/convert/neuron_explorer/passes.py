@@ -127,15 +127,13 @@ def parse_waits(operands: pl.Series) -> pl.DataFrame:
     text = text.filter(pl.col("text").str.contains("$S[", literal=True))
     found = (text.select("row", pl.col("text").str.extract_all(WAIT_PATTERN).alias("m"))
              .explode("m").drop_nulls("m"))
-    op = pl.col("m").str.extract(WAIT_PATTERN, 2)
-    # The conditions repeat: each distinct one is parsed once.
-    parsed = found.select(pl.col("m").unique()).select(
-        "m", sem=pl.col("m").str.extract(WAIT_PATTERN, 1).cast(pl.Int64),
-        value=pl.col("m").str.extract(WAIT_PATTERN, 3).cast(pl.Int64)
-        + (op == ">").cast(pl.Int64),
-        cond=pl.when(op == "==").then(pl.lit("eq")).otherwise(pl.lit("ge")))
-    return found.join(parsed, on="m", how="left", maintain_order="left").select(
-        pl.col("row").cast(pl.Int64), "sem", "value", "cond")
+    # One pass of the pattern per condition gives its three parts.
+    parts = pl.col("m").str.extract_groups(WAIT_PATTERN)
+    return found.select(pl.col("row").cast(pl.Int64), parts.alias("parts")).unnest(
+        "parts").select(
+        "row", sem=pl.col("1").cast(pl.Int64),
+        value=pl.col("3").cast(pl.Int64) + (pl.col("2") == ">").cast(pl.Int64),
+        cond=pl.when(pl.col("2") == "==").then(pl.lit("eq")).otherwise(pl.lit("ge")))
 
 
 def semaphore_number(text: pl.Expr) -> pl.Expr:
