@@ -293,6 +293,6 @@ def main() -> None:
 
 # The command modules: importing them registers their commands on `app` (after replay, in the
 # order `tracekit --help` lists them).
-from tracekit.cli.commands import analyses, interop, runs, workloads  # noqa: E402
+from tracekit.cli.commands import analyses, interop, report, runs, workloads  # noqa: E402
 
-COMMANDS = (analyses, runs, workloads, interop)
+COMMANDS = (analyses, report, runs, workloads, interop)

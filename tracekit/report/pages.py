@@ -1,0 +1,602 @@
+"""What each HTML page shows: its head, verdict lines and figures, every number taken from the
+report objects the JSON reports are made of (`api.analyze`, `analysis.diff`, the nightly
+history) and the one definition of each figure (`analysis.figures`). Nothing here formats
+HTML (`render` does) and nothing is computed a second way.
+
+A trace page of a timed GEMM holds, in order: the engine timeline, utilization over time, DMA
+and HBM bandwidth over time, the stall breakdown, the critical path by engine and by layer,
+top opcodes, the engine figures, the sensitivity ranking's top, model against observed (per
+opcode, and a scatter of durations) and the findings; each figure names the command whose
+JSON holds the same numbers (`Figure.command`).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tracekit import api, progress
+from tracekit.analysis.figures import (
+    accounts,
+    bandwidth_over_time,
+    busy_over_time,
+    nice_width,
+    opcode_figures,
+)
+from tracekit.cli import render
+from tracekit.replay.machine import Machine, engine_kind
+from tracekit.report.lanes import MAX_BARS, Lanes, check_window, engine_lanes, window_of
+
+OVER_TIME_BINS = 400
+"""Target number of bins of the figures over time (utilization, bandwidth)."""
+SCATTER_POINTS = 4_000
+"""Instructions in the scatter of predicted against observed durations (evenly spaced in id
+order, and the most divergent ones)."""
+TOP_OPCODES = 15
+TOP_STALL_CAUSES = 20
+
+
+class Kind(StrEnum):
+    PLOTLY = "plotly"
+    TIMELINE = "timeline"
+    TABLE = "table"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of a page: `key` (its id in the page), `title`, `command` (the tracekit
+    command whose output holds its numbers), `kind` and `spec`: for plotly, {"data": traces,
+    "layout": ...}; for a timeline, `lanes`; for a table, {"columns": [(name, format)],
+    "rows": records}; `note`: a sentence under the title."""
+
+    key: str
+    title: str
+    command: str
+    kind: Kind
+    spec: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    lanes: Lanes | tuple[Lanes, Lanes] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page: its title, head (label, text), verdict lines, figures and links (text, href)
+    to other pages."""
+
+    title: str
+    head: list[tuple[str, str]]
+    verdict: list[str]
+    figures: list[Figure]
+    links: list[tuple[str, str]] = field(default_factory=list)
+
+
+def command(*words: Any) -> str:
+    """A shell command line, each word quoted as needed."""
+    return " ".join(shlex.quote(str(w)) for w in words if w is not None and w != "")
+
+
+def _head(facts: list[render.Fact]) -> list[tuple[str, str]]:
+    return [(f.label, f.text) for f in facts if f.key not in render.JSON_ONLY]
+
+
+# --- a trace ------------------------------------------------------------------------------------
+
+
+def trace_page(trace: api.TraceLike, machine: api.MachineLike = None, *,
+               timeline: str = "auto", start: int | None = None, end: int | None = None,
+               max_bars: int = MAX_BARS, machine_arg: str | None = None) -> Page:
+    """The report of one trace (`tracekit report`): `start`, `end` the window of the engine
+    timeline's detail (cycles of the timeline); `machine_arg`: the --machine given, for the
+    reproducing commands."""
+    check_window(start, end)  # before the analysis
+    opened = api.trace_of(trace, None)
+    resolved = api.machine_of(machine)
+    chosen = api.timeline_of(timeline)
+    with progress.step("analysing"):
+        a = api.analyze(opened, resolved, timeline=chosen)
+    line = a.line
+    assert line is not None
+    frame = line.frame
+    lo, hi = window_of(frame, start, end)
+    path_str = str(opened.path)
+    flags = [*(("--machine", machine_arg) if machine_arg else ()),
+             "--timeline", line.source.value]
+
+    def cli(name: str, *more: str) -> str:
+        return command("tracekit", name, path_str, *flags, *more, "-f", "json")
+
+    with progress.step("figures over time"):
+        acc = accounts(frame)
+        lanes = engine_lanes(frame, acc, a.path.steps, lo, hi, max_bars)
+        work = opened.read_instructions(["id", "bytes"])
+        over_time = _over_time(frame, acc, work, resolved)
+    m = opened.manifest
+    n = m.tables["instructions"].rows
+    head = [("workload", m.workload),
+            ("producer", f"{m.producer.name} {m.producer.version}".strip()),
+            *_head(a.facts), ("instructions", f"{n:,}")]
+    window = ("" if (start, end) == (None, None)
+              else f"; window [{lo:,}, {hi:,}) of the timeline (--from/--to)")
+    drawn = (f"{lanes.instructions:,} instructions, each a bar" if not lanes.binned else
+             f"{lanes.instructions:,} instructions, more than {max_bars:,}: each lane's busy "
+             f"cycles per bin of {lanes.width:,} cycles (rerun with --from/--to for a "
+             f"window's instructions one by one)")
+    figures = [
+        Figure("timeline", "Engine timeline", cli("analyze"), Kind.TIMELINE,
+               note=f"{drawn}{window}; the critical path is marked in red. Wheel to zoom, "
+                    f"drag to pan, double-click to reset. Busy per engine as in the "
+                    f"engines table of analyze.",
+               lanes=lanes),
+        *over_time,
+        _stall_figure(a.stalls, cli("stalls")),
+        _share_figure("critical-path-engine", "Critical path by engine", a.path.by_engine,
+                      "engine", cli("critical-path")),
+        _share_figure("critical-path-layer", "Critical path by layer", a.path.by_layer,
+                      "layer", cli("critical-path")),
+        _opcode_figure(opcode_figures(frame, acc).head(TOP_OPCODES), cli("stalls")),
+        Figure("engines", "Engine figures", cli("analyze"), Kind.TABLE,
+               {"columns": list(render.ENGINE_COLS.items()), "rows": render.records(a.engines)},
+               note="Busy, HBM contention, waiting and idle sum to the makespan on every "
+                    "engine (docs/glossary.md defines each figure)."),
+        _sensitivity_figure(a.sensitivity, cli("analyze")),
+    ]
+    with progress.step("model against observed"):
+        figures += _correlation(opened, resolved, line, path_str, machine_arg)
+    figures.append(_findings_figure(a.findings, cli("analyze")))
+    return Page(f"tracekit report: {m.workload}", head, _verdict(a, resolved), figures)
+
+
+def _verdict(a: api.Analysis, machine: Machine) -> list[str]:
+    """What bounds the run, in analyze's figures: the critical path's largest parts, the
+    busiest engine, HBM, the best 10 % speed-up, the findings."""
+    lines = []
+    parts = ", ".join(f"{r['engine']} {r['pct']:.1f} %" for r in
+                      a.path.by_engine.head(3).iter_rows(named=True))
+    lines.append(f"critical path ({a.path.steps.height:,} steps): {parts} of the makespan")
+    if a.engines.height:
+        busiest = a.engines.sort(["busy_pct", "engine"], descending=[True, False]).row(
+            0, named=True)
+        lines.append(f"busiest engine: {busiest['engine']}, busy {busiest['busy_pct']:.1f} % "
+                     f"of the makespan")
+    lines.append("HBM: " + render.hbm_text(a.hbm, machine.hbm_bytes_per_cycle,
+                                           machine.clock_hz))
+    if a.sensitivity.height:
+        top = a.sensitivity.row(0, named=True)
+        lines.append(f"most to gain: {top['group']} {top['name']} 10 % faster gains "
+                     f"{top['gained']:,} cycles ({top['gained_pct']:.2f} %)")
+    lines.append(f"findings: {render.findings_summary(a.findings)}")
+    return lines
+
+
+def _edges(lo: int, hi: int, width: int) -> np.ndarray:
+    bins = max(-(-(hi - lo) // width), 1)
+    return np.minimum(lo + width * np.arange(bins + 1, dtype=np.int64), hi)
+
+
+def _over_time(frame: pl.DataFrame, acc: Any, work: pl.DataFrame,
+               machine: Machine) -> list[Figure]:
+    """Utilization per engine, DMA queue and HBM bandwidth, over the whole timeline."""
+    lo, hi = acc.origin, acc.horizon
+    width = nice_width(hi - lo, OVER_TIME_BINS)
+    edges = _edges(lo, hi, width)
+    widths = np.maximum(np.diff(edges), 1)
+    x = edges[:-1].tolist()
+    busy = busy_over_time(frame, acc, lo, hi, width)
+    order = engine_order_of(acc.engines)
+    util = [{"type": "scatter", "mode": "lines", "line": {"shape": "hv", "width": 1},
+             "name": name, "x": x, "y": (busy[i] / widths * 100).tolist(),
+             "customdata": busy[i].tolist(),
+             "hovertemplate": "%{y:.1f} % (%{customdata:,} busy cycles)"}
+            for name, i in order]
+    figures = [Figure(
+        "utilization", "Utilization over time", "", Kind.PLOTLY,
+        {"data": util, "layout": {"xaxis": {"title": {"text": "cycle"}},
+                                  "yaxis": {"title": {"text": "busy % of the bin"},
+                                            "range": [0, 105]}}},
+        note=f"Busy cycles of each engine per bin of {width:,} cycles; an engine's bins add "
+             f"up to its busy cycles in `tracekit analyze` (engines table).")]
+    start = frame["start"].to_numpy().astype(np.int64)
+    end = frame["end"].to_numpy().astype(np.int64)
+    nbytes = work["bytes"].fill_null(0).to_numpy()
+    queues = [(name, i) for name, i in order if engine_kind(name) == "dma"]
+    if not queues:
+        return figures
+    lines, total = [], np.zeros(widths.size)
+    for name, i in queues:
+        mine = acc.engine == i
+        rate = bandwidth_over_time(start[mine], end[mine], nbytes[mine], lo, hi, width)
+        total += rate
+        lines.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv", "width": 1},
+                      "name": name, "x": x, "y": rate.tolist(),
+                      "hovertemplate": "%{y:,.1f} B/cycle"})
+    limits = sorted({machine.queue_bandwidth(name) for name, _ in queues})
+    lines += [_limit(x, hi, limit, f"queue limit {limit:,.0f} B/cycle") for limit in limits]
+    hbm = [{"type": "scatter", "mode": "lines", "line": {"shape": "hv", "width": 1},
+            "name": "HBM (all queues)", "x": x, "y": total.tolist(),
+            "hovertemplate": "%{y:,.1f} B/cycle"},
+           _limit(x, hi, machine.hbm_bytes_per_cycle,
+                  f"HBM limit {machine.hbm_bytes_per_cycle:,.0f} B/cycle")]
+    axes = {"xaxis": {"title": {"text": "cycle"}}, "yaxis": {"title": {"text": "bytes/cycle"}}}
+    note = ("Each transfer's bytes spread over its span; weighted by bin width the bins "
+            "average to the achieved bandwidth of `tracekit analyze` (engines table: B/cycle; "
+            "head: HBM bandwidth).")
+    return [*figures,
+            Figure("dma-bandwidth", "DMA bandwidth over time", "", Kind.PLOTLY,
+                   {"data": lines, "layout": axes}, note=note),
+            Figure("hbm-bandwidth", "HBM bandwidth over time", "", Kind.PLOTLY,
+                   {"data": hbm, "layout": axes}, note=note)]
+
+
+def engine_order_of(engines: list[str]) -> list[tuple[str, int]]:
+    """(name, index into `engines`) in lane order: compute engines, then DMA queues."""
+    from tracekit.convert.perfetto import engine_order
+
+    index = {name: i for i, name in enumerate(engines)}
+    return [(name, index[name]) for name in engine_order(list(engines))]
+
+
+def _limit(x: list[int], hi: int, value: float, name: str) -> dict[str, Any]:
+    return {"type": "scatter", "mode": "lines", "name": name, "x": [x[0], hi],
+            "y": [value, value], "line": {"dash": "dash", "width": 1, "color": "#b22222"},
+            "hoverinfo": "name"}
+
+
+_BUSY = ["#1f77b4", "#4c9bd6", "#2a5d8f", "#7fb8e6", "#17456e", "#5aa0c8"]
+_WAIT = ["#ff7f0e", "#d62728", "#e6a23c", "#b5451b", "#f2b880", "#8c2d04", "#e377c2",
+         "#c9533a"]
+_IDLE = ["#c7c7c7", "#9e9e9e"]
+
+
+def _stall_figure(stalls: pl.DataFrame, cli: str) -> Figure:
+    """The stall table as bars stacked per engine: busy by opcode, waiting by cause, idle."""
+    engines = stalls["engine"].unique(maintain_order=True).to_list()
+    traces = []
+    palettes = {"busy": _BUSY, "waiting": _WAIT, "idle": _IDLE}
+    for bucket in ("busy", "waiting", "idle"):
+        part = stalls.filter(pl.col("bucket") == bucket)
+        causes = (part.group_by("cause").agg(pl.col("cycles").sum())
+                  .sort(["cycles", "cause"], descending=[True, False])["cause"].to_list())
+        for k, cause in enumerate(causes):
+            got = dict(part.filter(pl.col("cause") == cause).select("engine", "cycles")
+                       .iter_rows())
+            traces.append({"type": "bar", "name": f"{bucket}: {cause}", "x": engines,
+                           "y": [got.get(e, 0) for e in engines],
+                           "legendgroup": bucket,
+                           "marker": {"color": palettes[bucket][k % len(palettes[bucket])]},
+                           "hovertemplate": "%{x}: %{y:,} cycles"})
+    return Figure("stalls", "Stall breakdown per engine", cli, Kind.PLOTLY,
+                  {"data": traces, "layout": {"barmode": "stack",
+                                              "yaxis": {"title": {"text": "cycles"}}}},
+                  note="Every engine's cycles, busy (by opcode), waiting (by the producer and "
+                       "edge that held it, or HBM) and idle: each bar is the makespan.")
+
+
+def _share_figure(key: str, title: str, frame: pl.DataFrame, group: str, cli: str) -> Figure:
+    return Figure(key, title, cli, Kind.PLOTLY, {
+        "data": [{"type": "bar", "orientation": "h",
+                  "y": frame[group].cast(pl.String).fill_null("(none)").to_list(),
+                  "x": frame["cycles"].to_list(), "customdata": frame["pct"].to_list(),
+                  "hovertemplate": "%{y}: %{x:,} cycles (%{customdata:.2f} %)<extra></extra>"}],
+        "layout": {"yaxis": {"autorange": "reversed"},
+                   "xaxis": {"title": {"text": "cycles on the critical path"}}}},
+        note="The chain of instructions that decided the makespan, its cycles by "
+             f"{group} (gaps as edge latency or unexplained); the parts sum to the makespan.")
+
+
+def _opcode_figure(opcodes: pl.DataFrame, cli: str) -> Figure:
+    return Figure("opcodes", "Top opcodes by busy time", cli, Kind.PLOTLY, {
+        "data": [{"type": "bar", "orientation": "h", "y": opcodes["opcode"].to_list(),
+                  "x": opcodes["busy_cycles"].to_list(),
+                  "customdata": opcodes["share_pct"].to_list(),
+                  "hovertemplate": "%{y}: %{x:,} busy cycles (%{customdata:.2f} % of all "
+                                   "busy)<extra></extra>"}],
+        "layout": {"yaxis": {"autorange": "reversed"},
+                   "xaxis": {"title": {"text": "busy cycles, all engines"}}}},
+        note="Each opcode's busy cycles: the sum over engines of the stall table's busy rows "
+             "of that opcode.")
+
+
+def _sensitivity_figure(ranking: pl.DataFrame, cli: str) -> Figure:
+    labels = [f"{g} {n}" for g, n in ranking.select("group", "name").iter_rows()]
+    return Figure("sensitivity", "Most to gain: 10 % faster, in turn", cli, Kind.PLOTLY, {
+        "data": [{"type": "bar", "orientation": "h", "y": labels,
+                  "x": ranking["gained"].to_list(),
+                  "customdata": ranking["gained_pct"].to_list(),
+                  "hovertemplate": "%{y}: %{x:,} cycles (%{customdata:.2f} %)<extra></extra>"}],
+        "layout": {"yaxis": {"autorange": "reversed"},
+                   "xaxis": {"title": {"text": "makespan gained (cycles)"}}}},
+        note="The top of the sensitivity ranking: the makespan gained when each part is 10 % "
+             "faster (`tracekit sensitivity` lists every part).")
+
+
+def _correlation(trace: Any, machine: Machine, line: Any, path: str,
+                 machine_arg: str | None) -> list[Figure]:
+    """Model against observed, when the trace is timed: per opcode, and a scatter of
+    durations; the replay of the timeline when it is the model's, else one more replay."""
+    from tracekit.analysis.replay_report import correlate
+    from tracekit.analysis.timelines import Source, choose_source
+    from tracekit.replay.run import replay
+
+    if choose_source(trace) is not Source.OBSERVED:
+        return []
+    result = line.replayed if line.replayed is not None else replay(trace, machine)
+    corr = correlate(result)
+    if corr is None:
+        return []
+    cli = command("tracekit", "replay", path, *(("--machine", machine_arg) if machine_arg
+                                                else ()), "-f", "json")
+    ops = corr.opcodes
+    per_opcode = Figure("model-opcodes", "Model against observed, per opcode", cli, Kind.PLOTLY, {
+        "data": [{"type": "bar", "name": "bias %", "x": ops["opcode"].to_list(),
+                  "y": ops["bias_pct"].to_list(), "hovertemplate": "%{x}: bias %{y:.2f} %"},
+                 {"type": "bar", "name": "MAPE %", "x": ops["opcode"].to_list(),
+                  "y": ops["mape_pct"].to_list(), "hovertemplate": "%{x}: MAPE %{y:.2f} %"}],
+        "layout": {"barmode": "group", "yaxis": {"title": {"text": "%"}}}},
+        note=f"The model's makespan {corr.predicted_makespan:,} cycles against the observed "
+             f"{corr.observed_makespan:,} ("
+             + ("-" if corr.makespan_error_pct is None else f"{corr.makespan_error_pct:+.2f} %")
+             + "); per opcode the bias (summed predicted over summed observed durations) and "
+               "the mean absolute percentage error.")
+    t = result.timeline.select(
+        "id", pl.col("opcode").cast(pl.String),
+        (pl.col("observed_end") - pl.col("observed_start")).alias("observed"),
+        pl.col("duration").alias("predicted"))
+    stride = max(t.height // SCATTER_POINTS, 1)
+    divergent = corr.divergent_duration["id"].implode()
+    shown = t.filter((pl.int_range(pl.len()) % stride == 0) | pl.col("id").is_in(divergent))
+    top = float(max(shown["observed"].max() or 0, shown["predicted"].max() or 0))  # type: ignore[arg-type]
+    traces = []
+    for opcode in sorted(shown["opcode"].unique().to_list()):
+        part = shown.filter(pl.col("opcode") == opcode)
+        traces.append({"type": "scatter", "mode": "markers", "name": opcode,
+                       "x": part["observed"].to_list(), "y": part["predicted"].to_list(),
+                       "customdata": part["id"].to_list(), "marker": {"size": 4},
+                       "hovertemplate": "id %{customdata}: observed %{x:,}, predicted %{y:,}"})
+    traces.append({"type": "scatter", "mode": "lines", "name": "predicted = observed",
+                   "x": [0, top], "y": [0, top], "hoverinfo": "skip",
+                   "line": {"dash": "dot", "width": 1, "color": "#555555"}})
+    scatter = Figure("model-scatter", "Predicted against observed durations", cli,
+                     Kind.PLOTLY, {"data": traces, "layout": {
+                         "xaxis": {"title": {"text": "observed duration (cycles)"}},
+                         "yaxis": {"title": {"text": "predicted duration (cycles)"}}}},
+                     note=f"{shown.height:,} of {t.height:,} instructions (every "
+                          f"{stride:,}th in id order, and the most divergent ones).")
+    return [per_opcode, scatter]
+
+
+def _findings_figure(findings: pl.DataFrame, cli: str) -> Figure:
+    rows = render.with_evidence(findings).select(
+        "severity", "code", "message", pl.col("instructions").list.len().alias("count"),
+        pl.col("instructions").list.head(12).cast(pl.List(pl.String)).list.join(", ")
+        .alias("instructions"), "hint", "evidence")
+    return Figure("findings", "Bug findings", cli, Kind.TABLE, {
+        "columns": [("severity", ""), ("code", ""), ("message", ""), ("count", ","),
+                    ("instructions", ""), ("hint", ""), ("evidence", "")],
+        "rows": render.records(rows)},
+        note=f"{render.findings_summary(findings)}; `tracekit bugs` explains each code "
+             f"(analysis/signatures.md). instructions: the first 12 ids of count.")
+
+
+# --- a diff -------------------------------------------------------------------------------------
+
+
+def diff_page(base: api.TraceLike, cand: api.TraceLike, machine: api.MachineLike = None, *,
+              timeline: str = "auto", threshold_pct: float = 2.0, force: bool = False,
+              max_bars: int = MAX_BARS, machine_arg: str | None = None) -> tuple[Page, Any]:
+    """Two runs compared (`tracekit diff --format html`): the page, and the `Diff`."""
+    from tracekit.analysis.diff import check_comparable, diff, profile
+    from tracekit.analysis.timelines import choose_source
+
+    resolved = api.machine_of(machine)
+    traces = api.trace_of(base), api.trace_of(cand)
+    check_comparable(*traces, force=force)
+    source = choose_source(*traces, choice=api.timeline_of(timeline))
+    with progress.step("profiling both runs", total=2) as done:
+        profiles = []
+        for t in traces:
+            profiles.append(profile(t, resolved, source))
+            done.advance()
+    d = diff(*profiles, threshold_pct=threshold_pct, force=force)
+    facts, _ = render.diff_sections(d, render.timeline_facts(traces[0], resolved,
+                                                             source.value))
+    cli = command("tracekit", "diff", str(traces[0].path), str(traces[1].path),
+                  *(("--machine", machine_arg) if machine_arg else ()),
+                  "--timeline", source.value, "--threshold", f"{threshold_pct:g}",
+                  "--force" if force else None, "-f", "json")
+    sides = []
+    for p in profiles:
+        t = p.instructions
+        acc = accounts(t)
+        steps = p.critical.steps.select("start", "end", pl.col("engine").cast(pl.String))
+        lo, hi = int(t["start"].min()), int(t["end"].max())  # type: ignore[arg-type]
+        sides.append(engine_lanes(t, acc, steps, lo, hi, max_bars // 2))
+    figures = [
+        Figure("timelines", "Both timelines, aligned at their start", cli, Kind.TIMELINE,
+               note="Each engine's lane in the base run (upper) and the candidate (lower), "
+                    "from each run's first start; the critical paths in red."
+                    + ("" if not any(s.binned for s in sides) else
+                       f" Past {max_bars // 2:,} instructions a run is drawn as busy cycles "
+                       f"per bin."), lanes=(sides[0], sides[1])),
+        _waterfall("waterfall-engine", "Makespan change by engine (critical path)", d,
+                   d.attribution_engine, "engine", cli),
+        _waterfall("waterfall-layer", "Makespan change by layer (critical path)", d,
+                   d.attribution_layer, "layer", cli),
+        _stall_moves(d.stall_causes, cli),
+        Figure("new-findings", "New findings", cli, Kind.TABLE, {
+            "columns": [("severity", ""), ("code", ""), ("message", "")],
+            "rows": render.records(d.new_findings)},
+            note="In the candidate, not in the base (numbers masked, instructions aligned)."),
+        Figure("resolved-findings", "Resolved findings", cli, Kind.TABLE, {
+            "columns": [("severity", ""), ("code", ""), ("message", "")],
+            "rows": render.records(d.resolved_findings)},
+            note="In the base, no longer in the candidate."),
+    ]
+    return Page(f"tracekit diff: {d.workload}", _head(facts), [render.diff_verdict(d)],
+                figures), d
+
+
+def _waterfall(key: str, title: str, d: Any, frame: pl.DataFrame, group: str,
+               cli: str) -> Figure:
+    """The base makespan, each group's change along the critical paths, the candidate's."""
+    names = frame[group].cast(pl.String).to_list()
+    deltas = frame["delta"].to_list()
+    return Figure(key, title, cli, Kind.PLOTLY, {
+        "data": [{"type": "waterfall", "orientation": "v",
+                  "measure": ["absolute", *(["relative"] * len(deltas)), "total"],
+                  "x": ["base", *names, "candidate"],
+                  "y": [d.base_makespan, *deltas, d.cand_makespan],
+                  "connector": {"line": {"width": 1, "color": "#888888"}},
+                  "increasing": {"marker": {"color": "#d62728"}},
+                  "decreasing": {"marker": {"color": "#2ca02c"}},
+                  "totals": {"marker": {"color": "#1f77b4"}},
+                  "hovertemplate": "%{x}: %{y:+,} cycles<extra></extra>"}],
+        "layout": {"yaxis": {"title": {"text": "makespan (cycles)"}}, "showlegend": False}},
+        note=f"The change ({d.delta:+,} cycles) split by {group} between the two critical "
+             f"paths' compositions; the steps add up to it.")
+
+
+def _stall_moves(causes: pl.DataFrame, cli: str) -> Figure:
+    top = causes.head(TOP_STALL_CAUSES)
+    labels = [f"{e} waiting on {c}" for e, c in top.select("engine", "cause").iter_rows()]
+    deltas = top["delta"].to_list()
+    return Figure("stall-causes", "Stall causes that moved", cli, Kind.PLOTLY, {
+        "data": [{"type": "bar", "orientation": "h", "y": labels, "x": deltas,
+                  "customdata": list(zip(top["base"].to_list(), top["cand"].to_list(),
+                                         strict=True)),
+                  "marker": {"color": ["#d62728" if v > 0 else "#2ca02c" for v in deltas]},
+                  "hovertemplate": "%{y}: %{x:+,} cycles (%{customdata[0]:,} -> "
+                                   "%{customdata[1]:,})<extra></extra>"}],
+        "layout": {"yaxis": {"autorange": "reversed"},
+                   "xaxis": {"title": {"text": "change of waiting cycles"}}}},
+        note=f"The {top.height} largest of {causes.height} changes of waiting cycles by engine "
+             f"and cause.")
+
+
+# --- a nightly run ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiffLink:
+    """A regressed workload's diff page (`file`, beside the index), or why there is none."""
+
+    workload: str
+    file: str | None
+    why: str | None = None
+
+
+def nightly_page(run: Any, links: dict[str, DiffLink]) -> Page:
+    """The nightly index (`index.html`): per workload, its makespan in every run of the suite
+    in the history, regressions marked, and this run's table with links to the diff pages."""
+    from tracekit.analysis.history import History, workload_trend
+
+    rows = run.rows
+    first = rows.row(0, named=True)
+    every = pl.concat([run.before, rows])
+    held = History(run.history, every)
+    figures = []
+    for w in rows["workload"].to_list():
+        t = workload_trend(held, w, run.suite.name)
+        bad = t.filter(pl.col("status") == "regression")
+        link = links.get(w)
+        figures.append(Figure(
+            f"trend-{len(figures)}", f"{w}: makespan over the history",
+            command("tracekit", "history", str(run.history), "--workload", w, "--suite",
+                    run.suite.name, "-f", "json"), Kind.PLOTLY, {
+                "data": [{"type": "scatter", "mode": "lines+markers", "name": "makespan",
+                          "x": t["run_id"].to_list(), "y": t["makespan"].to_list(),
+                          "customdata": t["status"].to_list(),
+                          "hovertemplate": "run %{x}: %{y:,} cycles (%{customdata})"
+                                           "<extra></extra>"},
+                         {"type": "scatter", "mode": "markers", "name": "regression",
+                          "x": bad["run_id"].to_list(), "y": bad["makespan"].to_list(),
+                          "marker": {"color": "#d62728", "size": 11, "symbol": "x"},
+                          "hovertemplate": "run %{x}: regression<extra></extra>"}],
+                "layout": {"height": 260, "xaxis": {"type": "category"},
+                           "yaxis": {"title": {"text": "cycles"}, "rangemode": "tozero"}}},
+            note=(f"diff page: {link.file}" if link and link.file else
+                  f"no diff page: {link.why}" if link else "")))
+    table = rows.select(
+        "workload", "status", "timeline", "makespan", "baseline_makespan",
+        pl.col("delta_pct"), "threshold_pct", "errors", "warnings", "baseline_run")
+    diff_files = [links[w].file if w in links else None for w in table["workload"]]
+    table = table.with_columns(pl.Series("diff", diff_files, dtype=pl.String))
+    counts = {s: rows.filter(pl.col("status") == s).height
+              for s in ("pass", "regression", "error")}
+    head = [("suite", run.suite.name), ("run", f"{first['run_id']} ({first['date']})"),
+            ("machine", f"{run.suite.machine or 'trn-like'} (makespans in its cycles)"),
+            ("history", str(run.history))]
+    verdict = [f"{rows.height} workload(s): {counts['pass']} passed, "
+               f"{counts['regression']} regressed, {counts['error']} failed"]
+    summary = Figure("runs", "This run", "", Kind.TABLE, {
+        "columns": [("workload", ""), ("status", ""), ("timeline", ""), ("makespan", ","),
+                    ("baseline_makespan", ","), ("delta_pct", "+.2f"), ("threshold_pct", "g"),
+                    ("errors", ","), ("warnings", ","), ("baseline_run", ""),
+                    ("diff", "link")],
+        "rows": render.records(table)},
+        note="summary.md beside this page says what moved in each regression.")
+    return Page(f"tracekit nightly: {run.suite.name}", head, verdict, [summary, *figures],
+                links=[(f"diff of {w}", link.file) for w, link in links.items() if link.file])
+
+
+def diff_file_name(workload: str) -> str:
+    """The diff page of a workload: diff-NAME.html, NAME made safe for a file name."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in workload)
+    return f"diff-{safe}.html"
+
+
+def regressed_diffs(run: Any) -> dict[str, tuple[Path, Path] | str]:
+    """For each regressed workload with a baseline run: (baseline trace, this run's trace)
+    when the baseline's trace is still where the history says, with the same manifest
+    sha256; else why not."""
+    from tracekit.trace.bundle import file_sha256
+    from tracekit.trace.schema import MANIFEST_FILE
+
+    out: dict[str, tuple[Path, Path] | str] = {}
+    mine = run.rows.filter((pl.col("status") == "regression")
+                           & pl.col("baseline_run").is_not_null())
+    for row in mine.iter_rows(named=True):
+        base = run.before.filter((pl.col("suite") == row["suite"])
+                                 & (pl.col("workload") == row["workload"])
+                                 & (pl.col("run_id") == row["baseline_run"])).row(0, named=True)
+        where = Path(base["trace"] or "")
+        manifest = where / MANIFEST_FILE
+        if not manifest.is_file():
+            out[row["workload"]] = (f"the baseline run {base['run_id']}'s trace is no longer "
+                                    f"at {where}")
+        elif base["trace_sha256"] and file_sha256(manifest) != base["trace_sha256"]:
+            out[row["workload"]] = (f"{where} no longer holds the baseline run "
+                                    f"{base['run_id']}'s trace (its manifest's sha256 differs)")
+        else:
+            out[row["workload"]] = (where, Path(row["trace"]))
+    return out
+
+
+def nightly_pages(run: Any, machine_arg: str | None = None) -> dict[str, Page]:
+    """The pages nightly writes beside summary.md: index.html, and diff-NAME.html for each
+    regressed workload whose baseline trace is still at hand."""
+    from tracekit.errors import TracekitError
+
+    pages: dict[str, Page] = {}
+    links: dict[str, DiffLink] = {}
+    thresholds = dict(run.rows.select("workload", "threshold_pct").iter_rows())
+    for workload, found in regressed_diffs(run).items():
+        if isinstance(found, str):
+            links[workload] = DiffLink(workload, None, found)
+            continue
+        name = diff_file_name(workload)
+        try:
+            page, _ = diff_page(*found, run.suite.machine, force=True,
+                                threshold_pct=thresholds[workload],
+                                machine_arg=machine_arg or run.suite.machine)
+        except TracekitError as exc:
+            links[workload] = DiffLink(workload, None, f"the diff could not be made: {exc}")
+            continue
+        pages[name] = page
+        links[workload] = DiffLink(workload, name)
+    return {"index.html": nightly_page(run, links), **pages}
