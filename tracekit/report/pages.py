@@ -31,6 +31,7 @@ from tracekit.analysis.figures import (
 )
 from tracekit.cli import render
 from tracekit.replay.machine import Machine, engine_kind
+from tracekit.replay.run import ReplayStuck
 from tracekit.report.lanes import MAX_BARS, Lanes, check_window, engine_lanes, window_of
 
 OVER_TIME_BINS = 400
@@ -74,6 +75,9 @@ class Page:
     verdict: list[str]
     figures: list[Figure]
     links: list[tuple[str, str]] = field(default_factory=list)
+    stuck: str | None = None
+    """The replay's report when the run cannot finish (the page then shows what the trace
+    recorded and the findings)."""
 
 
 def command(*words: Any) -> str:
@@ -98,8 +102,11 @@ def trace_page(trace: api.TraceLike, machine: api.MachineLike = None, *,
     opened = api.trace_of(trace, None)
     resolved = api.machine_of(machine)
     chosen = api.timeline_of(timeline)
-    with progress.step("analysing"):
-        a = api.analyze(opened, resolved, timeline=chosen)
+    try:
+        with progress.step("analysing"):
+            a = api.analyze(opened, resolved, timeline=chosen)
+    except ReplayStuck as exc:
+        return _stuck_page(opened, resolved, exc, start, end, max_bars, machine_arg)
     line = a.line
     assert line is not None
     frame = line.frame
@@ -150,6 +157,41 @@ def trace_page(trace: api.TraceLike, machine: api.MachineLike = None, *,
         figures += _correlation(opened, resolved, line, path_str, machine_arg)
     figures.append(_findings_figure(a.findings, cli("analyze")))
     return Page(f"tracekit report: {m.workload}", head, _verdict(a, resolved), figures)
+
+
+def _stuck_page(trace: Any, machine: Machine, stuck: ReplayStuck, start: int | None,
+                end: int | None, max_bars: int, machine_arg: str | None) -> Page:
+    """A run that cannot finish: no timeline to analyse, so the page shows the instructions
+    the trace timed (its own timing, where it stops) and the findings of `tracekit bugs`."""
+    report = api.bugs(trace, machine)
+    path_str = str(trace.path)
+    m = trace.manifest
+    head = [("workload", m.workload),
+            ("producer", f"{m.producer.name} {m.producer.version}".strip()),
+            *_head(report.facts), ("instructions", f"{m.tables['instructions'].rows:,}")]
+    bugs_cli = command("tracekit", "bugs", path_str,
+                       *(("--machine", machine_arg) if machine_arg else ()), "-f", "json")
+    figures = []
+    timed = (trace.read_instructions(["id", "engine", "opcode", "layer", "start", "end"])
+             .filter(pl.col("start").is_not_null() & pl.col("end").is_not_null()))
+    if timed.height:
+        frame = trace.in_cycles(timed, machine.clock_hz).with_columns(
+            pl.lit(0, dtype=pl.Int64).alias("contention"))
+        lo, hi = window_of(frame, start, end)
+        no_path = pl.DataFrame(schema={"start": pl.Int64, "end": pl.Int64,
+                                       "engine": pl.String})
+        lanes = engine_lanes(frame, accounts(frame), no_path, lo, hi, max_bars)
+        figures.append(Figure(
+            "timeline", "Engine timeline (as recorded, up to where the run stops)",
+            command("tracekit", "export", "perfetto", path_str, "-o", "trace.json"),
+            Kind.TIMELINE, lanes=lanes,
+            note=f"The {timed.height:,} instructions the trace timed; the replay cannot "
+                 f"finish, so there is no critical path. Wheel to zoom, drag to pan."))
+    figures.append(_findings_figure(report.findings, bugs_cli))
+    lines = str(stuck).splitlines()
+    return Page(f"tracekit report: {m.workload}", head,
+                [*lines, f"findings: {render.findings_summary(report.findings)}"], figures,
+                stuck=lines[0] if lines else str(stuck))
 
 
 def _verdict(a: api.Analysis, machine: Machine) -> list[str]:

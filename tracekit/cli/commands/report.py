@@ -9,6 +9,7 @@ import typer
 
 from tracekit.analysis.timelines import TimelineChoice
 from tracekit.cli.app import (
+    EXIT_FINDING,
     MachineOpt,
     Opt,
     TimelineOpt,
@@ -68,3 +69,7 @@ def report(
     write_text_atomic(output, text)  # never a half-written page
     typer.echo(f"wrote {output}: {len(text.encode('utf-8')):,} bytes, "
                f"{len(page.figures)} figures", err=True)
+    if page.stuck is not None:  # as analyze exits on a run that cannot finish
+        typer.echo(f"error: {page.stuck} The page shows the trace as recorded and the "
+                   f"findings.", err=True)
+        raise typer.Exit(EXIT_FINDING)
