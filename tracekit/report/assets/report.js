@@ -35,7 +35,12 @@
 
   function cycles(n) { return Math.round(n).toLocaleString("en-US"); }
 
-  function color(i) { return "hsl(" + ((i * 137.508) % 360).toFixed(1) + ",58%,52%)"; }
+  // Hues around the golden angle from blue, none in the reds of the critical path.
+  function color(i) {
+    var hue = (200 + i * 137.508) % 360;
+    if (hue > 320 || hue < 25) hue = (hue + 50) % 360;
+    return "hsl(" + hue.toFixed(1) + ",58%,52%)";
+  }
 
   var nodes = document.querySelectorAll("[data-figure]");
   var done = 0;
@@ -49,7 +54,7 @@
   // --- plotly charts ---------------------------------------------------------------------------
 
   var LAYOUT = {
-    height: 340, margin: { l: 80, r: 20, t: 10, b: 50 }, hovermode: "closest",
+    height: 340, margin: { l: 80, r: 20, t: 34, b: 50 }, hovermode: "closest",
     font: { family: "system-ui, sans-serif", size: 12 }, paper_bgcolor: "#fff",
     plot_bgcolor: "#fff", legend: { font: { size: 11 } }
   };
@@ -236,7 +241,7 @@
       for (var g = Math.ceil(view.lo / d) * d; g <= view.hi; g += d) {
         var gx = Math.round(x(g)) + 0.5;
         ctx.beginPath(); ctx.moveTo(gx, TOP - 4); ctx.lineTo(gx, height - BOTTOM); ctx.stroke();
-        ctx.fillText(cycles(g), gx + 2, 10);
+        if (gx < width - RIGHT - 60) ctx.fillText(cycles(g), gx + 2, 10);
       }
       rows.forEach(function (row, k) {
         var y = TOP + k * (ROW + GAP), r = row.run;
