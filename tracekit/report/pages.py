@@ -13,7 +13,7 @@ JSON holds the same numbers (`Figure.command`).
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,7 @@ def trace_page(trace: api.TraceLike, machine: api.MachineLike = None, *,
                     f"drag to pan, double-click to reset. Busy per engine as in the "
                     f"engines table of analyze.",
                lanes=lanes),
-        *over_time,
+        *(replace(f, command=cli("analyze")) for f in over_time),
         _stall_figure(a.stalls, cli("stalls")),
         _share_figure("critical-path-engine", "Critical path by engine", a.path.by_engine,
                       "engine", cli("critical-path")),
@@ -575,7 +575,9 @@ def nightly_page(run: Any, links: dict[str, DiffLink]) -> Page:
             ("history", str(run.history))]
     verdict = [f"{rows.height} workload(s): {counts['pass']} passed, "
                f"{counts['regression']} regressed, {counts['error']} failed"]
-    summary = Figure("runs", "This run", "", Kind.TABLE, {
+    summary = Figure("runs", "This run", command("tracekit", "history", str(run.history),
+                                                 "--suite", run.suite.name, "-f", "json")
+                     + " --workload NAME (each row's last run)", Kind.TABLE, {
         "columns": [("workload", ""), ("status", ""), ("timeline", ""), ("makespan", ","),
                     ("baseline_makespan", ","), ("delta_pct", "+.2f"), ("threshold_pct", "g"),
                     ("errors", ","), ("warnings", ","), ("baseline_run", ""),
