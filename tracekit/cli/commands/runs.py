@@ -113,7 +113,7 @@ def diff_command(
 def _diff_page(base: Path, cand: Path, output: Path, machine: str | None,
                timeline: TimelineChoice, threshold: float, force: bool) -> None:
     """`diff --format html -o FILE`: the page, then exit 3 past the threshold."""
-    from tracekit.report.pages import diff_page
+    from tracekit.report.runs import diff_page
     from tracekit.report.render import page_html
 
     with status("profiling both runs"):
@@ -159,7 +159,7 @@ def nightly(
     from tracekit.analysis.history import explain
     from tracekit.analysis.nightly import load_suite, trend
     from tracekit.analysis.nightly import nightly as run_nightly
-    from tracekit.report.pages import nightly_pages
+    from tracekit.report.runs import nightly_pages
     from tracekit.report.render import page_html
 
     suite = load_suite(suite_file)
