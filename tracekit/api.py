@@ -336,6 +336,7 @@ class Analysis(Report):
     path: CriticalPath = field(default=None)  # type: ignore[assignment]
     sensitivity: pl.DataFrame = field(default=None)  # type: ignore[assignment]
     findings: pl.DataFrame = field(default=None)  # type: ignore[assignment]
+    line: Timeline | None = None
 
     @property
     def makespan(self) -> int:
@@ -387,7 +388,8 @@ def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "a
              render.hbm_fact(hbm, resolved), fact("critical_path_steps", path.steps.height)]
     return Analysis("analysis", facts, sections, f"Analysis of {opened.path}", engines=engines,
                     array=array, device_summary=device,
-                    hbm=hbm, stalls=stall, path=path, sensitivity=ranking, findings=findings)
+                    hbm=hbm, stalls=stall, path=path, sensitivity=ranking, findings=findings,
+                    line=line)
 
 
 @dataclass(frozen=True, repr=False)

@@ -23,8 +23,10 @@ def compiled() -> bool:
 
 def compile_all() -> float:
     """Compile and cache the kernels of replay, analyze (stalls, critical path, sensitivity,
-    bug signatures) and diff on a tiny generated GEMM; the seconds it took."""
+    bug signatures), report (figures over time) and diff on a tiny generated GEMM; the
+    seconds it took."""
     from tracekit import api
+    from tracekit.analysis.figures import accounts, busy_over_time
     from tracekit.workloads.generate import generate
 
     start = time.perf_counter()
@@ -33,6 +35,9 @@ def compile_all() -> float:
                          params={"m": 128, "n": 512, "k": 256})
         api.replay(trace)
         api.analyze(trace, timeline="replayed")
-        api.analyze(trace, timeline="observed")
+        observed = api.analyze(trace, timeline="observed").line
+        if observed is not None:  # `tracekit report`'s timeline and utilization over time
+            acc = accounts(observed.frame)
+            busy_over_time(observed.frame, acc, acc.origin, acc.horizon, 1000)
         api.diff(trace, trace)
     return time.perf_counter() - start

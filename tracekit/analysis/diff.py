@@ -49,7 +49,8 @@ class Alignment(StrEnum):
 class Profile:
     """What a diff needs of one run: its timeline with each instruction's busy cycles and wait
     before it (`instructions`: id, engine, opcode, layer, pc, start, end, duration (busy),
-    wait), its stall table, critical path and findings."""
+    wait (with the HBM contention), contention (the HBM contention alone)), its stall
+    table, critical path and findings."""
 
     path: str
     workload: str
@@ -78,7 +79,7 @@ def profile(trace: Trace, machine: Machine, source: Source | str,
         "layer": f["layer"].cast(pl.String).fill_null(NO_LAYER),
         "pc": trace.read_instructions(["id", "pc"])["pc"],
         "start": f["start"], "end": f["end"], "duration": acc.busy,
-        "wait": acc.wait + acc.contention})
+        "wait": acc.wait + acc.contention, "contention": acc.contention})
     path = critical_path(line.frame, line.graph, line.kind_latency)
     found = findings_frame(find_bugs(trace, machine, line.graph, line.replayed) if findings else [])
     return Profile(path=str(trace.path), workload=trace.manifest.workload, source=line.source,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numba
 import numpy as np
 import polars as pl
@@ -60,6 +62,16 @@ GLOSSARY: tuple[tuple[str, str, str], ...] = (
      "Per DMA queue, the bytes its transfers moved / makespan, and as % of the queue's "
      "bandwidth in the machine; for HBM, all DMA bytes / makespan, as % of the machine's HBM "
      "bandwidth."),
+    ("utilization over time", "% of each bin",
+     "Per engine, the busy cycles that fall in each bin of the timeline (an instruction's "
+     "busy cycles are the first part of its span, its HBM contention the rest) / the bin's "
+     "width * 100. The busy cycles of an engine's bins add up to its busy; `tracekit report` "
+     "draws it, and the engine timeline's binned occupancy is the same count."),
+    ("bandwidth over time", "bytes/cycle in each bin",
+     "Per DMA queue, each transfer's bytes spread evenly over its span [start, end) (all in "
+     "its start's bin when it takes no time), summed per bin / the bin's width; HBM's is the "
+     "sum over the queues. Weighted by bin width, the bins average to the achieved bandwidth; "
+     "`tracekit report` and `export perfetto`'s counters draw it."),
     ("device profile summary", "Neuron Explorer's (times in ns)",
      "On a device profile imported from Neuron Explorer, `analyze` recomputes its Summary "
      "metrics from the bundle's observed times (engine active time: the union of an engine's "
@@ -196,6 +208,79 @@ def opcode_figures(timeline: pl.DataFrame, acc: Accounts) -> pl.DataFrame:
                  pl.col("busy").sum().alias("busy_cycles"))
             .with_columns((pl.col("busy_cycles") / total * 100).alias("share_pct"))
             .sort(["busy_cycles", "opcode"], descending=[True, False]))
+
+
+def nice_width(span: int, bins: int) -> int:
+    """The smallest of 1, 2, 5 times a power of ten cycles that covers `span` in `bins` bins."""
+    raw = max(span, 1) / bins
+    if raw <= 1:
+        return 1
+    power = 10 ** math.floor(math.log10(raw))
+    for step in (1, 2, 5, 10):
+        if step * power >= raw:
+            return int(step * power)
+    return int(10 * power)  # pragma: no cover - the loop always returns
+
+
+def busy_over_time(timeline: pl.DataFrame, acc: Accounts, lo: int, hi: int,
+                   width: int) -> np.ndarray:
+    """Busy cycles per engine (rows: `acc.engines`) in each bin [lo + k*width, ...) up to
+    `hi` (columns), as int64: an instruction's busy cycles are the first part of its span on
+    its engine (which ends at its end), its HBM contention the rest. Over the whole timeline
+    (lo, hi = acc.origin, acc.horizon) each row sums to the engine's busy cycles.
+    `timeline`: the frame `acc` was made from (its `end` column is read)."""
+    width = max(int(width), 1)
+    bins = max(-(-(hi - lo) // width), 1)
+    end = timeline["end"].to_numpy().astype(np.int64)
+    begin = end - acc.busy - acc.contention  # the span starts there (0 cycles: no matter)
+    return _occupancy(acc.engine.astype(np.int64), begin, begin + acc.busy, int(lo), int(hi),
+                      width, bins, len(acc.engines))
+
+
+@numba.njit(cache=True, nogil=True)
+def _occupancy(engine, begin, stop, lo, hi, width, bins, n_eng):  # pragma: no cover - compiled
+    out = np.zeros((n_eng, bins), dtype=np.int64)
+    for i in range(engine.size):
+        s = max(begin[i], lo)
+        e = min(stop[i], hi)
+        k = (s - lo) // width
+        while s < e:
+            edge = min(lo + (k + 1) * width, e)
+            out[engine[i], k] += edge - s
+            s = edge
+            k += 1
+    return out
+
+
+def bandwidth_over_time(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray, lo: int,
+                        hi: int, width: int) -> np.ndarray:
+    """Bytes per cycle of a set of transfers in each bin [lo + k*width, ...) up to hi, each
+    transfer's bytes spread evenly over [start, end) (all in its start's bin when end ==
+    start). Every term is local to a bin, so idle bins are exactly 0."""
+    nb = max(-(-(hi - lo) // width), 1)
+    edges = np.minimum(lo + width * np.arange(nb + 1, dtype=np.int64), hi)
+    inside = (end > lo) & (start < hi) | (start == end) & (start >= lo) & (start < hi)
+    s, e, b = start[inside], end[inside], nbytes[inside].astype(np.float64)
+    cs, ce = np.clip(s, lo, hi), np.clip(e, lo, hi)
+    first = np.minimum((cs - lo) // width, nb - 1)
+    last = np.minimum(np.maximum(ce - 1 - lo, 0) // width, nb - 1)
+    total = np.zeros(nb + 1)
+    point = e == s
+    np.add.at(total, first[point], b[point])
+    dur = (e - s).astype(np.float64)
+    rate = np.where(point, 0.0, b / np.where(point, 1.0, dur))
+    one = ~point & (first == last)
+    np.add.at(total, first[one], rate[one] * (ce[one] - cs[one]))
+    many = ~point & (first < last)
+    f, la, r = first[many], last[many], rate[many]
+    np.add.at(total, f, r * (edges[f + 1] - cs[many]))
+    np.add.at(total, la, r * (ce[many] - edges[la]))
+    # Bins strictly between the first and last are covered whole: a difference array of rates.
+    full = np.zeros(nb + 1)
+    np.add.at(full, f + 1, r)
+    np.add.at(full, la, -r)
+    total[:nb] += np.cumsum(full)[:nb] * np.diff(edges)
+    return total[:nb] / np.maximum(np.diff(edges), 1)
 
 
 def _peak_flops(machine: Machine, engine: str, opcodes: list[str]) -> float | None:

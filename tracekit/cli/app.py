@@ -293,6 +293,13 @@ def main() -> None:
 
 # The command modules: importing them registers their commands on `app` (after replay, in the
 # order `tracekit --help` lists them).
-from tracekit.cli.commands import analyses, interop, runs, sweeps, workloads  # noqa: E402
+from tracekit.cli.commands import (  # noqa: E402
+    analyses,
+    interop,
+    report,
+    runs,
+    sweeps,
+    workloads,
+)
 
-COMMANDS = (analyses, sweeps, runs, workloads, interop)
+COMMANDS = (analyses, sweeps, report, runs, workloads, interop)

@@ -54,6 +54,8 @@ import numpy as np
 import polars as pl
 
 from tracekit import __version__
+from tracekit.analysis.figures import bandwidth_over_time as bandwidth
+from tracekit.analysis.figures import nice_width as _nice_width
 from tracekit.convert.lanes import lowest_free_lane
 from tracekit.errors import TracekitError
 from tracekit.replay.graph import GraphError
@@ -213,46 +215,8 @@ def engine_order(engines: list[str]) -> list[str]:
 
 
 def nice_width(span: int, bins: int = COUNTER_BINS) -> int:
-    """The smallest of 1, 2, 5 times a power of ten cycles that covers `span` in `bins` bins."""
-    raw = max(span, 1) / bins
-    if raw <= 1:
-        return 1
-    power = 10 ** math.floor(math.log10(raw))
-    for step in (1, 2, 5, 10):
-        if step * power >= raw:
-            return int(step * power)
-    return int(10 * power)  # pragma: no cover - the loop always returns
-
-
-def bandwidth(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray, lo: int, hi: int,
-              width: int) -> np.ndarray:
-    """Bytes per cycle of a set of transfers in each bin [lo + k*width, ...) up to hi, each
-    transfer's bytes spread evenly over [start, end) (all in its start's bin when end == start).
-    Every term is local to a bin, so idle bins are exactly 0."""
-    nb = max(-(-(hi - lo) // width), 1)
-    edges = np.minimum(lo + width * np.arange(nb + 1, dtype=np.int64), hi)
-    inside = (end > lo) & (start < hi) | (start == end) & (start >= lo) & (start < hi)
-    s, e, b = start[inside], end[inside], nbytes[inside].astype(np.float64)
-    cs, ce = np.clip(s, lo, hi), np.clip(e, lo, hi)
-    first = np.minimum((cs - lo) // width, nb - 1)
-    last = np.minimum(np.maximum(ce - 1 - lo, 0) // width, nb - 1)
-    total = np.zeros(nb + 1)
-    point = e == s
-    np.add.at(total, first[point], b[point])
-    dur = (e - s).astype(np.float64)
-    rate = np.where(point, 0.0, b / np.where(point, 1.0, dur))
-    one = ~point & (first == last)
-    np.add.at(total, first[one], rate[one] * (ce[one] - cs[one]))
-    many = ~point & (first < last)
-    f, la, r = first[many], last[many], rate[many]
-    np.add.at(total, f, r * (edges[f + 1] - cs[many]))
-    np.add.at(total, la, r * (ce[many] - edges[la]))
-    # Bins strictly between the first and last are covered whole: a difference array of rates.
-    full = np.zeros(nb + 1)
-    np.add.at(full, f + 1, r)
-    np.add.at(full, la, -r)
-    total[:nb] += np.cumsum(full)[:nb] * np.diff(edges)
-    return total[:nb] / np.maximum(np.diff(edges), 1)
+    """The counters' bin width: `figures.nice_width` over COUNTER_BINS bins."""
+    return _nice_width(span, bins)
 
 
 def _num(value: float) -> str:

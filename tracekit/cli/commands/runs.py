@@ -35,6 +35,7 @@ class DiffFormat(StrEnum):
     JSON = "json"
     MD = "md"
     JUNIT = "junit"
+    HTML = "html"
 
 
 @app.command("diff")
@@ -55,10 +56,16 @@ def diff_command(
                                       help="Output format.")] = DiffFormat.TEXT,
     force: Annotated[bool, Opt("--force", help="Compare traces of different workloads.")]
     = False,
+    output: Annotated[Path | None, Opt("--output", "-o", help="HTML file to write (with "
+                                       "--format html).", show_default=False)] = None,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing --output "
+                                   "file.")] = False,
 ) -> None:
     """What changed between two runs of a workload: the makespan, per layer, engine and
     opcode, the makespan change attributed along the critical paths, the instructions that
-    changed most and new or resolved findings. Exits 3 past --threshold."""
+    changed most and new or resolved findings. Exits 3 past --threshold. --format html -o
+    FILE writes a page of figures: both timelines aligned, the change as a waterfall by
+    engine and layer, the stall causes that moved, new and resolved findings."""
     from tracekit.analysis.diff import check_comparable, diff, profile
     from tracekit.analysis.timelines import choose_source
     from tracekit.replay.machine import resolve_machine
@@ -66,6 +73,16 @@ def diff_command(
     if not math.isfinite(threshold):
         raise typer.BadParameter(f"{threshold} is not a finite percentage",
                                  param_hint="--threshold")
+    if (format is DiffFormat.HTML) != (output is not None):
+        raise typer.BadParameter("--format html writes a file: give both --format html and "
+                                 "-o FILE (the other formats print to stdout)",
+                                 param_hint="--output")
+    if output is not None:
+        from tracekit.cli.commands.report import check_output
+
+        check_output(output, overwrite)
+        _diff_page(base, cand, output, machine, timeline, threshold, force)
+        return
     chosen = resolve_machine(machine)
     traces = open_bundle(base), open_bundle(cand)
     check_comparable(*traces, force=force)  # before the expensive part
@@ -93,6 +110,23 @@ def diff_command(
         raise typer.Exit(EXIT_FINDING)
 
 
+def _diff_page(base: Path, cand: Path, output: Path, machine: str | None,
+               timeline: TimelineChoice, threshold: float, force: bool) -> None:
+    """`diff --format html -o FILE`: the page, then exit 3 past the threshold."""
+    from tracekit.report.runs import diff_page
+    from tracekit.report.render import page_html
+
+    with status("profiling both runs"):
+        page, result = diff_page(base, cand, machine, timeline=timeline,
+                                 threshold_pct=threshold, force=force, machine_arg=machine)
+        text = page_html(page)
+    write_text_atomic(output, text)
+    typer.echo(f"{render.diff_verdict(result)}\nwrote {output}: "
+               f"{len(text.encode('utf-8')):,} bytes", err=True)
+    if result.regression:
+        raise typer.Exit(EXIT_FINDING)
+
+
 @app.command()
 @handles_errors
 def nightly(
@@ -112,17 +146,21 @@ def nightly(
                                        show_default=False)] = None,
     run_id: Annotated[str | None, Opt("--run-id", help="Name of this run in the history "
                                       "(default: the UTC time).", show_default=False)] = None,
-    report: Annotated[Path | None, Opt("--report", help="Folder for summary.md and junit.xml "
+    report: Annotated[Path | None, Opt("--report", help="Folder for summary.md, junit.xml, "
+                                       "index.html and the regressions' diff pages "
                                        "(default: HISTORY/reports/RUN_ID).",
                                        show_default=False)] = None,
 ) -> None:
     """Run a suite of workloads (replay, analyze and bugs on each, in parallel), append the
     results to the history, compare each workload with its baseline and write a Markdown
-    summary with a trend table and JUnit XML. Exits 3 on any regression, 1 when a workload
+    summary with a trend table, JUnit XML and index.html (each workload's makespan over the
+    history, regressions marked and linked to their diff-NAME.html pages). Exits 3 on any regression, 1 when a workload
     could not run."""
     from tracekit.analysis.history import explain
     from tracekit.analysis.nightly import load_suite, trend
     from tracekit.analysis.nightly import nightly as run_nightly
+    from tracekit.report.runs import nightly_pages
+    from tracekit.report.render import page_html
 
     suite = load_suite(suite_file)
     folder = history or suite.history or Path("tracekit-history")
@@ -137,6 +175,9 @@ def nightly(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "summary.md", summary)
     write_text_atomic(out / "junit.xml", render.nightly_junit(run, explained))
+    with status("writing index.html and the regressions' diff pages"):
+        for name, page in nightly_pages(run).items():
+            write_text_atomic(out / name, page_html(page))
     sys.stdout.write(summary)
     typer.echo(f"\nhistory: {run.saved}\nreports: {out}", err=True)
     if run.regressions:
