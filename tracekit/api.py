@@ -278,7 +278,9 @@ def critical_path(trace: TraceLike, machine: MachineLike = None, *, timeline: st
     chosen = choose(trace, machine, timeline)
     line = chosen.line
     path = find_path(line.frame, line.graph, line.kind_latency)
-    near = path.near_critical(max(1, int(path.makespan * near_pct / 100)))
+    near = path.near_critical(max(1, int(path.makespan * near_pct / 100))).join(
+        line.frame.select("id", "engine", "opcode", "layer", "start", "end"), on="id",
+        how="left", maintain_order="left")
     facts = [*chosen.facts, render.makespan_fact(path.makespan, chosen.clock_hz),
              fact("steps", path.steps.height),
              fact("zero_slack_instructions", int(path.slack["critical"].sum()),

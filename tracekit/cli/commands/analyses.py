@@ -44,6 +44,11 @@ def stalls(trace: TraceArg, machine: MachineOpt = None,
         report = api.stalls(trace, machine, timeline=timeline)
     emit(report, format, {"stalls": report.stalls})
 
+LISTED = 10_000
+"""Rows of each list (path steps, near-critical instructions) that JSON reports hold; a longer
+list is cut to its largest rows, and `--full` writes every one as Parquet."""
+
+
 @app.command("critical-path")
 @handles_errors
 def critical_path_command(
@@ -52,20 +57,51 @@ def critical_path_command(
     near: Annotated[float, Opt(min=0.0, help="Near-critical: slack under this % of the "
                                              "makespan.")] = 1.0,
     format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+    full: Annotated[Path | None, Opt(
+        "--full", help=f"Also write every path step and near-critical instruction to this "
+                       f"Parquet file (column `list`: path or near_critical); JSON lists at "
+                       f"most {LISTED:,} of each.", show_default=False)] = None,
+    force: Annotated[bool, Opt("--force", help="Replace an existing --full file.")] = False,
 ) -> None:
     """What limits the runtime: the chain of instructions that decided the makespan, its
     composition by engine, opcode and layer, and how many instructions have no slack."""
+    if full is not None:
+        refuse_to_replace(full, force)
     with status("critical path"):
         report = api.critical_path(trace, machine, timeline=timeline, near_pct=near,
                                    steps=steps)
     path = report.path
+    if full is not None:
+        write_full_path(full, report)
     if format is ReportFormat.JSON:
-        data = {**report.head, **render.critical_path_to_dict(path)}
-        data["near_critical"] = {"threshold_pct": near,
-                                 "instructions": render.records(report.near_critical)}
+        data = {**report.head, **render.critical_path_to_dict(path, LISTED)}
+        data["near_critical"] = {
+            "threshold_pct": near, "count": report.near_critical.height,
+            "listed": min(report.near_critical.height, LISTED),
+            "instructions": render.records(report.near_critical.head(LISTED))}
         sys.stdout.write(render.to_json(data))
     else:
         emit(report, format, {})
+
+
+def write_full_path(path: Path, report: api.CriticalPathReport) -> None:
+    """Every path step (in order) and near-critical instruction (least slack first) as one
+    Parquet table, written atomically: list (path or near_critical), rank (place in its list),
+    id, engine, opcode, layer, start, end, slack (0 on the path), and the path's step columns
+    (duration, edge_kind, gap, counted; null for near-critical rows)."""
+    import polars as pl
+
+    from tracekit.trace.bundle import atomic_file
+
+    ranked = [frame.with_columns(pl.lit(name).alias("list"),
+                                 pl.int_range(pl.len(), dtype=pl.Int64).alias("rank"))
+              for name, frame in (("path", report.path.steps.with_columns(
+                  pl.lit(0, pl.Int64).alias("slack"))), ("near_critical", report.near_critical))]
+    table = pl.concat(ranked, how="diagonal_relaxed")
+    first = ["list", "rank", "id", "engine", "opcode", "layer", "start", "end", "slack"]
+    table = table.select([*first, *[c for c in table.columns if c not in first]])
+    with atomic_file(path) as temporary:
+        table.write_parquet(temporary)
 
 
 @app.command()

@@ -183,12 +183,20 @@ def print_stalls(console: Console, table: pl.DataFrame) -> None:
     console.print(out)
 
 
-def critical_path_to_dict(path: CriticalPath) -> dict[str, Any]:
+def critical_path_to_dict(path: CriticalPath, listed: int | None = None) -> dict[str, Any]:
+    """The path's JSON: its figures and its steps in order; with `listed`, at most that many
+    steps, the longest ones (still in path order), and `path_listed` says how many."""
+    steps = path.steps
+    if listed is not None and steps.height > listed:
+        steps = steps.with_row_index("_place").sort(
+            ["duration", "_place"], descending=[True, False]).head(listed).sort(
+            "_place").drop("_place")
     return {"makespan_cycles": path.makespan,
             "steps": path.steps.height,
             "zero_slack_instructions": int(path.slack["critical"].sum()),
             "by_engine": records(path.by_engine), "by_opcode": records(path.by_opcode),
-            "by_layer": records(path.by_layer), "path": records(path.steps)}
+            "by_layer": records(path.by_layer), "path_listed": steps.height,
+            "path": records(steps)}
 
 
 def print_critical_path(console: Console, path: CriticalPath, longest: int,
