@@ -74,6 +74,7 @@ import numpy as np
 import polars as pl
 
 from tracekit import __version__
+from tracekit.convert.kineto import Profile, is_kineto, kineto_tables
 from tracekit.convert.lanes import lowest_free_lane
 from tracekit.errors import TracekitError
 from tracekit.trace.bundle import Trace, write_trace
@@ -140,7 +141,8 @@ def _gc_paused() -> Iterator[None]:
 
 
 def read_events(path: str | os.PathLike[str]) -> tuple[list[Any], dict[str, Any]]:
-    """The event list and the otherData object of a Chrome trace event file."""
+    """The event list and the otherData object of a Chrome trace event file (with the
+    top-level keys beside traceEvents under "_keys")."""
     source = Path(path)
     try:
         data = source.read_bytes()
@@ -183,7 +185,9 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[Any], dict[str, Any]
                                f"file?")
     if not events:
         raise ChromeTraceError(f"{source}: holds no events; there is nothing to import.")
-    return events, other if isinstance(other, dict) else {}
+    other = dict(other) if isinstance(other, dict) else {}
+    other["_keys"] = sorted(doc) if isinstance(doc, dict) else []
+    return events, other
 
 
 def _unterminated_array(text: str) -> Any:
@@ -391,14 +395,17 @@ class _Slices:
 
 def chrome_tables(events: list[Any], other: dict[str, Any], source: str, *,
                   cycles_per_us: float | None = None,
-                  nesting: Nesting | str = Nesting.DEPTH) -> ChromeImport:
+                  nesting: Nesting | str = Nesting.DEPTH,
+                  profile: Profile | str = Profile.AUTO) -> ChromeImport:
     """The instructions and deps of a Chrome trace's events (see the module docstring)."""
     with _gc_paused():
-        return _chrome_tables(events, other, source, cycles_per_us, Nesting(nesting))
+        return _chrome_tables(events, other, source, cycles_per_us, Nesting(nesting),
+                              Profile(profile))
 
 
 def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
-                   cycles_per_us: float | None, nesting: Nesting) -> ChromeImport:
+                   cycles_per_us: float | None, nesting: Nesting,
+                   profile: Profile) -> ChromeImport:
     if cycles_per_us is not None and not (math.isfinite(cycles_per_us) and cycles_per_us > 0):
         raise ChromeTraceError(f"--cycles-per-us must be a positive number, got "
                                f"{cycles_per_us}.")
@@ -414,9 +421,18 @@ def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
     ph = np.array(phases, dtype=object)
     tk = other.get("tracekit")
     tracekit_pid = None
-    if isinstance(tk, dict) and tk.get("format") == TRACEKIT_FORMAT and tk.get("timelines"):
-        first = tk["timelines"][0]
-        tracekit_pid = first.get("pid") if isinstance(first, dict) else None
+    if (isinstance(tk, dict) and tk.get("format") == TRACEKIT_FORMAT
+            and isinstance(tk.get("timelines"), list) and tk["timelines"]
+            and isinstance(tk["timelines"][0], dict)):
+        tracekit_pid = tk["timelines"][0].get("pid")
+        if type(tracekit_pid) not in (int, str):
+            tracekit_pid = None
+    if profile is Profile.AUTO:
+        keys = other.get("_keys", [])
+        profile = (Profile.KINETO if tracekit_pid is None and is_kineto(keys, events)
+                   else Profile.GENERIC)
+    if profile is Profile.KINETO:
+        tracekit_pid = None
     keep_event = np.ones(len(events), dtype=bool)
     if tracekit_pid is not None:
         pids = map(methodcaller("get", "pid"), events)
@@ -445,6 +461,19 @@ def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
     slices.depth = depth
     inner = np.empty_like(inner_sorted)
     inner[order] = inner_sorted
+    if profile is Profile.KINETO:
+        table, deps, extra = kineto_tables(
+            ev, ph, threads, slices, nesting,
+            cycles_per_us if cycles_per_us is not None else DEFAULT_CYCLES_PER_US, notes)
+        ignored.pop("s", None)
+        ignored.pop("f", None)
+        extra["ignored_events"] = dict(sorted(ignored.items()))
+        if ignored:
+            listing = ", ".join(f"{n:,} ph {p!r}" for p, n in sorted(ignored.items()))
+            notes.append(f"ignored events that are not slices or flows: {listing}.")
+        scale = extra["cycles_per_us"]
+        return ChromeImport(instructions=table, deps=deps, workload=None,
+                            clock_hz=scale * 1e6, extra=extra, notes=tuple(notes))
     if tracekit_pid is not None or nesting is Nesting.DEPTH:
         kept = np.ones(depth.size, dtype=bool)
     elif nesting is Nesting.TOP:
@@ -766,14 +795,15 @@ def _thread_labels(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], i
 
 def convert_chrome(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
                    cycles_per_us: float | None = None, nesting: Nesting | str = Nesting.DEPTH,
-                   workload: str | None = None, overwrite: bool = False
+                   workload: str | None = None, overwrite: bool = False,
+                   profile: Profile | str = Profile.AUTO
                    ) -> tuple[Trace, tuple[str, ...]]:
     """Import the Chrome trace event file at `path` as a bundle at `output` (written
     atomically and validated) and return it with the notes on what was left out."""
     source = Path(path)
     events, other = read_events(source)
     result = chrome_tables(events, other, str(source), cycles_per_us=cycles_per_us,
-                           nesting=nesting)
+                           nesting=nesting, profile=profile)
     name = workload or result.workload or _stem(source)
     extra = {"chrome": {"source": source.name, **result.extra}}
     trace = write_trace(output, result.instructions,
