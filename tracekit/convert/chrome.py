@@ -484,7 +484,17 @@ def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
         notes.append(f"--nesting {nesting.value}: {int((~kept).sum()):,} nested slices of "
                      f"{kept.size:,} left out.")
 
-    edges, edge_kind = _flows(ev, ph, keep_event, threads, slices, kept, notes)
+    flow_keep = keep_event
+    if tracekit_pid is not None:
+        # An export carries the trace's dependencies as flows of cat "dependency" (older
+        # ones only the critical path's arrows): those are the deps when present.
+        is_flow = np.isin(ph, FLOW_PHASES) & keep_event
+        cats = np.array([events[i].get("cat") for i in np.flatnonzero(is_flow).tolist()],
+                        dtype=object)
+        if (cats == "dependency").any():
+            flow_keep = keep_event.copy()
+            flow_keep[np.flatnonzero(is_flow)[cats != "dependency"]] = False
+    edges, edge_kind = _flows(ev, ph, flow_keep, threads, slices, kept, notes)
     rows = np.flatnonzero(kept)
     if tracekit_pid is not None:
         table, clock_hz, workload, extra = _tracekit_rows(ev, tk, slices, rows, cycles_per_us)
