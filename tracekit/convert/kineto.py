@@ -53,6 +53,9 @@ markers (older profilers, ROCm)."""
 KINETO_ARGS = ("correlation", "stream", "device", "wait_on_stream",
                "wait_on_cuda_event_record_corr_id", "cuda_sync_kind")
 CONTEXT, GPU, SYNC, CPU = range(4)
+ORPHAN = "flow ends with no start dropped"
+FAN_OUT = "flow ends sharing one start kept"
+DANGLING = "flow starts with no end dropped"
 
 
 def is_kineto(doc_keys: Sequence[str], events: list[Any]) -> bool:
@@ -135,8 +138,8 @@ def _tolerant_pairs(key: np.ndarray, ts: np.ndarray, phase: np.ndarray
     uses = np.bincount(src, minlength=n) if n else np.zeros(0, np.int64)
     fanned = int((uses[src] > 1).sum()) if src.size else 0
     dangling = int(((phase == 0) & (uses == 0)).sum())
-    return order[src], order[ends], {"orphan_ends": int(orphan.sum()),
-                                     "fan_out_ends": fanned, "unfollowed_starts": dangling}
+    return order[src], order[ends], {ORPHAN: int(orphan.sum()), FAN_OUT: fanned,
+                                     DANGLING: dangling}
 
 
 def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], int],
