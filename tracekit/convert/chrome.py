@@ -58,6 +58,7 @@ import json
 import math
 import operator
 import os
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -165,13 +166,24 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[Any], dict[str, Any]
     try:
         with _gc_paused():
             doc = json.loads(text)
+    except RecursionError:
+        raise ChromeTraceError(f"{source}: JSON nested deeper than the parser follows (about "
+                               f"{sys.getrecursionlimit():,} levels); a Chrome trace nests a "
+                               f"few levels. Check how the file was written.") from None
     except json.JSONDecodeError as exc:
-        doc = _unterminated_array(text)
+        try:
+            doc = _unterminated_array(text)
+        except RecursionError:
+            doc = None
         if doc is None:
             raise ChromeTraceError(
                 f"{source}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). Pass "
                 f"a Chrome trace event file: an object with traceEvents, or an array of "
                 f"events.") from None
+    except ValueError as exc:  # a number past Python's digit limit
+        raise ChromeTraceError(f"{source}: a number the JSON parser refuses ({exc}). Trace "
+                               f"times and ids fit in 64 bits; check how the file was "
+                               f"written.") from None
     if isinstance(doc, dict) and "traceEvents" in doc:
         events, other = doc["traceEvents"], doc.get("otherData")
         if not isinstance(events, list):
@@ -358,7 +370,7 @@ def _arg_ints(values: Sequence[Any], key: str) -> pl.Series:
         try:
             series = pl.Series(key, values, dtype=pl.Int64)
             return series.set(series < low, None) if (series < low).any() else series
-        except (OverflowError, pl.exceptions.PolarsError):
+        except (OverflowError, TypeError, pl.exceptions.PolarsError):
             pass
     out: list[int | None] = []
     for v in values:
@@ -372,10 +384,32 @@ def _arg_ints(values: Sequence[Any], key: str) -> pl.Series:
 
 
 def _arg_strings(values: Sequence[Any]) -> pl.Series:
-    """Strings as they are, anything else null."""
+    """Strings as they are (lone surrogates replaced, see `clean_text`), anything else
+    null."""
     if set(map(type, values)) <= {str, type(None)}:
-        return pl.Series(values, dtype=pl.String)
-    return pl.Series([v if type(v) is str else None for v in values], dtype=pl.String)
+        return pl.Series(clean_texts(values), dtype=pl.String)
+    return pl.Series(clean_texts([v if type(v) is str else None for v in values]),
+                     dtype=pl.String)
+
+
+def clean_text(text: str) -> str:
+    """`text` with what UTF-8 cannot hold (a lone surrogate such as "\\ud800", which JSON
+    allows) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def clean_texts(values: Sequence[Any]) -> list[Any]:
+    """`clean_text` over strings (others as they are), fast when all are clean."""
+    strings = [v for v in values if type(v) is str]
+    try:
+        "".join(strings).encode("utf-8")
+        return list(values)
+    except UnicodeEncodeError:
+        return [clean_text(v) if type(v) is str else v for v in values]
 
 
 # --- the conversion --------------------------------------------------------------------------
@@ -705,9 +739,9 @@ def _tracekit_rows(ev: _Events, tk: dict[str, Any], slices: _Slices, rows: np.nd
                           "delete otherData.tracekit to import it as a generic trace.")
     table = pl.DataFrame({
         "id": pl.Series(cols["id"], dtype=pl.Int64),
-        "engine": pl.Series(cols["engine"], dtype=pl.String),
+        "engine": pl.Series(clean_texts(cols["engine"]), dtype=pl.String),
         "seq": pl.Series(cols["seq"], dtype=pl.Int64),
-        "opcode": pl.Series(ev.get(idx, "name"), dtype=pl.String),
+        "opcode": pl.Series(clean_texts(ev.get(idx, "name")), dtype=pl.String),
         "start": np.rint(start).astype(np.int64),
         "end": np.rint(end).astype(np.int64),
         **{key: _arg_ints(cols[key], key) for key in WORK_ARGS},
@@ -761,7 +795,7 @@ def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         "id": ids,
         "engine": pl.Series([names[c] for c in engine_code.tolist()], dtype=pl.String),
         "seq": seq,
-        "opcode": pl.Series(ev.get(idx, "name"), dtype=pl.String),
+        "opcode": pl.Series(clean_texts(ev.get(idx, "name")), dtype=pl.String),
         "start": start,
         "end": end,
         **{key: _arg_ints(work[key], key) for key in WORK_ARGS},
@@ -794,8 +828,8 @@ def _thread_labels(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], i
             thread_names[(e.get("pid"), e.get("tid"))] = name
     labels = [""] * len(threads)
     for (pid, tid), code in threads.items():
-        labels[code] = (f"{process_names.get(pid, str(pid))}/"
-                        f"{thread_names.get((pid, tid), str(tid))}")
+        labels[code] = clean_text(f"{process_names.get(pid, str(pid))}/"
+                                  f"{thread_names.get((pid, tid), str(tid))}")
     seen = Counter(labels)
     for (pid, tid), code in threads.items():
         if seen[labels[code]] > 1:

@@ -156,6 +156,8 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         _bind_ends,
         _flow_id,
         _thread_labels,
+        clean_text,
+        clean_texts,
     )
 
     n = slices.event.size
@@ -186,7 +188,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         return np.rint((t - origin) * scale)
 
     windows = sorted(
-        ({"name": names[i], "cat": cats[i], "start": int(cycles(slices.ts[i:i + 1])[0]),
+        ({"name": clean_text(names[i]), "cat": cats[i] if type(cats[i]) is str else None, "start": int(cycles(slices.ts[i:i + 1])[0]),
           "end": int(cycles(slices.end[i:i + 1])[0])} for i in context.tolist()
          if type(names[i]) is str),
         key=lambda w: (w["start"], -w["end"], w["name"]))
@@ -459,12 +461,13 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         "id": ids,
         "engine": pl.Series([distinct[c] for c in engine_code.tolist()], dtype=pl.String),
         "seq": seq,
-        "opcode": pl.Series([names[r] for r in piece_row.tolist()], dtype=pl.String),
+        "opcode": pl.Series(clean_texts([names[r] for r in piece_row.tolist()]),
+                            dtype=pl.String),
         "start": start,
         "end": end,
         **work_cols,
-        "layer": pl.Series([cats[r] if type(cats[r]) is str else None
-                            for r in piece_row.tolist()], dtype=pl.String),
+        "layer": pl.Series(clean_texts([cats[r] if type(cats[r]) is str else None
+                                        for r in piece_row.tolist()]), dtype=pl.String),
     })
 
     # Nesting: consecutive pieces of a thread on different engines (depths) are linked.
