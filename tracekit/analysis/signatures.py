@@ -497,8 +497,9 @@ def check_timing(ctx: Context) -> None:
     # is no evidence; and a profiler records a launch and the work it launches asynchronously,
     # so work may start before its launch call returns (not before the call starts).
     resolution, asynchronous = _recorded_timing(ctx)
-    lag = end[g.src] - start[dst]
-    early_mask = lag > resolution
+    early_mask = start[dst] < end[g.src]  # (no subtraction: untimed ends are int64 limits)
+    if resolution > 0:
+        early_mask &= end[g.src].astype(np.float64) - start[dst] > resolution
     if asynchronous:
         early_mask &= ~((g.kind != ORDER) & (start[dst] >= start[g.src] - resolution))
     early = np.flatnonzero(early_mask)
