@@ -14,6 +14,9 @@ tracekit phase the same run measures a baseline doing the least a plain-Python t
                  critical paths, twice the slices, flow arrows); no baseline
     import       convert_chrome of the export (parse, pair, nest, bind flows, write the bundle)
                  vs. json.load of the same file
+    kineto       convert_chrome of a PyTorch-profiler-shaped trace of 1M events (nested CPU
+                 ops, launches, kernels on two streams, ac2g flows, stream syncs) vs. json.load
+                 of the same file; the file's size is printed to judge peak memory against
 
 Rates are instructions per second (the bundle's instruction count over the phase's time).
 """
@@ -49,6 +52,45 @@ def _events(bundle: Path) -> list[dict]:
     return events
 
 
+def kineto_trace(path: Path, events: int) -> None:
+    """A PyTorch profiler (Kineto) shaped trace of about `events` events, written as a
+    stream: per step an aten op holding a launch (with its ac2g flow pair and its kernel on
+    one of two streams), and every 50th step a stream synchronisation with its marker."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write('{"schemaVersion": 1, "deviceProperties": [], "traceEvents": [\n')
+        fh.write('{"ph": "M", "name": "thread_name", "pid": 1, "tid": 1, "args": {"name": '
+                 '"thread 1 (python)"}}')
+        ts, corr, written = 0, 0, 1
+        while written < events:
+            corr += 1
+            stream = 7 + 13 * (corr % 2)
+            rows = [
+                {"ph": "X", "cat": "cpu_op", "name": f"aten::op{corr % 97}", "pid": 1, "tid": 1,
+                 "ts": ts, "dur": 9, "args": {"External id": corr}},
+                {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1,
+                 "tid": 1, "ts": ts + 2, "dur": 4, "args": {"correlation": corr}},
+                {"ph": "s", "id": corr, "pid": 1, "tid": 1, "ts": ts + 2, "cat": "ac2g",
+                 "name": "ac2g"},
+                {"ph": "X", "cat": "kernel", "name": f"kernel_{corr % 31}", "pid": 0,
+                 "tid": stream, "ts": ts + 5, "dur": 6,
+                 "args": {"correlation": corr, "stream": stream, "device": 0}},
+                {"ph": "f", "id": corr, "pid": 0, "tid": stream, "ts": ts + 5, "cat": "ac2g",
+                 "name": "ac2g", "bp": "e"}]
+            if corr % 50 == 0:
+                corr += 1
+                rows += [
+                    {"ph": "X", "cat": "cuda_runtime", "name": "cudaStreamSynchronize",
+                     "pid": 1, "tid": 1, "ts": ts + 10, "dur": 3, "args": {"correlation": corr}},
+                    {"ph": "X", "cat": "cuda_sync", "name": "Stream Sync", "pid": 0,
+                     "tid": stream, "ts": ts + 10, "dur": 3,
+                     "args": {"correlation": corr, "stream": stream, "device": 0,
+                              "cuda_sync_kind": "Stream Sync"}}]
+            fh.write("".join(",\n" + json.dumps(r) for r in rows))
+            written += len(rows)
+            ts += 14
+        fh.write("\n]}\n")
+
+
 def phase(name: str, folder: Path, size: int) -> dict[str, float]:
     """Run one phase in this process and return its seconds and peak RSS."""
     import tracekit
@@ -80,6 +122,18 @@ def phase(name: str, folder: Path, size: int) -> dict[str, float]:
         with open(exported, encoding="utf-8") as fh:
             json.load(fh)
         seconds = time.perf_counter() - start
+    elif name == "kineto":
+        start = time.perf_counter()
+        convert_chrome(folder / "kineto.json", folder / "kineto", overwrite=True)
+        seconds = time.perf_counter() - start
+    elif name == "kineto-baseline":
+        start = time.perf_counter()
+        with open(folder / "kineto.json", encoding="utf-8") as fh:
+            json.load(fh)
+        seconds = time.perf_counter() - start
+    elif name == "kineto-prepare":
+        kineto_trace(folder / "kineto.json", size)
+        return {"seconds": 0.0, "peak_bytes": peak_bytes()}
     elif name == "prepare":
         gemm_bundle(bundle, size)
         return {"seconds": 0.0, "peak_bytes": peak_bytes()}
@@ -125,6 +179,16 @@ def main() -> None:
             print(line)
             if "events" in ours:
                 print(f"{'':<11} {ours['events']:,} events, {ours['bytes'] / 2**20:,.0f} MiB")
+        run_phase(__file__, "--phase", "kineto-prepare", "--dir", str(folder), "--size",
+                  str(args.size))
+        size_mib = (folder / "kineto.json").stat().st_size / 2**20
+        ours = run_phase(__file__, "--phase", "kineto", "--dir", str(folder))
+        base = run_phase(__file__, "--phase", "kineto-baseline", "--dir", str(folder))
+        print(f"{'kineto':<11} {ours['seconds']:>10.2f} {args.size / ours['seconds']:>12,.0f} "
+              f"{ours['peak_bytes'] / 2**20:>9,.0f}   {base['seconds']:>10.2f} "
+              f"{args.size / base['seconds']:>12,.0f} {base['peak_bytes'] / 2**20:>9,.0f}  "
+              f"json.load of the {size_mib:,.0f} MiB file (rates in events/s; peak "
+              f"{ours['peak_bytes'] / 2**20 / size_mib:.1f}x the file)")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

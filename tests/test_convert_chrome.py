@@ -199,9 +199,9 @@ def test_round_trip_of_the_tiny_trace(tmp_path: Path, replayed: bool) -> None:
     _same_instructions(back, source)
     assert notes == ()
     assert (back.manifest.workload, back.manifest.clock_hz) == ("tiny-mlp", 1.0e9)
-    # The critical path's arrows come back as dependencies of their own kinds.
-    assert back.read("deps").rows() == [(1, 3, "semaphore"), (3, 4, "order"),
-                                        (4, 5, "semaphore"), (5, 6, "semaphore")]
+    # The trace's dependencies, exported as flows, come back exactly (not the critical
+    # path's arrows).
+    assert sorted(back.read("deps").rows()) == sorted(source.read("deps").rows())
     assert tracekit.validate(back.path).ok()
 
 

@@ -180,13 +180,15 @@ class SliceIndex:
         return None
 
 
-def flow_pairs(doc: dict[str, Any], pid: int) -> list[tuple[int, int]]:
-    """(source id, destination id) of each flow arrow of process `pid`, in flow id order."""
+def flow_pairs(doc: dict[str, Any], pid: int, cat: str = "critical_path"
+               ) -> list[tuple[int, int]]:
+    """(source id, destination id) of each flow arrow of process `pid` (of category `cat`:
+    the critical path's, or the trace's dependencies), in flow id order."""
     events = doc["traceEvents"]
     index = SliceIndex(events)
     by_id: dict[int, dict[str, int]] = defaultdict(dict)
     for e in events:
-        if e["ph"] in ("s", "f") and e["pid"] == pid:
+        if e["ph"] in ("s", "f") and e["pid"] == pid and e["cat"] == cat:
             slice_ = index.enclosing(e)
             assert slice_ is not None
             by_id[e["id"]][e["ph"]] = slice_["args"]["id"]
@@ -257,10 +259,13 @@ def test_tiny_trace_exact_events(tiny: tracekit.Trace, tmp_path: Path) -> None:
                         (240, {"dma.q0": 0, "dma.q1": 0})]
     # The critical path: load on dma.q1 -> matmul -> matmul -> activation -> store.
     assert flow_pairs(doc, 1) == [(1, 3), (3, 4), (4, 5), (5, 6)]
-    flows = [e for e in events if e["ph"] in "sf"]
+    flows = [e for e in events if e["ph"] in "sf" and e["cat"] == "critical_path"]
     assert [(e["ph"], e["ts"], e["tid"], e["args"]["edge"]) for e in flows[:2]] == [
         ("s", 25, 4, "semaphore"), ("f", 105, 1, "semaphore")]
-    assert (result.slices, result.flows, result.counters, result.events) == (7, 8, 5, 31)
+    # The trace's own dependencies are flows too (cat dependency).
+    assert flow_pairs(doc, 1, "dependency") == sorted(
+        tiny.read("deps").select("src", "dst").rows())
+    assert (result.slices, result.flows, result.counters, result.events) == (7, 18, 5, 41)
     assert result.timelines == ("observed",) and result.warnings == ()
 
 
@@ -417,10 +422,10 @@ def test_warning_past_the_event_threshold(tiny: tracekit.Trace, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     result = export_perfetto(tiny, tmp_path / "a.json", warn_events=10)
     assert len(result.warnings) == 1
-    assert "holds 23 events" in result.warnings[0]
+    assert "holds 33 events" in result.warnings[0]
     assert "--from CYCLE --to CYCLE" in result.warnings[0]
     assert "--max-events N" in result.warnings[0]
-    assert export_perfetto(tiny, tmp_path / "b.json", warn_events=23).warnings == ()
+    assert export_perfetto(tiny, tmp_path / "b.json", warn_events=33).warnings == ()
     monkeypatch.setattr(perfetto, "WARN_EVENTS", 10)
     cli = run("export", "perfetto", tiny.path, "-o", tmp_path / "c.json")
     assert cli.exit_code == 0, cli.output
@@ -464,7 +469,7 @@ def test_cli_export(tiny: tracekit.Trace, tmp_path: Path) -> None:
     out = tmp_path / "cli.json"
     result = run("export", "perfetto", tiny.path, "-o", out, "--replay", "--critical-path")
     assert result.exit_code == 0, result.output
-    assert result.stdout == (f"wrote {out}: 62 events (14 slices, 16 flow events, 10 counter "
+    assert result.stdout == (f"wrote {out}: 72 events (14 slices, 26 flow events, 10 counter "
                              f"events; timelines: observed, predicted)\n")
     assert check_trace_events(load(out)) == []
     again = run("export", "perfetto", tiny.path, "-o", out, "--from", "0", "--to", "100",

@@ -221,19 +221,39 @@ class Chosen:
         return clock_of(self.trace, self.machine, self.line.source)
 
 
+@dataclass(frozen=True)
+class WindowChoice:
+    """What --window NAME [--instance K] or --from/--to ask for (all None: the whole trace)."""
+
+    name: str | None = None
+    instance: int = 0
+    start: int | None = None
+    end: int | None = None
+
+
 def choose(trace: TraceLike, machine: MachineLike = None,
            timeline: TimelineChoice | str = TimelineChoice.AUTO,
-           tables: Collection[str] | None = REPLAY_TABLES) -> Chosen:
+           tables: Collection[str] | None = REPLAY_TABLES,
+           window: WindowChoice | None = None) -> Chosen:
     """The timeline to analyse: auto is the trace's own timing when every instruction is
-    timed, else the model's replay. `tables`: what the caller reads (`trace_of`)."""
+    timed, else the model's replay. `tables`: what the caller reads (`trace_of`). `window`:
+    the part of the trace to analyse (analysis/windows.py)."""
     from tracekit.analysis.timelines import choose_source
     from tracekit.analysis.timelines import timeline as make_timeline
+    from tracekit.analysis.windows import resolve_window, window_trace
 
     choice = timeline_of(timeline)
     opened, resolved = trace_of(trace, tables), machine_of(machine)
+    chosen = (resolve_window(opened, window.name, window.instance, window.start, window.end)
+              if window is not None else None)
+    if chosen is not None:
+        opened = window_trace(opened, chosen)
     source = choose_source(opened, choice=choice)
     line = make_timeline(opened, resolved, source)
-    return Chosen(line, opened, resolved, render.timeline_facts(opened, resolved, source.value))
+    facts = render.timeline_facts(opened, resolved, source.value)
+    if chosen is not None:
+        facts.append(fact("window", chosen.label))
+    return Chosen(line, opened, resolved, facts)
 
 
 @dataclass(frozen=True, repr=False)
@@ -245,11 +265,11 @@ class StallReport(Report):
 
 
 def stalls(trace: TraceLike, machine: MachineLike = None, *,
-           timeline: str = "auto") -> StallReport:
-    """Where the time went (`tracekit stalls`)."""
+           timeline: str = "auto", window: WindowChoice | None = None) -> StallReport:
+    """Where the time went (`tracekit stalls`), in `window` when given."""
     from tracekit.analysis.stalls import stall_table
 
-    chosen = choose(trace, machine, timeline)
+    chosen = choose(trace, machine, timeline, window=window)
     table = stall_table(chosen.line.frame)
     return StallReport("stalls", chosen.facts,
                        [("stalls (every engine sums to the makespan)", table, STALL_COLS)],
@@ -270,12 +290,14 @@ class CriticalPathReport(Report):
 
 
 def critical_path(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "auto",
-                  near_pct: float = 1.0, steps: int = 15) -> CriticalPathReport:
+                  near_pct: float = 1.0, steps: int = 15,
+                  window: WindowChoice | None = None) -> CriticalPathReport:
     """What limits the runtime (`tracekit critical-path`); near-critical: off the path with
-    slack under `near_pct` % of the makespan; `steps`: longest steps in the report."""
+    slack under `near_pct` % of the makespan; `steps`: longest steps in the report; `window`:
+    the part of the trace to look at."""
     from tracekit.analysis.critical_path import critical_path as find_path
 
-    chosen = choose(trace, machine, timeline)
+    chosen = choose(trace, machine, timeline, window=window)
     line = chosen.line
     path = find_path(line.frame, line.graph, line.kind_latency)
     near = path.near_critical(max(1, int(path.makespan * near_pct / 100))).join(
@@ -346,7 +368,7 @@ class Analysis(Report):
 
 
 def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "auto",
-            top: int = 5) -> Analysis:
+            top: int = 5, window: WindowChoice | None = None) -> Analysis:
     """One report (`tracekit analyze`): engine figures, stalls, the critical path, the top
     `top` of the sensitivity ranking and the bug signatures."""
     from tracekit.analysis.array import array_table
@@ -357,7 +379,8 @@ def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "a
     from tracekit.analysis.stalls import stall_table
     from tracekit.analysis.whatif import sensitivity as run_sensitivity
 
-    chosen = choose(trace, machine, timeline, tables=None)  # the signatures read every table
+    # the signatures read every table
+    chosen = choose(trace, machine, timeline, tables=None, window=window)
     line, opened, resolved = chosen.line, chosen.trace, chosen.machine
     stall = stall_table(line.frame)
     path = find_path(line.frame, line.graph, line.kind_latency)

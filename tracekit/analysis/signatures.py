@@ -493,7 +493,16 @@ def check_timing(ctx: Context) -> None:
     start = inst["start"].fill_null(np.iinfo(np.int64).max).to_numpy()
     end = inst["end"].fill_null(np.iinfo(np.int64).min).to_numpy()
     dst = g.destinations()
-    early = np.flatnonzero(start[dst] < end[g.src])
+    # A profiler's timestamps are rounded (to 1 us in a Chrome trace): an overlap within that
+    # is no evidence; and a profiler records a launch and the work it launches asynchronously,
+    # so work may start before its launch call returns (not before the call starts).
+    resolution, asynchronous = _recorded_timing(ctx)
+    early_mask = start[dst] < end[g.src]  # (no subtraction: untimed ends are int64 limits)
+    if resolution > 0:
+        early_mask &= end[g.src].astype(np.float64) - start[dst] > resolution
+    if asynchronous:
+        early_mask &= ~((g.kind != ORDER) & (start[dst] >= start[g.src] - resolution))
+    early = np.flatnonzero(early_mask)
     if early.size == 0:
         return
     engine = inst["engine"]
@@ -516,6 +525,18 @@ def check_timing(ctx: Context) -> None:
             f"{r['src_engine']} ({r['kind']} edge) ends at {r['src_end']:,}",
             {"instructions": (r["src"], r["dst"]), "engines": (r["src_engine"], r["dst_engine"]),
              "cycles": (r["src_end"], r["dst_start"])}))
+
+
+def _recorded_timing(ctx: Context) -> tuple[float, bool]:
+    """How the trace's times were recorded: the resolution of its timestamps in its own unit
+    (0: exact) and whether it is a profiler's record of asynchronous launches (a Chrome trace
+    import: 1 us per timestamp tick; a PyTorch profiler's: asynchronous)."""
+    chrome = ctx.trace.manifest.extra.get("chrome")
+    if not isinstance(chrome, dict) or chrome.get("format") != "chrome":
+        return 0.0, False
+    per_us = chrome.get("cycles_per_us")
+    resolution = float(per_us) if isinstance(per_us, int | float) and per_us > 0 else 0.0
+    return resolution, chrome.get("profile") == "kineto"
 
 
 def check_bounds(ctx: Context) -> None:
@@ -582,10 +603,18 @@ def check_latency(ctx: Context) -> None:
     reference = np.where(many, median, modelled)
     per_tick = ctx.cycles_per_tick()
     floor = STUCK_CYCLES / per_tick if per_tick else STUCK_CYCLES  # in the trace's unit
+    # A median at the timestamps' resolution (or zero) is rounding, not a reference; and the
+    # machine's latency model says nothing of a profiler's CPU calls and GPU kernels.
+    resolution, profiler = _recorded_timing(ctx)
+    usable = np.where(many, median > resolution, not profiler)
     with np.errstate(invalid="ignore"):  # no model (NaN) where the trace has no clock
-        stuck = ((outside | ~many) & (duration > STUCK_FACTOR * reference)
+        stuck = (usable & (outside | ~many) & (duration > STUCK_FACTOR * reference)
                  & (duration - reference > floor))
-        slow = outside & (duration > OUTLIER_FACTOR * median) & ~stuck
+        slow = usable & outside & (duration > OUTLIER_FACTOR * median) & ~stuck
+    if profiler:
+        # A profiler's host call or kernel far slower than its peers is warm-up (autotuning,
+        # a first allocation, lazy initialisation), not an engine stuck: an outlier.
+        slow, stuck = slow | stuck, np.zeros_like(stuck)
     names, ops = np.array(engines), np.array(opcodes)
     unit = ctx.trace.manifest.time_unit.value  # of durations, medians and the model's reference
     for code, rows in ((Code.ENGINE_STUCK, np.flatnonzero(stuck)),

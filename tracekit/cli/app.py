@@ -268,6 +268,17 @@ TimelineOpt = Annotated[TimelineChoice, Opt(
     "--timeline", help="auto: the trace's own timing when every instruction is timed, else "
                        "the model's prediction; observed: the trace's own timing; replayed: "
                        "the model's prediction.")]
+WindowOpt = Annotated[str | None, Opt(
+    "--window", help="Analyse one annotation of an imported profile (a PyTorch profiler "
+                     "trace's ProfilerStep#3, or any part of a name: ProfilerStep).",
+    show_default=False)]
+InstanceOpt = Annotated[int, Opt("--instance", min=0, help="Which instance of --window, in "
+                                 "time order from 0.")]
+FromOpt = Annotated[int | None, Opt("--from", help="Analyse the instructions starting at or "
+                                    "after this time (the trace's stored units).",
+                                    show_default=False)]
+ToOpt = Annotated[int | None, Opt("--to", help="... and at or before this time (with the "
+                                  "work they hand to other engines).", show_default=False)]
 MachineOpt = Annotated[str | None, Opt("--machine", "-m", help="Machine TOML file or built-in "
                                        "name (default: trn-like).", show_default=False)]
 

@@ -58,6 +58,7 @@ import json
 import math
 import operator
 import os
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -74,6 +75,7 @@ import numpy as np
 import polars as pl
 
 from tracekit import __version__
+from tracekit.convert.kineto import Profile, is_kineto, kineto_tables
 from tracekit.convert.lanes import lowest_free_lane
 from tracekit.errors import TracekitError
 from tracekit.trace.bundle import Trace, write_trace
@@ -140,7 +142,8 @@ def _gc_paused() -> Iterator[None]:
 
 
 def read_events(path: str | os.PathLike[str]) -> tuple[list[Any], dict[str, Any]]:
-    """The event list and the otherData object of a Chrome trace event file."""
+    """The event list and the otherData object of a Chrome trace event file (with the
+    top-level keys beside traceEvents under "_keys")."""
     source = Path(path)
     try:
         data = source.read_bytes()
@@ -163,13 +166,24 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[Any], dict[str, Any]
     try:
         with _gc_paused():
             doc = json.loads(text)
+    except RecursionError:
+        raise ChromeTraceError(f"{source}: JSON nested deeper than the parser follows (about "
+                               f"{sys.getrecursionlimit():,} levels); a Chrome trace nests a "
+                               f"few levels. Check how the file was written.") from None
     except json.JSONDecodeError as exc:
-        doc = _unterminated_array(text)
+        try:
+            doc = _unterminated_array(text)
+        except RecursionError:
+            doc = None
         if doc is None:
             raise ChromeTraceError(
                 f"{source}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). Pass "
                 f"a Chrome trace event file: an object with traceEvents, or an array of "
                 f"events.") from None
+    except ValueError as exc:  # a number past Python's digit limit
+        raise ChromeTraceError(f"{source}: a number the JSON parser refuses ({exc}). Trace "
+                               f"times and ids fit in 64 bits; check how the file was "
+                               f"written.") from None
     if isinstance(doc, dict) and "traceEvents" in doc:
         events, other = doc["traceEvents"], doc.get("otherData")
         if not isinstance(events, list):
@@ -183,7 +197,9 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[Any], dict[str, Any]
                                f"file?")
     if not events:
         raise ChromeTraceError(f"{source}: holds no events; there is nothing to import.")
-    return events, other if isinstance(other, dict) else {}
+    other = dict(other) if isinstance(other, dict) else {}
+    other["_keys"] = sorted(doc) if isinstance(doc, dict) else []
+    return events, other
 
 
 def _unterminated_array(text: str) -> Any:
@@ -354,7 +370,7 @@ def _arg_ints(values: Sequence[Any], key: str) -> pl.Series:
         try:
             series = pl.Series(key, values, dtype=pl.Int64)
             return series.set(series < low, None) if (series < low).any() else series
-        except (OverflowError, pl.exceptions.PolarsError):
+        except (OverflowError, TypeError, pl.exceptions.PolarsError):
             pass
     out: list[int | None] = []
     for v in values:
@@ -368,10 +384,32 @@ def _arg_ints(values: Sequence[Any], key: str) -> pl.Series:
 
 
 def _arg_strings(values: Sequence[Any]) -> pl.Series:
-    """Strings as they are, anything else null."""
+    """Strings as they are (lone surrogates replaced, see `clean_text`), anything else
+    null."""
     if set(map(type, values)) <= {str, type(None)}:
-        return pl.Series(values, dtype=pl.String)
-    return pl.Series([v if type(v) is str else None for v in values], dtype=pl.String)
+        return pl.Series(clean_texts(values), dtype=pl.String)
+    return pl.Series(clean_texts([v if type(v) is str else None for v in values]),
+                     dtype=pl.String)
+
+
+def clean_text(text: str) -> str:
+    """`text` with what UTF-8 cannot hold (a lone surrogate such as "\\ud800", which JSON
+    allows) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def clean_texts(values: Sequence[Any]) -> list[Any]:
+    """`clean_text` over strings (others as they are), fast when all are clean."""
+    strings = [v for v in values if type(v) is str]
+    try:
+        "".join(strings).encode("utf-8")
+        return list(values)
+    except UnicodeEncodeError:
+        return [clean_text(v) if type(v) is str else v for v in values]
 
 
 # --- the conversion --------------------------------------------------------------------------
@@ -391,14 +429,17 @@ class _Slices:
 
 def chrome_tables(events: list[Any], other: dict[str, Any], source: str, *,
                   cycles_per_us: float | None = None,
-                  nesting: Nesting | str = Nesting.DEPTH) -> ChromeImport:
+                  nesting: Nesting | str = Nesting.DEPTH,
+                  profile: Profile | str = Profile.AUTO) -> ChromeImport:
     """The instructions and deps of a Chrome trace's events (see the module docstring)."""
     with _gc_paused():
-        return _chrome_tables(events, other, source, cycles_per_us, Nesting(nesting))
+        return _chrome_tables(events, other, source, cycles_per_us, Nesting(nesting),
+                              Profile(profile))
 
 
 def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
-                   cycles_per_us: float | None, nesting: Nesting) -> ChromeImport:
+                   cycles_per_us: float | None, nesting: Nesting,
+                   profile: Profile) -> ChromeImport:
     if cycles_per_us is not None and not (math.isfinite(cycles_per_us) and cycles_per_us > 0):
         raise ChromeTraceError(f"--cycles-per-us must be a positive number, got "
                                f"{cycles_per_us}.")
@@ -414,9 +455,18 @@ def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
     ph = np.array(phases, dtype=object)
     tk = other.get("tracekit")
     tracekit_pid = None
-    if isinstance(tk, dict) and tk.get("format") == TRACEKIT_FORMAT and tk.get("timelines"):
-        first = tk["timelines"][0]
-        tracekit_pid = first.get("pid") if isinstance(first, dict) else None
+    if (isinstance(tk, dict) and tk.get("format") == TRACEKIT_FORMAT
+            and isinstance(tk.get("timelines"), list) and tk["timelines"]
+            and isinstance(tk["timelines"][0], dict)):
+        tracekit_pid = tk["timelines"][0].get("pid")
+        if type(tracekit_pid) not in (int, str):
+            tracekit_pid = None
+    if profile is Profile.AUTO:
+        keys = other.get("_keys", [])
+        profile = (Profile.KINETO if tracekit_pid is None and is_kineto(keys, events)
+                   else Profile.GENERIC)
+    if profile is Profile.KINETO:
+        tracekit_pid = None
     keep_event = np.ones(len(events), dtype=bool)
     if tracekit_pid is not None:
         pids = map(methodcaller("get", "pid"), events)
@@ -445,6 +495,19 @@ def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
     slices.depth = depth
     inner = np.empty_like(inner_sorted)
     inner[order] = inner_sorted
+    if profile is Profile.KINETO:
+        table, deps, extra = kineto_tables(
+            ev, ph, threads, slices, nesting,
+            cycles_per_us if cycles_per_us is not None else DEFAULT_CYCLES_PER_US, notes)
+        ignored.pop("s", None)
+        ignored.pop("f", None)
+        extra["ignored_events"] = dict(sorted(ignored.items()))
+        if ignored:
+            listing = ", ".join(f"{n:,} ph {p!r}" for p, n in sorted(ignored.items()))
+            notes.append(f"ignored events that are not slices or flows: {listing}.")
+        scale = extra["cycles_per_us"]
+        return ChromeImport(instructions=table, deps=deps, workload=None,
+                            clock_hz=scale * 1e6, extra=extra, notes=tuple(notes))
     if tracekit_pid is not None or nesting is Nesting.DEPTH:
         kept = np.ones(depth.size, dtype=bool)
     elif nesting is Nesting.TOP:
@@ -455,7 +518,17 @@ def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
         notes.append(f"--nesting {nesting.value}: {int((~kept).sum()):,} nested slices of "
                      f"{kept.size:,} left out.")
 
-    edges, edge_kind = _flows(ev, ph, keep_event, threads, slices, kept, notes)
+    flow_keep = keep_event
+    if tracekit_pid is not None:
+        # An export carries the trace's dependencies as flows of cat "dependency" (older
+        # ones only the critical path's arrows): those are the deps when present.
+        is_flow = np.isin(ph, FLOW_PHASES) & keep_event
+        cats = np.array([events[i].get("cat") for i in np.flatnonzero(is_flow).tolist()],
+                        dtype=object)
+        if (cats == "dependency").any():
+            flow_keep = keep_event.copy()
+            flow_keep[np.flatnonzero(is_flow)[cats != "dependency"]] = False
+    edges, edge_kind = _flows(ev, ph, flow_keep, threads, slices, kept, notes)
     rows = np.flatnonzero(kept)
     if tracekit_pid is not None:
         table, clock_hz, workload, extra = _tracekit_rows(ev, tk, slices, rows, cycles_per_us)
@@ -666,9 +739,9 @@ def _tracekit_rows(ev: _Events, tk: dict[str, Any], slices: _Slices, rows: np.nd
                           "delete otherData.tracekit to import it as a generic trace.")
     table = pl.DataFrame({
         "id": pl.Series(cols["id"], dtype=pl.Int64),
-        "engine": pl.Series(cols["engine"], dtype=pl.String),
+        "engine": pl.Series(clean_texts(cols["engine"]), dtype=pl.String),
         "seq": pl.Series(cols["seq"], dtype=pl.Int64),
-        "opcode": pl.Series(ev.get(idx, "name"), dtype=pl.String),
+        "opcode": pl.Series(clean_texts(ev.get(idx, "name")), dtype=pl.String),
         "start": np.rint(start).astype(np.int64),
         "end": np.rint(end).astype(np.int64),
         **{key: _arg_ints(cols[key], key) for key in WORK_ARGS},
@@ -722,7 +795,7 @@ def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         "id": ids,
         "engine": pl.Series([names[c] for c in engine_code.tolist()], dtype=pl.String),
         "seq": seq,
-        "opcode": pl.Series(ev.get(idx, "name"), dtype=pl.String),
+        "opcode": pl.Series(clean_texts(ev.get(idx, "name")), dtype=pl.String),
         "start": start,
         "end": end,
         **{key: _arg_ints(work[key], key) for key in WORK_ARGS},
@@ -755,8 +828,8 @@ def _thread_labels(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], i
             thread_names[(e.get("pid"), e.get("tid"))] = name
     labels = [""] * len(threads)
     for (pid, tid), code in threads.items():
-        labels[code] = (f"{process_names.get(pid, str(pid))}/"
-                        f"{thread_names.get((pid, tid), str(tid))}")
+        labels[code] = clean_text(f"{process_names.get(pid, str(pid))}/"
+                                  f"{thread_names.get((pid, tid), str(tid))}")
     seen = Counter(labels)
     for (pid, tid), code in threads.items():
         if seen[labels[code]] > 1:
@@ -766,14 +839,15 @@ def _thread_labels(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], i
 
 def convert_chrome(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
                    cycles_per_us: float | None = None, nesting: Nesting | str = Nesting.DEPTH,
-                   workload: str | None = None, overwrite: bool = False
+                   workload: str | None = None, overwrite: bool = False,
+                   profile: Profile | str = Profile.AUTO
                    ) -> tuple[Trace, tuple[str, ...]]:
     """Import the Chrome trace event file at `path` as a bundle at `output` (written
     atomically and validated) and return it with the notes on what was left out."""
     source = Path(path)
     events, other = read_events(source)
     result = chrome_tables(events, other, str(source), cycles_per_us=cycles_per_us,
-                           nesting=nesting)
+                           nesting=nesting, profile=profile)
     name = workload or result.workload or _stem(source)
     extra = {"chrome": {"source": source.name, **result.extra}}
     trace = write_trace(output, result.instructions,

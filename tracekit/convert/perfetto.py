@@ -28,9 +28,11 @@ Conventions (the file's `otherData.tracekit` records them too):
   cycle, averaged over bins of a fixed width (about 1000 over the exported span, 1, 2 or 5
   times a power of ten cycles), a transfer's bytes spread evenly over its duration. An event is
   written where a value changes, and a closing one of zeros at the end of the span.
-- Flows ("s", "f" with bp "e"; cat critical_path): with `critical_path`, an arrow from each
-  instruction of a timeline's critical path to the next, each end in the middle of its slice
-  so that it binds to that slice; args.edge is the kind of the edge into the later one.
+- Flows ("s", "f" with bp "e"): the trace's dependencies (cat dependency) on the observed
+  timeline, and with `critical_path` an arrow from each instruction of a timeline's critical
+  path to the next (cat critical_path); each end in the middle of its slice so that it binds
+  to that slice; args.edge is the kind of the edge. `convert chrome` reads the dependencies
+  back (and, from older exports without them, the critical path's arrows).
 - `start`/`end` keep the instructions that overlap the window [start, end) whole; max_events
   keeps the events before the cycle where the count would pass it. Past WARN_EVENTS events (the
   viewers slow to a halt around a million) the result carries a warning naming both options.
@@ -75,6 +77,8 @@ COUNTER_BINS = 1000
 COUNTER_NAME = "DMA bandwidth (bytes/cycle)"
 FLOW_NAME = "critical path"
 FLOW_CAT = "critical_path"
+DEP_NAME = "dependency"
+DEP_CAT = "dependency"
 COMPUTE_ORDER = ("tensor", "vector", "scalar", "gpsimd", "sync")
 CHUNK_ROWS = 250_000
 """Slices formatted and written per step, which bounds the memory of the text."""
@@ -97,12 +101,14 @@ class TimelineView:
     `frame`: one row per instruction: id, engine, seq, opcode, layer, pc, elements, bytes,
     flops, start, end (cycles), and optionally binding_id, binding_kind, contention (cycles).
     `path`: the critical path in time order (id, edge_kind: the edge into the step), or None.
+    `deps`: the trace's dependency edges (src, dst, kind) to draw as flows, or None.
     """
 
     name: str
     label: str
     frame: pl.DataFrame
     path: pl.DataFrame | None = None
+    deps: pl.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,9 @@ def timeline_views(trace: Trace, machine: Machine, *, replay: bool, critical_pat
             path = path_of(chosen.frame, chosen.graph)
             observed = observed.join(chosen.frame.select("id", "binding_id", "binding_kind"),
                                      on="id", how="left", maintain_order="left")
-        views.append(TimelineView("observed", "observed timing", observed, path))
+        deps = (trace.read("deps", ["src", "dst", "kind"]).with_columns(
+            pl.col("kind").cast(pl.String)) if trace.has_table("deps") else None)
+        views.append(TimelineView("observed", "observed timing", observed, path, deps))
     else:
         notes.append("the trace is untimed: exported the model replay's predicted timeline "
                      f"({machine.name}) instead of an observed one.")
@@ -280,17 +288,28 @@ def _process(pid: int, view: TimelineView, start: int | None, end: int | None,
              bin_cycles: int | None) -> _Process:
     slices = _window(view.frame, start, end).sort("start", "id")
     slices = slices.with_columns((pl.col("end") - pl.col("start")).alias("dur"))
-    flows = pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64, "kind": pl.String})
-    if view.path is not None and view.path.height > 1 and slices.height:
-        # Rows of the path's instructions among the exported slices (-1: not exported).
-        ids = slices["id"].to_numpy()
-        by_id = np.argsort(ids, kind="stable")
-        path = view.path["id"].to_numpy()
-        at = np.minimum(np.searchsorted(ids[by_id], path), ids.size - 1)
-        row = np.where(ids[by_id][at] == path, by_id[at], -1)
-        kinds = view.path["edge_kind"].cast(pl.String).fill_null("order")
-        flows = pl.DataFrame({"a": row[:-1], "b": row[1:], "kind": kinds[1:]}).filter(
+    schema = {"a": pl.Int64, "b": pl.Int64, "kind": pl.String, "cat": pl.String}
+    flows = pl.DataFrame(schema=schema)
+    ids = slices["id"].to_numpy()
+    by_id = np.argsort(ids, kind="stable")
+
+    def rows_of(wanted: np.ndarray) -> np.ndarray:
+        """Rows of instructions among the exported slices (-1: not exported)."""
+        at = np.minimum(np.searchsorted(ids[by_id], wanted), max(ids.size - 1, 0))
+        return np.where(ids[by_id][at] == wanted, by_id[at], -1) if ids.size else \
+            np.full(wanted.size, -1)
+
+    if view.deps is not None and view.deps.height and slices.height:
+        flows = pl.DataFrame({"a": rows_of(view.deps["src"].to_numpy()),
+                              "b": rows_of(view.deps["dst"].to_numpy()),
+                              "kind": view.deps["kind"], "cat": DEP_CAT}, schema=schema).filter(
             (pl.col("a") >= 0) & (pl.col("b") >= 0))
+    if view.path is not None and view.path.height > 1 and slices.height:
+        row = rows_of(view.path["id"].to_numpy())
+        kinds = view.path["edge_kind"].cast(pl.String).fill_null("order")
+        flows = pl.concat([flows, pl.DataFrame(
+            {"a": row[:-1], "b": row[1:], "kind": kinds[1:], "cat": FLOW_CAT},
+            schema=schema).filter((pl.col("a") >= 0) & (pl.col("b") >= 0))])
     counters: list[tuple[int, dict[str, float]]] = []
     width = None
     if slices.height:
@@ -421,8 +440,11 @@ def _flow_events(pid: int, s: pl.DataFrame, flows: pl.DataFrame, first_id: int
     frame = pl.DataFrame({
         "id": np.arange(first_id, first_id + flows.height, dtype=np.int64),
         "kind": flows["kind"], "ts_s": mid(a), "ts_f": mid(b), "tid_s": tid[a],
-        "tid_f": tid[b]})
-    common = pl.concat_str([pl.lit(f'{{"name":"{FLOW_NAME}","cat":"{FLOW_CAT}","id":'),
+        "tid_f": tid[b], "head": pl.Series(flows["cat"]).replace_strict(
+            {DEP_CAT: f'{{"name":"{DEP_NAME}","cat":"{DEP_CAT}","id":',
+             FLOW_CAT: f'{{"name":"{FLOW_NAME}","cat":"{FLOW_CAT}","id":'},
+            return_dtype=pl.String)})
+    common = pl.concat_str([pl.col("head"),
                             pl.col("id").cast(pl.String), pl.lit(',"args":{"edge":'),
                             _json_names(pl.col("kind"), frame["kind"]), pl.lit("},")])
     return frame.select(pl.concat_list(

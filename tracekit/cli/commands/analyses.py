@@ -16,12 +16,16 @@ from tracekit.cli import render
 from tracekit.cli.app import (
     EXIT_FINDING,
     REPLAY_TABLES,
+    FromOpt,
+    InstanceOpt,
     MachineOpt,
     Opt,
     ReportFormat,
     ReportFormatOpt,
     TimelineOpt,
+    ToOpt,
     TraceArg,
+    WindowOpt,
     app,
     emit,
     handles_errors,
@@ -36,12 +40,14 @@ from tracekit.trace.bundle import write_text_atomic
 @app.command()
 @handles_errors
 def stalls(trace: TraceArg, machine: MachineOpt = None,
-           timeline: TimelineOpt = TimelineChoice.AUTO,
+           timeline: TimelineOpt = TimelineChoice.AUTO, window: WindowOpt = None,
+           instance: InstanceOpt = 0, from_time: FromOpt = None, to_time: ToOpt = None,
            format: ReportFormatOpt = ReportFormat.TEXT) -> None:  # noqa: A002
     """Where the time went: every engine's cycles split into busy (by opcode), waiting (by the
     producer and edge that held it) and idle."""
     with status("stalls"):
-        report = api.stalls(trace, machine, timeline=timeline)
+        report = api.stalls(trace, machine, timeline=timeline,
+                            window=api.WindowChoice(window, instance, from_time, to_time))
     emit(report, format, {"stalls": report.stalls})
 
 LISTED = 10_000
@@ -53,6 +59,8 @@ list is cut to its largest rows, and `--full` writes every one as Parquet."""
 @handles_errors
 def critical_path_command(
     trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = TimelineChoice.AUTO,
+    window: WindowOpt = None, instance: InstanceOpt = 0, from_time: FromOpt = None,
+    to_time: ToOpt = None,
     steps: Annotated[int, Opt(min=0, help="Longest steps to list in text output.")] = 15,
     near: Annotated[float, Opt(min=0.0, help="Near-critical: slack under this % of the "
                                              "makespan.")] = 1.0,
@@ -69,7 +77,8 @@ def critical_path_command(
         refuse_to_replace(full, force)
     with status("critical path"):
         report = api.critical_path(trace, machine, timeline=timeline, near_pct=near,
-                                   steps=steps)
+                                   steps=steps, window=api.WindowChoice(
+                                       window, instance, from_time, to_time))
     path = report.path
     if full is not None:
         write_full_path(full, report)
@@ -218,6 +227,8 @@ def calibrate(
 @handles_errors
 def analyze(
     trace: TraceArg, machine: MachineOpt = None, timeline: TimelineOpt = TimelineChoice.AUTO,
+    window: WindowOpt = None, instance: InstanceOpt = 0, from_time: FromOpt = None,
+    to_time: ToOpt = None,
     top: Annotated[int, Opt(min=0, help="Sensitivity rows to show.")] = 5,
     format: Annotated[ReportFormat, Opt("--format", "-f",  # noqa: A002
                                         help="Output format.")] = ReportFormat.TEXT,
@@ -226,7 +237,8 @@ def analyze(
     achieved bandwidth), stalls, the critical path, the top of the sensitivity ranking and the
     bug signatures found."""
     with status("analysing"):
-        report = api.analyze(trace, machine, timeline=timeline, top=top)
+        report = api.analyze(trace, machine, timeline=timeline, top=top,
+                             window=api.WindowChoice(window, instance, from_time, to_time))
     tables = {"engines": report.engines, "array": report.array,
               "device_summary": report.device_summary, "stalls": report.stalls,
               "critical_path_by_engine": report.path.by_engine,

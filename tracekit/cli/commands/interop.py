@@ -83,21 +83,28 @@ def convert_chrome(
                                      "only).")] = "depth",
     workload: Annotated[str | None, Opt(help="Workload name for the manifest (default: from "
                                         "the file).", show_default=False)] = None,
+    profile: Annotated[str, Opt(help="The producer's conventions: auto (the PyTorch "
+                                     "profiler's when the file's metadata says so), kineto "
+                                     "or generic.")] = "auto",
     force: Annotated[bool, Opt("--force", help="Replace an existing bundle.")] = False,
 ) -> None:
     """Import Chrome trace event JSON (PyTorch profiler, simulators, `tracekit export
     perfetto`): slices become instructions, threads engines, flow events dependencies."""
     from tracekit.convert.chrome import Nesting
     from tracekit.convert.chrome import convert_chrome as run_convert
+    from tracekit.convert.kineto import Profile
 
     if nesting not in {n.value for n in Nesting}:
         raise typer.BadParameter(f"{nesting!r} is not one of depth, top, leaf",
                                  param_hint="--nesting")
+    if profile not in {p.value for p in Profile}:
+        raise typer.BadParameter(f"{profile!r} is not one of auto, kineto, generic",
+                                 param_hint="--profile")
     refuse_to_replace(output, force)  # before reading what may be a large file
     with status(f"importing {source}"):
         trace, notes = run_convert(source, output, cycles_per_us=cycles_per_us,
                                    nesting=Nesting(nesting), workload=workload,
-                                   overwrite=force)
+                                   overwrite=force, profile=Profile(profile))
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     tables = trace.manifest.tables
