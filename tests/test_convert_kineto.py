@@ -181,6 +181,11 @@ def test_windows_and_round_trip(tmp_path: Path) -> None:
     assert set(ranged.stalls["engine"]) == {"cpu/thread 0", "gpu/stream 3"}
     result = runner.invoke(app, ["critical-path", str(trace.path), "--window", "Nope"])
     assert result.exit_code == 1 and "no annotation named 'Nope'" in result.output
+    # `info` lists the windows there are to choose from.
+    info = runner.invoke(app, ["info", str(trace.path), "-f", "json"])
+    assert [(w["window"], w["instances"]) for w in json.loads(info.stdout)["windows"]] == [
+        ("ProfilerStep#1", 1), ("ProfilerStep#2", 1)]
+    assert "--window NAME" in runner.invoke(app, ["info", str(trace.path)]).stdout
     # export perfetto writes the dependencies as flows, and they come back.
     export_perfetto(trace, tmp_path / "e.json")
     again, _ = convert_chrome(tmp_path / "e.json", tmp_path / "again")

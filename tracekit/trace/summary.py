@@ -44,6 +44,9 @@ class TraceSummary:
     dma.q10).
     `opcodes` columns: opcode (str), instructions (count), busy_cycles (cycles). Most frequent
     first, ties by name.
+    `windows`: the annotation windows an import recorded (a profiler's steps and annotations,
+    which `--window NAME` selects): window (name), instances, first_start, first_end (of its
+    first instance, in the trace's time unit); in order of first start.
     """
 
     trace: Trace
@@ -54,6 +57,7 @@ class TraceSummary:
     tables: tuple[TableInfo, ...]
     engines: pl.DataFrame
     opcodes: pl.DataFrame
+    windows: pl.DataFrame
 
     @property
     def span_cycles(self) -> int | None:
@@ -83,6 +87,7 @@ class TraceSummary:
                        for t in self.tables],
             "engines": self.engines.to_dicts(),
             "opcodes": self.opcodes.to_dicts(),
+            "windows": self.windows.to_dicts(),
         }
 
 
@@ -137,5 +142,19 @@ def summarize(trace: Trace) -> TraceSummary:
         trace=trace, instructions=totals["n"], timing=timing,
         span_start=totals["first"] if timing is not Timing.UNTIMED else None,
         span_end=totals["last"] if timing is not Timing.UNTIMED else None,
-        tables=tables, engines=engines, opcodes=opcodes,
+        tables=tables, engines=engines, opcodes=opcodes, windows=windows_of(trace),
     )
+
+
+def windows_of(trace: Trace) -> pl.DataFrame:
+    """`TraceSummary.windows` of a bundle."""
+    from tracekit.analysis.windows import annotations
+
+    found = pl.DataFrame(annotations(trace), schema={"name": pl.String, "start": pl.Int64,
+                                                     "end": pl.Int64}, strict=False)
+    return (found.sort("start", "end", "name")
+            .group_by("name", maintain_order=True)
+            .agg(pl.len().cast(pl.Int64).alias("instances"),
+                 pl.col("start").first().alias("first_start"),
+                 pl.col("end").first().alias("first_end"))
+            .rename({"name": "window"}))

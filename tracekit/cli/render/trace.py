@@ -99,6 +99,14 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
                 cells.append(_count(row["busy_cycles"]))
             out.add_row(*cells)
         console.print(out)
+    if summary.windows.height:
+        out = _table("\nwindows (select one with --window NAME [--instance K])",
+                     ("window", "left"), ("instances", "right"),
+                     (f"first instance ({m.time_unit.value})", "right"))
+        for row in summary.windows.iter_rows(named=True):
+            out.add_row(Text(row["window"]), _count(row["instances"]),
+                        Text(f"{row['first_start']:,} .. {row['first_end']:,}"))
+        console.print(out)
 
 # --- markdown of validate and info --------------------------------------------------------------
 
@@ -136,4 +144,7 @@ def summary_markdown(summary: TraceSummary) -> str:
         *((title, frame.with_columns(pl.col(key).fill_null("(null)"))
            .rename({"busy_cycles": summed}), {key: "", "instructions": ",", **busy})
           for title, key, frame in (("Engines", "engine", summary.engines),
-                                    ("Opcodes", "opcode", summary.opcodes)))])
+                                    ("Opcodes", "opcode", summary.opcodes))),
+        *((("Windows (select one with --window NAME [--instance K])", summary.windows,
+            {"window": "", "instances": ",", "first_start": ",", "first_end": ","}),)
+          if summary.windows.height else ())])
