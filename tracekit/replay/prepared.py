@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numba
@@ -35,6 +36,8 @@ from tracekit.replay.run import (
     _stuck,
     model_durations,
     name_codes,
+    per_pair,
+    warmup_factors,
 )
 from tracekit.replay.semaphores import Released, log_counts
 from tracekit.trace.bundle import Trace
@@ -115,16 +118,16 @@ class Prepared:
                                   f"on every instruction, and this trace has "
                                   + (f"{untimed:,} untimed." if n else "no instructions.")
                                   + " Use --mode model.")
+        self.trace, self.machine, self.mode, self.frame, self.notes = (trace, machine, mode,
+                                                                       frame, notes)
+        self.eng_ptr, self.eng_nodes = _engine_queues(self.engine, frame["seq"].to_numpy(),
+                                                      len(self.engines))
+        if mode is Mode.OBSERVED:
             setup = (frame["end"] - frame["start"]).to_numpy().astype(np.float64)
             nbytes = np.zeros(n)
         else:
-            setup, nbytes = model_durations(self.engine, self.opcode, self.opcodes, frame,
-                                            machine, self.engines)
-        self.trace, self.machine, self.mode, self.frame, self.notes = (trace, machine, mode,
-                                                                       frame, notes)
+            setup, nbytes = self._model(machine)
         self.setup, self.nbytes = setup, nbytes
-        self.eng_ptr, self.eng_nodes = _engine_queues(self.engine, frame["seq"].to_numpy(),
-                                                      len(self.engines))
         # Successor lists: the same counting sort as the predecessor CSR, keyed by source.
         g = self.graph
         self.succ = csr(n, g.destinations(), g.src, g.kind)
@@ -134,6 +137,53 @@ class Prepared:
     @property
     def n(self) -> int:
         return self.frame.height
+
+    def _model(self, machine: Machine) -> tuple[np.ndarray, np.ndarray]:
+        """The latency model's set-up or compute cycles and DMA bytes, warm-up included."""
+        setup, nbytes = model_durations(self.engine, self.opcode, self.opcodes, self.frame,
+                                        machine, self.engines)
+        warm = warmup_factors(self.engine, self.opcode, self.opcodes, machine, self.engines,
+                              self.eng_ptr, self.eng_nodes)
+        if warm is not None:
+            setup, nbytes = setup * warm, nbytes * warm
+        return setup, nbytes
+
+    @cached_property
+    def sbuf_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row the lowest and one past the highest SBUF partition its memory accesses
+        cover (-1 for both when it has none, or the trace has no memory table)."""
+        lo = np.full(self.n, -1, dtype=np.int64)
+        hi = np.full(self.n, -1, dtype=np.int64)
+        if not self.trace.has_table("memory"):
+            return lo, hi
+        mem = (self.trace.read("memory", ["inst", "space", "partition", "partitions"])
+               .filter((pl.col("space").cast(pl.String) == "sbuf")
+                       & pl.col("partition").is_not_null())
+               .group_by("inst")
+               .agg(pl.col("partition").min().alias("lo"),
+                    (pl.col("partition") + pl.col("partitions").fill_null(1)).max()
+                    .alias("hi")))
+        ids = self.frame["id"].to_numpy()
+        order = np.argsort(ids, kind="stable")
+        inst = mem["inst"].to_numpy()
+        place = np.searchsorted(ids, inst, sorter=order)
+        known = place < ids.size
+        known[known] = ids[order[place[known]]] == inst[known]
+        rows = order[place[known]]
+        lo[rows] = mem["lo"].to_numpy()[known]
+        hi[rows] = mem["hi"].to_numpy()[known]
+        return lo, hi
+
+    def conflicts(self, machine: Machine
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The kernel's conflict arguments under `machine`: per row its conflict stretch, SBUF
+        range, and the factor it got (all 1, for the kernel to fill); None when the machine
+        stretches nothing (or the mode is observed)."""
+        if self.mode is Mode.OBSERVED or not machine.conflicts:
+            return None
+        stretch = per_pair(machine, self.engines, self.opcodes,
+                           "conflict_stretch")[self.engine, self.opcode]
+        return (stretch, *self.sbuf_ranges, np.ones(self.n))
 
     def factors(self, changes: Iterable[tuple[str, str, float]]) -> np.ndarray:
         """A duration factor per instruction: the product of the factors of the (group, name,
@@ -164,8 +214,7 @@ class Prepared:
         if self.mode is Mode.OBSERVED or (machine.engines == base.engines
                                           and machine.opcodes == base.opcodes):
             return self.setup, self.nbytes
-        return model_durations(self.engine, self.opcode, self.opcodes, self.frame, machine,
-                               self.engines)
+        return self._model(machine)
 
     def _kernel(self, machine: Machine | None, factor: np.ndarray | None):  # type: ignore[no-untyped-def]
         machine = machine or self.machine
@@ -190,14 +239,18 @@ class Prepared:
                 f"check that engine's latency parameters.")
         graph, sems, n = self.graph, self.graph.sems, self.n
         succ_ptr, succ_dst, succ_kind = self.succ
+        conflicts = self.conflicts(machine)
         out = replay_kernel(
             len(engines), self.eng_ptr, self.eng_nodes, self.node_engine, graph.ptr, succ_ptr,
             succ_dst, succ_kind, kind_latency, setup, nbytes, caps,
             machine.hbm_bytes_per_cycle, sems.ptr, sems.node, sems.sem, sems.op, sems.value,
             sems.cond, sems.log_ptr, float(machine.semaphore_latency), sems.monotone,
-            np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64)
+            np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64,
+            *(conflicts or ()))
         (start, end, bind, bind_kind, completed, done, log, arrived, upto, count,
          blocked) = out
+        if conflicts is not None:  # the stretch each got, on its set-up and bytes
+            setup, nbytes = setup * conflicts[3], nbytes * conflicts[3]
         released = Released(log=log, log_count=log_counts(sems, log, arrived),
                             arrived=arrived, upto=upto)
         if completed < n:
