@@ -1251,7 +1251,7 @@ def test_reference_shares_hbm_fluidly() -> None:
                          np.array([3200, 3200, 1600], dtype=np.int64),
                          np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), none,
                          none, np.ones(n), np.ones(n), n, 12.0, 64.0, 96.0, 0.0, 0.0, 512,
-                         1.0, 0, 1.0)
+                         1.0, 0, 1.0, np.arange(n, dtype=np.int64))
     assert start.tolist() == [0, 0, 0]
     assert end.tolist() == [84, 84, 50]
 
@@ -1268,5 +1268,5 @@ def test_reference_never_moves_more_than_hbm_allows() -> None:
                          np.zeros(n), np.full(n, 4800, dtype=np.int64),
                          np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), none,
                          none, np.ones(n), np.ones(n), n, 12.0, 64.0, 192.0, 0.0, 0.0, 512,
-                         1.0, 0, 1.0)
+                         1.0, 0, 1.0, np.arange(n, dtype=np.int64))
     assert end.tolist() == [100, 100, 100, 100]

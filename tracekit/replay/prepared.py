@@ -297,6 +297,20 @@ class Prepared:
                             timeline=timeline, notes=self.notes, done=done, released=released,
                             queues=(self.eng_ptr, self.eng_nodes))
 
+    def transfer_cycles(self, machine: Machine | None = None) -> np.ndarray:
+        """Per row, the cycles a DMA transfer spends moving its bytes in the replay under
+        `machine` (after its set-up, HBM sharing included; 0 for the rest)."""
+        (_, start, end, _, _, _, _, setup, nbytes, _) = self._kernel(machine, None)
+        return np.where(nbytes > 0, end - start - setup, 0.0)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Per row, its place in its engine's queue (0 for the first)."""
+        position = np.empty(self.n, dtype=np.int64)
+        position[self.eng_nodes] = (np.arange(self.eng_nodes.size)
+                                    - np.repeat(self.eng_ptr[:-1], np.diff(self.eng_ptr)))
+        return position
+
     def measure(self, machine: Machine | None = None, factor: np.ndarray | None = None
                 ) -> Measure:
         """The makespan, busy and critical-path cycles per engine and the HBM contention of

@@ -41,6 +41,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from tracekit.trace.summary import natural_key
 from tracekit.workloads.program import NULL, SET, SIGNAL, SUB, WAIT, Lowered
 
 UNSATISFIABLE = -2
@@ -231,7 +232,9 @@ def observe(prog: Lowered, timing: ReferenceTiming, seed: int,
                    wait_ptr, wait_src, lo, hi, jitter, slow, n_engines, timing.sem_latency,
                    timing.queue_bytes_per_cycle, timing.hbm_bytes_per_cycle, timing.desc_base,
                    timing.desc_cycles, timing.desc_bytes, timing.conflict_stretch,
-                   timing.warmup_count, timing.warmup_factor)
+                   timing.warmup_count, timing.warmup_factor,
+                   np.array(sorted(range(n_engines), key=lambda e: natural_key(prog.engines[e])),
+                            dtype=np.int64))
 
 
 IDLE, RUNNING, MOVING = 0, 1, 2
@@ -242,11 +245,13 @@ descriptor set-up under way; a transfer's bytes moving."""
 @numba.njit(cache=True, nogil=True)
 def _replay(engine, is_dma, is_dma_engine, base, nbytes, wait_ptr, wait_src, part_lo, part_hi,
             jitter, slow, n_engines, sem_latency, queue_bw, hbm_bw, desc_base, desc_cycles,
-            desc_bytes, conflict_stretch, warmup_count, warmup_factor):  # pragma: no cover
+            desc_bytes, conflict_stretch, warmup_count, warmup_factor,
+            engine_order):  # pragma: no cover
     """The reference's event loop (module docstring): at each event time, what ends comes
     first (in engine order), then the HBM shares are worked out again if the transfers moving
     bytes changed, then each idle engine whose next instruction is ready starts it (in engine
-    order). Times are exact (fractions of a cycle where a transfer's share made them so) and
+    order: `engine_order`, the engines by name in natural order, as the replay takes them).
+    Times are exact (fractions of a cycle where a transfer's share made them so) and
     rounded up to whole cycles at the end."""
     n = engine.size
     # Each engine's instructions in program order.
@@ -359,7 +364,7 @@ def _replay(engine, is_dma, is_dma_engine, base, nbytes, wait_ptr, wait_src, par
                     until[e] = t + max(remaining[e], 0.0) / rate[e]
         # What starts now, in engine order; an idle engine made ready by an end just now is
         # looked at in the next round (at this same time).
-        for e in range(n_engines):
+        for e in engine_order:
             if phase[e] != IDLE or ready[e] > t or head[e] == eng_ptr[e + 1]:
                 continue
             i = queue[head[e]]
