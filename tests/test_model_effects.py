@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -175,3 +176,29 @@ def test_cli_reports_a_bad_effect_key_without_traceback(tmp_path: Path) -> None:
     assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
     assert "engines.tensor.warmup_count" in result.stderr and "m.toml" in result.stderr
     assert "Traceback" not in result.output + result.stderr
+
+
+@pytest.mark.parametrize("sample", ["gemm", "attention", "conv2d"])
+def test_replay_properties_hold_with_every_effect_on(sample: str) -> None:
+    """On trn-like-effects: engines stay in order, every edge of the resolved graph is
+    respected (semaphore edges with their latency), and the run is no shorter than on the
+    default machine (every effect only lengthens)."""
+    import numpy as np
+
+    from tracekit.replay.graph import SEMAPHORE
+    from tracekit.replay.machine import builtin_machine
+
+    trace = tracekit.open_trace(Path(__file__).resolve().parents[1] / "sample_traces" / sample)
+    machine = builtin_machine("trn-like-effects")
+    result = replay(trace, machine)
+    t = result.timeline
+    start, end = t["start"].to_numpy(), t["end"].to_numpy()
+    graph = result.graph
+    dst = graph.destinations()
+    lag = np.where(graph.kind == SEMAPHORE, int(machine.semaphore_latency), 0)
+    assert (start[dst] >= end[graph.src] + lag - 1).all()  # -1: times rounded up apart
+    by_engine = t.sort("engine", "start").group_by("engine", maintain_order=True).agg(
+        (pl.col("start").shift(-1) >= pl.col("end")).drop_nulls().all().alias("ordered"))
+    assert by_engine["ordered"].all()
+    plain = replay(trace, builtin_machine())
+    assert result.makespan >= plain.makespan
