@@ -202,3 +202,82 @@ def test_replay_properties_hold_with_every_effect_on(sample: str) -> None:
     assert by_engine["ordered"].all()
     plain = replay(trace, builtin_machine())
     assert result.makespan >= plain.makespan
+
+
+def test_transfers_in_flight_share_the_queue(tmp_path: Path) -> None:
+    """The machine docstring's example: two transfers of set-up 96 and 6400 bytes on a queue
+    of 64 B/cycle end at 392 one at a time; with two in flight both set up from 0, share
+    32 B/cycle each from 96 and end at 296."""
+    b = TraceBuilder("inflight")
+    first = b.inst("dma.q0", "dma_load", bytes=6400)
+    second = b.inst("dma.q0", "dma_load", bytes=6400)
+    trace = b.write(tmp_path / "t")
+    one = machine({"dma": {"fixed_cycles": 96.0}}, dma=64.0, hbm=1000.0)
+    two = machine({"dma": {"fixed_cycles": 96.0, "max_in_flight": 2}}, dma=64.0, hbm=1000.0)
+    got = rows(replay(trace, one))
+    assert (got[first]["end"], got[second]["end"]) == (196, 392)
+    result = replay(trace, two)
+    got = rows(result)
+    assert (got[first]["start"], got[second]["start"]) == (0, 0)
+    assert (got[first]["end"], got[second]["end"]) == (296, 296)
+    assert got[second]["contention"] == 100  # shared with its own queue's other transfer
+
+
+def test_in_flight_limit_holds_and_queues_share_hbm(tmp_path: Path) -> None:
+    """Three transfers on a queue allowing 2 in flight: the third starts when the first ends;
+    beside another queue, all share HBM (200 B/cycle) and each queue its own 64 B/cycle."""
+    b = TraceBuilder("inflight3")
+    q0 = [b.inst("dma.q0", "dma_load", bytes=6400) for _ in range(3)]
+    q1 = b.inst("dma.q1", "dma_load", bytes=6400)
+    trace = b.write(tmp_path / "t")
+    m = machine({"dma": {"fixed_cycles": 0.0, "max_in_flight": 2}}, dma=64.0, hbm=100.0)
+    got = rows(replay(trace, m))
+    # Max-min fair from 0: q0's two transfers reach its 64 B/cycle at 32 each, q1 takes the
+    # 36 left of HBM's 100 and ends at 6400 / 36 = 177.8; q0's pair then still has 32 each
+    # (their queue's limit) and ends at 200, when the third starts, alone: 300.
+    assert got[q1]["end"] == 178
+    assert [got[i]["end"] for i in q0] == [200, 200, 300]
+    assert got[q0[2]]["start"] == 200
+
+
+def test_bad_in_flight_keys_name_file_and_key() -> None:
+    with pytest.raises(MachineError, match=r"^test\.toml: engines\.tensor\.max_in_flight: "
+                                           r".*only a DMA queue"):
+        machine({"tensor": {"fixed_cycles": 1.0, "max_in_flight": 2}})
+    with pytest.raises(MachineError, match=r"engines\.dma\.opcodes\.dma_load\.max_in_flight: "
+                                           r".*not of an opcode"):
+        machine({"dma": {"opcodes": {"dma_load": {"max_in_flight": 2}}}})
+    with pytest.raises(MachineError, match=r"engines\.dma\.max_in_flight: .*at least 1"):
+        machine({"dma": {"max_in_flight": 0}})
+
+
+def test_replay_properties_hold_with_transfers_in_flight() -> None:
+    """gemm on trn-like-effects with two transfers in flight per queue: every edge of the
+    replay's graph (the lanes' order edges included) is respected, no queue ever has more
+    than two transfers under way, and the run is no longer than with one."""
+    import dataclasses
+
+    import numpy as np
+
+    from tracekit.replay.graph import SEMAPHORE
+    from tracekit.replay.machine import builtin_machine
+
+    trace = tracekit.open_trace(Path(__file__).resolve().parents[1] / "sample_traces" / "gemm")
+    base = builtin_machine("trn-like-effects")
+    engines = dict(base.engines)
+    engines["dma"] = dataclasses.replace(engines["dma"], max_in_flight=2)
+    result = replay(trace, dataclasses.replace(base, engines=engines))
+    t = result.timeline
+    start, end = t["start"].to_numpy(), t["end"].to_numpy()
+    graph = result.graph
+    dst = graph.destinations()
+    lag = np.where(graph.kind == SEMAPHORE, int(base.semaphore_latency), 0)
+    assert (start[dst] >= end[graph.src] + lag - 1).all()
+    for engine, rows_ in t.group_by("engine"):
+        if not str(engine[0]).startswith("dma."):
+            continue
+        events = np.r_[rows_["start"].to_numpy(), rows_["end"].to_numpy()]
+        steps = np.r_[np.ones(rows_.height), -np.ones(rows_.height)]
+        order = np.lexsort((steps, events))  # at one time, ends first
+        assert np.cumsum(steps[order]).max() <= 2
+    assert result.makespan <= replay(trace, base).makespan

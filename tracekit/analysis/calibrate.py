@@ -637,6 +637,8 @@ def machine_toml(machine: Machine, note: str = "") -> str:
                       f"warmup_factor = {_number(latency.warmup_factor)}"]
         if latency.conflict_stretch != 1.0:
             lines.append(f"conflict_stretch = {_number(latency.conflict_stretch)}")
+        if latency.max_in_flight != 1:
+            lines.append(f"max_in_flight = {latency.max_in_flight}")
         return lines
 
     engines = sorted(set(machine.engines) | {e for e, _ in machine.opcodes})

@@ -71,8 +71,50 @@ def _arrive(s, seq, at, row, completed, count, log, log_ptr, arrived, last_seq, 
 
 
 @numba.njit(cache=True, inline="always")
-def _stretched(e, node, t, stretch, part_lo, part_hi, got, mult, phase, current, until, start,
-               nbytes, n_eng):  # pragma: no cover - compiled
+def _fill_groups(n_eng, phase, caps, group, group_cap, hbm_bw, rate,
+                 settled):  # pragma: no cover - compiled
+    """Max-min fair rates (progressive filling) for the transfers moving bytes when a queue
+    has several in flight: each at most its lane's cap, the transfers of one queue (`group`)
+    together at most its bandwidth (`group_cap`), all together at most the HBM bandwidth.
+    Every round raises every unsettled rate by the largest equal step no limit forbids, then
+    settles the transfers a limit now holds."""
+    left_group = group_cap.copy()
+    in_group = np.zeros(group_cap.size, dtype=np.int64)
+    left = hbm_bw
+    active = 0
+    for e in range(n_eng):
+        if phase[e] == MOVING:
+            active += 1
+    while active > 0:
+        in_group[:] = 0
+        for e in range(n_eng):
+            if phase[e] == MOVING and not settled[e]:
+                in_group[group[e]] += 1
+        step = left / active
+        for g in range(group_cap.size):
+            if in_group[g] > 0:
+                step = min(step, left_group[g] / in_group[g])
+        for e in range(n_eng):
+            if phase[e] == MOVING and not settled[e]:
+                step = min(step, caps[e] - rate[e])
+        step = max(step, 0.0)
+        for e in range(n_eng):
+            if phase[e] == MOVING and not settled[e]:
+                rate[e] += step
+                left_group[group[e]] -= step
+        left -= step * active
+        for e in range(n_eng):
+            if phase[e] == MOVING and not settled[e] and (
+                    rate[e] >= caps[e] * (1 - 1e-12)
+                    or left_group[group[e]] <= 1e-12 * group_cap[group[e]]
+                    or left <= 1e-12 * hbm_bw):
+                settled[e] = True
+                active -= 1
+
+
+@numba.njit(cache=True, inline="always")
+def _stretched(e, node, t, stretch, part_lo, part_hi, got, mult, phase, current, until,
+               start, nbytes, n_eng, group):  # pragma: no cover - compiled
     """The factor on instruction `node`, starting now (t) on engine `e`: its conflict stretch
     when another engine's instruction under way (started, not ending now) covers SBUF
     partitions its own range overlaps, else 1; kept as the engine's `mult` for its bytes.
@@ -85,6 +127,9 @@ def _stretched(e, node, t, stretch, part_lo, part_hi, got, mult, phase, current,
         for o in range(n_eng):
             if o == e or (phase[o] != RUNNING and phase[o] != MOVING):
                 continue
+            if group is not None:
+                if group[o] == group[e]:
+                    continue  # another transfer of the same queue
             other = current[o]
             if part_lo[other] < 0 or start[other] > t or part_lo[other] >= hi \
                     or lo >= part_hi[other]:
@@ -106,7 +151,8 @@ def _stretched(e, node, t, stretch, part_lo, part_hi, got, mult, phase, current,
 def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, succ_dst,
                   succ_kind, kind_latency, setup, nbytes, caps, hbm_bw, sem_ptr, sem_node,
                   sem_code, sem_op, sem_value, sem_cond, log_ptr, sem_latency, monotone,
-                  index, stretch=None, part_lo=None, part_hi=None, got=None):  # pragma: no cover
+                  index, stretch=None, part_lo=None, part_hi=None, got=None, group=None,
+                  group_cap=None):  # pragma: no cover
     """Replay; returns start, end, binding predecessor and its edge kind, the number of
     instructions completed (less than n when the replay is stuck; start and end are -1 for
     the others), the order in which they completed, what `semaphores.Released` needs (the
@@ -146,6 +192,12 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
     own (parked until its ready time, like one with waits), so the engines under way are
     known when it starts; `got` receives the factor each got (1 when nothing overlapped). Without `stretch` (None) numba compiles these branches away: the
     default replay runs exactly the code it runs without the effect.
+
+    Transfers in flight (`tracekit.replay.machine`), when `group` is given: a DMA queue that
+    may have several transfers in flight runs as that many engines (lanes) whose transfers
+    share the queue's bandwidth: `group` is each engine's queue and `group_cap` each queue's
+    bandwidth, and the rates come from a progressive filling under the three limits
+    (`_fill_groups`). Without `group` (None) these branches are compiled away as well.
     """
     n = node_engine.size
     m = sem_code.size
@@ -209,28 +261,31 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                     unassigned += 1
                     settled[e] = False
                 rate[e] = 0.0
-            if wanted <= hbm_bw:
-                for e in range(n_eng):
-                    if phase[e] == MOVING:
-                        rate[e] = caps[e]
-            else:
-                left = hbm_bw
-                while unassigned > 0:
-                    fair = left / unassigned
-                    capped = False
+            if group is not None:
+                _fill_groups(n_eng, phase, caps, group, group_cap, hbm_bw, rate, settled)
+            if group is None:
+                if wanted <= hbm_bw:
                     for e in range(n_eng):
-                        if phase[e] == MOVING and not settled[e] and caps[e] <= fair:
+                        if phase[e] == MOVING:
                             rate[e] = caps[e]
-                            left -= caps[e]
-                            settled[e] = True
-                            unassigned -= 1
-                            capped = True
-                    if not capped:
+                else:
+                    left = hbm_bw
+                    while unassigned > 0:
+                        fair = left / unassigned
+                        capped = False
                         for e in range(n_eng):
-                            if phase[e] == MOVING and not settled[e]:
-                                rate[e] = fair
+                            if phase[e] == MOVING and not settled[e] and caps[e] <= fair:
+                                rate[e] = caps[e]
+                                left -= caps[e]
                                 settled[e] = True
-                        unassigned = 0
+                                unassigned -= 1
+                                capped = True
+                        if not capped:
+                            for e in range(n_eng):
+                                if phase[e] == MOVING and not settled[e]:
+                                    rate[e] = fair
+                                    settled[e] = True
+                            unassigned = 0
             for e in range(n_eng):
                 if phase[e] == MOVING:
                     until[e] = t + remaining[e] / rate[e] if rate[e] > 0 else INF
@@ -282,7 +337,7 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 if stretch is not None:
                     until[e] = t + _stretched(e, node, t, stretch, part_lo, part_hi, got, mult,
                                               phase, current, until, start, nbytes,
-                                              n_eng) * setup[node]
+                                              n_eng, group) * setup[node]
         # Settle the engines whose head just became ready (at its ready time, maybe later than
         # now): start it, park it until its ready time, or block it on its waits.
         while n_fresh > 0:
@@ -309,7 +364,7 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 if stretch is not None:
                     until[e] = at + _stretched(e, node, t, stretch, part_lo, part_hi, got, mult,
                                                phase, current, until, start, nbytes,
-                                               n_eng) * setup[node]
+                                               n_eng, group) * setup[node]
                 continue
             # The counts at `at` are the counts now when they only grow (for what holds), or
             # when no change can arrive by then: none queued, and one not yet queued comes
@@ -332,7 +387,7 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 if stretch is not None:
                     until[e] = at + _stretched(e, node, t, stretch, part_lo, part_hi, got, mult,
                                                phase, current, until, start, nbytes,
-                                               n_eng) * setup[node]
+                                               n_eng, group) * setup[node]
             else:
                 phase[e] = BLOCKED
         if completed == n:
@@ -388,9 +443,14 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
             else:
                 rate[e] = 0.0
                 rerate = True
+            if group is not None:  # its queue's other transfers share with it
+                rate[e] = 0.0
+                rerate = True
             continue
         if phase[e] == MOVING:
             rerate = wanted > hbm_bw  # the others' shares change
+            if group is not None:
+                rerate = True
             wanted = 0.0
             for q in range(n_eng):
                 if phase[q] == MOVING and q != e:

@@ -55,11 +55,20 @@ them means what it always meant):
   a 100-cycle vector op on partitions 0-63 that starts while a DMA load into partitions 32-95
   moves its bytes takes 125 cycles; one on partitions 64-127 alongside a load into 0-63 takes
   100. Only the instruction that starts is stretched; the one under way keeps its time.
+- Transfers in flight: a DMA queue with `max_in_flight` = N (an engine-wide entry: [engines.dma]
+  or one queue's) may have up to N transfers under way at once, sharing its bandwidth
+  (max-min fair, under the HBM bandwidth as ever); each starts once the one N places before it
+  in the queue has ended (and its dependencies allow), so one's set-up overlaps another's bytes.
+  With 1 (the default) a queue runs one transfer at a time. Worked example: a queue of
+  64 B/cycle with two transfers of set-up 96 and 6400 bytes: with 1 in flight the second ends
+  at 2 * (96 + 100) = 392; with 2, both set up from 0, share 32 B/cycle each from 96, and end
+  at 96 + 200 = 296.
 
     [engines.dma]
     fixed_cycles = 96.0
     per_descriptor = 2.0             # cycles per descriptor ...
     descriptor_bytes = 512           # ... of 512 bytes, rounded up
+    max_in_flight = 2                # two transfers of a queue at once
     warmup_count = 4                 # the first 4 transfers of each queue ...
     warmup_factor = 1.6              # ... take 1.6 times longer
     conflict_stretch = 1.15          # 15 % longer when starting on partitions in use
@@ -87,7 +96,8 @@ class MachineError(TracekitError):
 class Latency:
     """fixed + per_element * elements + per_byte * bytes + per_flop * flops
     + per_descriptor * ceil(bytes / descriptor_bytes), in cycles, and the effects on it (module
-    docstring): warm-up, SBUF partition conflicts. The defaults are the effects off."""
+    docstring): warm-up, SBUF partition conflicts, transfers in flight (of an engine-wide DMA
+    entry only). The defaults are the effects off."""
 
     fixed_cycles: float = 0.0
     per_element: float = 0.0
@@ -98,6 +108,7 @@ class Latency:
     warmup_count: int = 0
     warmup_factor: float = 1.0
     conflict_stretch: float = 1.0
+    max_in_flight: int = 1
 
     @property
     def coefficients(self) -> tuple[float, ...]:
@@ -158,6 +169,14 @@ class Machine:
     def conflicts(self) -> bool:
         return any(e.conflict_stretch != 1.0 for e in self.entries)
 
+    def in_flight(self, engine: str) -> int:
+        """How many transfers DMA queue `engine` may have in flight (its own entry's
+        max_in_flight, else its kind's; 1 for compute engines)."""
+        for name in (engine, engine_kind(engine)):
+            if name in self.engines:
+                return self.engines[name].max_in_flight
+        return 1
+
 
 _CORE = re.compile(r"p[0-9]+\.")
 
@@ -176,7 +195,7 @@ MIN_POSITIVE = 1e-9
 
 _LATENCY_KEYS = {"fixed_cycles", "per_element", "per_byte", "per_flop"}
 _EFFECT_KEYS = {"per_descriptor", "descriptor_bytes", "warmup_count", "warmup_factor",
-                "conflict_stretch"}
+                "conflict_stretch", "max_in_flight"}
 _TOP_KEYS = {"name", "clock_hz", "hbm", "dma", "latency", "memory", "engines", "description",
              "semaphores"}
 
@@ -247,7 +266,8 @@ class _Reader:
         return Latency(**terms, per_descriptor=per_descriptor,
                        descriptor_bytes=descriptor_bytes,
                        warmup_count=self.whole(data, f"{key}.warmup_count", 0.0, 0.0),
-                       warmup_factor=factor, conflict_stretch=stretch)
+                       warmup_factor=factor, conflict_stretch=stretch,
+                       max_in_flight=self.whole(data, f"{key}.max_in_flight", 1.0, 1.0))
 
 
 def parse_machine(data: dict[str, Any], source: str) -> Machine:
@@ -276,10 +296,17 @@ def parse_machine(data: dict[str, Any], source: str) -> Machine:
         # no engine-wide latency; an explicitly empty [engines.x] sets an all-zero one.
         if set(entry) != {"opcodes"}:
             engines[engine] = r.latency(entry, key)
+            if engines[engine].max_in_flight != 1 and engine_kind(engine) != "dma":
+                raise r.fail(f"{key}.max_in_flight", "only a DMA queue ([engines.dma] or "
+                                                     "[engines.\"dma.qN\"]) has transfers "
+                                                     "in flight")
         for opcode, op_entry in sorted(r.table(entry, f"{key}.opcodes", required=False).items()):
             if not isinstance(op_entry, dict):
                 raise r.fail(f"{key}.opcodes.{opcode}", "must be a table")
             opcodes[(engine, opcode)] = r.latency(op_entry, f"{key}.opcodes.{opcode}")
+            if "max_in_flight" in op_entry:
+                raise r.fail(f"{key}.opcodes.{opcode}.max_in_flight",
+                             f"a limit of the queue, not of an opcode: set it in [{key}]")
     queues = r.table(dma, "dma.queues", required=False)
     queue_bw = {q: r.number(queues, f"dma.queues.{q}", positive=True, name=q)
                 for q in sorted(queues)}

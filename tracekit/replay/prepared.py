@@ -132,6 +132,7 @@ class Prepared:
         g = self.graph
         self.succ = csr(n, g.destinations(), g.src, g.kind)
         self.node_engine = np.asarray(self.engine, dtype=np.int64)
+        self._lanes: dict[tuple[int, ...], Lanes] = {}
         clock.lap("durations")
 
     @property
@@ -173,6 +174,25 @@ class Prepared:
         lo[rows] = mem["lo"].to_numpy()[known]
         hi[rows] = mem["hi"].to_numpy()[known]
         return lo, hi
+
+    def lanes(self, machine: Machine) -> Lanes | None:
+        """The kernel's engines when a DMA queue of `machine` may have several transfers in
+        flight (None when none may, or the mode is observed): such a queue runs as
+        min(max_in_flight, its transfers) lanes, its k-th transfer on lane k mod lanes, each
+        lane in the queue's order; the engine-order edge from a transfer to the next becomes
+        one from the transfer `lanes` places before (at most that many in flight)."""
+        if self.mode is Mode.OBSERVED:
+            return None
+        sizes = np.diff(self.eng_ptr)
+        count = np.array([max(1, min(machine.in_flight(e), int(n)))
+                          for e, n in zip(self.engines, sizes, strict=True)], dtype=np.int64)
+        if (count == 1).all():
+            return None
+        key = tuple(count.tolist())
+        if key not in self._lanes:
+            self._lanes[key] = _make_lanes(self.graph, self.eng_ptr, self.eng_nodes,
+                                           self.node_engine, count)
+        return self._lanes[key]
 
     def conflicts(self, machine: Machine
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
@@ -240,15 +260,26 @@ class Prepared:
         graph, sems, n = self.graph, self.graph.sems, self.n
         succ_ptr, succ_dst, succ_kind = self.succ
         conflicts = self.conflicts(machine)
+        lanes = self.lanes(machine)
+        queues = (len(engines), self.eng_ptr, self.eng_nodes, self.node_engine, graph.ptr,
+                  succ_ptr, succ_dst, succ_kind)
+        extra: tuple = conflicts or ()
+        kernel_caps = caps
+        if lanes is not None:
+            graph = lanes.graph
+            queues = (lanes.group.size, lanes.eng_ptr, lanes.eng_nodes, lanes.node_engine,
+                      graph.ptr, *lanes.succ)
+            kernel_caps = caps[lanes.group]
+            extra = (*(conflicts or (None, None, None, None)), lanes.group, caps.copy())
         out = replay_kernel(
-            len(engines), self.eng_ptr, self.eng_nodes, self.node_engine, graph.ptr, succ_ptr,
-            succ_dst, succ_kind, kind_latency, setup, nbytes, caps,
+            *queues, kind_latency, setup, nbytes, kernel_caps,
             machine.hbm_bytes_per_cycle, sems.ptr, sems.node, sems.sem, sems.op, sems.value,
             sems.cond, sems.log_ptr, float(machine.semaphore_latency), sems.monotone,
-            np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64,
-            *(conflicts or ()))
+            np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64, *extra)
         (start, end, bind, bind_kind, completed, done, log, arrived, upto, count,
          blocked) = out
+        if lanes is not None:  # a queue is blocked when one of its lanes is
+            blocked = np.bincount(lanes.group, weights=blocked, minlength=len(engines)) > 0
         if conflicts is not None:  # the stretch each got, on its set-up and bytes
             setup, nbytes = setup * conflicts[3], nbytes * conflicts[3]
         released = Released(log=log, log_count=log_counts(sems, log, arrived),
@@ -262,7 +293,7 @@ class Prepared:
             raise ReplayError(f"{machine.source}: the replay's times pass {MAX_CYCLES:.0e} "
                               f"cycles; a bandwidth or latency in the machine is far out of "
                               f"scale.")
-        return machine, start, end, bind, bind_kind, done, released, setup, nbytes, caps
+        return machine, start, end, bind, bind_kind, done, released, setup, nbytes, caps, graph
 
     def replay(self, machine: Machine | None = None, factor: np.ndarray | None = None, *,
                clock: Lap | None = None) -> ReplayResult:
@@ -271,9 +302,9 @@ class Prepared:
         `tracekit.replay.run.replay` gives it."""
         clock = clock or _NoClock()
         (machine, start, end, bind, bind_kind, done, released, setup, nbytes,
-         caps) = self._kernel(machine, factor)
+         caps, graph) = self._kernel(machine, factor)
         clock.lap("kernel")
-        frame, graph = self.frame, self.graph
+        frame = self.frame
         start_c, end_c = _cycles(start), _cycles(end)
         has_bind = bind >= 0
         timeline = pl.DataFrame({
@@ -300,7 +331,7 @@ class Prepared:
     def transfer_cycles(self, machine: Machine | None = None) -> np.ndarray:
         """Per row, the cycles a DMA transfer spends moving its bytes in the replay under
         `machine` (after its set-up, HBM sharing included; 0 for the rest)."""
-        (_, start, end, _, _, _, _, setup, nbytes, _) = self._kernel(machine, None)
+        (_, start, end, _, _, _, _, setup, nbytes, _, _) = self._kernel(machine, None)
         return np.where(nbytes > 0, end - start - setup, 0.0)
 
     @property
@@ -315,7 +346,7 @@ class Prepared:
                 ) -> Measure:
         """The makespan, busy and critical-path cycles per engine and the HBM contention of
         the replay under `machine` with `factor` (see `replay`), without its timeline."""
-        (_, start, end, bind, _, _, _, setup, nbytes, caps) = self._kernel(machine, factor)
+        (_, start, end, bind, _, _, _, setup, nbytes, caps, _) = self._kernel(machine, factor)
         start_c, end_c = _cycles(start), _cycles(end)
         lost = _lost(start, end, setup, nbytes, caps, self.engine)
         span = end_c - start_c
@@ -330,6 +361,50 @@ class Prepared:
         makespan = int(end_c.max()) if self.n else 0
         return Measure(makespan=makespan, busy=per_engine, critical=critical,
                        contention=int(lost.sum()))
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The kernel's engines when queues have several transfers in flight (`Prepared.lanes`):
+    per lane its queue (`group`, an engine code); the lanes' queues (eng_ptr, eng_nodes); per
+    row its lane (node_engine); the graph with the engine-order edges between lanes' transfers
+    (its `succ` lists beside it)."""
+
+    group: np.ndarray
+    eng_ptr: np.ndarray
+    eng_nodes: np.ndarray
+    node_engine: np.ndarray
+    graph: Graph
+    succ: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _make_lanes(graph: Graph, eng_ptr: np.ndarray, eng_nodes: np.ndarray,
+                node_engine: np.ndarray, count: np.ndarray) -> Lanes:
+    n = node_engine.size
+    first = np.r_[0, np.cumsum(count)]  # each engine's first lane
+    position = np.empty(n, dtype=np.int64)
+    position[eng_nodes] = np.arange(eng_nodes.size) - np.repeat(eng_ptr[:-1], np.diff(eng_ptr))
+    lane = first[node_engine] + position % count[node_engine]
+    group = np.repeat(np.arange(count.size), count)
+    # Each lane's rows in queue order: by lane, then position (eng_nodes is in queue order).
+    order = eng_nodes[np.argsort(lane[eng_nodes], kind="stable")]
+    lane_ptr = np.zeros(group.size + 1, dtype=np.int64)
+    lane_ptr[1:] = np.cumsum(np.bincount(lane, minlength=group.size))
+    # Engine-order edges of a split queue: from the transfer `count` places before.
+    dst = graph.destinations()
+    split = count[node_engine] > 1
+    drop = (graph.kind == ORDER) & split[dst] & (node_engine[graph.src] == node_engine[dst])
+    queue_at = eng_nodes  # queue_at[eng_ptr[e] + k]: engine e's k-th row
+    later = np.flatnonzero(split & (position >= count[node_engine]))
+    before = queue_at[eng_ptr[node_engine[later]] + position[later] - count[node_engine[later]]]
+    src = np.r_[graph.src[~drop], before]
+    dst = np.r_[dst[~drop], later]
+    kind = np.r_[graph.kind[~drop], np.full(later.size, ORDER, dtype=np.int8)]
+    ptr, out_src, out_kind = csr(n, src, dst, kind)
+    lanes_graph = Graph(ids=graph.ids, ptr=ptr, src=out_src, kind=out_kind, sems=graph.sems)
+    return Lanes(group=group, eng_ptr=lane_ptr, eng_nodes=order.astype(np.int64),
+                 node_engine=lane.astype(np.int64), graph=lanes_graph,
+                 succ=csr(n, dst, src, kind))
 
 
 def _lost(start: np.ndarray, end: np.ndarray, setup: np.ndarray, nbytes: np.ndarray,
