@@ -65,9 +65,9 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 REGRESSION = (
-    "makespan 18,149 -> 35,513 cycles (+95.67%, threshold 2%) against run r1; "
-    "critical path +17,364 cycles: engines dma.q2 +24,055, dma.q0 -4,528, tensor -1,563, "
-    "dma.q1 -496 (1 more: -104); layers fc1 +9,331, fc2 +8,033; "
+    "makespan 20,668 -> 36,648 cycles (+77.32%, threshold 2%) against run r1; "
+    "critical path +15,980 cycles: engines dma.q2 +24,469, dma.q0 -6,191, tensor -1,698, "
+    "dma.q1 -496 (1 more: -104); layers fc1 +8,112, fc2 +7,868; "
     "new findings: race-raw (1 error), slow-engine (1 warning)")
 
 
@@ -95,10 +95,10 @@ def test_the_attribution_is_the_diffs(real: dict[str, Any]) -> None:
     traces = [open_trace(real["root"] / name) for name in ("mlp", "mlp_bad")]
     source = choose_source(*traces)
     d = diff(*(profile(t, resolve_machine(None), source, findings=False) for t in traces))
-    assert why.delta == d.delta == 17_364 == int(why.engines["delta"].sum())
+    assert why.delta == d.delta == 15_980 == int(why.engines["delta"].sum())
     assert why.engines.equals(d.attribution_engine)
     assert why.layers.equals(d.attribution_layer)
-    assert why.layers["delta"].to_list() == [9_331, 8_033]
+    assert why.layers["delta"].to_list() == [8_112, 7_868]
     assert why.new_findings.rows() == [("race-raw", "error", 1), ("slow-engine", "warning", 1)]
 
 
@@ -130,12 +130,12 @@ def test_history_of_a_real_run(real: dict[str, Any]) -> None:
     common = {"suite": "t", "replay_makespan": 12_776, "instructions": 38}
     assert json.loads(trend.stdout) == {"history": str(history), "workload": "mlp", "runs": [
         {"run_id": "r1", "started": started["r1"], **common, "status": "pass",
-         "makespan": 18_149, "change": None, "change_pct": None, "delta_pct": None,
-         "baseline_run": None, "stall_cycles": 36_236, "errors": 0, "warnings": 0,
+         "makespan": 20_668, "change": None, "change_pct": None, "delta_pct": None,
+         "baseline_run": None, "stall_cycles": 37_703, "errors": 0, "warnings": 0,
          "trace": str(root / "mlp"), "trace_sha256": _sha256(root / "mlp")},
         {"run_id": "r2", "started": started["r2"], **common, "status": "regression",
-         "makespan": 35_513, "change": 17_364, "change_pct": 95.675, "delta_pct": 95.675,
-         "baseline_run": "r1", "stall_cycles": 105_278, "errors": 1, "warnings": 1,
+         "makespan": 36_648, "change": 15_980, "change_pct": 77.318, "delta_pct": 77.318,
+         "baseline_run": "r1", "stall_cycles": 105_496, "errors": 1, "warnings": 1,
          "trace": str(root / "mlp_bad"), "trace_sha256": _sha256(root / "mlp_bad")}]}
 
 

@@ -419,7 +419,7 @@ def test_two_executions(profile: Any, tmp_path: Path, bundles: dict[str, Path]) 
     prof = odd_two_executions(bundles["attention"], tmp_path / "two")
     result = run("convert", "neuron-explorer", prof.path, "-o", tmp_path / "none")
     neff = f"{tracekit.open_trace(bundles['attention']).manifest.workload}.neff"
-    assert_failed_cleanly(result, 1, "--execution", neff, "0 to 8,192 ns", "9,192 to 17,384 ns")
+    assert_failed_cleanly(result, 1, "--execution", neff, "0 to 8,190 ns", "9,190 to 17,380 ns")
     assert "0" in result.stderr and "1" in result.stderr
     assert not (tmp_path / "none").exists()
     for index in (0, 1):

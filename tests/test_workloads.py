@@ -1233,3 +1233,40 @@ def test_dry_run_reports_what_the_real_run_would_refuse(tmp_path: Path) -> None:
 def test_cli_generate_needs_an_output_unless_dry_run(tmp_path: Path) -> None:
     result = run("generate", "gemm")
     assert_clean_failure(result, 2, "'--output' / '-o'", "--dry-run")
+
+
+# --- the reference's fluid HBM sharing ------------------------------------------------------
+
+
+def test_reference_shares_hbm_fluidly() -> None:
+    """The timing docstring's example: three queues of 64 B/cycle on 96 B/cycle of HBM, 3200,
+    3200 and 1600 bytes from cycle 0: 32 B/cycle each until the short one ends at 50, then
+    48 B/cycle each for the last 1600 bytes (83.3, rounded up to 84)."""
+    from tracekit.workloads.timing import _replay
+
+    n = 3
+    engine = np.arange(n, dtype=np.int64)
+    none = np.full(n, -1, dtype=np.int64)
+    start, end = _replay(engine, np.ones(n, bool), np.ones(n, bool), np.zeros(n),
+                         np.array([3200, 3200, 1600], dtype=np.int64),
+                         np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), none,
+                         none, np.ones(n), np.ones(n), n, 12.0, 64.0, 96.0, 0.0, 0.0, 512,
+                         1.0, 0, 1.0, np.arange(n, dtype=np.int64))
+    assert start.tolist() == [0, 0, 0]
+    assert end.tolist() == [84, 84, 50]
+
+
+def test_reference_never_moves_more_than_hbm_allows() -> None:
+    """Four queues of 64 B/cycle on 192 B/cycle of HBM, 4800 bytes each from cycle 0: 48
+    B/cycle each, all done at 100. (A rate fixed when a transfer starts, as an equal share
+    among the queues already busy, gave the first three 64 B/cycle and 240 B/cycle in all.)"""
+    from tracekit.workloads.timing import _replay
+
+    n = 4
+    none = np.full(n, -1, dtype=np.int64)
+    start, end = _replay(np.arange(n, dtype=np.int64), np.ones(n, bool), np.ones(n, bool),
+                         np.zeros(n), np.full(n, 4800, dtype=np.int64),
+                         np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), none,
+                         none, np.ones(n), np.ones(n), n, 12.0, 64.0, 192.0, 0.0, 0.0, 512,
+                         1.0, 0, 1.0, np.arange(n, dtype=np.int64))
+    assert end.tolist() == [100, 100, 100, 100]

@@ -18,6 +18,7 @@ number, R2 is not defined) when its held-out MAPE passes MAPE_WARN.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tomllib
@@ -28,6 +29,7 @@ import polars as pl
 
 from tracekit.errors import TracekitError
 from tracekit.replay.machine import MAX_PARAMETER, Latency, Machine, engine_kind, parse_machine
+from tracekit.replay.prepared import Prepared
 from tracekit.replay.run import replay
 from tracekit.trace.bundle import Trace
 
@@ -40,6 +42,9 @@ R2_WARN = 0.5
 """A held-out R2 below this is a poor fit."""
 MAPE_WARN = 20.0
 """For a group of one shape (R2 undefined): a held-out MAPE above this, in %, is a poor fit."""
+FIT_COLUMNS = ("fixed_cycles", "per_element", "per_byte", "per_flop", "per_descriptor",
+               "descriptor_bytes", "warmup_count", "warmup_factor", "conflict_stretch")
+"""The fitted terms and effects of each group, columns of Calibration.fits."""
 ALL = "(all)"
 """The engine and opcode of a warning about every fit together."""
 
@@ -81,13 +86,43 @@ class Calibration:
     samples fitted), held_out_r2, held_out_mape_pct (mean absolute percentage error, %),
     held_out_median_abs_error (cycles). An R2 is null where the fit predicts one duration for
     every sample (the group's work never varies: there is no variance for it to explain, and
-    the MAPE says how good it is) or the durations do not vary. Sorted by engine, opcode.
+    the MAPE says how good it is) or the durations do not vary. Sorted by engine, opcode. The
+    effects fitted (per_descriptor, descriptor_bytes, warmup_count, warmup_factor,
+    conflict_stretch) are columns too, and the predictions judged include them.
+
+    `validation` (None when no trace was held out): one row per unseen trace: trace,
+    workload, how (holdout: given with --holdout; fold: fitted on the other traces),
+    instructions, mape_before_pct and mape_after_pct (per-instruction MAPE of replayed
+    durations on the base and the fitted machine, %), makespan_error_before_pct and
+    makespan_error_after_pct (replayed against observed, signed, %). `by_opcode`: engine,
+    opcode, instructions, mape_before_pct, mape_after_pct over the unseen traces.
     """
 
     machine: Machine
     fits: pl.DataFrame
     held_out: HeldOut
     warnings: tuple[FitWarning, ...]
+    validation: pl.DataFrame | None = None
+    by_opcode: pl.DataFrame | None = None
+
+    @property
+    def worse(self) -> list[str]:
+        """What is worse on the unseen traces than with the base machine: the mean MAPE, the
+        mean absolute makespan error (empty when nothing was held out, or nothing is
+        worse)."""
+        v = self.validation
+        if v is None or v.height == 0:
+            return []
+        out = []
+        before, after = v["mape_before_pct"].mean(), v["mape_after_pct"].mean()
+        if after > before:
+            out.append(f"per-instruction MAPE {after:.1f} % against the base machine's "
+                       f"{before:.1f} %")
+        before = v["makespan_error_before_pct"].abs().mean()
+        after = v["makespan_error_after_pct"].abs().mean()
+        if after > before:
+            out.append(f"makespan error {after:.1f} % against the base machine's {before:.1f} %")
+        return out
 
 
 def held_out(ids: np.ndarray) -> np.ndarray:
@@ -159,79 +194,322 @@ def _huber_fit(x: np.ndarray, y: np.ndarray, iterations: int = 30) -> np.ndarray
     return np.maximum(coef, 0.0)
 
 
-def calibrate(traces: list[Trace], base: Machine) -> Calibration:
-    """Fit `base`'s latency model to the observed durations of `traces`."""
+@dataclass(frozen=True)
+class _Observed:
+    """One trace's instructions as the fit sees them: the prepared replay (engine codes,
+    queues, SBUF ranges) and per row the observed duration, its queue position and whether it
+    started while another engine's instruction was under way on overlapping SBUF partitions
+    (in the observed timeline)."""
+
+    prepared: Prepared
+    duration: np.ndarray
+    position: np.ndarray
+    conflicted: np.ndarray
+
+
+def _observe(trace: Trace, base: Machine) -> _Observed:
+    prepared = Prepared(trace, base)
+    frame = prepared.frame
+    if frame.height == 0 or frame["start"].null_count() == frame.height:
+        raise CalibrationError(f"{trace.path}: the trace has no observed timing to fit; "
+                               f"calibration needs a timed trace (from RTL or a timed "
+                               f"model).")
+    start = frame["start"].fill_null(-1).to_numpy().astype(np.float64)
+    end = frame["end"].fill_null(-1).to_numpy().astype(np.float64)
+    timed = (start >= 0) & (end >= 0)
+    lo, hi = prepared.sbuf_ranges
+    return _Observed(prepared, np.where(timed, end - start, np.nan), prepared.positions,
+                     _conflicted(start, end, timed, lo, hi, prepared.engine,
+                                 len(prepared.engines)))
+
+
+def _conflicted(start: np.ndarray, end: np.ndarray, timed: np.ndarray, lo: np.ndarray,
+                hi: np.ndarray, engine: np.ndarray, n_eng: int) -> np.ndarray:
+    """Whether each instruction started while another engine's instruction on overlapping
+    SBUF partitions was under way (one that started at the same time counts when its engine
+    comes first, as in the replay). Engines are in order, so per other engine one search."""
+    out = np.zeros(start.size, dtype=bool)
+    has = timed & (lo >= 0)
+    for o in range(n_eng):
+        mine = np.flatnonzero(has & (engine == o))
+        if mine.size == 0:
+            continue
+        order = mine[np.argsort(start[mine], kind="stable")]
+        s_o = start[order]
+        k = np.searchsorted(s_o, start, side="right") - 1
+        ok = has & (engine != o) & (k >= 0)
+        j = order[np.maximum(k, 0)]
+        ok &= (end[j] > start) & ((start[j] < start) | (engine > o))
+        ok &= (lo[j] < hi) & (lo < hi[j])
+        out |= ok
+    return out
+
+
+WARMUP_SCAN = 16
+"""Queue positions looked at for warm-up; instructions past them fit the latencies."""
+WARMUP_MIN = 0.10
+"""A leading position whose durations are this much above the fit (median) is warming up."""
+STRETCH_MIN = 0.02
+"""Conflicted instructions this much slower than the others (median) get a conflict stretch."""
+MIN_SAMPLES = 5
+"""The fewest instructions an effect is fitted on."""
+DESCRIPTOR_SIZES = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+"""Descriptor sizes tried for a transfer's set-up (bytes)."""
+ROUNDS = 2
+"""Fits, each taking DMA transfer times from a replay on the previous fit's machine."""
+
+
+def calibrate(traces: list[Trace], base: Machine, holdout: list[Trace] | None = None,
+              folds: bool = True) -> Calibration:
+    """Fit `base`'s latency model and effects to the observed durations of `traces`, and
+    judge the fit on traces it never saw: `holdout` when given, else (with `folds` and two or
+    more traces) each trace in turn, fitted on the others (the machine written is the fit to
+    all)."""
+    if not traces:
+        raise CalibrationError("no traces to fit.")
+    observed = [_observe(t, base) for t in traces]
+    result = _fit(observed, base)
+    checks: list[pl.DataFrame] = []
+    opcode_checks: list[pl.DataFrame] = []
+    if holdout:
+        for trace in holdout:
+            row, ops = _check(trace, base, result.machine, "holdout")
+            checks.append(row)
+            opcode_checks.append(ops)
+    elif folds and len(traces) > 1:
+        for i, trace in enumerate(traces):
+            fold = _fit([o for j, o in enumerate(observed) if j != i], base).machine
+            row, ops = _check(trace, base, fold, "fold")
+            checks.append(row)
+            opcode_checks.append(ops)
+    if not checks:
+        return result
+    validation = pl.concat(checks)
+    by_opcode = (pl.concat(opcode_checks)
+                 .group_by("engine", "opcode")
+                 .agg(pl.col("instructions").sum(),
+                      *[((pl.col(c) * pl.col("instructions")).sum()
+                         / pl.col("instructions").sum()).alias(c)
+                        for c in ("mape_before_pct", "mape_after_pct")])
+                 .sort("engine", "opcode"))
+    return dataclasses.replace(result, validation=validation, by_opcode=by_opcode)
+
+
+def _fit(observed: list[_Observed], base: Machine) -> Calibration:
+    """The fit to the observed traces: latencies on the instructions past warm-up and
+    without conflicts, then the effects from the ratios of the rest to the fit."""
+    machine = base
+    effects: dict[str, dict[str, float | int]] = {}
+    for _ in range(ROUNDS):
+        # The replay's own transfer times under the latest fit (its effects off, so they
+        # are the unstretched times the fit's factors multiply).
+        transfer = np.concatenate([o.prepared.transfer_cycles(_without_effects(machine))
+                                   for o in observed])
+        result, effects = _fit_once(observed, base, transfer, effects)
+        machine = result.machine
+    return result
+
+
+def _fit_once(observed: list[_Observed], base: Machine, transfer: np.ndarray,
+              known: dict[str, dict[str, float | int]]
+              ) -> tuple[Calibration, dict[str, dict[str, float | int]]]:
+    """One round of the fit: latencies on the instructions past warm-up, their observed
+    durations divided by the stretch of the previous round (`known`, per engine kind; the
+    first round fits on the unconflicted only), then the effects from the ratios."""
     frames = []
-    transfer_only = _without_dma_setup(base)
-    for trace in traces:
-        frame = trace.read("instructions", ["id", "engine", "opcode", "start", "end", *WORK])
-        if frame.height == 0 or frame["start"].null_count() == frame.height:
-            raise CalibrationError(f"{trace.path}: the trace has no observed timing to fit; "
-                                   f"calibration needs a timed trace (from RTL or a timed "
-                                   f"model).")
-        frame = trace.in_cycles(frame, base.clock_hz)  # the model counts its cycles
-        # A DMA's observed time is set-up plus moving its bytes under HBM sharing; the replay
-        # models the second part itself, so fit the set-up to what is left once the replay's
-        # own transfer time (a replay with no set-up) is taken out.
-        transfer = replay(trace, transfer_only).timeline.select(
-            "id", pl.col("duration").cast(pl.Float64).alias("transfer"))
-        frame = frame.join(transfer, on="id", how="left", maintain_order="left")
-        frames.append(frame.drop_nulls(["start", "end"]))
-    data = pl.concat(frames).with_columns(
-        pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String),
-        *[pl.col(w).fill_null(0).cast(pl.Float64) for w in WORK])
-    is_dma = pl.col("engine").str.starts_with("dma.") | (pl.col("engine") == "dma")
-    data = data.with_columns(
-        ((pl.col("end") - pl.col("start")).cast(pl.Float64)
-         - pl.when(is_dma).then(pl.col("transfer").fill_null(0)).otherwise(0)).clip(0)
-        .alias("duration"))
+    for k, o in enumerate(observed):
+        p = o.prepared
+        frames.append(p.frame.select(
+            "id", pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String),
+            *[pl.col(w).fill_null(0).cast(pl.Float64) for w in WORK])
+            .with_columns(pl.lit(k).alias("trace"), pl.Series("observed", o.duration),
+                          pl.Series("position", o.position),
+                          pl.Series("conflicted", o.conflicted)))
+    data = pl.concat(frames).with_columns(pl.Series("transfer", transfer))
     data = data.with_columns(pl.col("engine").map_elements(engine_kind, return_dtype=pl.String)
-                             .alias("kind"))
-    rows = []
-    opcodes: dict[tuple[str, str], Latency] = {}
-    tested: list[tuple[np.ndarray, np.ndarray]] = []  # each group's held-out y, prediction
-    warnings = []
-    for (kind, opcode), group in sorted(data.group_by(["kind", "opcode"]),
+                             .alias("kind")).filter(pl.col("observed").is_not_nan())
+    data = data.with_columns(pl.when(pl.col("kind") == "dma").then(pl.col("transfer"))
+                             .otherwise(0.0).alias("transfer"))
+    stretch_of = {kind: float(fx["conflict_stretch"]) for kind, fx in known.items()}
+    data = data.with_columns(
+        pl.col("kind").replace_strict(stretch_of, default=None, return_dtype=pl.Float64)
+        .alias("known_stretch"))
+    latencies: dict[tuple[str, str], Latency] = {}
+    predicted = np.zeros(data.height)  # set-up or computation, without effects
+    group_rows: dict[tuple[str, str], np.ndarray] = {}
+    kinds = data["kind"].to_numpy()
+    for (kind, opcode), group in sorted(data.with_row_index("_row").group_by(["kind", "opcode"]),
                                         key=lambda g: (g[0][0], g[0][1])):
-        y = group["duration"].to_numpy()
+        rows = group["_row"].to_numpy()
+        group_rows[(kind, opcode)] = rows
+        latency, p = _fit_group(kind, opcode, group, base)
+        latencies[(kind, opcode)] = latency
+        predicted[rows] = p
+    total = predicted + data["transfer"].to_numpy()
+    ratio = data["observed"].to_numpy() / np.maximum(total, 1e-9)
+    position = data["position"].to_numpy()
+    conflicted = data["conflicted"].to_numpy()
+    test = held_out(data["id"].to_numpy())
+    effects = _all_effects(kinds, ratio, position, conflicted, test)
+    opcodes = {key: dataclasses.replace(latency, **effects[key[0]])
+               for key, latency in latencies.items()}
+    # With the effects: what the model predicts for each instruction (for the figures).
+    factor = np.ones(data.height)
+    for kind, fx in effects.items():
+        mine = kinds == kind
+        factor[mine & (position < fx["warmup_count"])] *= fx["warmup_factor"]
+        factor[mine & conflicted] *= fx["conflict_stretch"]
+    modelled = total * factor
+    return _report(data, group_rows, opcodes, modelled, test, base, effects), effects
+
+
+def _fit_group(kind: str, opcode: str, group: pl.DataFrame, base: Machine
+               ) -> tuple[Latency, np.ndarray]:
+    """The latency of one (engine kind, opcode) fitted on its clean instructions (past
+    warm-up, no conflict, not held out), and its prediction (without effects) for every
+    instruction of the group."""
+    known = group["known_stretch"].to_numpy()
+    conflicted = group["conflicted"].to_numpy()
+    if np.isnan(known).any():  # first round: no stretch to take out, fit the unconflicted
+        usable = ~conflicted
+        scale = np.ones(conflicted.size)
+    else:
+        usable = np.ones(conflicted.size, dtype=bool)
+        scale = np.where(conflicted, known, 1.0)
+    y = (group["observed"].to_numpy() / scale - group["transfer"].to_numpy()).clip(0)
+    varying = [w for w in WORK if group[w].n_unique() > 1]
+    # A work size that never varies in the samples cannot be fitted: keep the base
+    # machine's cost per unit for it (so the fit extrapolates to other shapes) and fit the
+    # rest on what remains.
+    prior = base.latency(kind, opcode)
+    kept = {COEFF[w]: getattr(prior, COEFF[w]) for w in WORK if w not in varying}
+    offset = sum(kept[COEFF[w]] * group[w].to_numpy() for w in WORK if w not in varying)
+    offset = np.asarray(offset, dtype=np.float64) * np.ones(y.size)
+    test = held_out(group["id"].to_numpy())
+    clean = ~test & (group["position"].to_numpy() >= WARMUP_SCAN) & usable
+    if clean.sum() < MIN_SAMPLES:
+        clean = ~test if (~test).sum() >= 1 else np.ones(y.size, dtype=bool)
+    columns = ["fixed_cycles", *[COEFF[w] for w in varying]]
+    x = np.column_stack([np.ones(y.size)] + [group[w].to_numpy() for w in varying])
+    coef = _huber_fit(x[clean], (y - offset)[clean])
+    fitted = {**kept, **dict(zip(columns, coef.tolist(), strict=True))}
+    latency = Latency(**{k: float(v) for k, v in fitted.items()})
+    predicted = x @ coef + offset
+    if kind == "dma" and "bytes" in varying:
+        # Descriptors of a fixed size, the count rounded up, in place of a cost per byte,
+        # where that fits the clean set-ups clearly better.
+        nbytes = group["bytes"].to_numpy()
+        others = [w for w in varying if w != "bytes"]
+        loss = _loss(y[clean] - offset[clean] - predicted[clean] + offset[clean])
+        for size in DESCRIPTOR_SIZES:
+            xd = np.column_stack([np.ones(y.size), np.ceil(nbytes / size)]
+                                 + [group[w].to_numpy() for w in others])
+            cd = _huber_fit(xd[clean], (y - offset)[clean])
+            pd = xd @ cd + offset
+            candidate = _loss(y[clean] - pd[clean])
+            if candidate < 0.99 * loss:
+                loss = candidate
+                terms = dict(zip(["fixed_cycles", "per_descriptor", *[COEFF[w] for w in others]],
+                                 cd.tolist(), strict=True))
+                latency = Latency(**{**kept, **{k: float(v) for k, v in terms.items()},
+                                     "per_byte": 0.0, "descriptor_bytes": size})
+                predicted = pd
+    return latency, predicted
+
+
+def _loss(residual: np.ndarray) -> float:
+    return float(np.mean(np.abs(residual))) if residual.size else 0.0
+
+
+def _all_effects(kinds: np.ndarray, ratio: np.ndarray, position: np.ndarray,
+                 conflicted: np.ndarray, test: np.ndarray) -> dict[str, dict[str, float | int]]:
+    """The effects of each engine kind (`_effects`); a kind whose conflict stretch cannot be
+    told apart from its latency (too few conflicted or unconflicted instructions) takes the
+    stretch of all kinds together, and so does `default`, for the engines no trace shows."""
+    fit = ~test
+    pooled = _stretch(ratio[fit], position[fit], conflicted[fit])
+    effects = {kind: _effects(ratio[kinds == kind], position[kinds == kind],
+                              conflicted[kinds == kind], fit[kinds == kind], pooled or 1.0)
+               for kind in sorted(set(kinds.tolist()))}
+    warm = [fx for fx in effects.values() if fx["warmup_count"]]
+    effects["default"] = {
+        "warmup_count": int(np.median([fx["warmup_count"] for fx in warm])) if warm else 0,
+        "warmup_factor": float(np.median([fx["warmup_factor"] for fx in warm])) if warm
+        else 1.0, "conflict_stretch": pooled or 1.0}
+    return effects
+
+
+def _stretch(ratio: np.ndarray, position: np.ndarray, conflicted: np.ndarray) -> float | None:
+    """The median ratio of conflicted instructions past warm-up over the unconflicted ones'
+    (1 when it is within STRETCH_MIN of 1; None when either side has too few)."""
+    late = position >= WARMUP_SCAN
+    if (late & conflicted).sum() < MIN_SAMPLES or (late & ~conflicted).sum() < MIN_SAMPLES:
+        return None
+    value = float(np.median(ratio[late & conflicted]) / np.median(ratio[late & ~conflicted]))
+    # Beyond the noise of the medians too (durations that follow no model have no stretch).
+    noise = 3 * _spread(ratio[late]) / math.sqrt(min((late & conflicted).sum(),
+                                                     (late & ~conflicted).sum()))
+    return value if value > 1 + max(STRETCH_MIN, noise) else 1.0
+
+
+def _spread(ratio: np.ndarray) -> float:
+    """The scatter of ratios around their median (the median absolute deviation, scaled to
+    a normal distribution's sigma)."""
+    if ratio.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(ratio - np.median(ratio))))
+
+
+def _effects(ratio: np.ndarray, position: np.ndarray, conflicted: np.ndarray, fit: np.ndarray,
+             pooled: float) -> dict[str, float | int]:
+    """Warm-up and conflict stretch of one engine kind from its observed-to-fitted ratios:
+    the stretch is `_stretch` of the instructions not held out (`fit`; `pooled` where that
+    cannot tell); warm-up covers the leading queue positions whose median ratio (the stretch
+    taken out) is WARMUP_MIN or more above 1, and its factor is their median. Every
+    instruction at those positions counts (the few there are: one per engine and trace)."""
+    found = _stretch(ratio[fit], position[fit], conflicted[fit])
+    stretch = pooled if found is None else found
+    unstretched = np.where(conflicted, ratio / stretch, ratio)
+    # A warming position stands out of the scatter of the rest (3 sigma), not only by
+    # WARMUP_MIN.
+    threshold = 1 + max(WARMUP_MIN, 3 * _spread(unstretched[fit & (position >= WARMUP_SCAN)]))
+    count = 0
+    while count < WARMUP_SCAN:
+        at = unstretched[position == count]
+        if at.size == 0 or np.median(at) < threshold:
+            break
+        count += 1
+    factor = float(np.median(unstretched[position < count])) if count else 1.0
+    return {"warmup_count": count if factor != 1.0 else 0, "warmup_factor": factor,
+            "conflict_stretch": stretch}
+
+
+def _report(data: pl.DataFrame, group_rows: dict[tuple[str, str], np.ndarray],
+            opcodes: dict[tuple[str, str], Latency], modelled: np.ndarray, test: np.ndarray,
+            base: Machine, effects: dict[str, dict[str, float | int]]) -> Calibration:
+    """The fitted machine, and the figures of each group and of all on the held-out
+    instructions."""
+    y_all = data["observed"].to_numpy()
+    rows, warnings = [], []
+    for (kind, opcode), idx in group_rows.items():
+        latency = opcodes[(kind, opcode)]
+        group = data[idx]
         varying = [w for w in WORK if group[w].n_unique() > 1]
-        # A work size that never varies in the samples cannot be fitted: keep the base
-        # machine's cost per unit for it (so the fit extrapolates to other shapes) and fit the
-        # rest on what remains.
-        prior = base.latency(kind, opcode)
-        kept = {COEFF[w]: getattr(prior, COEFF[w]) for w in WORK if w not in varying}
-        offset = sum(kept[COEFF[w]] * group[w].to_numpy() for w in WORK if w not in varying)
-        x = np.column_stack([np.ones(y.size)] + [group[w].to_numpy() for w in varying])
-        test = held_out(group["id"].to_numpy())
-        if test.all() or not test.any():  # too few to spare any: fit on all, test on none
-            test = np.zeros(y.size, dtype=bool)
-        fit = ~test
-        coef = _huber_fit(x[fit], (y - offset)[fit])
-        fitted = {**kept, **dict(zip(["fixed_cycles", *[COEFF[w] for w in varying]],
-                                     coef.tolist(), strict=True))}
-        latency = Latency(**{k: float(v) for k, v in fitted.items()})
-        opcodes[(kind, opcode)] = latency
-        # Quality against the observed durations themselves (the DMA transfer part added back).
-        moved = group["transfer"].fill_null(0).to_numpy() if kind == "dma" else 0.0
-        predicted = x @ coef + offset + moved
-        y = y + moved
-        y_test, p_test = y[test], predicted[test]
-        tested.append((y_test, p_test))
-        r2, mape = _r2(y_test, p_test), _mape(y_test, p_test)
-        found = _warning(kind, opcode, varying, r2, mape,
-                         float(p_test.mean()) if p_test.size else 0.0)
+        y, p, t = y_all[idx], modelled[idx], test[idx]
+        if t.all():
+            t = np.zeros(t.size, dtype=bool)
+        r2, mape = _r2(y[t], p[t]), _mape(y[t], p[t])
+        found = _warning(kind, opcode, varying, r2, mape, float(p[t].mean()) if t.any() else 0)
         if found is not None:
             warnings.append(found)
         rows.append({"engine": kind, "opcode": opcode, "samples": int(y.size),
-                     "held_out": int(test.sum()),
-                     "fixed_cycles": latency.fixed_cycles, "per_element": latency.per_element,
-                     "per_byte": latency.per_byte, "per_flop": latency.per_flop,
-                     "fit_r2": _r2(y[fit], predicted[fit]), "held_out_r2": r2,
+                     "held_out": int(t.sum()),
+                     **{k: getattr(latency, k) for k in FIT_COLUMNS},
+                     "fit_r2": _r2(y[~t], p[~t]), "held_out_r2": r2,
                      "held_out_mape_pct": mape,
-                     "held_out_median_abs_error": _median_abs(y_test, p_test)})
+                     "held_out_median_abs_error": _median_abs(y[t], p[t])})
     for (kind, opcode), latency in opcodes.items():
-        for value in (latency.fixed_cycles, latency.per_element, latency.per_byte,
-                      latency.per_flop):
+        for value in latency.coefficients:
             if not math.isfinite(value) or value > MAX_PARAMETER:
                 raise CalibrationError(
                     f"the fit of {kind} {opcode} gives a coefficient of {value:g}, beyond what "
@@ -240,12 +518,27 @@ def calibrate(traces: list[Trace], base: Machine) -> Calibration:
     # specific entry is looked up first): the fit replaces it.
     kept = {(e, op): v for (e, op), v in base.opcodes.items()
             if (engine_kind(e), op) not in opcodes or e == engine_kind(e)}
+    # The effects found for each engine kind hold for its opcodes no trace showed too (the
+    # engine-wide entries), and those of all kinds for the engines no trace showed.
+    engines = {name: dataclasses.replace(
+        latency, **effects.get(engine_kind(name), effects["default"]))
+        for name, latency in base.engines.items()}
+    for kind in effects:
+        if kind not in engines:
+            engines[kind] = dataclasses.replace(base.latency(kind, ""), **effects[kind])
+    kept = {key: dataclasses.replace(latency, **effects.get(engine_kind(key[0]),
+                                                           effects["default"]))
+            for key, latency in kept.items()}
     machine = Machine(**{**base.__dict__, "name": f"{base.name}-calibrated",
-                         "opcodes": {**kept, **opcodes}, "source": "<calibrated>"})
-    y_all = np.concatenate([y for y, _ in tested])
-    p_all = np.concatenate([p for _, p in tested])
-    overall = HeldOut(samples=int(y_all.size), r2=_r2(y_all, p_all), mape_pct=_mape(y_all, p_all),
-                      median_abs_error=_median_abs(y_all, p_all))
+                         "engines": engines, "opcodes": {**kept, **opcodes},
+                         "source": "<calibrated>"})
+    tested = np.zeros(test.size, dtype=bool)
+    for idx in group_rows.values():
+        if not test[idx].all():
+            tested[idx] = test[idx]
+    y_t, p_t = y_all[tested], modelled[tested]
+    overall = HeldOut(samples=int(y_t.size), r2=_r2(y_t, p_t), mape_pct=_mape(y_t, p_t),
+                      median_abs_error=_median_abs(y_t, p_t))
     if overall.r2 is not None and overall.r2 < R2_WARN:
         warnings.append(FitWarning(ALL, ALL, (
             f"over all {overall.samples:,} held-out instructions the fits reach an R2 of only "
@@ -254,19 +547,55 @@ def calibrate(traces: list[Trace], base: Machine) -> Calibration:
             f"will mispredict them.")))
     fits = pl.DataFrame(rows, schema={
         "engine": pl.String, "opcode": pl.String, "samples": pl.Int64, "held_out": pl.Int64,
-        "fixed_cycles": pl.Float64, "per_element": pl.Float64, "per_byte": pl.Float64,
-        "per_flop": pl.Float64, "fit_r2": pl.Float64, "held_out_r2": pl.Float64,
+        **{k: (pl.Int64 if k in ("descriptor_bytes", "warmup_count") else pl.Float64)
+           for k in FIT_COLUMNS},
+        "fit_r2": pl.Float64, "held_out_r2": pl.Float64,
         "held_out_mape_pct": pl.Float64, "held_out_median_abs_error": pl.Float64})
     return Calibration(machine=machine, fits=fits, held_out=overall, warnings=tuple(warnings))
 
 
-def _without_dma_setup(machine: Machine) -> Machine:
-    """The machine with every DMA set-up at zero: a replay on it times transfers alone."""
-    engines = {k: (Latency() if engine_kind(k) == "dma" else v)
-               for k, v in machine.engines.items()}
-    engines.setdefault("dma", Latency())
-    opcodes = {k: v for k, v in machine.opcodes.items() if engine_kind(k[0]) != "dma"}
-    return Machine(**{**machine.__dict__, "engines": engines, "opcodes": opcodes})
+def _without_effects(machine: Machine) -> Machine:
+    """The machine with warm-up and conflict stretch off."""
+    off = {"warmup_count": 0, "warmup_factor": 1.0, "conflict_stretch": 1.0}
+    return Machine(**{**machine.__dict__,
+                      "engines": {k: dataclasses.replace(v, **off)
+                                  for k, v in machine.engines.items()},
+                      "opcodes": {k: dataclasses.replace(v, **off)
+                                  for k, v in machine.opcodes.items()}})
+
+
+def prediction_errors(trace: Trace, machine: Machine) -> tuple[pl.DataFrame, float, float]:
+    """How `machine` predicts a timed trace: per instruction the absolute percentage error of
+    its replayed duration against the observed one (`ape`, with engine kind and opcode;
+    observed durations under 1 cycle count as 1), the MAPE over them (%) and the makespan
+    error ((replayed - observed) / observed, %)."""
+    t = replay(trace, machine).timeline.filter(pl.col("observed_end").is_not_null())
+    observed = (t["observed_end"] - t["observed_start"]).cast(pl.Float64)
+    ape = ((t["duration"] - observed).abs() / observed.clip(1.0)) * 100
+    span = int(t["observed_end"].max() - t["observed_start"].min())
+    makespan = int(t["end"].max()) - int(t["start"].min())
+    frame = pl.DataFrame({"engine": t["engine"].cast(pl.String).map_elements(
+        engine_kind, return_dtype=pl.String), "opcode": t["opcode"].cast(pl.String),
+        "ape": ape})
+    return frame, float(ape.mean()), (makespan - span) / max(span, 1) * 100
+
+
+def _check(trace: Trace, base: Machine, fitted: Machine, how: str
+           ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One unseen trace's errors under the base and the fitted machine: a row of the
+    validation table, and its per-opcode MAPE before and after."""
+    before, mape_before, span_before = prediction_errors(trace, base)
+    after, mape_after, span_after = prediction_errors(trace, fitted)
+    row = pl.DataFrame([{"trace": str(trace.path), "workload": trace.manifest.workload,
+                         "how": how, "instructions": before.height,
+                         "mape_before_pct": mape_before, "mape_after_pct": mape_after,
+                         "makespan_error_before_pct": span_before,
+                         "makespan_error_after_pct": span_after}])
+    ops = (before.with_columns(after["ape"].alias("after"))
+           .group_by("engine", "opcode")
+           .agg(pl.len().alias("instructions"), pl.col("ape").mean().alias("mape_before_pct"),
+                pl.col("after").mean().alias("mape_after_pct")))
+    return row, ops.with_columns(pl.col("instructions").cast(pl.Int64))
 
 
 def _number(value: float) -> str:
@@ -297,8 +626,20 @@ def machine_toml(machine: Machine, note: str = "") -> str:
               f"psum_partition_bytes = {machine.psum_partition_bytes}"]
 
     def latency_lines(latency: Latency) -> list[str]:
-        return [f"{k} = {_number(getattr(latency, k))}" for k in
-                ("fixed_cycles", "per_element", "per_byte", "per_flop")]
+        lines = [f"{k} = {_number(getattr(latency, k))}" for k in
+                 ("fixed_cycles", "per_element", "per_byte", "per_flop")]
+        # The effects only where they are on, so a machine without them reads as before.
+        if latency.descriptor_bytes:
+            lines += [f"per_descriptor = {_number(latency.per_descriptor)}",
+                      f"descriptor_bytes = {latency.descriptor_bytes}"]
+        if latency.warmup_count:
+            lines += [f"warmup_count = {latency.warmup_count}",
+                      f"warmup_factor = {_number(latency.warmup_factor)}"]
+        if latency.conflict_stretch != 1.0:
+            lines.append(f"conflict_stretch = {_number(latency.conflict_stretch)}")
+        if latency.max_in_flight != 1:
+            lines.append(f"max_in_flight = {latency.max_in_flight}")
+        return lines
 
     engines = sorted(set(machine.engines) | {e for e, _ in machine.opcodes})
     for engine in engines:

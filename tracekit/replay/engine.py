@@ -70,11 +70,89 @@ def _arrive(s, seq, at, row, completed, count, log, log_ptr, arrived, last_seq, 
     return seq + 1, at, row
 
 
+@numba.njit(cache=True, inline="always")
+def _fill_groups(n_eng, phase, caps, group, group_cap, hbm_bw, rate,
+                 settled):  # pragma: no cover - compiled
+    """Max-min fair rates (progressive filling) for the transfers moving bytes when a queue
+    has several in flight: each at most its lane's cap, the transfers of one queue (`group`)
+    together at most its bandwidth (`group_cap`), all together at most the HBM bandwidth.
+    Every round raises every unsettled rate by the largest equal step no limit forbids, then
+    settles the transfers a limit now holds."""
+    left_group = group_cap.copy()
+    in_group = np.zeros(group_cap.size, dtype=np.int64)
+    left = hbm_bw
+    active = 0
+    for e in range(n_eng):
+        if phase[e] == MOVING:
+            active += 1
+    while active > 0:
+        in_group[:] = 0
+        for e in range(n_eng):
+            if phase[e] == MOVING and not settled[e]:
+                in_group[group[e]] += 1
+        step = left / active
+        for g in range(group_cap.size):
+            if in_group[g] > 0:
+                step = min(step, left_group[g] / in_group[g])
+        for e in range(n_eng):
+            if phase[e] == MOVING and not settled[e]:
+                step = min(step, caps[e] - rate[e])
+        step = max(step, 0.0)
+        for e in range(n_eng):
+            if phase[e] == MOVING and not settled[e]:
+                rate[e] += step
+                left_group[group[e]] -= step
+        left -= step * active
+        for e in range(n_eng):
+            if phase[e] == MOVING and not settled[e] and (
+                    rate[e] >= caps[e] * (1 - 1e-12)
+                    or left_group[group[e]] <= 1e-12 * group_cap[group[e]]
+                    or left <= 1e-12 * hbm_bw):
+                settled[e] = True
+                active -= 1
+
+
+@numba.njit(cache=True, inline="always")
+def _stretched(e, node, t, stretch, part_lo, part_hi, got, mult, phase, current, until,
+               start, nbytes, n_eng, group):  # pragma: no cover - compiled
+    """The factor on instruction `node`, starting now (t) on engine `e`: its conflict stretch
+    when another engine's instruction under way (started, not ending now) covers SBUF
+    partitions its own range overlaps, else 1; kept as the engine's `mult` for its bytes.
+    Instructions starting at one time start in engine order: one that started now on a later
+    engine (settled first) did not see this one, and is stretched now if it would have."""
+    f = 1.0
+    lo, hi = part_lo[node], part_hi[node]
+    given = stretch[node]
+    if lo >= 0:
+        for o in range(n_eng):
+            if o == e or (phase[o] != RUNNING and phase[o] != MOVING):
+                continue
+            if group is not None:
+                if group[o] == group[e]:
+                    continue  # another transfer of the same queue
+            other = current[o]
+            if part_lo[other] < 0 or start[other] > t or part_lo[other] >= hi \
+                    or lo >= part_hi[other]:
+                continue
+            if until[o] <= t and (phase[o] == MOVING or nbytes[other] == 0):
+                continue  # ends now: ends come first
+            if start[other] == t and o > e:
+                if mult[o] == 1.0 and stretch[other] != 1.0 and phase[o] == RUNNING:
+                    mult[o] = got[other] = stretch[other]
+                    until[o] = t + (until[o] - t) * stretch[other]
+                continue
+            f = given
+    got[node] = f  # what it was given, for its contention figure
+    mult[e] = f
+    return f
+
+
 @numba.njit(cache=True, nogil=True)
 def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, succ_dst,
                   succ_kind, kind_latency, setup, nbytes, caps, hbm_bw, sem_ptr, sem_node,
                   sem_code, sem_op, sem_value, sem_cond, log_ptr, sem_latency, monotone,
-                  index):  # pragma: no cover - compiled
+                  index, stretch=None, part_lo=None, part_hi=None, got=None, group=None,
+                  group_cap=None):  # pragma: no cover
     """Replay; returns start, end, binding predecessor and its edge kind, the number of
     instructions completed (less than n when the replay is stuck; start and end are -1 for
     the others), the order in which they completed, what `semaphores.Released` needs (the
@@ -106,6 +184,20 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
     helper functions: each call of a compiled helper that takes arrays pays reference counting
     on every array, which at tens of millions of calls costs more than the replay itself
     (`_arrive` and `_next_change` are inlined by numba, which has no such cost).
+
+    SBUF partition conflicts (`tracekit.replay.machine`), when `stretch` is given: per
+    instruction the factor on its set-up (or computation) and bytes when it starts while
+    another engine's instruction under way covers an overlapping range of SBUF partitions
+    [part_lo, part_hi) (part_lo -1: none). Such an instruction starts only at an event of its
+    own (parked until its ready time, like one with waits), so the engines under way are
+    known when it starts; `got` receives the factor each got (1 when nothing overlapped). Without `stretch` (None) numba compiles these branches away: the
+    default replay runs exactly the code it runs without the effect.
+
+    Transfers in flight (`tracekit.replay.machine`), when `group` is given: a DMA queue that
+    may have several transfers in flight runs as that many engines (lanes) whose transfers
+    share the queue's bandwidth: `group` is each engine's queue and `group_cap` each queue's
+    bandwidth, and the rates come from a progressive filling under the three limits
+    (`_fill_groups`). Without `group` (None) these branches are compiled away as well.
     """
     n = node_engine.size
     m = sem_code.size
@@ -137,6 +229,7 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
     moved_at = np.zeros(n_eng)
     rate = np.zeros(n_eng)
     settled = np.zeros(n_eng, dtype=np.bool_)
+    mult = np.ones(n_eng)  # the conflict stretch of each engine's current instruction
     # Engines whose head became ready: a stack of (engine) to settle, see below.
     fresh = np.empty(n_eng, dtype=np.int64)
     n_fresh = 0
@@ -168,28 +261,31 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                     unassigned += 1
                     settled[e] = False
                 rate[e] = 0.0
-            if wanted <= hbm_bw:
-                for e in range(n_eng):
-                    if phase[e] == MOVING:
-                        rate[e] = caps[e]
-            else:
-                left = hbm_bw
-                while unassigned > 0:
-                    fair = left / unassigned
-                    capped = False
+            if group is not None:
+                _fill_groups(n_eng, phase, caps, group, group_cap, hbm_bw, rate, settled)
+            if group is None:
+                if wanted <= hbm_bw:
                     for e in range(n_eng):
-                        if phase[e] == MOVING and not settled[e] and caps[e] <= fair:
+                        if phase[e] == MOVING:
                             rate[e] = caps[e]
-                            left -= caps[e]
-                            settled[e] = True
-                            unassigned -= 1
-                            capped = True
-                    if not capped:
+                else:
+                    left = hbm_bw
+                    while unassigned > 0:
+                        fair = left / unassigned
+                        capped = False
                         for e in range(n_eng):
-                            if phase[e] == MOVING and not settled[e]:
-                                rate[e] = fair
+                            if phase[e] == MOVING and not settled[e] and caps[e] <= fair:
+                                rate[e] = caps[e]
+                                left -= caps[e]
                                 settled[e] = True
-                        unassigned = 0
+                                unassigned -= 1
+                                capped = True
+                        if not capped:
+                            for e in range(n_eng):
+                                if phase[e] == MOVING and not settled[e]:
+                                    rate[e] = fair
+                                    settled[e] = True
+                            unassigned = 0
             for e in range(n_eng):
                 if phase[e] == MOVING:
                     until[e] = t + remaining[e] / rate[e] if rate[e] > 0 else INF
@@ -230,9 +326,18 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                 if by >= 0 and t > start[node]:
                     bind[node] = sem_node[by]
                     bind_kind[node] = SEMAPHORE_KIND
+                if stretch is not None:
+                    if part_lo[node] >= 0 and start[node] > t:
+                        phase[e] = PARKED  # looked at again when it starts
+                        until[e] = start[node]
+                        continue
                 start[node] = max(t, start[node])
                 phase[e] = RUNNING
                 until[e] = start[node] + setup[node]
+                if stretch is not None:
+                    until[e] = t + _stretched(e, node, t, stretch, part_lo, part_hi, got, mult,
+                                              phase, current, until, start, nbytes,
+                                              n_eng, group) * setup[node]
         # Settle the engines whose head just became ready (at its ready time, maybe later than
         # now): start it, park it until its ready time, or block it on its waits.
         while n_fresh > 0:
@@ -248,9 +353,18 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
                     c, v = count[sem_code[k]], sem_value[k]
                     if (c != v) if sem_cond[k] == EQ else (c < v):
                         ok = False
+            if stretch is not None:
+                if part_lo[node] >= 0 and at > t:
+                    phase[e] = PARKED  # settled again at its ready time, when it starts
+                    until[e] = at
+                    continue
             if not has_wait:
                 phase[e] = RUNNING
                 until[e] = at + setup[node]
+                if stretch is not None:
+                    until[e] = at + _stretched(e, node, t, stretch, part_lo, part_hi, got, mult,
+                                               phase, current, until, start, nbytes,
+                                               n_eng, group) * setup[node]
                 continue
             # The counts at `at` are the counts now when they only grow (for what holds), or
             # when no change can arrive by then: none queued, and one not yet queued comes
@@ -270,6 +384,10 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
             if ok:
                 phase[e] = RUNNING
                 until[e] = at + setup[node]
+                if stretch is not None:
+                    until[e] = at + _stretched(e, node, t, stretch, part_lo, part_hi, got, mult,
+                                               phase, current, until, start, nbytes,
+                                               n_eng, group) * setup[node]
             else:
                 phase[e] = BLOCKED
         if completed == n:
@@ -310,6 +428,8 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
         if phase[e] == RUNNING and nbytes[node] > 0:
             phase[e] = MOVING
             remaining[e] = nbytes[node]
+            if stretch is not None:
+                remaining[e] = nbytes[node] * mult[e]
             moved_at[e] = t
             wanted = 0.0
             for q in range(n_eng):
@@ -318,12 +438,19 @@ def replay_kernel(n_eng, eng_ptr, eng_nodes, node_engine, pred_ptr, succ_ptr, su
             if wanted <= hbm_bw:  # no contention: every transfer moves at its queue's rate
                 rate[e] = caps[e]
                 until[e] = t + nbytes[node] / caps[e]
+                if stretch is not None:
+                    until[e] = t + remaining[e] / caps[e]
             else:
+                rate[e] = 0.0
+                rerate = True
+            if group is not None:  # its queue's other transfers share with it
                 rate[e] = 0.0
                 rerate = True
             continue
         if phase[e] == MOVING:
             rerate = wanted > hbm_bw  # the others' shares change
+            if group is not None:
+                rerate = True
             wanted = 0.0
             for q in range(n_eng):
                 if phase[q] == MOVING and q != e:

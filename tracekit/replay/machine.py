@@ -36,8 +36,42 @@
 A duration is fixed_cycles + per_element * elements + per_byte * bytes + per_flop * flops, from
 the first entry found of: the engine's entry for the opcode, the engine kind's entry for the
 opcode, the engine's own, the kind's, `[engines.default]`. An opcode entry is the more specific
-fact, so it wins over an engine-wide one. DMA transfers take their set-up from the same model
-and move their bytes through the contention model of `tracekit.replay.engine`.
+fact, so it wins over an engine-wide one (every key of it, the effects below included). DMA
+transfers take their set-up from the same model and move their bytes through the contention
+model of `tracekit.replay.engine`.
+
+Effects beyond that first-order model, each off unless its keys are given (an entry without
+them means what it always meant):
+
+- Granular transfer costs: `per_descriptor` cycles per descriptor of `descriptor_bytes` bytes,
+  the count rounded up. With per_descriptor = 2 and descriptor_bytes = 512, a 4096-byte transfer
+  pays 2 * 8 = 16 cycles and a 4097-byte one 2 * 9 = 18 (per_byte = 2/512 would give 16.004).
+- Warm-up: the first `warmup_count` instructions of an engine (in its queue order) take
+  `warmup_factor` times their duration (a DMA's set-up and bytes alike). With warmup_count = 4
+  and warmup_factor = 1.5 on tensor, 64-cycle matmuls take 96, 96, 96, 96, then 64, 64, ...
+- SBUF partition conflicts: an instruction that starts while another engine's instruction is
+  under way on overlapping SBUF partitions (the trace's memory table) takes `conflict_stretch`
+  times its duration (a DMA's set-up and bytes alike). With conflict_stretch = 1.25 on vector,
+  a 100-cycle vector op on partitions 0-63 that starts while a DMA load into partitions 32-95
+  moves its bytes takes 125 cycles; one on partitions 64-127 alongside a load into 0-63 takes
+  100. Only the instruction that starts is stretched; the one under way keeps its time.
+- Transfers in flight: a DMA queue with `max_in_flight` = N (an engine-wide entry: [engines.dma]
+  or one queue's) may have up to N transfers under way at once, sharing its bandwidth
+  (max-min fair, under the HBM bandwidth as ever); each starts once the one N places before it
+  in the queue has ended (and its dependencies allow), so one's set-up overlaps another's bytes.
+  With 1 (the default) a queue runs one transfer at a time. Worked example: a queue of
+  64 B/cycle with two transfers of set-up 96 and 6400 bytes: with 1 in flight the second ends
+  at 2 * (96 + 100) = 392; with 2, both set up from 0, share 32 B/cycle each from 96, and end
+  at 96 + 200 = 296.
+
+    [engines.dma]
+    fixed_cycles = 96.0
+    per_descriptor = 2.0             # cycles per descriptor ...
+    descriptor_bytes = 512           # ... of 512 bytes, rounded up
+    max_in_flight = 2                # two transfers of a queue at once
+    warmup_count = 4                 # the first 4 transfers of each queue ...
+    warmup_factor = 1.6              # ... take 1.6 times longer
+    conflict_stretch = 1.15          # 15 % longer when starting on partitions in use
 """
 
 from __future__ import annotations
@@ -60,12 +94,28 @@ class MachineError(TracekitError):
 
 @dataclass(frozen=True)
 class Latency:
-    """fixed + per_element * elements + per_byte * bytes + per_flop * flops, in cycles."""
+    """fixed + per_element * elements + per_byte * bytes + per_flop * flops
+    + per_descriptor * ceil(bytes / descriptor_bytes), in cycles, and the effects on it (module
+    docstring): warm-up, SBUF partition conflicts, transfers in flight (of an engine-wide DMA
+    entry only). The defaults are the effects off."""
 
     fixed_cycles: float = 0.0
     per_element: float = 0.0
     per_byte: float = 0.0
     per_flop: float = 0.0
+    per_descriptor: float = 0.0
+    descriptor_bytes: int = 0
+    warmup_count: int = 0
+    warmup_factor: float = 1.0
+    conflict_stretch: float = 1.0
+    max_in_flight: int = 1
+
+    @property
+    def coefficients(self) -> tuple[float, ...]:
+        """The cost terms, as the replay's duration table takes them: fixed, per_element,
+        per_byte, per_flop, per_descriptor, descriptor_bytes (0: no descriptors)."""
+        return (self.fixed_cycles, self.per_element, self.per_byte, self.per_flop,
+                self.per_descriptor, float(self.descriptor_bytes))
 
 
 @dataclass(frozen=True)
@@ -106,6 +156,27 @@ class Machine:
     def queue_bandwidth(self, engine: str) -> float:
         return self.queue_bytes_per_cycle.get(engine, self.dma_bytes_per_cycle)
 
+    @property
+    def entries(self) -> tuple[Latency, ...]:
+        """Every latency entry, engine-wide and per opcode."""
+        return (*self.engines.values(), *self.opcodes.values())
+
+    @property
+    def warms_up(self) -> bool:
+        return any(e.warmup_count > 0 and e.warmup_factor != 1.0 for e in self.entries)
+
+    @property
+    def conflicts(self) -> bool:
+        return any(e.conflict_stretch != 1.0 for e in self.entries)
+
+    def in_flight(self, engine: str) -> int:
+        """How many transfers DMA queue `engine` may have in flight (its own entry's
+        max_in_flight, else its kind's; 1 for compute engines)."""
+        for name in (engine, engine_kind(engine)):
+            if name in self.engines:
+                return self.engines[name].max_in_flight
+        return 1
+
 
 _CORE = re.compile(r"p[0-9]+\.")
 
@@ -123,6 +194,8 @@ MIN_POSITIVE = 1e-9
 """Bounds of every number in a machine file: beyond them event times stop being exact."""
 
 _LATENCY_KEYS = {"fixed_cycles", "per_element", "per_byte", "per_flop"}
+_EFFECT_KEYS = {"per_descriptor", "descriptor_bytes", "warmup_count", "warmup_factor",
+                "conflict_stretch", "max_in_flight"}
 _TOP_KEYS = {"name", "clock_hz", "hbm", "dma", "latency", "memory", "engines", "description",
              "semaphores"}
 
@@ -169,12 +242,32 @@ class _Reader:
                                  f"({MIN_POSITIVE:g} to {MAX_PARAMETER:g})")
         return float(value)
 
+    def whole(self, data: dict[str, Any], key: str, default: float, low: float) -> int:
+        value = self.number(data, key, default)
+        if value != int(value) or value < low:
+            raise self.fail(key, f"must be a whole number of at least {low:g}, not {value:g}")
+        return int(value)
+
     def latency(self, data: dict[str, Any], key: str) -> Latency:
-        unknown = sorted(set(data) - _LATENCY_KEYS - {"opcodes"})
+        unknown = sorted(set(data) - _LATENCY_KEYS - _EFFECT_KEYS - {"opcodes"})
         if unknown:
             raise self.fail(key, f"unknown key(s) {', '.join(unknown)}; a latency has "
-                                 f"{', '.join(sorted(_LATENCY_KEYS))}")
-        return Latency(**{k: self.number(data, f"{key}.{k}", 0.0) for k in _LATENCY_KEYS})
+                                 f"{', '.join(sorted(_LATENCY_KEYS | _EFFECT_KEYS))}")
+        terms = {k: self.number(data, f"{key}.{k}", 0.0) for k in _LATENCY_KEYS}
+        per_descriptor = self.number(data, f"{key}.per_descriptor", 0.0)
+        descriptor_bytes = self.whole(data, f"{key}.descriptor_bytes", 0.0, 0.0)
+        if (per_descriptor > 0) != (descriptor_bytes > 0):
+            missing = "descriptor_bytes" if per_descriptor > 0 else "per_descriptor"
+            raise self.fail(f"{key}.{missing}", "missing: per_descriptor and descriptor_bytes "
+                                                "go together (cycles per descriptor of so many "
+                                                "bytes)")
+        factor = self.number(data, f"{key}.warmup_factor", 1.0, positive=True)
+        stretch = self.number(data, f"{key}.conflict_stretch", 1.0, positive=True)
+        return Latency(**terms, per_descriptor=per_descriptor,
+                       descriptor_bytes=descriptor_bytes,
+                       warmup_count=self.whole(data, f"{key}.warmup_count", 0.0, 0.0),
+                       warmup_factor=factor, conflict_stretch=stretch,
+                       max_in_flight=self.whole(data, f"{key}.max_in_flight", 1.0, 1.0))
 
 
 def parse_machine(data: dict[str, Any], source: str) -> Machine:
@@ -203,10 +296,17 @@ def parse_machine(data: dict[str, Any], source: str) -> Machine:
         # no engine-wide latency; an explicitly empty [engines.x] sets an all-zero one.
         if set(entry) != {"opcodes"}:
             engines[engine] = r.latency(entry, key)
+            if engines[engine].max_in_flight != 1 and engine_kind(engine) != "dma":
+                raise r.fail(f"{key}.max_in_flight", "only a DMA queue ([engines.dma] or "
+                                                     "[engines.\"dma.qN\"]) has transfers "
+                                                     "in flight")
         for opcode, op_entry in sorted(r.table(entry, f"{key}.opcodes", required=False).items()):
             if not isinstance(op_entry, dict):
                 raise r.fail(f"{key}.opcodes.{opcode}", "must be a table")
             opcodes[(engine, opcode)] = r.latency(op_entry, f"{key}.opcodes.{opcode}")
+            if "max_in_flight" in op_entry:
+                raise r.fail(f"{key}.opcodes.{opcode}.max_in_flight",
+                             f"a limit of the queue, not of an opcode: set it in [{key}]")
     queues = r.table(dma, "dma.queues", required=False)
     queue_bw = {q: r.number(queues, f"dma.queues.{q}", positive=True, name=q)
                 for q in sorted(queues)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numba
@@ -35,6 +36,8 @@ from tracekit.replay.run import (
     _stuck,
     model_durations,
     name_codes,
+    per_pair,
+    warmup_factors,
 )
 from tracekit.replay.semaphores import Released, log_counts
 from tracekit.trace.bundle import Trace
@@ -115,25 +118,92 @@ class Prepared:
                                   f"on every instruction, and this trace has "
                                   + (f"{untimed:,} untimed." if n else "no instructions.")
                                   + " Use --mode model.")
+        self.trace, self.machine, self.mode, self.frame, self.notes = (trace, machine, mode,
+                                                                       frame, notes)
+        self.eng_ptr, self.eng_nodes = _engine_queues(self.engine, frame["seq"].to_numpy(),
+                                                      len(self.engines))
+        if mode is Mode.OBSERVED:
             setup = (frame["end"] - frame["start"]).to_numpy().astype(np.float64)
             nbytes = np.zeros(n)
         else:
-            setup, nbytes = model_durations(self.engine, self.opcode, self.opcodes, frame,
-                                            machine, self.engines)
-        self.trace, self.machine, self.mode, self.frame, self.notes = (trace, machine, mode,
-                                                                       frame, notes)
+            setup, nbytes = self._model(machine)
         self.setup, self.nbytes = setup, nbytes
-        self.eng_ptr, self.eng_nodes = _engine_queues(self.engine, frame["seq"].to_numpy(),
-                                                      len(self.engines))
         # Successor lists: the same counting sort as the predecessor CSR, keyed by source.
         g = self.graph
         self.succ = csr(n, g.destinations(), g.src, g.kind)
         self.node_engine = np.asarray(self.engine, dtype=np.int64)
+        self._lanes: dict[tuple[int, ...], Lanes] = {}
         clock.lap("durations")
 
     @property
     def n(self) -> int:
         return self.frame.height
+
+    def _model(self, machine: Machine) -> tuple[np.ndarray, np.ndarray]:
+        """The latency model's set-up or compute cycles and DMA bytes, warm-up included."""
+        setup, nbytes = model_durations(self.engine, self.opcode, self.opcodes, self.frame,
+                                        machine, self.engines)
+        warm = warmup_factors(self.engine, self.opcode, self.opcodes, machine, self.engines,
+                              self.eng_ptr, self.eng_nodes)
+        if warm is not None:
+            setup, nbytes = setup * warm, nbytes * warm
+        return setup, nbytes
+
+    @cached_property
+    def sbuf_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row the lowest and one past the highest SBUF partition its memory accesses
+        cover (-1 for both when it has none, or the trace has no memory table)."""
+        lo = np.full(self.n, -1, dtype=np.int64)
+        hi = np.full(self.n, -1, dtype=np.int64)
+        if not self.trace.has_table("memory"):
+            return lo, hi
+        mem = (self.trace.read("memory", ["inst", "space", "partition", "partitions"])
+               .filter((pl.col("space").cast(pl.String) == "sbuf")
+                       & pl.col("partition").is_not_null())
+               .group_by("inst")
+               .agg(pl.col("partition").min().alias("lo"),
+                    (pl.col("partition") + pl.col("partitions").fill_null(1)).max()
+                    .alias("hi")))
+        ids = self.frame["id"].to_numpy()
+        order = np.argsort(ids, kind="stable")
+        inst = mem["inst"].to_numpy()
+        place = np.searchsorted(ids, inst, sorter=order)
+        known = place < ids.size
+        known[known] = ids[order[place[known]]] == inst[known]
+        rows = order[place[known]]
+        lo[rows] = mem["lo"].to_numpy()[known]
+        hi[rows] = mem["hi"].to_numpy()[known]
+        return lo, hi
+
+    def lanes(self, machine: Machine) -> Lanes | None:
+        """The kernel's engines when a DMA queue of `machine` may have several transfers in
+        flight (None when none may, or the mode is observed): such a queue runs as
+        min(max_in_flight, its transfers) lanes, its k-th transfer on lane k mod lanes, each
+        lane in the queue's order; the engine-order edge from a transfer to the next becomes
+        one from the transfer `lanes` places before (at most that many in flight)."""
+        if self.mode is Mode.OBSERVED:
+            return None
+        sizes = np.diff(self.eng_ptr)
+        count = np.array([max(1, min(machine.in_flight(e), int(n)))
+                          for e, n in zip(self.engines, sizes, strict=True)], dtype=np.int64)
+        if (count == 1).all():
+            return None
+        key = tuple(count.tolist())
+        if key not in self._lanes:
+            self._lanes[key] = _make_lanes(self.graph, self.eng_ptr, self.eng_nodes,
+                                           self.node_engine, count)
+        return self._lanes[key]
+
+    def conflicts(self, machine: Machine
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The kernel's conflict arguments under `machine`: per row its conflict stretch, SBUF
+        range, and the factor it got (all 1, for the kernel to fill); None when the machine
+        stretches nothing (or the mode is observed)."""
+        if self.mode is Mode.OBSERVED or not machine.conflicts:
+            return None
+        stretch = per_pair(machine, self.engines, self.opcodes,
+                           "conflict_stretch")[self.engine, self.opcode]
+        return (stretch, *self.sbuf_ranges, np.ones(self.n))
 
     def factors(self, changes: Iterable[tuple[str, str, float]]) -> np.ndarray:
         """A duration factor per instruction: the product of the factors of the (group, name,
@@ -164,8 +234,7 @@ class Prepared:
         if self.mode is Mode.OBSERVED or (machine.engines == base.engines
                                           and machine.opcodes == base.opcodes):
             return self.setup, self.nbytes
-        return model_durations(self.engine, self.opcode, self.opcodes, self.frame, machine,
-                               self.engines)
+        return self._model(machine)
 
     def _kernel(self, machine: Machine | None, factor: np.ndarray | None):  # type: ignore[no-untyped-def]
         machine = machine or self.machine
@@ -190,14 +259,29 @@ class Prepared:
                 f"check that engine's latency parameters.")
         graph, sems, n = self.graph, self.graph.sems, self.n
         succ_ptr, succ_dst, succ_kind = self.succ
+        conflicts = self.conflicts(machine)
+        lanes = self.lanes(machine)
+        queues = (len(engines), self.eng_ptr, self.eng_nodes, self.node_engine, graph.ptr,
+                  succ_ptr, succ_dst, succ_kind)
+        extra: tuple = conflicts or ()
+        kernel_caps = caps
+        if lanes is not None:
+            graph = lanes.graph
+            queues = (lanes.group.size, lanes.eng_ptr, lanes.eng_nodes, lanes.node_engine,
+                      graph.ptr, *lanes.succ)
+            kernel_caps = caps[lanes.group]
+            extra = (*(conflicts or (None, None, None, None)), lanes.group, caps.copy())
         out = replay_kernel(
-            len(engines), self.eng_ptr, self.eng_nodes, self.node_engine, graph.ptr, succ_ptr,
-            succ_dst, succ_kind, kind_latency, setup, nbytes, caps,
+            *queues, kind_latency, setup, nbytes, kernel_caps,
             machine.hbm_bytes_per_cycle, sems.ptr, sems.node, sems.sem, sems.op, sems.value,
             sems.cond, sems.log_ptr, float(machine.semaphore_latency), sems.monotone,
-            np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64)
+            np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64, *extra)
         (start, end, bind, bind_kind, completed, done, log, arrived, upto, count,
          blocked) = out
+        if lanes is not None:  # a queue is blocked when one of its lanes is
+            blocked = np.bincount(lanes.group, weights=blocked, minlength=len(engines)) > 0
+        if conflicts is not None:  # the stretch each got, on its set-up and bytes
+            setup, nbytes = setup * conflicts[3], nbytes * conflicts[3]
         released = Released(log=log, log_count=log_counts(sems, log, arrived),
                             arrived=arrived, upto=upto)
         if completed < n:
@@ -209,7 +293,7 @@ class Prepared:
             raise ReplayError(f"{machine.source}: the replay's times pass {MAX_CYCLES:.0e} "
                               f"cycles; a bandwidth or latency in the machine is far out of "
                               f"scale.")
-        return machine, start, end, bind, bind_kind, done, released, setup, nbytes, caps
+        return machine, start, end, bind, bind_kind, done, released, setup, nbytes, caps, graph
 
     def replay(self, machine: Machine | None = None, factor: np.ndarray | None = None, *,
                clock: Lap | None = None) -> ReplayResult:
@@ -218,9 +302,9 @@ class Prepared:
         `tracekit.replay.run.replay` gives it."""
         clock = clock or _NoClock()
         (machine, start, end, bind, bind_kind, done, released, setup, nbytes,
-         caps) = self._kernel(machine, factor)
+         caps, graph) = self._kernel(machine, factor)
         clock.lap("kernel")
-        frame, graph = self.frame, self.graph
+        frame = self.frame
         start_c, end_c = _cycles(start), _cycles(end)
         has_bind = bind >= 0
         timeline = pl.DataFrame({
@@ -244,11 +328,25 @@ class Prepared:
                             timeline=timeline, notes=self.notes, done=done, released=released,
                             queues=(self.eng_ptr, self.eng_nodes))
 
+    def transfer_cycles(self, machine: Machine | None = None) -> np.ndarray:
+        """Per row, the cycles a DMA transfer spends moving its bytes in the replay under
+        `machine` (after its set-up, HBM sharing included; 0 for the rest)."""
+        (_, start, end, _, _, _, _, setup, nbytes, _, _) = self._kernel(machine, None)
+        return np.where(nbytes > 0, end - start - setup, 0.0)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Per row, its place in its engine's queue (0 for the first)."""
+        position = np.empty(self.n, dtype=np.int64)
+        position[self.eng_nodes] = (np.arange(self.eng_nodes.size)
+                                    - np.repeat(self.eng_ptr[:-1], np.diff(self.eng_ptr)))
+        return position
+
     def measure(self, machine: Machine | None = None, factor: np.ndarray | None = None
                 ) -> Measure:
         """The makespan, busy and critical-path cycles per engine and the HBM contention of
         the replay under `machine` with `factor` (see `replay`), without its timeline."""
-        (_, start, end, bind, _, _, _, setup, nbytes, caps) = self._kernel(machine, factor)
+        (_, start, end, bind, _, _, _, setup, nbytes, caps, _) = self._kernel(machine, factor)
         start_c, end_c = _cycles(start), _cycles(end)
         lost = _lost(start, end, setup, nbytes, caps, self.engine)
         span = end_c - start_c
@@ -263,6 +361,50 @@ class Prepared:
         makespan = int(end_c.max()) if self.n else 0
         return Measure(makespan=makespan, busy=per_engine, critical=critical,
                        contention=int(lost.sum()))
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The kernel's engines when queues have several transfers in flight (`Prepared.lanes`):
+    per lane its queue (`group`, an engine code); the lanes' queues (eng_ptr, eng_nodes); per
+    row its lane (node_engine); the graph with the engine-order edges between lanes' transfers
+    (its `succ` lists beside it)."""
+
+    group: np.ndarray
+    eng_ptr: np.ndarray
+    eng_nodes: np.ndarray
+    node_engine: np.ndarray
+    graph: Graph
+    succ: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _make_lanes(graph: Graph, eng_ptr: np.ndarray, eng_nodes: np.ndarray,
+                node_engine: np.ndarray, count: np.ndarray) -> Lanes:
+    n = node_engine.size
+    first = np.r_[0, np.cumsum(count)]  # each engine's first lane
+    position = np.empty(n, dtype=np.int64)
+    position[eng_nodes] = np.arange(eng_nodes.size) - np.repeat(eng_ptr[:-1], np.diff(eng_ptr))
+    lane = first[node_engine] + position % count[node_engine]
+    group = np.repeat(np.arange(count.size), count)
+    # Each lane's rows in queue order: by lane, then position (eng_nodes is in queue order).
+    order = eng_nodes[np.argsort(lane[eng_nodes], kind="stable")]
+    lane_ptr = np.zeros(group.size + 1, dtype=np.int64)
+    lane_ptr[1:] = np.cumsum(np.bincount(lane, minlength=group.size))
+    # Engine-order edges of a split queue: from the transfer `count` places before.
+    dst = graph.destinations()
+    split = count[node_engine] > 1
+    drop = (graph.kind == ORDER) & split[dst] & (node_engine[graph.src] == node_engine[dst])
+    queue_at = eng_nodes  # queue_at[eng_ptr[e] + k]: engine e's k-th row
+    later = np.flatnonzero(split & (position >= count[node_engine]))
+    before = queue_at[eng_ptr[node_engine[later]] + position[later] - count[node_engine[later]]]
+    src = np.r_[graph.src[~drop], before]
+    dst = np.r_[dst[~drop], later]
+    kind = np.r_[graph.kind[~drop], np.full(later.size, ORDER, dtype=np.int8)]
+    ptr, out_src, out_kind = csr(n, src, dst, kind)
+    lanes_graph = Graph(ids=graph.ids, ptr=ptr, src=out_src, kind=out_kind, sems=graph.sems)
+    return Lanes(group=group, eng_ptr=lane_ptr, eng_nodes=order.astype(np.int64),
+                 node_engine=lane.astype(np.int64), graph=lanes_graph,
+                 succ=csr(n, dst, src, kind))
 
 
 def _lost(start: np.ndarray, end: np.ndarray, setup: np.ndarray, nbytes: np.ndarray,

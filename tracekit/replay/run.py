@@ -26,7 +26,7 @@ from tracekit.replay.graph import (
     Graph,
     queue_order,
 )
-from tracekit.replay.machine import Latency, Machine, engine_kind
+from tracekit.replay.machine import Machine, engine_kind
 from tracekit.replay.semaphores import (
     COND_NAMES,
     SET,
@@ -150,9 +150,11 @@ def model_durations(engine_code: np.ndarray, opcode_code: np.ndarray, opcodes: l
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Set-up or compute cycles per instruction from the latency model, and the bytes each DMA
     transfer moves through the contention model (0 for compute). The model's coefficients are
-    looked up once per (engine, opcode) pair and gathered per instruction."""
-    coeff = np.array([[_as_tuple(machine.latency(e, op)) for op in opcodes] for e in engines],
-                     dtype=np.float64).reshape(len(engines), max(len(opcodes), 1), 4)
+    looked up once per (engine, opcode) pair and gathered per instruction. Warm-up and
+    conflicts are not in these (`warmup_factors`, the kernel's `stretch`)."""
+    coeff = np.array([[machine.latency(e, op).coefficients for op in opcodes]
+                      for e in engines],
+                     dtype=np.float64).reshape(len(engines), max(len(opcodes), 1), 6)
     is_dma = np.array([engine_kind(e) == "dma" for e in engines], dtype=np.bool_)
     elements, nbytes, flops = (work[k].fill_null(0).to_numpy() for k in ("elements", "bytes",
                                                                          "flops"))
@@ -170,6 +172,8 @@ def _durations(coeff, engine, opcode, elements, nbytes, flops, is_dma):  # pragm
         b = float(nbytes[i])
         setup[i] = (coeff[e, o, 0] + coeff[e, o, 1] * float(elements[i]) + coeff[e, o, 2] * b
                     + coeff[e, o, 3] * float(flops[i]))
+        if coeff[e, o, 5] > 0 and b > 0:  # descriptors of so many bytes, rounded up
+            setup[i] += coeff[e, o, 4] * np.ceil(b / coeff[e, o, 5])
         if is_dma[engine[i]]:
             moved[i] = b
     return setup, moved
@@ -188,8 +192,27 @@ def name_codes(series: pl.Series, key: object = None) -> tuple[np.ndarray, list[
     return lut[series.to_physical().fill_null(0).to_numpy()], [names[i] for i in order]
 
 
-def _as_tuple(latency: Latency) -> tuple[float, float, float, float]:
-    return (latency.fixed_cycles, latency.per_element, latency.per_byte, latency.per_flop)
+def per_pair(machine: Machine, engines: list[str], opcodes: list[str], field: str
+             ) -> np.ndarray:
+    """A latency entry's `field` for every (engine, opcode) code pair."""
+    return np.array([[getattr(machine.latency(e, op), field) for op in opcodes]
+                     for e in engines], dtype=np.float64).reshape(len(engines),
+                                                                 max(len(opcodes), 1))
+
+
+def warmup_factors(engine_code: np.ndarray, opcode_code: np.ndarray, opcodes: list[str],
+                   machine: Machine, engines: list[str], eng_ptr: np.ndarray,
+                   eng_nodes: np.ndarray) -> np.ndarray | None:
+    """Per instruction its warm-up factor (`warmup_factor` for the first `warmup_count` of its
+    engine's queue, else 1); None when the machine has no warm-up."""
+    if not machine.warms_up:
+        return None
+    count = per_pair(machine, engines, opcodes, "warmup_count")
+    factor = per_pair(machine, engines, opcodes, "warmup_factor")
+    position = np.empty(eng_nodes.size, dtype=np.int64)
+    position[eng_nodes] = np.arange(eng_nodes.size) - np.repeat(eng_ptr[:-1], np.diff(eng_ptr))
+    e, o = engine_code, opcode_code
+    return np.where(position < count[e, o], factor[e, o], 1.0)
 
 
 def replay(trace: Trace, machine: Machine | None = None, mode: Mode | str = Mode.MODEL,

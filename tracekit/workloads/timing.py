@@ -6,18 +6,28 @@ desc_base + desc_cycles * ceil(4096 / desc_bytes) + 4096 / min(queue_bw, hbm_bw)
 matmul waiting on it starts sem_latency cycles after the load ends, and its engine's next
 instruction starts when it ends (engines are in-order).
 
-One pass over the instructions in program order, compiled with numba: each instruction starts
-when its engine is free and every semaphore wait is satisfied (the end of the change that
-brings the count to the wait's value, counted in program order from the last reset, plus the
-semaphore latency: `satisfying_signals`). DMA transfers share HBM: a transfer's rate is its
-queue's bandwidth, cut to an equal share of the HBM bandwidth among the DMA queues whose current
-transfer is under way when it starts. Effects:
+An event loop over in-order engines, compiled with numba: each instruction starts when its
+engine is free and every semaphore wait is satisfied (the end of the change that brings the
+count to the wait's value, counted in program order from the last reset, plus the semaphore
+latency: `satisfying_signals`). A DMA transfer first processes its descriptors
+(desc_base + desc_cycles per descriptor), then moves its bytes sharing HBM fluidly: at every
+moment each transfer moving bytes gets at most its queue's bandwidth, and the HBM bandwidth is
+split max-min fairly among them (what a capped transfer cannot use goes to the others), worked
+out again whenever a transfer starts or stops moving; so the summed rate never exceeds the HBM
+bandwidth. Worked example: three queues of 64 B/cycle on 96 B/cycle of HBM move 3200 bytes each
+from the same moment: 32 B/cycle each, all done after 100 cycles; if one had only 1600 bytes,
+it would be done at 50, and the other two would then move their last 1600 bytes at 48 B/cycle,
+done at 83.3. At one moment, what ends comes before what starts. Effects:
 
 - jitter: every duration times a seeded log-normal factor (sigma `jitter`);
 - DMA descriptor overhead: `desc_cycles` per `desc_bytes` descriptor, so it grows in steps;
-- SBUF partition conflicts: an instruction that starts while another engine's current
-  instruction, on overlapping SBUF partitions, is under way is stretched by `conflict_stretch`;
+- SBUF partition conflicts: an instruction that starts while another engine's instruction on
+  overlapping SBUF partitions is under way is stretched by `conflict_stretch`;
 - warm-up: the first `warmup_count` instructions of each engine take `warmup_factor` times longer.
+
+Jitter, conflicts and warm-up multiply a computation's duration, and a transfer's descriptor
+time and bytes alike. A computation takes whole cycles; a transfer's end, and what starts from
+it, can fall between cycles, and every time is rounded up to a whole cycle at the end.
 
 A wait no change can satisfy blocks its engine: it and everything after it on that engine, and
 everything waiting on those, never run (start and end stay unset).
@@ -31,6 +41,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from tracekit.trace.summary import natural_key
 from tracekit.workloads.program import NULL, SET, SIGNAL, SUB, WAIT, Lowered
 
 UNSATISFIABLE = -2
@@ -221,64 +232,166 @@ def observe(prog: Lowered, timing: ReferenceTiming, seed: int,
                    wait_ptr, wait_src, lo, hi, jitter, slow, n_engines, timing.sem_latency,
                    timing.queue_bytes_per_cycle, timing.hbm_bytes_per_cycle, timing.desc_base,
                    timing.desc_cycles, timing.desc_bytes, timing.conflict_stretch,
-                   timing.warmup_count, timing.warmup_factor)
+                   timing.warmup_count, timing.warmup_factor,
+                   np.array(sorted(range(n_engines), key=lambda e: natural_key(prog.engines[e])),
+                            dtype=np.int64))
+
+
+IDLE, RUNNING, MOVING = 0, 1, 2
+"""Engine phases of the reference: nothing under way; a computation or a transfer's
+descriptor set-up under way; a transfer's bytes moving."""
 
 
 @numba.njit(cache=True, nogil=True)
 def _replay(engine, is_dma, is_dma_engine, base, nbytes, wait_ptr, wait_src, part_lo, part_hi,
-             jitter, slow, n_engines, sem_latency, queue_bw, hbm_bw, desc_base, desc_cycles,
-             desc_bytes, conflict_stretch, warmup_count, warmup_factor):  # pragma: no cover
+            jitter, slow, n_engines, sem_latency, queue_bw, hbm_bw, desc_base, desc_cycles,
+            desc_bytes, conflict_stretch, warmup_count, warmup_factor,
+            engine_order):  # pragma: no cover
+    """The reference's event loop (module docstring): at each event time, what ends comes
+    first (in engine order), then the HBM shares are worked out again if the transfers moving
+    bytes changed, then each idle engine whose next instruction is ready starts it (in engine
+    order: `engine_order`, the engines by name in natural order, as the replay takes them).
+    Times are exact (fractions of a cycle where a transfer's share made them so) and
+    rounded up to whole cycles at the end."""
     n = engine.size
-    start = np.full(n, -1, dtype=np.int64)
-    end = np.full(n, -1, dtype=np.int64)
-    free = np.zeros(n_engines, dtype=np.int64)
-    began = np.zeros(n_engines, dtype=np.int64)
-    blocked = np.zeros(n_engines, dtype=np.bool_)
-    done = np.zeros(n_engines, dtype=np.int64)
-    last_lo = np.full(n_engines, -1, dtype=np.int64)
-    last_hi = np.full(n_engines, -1, dtype=np.int64)
+    # Each engine's instructions in program order.
+    eng_ptr = np.zeros(n_engines + 1, dtype=np.int64)
     for i in range(n):
-        e = engine[i]
-        if blocked[e]:
-            continue
-        t = free[e]
-        stuck = False
-        for k in range(wait_ptr[i], wait_ptr[i + 1]):
-            j = wait_src[k]
-            if j < 0 or end[j] < 0:
-                stuck = True
-                break
-            ready = end[j] + np.int64(sem_latency)
-            if ready > t:
-                t = ready
-        if stuck:
-            blocked[e] = True
-            continue
-        if is_dma[i]:
-            busy = 1
-            for other in range(n_engines):
-                if other != e and is_dma_engine[other] and began[other] <= t < free[other]:
-                    busy += 1
-            rate = min(queue_bw / slow[e], hbm_bw / busy)
-            descriptors = (nbytes[i] + desc_bytes - 1) // desc_bytes
-            dur = desc_base + desc_cycles * descriptors + nbytes[i] / rate
-        else:
-            dur = base[i] * slow[e]
-        if part_lo[i] >= 0:
-            for other in range(n_engines):
-                if other != e and began[other] <= t < free[other] and last_lo[other] >= 0 and \
-                        last_lo[other] < part_hi[i] and part_lo[i] < last_hi[other]:
-                    dur *= conflict_stretch
+        eng_ptr[engine[i] + 1] += 1
+    for e in range(n_engines):
+        eng_ptr[e + 1] += eng_ptr[e]
+    fill = eng_ptr[:-1].copy()
+    queue = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        queue[fill[engine[i]]] = i
+        fill[engine[i]] += 1
+    start = np.full(n, -1.0)
+    end = np.full(n, -1.0)
+    head = eng_ptr[:-1].copy()  # each engine's next instruction (place in `queue`)
+    phase = np.zeros(n_engines, dtype=np.int8)
+    current = np.full(n_engines, -1, dtype=np.int64)
+    free = np.zeros(n_engines)  # when each engine's last instruction ended
+    until = np.zeros(n_engines)
+    remaining = np.zeros(n_engines)
+    moved_at = np.zeros(n_engines)
+    rate = np.zeros(n_engines)
+    cap = np.zeros(n_engines)
+    settled = np.zeros(n_engines, dtype=np.bool_)
+    factor = np.ones(n_engines)  # the current instruction's stretch, warm-up and jitter
+    started = np.zeros(n_engines, dtype=np.int64)
+    blocked = np.zeros(n_engines, dtype=np.bool_)
+    ready = np.zeros(n_engines)
+    for e in range(n_engines):
+        cap[e] = queue_bw / slow[e]
+    t = 0.0
+    while True:
+        # When each idle engine's next instruction can start (inf: not known yet).
+        best = np.inf
+        for e in range(n_engines):
+            ready[e] = np.inf
+            if phase[e] != IDLE or blocked[e] or head[e] == eng_ptr[e + 1]:
+                if phase[e] != IDLE and until[e] < best:
+                    best = until[e]
+                continue
+            i = queue[head[e]]
+            r = free[e]
+            for k in range(wait_ptr[i], wait_ptr[i + 1]):
+                j = wait_src[k]
+                if j < 0:
+                    blocked[e] = True  # no change reaches the value: never runs
+                    r = np.inf
                     break
-        if done[e] < warmup_count:
-            dur *= warmup_factor
-        dur *= jitter[i]
-        cycles = max(np.int64(1), np.int64(np.ceil(dur)))
-        start[i] = t
-        end[i] = t + cycles
-        free[e] = end[i]
-        began[e] = t
-        done[e] += 1
-        last_lo[e] = part_lo[i]
-        last_hi[e] = part_hi[i]
-    return start, end
+                if end[j] < 0:
+                    r = np.inf  # its signal has not come yet
+                    break
+                if end[j] + sem_latency > r:
+                    r = end[j] + sem_latency
+            ready[e] = r
+            if r < best:
+                best = r
+        if best == np.inf:
+            break
+        t = max(t, best)
+        # What ends now: a set-up gives way to moving bytes, the rest finish.
+        rerate = False
+        for e in range(n_engines):
+            if phase[e] == IDLE or until[e] > t:
+                continue
+            i = current[e]
+            if phase[e] == RUNNING and is_dma[i] and nbytes[i] > 0:
+                phase[e] = MOVING
+                remaining[e] = nbytes[i] * factor[e]
+                moved_at[e] = t
+                rerate = True
+                continue
+            if phase[e] == MOVING:
+                rerate = True
+            phase[e] = IDLE
+            end[i] = t
+            free[e] = t
+            head[e] += 1
+            current[e] = -1
+        if rerate:
+            # Fluid sharing: max-min fair (water-filling), each transfer at most its queue's
+            # bandwidth, the HBM bandwidth split among the transfers moving bytes now.
+            unassigned = 0
+            for e in range(n_engines):
+                if phase[e] == MOVING:
+                    remaining[e] -= rate[e] * (t - moved_at[e])
+                    moved_at[e] = t
+                    unassigned += 1
+                    settled[e] = False
+                rate[e] = 0.0
+            left = hbm_bw
+            while unassigned > 0:
+                fair = left / unassigned
+                capped = False
+                for e in range(n_engines):
+                    if phase[e] == MOVING and not settled[e] and cap[e] <= fair:
+                        rate[e] = cap[e]
+                        left -= cap[e]
+                        settled[e] = True
+                        unassigned -= 1
+                        capped = True
+                if not capped:
+                    for e in range(n_engines):
+                        if phase[e] == MOVING and not settled[e]:
+                            rate[e] = fair
+                            settled[e] = True
+                    unassigned = 0
+            for e in range(n_engines):
+                if phase[e] == MOVING:
+                    until[e] = t + max(remaining[e], 0.0) / rate[e]
+        # What starts now, in engine order; an idle engine made ready by an end just now is
+        # looked at in the next round (at this same time).
+        for e in engine_order:
+            if phase[e] != IDLE or ready[e] > t or head[e] == eng_ptr[e + 1]:
+                continue
+            i = queue[head[e]]
+            f = jitter[i]
+            if started[e] < warmup_count:
+                f *= warmup_factor
+            if part_lo[i] >= 0:
+                for o in range(n_engines):
+                    c = current[o]
+                    if o != e and phase[o] != IDLE and part_lo[c] >= 0 and \
+                            part_lo[c] < part_hi[i] and part_lo[i] < part_hi[c]:
+                        f *= conflict_stretch
+                        break
+            start[i] = t
+            current[e] = i
+            started[e] += 1
+            factor[e] = f
+            phase[e] = RUNNING
+            if is_dma[i]:
+                descriptors = (nbytes[i] + desc_bytes - 1) // desc_bytes
+                until[e] = t + (desc_base + desc_cycles * descriptors) * f
+            else:
+                until[e] = t + max(1.0, np.ceil(base[i] * slow[e] * f))
+    out_start = np.full(n, -1, dtype=np.int64)
+    out_end = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        if end[i] >= 0:
+            out_start[i] = np.int64(np.ceil(start[i] - 1e-6))
+            out_end[i] = np.int64(np.ceil(end[i] - 1e-6))
+    return out_start, out_end

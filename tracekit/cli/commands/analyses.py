@@ -190,12 +190,26 @@ def calibrate(
     output: Annotated[Path, Opt("--output", "-o", help="Machine TOML file to write.",
                                 show_default=False)],
     machine: MachineOpt = None,
+    holdout: Annotated[list[Path] | None, Opt(
+        "--holdout", help="Timed traces to judge the fit on, never fitted (repeat the "
+                          "option). Without it, two or more traces are judged each in turn, "
+                          "fitted on the others.", show_default=False)] = None,
+    folds: Annotated[bool, Opt("--folds/--no-folds",
+                               help="Without --holdout: judge each trace fitted on the "
+                                    "others.")] = True,
+    allow_worse: Annotated[bool, Opt(
+        "--allow-worse", help="Write the machine even when it predicts the unseen traces "
+                              "worse than the base machine.")] = False,
     force: Annotated[bool, Opt("--force", help="Replace an existing file.")] = False,
     format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
 ) -> None:
-    """Fit the latency model to observed durations and write a machine file for replay. One
-    instruction in five (by a fixed hash of its id) is held out of the fit and the fits are
-    judged on those; a poor fit is a warning on stderr."""
+    """Fit the latency model and its effects (warm-up, descriptors, SBUF conflicts) to
+    observed durations and write a machine file for replay. One instruction in five (by a
+    fixed hash of its id) is held out of the fit and the fits are judged on those; a poor fit
+    is a warning on stderr. Traces the fit never saw (--holdout, or each trace in turn) are
+    replayed on the base and the fitted machine; a fit worse there is not written (exit 1)
+    unless --allow-worse."""
+    from tracekit.analysis.calibrate import CalibrationError
     from tracekit.analysis.calibrate import calibrate as run_calibrate
     from tracekit.analysis.calibrate import machine_toml
     from tracekit.replay.machine import resolve_machine
@@ -208,7 +222,14 @@ def calibrate(
                                  f"fitted.toml", param_hint="--output")
     with status("fitting"):
         result = run_calibrate([open_bundle(t, REPLAY_TABLES) for t in traces],
-                               resolve_machine(machine))
+                               resolve_machine(machine),
+                               [open_bundle(t, REPLAY_TABLES) for t in holdout or []],
+                               folds=folds)
+    if result.worse and not allow_worse:
+        raise CalibrationError(
+            f"the fitted machine predicts the traces it did not see worse than the base "
+            f"machine ({'; '.join(result.worse)}); {output} was not written. Fit on traces "
+            f"more like the unseen ones, or pass --allow-worse to write it anyway.")
     text = machine_toml(result.machine, f"fitted by tracekit calibrate to {len(traces)} "
                                         f"trace(s)")
     write_text_atomic(output, text)  # never a half-written machine file

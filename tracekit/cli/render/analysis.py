@@ -39,12 +39,22 @@ WHATIF_ENGINE_COLS = {"engine": "", "busy_base": ",", "busy_after": ",",
 SENSITIVITY_COLS = {"group": "", "name": "", "makespan": ",", "gained": ",",
                     "gained_pct": ".2f", "contention_delta": "+,"}
 WHY_TITLE = "why a faster part makes the run longer"
-COEFFICIENTS = ("fixed_cycles", "per_element", "per_byte", "per_flop")
+COEFFICIENTS = ("fixed_cycles", "per_element", "per_byte", "per_flop", "per_descriptor",
+                "warmup_factor", "conflict_stretch")
 FITS_TITLE = "fits (R2: - where the fit predicts one duration for all)"
 CALIBRATION_COLS = {"engine": "", "opcode": "", "samples": ",", "held_out": ",",
                     "fixed_cycles": ",.2f", "per_element": ".6f", "per_byte": ".6f",
-                    "per_flop": ".3e", "fit_r2": ".3f", "held_out_r2": ".3f",
+                    "per_flop": ".3e", "per_descriptor": ".2f", "descriptor_bytes": ",",
+                    "warmup_count": ",", "warmup_factor": ".3f", "conflict_stretch": ".3f",
+                    "fit_r2": ".3f", "held_out_r2": ".3f",
                     "held_out_mape_pct": ".1f", "held_out_median_abs_error": ",.0f"}
+VALIDATION_TITLE = "unseen traces: per-instruction MAPE and makespan error, base -> fitted"
+VALIDATION_COLS = {"workload": "", "how": "", "instructions": ",", "mape_before_pct": ".1f",
+                   "mape_after_pct": ".1f", "makespan_error_before_pct": "+.2f",
+                   "makespan_error_after_pct": "+.2f"}
+BY_OPCODE_TITLE = "unseen traces by opcode: per-instruction MAPE, base -> fitted"
+BY_OPCODE_COLS = {"engine": "", "opcode": "", "instructions": ",", "mape_before_pct": ".1f",
+                  "mape_after_pct": ".1f"}
 
 
 def whatif_head(trace: str, scale: list[str], sets: list[str], result: WhatIf
@@ -146,7 +156,12 @@ def calibration_to_dict(calibration: Calibration, output: str,
             "fits": [{**row, **{k: calibration.fits[k][i] for k in COEFFICIENTS}}
                      for i, row in enumerate(records(calibration.fits))],
             "warnings": [{"engine": w.engine, "opcode": w.opcode, "message": w.message}
-                         for w in calibration.warnings]}
+                         for w in calibration.warnings],
+            **({} if calibration.validation is None else {
+                "validation": records(calibration.validation.drop("trace").with_columns(
+                    pl.Series("trace", calibration.validation["trace"]))),
+                "by_opcode": records(calibration.by_opcode),
+                "worse": calibration.worse})}
 
 
 def _warnings_frame(calibration: Calibration) -> pl.DataFrame:
@@ -155,8 +170,20 @@ def _warnings_frame(calibration: Calibration) -> pl.DataFrame:
                                 "warning": pl.String}, orient="row")
 
 
+def _fit_cols(calibration: Calibration) -> dict[str, str]:
+    """The fits' columns, the descriptor ones only when a fit has descriptors."""
+    fits = calibration.fits
+    if fits.height and (fits["descriptor_bytes"] > 0).any():
+        return CALIBRATION_COLS
+    return {k: v for k, v in CALIBRATION_COLS.items()
+            if k not in ("per_descriptor", "descriptor_bytes")}
+
+
 def calibration_markdown(calibration: Calibration, output: str, traces: list[str]) -> str:
-    sections = [(FITS_TITLE.capitalize(), calibration.fits, CALIBRATION_COLS)]
+    sections = [(FITS_TITLE.capitalize(), calibration.fits, _fit_cols(calibration))]
+    if calibration.validation is not None:
+        sections += [(VALIDATION_TITLE.capitalize(), calibration.validation, VALIDATION_COLS),
+                     (BY_OPCODE_TITLE.capitalize(), calibration.by_opcode, BY_OPCODE_COLS)]
     if calibration.warnings:
         sections.append(("Warnings", _warnings_frame(calibration),
                          {"engine": "", "opcode": "", "warning": ""}))
@@ -168,7 +195,10 @@ def print_calibration(console: Console, calibration: Calibration, output: str,
                       traces: list[str]) -> None:
     print_facts(console, "calibration", [fact(key, value) for key, value in
                                          calibration_head(calibration, output, traces).items()])
-    print_table(console, f"\n{FITS_TITLE}", calibration.fits, CALIBRATION_COLS)
+    print_table(console, f"\n{FITS_TITLE}", calibration.fits, _fit_cols(calibration))
+    if calibration.validation is not None:
+        print_table(console, f"\n{VALIDATION_TITLE}", calibration.validation, VALIDATION_COLS)
+        print_table(console, f"\n{BY_OPCODE_TITLE}", calibration.by_opcode, BY_OPCODE_COLS)
 
 # --- stalls and critical path -------------------------------------------------------------------
 
