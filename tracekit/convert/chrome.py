@@ -787,12 +787,14 @@ def _thread_labels(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], i
 def convert_chrome(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
                    cycles_per_us: float | None = None, nesting: Nesting | str = Nesting.DEPTH,
                    workload: str | None = None, overwrite: bool = False,
-                   profile: Profile | str = Profile.AUTO
-                   ) -> tuple[Trace, tuple[str, ...]]:
+                   profile: Profile | str = Profile.AUTO, max_depth: int = DEFAULT_MAX_DEPTH,
+                   max_bytes: int | None = None) -> tuple[Trace, tuple[str, ...]]:
     """Import the Chrome trace event file at `path` as a bundle at `output` (written
-    atomically and validated) and return it with the notes on what was left out."""
+    atomically and validated) and return it with the notes on what was left out. The file is
+    read as a stream within `max_depth` levels of nesting and `max_bytes` of JSON (see
+    `read_events`)."""
     source = Path(path)
-    events, other = read_events(source)
+    events, other = read_events(source, max_depth=max_depth, max_bytes=max_bytes)
     result = chrome_tables(events, other, str(source), cycles_per_us=cycles_per_us,
                            nesting=nesting, profile=profile)
     name = workload or result.workload or _stem(source)

@@ -81,7 +81,7 @@ class _Column:
     def __init__(self, interner: _Interner) -> None:
         self.interner = interner
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.rows = np.zeros(0, np.int64)
+        self.rows = np.zeros(0, np.int32)
         self.kind = np.zeros(0, np.uint8)
         self.payload = np.zeros(0, np.int64)
 
@@ -91,10 +91,10 @@ class _Column:
         if missing == len(values):
             return
         if not missing:
-            rows = np.arange(first_row, first_row + len(values), dtype=np.int64)
+            rows = np.arange(first_row, first_row + len(values), dtype=np.int32)
         else:
             flags = list(map(is_not, values, repeat(absent)))
-            rows = np.flatnonzero(np.array(flags, dtype=bool)) + first_row
+            rows = (np.flatnonzero(np.array(flags, dtype=bool)) + first_row).astype(np.int32)
             values = list(compress(values, flags))
         types = set(map(type, values))
         if types == {int}:

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Protocol
 
 from tracekit.errors import TracekitError
 
-CHUNK = 32768
+CHUNK = 8192
 """Events per chunk handed to the sink."""
 BLOCK = 1 << 22
 """Bytes read at a time."""
@@ -75,6 +75,17 @@ def default_max_bytes() -> int:
     except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
         return DEFAULT_MAX_BYTES_CAP
     return int(min(DEFAULT_MAX_BYTES_CAP, max(total // 2, 1 << 30)))
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as "4096", "500M", "8G" or "8GiB" (powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if m is None or float(m.group(1)) * _UNITS[m.group(2).upper()] < 1:
+        raise StreamError(f"--max-bytes must be a size such as 500M or 8G, got {text!r}.")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
 def human_bytes(n: float) -> str:
