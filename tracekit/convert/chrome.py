@@ -18,6 +18,9 @@ Rules:
 
 - Input: an object with `traceEvents` (and optionally `otherData`), or a bare array (whose
   closing bracket may be missing, as the format allows); gzip-compressed files are read too.
+  The file is read as a stream (jsonstream.py) into compact columns (events.py): at most
+  `--max-depth` (64) levels of nesting and `--max-bytes` of JSON after decompression (half
+  the machine's memory, at most 64 GiB), each refused with a message naming its flag.
 - Slices: complete events (ph X) and B/E pairs, paired per (pid, tid) in time order. Instant
   events (i, I), counters, samples, async and object events are ignored and counted in the
   notes. name -> opcode; cat -> layer (the category is what such traces attribute time to:
