@@ -18,6 +18,9 @@ Rules:
 
 - Input: an object with `traceEvents` (and optionally `otherData`), or a bare array (whose
   closing bracket may be missing, as the format allows); gzip-compressed files are read too.
+  The file is read as a stream (jsonstream.py) into compact columns (events.py): at most
+  `--max-depth` (64) levels of nesting and `--max-bytes` of JSON after decompression (half
+  the machine's memory, at most 64 GiB), each refused with a message naming its flag.
 - Slices: complete events (ph X) and B/E pairs, paired per (pid, tid) in time order. Instant
   events (i, I), counters, samples, async and object events are ignored and counted in the
   notes. name -> opcode; cat -> layer (the category is what such traces attribute time to:
@@ -53,20 +56,17 @@ Bad input raises ChromeTraceError naming the file, the event's index in traceEve
 from __future__ import annotations
 
 import gc
-import gzip
 import json
 import math
 import operator
 import os
-import sys
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import repeat
-from operator import itemgetter, methodcaller
+
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,8 @@ import numpy as np
 import polars as pl
 
 from tracekit import __version__
+from tracekit.convert.events import EventTable
+from tracekit.convert.jsonstream import DEFAULT_MAX_DEPTH, StreamError, read_document
 from tracekit.convert.kineto import Profile, is_kineto, kineto_tables
 from tracekit.convert.lanes import lowest_free_lane
 from tracekit.errors import TracekitError
@@ -141,76 +143,35 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_events(path: str | os.PathLike[str]) -> tuple[list[Any], dict[str, Any]]:
-    """The event list and the otherData object of a Chrome trace event file (with the
-    top-level keys beside traceEvents under "_keys")."""
+def read_events(path: str | os.PathLike[str], *, max_depth: int = DEFAULT_MAX_DEPTH,
+                max_bytes: int | None = None) -> tuple[EventTable, dict[str, Any]]:
+    """The events of a Chrome trace event file as columns, read as a stream (see
+    jsonstream.py), and the otherData object (with the top-level keys beside traceEvents under
+    "_keys"). `max_depth` and `max_bytes` (default: half the machine's memory, at most 64
+    GiB) bound the JSON's nesting and expanded size."""
     source = Path(path)
     try:
-        data = source.read_bytes()
-    except FileNotFoundError:
-        raise ChromeTraceError(f"{source}: no such file. Pass a Chrome trace event JSON file "
-                               f"(.json or .json.gz).") from None
-    except OSError as exc:
-        raise ChromeTraceError(f"{source}: cannot read the file ({exc.strerror}).") from None
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ChromeTraceError(f"{source}: a damaged gzip file ({exc}); recompress it or "
-                                   f"pass the plain JSON.") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ChromeTraceError(f"{source}: not UTF-8 text (byte {exc.start}); a Chrome trace "
-                               f"is a JSON file.") from None
-    try:
         with _gc_paused():
-            doc = json.loads(text)
-    except RecursionError:
-        raise ChromeTraceError(f"{source}: JSON nested deeper than the parser follows (about "
-                               f"{sys.getrecursionlimit():,} levels); a Chrome trace nests a "
-                               f"few levels. Check how the file was written.") from None
-    except json.JSONDecodeError as exc:
-        try:
-            doc = _unterminated_array(text)
-        except RecursionError:
-            doc = None
-        if doc is None:
-            raise ChromeTraceError(
-                f"{source}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). Pass "
-                f"a Chrome trace event file: an object with traceEvents, or an array of "
-                f"events.") from None
-    except ValueError as exc:  # a number past Python's digit limit
-        raise ChromeTraceError(f"{source}: a number the JSON parser refuses ({exc}). Trace "
-                               f"times and ids fit in 64 bits; check how the file was "
-                               f"written.") from None
-    if isinstance(doc, dict) and "traceEvents" in doc:
-        events, other = doc["traceEvents"], doc.get("otherData")
-        if not isinstance(events, list):
-            raise ChromeTraceError(f"{source}: traceEvents is a {type(events).__name__}, not "
-                                   f"an array of events.")
-    elif isinstance(doc, list):
-        events, other = doc, None
-    else:
+            doc = read_document(source, lambda: EventTable(str(source)), max_depth=max_depth,
+                                max_bytes=max_bytes)
+    except StreamError as exc:
+        raise ChromeTraceError(str(exc)) from None
+    if doc.not_array is not None:
+        if doc.keys is not None:
+            raise ChromeTraceError(f"{source}: traceEvents is a {doc.not_array}, not an array "
+                                   f"of events.")
+        doc = None
+    if doc is None or (doc.sink is None and doc.keys is not None):
         raise ChromeTraceError(f"{source}: the JSON is neither an array of events nor an "
                                f"object with a traceEvents array; is it a Chrome trace event "
                                f"file?")
-    if not events:
+    table: EventTable = doc.sink
+    table.finish()
+    if not table.count:
         raise ChromeTraceError(f"{source}: holds no events; there is nothing to import.")
-    other = dict(other) if isinstance(other, dict) else {}
-    other["_keys"] = sorted(doc) if isinstance(doc, dict) else []
-    return events, other
-
-
-def _unterminated_array(text: str) -> Any:
-    """The format lets an array of events miss its closing bracket (a trace cut short)."""
-    body = text.rstrip()
-    if not body.startswith("[") or body.endswith("]"):
-        return None
-    try:
-        return json.loads(body.rstrip(",") + "]")
-    except json.JSONDecodeError:
-        return None
+    other = dict(doc.other) if isinstance(doc.other, dict) else {}
+    other["_keys"] = doc.keys or []
+    return table, other
 
 
 # --- compiled passes -------------------------------------------------------------------------
@@ -275,31 +236,32 @@ def _bind(group_ptr, thread_groups, ts, end, ep_thread, ep_ts, ep_mode):  # prag
 
 
 class _Events:
-    """Typed access to the fields of the events at given indices, failing with the file and the
-    first offending event's index. Each field is gathered in one pass and its types checked as
-    a set (C speed); only a failing check looks for the offending event."""
+    """Typed access to the fields of the rows (slices, B/E and flow events) of an EventTable,
+    failing with the file and the offending event's index in traceEvents. Each field is
+    gathered for many rows at once and its types checked as a set (C speed); only a failing
+    check looks for the offending row."""
 
-    def __init__(self, events: list[Any], source: str) -> None:
-        self.events = events
+    def __init__(self, table: EventTable, source: str) -> None:
+        self.table = table
         self.source = source
 
-    def fail(self, index: int, what: str, fix: str) -> ChromeTraceError:
-        return ChromeTraceError(f"{self.source}: event {index}: {what}. {fix}")
+    def fail(self, row: int, what: str, fix: str) -> ChromeTraceError:
+        return ChromeTraceError(f"{self.source}: event {int(self.table.index[row])}: {what}. "
+                                f"{fix}")
 
     def get(self, idx: np.ndarray, key: str) -> list[Any]:
-        return list(map(methodcaller("get", key), map(self.events.__getitem__, idx.tolist())))
+        return self.table.get(idx, key)
+
+    def value(self, row: int, key: str) -> Any:
+        return self.table.value(row, key)
+
+    def args(self, idx: np.ndarray, keys: tuple[str, ...]) -> dict[str, list[Any]]:
+        """args[key] of each row for each key (None where args is not an object or lacks
+        the key)."""
+        return {key: self.table.get(idx, f"args.{key}") for key in keys}
 
     def columns(self, idx: np.ndarray, *keys: str) -> dict[str, Sequence[Any]]:
-        """Several fields of the events at `idx` (None where missing) in one pass when every
-        event has them all, the common case."""
-        subset = list(map(self.events.__getitem__, idx.tolist()))
-        if not subset:
-            return {key: [] for key in keys}
-        try:
-            return dict(zip(keys, zip(*map(itemgetter(*keys), subset), strict=True),
-                            strict=True))
-        except KeyError:
-            return {key: list(map(methodcaller("get", key), subset)) for key in keys}
+        return {key: self.get(idx, key) for key in keys}
 
     def numbers(self, idx: np.ndarray, key: str, what: str,
                 values: Sequence[Any] | None = None) -> np.ndarray:
@@ -349,17 +311,6 @@ def _thread_codes(pids: Sequence[Any], tids: Sequence[Any],
     setdefault = threads.setdefault
     return np.array([setdefault(key, len(threads)) for key in zip(pids, tids, strict=True)],
                     dtype=np.int64)
-
-
-def _arg_columns(args: list[Any], keys: tuple[str, ...]) -> dict[str, Sequence[Any]]:
-    """args[key] of each event for each key (None where args is not an object or lacks the
-    key), in one pass over the args objects."""
-    if not args:
-        return {key: [] for key in keys}
-    if not set(map(type, args)) <= {dict}:
-        args = [a if type(a) is dict else {} for a in args]
-    return dict(zip(keys, zip(*[tuple(map(a.get, keys)) for a in args], strict=True),
-                    strict=True))
 
 
 def _arg_ints(values: Sequence[Any], key: str) -> pl.Series:
@@ -427,32 +378,33 @@ class _Slices:
     depth: np.ndarray | None = None
 
 
-def chrome_tables(events: list[Any], other: dict[str, Any], source: str, *,
+def chrome_tables(events: Sequence[Any] | EventTable, other: dict[str, Any], source: str, *,
                   cycles_per_us: float | None = None,
                   nesting: Nesting | str = Nesting.DEPTH,
                   profile: Profile | str = Profile.AUTO) -> ChromeImport:
-    """The instructions and deps of a Chrome trace's events (see the module docstring)."""
+    """The instructions and deps of a Chrome trace's events (a list of decoded events, or the
+    table `read_events` fills; see the module docstring)."""
     with _gc_paused():
-        return _chrome_tables(events, other, source, cycles_per_us, Nesting(nesting),
+        table = events if isinstance(events, EventTable) else EventTable.of(events, source)
+        return _chrome_tables(table, other, source, cycles_per_us, Nesting(nesting),
                               Profile(profile))
 
 
-def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
+def _chrome_tables(table: EventTable, other: dict[str, Any], source: str,
                    cycles_per_us: float | None, nesting: Nesting,
                    profile: Profile) -> ChromeImport:
     if cycles_per_us is not None and not (math.isfinite(cycles_per_us) and cycles_per_us > 0):
         raise ChromeTraceError(f"--cycles-per-us must be a positive number, got "
                                f"{cycles_per_us}.")
-    ev = _Events(events, source)
-    if not set(map(type, events)) <= {dict}:
-        i, e = next((i, e) for i, e in enumerate(events) if type(e) is not dict)
-        raise ev.fail(i, f"a {type(e).__name__}, not an object",
-                      "Every entry of traceEvents must be a JSON object.")
-    phases = list(map(methodcaller("get", "ph"), events))
-    if not set(map(type, phases)) <= {str}:
-        i = next(i for i, p in enumerate(phases) if type(p) is not str)
-        raise ev.fail(i, 'no "ph" (phase)', 'Give every event a phase such as "X".')
-    ph = np.array(phases, dtype=object)
+    ev = _Events(table, source)
+    if table.first_not_object is not None:
+        i, kind = table.first_not_object
+        raise ChromeTraceError(f"{source}: event {i}: a {kind}, not an object. Every entry of "
+                               f"traceEvents must be a JSON object.")
+    if table.first_no_phase is not None:
+        raise ChromeTraceError(f"{source}: event {table.first_no_phase}: no \"ph\" (phase). "
+                               f"Give every event a phase such as \"X\".")
+    ph = table.ph
     tk = other.get("tracekit")
     tracekit_pid = None
     if (isinstance(tk, dict) and tk.get("format") == TRACEKIT_FORMAT
@@ -463,23 +415,23 @@ def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
             tracekit_pid = None
     if profile is Profile.AUTO:
         keys = other.get("_keys", [])
-        profile = (Profile.KINETO if tracekit_pid is None and is_kineto(keys, events)
+        profile = (Profile.KINETO if tracekit_pid is None and is_kineto(keys, table.tail)
                    else Profile.GENERIC)
     if profile is Profile.KINETO:
         tracekit_pid = None
-    keep_event = np.ones(len(events), dtype=bool)
+    keep_event = np.ones(table.rows, dtype=bool)
     if tracekit_pid is not None:
-        pids = map(methodcaller("get", "pid"), events)
+        pids = ev.get(np.arange(table.rows), "pid")
         keep_event = np.fromiter(map(operator.eq, pids, repeat(tracekit_pid)), dtype=bool,
-                                 count=len(events))
+                                 count=table.rows)
 
     threads: dict[tuple[Any, Any], int] = {}
     slices = _collect_slices(ev, ph, keep_event, threads)
     if slices.event.size == 0:
         raise ChromeTraceError(f"{source}: no complete events (ph X) or B/E pairs; there is "
                                f"nothing to import as instructions.")
-    ignored = Counter(p for p, keep in zip(phases, keep_event.tolist(), strict=True)
-                      if keep and p not in SLICE_PHASES + FLOW_PHASES + ("M",))
+    ignored = (table.other_phases(tracekit_pid) if tracekit_pid is not None
+               else table.other_phases())
     if tracekit_pid is not None:
         ignored.pop("C", None)  # the export's own bandwidth counters
     notes: list[str] = []
@@ -523,8 +475,7 @@ def _chrome_tables(events: list[Any], other: dict[str, Any], source: str,
         # An export carries the trace's dependencies as flows of cat "dependency" (older
         # ones only the critical path's arrows): those are the deps when present.
         is_flow = np.isin(ph, FLOW_PHASES) & keep_event
-        cats = np.array([events[i].get("cat") for i in np.flatnonzero(is_flow).tolist()],
-                        dtype=object)
+        cats = np.array(ev.get(np.flatnonzero(is_flow), "cat"), dtype=object)
         if (cats == "dependency").any():
             flow_keep = keep_event.copy()
             flow_keep[np.flatnonzero(is_flow)[cats != "dependency"]] = False
@@ -568,7 +519,7 @@ def _collect_slices(ev: _Events, ph: np.ndarray, keep: np.ndarray,
     dur = ev.numbers(x, "dur", what, col["dur"])
     if (dur < 0).any():
         bad = int(x[np.flatnonzero(dur < 0)[0]])
-        raise ev.fail(bad, f'"dur" is negative ({ev.events[bad]["dur"]})',
+        raise ev.fail(bad, f'"dur" is negative ({ev.value(bad, "dur")})',
                       "A slice's duration is >= 0; check the producer's timestamps.")
     ev.names(x, "name", what, col["name"])
     x_thread = _thread_codes(ev.ids(x, "pid", what, col["pid"]),
@@ -587,7 +538,7 @@ def _collect_slices(ev: _Events, ph: np.ndarray, keep: np.ndarray,
     partner, status, bad = _pair(be_thread[order], is_begin[order])
     if status:
         event = int(be[order[bad]])
-        pid, tid = ev.events[event].get("pid"), ev.events[event].get("tid")
+        pid, tid = ev.value(event, "pid"), ev.value(event, "tid")
         if status == 1:
             raise ev.fail(event, f'ph "E" ends no open slice on pid {pid}, tid {tid}',
                           "Every E needs an earlier B on the same thread: remove the stray E "
@@ -609,37 +560,38 @@ def _flows(ev: _Events, ph: np.ndarray, keep: np.ndarray, threads: dict[tuple[An
            slices: _Slices, kept: np.ndarray, notes: list[str]
            ) -> tuple[np.ndarray, list[str]]:
     """Edges (pairs of slice indices) and their kinds from v1 flow events and bind_id ties."""
-    events = ev.events
     keys: dict[Any, int] = {}
     fl = np.flatnonzero(np.isin(ph, FLOW_PHASES) & keep)
-    for i in fl.tolist():
-        e = events[i]
-        if e.get("id") is None and e.get("id2") is None:
-            raise ev.fail(i, f'flow event (ph "{e["ph"]}") has no "id"',
-                          "Give each flow's events the same id.")
-    fl_key = np.array([keys.setdefault(("v1", events[i].get("cat"), events[i].get("name"),
-                                        _flow_id(events[i])), len(keys))
-                       for i in fl.tolist()], dtype=np.int64)
+    fl_id = _flow_ids(ev, fl)
+    if None in fl_id:
+        for k, i in enumerate(fl.tolist()):
+            if fl_id[k] is None and ev.value(i, "id2") is None:
+                raise ev.fail(i, f'flow event (ph "{ph[i]}") has no "id"',
+                              "Give each flow's events the same id.")
+    setdefault = keys.setdefault
+    fl_key = np.array([setdefault(("v1", c, n, i), len(keys)) for c, n, i in zip(
+        ev.get(fl, "cat"), ev.get(fl, "name"), fl_id, strict=True)], dtype=np.int64)
     fl_ts = ev.numbers(fl, "ts", "flow event")
     fl_thread = np.array([threads.get(key, -1) for key in zip(
         ev.ids(fl, "pid", "flow event"), ev.ids(fl, "tid", "flow event"), strict=True)],
         dtype=np.int64)
     fl_phase = np.array([("s", "t", "f").index(p) for p in ph[fl].tolist()], dtype=np.int64)
-    fl_mode = np.array([NEXT if p == "f" and events[i].get("bp") != "e" else ENCLOSING
-                        for i, p in zip(fl.tolist(), ph[fl].tolist(), strict=True)],
-                       dtype=np.int64)
-    fl_kind = [_edge_kind(events[i].get("args")) for i in fl.tolist()]
+    fl_mode = np.where((ph[fl] == "f") & ~np.array([b == "e" for b in ev.get(fl, "bp")],
+                                                   dtype=bool), NEXT, ENCLOSING).astype(np.int64)
+    fl_kind = [k if k in EDGE_KINDS else EdgeKind.DATA.value for k in ev.get(fl, "args.edge")]
 
     # bind_id ties on slices (flow events v2): a flow_out starts, a flow_in ends, both steps.
-    tied = [k for k, i in enumerate(slices.event.tolist())
-            if "bind_id" in events[i] and (events[i].get("flow_in") or events[i].get("flow_out"))]
-    tied_arr = np.array(tied, dtype=np.int64)
-    t_key = np.array([keys.setdefault(("v2", json.dumps(events[slices.event[k]]["bind_id"])),
-                                      len(keys)) for k in tied], dtype=np.int64)
-    t_phase = np.array([STEP if events[slices.event[k]].get("flow_in")
-                        and events[slices.event[k]].get("flow_out")
-                        else END if events[slices.event[k]].get("flow_in") else START
-                        for k in tied], dtype=np.int64)
+    tied_arr = np.flatnonzero(ev.table.has(slices.event, "bind_id"))
+    flow_in = ev.get(slices.event[tied_arr], "flow_in")
+    flow_out = ev.get(slices.event[tied_arr], "flow_out")
+    is_tied = np.array([bool(i or o) for i, o in zip(flow_in, flow_out, strict=True)], bool)
+    tied_arr = tied_arr[is_tied] if tied_arr.size else tied_arr
+    flow_in = [v for v, t in zip(flow_in, is_tied.tolist(), strict=True) if t]
+    flow_out = [v for v, t in zip(flow_out, is_tied.tolist(), strict=True) if t]
+    t_key = np.array([keys.setdefault(("v2", json.dumps(b)), len(keys)) for b in ev.get(
+        slices.event[tied_arr], "bind_id")], dtype=np.int64)
+    t_phase = np.array([STEP if i and o else END if i else START
+                        for i, o in zip(flow_in, flow_out, strict=True)], dtype=np.int64)
 
     # Sort every flow end by (key, ts, file order) and chain consecutive ends.
     key = np.concatenate([fl_key, t_key])
@@ -656,7 +608,7 @@ def _flows(ev: _Events, ph: np.ndarray, keep: np.ndarray, threads: dict[tuple[An
     orphan = closing & ~opens
     if orphan.any():
         bad = int(event[np.flatnonzero(orphan)[0]])
-        raise ev.fail(bad, f'flow event (ph "{events[bad].get("ph")}") has an id that no flow '
+        raise ev.fail(bad, f'flow event (ph "{ph[bad]}") has an id that no flow '
                       f'start (ph "s" or flow_out) opened at or before its ts',
                       "Add the flow's start event with the same cat, name and id, or remove "
                       "this one.")
@@ -682,15 +634,18 @@ def _flows(ev: _Events, ph: np.ndarray, keep: np.ndarray, threads: dict[tuple[An
 EDGE_KINDS = frozenset(k.value for k in EdgeKind)
 
 
-def _edge_kind(args: Any) -> str:
-    kind = args.get("edge") if type(args) is dict else None
-    return kind if kind in EDGE_KINDS else EdgeKind.DATA.value
-
-
-def _flow_id(event: dict[str, Any]) -> Any:
-    """A hashable form of a flow event's id (or id2)."""
-    value = event.get("id", event.get("id2"))
-    return value if type(value) in (int, str) else json.dumps(value, sort_keys=True)
+def _flow_ids(ev: _Events, rows: np.ndarray) -> list[Any]:
+    """A hashable form of each flow event's id (or id2 where it has no id); None where
+    neither is there."""
+    values = ev.get(rows, "id")
+    if None in values:
+        has_id = ev.table.has(rows, "id").tolist()
+        id2 = ev.get(rows, "id2")
+        values = [v if h else w for v, h, w in zip(values, has_id, id2, strict=True)]
+    if set(map(type, values)) <= {int, str}:
+        return values
+    return [v if type(v) in (int, str) or v is None else json.dumps(v, sort_keys=True)
+            for v in values]
 
 
 def _bind_ends(slices: _Slices, kept: np.ndarray, thread: np.ndarray, ts: np.ndarray,
@@ -729,7 +684,7 @@ def _tracekit_rows(ev: _Events, tk: dict[str, Any], slices: _Slices, rows: np.nd
         raise ev.fail(bad, "ts or dur is not a whole number of cycles in a file exported by "
                       "tracekit", "Re-export it with `tracekit export perfetto`, or pass "
                       "--cycles-per-us to scale it.")
-    cols = _arg_columns(ev.get(idx, "args"), ("id", "seq", "engine", "layer") + WORK_ARGS)
+    cols = ev.args(idx, ("id", "seq", "engine", "layer") + WORK_ARGS)
     for key, kind in (("id", int), ("seq", int), ("engine", str)):
         values = cols[key]
         if not set(map(type, values)) <= {kind}:
@@ -789,7 +744,7 @@ def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     seq = np.empty(rows.size, dtype=np.int64)
     seq[by_engine] = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts,
                                                       counts[counts > 0])
-    work = _arg_columns(ev.get(idx, "args"), WORK_ARGS)
+    work = ev.args(idx, WORK_ARGS)
     cats = ev.get(idx, "cat")
     table = pl.DataFrame({
         "id": ids,
@@ -816,16 +771,11 @@ def _thread_labels(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], i
     name is missing); labels that two threads share get their pid:tid appended."""
     process_names: dict[Any, str] = {}
     thread_names: dict[tuple[Any, Any], str] = {}
-    for i in np.flatnonzero(ph == "M").tolist():
-        e = ev.events[i]
-        args = e.get("args")
-        name = args.get("name") if isinstance(args, dict) else None
-        if not isinstance(name, str):
-            continue
-        if e.get("name") == "process_name":
-            process_names[e.get("pid")] = name
-        elif e.get("name") == "thread_name":
-            thread_names[(e.get("pid"), e.get("tid"))] = name
+    for kind, pid, tid, name in ev.table.names:
+        if kind == "process_name":
+            process_names[pid] = name
+        else:
+            thread_names[(pid, tid)] = name
     labels = [""] * len(threads)
     for (pid, tid), code in threads.items():
         labels[code] = clean_text(f"{process_names.get(pid, str(pid))}/"
@@ -840,12 +790,14 @@ def _thread_labels(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], i
 def convert_chrome(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
                    cycles_per_us: float | None = None, nesting: Nesting | str = Nesting.DEPTH,
                    workload: str | None = None, overwrite: bool = False,
-                   profile: Profile | str = Profile.AUTO
-                   ) -> tuple[Trace, tuple[str, ...]]:
+                   profile: Profile | str = Profile.AUTO, max_depth: int = DEFAULT_MAX_DEPTH,
+                   max_bytes: int | None = None) -> tuple[Trace, tuple[str, ...]]:
     """Import the Chrome trace event file at `path` as a bundle at `output` (written
-    atomically and validated) and return it with the notes on what was left out."""
+    atomically and validated) and return it with the notes on what was left out. The file is
+    read as a stream within `max_depth` levels of nesting and `max_bytes` of JSON (see
+    `read_events`)."""
     source = Path(path)
-    events, other = read_events(source)
+    events, other = read_events(source, max_depth=max_depth, max_bytes=max_bytes)
     result = chrome_tables(events, other, str(source), cycles_per_us=cycles_per_us,
                            nesting=nesting, profile=profile)
     name = workload or result.workload or _stem(source)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -58,13 +58,13 @@ FAN_OUT = "flow ends sharing one start kept"
 DANGLING = "flow starts with no end dropped"
 
 
-def is_kineto(doc_keys: Sequence[str], events: list[Any]) -> bool:
+def is_kineto(doc_keys: Sequence[str], tail: Iterable[Any]) -> bool:
     """Whether a trace looks written by the PyTorch profiler: its top-level metadata, or the
-    profiler's own span."""
+    profiler's own span among the last events (`tail`)."""
     if any(key in doc_keys for key in KINETO_KEYS):
         return True
     return any(type(e) is dict and e.get("cat") == "Trace" and e.get("ph") == "X"
-               and str(e.get("name", "")).startswith("PyTorch Profiler") for e in events[-64:])
+               and str(e.get("name", "")).startswith("PyTorch Profiler") for e in tail)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -151,10 +151,9 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         WORK_ARGS,
         ChromeTraceError,
         Nesting,
-        _arg_columns,
         _arg_ints,
         _bind_ends,
-        _flow_id,
+        _flow_ids,
         _thread_labels,
         clean_text,
         clean_texts,
@@ -163,7 +162,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     n = slices.event.size
     cats = ev.get(slices.event, "cat")
     names = ev.get(slices.event, "name")
-    args = _arg_columns(ev.get(slices.event, "args"), KINETO_ARGS + WORK_ARGS)
+    args = ev.args(slices.event, KINETO_ARGS + WORK_ARGS)
     cat_arr = np.array([c if type(c) is str else "" for c in cats], dtype=object)
     kind = np.full(n, CPU, dtype=np.int64)
     kind[np.isin(cat_arr, list(GPU_CATS))] = GPU
@@ -265,27 +264,26 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     # Flows to the cuda_sync markers (id = the marker's correlation) are read as syncs below.
     sync_ids = {c for c, k in zip(args["correlation"], kind.tolist(), strict=True)
                 if k == SYNC and type(c) is int}
-    with_id = [i for i in fl.tolist() if (ev.events[i].get("id") is not None
-               or ev.events[i].get("id2") is not None)
-               and ev.events[i].get("id") not in sync_ids]
-    counts["flow events to sync markers read as syncs"] = sum(
-        1 for i in fl.tolist() if ev.events[i].get("id") in sync_ids)
-    counts["flow events without an id"] = fl.size - len(with_id) - counts[
-        "flow events to sync markers read as syncs"]
-    fl = np.array(with_id, dtype=np.int64)
+    raw_id = ev.get(fl, "id")
+    to_sync = np.array([type(v) in (int, float, bool) and v in sync_ids for v in raw_id], bool)
+    fl_id = _flow_ids(ev, fl)
+    with_id = np.array([v is not None for v in fl_id], bool) & ~to_sync
+    counts["flow events to sync markers read as syncs"] = int(to_sync.sum())
+    counts["flow events without an id"] = int(fl.size - with_id.sum() - to_sync.sum())
+    fl = fl[with_id] if fl.size else fl
+    fl_id = [v for v, w in zip(fl_id, with_id.tolist(), strict=True) if w]
     has_flow_in = np.zeros(n, dtype=bool)
     if fl.size:
         keys: dict[Any, int] = {}
-        fl_key = np.array([keys.setdefault((ev.events[i].get("cat"), ev.events[i].get("name"),
-                                            _flow_id(ev.events[i])), len(keys))
-                           for i in fl.tolist()], dtype=np.int64)
+        setdefault = keys.setdefault
+        fl_key = np.array([setdefault((c, m, i), len(keys)) for c, m, i in zip(
+            ev.get(fl, "cat"), ev.get(fl, "name"), fl_id, strict=True)], dtype=np.int64)
         fl_ts = ev.numbers(fl, "ts", "flow event")
-        fl_thread = np.array([threads.get((ev.events[i].get("pid"), ev.events[i].get("tid")),
-                                          -1) for i in fl.tolist()], dtype=np.int64)
+        fl_thread = np.array([threads.get(key, -1) for key in zip(
+            ev.get(fl, "pid"), ev.get(fl, "tid"), strict=True)], dtype=np.int64)
         phase = np.array([("s", "t", "f").index(p) for p in ph[fl].tolist()], dtype=np.int64)
-        mode = np.array([1 if p == "f" and ev.events[i].get("bp") != "e" else 0
-                         for i, p in zip(fl.tolist(), ph[fl].tolist(), strict=True)],
-                        dtype=np.int64)
+        mode = ((ph[fl] == "f") & ~np.array([b == "e" for b in ev.get(fl, "bp")], dtype=bool)
+                ).astype(np.int64)
         src_pos, dst_pos, flow_counts = _tolerant_pairs(fl_key, fl_ts, phase)
         counts.update(flow_counts)
         bound = _bind_ends(slices, kept, fl_thread, fl_ts, mode, np.full(fl.size, -1))

@@ -86,12 +86,19 @@ def convert_chrome(
     profile: Annotated[str, Opt(help="The producer's conventions: auto (the PyTorch "
                                      "profiler's when the file's metadata says so), kineto "
                                      "or generic.")] = "auto",
+    max_depth: Annotated[int, Opt("--max-depth", help="Refuse JSON nested deeper than this "
+                                  "(levels of arrays and objects; at most 500).")] = 64,
+    max_bytes: Annotated[str | None, Opt(
+        "--max-bytes", help="Refuse a file whose JSON (after decompression) is larger, e.g. "
+        "8G or 500M (default: half the machine's memory, at most 64G).",
+        show_default=False)] = None,
     force: Annotated[bool, Opt("--force", help="Replace an existing bundle.")] = False,
 ) -> None:
     """Import Chrome trace event JSON (PyTorch profiler, simulators, `tracekit export
     perfetto`): slices become instructions, threads engines, flow events dependencies."""
     from tracekit.convert.chrome import Nesting
     from tracekit.convert.chrome import convert_chrome as run_convert
+    from tracekit.convert.jsonstream import parse_size
     from tracekit.convert.kineto import Profile
 
     if nesting not in {n.value for n in Nesting}:
@@ -100,11 +107,13 @@ def convert_chrome(
     if profile not in {p.value for p in Profile}:
         raise typer.BadParameter(f"{profile!r} is not one of auto, kineto, generic",
                                  param_hint="--profile")
+    limit = parse_size(max_bytes) if max_bytes is not None else None
     refuse_to_replace(output, force)  # before reading what may be a large file
     with status(f"importing {source}"):
         trace, notes = run_convert(source, output, cycles_per_us=cycles_per_us,
                                    nesting=Nesting(nesting), workload=workload,
-                                   overwrite=force, profile=Profile(profile))
+                                   overwrite=force, profile=Profile(profile),
+                                   max_depth=max_depth, max_bytes=limit)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     tables = trace.manifest.tables
