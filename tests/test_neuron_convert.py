@@ -303,7 +303,8 @@ def test_machine_description_from_metadata(tmp_path: Path) -> None:
     assert machine.name == "trn2.48xlarge" and machine.clock_hz == pytest.approx(1.4e9)
     assert machine.engines["tensor"].per_flop == pytest.approx(1.4 / (2 * 128 * 128 * 2.8))
     assert machine.hbm_bytes_per_cycle == pytest.approx(4e11 / 1.4e9)
-    assert machine.dma_bytes_per_cycle == pytest.approx(1.6e11 / (1.4e9 * 16))
+    # one queue may use the core's whole DMA bandwidth (its packets spread over the engines)
+    assert machine.dma_bytes_per_cycle == pytest.approx(1.6e11 / 1.4e9)
     assert "not measured" in path.read_text(encoding="utf-8")
     del meta["hbm_ddr_bandwidth"]
     assert "trn-like default" in machine_toml(meta, tmp_path / "Metadata.parquet")

@@ -216,3 +216,28 @@ def test_a_profile_of_several_executions_shows_no_recorded_values(
     got = figures(tracekit.open_trace(tmp_path / "bundle"))
     assert all(row["recorded"] is None for row in got.values())
     assert got["total_time"]["tracekit"] == 450  # execution 1's own span
+
+
+def test_bugs_leave_out_what_a_profile_does_not_record(tmp_path: Path,
+                                                        workloads: dict[str, Path]) -> None:
+    """A profile records no memory ranges of compute instructions and waits only where the
+    operands show them: dead writes and leaked semaphores would be artefacts of the import."""
+    from neuron_profiles import write_profile
+
+    from tracekit.analysis.signatures import (
+        check_dead_writes,
+        find_bugs,
+        skipped_checks,
+    )
+    from tracekit.convert.neuron_explorer import convert
+    from tracekit.replay.machine import builtin_machine
+
+    profile = write_profile(workloads["gemm"], tmp_path / "profile")
+    convert(profile.path, tmp_path / "bundle")
+    trace = tracekit.open_trace(tmp_path / "bundle")
+    assert trace.manifest.extra["coverage"] == {"memory": "dma-only",
+                                                "semaphore_waits": "partial"}
+    assert skipped_checks(trace) == {check_dead_writes}
+    codes = {f.code.value for f in find_bugs(trace, builtin_machine())}
+    assert not codes & {"dead-write", "semaphore-leak"}, codes
+    assert skipped_checks(tracekit.open_trace(workloads["gemm"])) == frozenset()

@@ -402,7 +402,8 @@ def check_semaphores(ctx: Context) -> None:
                     signal.sum().alias("signals"),
                     signallers.bottom_k(EXAMPLES).sort().alias("first"))
                .sort("sem"))
-    leaks = per_sem.filter((pl.col("waits") == 0) & (pl.col("signalled") > 0))
+    leaks = per_sem.filter((pl.col("waits") == 0) & (pl.col("signalled") > 0)
+                           & ~partial(ctx.trace, "semaphore_waits", "partial"))
     _capped(ctx, Code.SEMAPHORE_LEAK, leaks, lambda r: (
         f"semaphore {r['sem']} is signalled {r['signals']} time(s) (adding "
         f"{r['signalled']}) and never waited on", {"instructions": _ids(r["first"])}))
@@ -1113,6 +1114,27 @@ CHECKS: tuple[Callable[[Context], None], ...] = (
     check_latency, check_races, check_bandwidth, check_reloads, check_dead_writes,
     check_small_dma, check_ping_pong)
 
+COVERAGE: dict[tuple[str, str], tuple[Callable[[Context], None], ...]] = {
+    ("memory", "dma-only"): (check_dead_writes,),
+}
+"""Checks left out when the manifest's extra.coverage says the trace does not record what they
+need: a write looks dead when the reads of compute instructions are not recorded (a device
+profile import records only its DMA transfers' ranges). With semaphore_waits "partial" (waits
+only where a profile's operand text shows them), `check_semaphores` leaves out its leaks."""
+
+
+def partial(trace: Trace, what: str, level: str) -> bool:
+    """Whether the manifest's extra.coverage says `what` is recorded only at `level`."""
+    coverage = trace.manifest.extra.get("coverage")
+    return isinstance(coverage, dict) and coverage.get(what) == level
+
+
+def skipped_checks(trace: Trace) -> frozenset[Callable[[Context], None]]:
+    """The checks COVERAGE leaves out for this trace."""
+    return frozenset(check for (what, level), checks in COVERAGE.items()
+                     if partial(trace, what, level) for check in checks)
+
+
 RUN_ORDER: tuple[Callable[[Context], None], ...] = (
     check_deadlocks, check_semaphores, check_timing, check_bounds, check_latency,
     check_bandwidth, check_order_dependent, check_races, check_reloads, check_dead_writes,
@@ -1226,12 +1248,14 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
                   timed=timed, tables=tables, run=run)
     ctx.start_happens_before()
     found: dict[Callable[[Context], None], list[Finding]] = {}
+    skipped = skipped_checks(trace)
     with progress.step("checking bug signatures", total=len(RUN_ORDER)) as step:
         for check in RUN_ORDER:
             ctx.last_cached = frozenset(t for t, last in LAST_CACHED_READ.items()
                                         if last is check)
             ctx.findings = found[check] = []
-            check(ctx)
+            if check not in skipped:
+                check(ctx)
             step.advance()
     return sorted((f for check in CHECKS for f in found[check]), key=lambda f: -f.severity.rank)
 

@@ -131,7 +131,9 @@ def convert(profile_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
         "metadata": plain_values(meta),
         "counters": report.counters,
         **({"summary": built.summary} if built.summary is not None else {}),
-        "import": report.manifest_dict()}}
+        "import": report.manifest_dict()},
+        # What the profile does not record, for the checks that need it (signatures.COVERAGE).
+        "coverage": {"memory": "dma-only", "semaphore_waits": "partial"}}
     workload = (meta.get("profile_name") or built.network_name or folder.resolve().name
                 or "neuron-profile")
     explorer = meta.get("explorer_version")

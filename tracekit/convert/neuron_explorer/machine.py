@@ -2,8 +2,9 @@
 the HBM and DMA bandwidths from Metadata, the rest tracekit's trn-like defaults (marked so).
 
 With neuroncore_clock_freq 1.4 GHz, a 128 x 128 array at 1.4 GHz, hbm_ddr_bandwidth 4e11 B/s
-and dma_ddr_bandwidth 2e11 B/s over 16 DMA engines: clock_hz 1.4e9, tensor per_flop
-1 / 32768 cycles, HBM 285.7 bytes per cycle, each DMA queue 8.93 bytes per cycle.
+and dma_ddr_bandwidth 2e11 B/s: clock_hz 1.4e9, tensor per_flop 1 / 32768 cycles, HBM 285.7
+bytes per cycle, each DMA queue 142.9 bytes per cycle (a transfer's packets spread over the
+core's DMA engines, so one queue can use the core's whole DMA bandwidth).
 """
 
 from __future__ import annotations
@@ -78,13 +79,16 @@ def machine_toml(meta: dict[str, Any], path: Path) -> str:
         lines += ["[hbm]", "bytes_per_cycle = 192.0    # trn-like default: Metadata has no "
                            "hbm_ddr_bandwidth"]
     lines.append("")
-    if dma is not None and engines is not None:
-        lines += ["[dma]", f"bytes_per_cycle = {dma / (clock_hz * engines)!r}    # per queue: "
-                           f"dma_ddr_bandwidth {dma:g} B/s / (clock_hz x "
-                           f"{engines:g} num_dma_engines_per_neuroncore)"]
+    if dma is not None:
+        # A queue's transfer is split into packets over the core's DMA engines (up to
+        # num_dma_engines_per_neuroncore at once), so one queue can use the core's whole DMA
+        # bandwidth; the HBM bandwidth caps what all queues move together.
+        lines += ["[dma]", f"bytes_per_cycle = {dma / clock_hz!r}    # per queue: "
+                           f"dma_ddr_bandwidth {dma:g} B/s / clock_hz (a transfer's packets "
+                           f"use the core's {engines or 16:g} DMA engines at once)"]
     else:
         lines += ["[dma]", "bytes_per_cycle = 64.0    # trn-like default: Metadata has no "
-                           "dma_ddr_bandwidth or num_dma_engines_per_neuroncore"]
+                           "dma_ddr_bandwidth"]
     lines.append("")
     lines.append(_DEFAULTS)
     lines.append("[engines.tensor]")
