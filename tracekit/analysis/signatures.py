@@ -403,7 +403,7 @@ def check_semaphores(ctx: Context) -> None:
                     signallers.bottom_k(EXAMPLES).sort().alias("first"))
                .sort("sem"))
     leaks = per_sem.filter((pl.col("waits") == 0) & (pl.col("signalled") > 0)
-                           & ~partial(ctx.trace, "semaphore_waits", "partial"))
+                           & pl.lit(not partial(ctx.trace, "semaphore_waits", "partial")))
     _capped(ctx, Code.SEMAPHORE_LEAK, leaks, lambda r: (
         f"semaphore {r['sem']} is signalled {r['signals']} time(s) (adding "
         f"{r['signalled']}) and never waited on", {"instructions": _ids(r["first"])}))
