@@ -181,6 +181,61 @@ def bundle_dir(path: str | os.PathLike[str]) -> Path:
     return bundle
 
 
+def outside_link(bundle: Path, name: str) -> str | None:
+    """Where the entry `name` of `bundle` leads when it is a symbolic link out of the bundle
+    folder (its resolved target), else None. A bundle is self-contained: a link out of it
+    would make validation, hashing and every reader follow a file tracekit does not own."""
+    entry = bundle / name
+    if not entry.is_symlink():
+        return None
+    target = entry.resolve()
+    return None if target.parent == bundle.resolve() else str(target)
+
+
+def refuse_outside_link(bundle: Path, name: str) -> None:
+    """TableReadError when the bundle's entry `name` is a link out of the bundle."""
+    target = outside_link(bundle, name)
+    if target is not None:
+        raise TableReadError(
+            f"{bundle / name}: is a symbolic link to {target}, outside the bundle "
+            f"[outside-link]. Copy the file into the bundle in place of the link, or "
+            f"re-export the bundle.")
+
+
+def null_counts(path: Path, columns: list[str]) -> dict[str, int]:
+    """Nulls per column as the Parquet footer's statistics record them (columns whose row
+    groups lack statistics are left out): a check of required columns that reads no data."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError, ValueError):
+        return {}  # read_file_schema reports the damage
+    index = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+    out: dict[str, int] = {}
+    for name in columns:
+        if name not in index:
+            continue
+        total = 0
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(index[name]).statistics
+            if stats is None or not stats.has_null_count:
+                break
+            total += stats.null_count
+        else:
+            out[name] = total
+    return out
+
+
+def _refuse_nulls(spec: TableSpec, path: Path) -> None:
+    required = [c.name for c in spec.columns if not c.nullable]
+    nulls = {name: n for name, n in null_counts(path, required).items() if n}
+    if nulls:
+        listing = ", ".join(f"{n:,} in {name}" for name, n in nulls.items())
+        raise TableReadError(
+            f"{path}: null values in required column(s) ({listing}) [not-null]. Run "
+            f"`tracekit validate {path.parent}` for the rows; fill them and re-export the "
+            f"bundle.")
+
+
 def read_file_schema(path: Path) -> pa.Schema:
     """The Arrow schema in a Parquet file's footer; TableReadError if it is not Parquet."""
     try:
@@ -230,6 +285,7 @@ def open_trace(path: str | os.PathLike[str], *, verify: bool = True) -> Trace:
     half-way through an analysis. `tracekit.validate` checks every rule of the schema.
     """
     bundle = bundle_dir(path)
+    refuse_outside_link(bundle, MANIFEST_FILE)
     raw = read_manifest_json(bundle)
     source = str(bundle / MANIFEST_FILE)
     check_version(raw.get("schema_version"), source)
@@ -241,12 +297,14 @@ def open_trace(path: str | os.PathLike[str], *, verify: bool = True) -> Trace:
             if spec is None:
                 continue  # reported by Manifest.from_dict below
             file_path = bundle / spec.file
+            refuse_outside_link(bundle, spec.file)
             if not file_path.is_file():
                 raise TableReadError(f"{file_path}: listed in the manifest but missing or not a "
                                      f"file. Restore the file or re-export the bundle.")
             if verify and isinstance(entry, dict):
                 _verify_file(file_path, entry)
             frames[name] = scan_table(spec, file_path, read_file_schema(file_path))
+            _refuse_nulls(spec, file_path)
     raw, frames = upgrade(raw, frames, source)
     manifest = Manifest.from_dict(raw, bundle / MANIFEST_FILE)
     if "instructions" not in manifest.tables:
