@@ -168,7 +168,7 @@ def calibrate(
                                         f"trace(s)")
     write_text_atomic(output, text)  # never a half-written machine file
     for warning in result.warnings:
-        typer.echo(f"warning: {warning.message}", err=True)
+        typer.echo(f"warning: {render.printable(warning.message)}", err=True)
     args = (result, str(output), [str(t) for t in traces])
     if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json(render.calibration_to_dict(*args)))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.text import Text
+from tracekit.cli.render.base import Text
 
 from tracekit import progress
 from tracekit.analysis.timelines import TimelineChoice
