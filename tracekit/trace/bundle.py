@@ -8,10 +8,15 @@ an existing bundle is replaced only with `overwrite=True`.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -168,6 +173,8 @@ class Trace:
 def bundle_dir(path: str | os.PathLike[str]) -> Path:
     """`path` as a bundle folder, or TraceNotFoundError saying what it is instead."""
     bundle = Path(path)
+    if not bundle.exists():
+        clean_leftovers(bundle)  # an interrupted replacement: the old bundle comes back
     if not bundle.exists():
         raise TraceNotFoundError(f"{bundle}: no such file or folder. Pass the folder of a trace "
                                  f"bundle (it holds {MANIFEST_FILE}).")
@@ -526,7 +533,8 @@ def write_trace(
                            clock_hz=clock_hz, time_unit=time_unit, created=created, extra=extra)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    clean_leftovers(target)
+    staging = leftover_name(target, "tmp")
     staging.mkdir()  # mode 0o777 less the umask, like any folder the user makes
     try:
         # One table at a time, each conformed, written and released before the next is made
@@ -560,7 +568,8 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     ends normally and removed when it raises: readers see the old file or the whole new one,
     never a half-written one, and a failed write leaves nothing behind."""
     target = Path(path)
-    temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    clean_leftovers(target)
+    temporary = leftover_name(target, "tmp")
     try:
         yield temporary
         temporary.replace(target)
@@ -601,11 +610,18 @@ def _check_manifest_fields(**fields: Any) -> None:
 
 
 def _replace_dir(staging: Path, target: Path) -> None:
-    """Move the finished `staging` folder to `target`, replacing an existing bundle there."""
+    """Move the finished `staging` folder to `target`, replacing an existing bundle there.
+    The two are exchanged in one step where the system can (Linux's renameat2), so that there
+    is never a moment without a bundle at `target`; elsewhere the old one is renamed away
+    first, and `clean_leftovers` puts it back should the process die before the new one is
+    in place."""
     if not target.exists():
         staging.rename(target)
         return
-    retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # the old bundle, now at staging's name
+        return
+    retired = leftover_name(target, "old")
     target.rename(retired)
     try:
         staging.rename(target)
@@ -613,6 +629,79 @@ def _replace_dir(staging: Path, target: Path) -> None:
         retired.rename(target)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the entries `a` and `b` atomically (Linux renameat2 RENAME_EXCHANGE); False where
+    the system or the file system cannot, and nothing was moved."""
+    if sys.platform != "linux":
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False  # a C library without renameat2 (glibc before 2.28, musl before 1.2.?)
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+_LEFTOVER = re.compile(r"(?P<kind>tmp|old)-(?:(?P<pid>[0-9]+)-)?[0-9a-f]{32}")
+
+
+def leftover_name(target: Path, kind: str) -> Path:
+    """A hidden name beside `target` for a write in progress (`tmp`: the new output being
+    written; `old`: a replaced bundle not yet removed), carrying this process's id so that
+    `clean_leftovers` can tell a live write from one that was interrupted."""
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or an absurd number): leave its entries alone
+    return True
+
+
+def clean_leftovers(target: Path) -> list[Path]:
+    """Entries an interrupted write to `target` left beside it, dealt with: temporaries
+    removed, and a bundle that was being replaced put back when `target` is missing (else
+    removed). Entries of a process still running are left alone. Returns what was handled."""
+    parent = target.parent
+    if not parent.is_dir():
+        return []
+    handled = []
+    prefix = f".{target.name}."
+    for entry in sorted(parent.glob(glob.escape(prefix) + "*")):
+        match = _LEFTOVER.fullmatch(entry.name[len(prefix):])
+        if match is None or (match["pid"] and _alive(int(match["pid"]))):
+            continue
+        try:
+            if match["kind"] == "old" and not os.path.lexists(target):
+                entry.rename(target)
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:
+            continue  # another process cleaned it first
+        except OSError as exc:
+            raise OutputError(f"{entry}: left by an interrupted write to {target}, and it "
+                              f"cannot be removed ({exc.strerror}). Remove it by hand.") from None
+        handled.append(entry)
+    return handled
 
 
 def file_sha256(path: Path) -> str:

@@ -121,7 +121,7 @@ def nightly(
     summary with a trend table and JUnit XML. Exits 3 on any regression, 1 when a workload
     could not run."""
     from tracekit.analysis.history import explain
-    from tracekit.analysis.nightly import load_suite, trend
+    from tracekit.analysis.nightly import check_writable, load_suite, trend
     from tracekit.analysis.nightly import nightly as run_nightly
 
     suite = load_suite(suite_file)
@@ -129,8 +129,12 @@ def nightly(
     if report is not None and report.exists() and not report.is_dir():
         raise typer.BadParameter(f"{report} is a file; --report needs a folder",
                                  param_hint="--report")
+    # Both folders are checked before any workload runs, so no result is lost at the end.
+    check_writable(report if report is not None else folder / "reports", "reports")
     with status(f"running {len(suite.workloads)} workload(s)"):
         run = run_nightly(suite, folder, scheduler=scheduler, workers=workers, run_id=run_id)
+    for note in run.notes:
+        typer.echo(f"warning: {render.printable(note)}", err=True)
     out = report or folder / "reports" / run.rows["run_id"][0]
     explained = explain(run)
     summary = render.nightly_markdown(run, trend(run), explained)
