@@ -182,3 +182,22 @@ def test_every_column_all_null(base: Path, tmp_path: Path) -> None:
         _library(bundle)
         for command in ("bugs", "analyze"):
             _clean(command, str(bundle))
+
+
+def test_strings_that_are_not_utf8(base: Path, tmp_path: Path) -> None:
+    """Found by the campaign: a string page that is not UTF-8 made polars panic inside
+    validate (a PanicException, which is no Exception) and every command print a traceback."""
+    import pyarrow as pa
+
+    from tracekit.trace.builder import replace_table_file
+
+    bundle = _copy(base, tmp_path, "u")
+    data = pq.read_table(bundle / "instructions.parquet")
+    index = data.schema.get_field_index("opcode")
+    values = pa.array([b"\xff\xfe"] * data.num_rows, pa.binary()).view(pa.string())
+    values = values.dictionary_encode()
+    data = data.set_column(index, pa.field("opcode", values.type), values)
+    replace_table_file(bundle, "instructions", data)
+    _library(bundle)
+    for command in ("validate", "info", "analyze", "bugs", "replay"):
+        _clean(command, str(bundle))

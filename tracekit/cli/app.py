@@ -101,7 +101,8 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
                        "allows for this command; run it on a machine with more memory, or on "
                        "a part of the input.", err=True)
             raise typer.Exit(EXIT_INPUT) from None
-        except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        except (Exception, pl.exceptions.PanicException) as exc:  # noqa: BLE001 - the last
+            # resort: one line, never a traceback (polars' panics are BaseExceptions)
             typer.echo(internal_error(exc), err=True)
             raise typer.Exit(EXIT_INPUT) from None
         finally:

@@ -356,7 +356,9 @@ class _Validator:
                         + [pl.lit(None, dtype=c.polars_type).alias(c.name) for c in missing])
                     self.check_rows(spec, frame)
                     self.offset += frame.height
-        except (pl.exceptions.PolarsError, pa.ArrowException, OSError, ValueError) as exc:
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, pa.ArrowException,
+                OSError, ValueError) as exc:
+            # (polars panics on some damage, such as strings that are not UTF-8)
             self.flush_rows()
             self.add(Rule.TABLE_UNREADABLE, f"reading the data failed: {first_line(exc)}", spec)
             return
