@@ -179,7 +179,7 @@ def run(case: Case, timeout: float) -> dict[str, object]:
     env = {**os.environ, "TRACEKIT_QUIET": "1", "PYTHONWARNINGS": ""}
     proc = subprocess.Popen(["/usr/bin/time", "-f", "MAXRSS_KB %M", *TRACEKIT, *case.command],
                             stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env, cwd=case.folder.parent)
+                            stderr=subprocess.PIPE, env=env, cwd=case.folder)
     hang = False
     try:
         _, err = proc.communicate(timeout=timeout)

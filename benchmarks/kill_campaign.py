@@ -56,7 +56,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="tracekit-kill-"))
     subprocess.run(TRACEKIT + ["generate", "gemm", "--m", "256", "--n", "256", "--k", "256",
-                               "-o", str(work / "src")], check=True)
+                               "-o", str(work / "src")], check=True, stdout=subprocess.DEVNULL)
     from test_convert_scalesim import tiny_run
 
     run = tiny_run(work / "ss")
@@ -65,7 +65,8 @@ def main() -> None:
         "replay": ("bundle", ["replay", str(work / "src"), "-o", "{out}", "--force"]),
         "convert scalesim": ("bundle", ["convert", "scalesim", str(run), "-o", "{out}",
                                         "--force"]),
-        "export perfetto": ("file", ["export", "perfetto", str(work / "src"), "-o", "{out}"]),
+        "export perfetto": ("file", ["export", "perfetto", str(work / "src"), "-o", "{out}",
+                                     "--force"]),
     }
     results: dict[str, dict[str, int]] = {}
     stray: list[str] = []
