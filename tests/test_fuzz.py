@@ -53,7 +53,7 @@ def _copy(base: Path, tmp_path: Path, name: str) -> Path:
 
 
 def _clean(*command: str) -> None:
-    result = runner.invoke(app, ["-q", *command])
+    result = runner.invoke(app, [*command])
     assert result.exit_code in (0, 1, 3), result.output
     assert isinstance(result.exception, SystemExit | None), repr(result.exception)
     assert "Traceback" not in result.output and "internal error" not in result.output
@@ -128,7 +128,7 @@ def test_scalesim_runs(tmp_path: Path, file: str, at: float, value: str) -> None
     cut = int(at * len(text))
     path.write_text(text[:cut] + value + text[cut + 1:])
     out = tmp_path / "out"
-    result = runner.invoke(app, ["-q", "convert", "scalesim", str(run), "-o", str(out),
+    result = runner.invoke(app, ["convert", "scalesim", str(run), "-o", str(out),
                                  "--force"])
     assert result.exit_code in (0, 1), result.output
     assert "Traceback" not in result.output and "internal error" not in result.output

@@ -35,7 +35,7 @@ def hostile(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("form", ["text", "md"])
 def test_names_are_printed_escaped(hostile: Path, command: str, form: str) -> None:
     # An engine named `\x1b[2J\x1b[H` cleared the screen in `tracekit info`.
-    result = runner.invoke(cli.app, ["-q", command, str(hostile), "-f", form])
+    result = runner.invoke(cli.app, [command, str(hostile), "-f", form])
     assert result.exit_code == 0, result.output
     assert not [c for c in RAW if c in result.stdout]
     if command in ("info", "stalls"):
@@ -54,8 +54,9 @@ def test_an_unexpected_exception_is_one_line(hostile: Path,
         raise KeyError("engine")
 
     monkeypatch.setattr(cli, "summarize", broken)
+    monkeypatch.setitem(cli._QUIET, "on", True)  # --quiet, undone after the test
     monkeypatch.setattr(sys, "argv", ["tracekit", "info", str(hostile)])
-    result = runner.invoke(cli.app, ["-q", "info", str(hostile)])
+    result = runner.invoke(cli.app, ["info", str(hostile)])
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)
     assert result.stderr.splitlines() == [
@@ -69,12 +70,12 @@ def test_out_of_memory_is_an_error_message(hostile: Path,
         raise MemoryError
 
     monkeypatch.setattr(cli, "summarize", broken)
-    result = runner.invoke(cli.app, ["-q", "info", str(hostile)])
+    result = runner.invoke(cli.app, ["info", str(hostile)])
     assert result.exit_code == 1 and result.stderr.startswith("error: out of memory.")
 
 
 def test_known_failures_keep_their_message(tmp_path: Path) -> None:
-    result = runner.invoke(cli.app, ["-q", "info", str(tmp_path / "nope")])
+    result = runner.invoke(cli.app, ["info", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "no such file or folder" in result.stderr
     assert "internal error" not in result.stderr
 
@@ -90,7 +91,7 @@ def test_no_warning_reaches_the_terminal(hostile: Path, monkeypatch: pytest.Monk
         return real(trace)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cli, "summarize", noisy)
-    monkeypatch.setattr(sys, "argv", ["tracekit", "-q", "info", str(hostile)])
+    monkeypatch.setattr(sys, "argv", ["tracekit", "info", str(hostile)])
     monkeypatch.setattr(sys, "warnoptions", [])
     with warnings.catch_warnings(), pytest.raises(SystemExit) as exit_:
         cli.main()

@@ -92,8 +92,8 @@ def test_sensitivity_limit_keeps_the_most_busy_time(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["analyze", "sensitivity"])
 def test_cli_says_how_many_groups_were_skipped(tmp_path: Path, command: str) -> None:
     trace = wide(tmp_path, 300, engines=False)
-    result = runner.invoke(app, ["-q", command, str(trace.path), "-f", "json"])
+    result = runner.invoke(app, [command, str(trace.path), "-f", "json"])
     assert result.exit_code == 0, result.output
     assert '"sensitivity_skipped": 250' in result.stdout
-    every = runner.invoke(app, ["-q", command, str(trace.path), "-f", "json", "--all-groups"])
+    every = runner.invoke(app, [command, str(trace.path), "-f", "json", "--all-groups"])
     assert every.exit_code == 0 and "sensitivity_skipped" not in every.stdout
