@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -377,3 +378,76 @@ def test_atomic_file_replaces_whole_or_leaves_the_old_file(tmp_path: Path) -> No
         write_text_atomic(tmp_path, "x")
     with pytest.raises(OutputError, match="cannot be written"):
         write_text_atomic(tmp_path / "missing" / "report.md", "x")
+
+
+# --- what an interrupted write leaves (issue 18) -------------------------------------------
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as child:
+        child.wait()
+    return child.pid
+
+
+def test_leftovers_of_an_interrupted_write_are_cleaned_on_the_next_write(tmp_path: Path) -> None:
+    import uuid
+
+    from conftest import build_valid_trace
+
+    dead = _dead_pid()
+    stale = [tmp_path / f".out.tmp-{dead}-{uuid.uuid4().hex}",    # a killed write_trace
+             tmp_path / f".out.tmp-{uuid.uuid4().hex}",            # one of an older tracekit
+             tmp_path / f".out.old-{dead}-{uuid.uuid4().hex}"]     # a killed replacement
+    for entry in stale:
+        entry.mkdir()
+        (entry / "manifest.json").write_text("{}")
+    live = tmp_path / f".out.tmp-{os.getpid()}-{uuid.uuid4().hex}"  # a write in progress
+    live.mkdir()
+    other = tmp_path / f".out2.tmp-{dead}-{uuid.uuid4().hex}"       # another target's
+    other.mkdir()
+    build_valid_trace().write(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["out", live.name, other.name])
+
+
+def test_a_bundle_half_replaced_is_restored_on_the_next_open(tmp_path: Path) -> None:
+    import uuid
+
+    from conftest import build_valid_trace
+
+    from tracekit.trace.bundle import open_trace
+
+    build_valid_trace().write(tmp_path / "out")
+    # kill -9 between renaming the old bundle away and the new one in (the fallback path
+    # where the system cannot exchange two folders) left no bundle at all.
+    (tmp_path / "out").rename(tmp_path / f".out.old-{_dead_pid()}-{uuid.uuid4().hex}")
+    assert open_trace(tmp_path / "out").manifest.workload
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_replacing_a_bundle_exchanges_the_two_folders(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import build_valid_trace
+
+    from tracekit.trace import bundle
+
+    seen = []
+    real = bundle._exchange
+
+    def exchange(a: Path, b: Path) -> bool:
+        done = real(a, b)
+        seen.append((done, (b / "manifest.json").is_file(), (a / "manifest.json").is_file()))
+        return done
+
+    monkeypatch.setattr(bundle, "_exchange", exchange)
+    build_valid_trace().write(tmp_path / "out")
+    b = build_valid_trace()
+    b.workload = "second"
+    b.write(tmp_path / "out", overwrite=True)
+    if sys.platform == "linux":
+        assert seen == [(True, True, True)]   # both whole at every moment
+    assert bundle.open_trace(tmp_path / "out").manifest.workload == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -534,6 +534,30 @@ def test_cli_bad_input(tmp_path: Path, changes: dict[str, str | None],
     _no_output(tmp_path)
 
 
+CFG = TINY_FILES[f"inputs/{TINY}.cfg"]
+
+
+@pytest.mark.parametrize(("changes", "needles"), [
+    # issue 18: each of these raised (InterpolationMissingOptionError, OverflowError), tried to
+    # allocate exabytes, or imported a mangled address with a RuntimeWarning and exit 0.
+    ({f"inputs/{TINY}.cfg": CFG.replace("Bandwidth : 1", "Bandwidth : %(foo)s")},
+     ["Bandwidth = '%(foo)s' is not a whole number"]),
+    ({f"inputs/{TINY}.cfg": CFG.replace("ArrayHeight: 2", "ArrayHeight: 99999999999999999999")},
+     ["ArrayHeight = 99,999,999,999,999,999,999; tracekit takes at most 65,536"]),
+    ({f"inputs/{TINY}.csv": "Layer Name, M, N, K,\nL0, 9223372036854775807, 32, 16,\n"},
+     ["line 2: expected 'name, M, N, K' with positive whole numbers below 2**53"]),
+    ({f"inputs/{TINY}.csv": "Layer Name, M, N, K,\nL0, 4503599627370496, 32, 16,\n"},
+     ["5 array steps, but L0 (4503599627370496x32x16)", "36,028,797,018,963,968 x"]),
+    ({"layer0/IFMAP_DRAM_TRACE.csv": "-1.0,0.0,1.0,3.0,2.0,4.0,5.0,-1.0,-1.0,-1.0,1e300\n"},
+     ["IFMAP_DRAM_TRACE.csv: line 1: a value that is not a whole number below 2**53"]),
+])
+def test_cli_hostile_sizes_refused(tmp_path: Path, changes: dict[str, str | None],
+                                   needles: list[str]) -> None:
+    source = tiny_run(tmp_path, **changes)
+    assert_failed_cleanly(run("convert", "scalesim", source, "-o", tmp_path / "out"), 1, *needles)
+    _no_output(tmp_path)
+
+
 def test_cli_bad_run_folder(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert_failed_cleanly(run("convert", "scalesim", tmp_path / "nope", "-o", out), 1,

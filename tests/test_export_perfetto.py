@@ -516,3 +516,19 @@ def test_library_errors(tiny: tracekit.Trace, tmp_path: Path) -> None:
     empty = TraceBuilder("empty").write(tmp_path / "empty")
     with pytest.raises(ExportError, match="no instructions"):
         export_perfetto(empty, tmp_path / "x.json")
+
+
+def test_null_values_still_give_valid_json(tmp_path: Path) -> None:
+    # issue 18: a null opcode, id or seq reaching the exporter wrote `{"name":,"cat":...`.
+    from tracekit.convert.perfetto import TimelineView, write_chrome_trace
+
+    frame = pl.DataFrame({"id": [0, None, 2], "engine": ["tensor", "tensor", "vector"],
+                          "seq": [0, 1, None], "opcode": [None, "mm", "add"],
+                          "start": [0, 5, 0], "end": [5, 9, 3]},
+                         schema_overrides={"engine": pl.Categorical, "opcode": pl.Categorical})
+    out = tmp_path / "t.json"
+    write_chrome_trace([TimelineView("observed", "observed", frame, None)], out, meta={})
+    events = json.loads(out.read_text())["traceEvents"]
+    slices = sorted(str((e["name"], e["args"]["id"], e["args"]["seq"]))
+                    for e in events if e["ph"] == "X")
+    assert slices == ["('add', 2, None)", "('mm', None, 1)", "(None, 0, 0)"]

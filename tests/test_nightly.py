@@ -6,6 +6,7 @@ error."""
 from __future__ import annotations
 
 import os
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -313,9 +314,19 @@ def test_foreign_and_older_history_files(tmp_path: Path, traces: Path) -> None:
     foreign = history / "date=2026-01-01" / "run=x" / "results.parquet"
     foreign.parent.mkdir(parents=True)
     pl.DataFrame({"x": [1]}).write_parquet(foreign)
+    # issue 18: one corrupt results file blocked every later run; it is quarantined with a
+    # message, and the run goes on.
     result = _run(suite, history, "r2")
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.output
     assert str(foreign) in result.stderr and "not a results file" in result.stderr
+    assert "moved to" in result.stderr and "Traceback" not in result.output
+    assert (history / "quarantine" / "date=2026-01-01" / "run=x" / "results.parquet").exists()
+    assert sorted(nl.read_history(history)["run_id"].unique()) == ["r1", "r2"]
+    garbage = history / "date=2026-01-02" / "run=y" / "results.parquet"
+    garbage.parent.mkdir(parents=True)
+    garbage.write_bytes(b"PAR1 not really")
+    assert _run(suite, history, "r3").exit_code == 0
+    assert (history / "quarantine" / "date=2026-01-02" / "run=y").is_dir()
 
 
 def test_a_dead_worker_fails_only_its_workload(tmp_path: Path, traces: Path,
@@ -378,3 +389,89 @@ def test_an_older_observed_makespan_in_the_trace_unit_is_not_compared(tmp_path: 
     second = _thread_run(suite, history, "r2").rows.row(0, named=True)
     assert second["baseline_run"] == "r1" and second["delta_pct"] is None
     assert second["status"] == "pass" and second["makespan"] == old["makespan"][0]
+
+
+@pytest.mark.parametrize("which", ["history", "report"])
+def test_unwritable_folders_are_refused_before_any_work(tmp_path: Path, traces: Path,
+                                                      which: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 18: a read-only history raised PermissionError after every workload ran, and a
+    # read-only --report folder lost summary.md and junit.xml. (The folder is made
+    # unwritable by refusing the probe file, which works as root too.)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = nl.tempfile.mkstemp
+
+    def mkstemp(*args: object, dir: str | Path | None = None, **kwargs: object):  # noqa: A002
+        if dir is not None and Path(dir) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(nl.tempfile, "mkstemp", mkstemp)
+    history = locked / "h" if which == "history" else tmp_path / "h"
+    extra = ["--report", str(locked / "r")] if which == "report" else []
+    began = time.perf_counter()
+    result = _run(_suite(tmp_path, traces), history, "r1", *extra)
+    assert result.exit_code == 1, result.output
+    assert "there (Permission denied); nothing was run" in result.stderr
+    assert time.perf_counter() - began < 5 and "Traceback" not in result.output
+    assert not list(tmp_path.glob("**/date=*"))
+
+
+def test_a_lost_scheduler_aborts_the_run(tmp_path: Path, traces: Path) -> None:
+    """A Dask job that fails other than by its worker being killed means the scheduler went
+    away: an infrastructure failure that aborts the run, not N workload errors."""
+    import concurrent.futures as cf
+
+    class Lost(cf.Executor):
+        scheduler = "tcp://127.0.0.1:1"
+
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            future: cf.Future = cf.Future()
+            future.set_exception(cf.CancelledError("scheduler connection lost"))
+            return future
+
+    suite = nl.load_suite(_suite(tmp_path, traces))
+    with pytest.raises(nl.InfrastructureError, match="lost the Dask scheduler at "
+                       "tcp://127.0.0.1:1 while running workload gemm"):
+        nl.run_all(suite, Lost())
+    with pytest.raises(nl.InfrastructureError):
+        nl.nightly(suite, tmp_path / "h", pool=Lost())
+    assert not list((tmp_path / "h").glob("date=*"))
+
+
+def test_workers_die_with_their_parent(tmp_path: Path) -> None:
+    """kill -9 of nightly left its spawned workers running; they watch their parent now."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import concurrent.futures as cf, multiprocessing, os, sys, time\n"
+        "from tracekit.analysis.nightly import die_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context('spawn'),"
+        " initializer=die_with_parent, initargs=(os.getpid(),))\n"
+        "    pids = [pool.submit(os.getpid).result() for _ in range(4)]\n"
+        "    print(' '.join(map(str, set(pids))), flush=True)\n"
+        "    time.sleep(60)\n")
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True) as parent:
+        assert parent.stdout is not None
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if _running(p)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split()[2] == "Z")

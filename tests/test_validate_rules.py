@@ -989,3 +989,55 @@ def test_batched_reading_gives_the_same_findings(make_bundle: MakeBundle,
     assert (negative[0].count, negative[0].rows) == (2, (1, 7))
     enum = the_finding(whole, Rule.ENUM_VALUE)
     assert "'bogus', 'control'" in enum.message and enum.rows == (2, 4)
+
+
+# --- not-null, as open_trace sees it (issue 18) --------------------------------------------
+
+
+@pytest.mark.parametrize("column", ["opcode", "id", "seq", "engine"])
+def test_open_trace_refuses_a_null_in_a_required_column(valid_bundle: Path, column: str) -> None:
+    # One null opcode, id or seq made `export perfetto` write invalid JSON; a null engine raised
+    # AttributeError. open_trace now refuses them from the footer's statistics (Rule.NOT_NULL).
+    from tracekit.errors import TableReadError
+    from tracekit.trace.bundle import open_trace
+
+    values = read_table(valid_bundle, "instructions").column(column).to_pylist()
+    values[2] = None
+    is_int = column in ("id", "seq")
+    array = pa.array(values, pa.int64() if is_int else pa.string())
+    set_column(valid_bundle, "instructions", column,
+               array if is_int else array.dictionary_encode())
+    with pytest.raises(TableReadError, match=rf"1 in {column}\) \[not-null\]"):
+        open_trace(valid_bundle)
+
+
+# --- outside-link (issue 18) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["memory.parquet", "manifest.json"])
+def test_outside_link(valid_bundle: Path, tmp_path: Path, name: str) -> None:
+    # A link to a valid Parquet file outside the bundle passed validate and every command.
+    from tracekit.errors import TableReadError
+    from tracekit.trace.bundle import open_trace
+
+    outside = tmp_path / f"outside-{name}"
+    (valid_bundle / name).rename(outside)
+    (valid_bundle / name).symlink_to(outside)
+    finding = the_finding(validate(valid_bundle), Rule.OUTSIDE_LINK)
+    assert finding.severity is Severity.ERROR and finding.file == name
+    assert str(outside) in finding.message
+    with pytest.raises(TableReadError, match=r"outside the bundle \[outside-link\]"):
+        open_trace(valid_bundle)
+
+
+def test_a_link_inside_the_bundle_is_no_outside_link(valid_bundle: Path) -> None:
+    (valid_bundle / "notes.txt").write_text("x")
+    (valid_bundle / "link.txt").symlink_to(valid_bundle / "notes.txt")
+    assert Rule.OUTSIDE_LINK not in validate(valid_bundle).rules_broken()
+
+
+def test_absurd_clock_is_a_manifest_field(valid_bundle: Path) -> None:
+    # time_unit us with clock_hz 1e300 passed validate and was refused later by export.
+    edit_manifest(valid_bundle, lambda m: m.update(time_unit="us", clock_hz=1e300))
+    finding = only_finding(validate(valid_bundle), Rule.MANIFEST_FIELD)
+    assert "clock_hz is 1e+300 Hz, past 1e+12 (1 THz)" in finding.message

@@ -367,17 +367,31 @@ class Analysis(Report):
         return self.path.makespan
 
 
+def skipped_fact(skipped: int) -> list[Fact]:
+    """The head line saying how many groups sensitivity did not replay (none when it replayed
+    every one)."""
+    from tracekit.analysis.whatif import GROUP_LIMIT
+
+    if not skipped:
+        return []
+    return [fact("sensitivity_skipped", skipped, label="sensitivity", text=(
+        f"the {GROUP_LIMIT} engines, opcodes and layers with the most busy time each; "
+        f"{skipped:,} others not replayed (--all-groups replays every one)"))]
+
+
 def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "auto",
-            top: int = 5, window: WindowChoice | None = None) -> Analysis:
+            top: int = 5, window: WindowChoice | None = None,
+            all_groups: bool = False) -> Analysis:
     """One report (`tracekit analyze`): engine figures, stalls, the critical path, the top
-    `top` of the sensitivity ranking and the bug signatures."""
+    `top` of the sensitivity ranking (of the busiest groups; `all_groups`: of every one) and
+    the bug signatures."""
     from tracekit.analysis.array import array_table
     from tracekit.analysis.critical_path import critical_path as find_path
     from tracekit.analysis.figures import engine_figures
     from tracekit.analysis.neuron_metrics import FORMATS, summary_metrics
     from tracekit.analysis.signatures import find_bugs, findings_frame
     from tracekit.analysis.stalls import stall_table
-    from tracekit.analysis.whatif import sensitivity as run_sensitivity
+    from tracekit.analysis.whatif import GROUP_LIMIT, rank_changes
 
     # the signatures read every table
     chosen = choose(trace, machine, timeline, tables=None, window=window)
@@ -386,7 +400,9 @@ def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "a
     path = find_path(line.frame, line.graph, line.kind_latency)
     mode = Mode.OBSERVED if line.source is Source.OBSERVED else Mode.MODEL
     # The sensitivity replays and the signatures share the timeline's dependency graph.
-    ranking = run_sensitivity(opened, resolved, mode, graph=line.graph).head(top)
+    ranked = rank_changes(opened, resolved, mode, graph=line.graph,
+                          limit=None if all_groups else GROUP_LIMIT)
+    ranking = ranked.table.head(top)
     findings = findings_frame(find_bugs(opened, resolved, line.graph, line.replayed))
     engines, hbm = engine_figures(line.frame, opened.read_instructions(["id", "flops", "bytes"]),
                                   resolved)
@@ -410,7 +426,8 @@ def analyze(trace: TraceLike, machine: MachineLike = None, *, timeline: str = "a
         sections.insert(1, ("device profile summary (Neuron Explorer's metrics, observed "
                             "times)", device, FORMATS))
     facts = [*chosen.facts, render.makespan_fact(path.makespan, chosen.clock_hz),
-             render.hbm_fact(hbm, resolved), fact("critical_path_steps", path.steps.height)]
+             render.hbm_fact(hbm, resolved), fact("critical_path_steps", path.steps.height),
+             *skipped_fact(ranked.skipped)]
     return Analysis("analysis", facts, sections, f"Analysis of {opened.path}", engines=engines,
                     array=array, device_summary=device,
                     hbm=hbm, stalls=stall, path=path, sensitivity=ranking, findings=findings,
@@ -477,14 +494,17 @@ class SensitivityReport(Report):
 
 
 def sensitivity(trace: TraceLike, machine: MachineLike = None, *,
-                mode: str = "model") -> SensitivityReport:
-    """Which 10 % speed-up buys the most (`tracekit sensitivity`)."""
-    from tracekit.analysis.whatif import sensitivity as run_sensitivity
+                mode: str = "model", all_groups: bool = False) -> SensitivityReport:
+    """Which 10 % speed-up buys the most (`tracekit sensitivity`): of the busiest engines,
+    opcodes and layers (`all_groups`: of every one)."""
+    from tracekit.analysis.whatif import GROUP_LIMIT, rank_changes
 
     chosen_mode = mode_of(mode)
     opened, resolved = trace_of(trace, REPLAY_TABLES), machine_of(machine)
-    table = run_sensitivity(opened, resolved, chosen_mode)
-    facts = [*render.replay_facts(opened, resolved, mode),
+    ranked = rank_changes(opened, resolved, chosen_mode,
+                          limit=None if all_groups else GROUP_LIMIT)
+    table = ranked.table
+    facts = [*render.replay_facts(opened, resolved, mode), *skipped_fact(ranked.skipped),
              fact("speedup", 10, "10 % faster, in turn")]
     sections: list[Section] = [("makespan gained, 10 % faster each in turn", table,
                                 render.SENSITIVITY_COLS)]

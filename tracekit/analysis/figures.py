@@ -169,9 +169,11 @@ def engine_figures(timeline: pl.DataFrame, work: pl.DataFrame, machine: Machine,
     idle = np.where(present, (acc.first - acc.origin) + (acc.horizon - acc.last), span)
     engine_flops = per_engine(flops)
     engine_bytes = np.where(is_dma, per_engine(moved), 0.0)
-    opcodes = timeline.select("engine", "opcode").unique()
-    peak = [_peak_flops(machine, name, opcodes.filter(pl.col("engine") == name)["opcode"]
-                        .cast(pl.String).to_list()) for name in acc.engines]
+    # Each engine's distinct opcodes, grouped once (not one filter per engine).
+    ran = dict(timeline.select(pl.col("engine").cast(pl.String),
+                               pl.col("opcode").cast(pl.String)).unique()
+               .group_by("engine").agg(pl.col("opcode").sort()).iter_rows())
+    peak = [_peak_flops(machine, name, ran.get(name, [])) for name in acc.engines]
     caps = [machine.queue_bandwidth(name) if dma else None
             for name, dma in zip(acc.engines, is_dma, strict=True)]
     frame = pl.DataFrame({

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import glob
+import logging
 import math
 import multiprocessing
 import os
 import re
 import shutil
+import sys
 import tempfile
 import tomllib
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,8 +40,9 @@ from typing import Any
 
 import polars as pl
 
-from tracekit.errors import TracekitError
+from tracekit.errors import TracekitError, first_line
 from tracekit.progress import step
+from tracekit.trace.bundle import clean_leftovers, leftover_name
 
 LAST_PASS = "last-pass"
 """Baseline policy: the workload's most recent earlier run that passed."""
@@ -253,7 +257,9 @@ def executor(scheduler: str | None, workers: int | None) -> Iterator[cf.Executor
         count = workers or min(os.cpu_count() or 1, 8)
         # spawn, not fork: polars' and numba's threads do not survive a fork.
         with cf.ProcessPoolExecutor(max_workers=count,
-                                    mp_context=multiprocessing.get_context("spawn")) as pool:
+                                    mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=die_with_parent,
+                                    initargs=(os.getpid(),)) as pool:
             yield pool
         return
     try:
@@ -268,11 +274,49 @@ def executor(scheduler: str | None, workers: int | None) -> Iterator[cf.Executor
         raise SuiteError(f"cannot reach the Dask scheduler at {scheduler}: {exc}. Check the "
                          f"address (tcp://HOST:PORT) and that the scheduler is running.") \
             from None
+    # A lost scheduler is reported once, as the run's error (run_all); distributed's own
+    # logging of it would print tracebacks.
+    quiet = [logging.getLogger(name) for name in ("distributed", "tornado", "asyncio")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL + 1)
     try:
         with client.get_executor(pure=False) as pool:
+            pool.scheduler = scheduler  # type: ignore[attr-defined]
             yield pool
     finally:
-        client.close()
+        try:
+            client.close(timeout=5)
+        except (OSError, TimeoutError, cf.CancelledError):
+            pass  # the scheduler is gone already
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+
+
+def die_with_parent(parent: int) -> None:
+    """In a worker process: exit as soon as the process that started it is gone (killed with
+    kill -9, say), so that no worker outlives its nightly run. Linux's parent-death signal
+    where there is one, and a thread watching the parent's id everywhere."""
+    import threading
+    import time
+
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (AttributeError, OSError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tracekit-parent-watch", daemon=True).start()
 
 
 def _reachable(scheduler: str) -> None:
@@ -302,16 +346,28 @@ def run_all(suite: Suite, pool: cf.Executor,
     results = []
     with step(f"running {len(futures)} workload(s)", total=len(futures)) as done:
         for w, future in zip(suite.workloads, futures, strict=True):
-            results.append(_result(w, future, suite.machine))
+            try:
+                results.append(_result(w, future, suite.machine,
+                                       getattr(pool, "scheduler", None)))
+            except InfrastructureError:
+                for pending in futures:
+                    pending.cancel()
+                raise
             done.advance()
             if progress:
                 progress(w.name)
     return results
 
 
-def _result(w: Workload, future: cf.Future[dict[str, Any]], machine: str | None
-            ) -> dict[str, Any]:
-    """A workload's job's result, or its error."""
+class InfrastructureError(SuiteError):
+    """The cluster the suite ran on failed (its scheduler was lost): not any workload's
+    fault, so the run is aborted and nothing is written to the history."""
+
+
+def _result(w: Workload, future: cf.Future[dict[str, Any]], machine: str | None,
+            scheduler: str | None = None) -> dict[str, Any]:
+    """A workload's job's result, or its error. (The job itself never raises: an exception
+    here is the executor's.)"""
     try:
         return future.result()
     except cf.process.BrokenProcessPool:
@@ -319,13 +375,22 @@ def _result(w: Workload, future: cf.Future[dict[str, Any]], machine: str | None
         # workload again alone, so only the one that kills its worker is an error.
         return _alone(w, machine)
     except Exception as exc:  # noqa: BLE001 - a lost worker is one workload's failure
+        if scheduler is not None and type(exc).__name__ != "KilledWorker":
+            # The scheduler (or the connection to it) was lost: every pending job fails so,
+            # whichever workload it was running.
+            raise InfrastructureError(
+                f"lost the Dask scheduler at {scheduler} while running workload {w.name} "
+                f"({type(exc).__name__}: {first_line(exc)}); the run was aborted and nothing "
+                f"was written to the history. Check the cluster and run nightly again.") \
+                from None
         return {"workload": w.name, "trace": str(w.trace), "stuck": None,
                 "error": f"worker failed: {type(exc).__name__}: {exc}"}
 
 
 def _alone(w: Workload, machine: str | None) -> dict[str, Any]:
     with cf.ProcessPoolExecutor(max_workers=1,
-                                mp_context=multiprocessing.get_context("spawn")) as pool:
+                                mp_context=multiprocessing.get_context("spawn"),
+                                initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         try:
             return pool.submit(run_workload, w.name, str(w.trace), machine).result()
         except Exception as exc:  # noqa: BLE001 - it died again: this workload's failure
@@ -375,8 +440,15 @@ RESULTS = "date=*/run=*/results.parquet"
 """Each run's rows in a history folder (a glob)."""
 
 
-def read_history(history: Path) -> pl.DataFrame:
-    """Every completed run in `history` (empty with the schema when there is none)."""
+QUARANTINE = "quarantine"
+"""The history's subfolder where nightly moves a run whose results file it cannot read."""
+
+
+def read_history(history: Path, quarantine: list[str] | None = None) -> pl.DataFrame:
+    """Every completed run in `history` (empty with the schema when there is none). A results
+    file that cannot be read is a SuiteError naming it; with `quarantine` (a list the messages
+    are added to) its run folder is moved to HISTORY/quarantine/ instead and the others are
+    read."""
     files = sorted(history.glob(RESULTS))
     if not files:
         return pl.DataFrame(schema=HISTORY_SCHEMA)
@@ -392,9 +464,51 @@ def read_history(history: Path) -> pl.DataFrame:
                                         if name not in frame.columns])
             frames.append(frame.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA))
         except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
-            raise SuiteError(f"{f}: not a results file of a tracekit nightly run ({exc}); "
-                             f"move that run folder out of the history.") from None
-    return pl.concat(frames)
+            if quarantine is None:
+                raise SuiteError(f"{f}: not a results file of a tracekit nightly run "
+                                 f"({first_line(exc)}); move that run folder out of the "
+                                 f"history.") from None
+            quarantine.append(_quarantine(history, f, first_line(exc)))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=HISTORY_SCHEMA)
+
+
+def _quarantine(history: Path, results: Path, why: str) -> str:
+    """Move the run folder of an unreadable results file to HISTORY/quarantine/; the message
+    saying so."""
+    run_folder = results.parent
+    place = history / QUARANTINE / run_folder.parent.name / run_folder.name
+    if place.exists():
+        place = place.with_name(f"{place.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        place.parent.mkdir(parents=True, exist_ok=True)
+        run_folder.rename(place)
+    except OSError as exc:
+        raise SuiteError(f"{results}: not a results file of a tracekit nightly run ({why}), "
+                         f"and it cannot be moved to {place.parent} ({exc.strerror}); move "
+                         f"that run folder out of the history.") from None
+    return (f"{results}: not a results file of a tracekit nightly run ({why}); its run folder "
+            f"was moved to {place} and the run goes on without it.")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """SuiteError, before any work, when `folder` (or, if it does not exist yet, the folder
+    it would be made in) cannot be written."""
+    place = folder
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise SuiteError(f"{folder}: {place} is a file; {what} needs a folder.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tracekit-probe-", dir=place)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SuiteError(f"{folder}: cannot write the {what} there ({exc.strerror}); nothing "
+                         f"was run. Make {place} writable, or give another folder.") from None
+
+
+STAGING = "run"
+"""Name of the hidden staging folders of runs being written (.run.tmp-PID-UUID)."""
 
 
 def write_run(history: Path, run: pl.DataFrame) -> Path:
@@ -406,7 +520,10 @@ def write_run(history: Path, run: pl.DataFrame) -> Path:
         raise SuiteError(f"{final}: run {run_id} is already in the history; give another "
                          f"--run-id.")
     history.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".run={run_id}.", dir=history))
+    # The staging folders of runs that were killed while writing are removed first.
+    clean_leftovers(history / STAGING)
+    staging = leftover_name(history / STAGING, "tmp")
+    staging.mkdir()
     made_parent = not final.parent.exists()
     try:
         run.write_parquet(staging / "results.parquet")
@@ -434,6 +551,8 @@ class NightlyRun:
     history: Path
     saved: Path | None = None
     reports: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What nightly did on its own (a corrupt results file quarantined)."""
 
     @property
     def regressions(self) -> int:
@@ -544,7 +663,9 @@ def nightly(suite: Suite, history: Path, *, scheduler: str | None = None,
     if history.exists() and not history.is_dir():
         raise SuiteError(f"{history}: is a file; --history needs a folder (new or one that "
                          f"holds earlier runs).")
-    before = read_history(history)
+    check_writable(history, "history")
+    notes: list[str] = []
+    before = read_history(history, quarantine=notes)
     if before.filter(pl.col("run_id") == run_id).height:
         raise SuiteError(f"{history}: run {run_id} is already in the history; give another "
                          f"--run-id.")
@@ -560,7 +681,7 @@ def nightly(suite: Suite, history: Path, *, scheduler: str | None = None,
         with executor(scheduler, workers) as own:
             results = run_all(suite, own, progress)
     rows = compare(suite, results, before, run_id, date, now.isoformat())
-    run = NightlyRun(suite=suite, rows=rows, before=before, history=history)
+    run = NightlyRun(suite=suite, rows=rows, before=before, history=history, notes=notes)
     run.saved = write_run(history, rows)
     return run
 

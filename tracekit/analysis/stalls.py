@@ -98,38 +98,50 @@ def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
                  .fill_null(-1).to_numpy())
     n_eng, n_op, n_kind = len(engines), len(opcodes), len(KINDS)
 
-    def summed(key: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
-        return np.bincount(key, weights=values.astype(np.float64),
-                           minlength=size).astype(np.int64)
+    def summed(key: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct keys that occur and the values summed per key: accumulators as large
+        as the pairs in the trace, never engines x engines."""
+        keys, inverse = np.unique(key, return_inverse=True)
+        return keys, np.bincount(inverse, weights=values.astype(np.float64),
+                                 minlength=keys.size).astype(np.int64)
 
-    busy = summed(engine * n_op + opcode, acc.busy, n_eng * n_op).reshape(n_eng, n_op)
-    hbm = summed(engine, acc.contention, n_eng)
     # A gap is charged to its binding predecessor's engine and edge kind; with no binding, or
     # only the engine's own order, it is unexplained.
     explained = (bind >= 0) & (bind_kind >= 0) & (bind_kind != ORDER)
-    cause = np.where(explained, engine[np.maximum(bind, 0)] * n_kind + bind_kind, -1)
-    waiting = summed(engine * (n_eng * n_kind) + np.maximum(cause, 0),
-                     np.where(explained, acc.wait, 0),
-                     n_eng * n_eng * n_kind).reshape(n_eng, n_eng, n_kind)
-    unexplained = summed(engine, np.where(explained, 0, acc.wait), n_eng)
-    seen = np.bincount(engine, minlength=n_eng) > 0
-    rows: list[tuple[str, str, str, int]] = []
-    for e, name in enumerate(engines):
-        rows += [(name, Bucket.BUSY.value, opcodes[o], int(busy[e, o])) for o in range(n_op)]
-        rows.append((name, Bucket.WAITING.value, HBM_CAUSE, int(hbm[e])))
-        rows += [(name, Bucket.WAITING.value, f"{engines[p]}/{KINDS[k].value}",
-                  int(waiting[e, p, k])) for p in range(n_eng) for k in range(n_kind)]
-        rows.append((name, Bucket.WAITING.value, UNEXPLAINED, int(unexplained[e])))
-        if seen[e]:
-            rows.append((name, Bucket.IDLE.value, BEFORE, int(acc.first[e] - acc.origin)))
-            rows.append((name, Bucket.IDLE.value, AFTER, int(acc.horizon - acc.last[e])))
+    busy_key, busy = summed(engine * n_op + opcode, acc.busy)
+    wait_key, waiting = summed(
+        (engine * (n_eng * n_kind) + engine[np.maximum(bind, 0)] * n_kind + bind_kind)[explained],
+        acc.wait[explained])
+    per_engine = np.arange(n_eng, dtype=np.int64)
+    hbm = np.bincount(engine, weights=acc.contention.astype(np.float64),
+                      minlength=n_eng).astype(np.int64)
+    unexplained = np.bincount(engine, weights=np.where(explained, 0, acc.wait).astype(np.float64),
+                              minlength=n_eng).astype(np.int64)
+    seen = np.flatnonzero(np.bincount(engine, minlength=n_eng) > 0)
+    names = pl.Series(engines, dtype=pl.String)
+    kind_names = [k.value for k in KINDS]
+    wait_producer = (wait_key // n_kind) % n_eng
+    parts = [
+        (busy_key // n_op, Bucket.BUSY,
+         pl.Series(opcodes, dtype=pl.String).gather(busy_key % n_op), busy),
+        (per_engine, Bucket.WAITING, pl.repeat(HBM_CAUSE, n_eng, eager=True), hbm),
+        (wait_key // (n_eng * n_kind), Bucket.WAITING,
+         names.gather(wait_producer) + "/" + pl.Series(kind_names).gather(wait_key % n_kind),
+         waiting),
+        (per_engine, Bucket.WAITING, pl.repeat(UNEXPLAINED, n_eng, eager=True), unexplained),
+        (seen, Bucket.IDLE, pl.repeat(BEFORE, seen.size, eager=True),
+         acc.first[seen] - acc.origin),
+        (seen, Bucket.IDLE, pl.repeat(AFTER, seen.size, eager=True),
+         acc.horizon - acc.last[seen]),
+    ]
+    table = pl.concat([
+        pl.DataFrame({"_e": np.asarray(e, dtype=np.int64),
+                      "bucket": pl.repeat(bucket.value, len(e), eager=True, dtype=pl.String),
+                      "cause": pl.Series(cause, dtype=pl.String),
+                      "cycles": np.asarray(cycles, dtype=np.int64)})
+        for e, bucket, cause, cycles in parts])
     makespan = max(acc.makespan, 1)
-    table = pl.DataFrame(rows, schema={"engine": pl.String, "bucket": pl.String,
-                                       "cause": pl.String, "cycles": pl.Int64}, orient="row")
-    engine_rank = {name: i for i, name in enumerate(engines)}
-    return (table.filter(pl.col("cycles") > 0)
-            .with_columns((pl.col("cycles") / makespan * 100).alias("pct"),
-                          pl.col("engine").replace_strict(engine_rank,
-                                                          return_dtype=pl.Int64).alias("_e"))
-            .sort(["_e", "bucket", "cycles", "cause"], descending=[False, False, True, False])
-            .drop("_e"))
+    table = (table.filter(pl.col("cycles") > 0)
+             .sort(["_e", "bucket", "cycles", "cause"], descending=[False, False, True, False]))
+    return table.select(names.gather(table["_e"]).alias("engine"), "bucket", "cause", "cycles",
+                        (pl.col("cycles") / makespan * 100).alias("pct"))

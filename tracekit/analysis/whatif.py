@@ -7,7 +7,8 @@ the makespan gained.
 A change scales the durations of a group (an engine, an opcode or a layer; a DMA's set-up and
 bytes alike) or sets a machine parameter (hbm_bandwidth, dma_bandwidth, semaphore_latency,
 data_latency). Sensitivity makes each engine, each opcode, each layer and the DMA and HBM
-bandwidths 10 % faster in turn and ranks them by cycles gained. The trace is read, its graph
+bandwidths 10 % faster in turn and ranks them by cycles gained (by default only the
+GROUP_LIMIT engines, opcodes and layers with the most busy time each). The trace is read, its graph
 derived and its durations worked out once (`tracekit.replay.prepared`), and a change that
 needs no timeline builds none.
 Where a change moves the makespan against its direction (a faster DMA queue that slows the run
@@ -41,6 +42,11 @@ from tracekit.replay.run import Mode, ReplayResult
 from tracekit.trace.bundle import Trace
 
 GROUPS = ("engine", "opcode", "layer")
+GROUP_LIMIT = 50
+"""Sensitivity replays at most this many engines, opcodes and layers each by default: those
+with the most busy time (a 10 % speed-up of a part that is busy for little time buys at most
+10 % of that time). Profiler imports have thousands of names; one replay each would take
+minutes."""
 PARAMETERS = {"hbm_bandwidth": "hbm_bytes_per_cycle", "dma_bandwidth": "dma_bytes_per_cycle",
               "semaphore_latency": "semaphore_latency", "data_latency": "data_latency"}
 SPEEDUP = 0.10
@@ -211,21 +217,55 @@ class _Rows:
         return group, name, after.makespan, contention, reason
 
 
-def sensitivity(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
-                speedup: float = SPEEDUP, graph: Graph | None = None) -> pl.DataFrame:
-    """Each group and bandwidth made `speedup` faster in turn, ranked by what it buys.
-    `graph`: the trace's dependency graph when the caller has derived it already.
+@dataclass(frozen=True)
+class Sensitivity:
+    """The ranking (`table`, see `sensitivity`) and how many engines, opcodes and layers were
+    not replayed because `limit` others had more busy time (`skipped`)."""
 
-    Columns: group (engine, opcode, layer or parameter), name, makespan (cycles after the
-    change), gained (cycles), gained_pct (of the base makespan), contention_delta (the change
-    of the cycles DMA transfers lose to HBM sharing, summed over the queues), why (for a
-    change that makes the run longer, the sentence of `explain.why`; else null). Most gained
-    first, ties by group and name.
+    table: pl.DataFrame
+    skipped: int
+
+
+def sensitivity(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
+                speedup: float = SPEEDUP, graph: Graph | None = None,
+                limit: int | None = None) -> pl.DataFrame:
+    """Each group and bandwidth made `speedup` faster in turn, ranked by what it buys (the
+    table of `rank_changes`; by default every group)."""
+    return rank_changes(trace, machine, mode, speedup, graph, limit).table
+
+
+def _busiest(timeline: pl.DataFrame, group: str, names: dict[str, set[str]],
+             limit: int | None) -> dict[str, set[str]]:
+    """The `limit` names of `group` with the most busy time on `timeline` (ties by name)."""
+    if limit is None or len(names) <= limit:
+        return names
+    busy = (timeline.group_by(pl.col(group).cast(pl.String).alias("_name"))
+            .agg((pl.col("end") - pl.col("start")).sum().alias("_busy"))
+            .drop_nulls("_name").sort(["_busy", "_name"], descending=[True, False])
+            .head(limit))
+    return {name: names[name] for name in busy["_name"]}
+
+
+def rank_changes(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
+                 speedup: float = SPEEDUP, graph: Graph | None = None,
+                 limit: int | None = GROUP_LIMIT) -> Sensitivity:
+    """Each group and bandwidth made `speedup` faster in turn, ranked by what it buys: of each
+    group (engine, opcode, layer) the `limit` names with the most busy time (None: every
+    name). `graph`: the trace's dependency graph when the caller has derived it already.
+
+    Columns of the table: group (engine, opcode, layer or parameter), name, makespan (cycles
+    after the change), gained (cycles), gained_pct (of the base makespan), contention_delta
+    (the change of the cycles DMA transfers lose to HBM sharing, summed over the queues), why
+    (for a change that makes the run longer, the sentence of `explain.why`; else null). Most
+    gained first, ties by group and name.
     """
     prepared = Prepared(trace, machine, mode, graph)
     base = prepared.replay()
     make = _Rows(base, speedup)
-    groups = {group: make.engines(group) for group in GROUPS}
+    every = {group: make.engines(group) for group in GROUPS}
+    groups = {group: _busiest(base.timeline, group, names, limit)
+              for group, names in every.items()}
+    skipped = sum(len(every[g]) - len(groups[g]) for g in GROUPS)
     parameters = ((("dma_bandwidth", "dma_bytes_per_cycle"),
                    ("hbm_bandwidth", "hbm_bytes_per_cycle")) if mode is Mode.MODEL else ())
     rows = []
@@ -247,8 +287,9 @@ def sensitivity(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
     table = pl.DataFrame(rows, schema={"group": pl.String, "name": pl.String,
                                        "makespan": pl.Int64, "contention_delta": pl.Int64,
                                        "why": pl.String}, orient="row")
-    return (table.with_columns((base.makespan - pl.col("makespan")).alias("gained"))
-            .with_columns((pl.col("gained") / max(base.makespan, 1) * 100).alias("gained_pct"))
-            .select("group", "name", "makespan", "gained", "gained_pct", "contention_delta",
-                    "why")
-            .sort(["gained", "group", "name"], descending=[True, False, False]))
+    table = (table.with_columns((base.makespan - pl.col("makespan")).alias("gained"))
+             .with_columns((pl.col("gained") / max(base.makespan, 1) * 100).alias("gained_pct"))
+             .select("group", "name", "makespan", "gained", "gained_pct", "contention_delta",
+                     "why")
+             .sort(["gained", "group", "name"], descending=[True, False, False]))
+    return Sensitivity(table, skipped)

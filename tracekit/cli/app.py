@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import sys
+import warnings
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -83,20 +85,41 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
         except InvalidTraceError as exc:
             # The bundle breaks rules of the tables the command reads: every error, as
             # `tracekit validate` shows it, on stderr.
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {render.printable(str(exc), newlines=True)}", err=True)
             report = exc.report
             if isinstance(report, ValidationReport):
                 render.print_findings_of(Console(stderr=True, highlight=False, soft_wrap=True),
                                          report.errors)
             raise typer.Exit(exc.exit_code) from None
         except TracekitError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {render.printable(str(exc), newlines=True)}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # typer's own: exit codes and usage errors
+        except MemoryError:
+            typer.echo("error: out of memory. The input is larger than this machine's memory "
+                       "allows for this command; run it on a machine with more memory, or on "
+                       "a part of the input.", err=True)
+            raise typer.Exit(EXIT_INPUT) from None
+        except (Exception, pl.exceptions.PanicException) as exc:  # noqa: BLE001 - the last
+            # resort: one line, never a traceback (polars' panics are BaseExceptions)
+            typer.echo(internal_error(exc), err=True)
+            raise typer.Exit(EXIT_INPUT) from None
         finally:
             if reporter is not None:
                 reporter.close()
 
     return wrapper
+
+
+def internal_error(exc: BaseException) -> str:
+    """The one line an unexpected exception becomes: what it was, and the command to report
+    it with."""
+    from tracekit.errors import first_line
+
+    command = shlex.join(["tracekit", *sys.argv[1:]])
+    return render.printable(f"internal error: {type(exc).__name__}: {first_line(exc)}; please "
+                            f"report it with this command: {command}")
 
 
 _QUIET = {"on": os.environ.get("TRACEKIT_QUIET", "") not in ("", "0")}
@@ -245,7 +268,7 @@ def replay(
         report = api.replay(trace, machine, mode=mode, memory_deps=memory_deps)
     result, summary, correlation = report.result, report.summary, report.correlation
     for note in result.notes:
-        typer.echo(f"warning: {note}", err=True)
+        typer.echo(f"warning: {render.printable(note)}", err=True)
     if output is not None:
         with status(f"writing {output}"):
             write_predicted(result, output, overwrite=force)
@@ -299,6 +322,10 @@ def emit(report: api.Report, format: ReportFormat,  # noqa: A002
 
 def main() -> None:
     """Entry point of the `tracekit` script and `python -m tracekit`."""
+    if not sys.warnoptions:
+        # No Python warning reaches a user's terminal (the test suite turns every warning into
+        # an error instead, so none goes unnoticed); `python -W default -m tracekit` shows them.
+        warnings.simplefilter("ignore")
     app()
 
 

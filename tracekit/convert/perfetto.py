@@ -391,14 +391,20 @@ def _slice_text(s: pl.DataFrame, pid: int) -> pl.Expr:
             optional.append(opt(name, pl.when(pl.col(name) > 0).then(num(name))))
         else:
             optional.append(opt(name, num(name)))
-    is_dma = pl.col("engine").cast(pl.String).str.starts_with("dma.")
+    def required(value: pl.Expr) -> pl.Expr:
+        # A value every slice has: JSON null should one be missing (validation refuses such
+        # traces; the file stays valid JSON whatever reaches it).
+        return value.fill_null(pl.lit("null"))
+
+    is_dma = pl.col("engine").cast(pl.String).str.starts_with("dma.").fill_null(False)
     return pl.concat_str([
-        pl.lit('{"name":'), text("opcode"),
+        pl.lit('{"name":'), required(text("opcode")),
         pl.lit(',"cat":"'), pl.when(is_dma).then(pl.lit("dma")).otherwise(pl.lit("compute")),
-        pl.lit('","ph":"X","ts":'), num("start"), pl.lit(',"dur":'), num("dur"),
-        pl.lit(f',"pid":{pid},"tid":'), num("tid"),
-        pl.lit(',"args":{"id":'), num("id"), pl.lit(',"engine":'), text("engine"),
-        pl.lit(',"seq":'), num("seq"), *optional, pl.lit("}}"),
+        pl.lit('","ph":"X","ts":'), required(num("start")), pl.lit(',"dur":'),
+        required(num("dur")), pl.lit(f',"pid":{pid},"tid":'), required(num("tid")),
+        pl.lit(',"args":{"id":'), required(num("id")), pl.lit(',"engine":'),
+        required(text("engine")), pl.lit(',"seq":'), required(num("seq")), *optional,
+        pl.lit("}}"),
     ], ignore_nulls=True)
 
 

@@ -214,6 +214,17 @@ def _cfg_value(parser: configparser.ConfigParser, path: Path, section: str, key:
     return parser.get(section, key).strip()
 
 
+CFG_MOST = {"ArrayHeight": 1 << 16, "ArrayWidth": 1 << 16, "IfmapSramSzkB": 1 << 30,
+            "FilterSramSzkB": 1 << 30, "OfmapSramSzkB": 1 << 30, "Bandwidth": 1 << 20,
+            "IfmapSRAMBankBandwidth": 1 << 20, "FilterSRAMBankBandwidth": 1 << 20}
+"""The largest value tracekit takes for a config key (a 65,536-wide array, a TiB of SRAM, a
+million words per cycle); offsets take word addresses below EXACT_LIMIT."""
+
+EXACT_LIMIT = 1 << 53
+"""Cycle stamps and word addresses are written as floats: at and above 2**53 they are no longer
+exact whole numbers, so tracekit refuses them rather than import rounded values."""
+
+
 def _cfg_int(parser: configparser.ConfigParser, path: Path, section: str, key: str,
              least: int = 1) -> int:
     text = _cfg_value(parser, path, section, key)
@@ -225,6 +236,10 @@ def _cfg_int(parser: configparser.ConfigParser, path: Path, section: str, key: s
     if value < least:
         raise ScaleSimError(f"{path}: [{section}] {key} = {value}; it must be at least "
                             f"{least}.")
+    most = CFG_MOST.get(key, EXACT_LIMIT - 1)
+    if value > most:
+        raise ScaleSimError(f"{path}: [{section}] {key} = {value:,}; tracekit takes at most "
+                            f"{most:,}. Check the config the run was made with.")
     return value
 
 
@@ -236,7 +251,9 @@ def _cfg_flag(parser: configparser.ConfigParser, section: str, key: str) -> bool
 def read_config(path: str | os.PathLike[str]) -> ScaleSimConfig:
     """A SCALE-Sim .cfg file's run name, array, SRAM sizes, dataflow and bandwidths."""
     path = Path(path)
-    parser = configparser.ConfigParser()
+    # No interpolation: a '%' in a value is text (SCALE-Sim's configs use none), never a
+    # reference to another option.
+    parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
     except FileNotFoundError:
@@ -317,11 +334,11 @@ def read_topology(path: str | os.PathLike[str]) -> list[GemmLayer]:
             if len(cells) < 4:
                 raise ValueError
             m, n, k = (int(c) for c in cells[1:4])
-            if min(m, n, k) < 1:
+            if min(m, n, k) < 1 or max(m, n, k) >= EXACT_LIMIT:
                 raise ValueError
         except ValueError:
             raise ScaleSimError(f"{path}: line {number}: expected 'name, M, N, K' with "
-                                f"positive whole numbers, got {', '.join(cells)!r}. Only GEMM "
+                                f"positive whole numbers below 2**53, got {', '.join(cells)!r}. Only GEMM "
                                 f"topologies (scalesim -i gemm) can be imported: pass the "
                                 f"topology the run was made with (--topology).") from None
         layers.append(GemmLayer(cells[0], m, n, k))
@@ -446,13 +463,15 @@ def read_trace_csv(path: Path) -> TraceTable:
                             f"every line must hold {width} numbers like the first. "
                             f"{fix}") from None
     values = frame.to_numpy()
-    bad = ~np.isfinite(values) | (values != np.round(values))
-    bad[:, 1:] |= values[:, 1:] < -1
+    with np.errstate(invalid="ignore"):  # NaN and infinities are refused just below
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        bad |= np.abs(values) >= EXACT_LIMIT
+        bad[:, 1:] |= values[:, 1:] < -1
     rows = np.flatnonzero(bad.any(axis=1))
     if rows.size:
         raise ScaleSimError(f"{path}: line {int(rows[0]) + 1}: a value that is not a whole "
-                            f"number (or an address below -1); {rows.size:,} such line(s). "
-                            f"{fix}")
+                            f"number below 2**53 (or an address below -1); {rows.size:,} such "
+                            f"line(s). {fix}")
     ints = values.astype(np.int64)
     return TraceTable(path, np.ascontiguousarray(ints[:, 0]), ints[:, 1:])
 
@@ -480,6 +499,20 @@ class Folds:
     @property
     def count(self) -> int:
         return int(self.rows_used.size)
+
+
+def fold_count(layer: GemmLayer, cfg: ScaleSimConfig) -> tuple[int, int]:
+    """(folds, steps per fold) of a layer, as Python integers: what the SRAM traces' row count
+    must be before any array of that size is made."""
+    r, c = cfg.array_rows, cfg.array_cols
+    if cfg.dataflow is Dataflow.OS:
+        sr, sc, t = layer.m, layer.n, layer.k
+        steps = t + r + c - 2
+    else:
+        sr, sc, t = (layer.k, layer.n, layer.m) if cfg.dataflow is Dataflow.WS else \
+            (layer.k, layer.m, layer.n)
+        steps = 2 * r + c + t - 2
+    return -(-sr // r) * -(-sc // c), steps
 
 
 def fold_layer(layer: GemmLayer, cfg: ScaleSimConfig) -> Folds:
@@ -961,12 +994,13 @@ def _import_layer(rows: _Rows, folder: Path, index: int, layer: GemmLayer, cfg: 
     sram = {op: t[(op, "sram")] for op in OPERANDS}
     dram = {op: t[(op, "dram")] for op in OPERANDS}
     n = sram[IFMAP].rows
-    folds = fold_layer(layer, cfg)
-    if n != folds.count * folds.steps:
+    count, steps = fold_count(layer, cfg)  # checked before the folds' arrays are made
+    if n != count * steps:
         raise _fail(sram[IFMAP].path, None,
                     f"{n:,} array steps, but {layer.name} ({layer.m}x{layer.n}x{layer.k}) folds "
                     f"onto a {cfg.array_rows}x{cfg.array_cols} {cfg.dataflow.value} array as "
-                    f"{folds.count} x {folds.steps} = {folds.count * folds.steps:,} steps.")
+                    f"{count:,} x {steps:,} = {count * steps:,} steps.")
+    folds = fold_layer(layer, cfg)
     r, c = cfg.array_rows, cfg.array_cols
     lanes = {IFMAP: c if cfg.dataflow is Dataflow.IS else r,
              FILTER: r if cfg.dataflow is Dataflow.IS else c, OFMAP: c}

@@ -8,10 +8,15 @@ an existing bundle is replaced only with `overwrite=True`.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -169,6 +174,8 @@ def bundle_dir(path: str | os.PathLike[str]) -> Path:
     """`path` as a bundle folder, or TraceNotFoundError saying what it is instead."""
     bundle = Path(path)
     if not bundle.exists():
+        clean_leftovers(bundle)  # an interrupted replacement: the old bundle comes back
+    if not bundle.exists():
         raise TraceNotFoundError(f"{bundle}: no such file or folder. Pass the folder of a trace "
                                  f"bundle (it holds {MANIFEST_FILE}).")
     if not bundle.is_dir():
@@ -179,6 +186,61 @@ def bundle_dir(path: str | os.PathLike[str]) -> Path:
                                  f"Point at the bundle folder itself, or create one with "
                                  f"`tracekit generate` or a converter.")
     return bundle
+
+
+def outside_link(bundle: Path, name: str) -> str | None:
+    """Where the entry `name` of `bundle` leads when it is a symbolic link out of the bundle
+    folder (its resolved target), else None. A bundle is self-contained: a link out of it
+    would make validation, hashing and every reader follow a file tracekit does not own."""
+    entry = bundle / name
+    if not entry.is_symlink():
+        return None
+    target = entry.resolve()
+    return None if target.parent == bundle.resolve() else str(target)
+
+
+def refuse_outside_link(bundle: Path, name: str) -> None:
+    """TableReadError when the bundle's entry `name` is a link out of the bundle."""
+    target = outside_link(bundle, name)
+    if target is not None:
+        raise TableReadError(
+            f"{bundle / name}: is a symbolic link to {target}, outside the bundle "
+            f"[outside-link]. Copy the file into the bundle in place of the link, or "
+            f"re-export the bundle.")
+
+
+def null_counts(path: Path, columns: list[str]) -> dict[str, int]:
+    """Nulls per column as the Parquet footer's statistics record them (columns whose row
+    groups lack statistics are left out): a check of required columns that reads no data."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError, ValueError):
+        return {}  # read_file_schema reports the damage
+    index = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+    out: dict[str, int] = {}
+    for name in columns:
+        if name not in index:
+            continue
+        total = 0
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(index[name]).statistics
+            if stats is None or not stats.has_null_count:
+                break
+            total += stats.null_count
+        else:
+            out[name] = total
+    return out
+
+
+def _refuse_nulls(spec: TableSpec, path: Path) -> None:
+    required = [c.name for c in spec.columns if not c.nullable]
+    nulls = {name: n for name, n in null_counts(path, required).items() if n}
+    if nulls:
+        listing = ", ".join(f"{n:,} in {name}" for name, n in nulls.items())
+        raise TableReadError(
+            f"{path}: null values in required column(s) ({listing}) [not-null]. Run "
+            f"`tracekit validate {path.parent}` for the rows; fill them and re-export the "
+            f"bundle.")
 
 
 def read_file_schema(path: Path) -> pa.Schema:
@@ -230,6 +292,7 @@ def open_trace(path: str | os.PathLike[str], *, verify: bool = True) -> Trace:
     half-way through an analysis. `tracekit.validate` checks every rule of the schema.
     """
     bundle = bundle_dir(path)
+    refuse_outside_link(bundle, MANIFEST_FILE)
     raw = read_manifest_json(bundle)
     source = str(bundle / MANIFEST_FILE)
     check_version(raw.get("schema_version"), source)
@@ -241,12 +304,14 @@ def open_trace(path: str | os.PathLike[str], *, verify: bool = True) -> Trace:
             if spec is None:
                 continue  # reported by Manifest.from_dict below
             file_path = bundle / spec.file
+            refuse_outside_link(bundle, spec.file)
             if not file_path.is_file():
                 raise TableReadError(f"{file_path}: listed in the manifest but missing or not a "
                                      f"file. Restore the file or re-export the bundle.")
             if verify and isinstance(entry, dict):
                 _verify_file(file_path, entry)
             frames[name] = scan_table(spec, file_path, read_file_schema(file_path))
+            _refuse_nulls(spec, file_path)
     raw, frames = upgrade(raw, frames, source)
     manifest = Manifest.from_dict(raw, bundle / MANIFEST_FILE)
     if "instructions" not in manifest.tables:
@@ -468,7 +533,8 @@ def write_trace(
                            clock_hz=clock_hz, time_unit=time_unit, created=created, extra=extra)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    clean_leftovers(target)
+    staging = leftover_name(target, "tmp")
     staging.mkdir()  # mode 0o777 less the umask, like any folder the user makes
     try:
         # One table at a time, each conformed, written and released before the next is made
@@ -502,7 +568,8 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     ends normally and removed when it raises: readers see the old file or the whole new one,
     never a half-written one, and a failed write leaves nothing behind."""
     target = Path(path)
-    temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    clean_leftovers(target)
+    temporary = leftover_name(target, "tmp")
     try:
         yield temporary
         temporary.replace(target)
@@ -543,11 +610,18 @@ def _check_manifest_fields(**fields: Any) -> None:
 
 
 def _replace_dir(staging: Path, target: Path) -> None:
-    """Move the finished `staging` folder to `target`, replacing an existing bundle there."""
+    """Move the finished `staging` folder to `target`, replacing an existing bundle there.
+    The two are exchanged in one step where the system can (Linux's renameat2), so that there
+    is never a moment without a bundle at `target`; elsewhere the old one is renamed away
+    first, and `clean_leftovers` puts it back should the process die before the new one is
+    in place."""
     if not target.exists():
         staging.rename(target)
         return
-    retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # the old bundle, now at staging's name
+        return
+    retired = leftover_name(target, "old")
     target.rename(retired)
     try:
         staging.rename(target)
@@ -555,6 +629,79 @@ def _replace_dir(staging: Path, target: Path) -> None:
         retired.rename(target)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the entries `a` and `b` atomically (Linux renameat2 RENAME_EXCHANGE); False where
+    the system or the file system cannot, and nothing was moved."""
+    if sys.platform != "linux":
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False  # a C library without renameat2 (glibc before 2.28, musl before 1.2.?)
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+_LEFTOVER = re.compile(r"(?P<kind>tmp|old)-(?:(?P<pid>[0-9]+)-)?[0-9a-f]{32}")
+
+
+def leftover_name(target: Path, kind: str) -> Path:
+    """A hidden name beside `target` for a write in progress (`tmp`: the new output being
+    written; `old`: a replaced bundle not yet removed), carrying this process's id so that
+    `clean_leftovers` can tell a live write from one that was interrupted."""
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or an absurd number): leave its entries alone
+    return True
+
+
+def clean_leftovers(target: Path) -> list[Path]:
+    """Entries an interrupted write to `target` left beside it, dealt with: temporaries
+    removed, and a bundle that was being replaced put back when `target` is missing (else
+    removed). Entries of a process still running are left alone. Returns what was handled."""
+    parent = target.parent
+    if not parent.is_dir():
+        return []
+    handled = []
+    prefix = f".{target.name}."
+    for entry in sorted(parent.glob(glob.escape(prefix) + "*")):
+        match = _LEFTOVER.fullmatch(entry.name[len(prefix):])
+        if match is None or (match["pid"] and _alive(int(match["pid"]))):
+            continue
+        try:
+            if match["kind"] == "old" and not os.path.lexists(target):
+                entry.rename(target)
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:
+            continue  # another process cleaned it first
+        except OSError as exc:
+            raise OutputError(f"{entry}: left by an interrupted write to {target}, and it "
+                              f"cannot be removed ({exc.strerror}). Remove it by hand.") from None
+        handled.append(entry)
+    return handled
 
 
 def file_sha256(path: Path) -> str:

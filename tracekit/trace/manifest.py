@@ -44,6 +44,11 @@ SECONDS_PER_TICK: Mapping[TimeUnit, float] = MappingProxyType(
 """Seconds in one tick of each unit of time (cycles take the manifest's clock)."""
 
 
+MAX_CLOCK_HZ = 1.0e12
+"""The fastest clock a manifest may give (1 THz): beyond it clock_hz is a unit mistake, and
+times in ps, ns or us would turn into cycle counts past what 64-bit integers hold."""
+
+
 MANIFEST_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("schema_version", "integer, required",
      "Schema version of the bundle; this tracekit writes 1."),
@@ -51,7 +56,7 @@ MANIFEST_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("producer", "object {name, version}, required",
      "The program that wrote the bundle; a plain string is read as the name."),
     ("machine", "string or null", "Name of the machine the trace was taken on or modelled for."),
-    ("clock_hz", "number > 0 or null",
+    ("clock_hz", "number > 0 and <= 1e12, or null",
      "Clock of the machine: turns cycles into time, and times in ps, ns or us into the cycles "
      "the machine model counts (comparing such times with a replay needs it)."),
     ("time_unit", "string, default \"cycles\"",
@@ -203,6 +208,9 @@ def manifest_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     if clock is not None and (isinstance(clock, bool) or not isinstance(clock, int | float)
                               or not _finite(clock) or clock <= 0):
         problems.append(("clock_hz", "must be a positive number or null"))
+    elif clock is not None and clock > MAX_CLOCK_HZ:
+        problems.append(("clock_hz", f"is {clock:.3g} Hz, past {MAX_CLOCK_HZ:.0e} (1 THz): give "
+                                     f"the clock in Hz (1.4 GHz is 1.4e9)"))
     unit = data.get("time_unit", TimeUnit.CYCLES.value)
     if not isinstance(unit, str) or unit not in {u.value for u in TimeUnit}:
         legal = ", ".join(u.value for u in TimeUnit)

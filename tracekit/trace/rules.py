@@ -44,6 +44,7 @@ class Rule(StrEnum):
     UNKNOWN_COLUMN = "unknown-column"
     UNLISTED_FILE = "unlisted-file"
     PARTIAL_TIMING = "partial-timing"
+    OUTSIDE_LINK = "outside-link"
 
 
 @dataclass(frozen=True)
@@ -172,4 +173,9 @@ RULES: dict[Rule, RuleInfo] = {
         Severity.WARNING, ("instructions",),
         "A trace is timed throughout or untimed throughout.",
         "Emit times for every instruction, or for none (a functional-only trace)."),
+    Rule.OUTSIDE_LINK: RuleInfo(
+        Severity.ERROR, (),
+        "No file of the bundle is a symbolic link to something outside the bundle folder.",
+        "Copy the linked file into the bundle in place of the link (`cp --remove-destination "
+        "TARGET LINK`), or re-export the bundle."),
 }

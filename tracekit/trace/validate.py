@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tracekit.errors import InvalidTraceError, first_line
-from tracekit.trace.bundle import bundle_dir, file_sha256
+from tracekit.trace.bundle import bundle_dir, file_sha256, outside_link
 from tracekit.trace.manifest import is_count, is_sha256, manifest_problems, read_manifest_json
 from tracekit.trace.rules import RULES, Rule, Severity
 from tracekit.trace.schema import (
@@ -206,6 +206,7 @@ class _Validator:
         self.ids: _IdIndex | None = None
         self.tallies: dict[tuple[Rule, str | None], _Tally] = {}
         self.offset = 0  # row number in the file of the current batch's first row
+        self.escaping: set[str] = set()  # entries that are links out of the bundle
 
     # -- recording ------------------------------------------------------------------------
 
@@ -255,6 +256,9 @@ class _Validator:
     # -- the bundle -----------------------------------------------------------------------
 
     def run(self) -> ValidationReport:
+        self.check_links()
+        if MANIFEST_FILE in self.escaping:
+            return ValidationReport(path=self.shown, findings=tuple(self.findings))
         raw = read_manifest_json(self.bundle)
         if self.check_manifest(raw):
             entries = raw.get("tables") if isinstance(raw.get("tables"), dict) else {}
@@ -262,6 +266,16 @@ class _Validator:
             for spec in TABLES.values():
                 self.check_table(spec, entries.get(spec.name), raw["schema_version"])
         return ValidationReport(path=self.shown, findings=tuple(self.findings))
+
+    def check_links(self) -> None:
+        """Entries that are symbolic links out of the bundle: reported, never read."""
+        for raw_name in sorted(os.listdir(self.bundle)):
+            target = outside_link(self.bundle, raw_name)
+            if target is not None:
+                name = raw_name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                self.escaping.add(raw_name)
+                self.add(Rule.OUTSIDE_LINK, f"{name} is a symbolic link to {target}, outside "
+                         f"the bundle; it is not read", file=name)
 
     def check_manifest(self, raw: dict[str, Any]) -> bool:
         """Manifest fields; False when the schema version rules out reading the tables."""
@@ -290,6 +304,8 @@ class _Validator:
         if entry is None:
             return
         path = self.bundle / spec.file
+        if spec.file in self.escaping:
+            return  # an outside-link finding; neither hashed nor read
         if not path.is_file():
             what = "is not a file" if path.exists() else "missing"
             self.add(Rule.TABLE_MISSING, f"{spec.file} is listed in the manifest but {what}",
@@ -340,7 +356,9 @@ class _Validator:
                         + [pl.lit(None, dtype=c.polars_type).alias(c.name) for c in missing])
                     self.check_rows(spec, frame)
                     self.offset += frame.height
-        except (pl.exceptions.PolarsError, pa.ArrowException, OSError, ValueError) as exc:
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, pa.ArrowException,
+                OSError, ValueError) as exc:
+            # (polars panics on some damage, such as strings that are not UTF-8)
             self.flush_rows()
             self.add(Rule.TABLE_UNREADABLE, f"reading the data failed: {first_line(exc)}", spec)
             return

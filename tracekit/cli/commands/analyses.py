@@ -161,6 +161,9 @@ def sensitivity(
     top: Annotated[int, Opt(min=0, help="Rows to show in text and md output.")] = 15,
     mode: Annotated[str, Opt(help="model or observed durations.")] = "model",
     format: ReportFormatOpt = ReportFormat.TEXT,  # noqa: A002
+    all_groups: Annotated[bool, Opt("--all-groups", help="Replay every engine, opcode and "
+                                    "layer, not only the 50 of each with the most busy "
+                                    "time.")] = False,
 ) -> None:
     """Which 10 % speed-up buys the most: every engine, opcode, layer and the DMA and HBM
     bandwidths made 10 % faster in turn, ranked by makespan gained; where a faster part makes
@@ -170,7 +173,7 @@ def sensitivity(
     if mode not in {m.value for m in Mode}:
         raise typer.BadParameter(f"{mode!r} is not one of model, observed", param_hint="--mode")
     with status("replaying each change"):
-        report = api.sensitivity(trace, machine, mode=mode)
+        report = api.sensitivity(trace, machine, mode=mode, all_groups=all_groups)
     table = report.ranking
     head = [f for f in report.facts if f.key != "speedup"]  # the renderers add that line
     if format is ReportFormat.JSON:
@@ -234,7 +237,7 @@ def calibrate(
                                         f"trace(s)")
     write_text_atomic(output, text)  # never a half-written machine file
     for warning in result.warnings:
-        typer.echo(f"warning: {warning.message}", err=True)
+        typer.echo(f"warning: {render.printable(warning.message)}", err=True)
     args = (result, str(output), [str(t) for t in traces])
     if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json(render.calibration_to_dict(*args)))
@@ -253,13 +256,17 @@ def analyze(
     top: Annotated[int, Opt(min=0, help="Sensitivity rows to show.")] = 5,
     format: Annotated[ReportFormat, Opt("--format", "-f",  # noqa: A002
                                         help="Output format.")] = ReportFormat.TEXT,
+    all_groups: Annotated[bool, Opt("--all-groups", help="Sensitivity replays every engine, "
+                                    "opcode and layer, not only the 50 of each with the most "
+                                    "busy time.")] = False,
 ) -> None:
     """One report: the engine figures (busy, HBM contention, waiting, idle, FLOP utilization,
     achieved bandwidth), stalls, the critical path, the top of the sensitivity ranking and the
     bug signatures found."""
     with status("analysing"):
         report = api.analyze(trace, machine, timeline=timeline, top=top,
-                             window=api.WindowChoice(window, instance, from_time, to_time))
+                             window=api.WindowChoice(window, instance, from_time, to_time),
+                             all_groups=all_groups)
     tables = {"engines": report.engines, "array": report.array,
               "device_summary": report.device_summary, "stalls": report.stalls,
               "critical_path_by_engine": report.path.by_engine,

@@ -62,7 +62,7 @@ def export_perfetto(
                             replay=with_replay, critical_path=critical_path, start=from_cycle,
                             end=to_cycle, max_events=max_events)
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        typer.echo(f"warning: {render.printable(warning)}", err=True)
     typer.echo(f"wrote {output}: {result.events:,} events ({result.slices:,} slices, "
                f"{result.flows:,} flow events, {result.counters:,} counter events; "
                f"timelines: {', '.join(result.timelines)})")
@@ -115,7 +115,7 @@ def convert_chrome(
                                    overwrite=force, profile=Profile(profile),
                                    max_depth=max_depth, max_bytes=limit)
     for note in notes:
-        typer.echo(f"note: {note}", err=True)
+        typer.echo(f"note: {render.printable(note)}", err=True)
     tables = trace.manifest.tables
     deps = tables["deps"].rows if "deps" in tables else 0
     typer.echo(f"wrote {trace.path}: {tables['instructions'].rows:,} instructions, {deps:,} "

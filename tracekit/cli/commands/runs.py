@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.text import Text
+from tracekit.cli.render.base import Text
 
 from tracekit import progress
 from tracekit.analysis.timelines import TimelineChoice
@@ -157,7 +157,7 @@ def nightly(
     history, regressions marked and linked to their diff-NAME.html pages). Exits 3 on any regression, 1 when a workload
     could not run."""
     from tracekit.analysis.history import explain
-    from tracekit.analysis.nightly import load_suite, trend
+    from tracekit.analysis.nightly import check_writable, load_suite, trend
     from tracekit.analysis.nightly import nightly as run_nightly
     from tracekit.report.runs import nightly_pages
     from tracekit.report.render import page_html
@@ -167,8 +167,12 @@ def nightly(
     if report is not None and report.exists() and not report.is_dir():
         raise typer.BadParameter(f"{report} is a file; --report needs a folder",
                                  param_hint="--report")
+    # Both folders are checked before any workload runs, so no result is lost at the end.
+    check_writable(report if report is not None else folder / "reports", "reports")
     with status(f"running {len(suite.workloads)} workload(s)"):
         run = run_nightly(suite, folder, scheduler=scheduler, workers=workers, run_id=run_id)
+    for note in run.notes:
+        typer.echo(f"warning: {render.printable(note)}", err=True)
     out = report or folder / "reports" / run.rows["run_id"][0]
     explained = explain(run)
     summary = render.nightly_markdown(run, trend(run), explained)

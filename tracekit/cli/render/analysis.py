@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from rich.console import Console
-from rich.text import Text
 
 from tracekit.analysis.critical_path import CriticalPath
 from tracekit.cli.render.base import (
@@ -23,6 +22,8 @@ from tracekit.cli.render.base import (
     print_sections,
     print_table,
     records,
+    Text,
+    printable,
     sections_markdown,
 )
 from tracekit.trace.rules import Severity
@@ -297,7 +298,7 @@ def print_findings(console: Console, frame: pl.DataFrame) -> None:
 
 
 def findings_markdown(trace: str, frame: pl.DataFrame, head: list[Fact]) -> str:
-    lines = [f"# Bug signatures of {trace}", "", *facts_markdown(head), ""]
+    lines = [f"# Bug signatures of {printable(trace)}", "", *facts_markdown(head), ""]
     if frame.height:
         lines += ["| severity | code | message | evidence |", "|---|---|---|---|"]
         lines += [_md_row([r["severity"], r["code"], r["message"], _evidence(r)])

@@ -4,17 +4,47 @@ the main figures) in one style, and titled tables for the terminal and Markdown.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
+from rich.text import Text as RichText
 
 from tracekit.replay.machine import Machine
 from tracekit.trace.bundle import Trace
 from tracekit.trace.rules import Severity
+
+
+_UNPRINTABLE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e"
+                          "\u2066-\u2069\ud800-\udfff]")
+_UNPRINTABLE_OR_NEWLINE = re.compile(f"{_UNPRINTABLE.pattern[:-1]}\n]")
+
+
+def printable(text: str, newlines: bool = False) -> str:
+    """`text` safe for a terminal: control characters (escape sequences that would clear the
+    screen or move the cursor, C1 codes, bidirectional overrides, lone surrogates) written as
+    Python escapes (`\x1b`, `\u202e`); newlines kept only with `newlines`. Names come from
+    traces, which anyone can write."""
+    pattern = _UNPRINTABLE if newlines else _UNPRINTABLE_OR_NEWLINE
+    return pattern.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace")
+                       .decode("ascii"), text)
+
+
+class Text(RichText):
+    """rich's Text with `printable` applied to every string put in it (newlines kept: the
+    reports' own line breaks); every text report builds its lines with this class."""
+
+    def __init__(self, text: str = "", *args: Any, **kwargs: Any) -> None:
+        super().__init__(printable(text, newlines=True), *args, **kwargs)
+
+    def append(self, text: Any, style: Any = None) -> Text:
+        if isinstance(text, str):
+            text = printable(text, newlines=True)
+        super().append(text, style)
+        return self
 
 
 def to_json(data: Any) -> str:
@@ -143,7 +173,7 @@ def print_facts(console: Console, title: str, facts: list[Fact]) -> None:
 
 
 def facts_markdown(facts: list[Fact]) -> list[str]:
-    return [f"- **{f.label}**: {f.text}" for f in facts if f.key not in JSON_ONLY]
+    return [f"- **{f.label}**: {printable(f.text)}" for f in facts if f.key not in JSON_ONLY]
 
 
 JSON_ONLY = {"machine_clock_hz", "trace_clock_hz"}
@@ -156,7 +186,8 @@ def _cells(frame: pl.DataFrame, formats: dict[str, str]) -> list[list[str]]:
         cells = []
         for name, fmt in formats.items():
             value = row[name]
-            cells.append("-" if value is None else format(value, fmt) if fmt else str(value))
+            cells.append("-" if value is None else format(value, fmt) if fmt
+                         else printable(str(value)))
         out.append(cells)
     return out
 
@@ -194,7 +225,7 @@ def hbm_text(hbm: dict[str, float | int], limit: float, clock_hz: float) -> str:
 
 def _md_row(cells: list[str]) -> str:
     """A markdown table row, with pipes inside cells escaped."""
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    return "| " + " | ".join(printable(c).replace("|", "\\|") for c in cells) + " |"
 
 def print_sections(console: Console, title: str, head: list[Fact],
                    sections: list[tuple[str, pl.DataFrame, dict[str, str]]]) -> None:
@@ -216,9 +247,9 @@ def print_table(console: Console, title: str, frame: pl.DataFrame,
 def sections_markdown(title: str, head: list[Fact] | dict[str, Any],
                       sections: list[tuple[str, pl.DataFrame, dict[str, str]]]) -> str:
     facts = [fact(k, v) for k, v in head.items()] if isinstance(head, dict) else head
-    lines = [f"# {title}", "", *facts_markdown(facts)]
+    lines = [f"# {printable(title)}", "", *facts_markdown(facts)]
     for name, frame, cols in sections:
-        lines += ["", f"## {name}", "", _md_row([_header(c) for c in cols]),
+        lines += ["", f"## {printable(name)}", "", _md_row([_header(c) for c in cols]),
                   "|" + "|".join("---" if not f else "---:" for f in cols.values()) + "|"]
         lines += [_md_row(cells) for cells in _cells(frame, cols)]
     return "\n".join(lines) + "\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 from rich.console import Console
-from rich.text import Text
 
 from tracekit.cli.render.base import (
     _SEVERITY_STYLE,
@@ -12,6 +11,7 @@ from tracekit.cli.render.base import (
     _hz,
     _size,
     _table,
+    Text,
     sections_markdown,
 )
 from tracekit.trace.manifest import TimeUnit
