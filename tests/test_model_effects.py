@@ -156,6 +156,10 @@ def test_instructions_starting_together_take_engine_order(tmp_path: Path) -> Non
     ({"per_descriptor": 2.0}, "engines.tensor.descriptor_bytes", "go together"),
     ({"descriptor_bytes": 512}, "engines.tensor.per_descriptor", "go together"),
     ({"warmup_cnt": 2}, "engines.tensor", "unknown key"),
+    ({"warmup_factor": 30.0}, "engines.tensor.warmup_count", "missing"),
+    ({"warmup_count": 4}, "engines.tensor.warmup_factor", "missing"),
+    ({"descriptor_bytes": 0, "per_descriptor": 2.0}, "engines.tensor.descriptor_bytes",
+     "above 0"),
 ])
 def test_bad_effect_keys_name_file_and_key(entry: dict[str, Any], key: str,
                                            fragment: str) -> None:

@@ -641,7 +641,10 @@ def _sweep_report(result: Any, trace: Trace, machine: Machine, mode: str,
              fact("matters_most", top["axis"],
                   f"{top['axis']} (mean makespan {top['lowest_mean']:,.0f} to "
                   f"{top['highest_mean']:,.0f} cycles over its values, a range of "
-                  f"{top['range']:,.0f})"),
+                  f"{top['range']:,.0f}"
+                  + (")" if count == result.space else
+                     "; an estimate: on a sample the means are over the points drawn, not "
+                     "averaged over the other axes; sweep the whole grid to rank the axes)")),
              fact("cost", result.cost, result.cost or "none (give --cost or weights in the "
                                                         "grid file for a Pareto front)")]
     if output is not None:
@@ -655,7 +658,8 @@ def _sweep_report(result: Any, trace: Trace, machine: Machine, mode: str,
     if front is not None:
         sections.append((f"Pareto front over (makespan, cost), {front.height} points", front,
                          point_cols))
-    sections.append(("axes by their makespan range", ranking,
+    sections.append(("axes by their makespan range" + (
+        "" if count == result.space else " (estimated from the sample)"), ranking,
                      {"axis": "", "values": "", "best_value": "g", "lowest_mean": ",.0f",
                       "highest_mean": ",.0f", "range": ",.0f"}))
     return SweepReport("sweep", facts, sections, f"Sweep of {trace.path}", result=result)

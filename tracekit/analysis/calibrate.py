@@ -160,7 +160,8 @@ def _warning(kind: str, opcode: str, varying: list[str], r2: float | None,
     if r2 is not None and r2 < R2_WARN:
         work = " and ".join(varying)
         form = (f"a set-up{f' linear in {work}' if work else ''} plus the replay's transfer "
-                f"time under HBM sharing" if kind == "dma" else f"linear in {work}")
+                f"time under HBM sharing" if kind == "dma" else
+                f"linear in {work}" if work else "a constant")
         return FitWarning(kind, opcode, (
             f"{kind} {opcode}: held-out R2 {r2:.3f} (below {R2_WARN:g}; MAPE {mape:.1f} %): "
             f"its duration is not {form}, so the model will mispredict it; check for "

@@ -384,7 +384,10 @@ def pareto_front(table: pl.DataFrame, cost: str = "cost",
 def influence(table: pl.DataFrame, axes: list[str]) -> pl.DataFrame:
     """Per axis: values (how many), best_value (the value of least mean makespan, the first
     on a tie), lowest_mean and highest_mean (cycles, the mean makespan at its best and worst
-    value), range (their difference). Largest range first, ties in axis order."""
+    value), range (their difference). Largest range first, ties in axis order. The means
+    average over the other axes only on a whole grid; on a sample (`--samples`) each value's
+    mean is over the points the sample drew for it, so the ranges are estimates that the
+    summary marks as such."""
     rows = []
     for order, axis in enumerate(axes):
         means = (table.group_by(axis).agg(pl.col("makespan").mean().alias("mean"))

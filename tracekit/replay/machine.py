@@ -257,15 +257,24 @@ class _Reader:
         per_descriptor = self.number(data, f"{key}.per_descriptor", 0.0)
         descriptor_bytes = self.whole(data, f"{key}.descriptor_bytes", 0.0, 0.0)
         if (per_descriptor > 0) != (descriptor_bytes > 0):
-            missing = "descriptor_bytes" if per_descriptor > 0 else "per_descriptor"
-            raise self.fail(f"{key}.{missing}", "missing: per_descriptor and descriptor_bytes "
-                                                "go together (cycles per descriptor of so many "
-                                                "bytes)")
+            given, other = (("per_descriptor", "descriptor_bytes") if per_descriptor > 0
+                            else ("descriptor_bytes", "per_descriptor"))
+            raise self.fail(f"{key}.{other}", f"needs a value above 0 with {given}: "
+                                              f"per_descriptor and descriptor_bytes go "
+                                              f"together (cycles per descriptor of so many "
+                                              f"bytes)")
         factor = self.number(data, f"{key}.warmup_factor", 1.0, positive=True)
+        count = self.whole(data, f"{key}.warmup_count", 0.0, 0.0)
+        if ("warmup_factor" in data) != ("warmup_count" in data):
+            given, other = (("warmup_factor", "warmup_count") if "warmup_factor" in data
+                            else ("warmup_count", "warmup_factor"))
+            raise self.fail(f"{key}.{other}", f"missing: {given} needs it (the first "
+                                              f"warmup_count instructions cost warmup_factor "
+                                              f"times more)")
         stretch = self.number(data, f"{key}.conflict_stretch", 1.0, positive=True)
         return Latency(**terms, per_descriptor=per_descriptor,
                        descriptor_bytes=descriptor_bytes,
-                       warmup_count=self.whole(data, f"{key}.warmup_count", 0.0, 0.0),
+                       warmup_count=count,
                        warmup_factor=factor, conflict_stretch=stretch,
                        max_in_flight=self.whole(data, f"{key}.max_in_flight", 1.0, 1.0))
 
@@ -305,8 +314,11 @@ def parse_machine(data: dict[str, Any], source: str) -> Machine:
                 raise r.fail(f"{key}.opcodes.{opcode}", "must be a table")
             opcodes[(engine, opcode)] = r.latency(op_entry, f"{key}.opcodes.{opcode}")
             if "max_in_flight" in op_entry:
+                where = (f"[{key}]" if engine_kind(engine) == "dma" else
+                         "[engines.dma] or [engines.\"dma.qN\"] (only DMA queues have "
+                         "transfers in flight)")
                 raise r.fail(f"{key}.opcodes.{opcode}.max_in_flight",
-                             f"a limit of the queue, not of an opcode: set it in [{key}]")
+                             f"a limit of the queue, not of an opcode: set it in {where}")
     queues = r.table(dma, "dma.queues", required=False)
     queue_bw = {q: r.number(queues, f"dma.queues.{q}", positive=True, name=q)
                 for q in sorted(queues)}
