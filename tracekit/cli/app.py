@@ -298,7 +298,9 @@ WindowOpt = Annotated[str | None, Opt(
 InstanceOpt = Annotated[int, Opt("--instance", min=0, help="Which instance of --window, in "
                                  "time order from 0.")]
 FromOpt = Annotated[int | None, Opt("--from", help="Analyse the instructions starting at or "
-                                    "after this time (the trace's stored units).",
+                                    "after this time, in the trace's stored units (as "
+                                    "`tracekit info` shows them; not the machine cycles "
+                                    "reports print).",
                                     show_default=False)]
 ToOpt = Annotated[int | None, Opt("--to", help="... and at or before this time (with the "
                                   "work they hand to other engines).", show_default=False)]

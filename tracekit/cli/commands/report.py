@@ -46,8 +46,10 @@ def report(
     machine: MachineOpt = None,
     timeline: TimelineOpt = TimelineChoice.AUTO,
     from_cycle: Annotated[int | None, Opt("--from", help="Draw the engine timeline's "
-                                          "instructions that overlap [FROM, TO) one by one "
-                                          "(cycles of the timeline).",
+                                          "instructions that overlap [FROM, TO) one by one, "
+                                          "in machine cycles of the timeline shown (the "
+                                          "page's axis; not the trace's stored units that "
+                                          "analyze's --from takes).",
                                           show_default=False)] = None,
     to_cycle: Annotated[int | None, Opt("--to", help="End of the window (cycles, "
                                         "exclusive).", show_default=False)] = None,
