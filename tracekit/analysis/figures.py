@@ -170,8 +170,9 @@ def engine_figures(timeline: pl.DataFrame, work: pl.DataFrame, machine: Machine,
     engine_flops = per_engine(flops)
     engine_bytes = np.where(is_dma, per_engine(moved), 0.0)
     # Each engine's distinct opcodes, grouped once (not one filter per engine).
-    ran = dict(timeline.select(pl.col("engine").cast(pl.String),
-                               pl.col("opcode").cast(pl.String)).unique()
+    # (unique on the codes first: names cast per row would be 10M strings at 10M instructions)
+    ran = dict(timeline.select("engine", "opcode").unique()
+               .select(pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String))
                .group_by("engine").agg(pl.col("opcode").sort()).iter_rows())
     peak = [_peak_flops(machine, name, ran.get(name, [])) for name in acc.engines]
     caps = [machine.queue_bandwidth(name) if dma else None
