@@ -407,19 +407,21 @@ def _correlation(trace: Any, machine: Machine, line: Any, path: str,
                      Kind.PLOTLY, {"data": traces, "layout": {
                          "xaxis": {"title": {"text": "observed duration (cycles)"}},
                          "yaxis": {"title": {"text": "predicted duration (cycles)"}}}},
-                     note=f"{shown.height:,} of {t.height:,} instructions (every "
-                          f"{stride:,}th in id order, and the most divergent ones).")
+                     note=f"{shown.height:,} of {t.height:,} instructions ("
+                          + ("all" if stride == 1 else f"one in {stride:,} in id order, and "
+                                                       f"the most divergent ones") + ").")
     return [per_opcode, scatter]
 
 
 def _findings_figure(findings: pl.DataFrame, cli: str) -> Figure:
     rows = render.with_evidence(findings).select(
-        "severity", "code", "message", pl.col("instructions").list.len().alias("count"),
+        "severity", "code", "message",
         pl.col("instructions").list.head(12).cast(pl.List(pl.String)).list.join(", ")
         .alias("instructions"), "hint", "evidence")
     return Figure("findings", "Bug findings", cli, Kind.TABLE, {
-        "columns": [("severity", ""), ("code", ""), ("message", ""), ("count", ","),
+        "columns": [("severity", ""), ("code", ""), ("message", ""),
                     ("instructions", ""), ("hint", ""), ("evidence", "")],
         "rows": render.records(rows)},
         note=f"{render.findings_summary(findings)}; `tracekit bugs` explains each code "
-             f"(analysis/signatures.md). instructions: the first 12 ids of count.")
+             f"(analysis/signatures.md). instructions: the first 12 ids of the finding's "
+             f"evidence (its message says how many it concerns).")
