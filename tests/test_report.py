@@ -361,3 +361,21 @@ def test_the_page_loads_nothing_from_the_network(mlp_page: Path) -> None:
     assert not re.search(r"https?:|fetch\(|XMLHttpRequest|import\(", _asset("report.js"))
     kinds = {t.get("type") for f in page_data(mlp_page).values() for t in f.get("data", [])}
     assert kinds and not kinds & MAP_TRACES
+
+
+def test_stall_figure_keeps_the_largest_causes_and_the_sums() -> None:
+    import polars as pl
+
+    from tracekit.report.pages import STALL_CAUSES, _stall_figure
+
+    rows = [(e, "busy", f"op{k:02d}", (k + 1) * (2 if e == "a" else 3))
+            for e in ("a", "b") for k in range(20)]
+    rows += [("a", "idle", "after last", 7)]
+    stalls = pl.DataFrame(rows, schema={"engine": pl.String, "bucket": pl.String,
+                                        "cause": pl.String, "cycles": pl.Int64}, orient="row")
+    data = _stall_figure(stalls, "cli").spec["data"]
+    busy = [t for t in data if t["name"].startswith("busy: ")]
+    assert len(busy) == STALL_CAUSES
+    assert busy[0]["name"] == "busy: op19" and busy[-1]["name"] == "busy: other (9 causes)"
+    totals = [sum(t["y"][i] for t in data) for i in range(2)]
+    assert totals == [2 * 210 + 7, 3 * 210]

@@ -295,6 +295,10 @@ _WAIT = ["#ff7f0e", "#d62728", "#e6a23c", "#b5451b", "#f2b880", "#8c2d04", "#e37
 _IDLE = ["#c7c7c7", "#9e9e9e"]
 
 
+STALL_CAUSES = 12
+"""Causes per bucket that the stall figure draws apart; the rest form one part."""
+
+
 def _stall_figure(stalls: pl.DataFrame, cli: str) -> Figure:
     """The stall table as bars stacked per engine: busy by opcode, waiting by cause, idle."""
     engines = stalls["engine"].unique(maintain_order=True).to_list()
@@ -304,6 +308,15 @@ def _stall_figure(stalls: pl.DataFrame, cli: str) -> Figure:
         part = stalls.filter(pl.col("bucket") == bucket)
         causes = (part.group_by("cause").agg(pl.col("cycles").sum())
                   .sort(["cycles", "cause"], descending=[True, False])["cause"].to_list())
+        if len(causes) > STALL_CAUSES:
+            # The largest causes each, the rest as one bar part: the bars still sum to the
+            # makespan, and the legend stays readable on traces with thousands of opcodes.
+            rest = causes[STALL_CAUSES - 1:]
+            other = f"other ({len(rest):,} causes)"
+            part = part.with_columns(pl.when(pl.col("cause").is_in(rest)).then(pl.lit(other))
+                                     .otherwise(pl.col("cause")).alias("cause"))
+            part = part.group_by("engine", "cause").agg(pl.col("cycles").sum())
+            causes = [*causes[:STALL_CAUSES - 1], other]
         for k, cause in enumerate(causes):
             got = dict(part.filter(pl.col("cause") == cause).select("engine", "cycles")
                        .iter_rows())
