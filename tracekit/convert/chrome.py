@@ -75,7 +75,7 @@ import numpy as np
 import polars as pl
 
 from tracekit import __version__
-from tracekit.convert.events import EventTable
+from tracekit.convert.events import FLOAT, INT, EventTable
 from tracekit.convert.jsonstream import DEFAULT_MAX_DEPTH, StreamError, read_document
 from tracekit.convert.kineto import Profile, is_kineto, kineto_tables
 from tracekit.convert.lanes import lowest_free_lane
@@ -265,7 +265,11 @@ class _Events:
 
     def numbers(self, idx: np.ndarray, key: str, what: str,
                 values: Sequence[Any] | None = None) -> np.ndarray:
-        values = self.get(idx, key) if values is None else values
+        if values is None:
+            array = self.table.floats(idx, key)
+            if array is not None and np.isfinite(array).all():
+                return array
+            values = self.get(idx, key)
         if set(map(type, values)) <= {int, float}:
             try:
                 array = np.array(values, dtype=np.float64)
@@ -306,11 +310,57 @@ def _finite(value: int | float) -> bool:
         return False
 
 
-def _thread_codes(pids: Sequence[Any], tids: Sequence[Any],
+def _thread_groups(ev: _Events, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows grouped by equal (pid, tid): the row position of each group's first row and each
+    row's group; None when a pid or tid is not an integer or a string."""
+    dense = []
+    for key in ("pid", "tid"):
+        keys, valid = ev.table.int_keys(rows, key)
+        text = ev.table.texts(rows, key)
+        if not (valid | (text >= 0)).all():
+            return None
+        # Integers and strings apart (a string's code may equal an integer).
+        _, inverse = np.unique(np.stack([valid.astype(np.int64), np.where(valid, keys, text)]),
+                               axis=1, return_inverse=True)
+        dense.append(inverse.reshape(-1).astype(np.int64))
+    pair = dense[0] * (int(dense[1].max(initial=0)) + 1) + dense[1]
+    _, first, inverse = np.unique(pair, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
+def _thread_key(ev: _Events, row: int) -> tuple[Any, Any]:
+    table = ev.table
+    return tuple(table.decode(*(int(a[0]) for a in table.raw(np.array([row]), f)))
+                 for f in ("pid", "tid"))  # type: ignore[return-value]
+
+
+def _thread_codes(ev: _Events, rows: np.ndarray, what: str,
                   threads: dict[tuple[Any, Any], int]) -> np.ndarray:
-    setdefault = threads.setdefault
-    return np.array([setdefault(key, len(threads)) for key in zip(pids, tids, strict=True)],
+    """The code in `threads` of each row's (pid, tid), new threads numbered in the order
+    they first appear; the fields checked as `_Events.ids` does."""
+    groups = _thread_groups(ev, rows)
+    if groups is None:
+        ev.ids(rows, "pid", what)
+        ev.ids(rows, "tid", what)
+        raise AssertionError("unreachable")  # pragma: no cover
+    first, inverse = groups
+    code = np.empty(first.size, dtype=np.int64)
+    for k in np.argsort(first, kind="stable").tolist():
+        code[k] = threads.setdefault(_thread_key(ev, int(rows[first[k]])), len(threads))
+    return code[inverse]
+
+
+def _thread_lookup(ev: _Events, rows: np.ndarray, threads: dict[tuple[Any, Any], int]
+                   ) -> np.ndarray:
+    """The code in `threads` of each row's (pid, tid), -1 where it is no slice's thread."""
+    groups = _thread_groups(ev, rows)
+    if groups is None:
+        return np.array([threads.get(key, -1) for key in zip(
+            ev.get(rows, "pid"), ev.get(rows, "tid"), strict=True)], dtype=np.int64)
+    first, inverse = groups
+    code = np.array([threads.get(_thread_key(ev, int(rows[k])), -1) for k in first.tolist()],
                     dtype=np.int64)
+    return code[inverse]
 
 
 def _arg_ints(values: Sequence[Any], key: str) -> pl.Series:
@@ -332,6 +382,35 @@ def _arg_ints(values: Sequence[Any], key: str) -> pl.Series:
         else:
             out.append(None)
     return pl.Series(key, out, dtype=pl.Int64)
+
+
+def _arg_ints_at(table: EventTable, rows: np.ndarray, key: str,
+                 keep: np.ndarray | None = None) -> pl.Series:
+    """`_arg_ints` of args.KEY at `rows` (null where `keep` is False), with no Python object
+    per row."""
+    low = 0 if INSTRUCTIONS.column(key).non_negative else -MAX_CYCLES
+    kind, payload = table.raw(rows, f"args.{key}")
+    as_float = payload.view(np.float64)
+    is_float = kind == FLOAT
+    whole = np.zeros(rows.size, dtype=bool)
+    whole[is_float] = ((as_float[is_float] >= low) & (as_float[is_float] < MAX_CYCLES)
+                       & (np.floor(as_float[is_float]) == as_float[is_float]))
+    values = np.where(kind == INT, payload, 0)
+    values[whole] = as_float[whole].astype(np.int64)
+    ok = ((kind == INT) & (payload >= low) & (payload < MAX_CYCLES)) | whole
+    if keep is not None:
+        ok &= keep
+    series = pl.Series(key, values, dtype=pl.Int64)
+    return series if ok.all() else series.set(pl.Series(~ok), None)
+
+
+def _text_series(table: EventTable, codes: np.ndarray, name: str = "") -> pl.Series:
+    """Strings by their codes (`EventTable.texts`; -1 null), lone surrogates replaced: each
+    distinct string is made once."""
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    values = table.text_values
+    texts = clean_texts([values[c] if c >= 0 else None for c in uniq.tolist()])
+    return pl.Series(name, texts, dtype=pl.String).gather(inverse.reshape(-1))
 
 
 def _arg_strings(values: Sequence[Any]) -> pl.Series:
@@ -514,26 +593,23 @@ def _collect_slices(ev: _Events, ph: np.ndarray, keep: np.ndarray,
     """X events, then B/E pairs matched per thread."""
     x = np.flatnonzero((ph == "X") & keep)
     what = 'complete event (ph "X")'
-    col = ev.columns(x, "ts", "dur", "pid", "tid", "name")
-    ts = ev.numbers(x, "ts", what, col["ts"])
-    dur = ev.numbers(x, "dur", what, col["dur"])
+    ts = ev.numbers(x, "ts", what)
+    dur = ev.numbers(x, "dur", what)
     if (dur < 0).any():
         bad = int(x[np.flatnonzero(dur < 0)[0]])
         raise ev.fail(bad, f'"dur" is negative ({ev.value(bad, "dur")})',
                       "A slice's duration is >= 0; check the producer's timestamps.")
-    ev.names(x, "name", what, col["name"])
-    x_thread = _thread_codes(ev.ids(x, "pid", what, col["pid"]),
-                             ev.ids(x, "tid", what, col["tid"]), threads)
-    del col
+    if not (ev.table.texts(x, "name") >= 0).all():
+        ev.names(x, "name", what)
+    x_thread = _thread_codes(ev, x, what, threads)
 
     be = np.flatnonzero(((ph == "B") | (ph == "E")) & keep)
     what = "B or E event"
-    col = ev.columns(be, "ts", "pid", "tid")
-    be_ts = ev.numbers(be, "ts", what, col["ts"])
-    be_thread = _thread_codes(ev.ids(be, "pid", what, col["pid"]),
-                              ev.ids(be, "tid", what, col["tid"]), threads)
+    be_ts = ev.numbers(be, "ts", what)
+    be_thread = _thread_codes(ev, be, what, threads)
     is_begin = ph[be] == "B"
-    ev.names(be[is_begin], "name", 'begin event (ph "B")')
+    if not (ev.table.texts(be[is_begin], "name") >= 0).all():
+        ev.names(be[is_begin], "name", 'begin event (ph "B")')
     order = np.lexsort((be, be_ts, be_thread))
     partner, status, bad = _pair(be_thread[order], is_begin[order])
     if status:
@@ -721,12 +797,15 @@ def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     idx = slices.event[rows]
     thread = slices.thread[rows]
     d = depth[rows] if nesting is Nesting.DEPTH else np.zeros(rows.size, dtype=np.int64)
-    pairs = sorted(set(zip(thread.tolist(), d.tolist(), strict=True)))
+    # Engines: one per (thread, depth) pair that occurs, numbered in natural order of name.
+    pair_code = thread * (int(d.max(initial=0)) + 1) + d
+    uniq, inverse = np.unique(pair_code, return_inverse=True)
+    pairs = [(int(thread[k]), int(d[k])) for k in np.unique(pair_code, return_index=True)[1]]
     engine_of = {(t, k): labels[t] if k == 0 else f"{labels[t]}/d{k}" for t, k in pairs}
     names = sorted(set(engine_of.values()), key=natural_key)
     rank = {name: i for i, name in enumerate(names)}
-    engine_code = np.array([rank[engine_of[p]] for p in zip(thread.tolist(), d.tolist(),
-                                                             strict=True)], dtype=np.int64)
+    engine_code = np.array([rank[engine_of[p]] for p in pairs], dtype=np.int64)[
+        inverse.reshape(-1)]
     origin = float(slices.ts[rows].min())
     start = np.rint((slices.ts[rows] - origin) * scale)
     end = np.rint((slices.end[rows] - origin) * scale)
@@ -744,17 +823,15 @@ def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     seq = np.empty(rows.size, dtype=np.int64)
     seq[by_engine] = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts,
                                                       counts[counts > 0])
-    work = ev.args(idx, WORK_ARGS)
-    cats = ev.get(idx, "cat")
     table = pl.DataFrame({
         "id": ids,
-        "engine": pl.Series([names[c] for c in engine_code.tolist()], dtype=pl.String),
+        "engine": pl.Series(names, dtype=pl.String).gather(engine_code),
         "seq": seq,
-        "opcode": pl.Series(clean_texts(ev.get(idx, "name")), dtype=pl.String),
+        "opcode": _text_series(ev.table, ev.table.texts(idx, "name")),
         "start": start,
         "end": end,
-        **{key: _arg_ints(work[key], key) for key in WORK_ARGS},
-        "layer": _arg_strings(cats),
+        **{key: _arg_ints_at(ev.table, idx, key) for key in WORK_ARGS},
+        "layer": _text_series(ev.table, ev.table.texts(idx, "cat")),
     })
     inverse = {v: k for k, v in threads.items()}
     engines = {engine_of[(t, k)]: {"pid": inverse[t][0], "tid": inverse[t][1], "depth": k}
@@ -800,6 +877,7 @@ def convert_chrome(path: str | os.PathLike[str], output: str | os.PathLike[str],
     events, other = read_events(source, max_depth=max_depth, max_bytes=max_bytes)
     result = chrome_tables(events, other, str(source), cycles_per_us=cycles_per_us,
                            nesting=nesting, profile=profile)
+    del events  # the columns of the read, released before the bundle is written
     name = workload or result.workload or _stem(source)
     extra = {"chrome": {"source": source.name, **result.extra}}
     trace = write_trace(output, result.instructions,
