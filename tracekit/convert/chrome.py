@@ -55,6 +55,7 @@ Bad input raises ChromeTraceError naming the file, the event's index in traceEve
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import math
@@ -320,8 +321,12 @@ def _thread_groups(ev: _Events, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
         if not (valid | (text >= 0)).all():
             return None
         # Integers and strings apart (a string's code may equal an integer).
-        _, inverse = np.unique(np.stack([valid.astype(np.int64), np.where(valid, keys, text)]),
-                               axis=1, return_inverse=True)
+        if valid.all() or not valid.any():
+            _, inverse = np.unique(np.where(valid, keys, text), return_inverse=True)
+        else:
+            _, inverse = np.unique(np.stack([valid.astype(np.int64),
+                                             np.where(valid, keys, text)]),
+                                   axis=1, return_inverse=True)
         dense.append(inverse.reshape(-1).astype(np.int64))
     pair = dense[0] * (int(dense[1].max(initial=0)) + 1) + dense[1]
     _, first, inverse = np.unique(pair, return_index=True, return_inverse=True)
@@ -526,6 +531,7 @@ def _chrome_tables(table: EventTable, other: dict[str, Any], source: str,
     slices.depth = depth
     inner = np.empty_like(inner_sorted)
     inner[order] = inner_sorted
+    del order, thread, ts, end, depth_sorted, inner_sorted
     if profile is Profile.KINETO:
         table, deps, extra = kineto_tables(
             ev, ph, threads, slices, nesting,
@@ -562,15 +568,16 @@ def _chrome_tables(table: EventTable, other: dict[str, Any], source: str,
     rows = np.flatnonzero(kept)
     if tracekit_pid is not None:
         table, clock_hz, workload, extra = _tracekit_rows(ev, tk, slices, rows, cycles_per_us)
+        ids = table["id"].to_numpy()
+        table = table.sort("id")
     else:
-        table, clock_hz, extra = _generic_rows(ev, ph, threads, slices, rows, depth, nesting,
-                                               cycles_per_us)
+        table, ids, clock_hz, extra = _generic_rows(ev, ph, threads, slices, rows, depth,
+                                                    nesting, cycles_per_us)
         workload = None
     # Edges between kept slices, as instruction ids (table rows follow `rows`).
     position = np.full(slices.event.size, -1, dtype=np.int64)
     position[rows] = np.arange(rows.size)
     src, dst = position[edges[:, 0]], position[edges[:, 1]]
-    ids = table["id"].to_numpy()
     deps = pl.DataFrame({"src": ids[src], "dst": ids[dst], "kind": edge_kind},
                         schema={"src": pl.Int64, "dst": pl.Int64, "kind": pl.String})
     if tracekit_pid is None and deps.height:
@@ -584,7 +591,7 @@ def _chrome_tables(table: EventTable, other: dict[str, Any], source: str,
     if ignored:
         listing = ", ".join(f"{n:,} ph {p!r}" for p, n in sorted(ignored.items()))
         notes.append(f"ignored events that are not slices or flows: {listing}.")
-    return ChromeImport(instructions=table.sort("id"), deps=deps, workload=workload,
+    return ChromeImport(instructions=table, deps=deps, workload=workload,
                         clock_hz=clock_hz, extra=extra, notes=tuple(notes))
 
 
@@ -789,9 +796,9 @@ def _tracekit_rows(ev: _Events, tk: dict[str, Any], slices: _Slices, rows: np.nd
 def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], int],
                   slices: _Slices, rows: np.ndarray, depth: np.ndarray, nesting: Nesting,
                   cycles_per_us: float | None
-                  ) -> tuple[pl.DataFrame, float, dict[str, Any]]:
-    """Instructions of a foreign trace, one row per slice of `rows` in that order: engines
-    from thread names, times scaled to cycles."""
+                  ) -> tuple[pl.DataFrame, np.ndarray, float, dict[str, Any]]:
+    """Instructions of a foreign trace, one row per slice of `rows`, in id order, and the id
+    of each slice of `rows`: engines from thread names, times scaled to cycles."""
     scale = cycles_per_us if cycles_per_us is not None else DEFAULT_CYCLES_PER_US
     labels = _thread_labels(ev, ph, threads)
     idx = slices.event[rows]
@@ -823,13 +830,15 @@ def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     seq = np.empty(rows.size, dtype=np.int64)
     seq[by_engine] = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts,
                                                       counts[counts > 0])
+    del by_engine
+    idx = idx[order]  # the table in id order
     table = pl.DataFrame({
-        "id": ids,
-        "engine": pl.Series(names, dtype=pl.String).gather(engine_code),
-        "seq": seq,
+        "id": np.arange(rows.size, dtype=np.int64),
+        "engine": pl.Series(names, dtype=pl.String).gather(engine_code[order]),
+        "seq": seq[order],
         "opcode": _text_series(ev.table, ev.table.texts(idx, "name")),
-        "start": start,
-        "end": end,
+        "start": start[order],
+        "end": end[order],
         **{key: _arg_ints_at(ev.table, idx, key) for key in WORK_ARGS},
         "layer": _text_series(ev.table, ev.table.texts(idx, "cat")),
     })
@@ -839,7 +848,7 @@ def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     extra = {"format": "chrome", "nesting": nesting.value, "cycles_per_us": scale,
              "origin_us": origin, "engines": dict(sorted(engines.items(),
                                                          key=lambda kv: natural_key(kv[0])))}
-    return table, scale * 1e6, extra
+    return table, ids, scale * 1e6, extra
 
 
 def _thread_labels(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], int]
@@ -875,17 +884,34 @@ def convert_chrome(path: str | os.PathLike[str], output: str | os.PathLike[str],
     `read_events`)."""
     source = Path(path)
     events, other = read_events(source, max_depth=max_depth, max_bytes=max_bytes)
+    _return_freed_memory()
     result = chrome_tables(events, other, str(source), cycles_per_us=cycles_per_us,
                            nesting=nesting, profile=profile)
     del events  # the columns of the read, released before the bundle is written
+    _return_freed_memory()
     name = workload or result.workload or _stem(source)
     extra = {"chrome": {"source": source.name, **result.extra}}
-    trace = write_trace(output, result.instructions,
-                        deps=result.deps if result.deps.height else None, workload=name,
+    # The writer takes each table when it writes it, so that neither is held while the
+    # bundle is validated.
+    tables = {"instructions": result.instructions, "deps": result.deps}
+    notes, clock_hz, has_deps = result.notes, result.clock_hz, bool(result.deps.height)
+    del result
+    trace = write_trace(output, lambda: tables.pop("instructions"),
+                        deps=(lambda: tables.pop("deps")) if has_deps else None, workload=name,
                         producer=Producer("tracekit.convert.chrome", __version__),
-                        clock_hz=result.clock_hz, created=None, extra=extra,
-                        overwrite=overwrite)
-    return trace, result.notes
+                        clock_hz=clock_hz, created=None, extra=extra, overwrite=overwrite)
+    return trace, notes
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim) between the phases
+    of an import: the parse frees millions of small objects, and glibc keeps the pages for
+    reuse, which would add about the file's size to the import's peak. A no-op where the C
+    library has no malloc_trim."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _stem(path: Path) -> str:

@@ -331,6 +331,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     if nesting is Nesting.TOP:
         first_piece[order] = first_piece[top_row].copy()
         last_piece[order] = first_piece[order]
+    del order, top_row, by_start, p_row, p_start, p_end, p_depth, p_pos, top_pos, depth_pos
 
     counts: Counter[str] = Counter()
     edges: list[tuple[np.ndarray, np.ndarray, str]] = []
@@ -371,6 +372,8 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         edges.append((a, b, EdgeKind.DATA.value))
         has_flow_in[b] = True
         counts["flow edges"] = int(a.size)
+        del fl_key, fl_ts, fl_thread, fl_ph, phase, bp_e, mode, bound, src_pos, dst_pos
+    del flow, to_sync, fl, with_id
 
     # 2. Launches by correlation where no flow reached the GPU work: a correlation's call is
     # its first CPU runtime call.
@@ -504,6 +507,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
                   EdgeKind.DATA.value))
     edges.append((np.array(cross_a, np.int64), np.array(cross_b, np.int64),
                   EdgeKind.DATA.value))
+    del launch_ts, within, calls, gpu_call, has_flow_in, kept
 
     # A blocking call is the CPU waiting (as HTA weighs it): its piece shrinks to its end, and
     # the time before is a gap charged to the GPU work it waited for (or to the thread's own
@@ -517,12 +521,12 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     # Instructions: one per piece, on the engine of its (stream) or (thread, depth).
     cpu_label = {t: f"cpu/thread {k}" for t, k in cpu_rank.items()}
     on_gpu = kind[piece_row] == GPU
-    group_of = np.stack([np.where(on_gpu, gpu_stream[piece_row], slices.thread[piece_row]),
-                         np.where(on_gpu, -1, piece_depth)])
-    groups, group_first, group_inverse = np.unique(group_of, axis=1, return_index=True,
-                                                   return_inverse=True)
+    span = int(piece_depth.max(initial=0)) + 2
+    group_of = (np.where(on_gpu, gpu_stream[piece_row], slices.thread[piece_row]) * span
+                + np.where(on_gpu, 0, piece_depth + 1))
+    groups, group_inverse = np.unique(group_of, return_inverse=True)
     group_names = []
-    for a, d in groups.T.tolist():
+    for a, d in zip((groups // span).tolist(), (groups % span - 1).tolist(), strict=True):
         if d < 0:
             group_names.append(gpu_engine(*stream_keys[a]))
         else:
@@ -533,6 +537,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         group_inverse.reshape(-1)]
     start = cycles(piece_start)
     end = cycles(piece_end)
+    del piece_start, piece_end
     if end.size and end.max() >= MAX_CYCLES:
         raise ChromeTraceError(f"{ev.source}: the trace spans {end.max():.3g} cycles at "
                                f"{scale:g} cycles per µs, past what int64 cycles hold; pass a "
@@ -547,19 +552,23 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     seq = np.empty(m, dtype=np.int64)
     seq[by_engine] = np.arange(m) - np.repeat(np.cumsum(per_engine) - per_engine,
                                               per_engine[per_engine > 0])
-    # Work args on a slice's first piece only.
-    is_first = first_piece[piece_row] == np.arange(m)
+    del by_engine, group_of, group_inverse, on_gpu
+    # The table in id order (order_ids lists the pieces by id); work args on a slice's first
+    # piece only.
+    is_first = first_piece[piece_row[order_ids]] == order_ids
+    event = event[order_ids]
+    row_by_id = piece_row[order_ids]
     table_out = pl.DataFrame({
-        "id": ids,
-        "engine": pl.Series(distinct, dtype=pl.String).gather(engine_code),
-        "seq": seq,
-        "opcode": _text_series(table, name_code[piece_row]),
-        "start": start,
-        "end": end,
+        "id": np.arange(m, dtype=np.int64),
+        "engine": pl.Series(distinct, dtype=pl.String).gather(engine_code[order_ids]),
+        "seq": seq[order_ids],
+        "opcode": _text_series(table, name_code[row_by_id]),
+        "start": start[order_ids],
+        "end": end[order_ids],
         **{key: _arg_ints_at(table, event, key, is_first) for key in WORK_ARGS},
-        "layer": _text_series(table, cat_code[piece_row]),
+        "layer": _text_series(table, cat_code[row_by_id]),
     })
-    del event, is_first, order_ids, by_engine, group_of, group_inverse
+    del event, is_first, order_ids, row_by_id, seq, start, end, name_code, cat_code
 
     # Nesting: consecutive pieces of a thread on different engines (depths) are linked.
     src_p: list[np.ndarray] = []
@@ -584,13 +593,17 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     else:
         sp = dp = kp = np.zeros(0, np.int64)
     ok = (sp >= 0) & (dp >= 0)
-    deps = pl.DataFrame({"src": ids[sp[ok]], "dst": ids[dp[ok]],
-                         "kind": pl.Series(edge_kinds, dtype=pl.String).gather(kp[ok])},
-                        schema={"src": pl.Int64, "dst": pl.Int64, "kind": pl.String})
-    forward = deps["dst"] > deps["src"]
+    src, dst, kp = ids[sp[ok]], ids[dp[ok]], kp[ok]
+    del sp, dp, ok, src_p, dst_p, kind_p, edges
+    forward = dst > src
     counts["edges pointing back in time dropped"] = int((~forward).sum())
-    deps = deps.filter(forward).unique(subset=["src", "dst"], keep="first",
-                                       maintain_order=True)
+    src, dst, kp = src[forward], dst[forward], kp[forward]
+    # The first of each (src, dst), in order.
+    keep = np.sort(np.unique(src * max(m, 1) + dst, return_index=True)[1])
+    deps = pl.DataFrame({"src": src[keep], "dst": dst[keep],
+                         "kind": pl.Series(edge_kinds, dtype=pl.String).gather(kp[keep])},
+                        schema={"src": pl.Int64, "dst": pl.Int64, "kind": pl.String})
+    del src, dst, kp, keep, forward
 
     engines: dict[str, dict[str, Any]] = {}
     _, engine_first = np.unique(engine_code, return_index=True)
@@ -617,4 +630,4 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
              "engines": dict(sorted(engines.items(), key=lambda kv: natural_key(kv[0]))),
              "windows": windows, "import_report": report}
     json.dumps(extra, allow_nan=False)  # the manifest must hold it
-    return table_out.sort("id"), deps, extra
+    return table_out, deps, extra
