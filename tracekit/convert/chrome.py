@@ -412,10 +412,15 @@ def _arg_ints_at(table: EventTable, rows: np.ndarray, key: str,
 def _text_series(table: EventTable, codes: np.ndarray, name: str = "") -> pl.Series:
     """Strings by their codes (`EventTable.texts`; -1 null), lone surrogates replaced: each
     distinct string is made once."""
-    uniq, inverse = np.unique(codes, return_inverse=True)
     values = table.text_values
-    texts = clean_texts([values[c] if c >= 0 else None for c in uniq.tolist()])
-    return pl.Series(name, texts, dtype=pl.String).gather(inverse.reshape(-1))
+    # Codes are below the number of distinct values: a table of those present, no sort.
+    present = np.zeros(values.size + 1, dtype=bool)
+    present[codes] = True  # -1 marks the last entry: null
+    uniq = np.flatnonzero(present[:-1])
+    dense = np.cumsum(present, dtype=np.int64) - 1
+    texts = clean_texts([values[c] for c in uniq.tolist()] + [None])
+    return pl.Series(name, texts, dtype=pl.String).gather(
+        np.where(codes >= 0, dense[codes], uniq.size))
 
 
 def _arg_strings(values: Sequence[Any]) -> pl.Series:
