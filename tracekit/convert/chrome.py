@@ -55,6 +55,7 @@ Bad input raises ChromeTraceError naming the file, the event's index in traceEve
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import math
@@ -75,7 +76,7 @@ import numpy as np
 import polars as pl
 
 from tracekit import __version__
-from tracekit.convert.events import EventTable
+from tracekit.convert.events import FLOAT, INT, EventTable
 from tracekit.convert.jsonstream import DEFAULT_MAX_DEPTH, StreamError, read_document
 from tracekit.convert.kineto import Profile, is_kineto, kineto_tables
 from tracekit.convert.lanes import lowest_free_lane
@@ -265,7 +266,11 @@ class _Events:
 
     def numbers(self, idx: np.ndarray, key: str, what: str,
                 values: Sequence[Any] | None = None) -> np.ndarray:
-        values = self.get(idx, key) if values is None else values
+        if values is None:
+            array = self.table.floats(idx, key)
+            if array is not None and np.isfinite(array).all():
+                return array
+            values = self.get(idx, key)
         if set(map(type, values)) <= {int, float}:
             try:
                 array = np.array(values, dtype=np.float64)
@@ -306,11 +311,61 @@ def _finite(value: int | float) -> bool:
         return False
 
 
-def _thread_codes(pids: Sequence[Any], tids: Sequence[Any],
+def _thread_groups(ev: _Events, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows grouped by equal (pid, tid): the row position of each group's first row and each
+    row's group; None when a pid or tid is not an integer or a string."""
+    dense = []
+    for key in ("pid", "tid"):
+        keys, valid = ev.table.int_keys(rows, key)
+        text = ev.table.texts(rows, key)
+        if not (valid | (text >= 0)).all():
+            return None
+        # Integers and strings apart (a string's code may equal an integer).
+        if valid.all() or not valid.any():
+            _, inverse = np.unique(np.where(valid, keys, text), return_inverse=True)
+        else:
+            _, inverse = np.unique(np.stack([valid.astype(np.int64),
+                                             np.where(valid, keys, text)]),
+                                   axis=1, return_inverse=True)
+        dense.append(inverse.reshape(-1).astype(np.int64))
+    pair = dense[0] * (int(dense[1].max(initial=0)) + 1) + dense[1]
+    _, first, inverse = np.unique(pair, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
+def _thread_key(ev: _Events, row: int) -> tuple[Any, Any]:
+    table = ev.table
+    return tuple(table.decode(*(int(a[0]) for a in table.raw(np.array([row]), f)))
+                 for f in ("pid", "tid"))  # type: ignore[return-value]
+
+
+def _thread_codes(ev: _Events, rows: np.ndarray, what: str,
                   threads: dict[tuple[Any, Any], int]) -> np.ndarray:
-    setdefault = threads.setdefault
-    return np.array([setdefault(key, len(threads)) for key in zip(pids, tids, strict=True)],
+    """The code in `threads` of each row's (pid, tid), new threads numbered in the order
+    they first appear; the fields checked as `_Events.ids` does."""
+    groups = _thread_groups(ev, rows)
+    if groups is None:
+        ev.ids(rows, "pid", what)
+        ev.ids(rows, "tid", what)
+        raise AssertionError("unreachable")  # pragma: no cover
+    first, inverse = groups
+    code = np.empty(first.size, dtype=np.int64)
+    for k in np.argsort(first, kind="stable").tolist():
+        code[k] = threads.setdefault(_thread_key(ev, int(rows[first[k]])), len(threads))
+    return code[inverse]
+
+
+def _thread_lookup(ev: _Events, rows: np.ndarray, threads: dict[tuple[Any, Any], int]
+                   ) -> np.ndarray:
+    """The code in `threads` of each row's (pid, tid), -1 where it is no slice's thread."""
+    groups = _thread_groups(ev, rows)
+    if groups is None:
+        return np.array([threads.get(key, -1) for key in zip(
+            ev.get(rows, "pid"), ev.get(rows, "tid"), strict=True)], dtype=np.int64)
+    first, inverse = groups
+    code = np.array([threads.get(_thread_key(ev, int(rows[k])), -1) for k in first.tolist()],
                     dtype=np.int64)
+    return code[inverse]
 
 
 def _arg_ints(values: Sequence[Any], key: str) -> pl.Series:
@@ -332,6 +387,40 @@ def _arg_ints(values: Sequence[Any], key: str) -> pl.Series:
         else:
             out.append(None)
     return pl.Series(key, out, dtype=pl.Int64)
+
+
+def _arg_ints_at(table: EventTable, rows: np.ndarray, key: str,
+                 keep: np.ndarray | None = None) -> pl.Series:
+    """`_arg_ints` of args.KEY at `rows` (null where `keep` is False), with no Python object
+    per row."""
+    low = 0 if INSTRUCTIONS.column(key).non_negative else -MAX_CYCLES
+    kind, payload = table.raw(rows, f"args.{key}")
+    as_float = payload.view(np.float64)
+    is_float = kind == FLOAT
+    whole = np.zeros(rows.size, dtype=bool)
+    whole[is_float] = ((as_float[is_float] >= low) & (as_float[is_float] < MAX_CYCLES)
+                       & (np.floor(as_float[is_float]) == as_float[is_float]))
+    values = np.where(kind == INT, payload, 0)
+    values[whole] = as_float[whole].astype(np.int64)
+    ok = ((kind == INT) & (payload >= low) & (payload < MAX_CYCLES)) | whole
+    if keep is not None:
+        ok &= keep
+    series = pl.Series(key, values, dtype=pl.Int64)
+    return series if ok.all() else series.set(pl.Series(~ok), None)
+
+
+def _text_series(table: EventTable, codes: np.ndarray, name: str = "") -> pl.Series:
+    """Strings by their codes (`EventTable.texts`; -1 null), lone surrogates replaced: each
+    distinct string is made once."""
+    values = table.text_values
+    # Codes are below the number of distinct values: a table of those present, no sort.
+    present = np.zeros(values.size + 1, dtype=bool)
+    present[codes] = True  # -1 marks the last entry: null
+    uniq = np.flatnonzero(present[:-1])
+    dense = np.cumsum(present, dtype=np.int64) - 1
+    texts = clean_texts([values[c] for c in uniq.tolist()] + [None])
+    return pl.Series(name, texts, dtype=pl.String).gather(
+        np.where(codes >= 0, dense[codes], uniq.size))
 
 
 def _arg_strings(values: Sequence[Any]) -> pl.Series:
@@ -447,6 +536,7 @@ def _chrome_tables(table: EventTable, other: dict[str, Any], source: str,
     slices.depth = depth
     inner = np.empty_like(inner_sorted)
     inner[order] = inner_sorted
+    del order, thread, ts, end, depth_sorted, inner_sorted
     if profile is Profile.KINETO:
         table, deps, extra = kineto_tables(
             ev, ph, threads, slices, nesting,
@@ -483,15 +573,16 @@ def _chrome_tables(table: EventTable, other: dict[str, Any], source: str,
     rows = np.flatnonzero(kept)
     if tracekit_pid is not None:
         table, clock_hz, workload, extra = _tracekit_rows(ev, tk, slices, rows, cycles_per_us)
+        ids = table["id"].to_numpy()
+        table = table.sort("id")
     else:
-        table, clock_hz, extra = _generic_rows(ev, ph, threads, slices, rows, depth, nesting,
-                                               cycles_per_us)
+        table, ids, clock_hz, extra = _generic_rows(ev, ph, threads, slices, rows, depth,
+                                                    nesting, cycles_per_us)
         workload = None
     # Edges between kept slices, as instruction ids (table rows follow `rows`).
     position = np.full(slices.event.size, -1, dtype=np.int64)
     position[rows] = np.arange(rows.size)
     src, dst = position[edges[:, 0]], position[edges[:, 1]]
-    ids = table["id"].to_numpy()
     deps = pl.DataFrame({"src": ids[src], "dst": ids[dst], "kind": edge_kind},
                         schema={"src": pl.Int64, "dst": pl.Int64, "kind": pl.String})
     if tracekit_pid is None and deps.height:
@@ -505,7 +596,7 @@ def _chrome_tables(table: EventTable, other: dict[str, Any], source: str,
     if ignored:
         listing = ", ".join(f"{n:,} ph {p!r}" for p, n in sorted(ignored.items()))
         notes.append(f"ignored events that are not slices or flows: {listing}.")
-    return ChromeImport(instructions=table.sort("id"), deps=deps, workload=workload,
+    return ChromeImport(instructions=table, deps=deps, workload=workload,
                         clock_hz=clock_hz, extra=extra, notes=tuple(notes))
 
 
@@ -514,26 +605,23 @@ def _collect_slices(ev: _Events, ph: np.ndarray, keep: np.ndarray,
     """X events, then B/E pairs matched per thread."""
     x = np.flatnonzero((ph == "X") & keep)
     what = 'complete event (ph "X")'
-    col = ev.columns(x, "ts", "dur", "pid", "tid", "name")
-    ts = ev.numbers(x, "ts", what, col["ts"])
-    dur = ev.numbers(x, "dur", what, col["dur"])
+    ts = ev.numbers(x, "ts", what)
+    dur = ev.numbers(x, "dur", what)
     if (dur < 0).any():
         bad = int(x[np.flatnonzero(dur < 0)[0]])
         raise ev.fail(bad, f'"dur" is negative ({ev.value(bad, "dur")})',
                       "A slice's duration is >= 0; check the producer's timestamps.")
-    ev.names(x, "name", what, col["name"])
-    x_thread = _thread_codes(ev.ids(x, "pid", what, col["pid"]),
-                             ev.ids(x, "tid", what, col["tid"]), threads)
-    del col
+    if not (ev.table.texts(x, "name") >= 0).all():
+        ev.names(x, "name", what)
+    x_thread = _thread_codes(ev, x, what, threads)
 
     be = np.flatnonzero(((ph == "B") | (ph == "E")) & keep)
     what = "B or E event"
-    col = ev.columns(be, "ts", "pid", "tid")
-    be_ts = ev.numbers(be, "ts", what, col["ts"])
-    be_thread = _thread_codes(ev.ids(be, "pid", what, col["pid"]),
-                              ev.ids(be, "tid", what, col["tid"]), threads)
+    be_ts = ev.numbers(be, "ts", what)
+    be_thread = _thread_codes(ev, be, what, threads)
     is_begin = ph[be] == "B"
-    ev.names(be[is_begin], "name", 'begin event (ph "B")')
+    if not (ev.table.texts(be[is_begin], "name") >= 0).all():
+        ev.names(be[is_begin], "name", 'begin event (ph "B")')
     order = np.lexsort((be, be_ts, be_thread))
     partner, status, bad = _pair(be_thread[order], is_begin[order])
     if status:
@@ -713,20 +801,23 @@ def _tracekit_rows(ev: _Events, tk: dict[str, Any], slices: _Slices, rows: np.nd
 def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], int],
                   slices: _Slices, rows: np.ndarray, depth: np.ndarray, nesting: Nesting,
                   cycles_per_us: float | None
-                  ) -> tuple[pl.DataFrame, float, dict[str, Any]]:
-    """Instructions of a foreign trace, one row per slice of `rows` in that order: engines
-    from thread names, times scaled to cycles."""
+                  ) -> tuple[pl.DataFrame, np.ndarray, float, dict[str, Any]]:
+    """Instructions of a foreign trace, one row per slice of `rows`, in id order, and the id
+    of each slice of `rows`: engines from thread names, times scaled to cycles."""
     scale = cycles_per_us if cycles_per_us is not None else DEFAULT_CYCLES_PER_US
     labels = _thread_labels(ev, ph, threads)
     idx = slices.event[rows]
     thread = slices.thread[rows]
     d = depth[rows] if nesting is Nesting.DEPTH else np.zeros(rows.size, dtype=np.int64)
-    pairs = sorted(set(zip(thread.tolist(), d.tolist(), strict=True)))
+    # Engines: one per (thread, depth) pair that occurs, numbered in natural order of name.
+    pair_code = thread * (int(d.max(initial=0)) + 1) + d
+    uniq, inverse = np.unique(pair_code, return_inverse=True)
+    pairs = [(int(thread[k]), int(d[k])) for k in np.unique(pair_code, return_index=True)[1]]
     engine_of = {(t, k): labels[t] if k == 0 else f"{labels[t]}/d{k}" for t, k in pairs}
     names = sorted(set(engine_of.values()), key=natural_key)
     rank = {name: i for i, name in enumerate(names)}
-    engine_code = np.array([rank[engine_of[p]] for p in zip(thread.tolist(), d.tolist(),
-                                                             strict=True)], dtype=np.int64)
+    engine_code = np.array([rank[engine_of[p]] for p in pairs], dtype=np.int64)[
+        inverse.reshape(-1)]
     origin = float(slices.ts[rows].min())
     start = np.rint((slices.ts[rows] - origin) * scale)
     end = np.rint((slices.end[rows] - origin) * scale)
@@ -744,17 +835,17 @@ def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     seq = np.empty(rows.size, dtype=np.int64)
     seq[by_engine] = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts,
                                                       counts[counts > 0])
-    work = ev.args(idx, WORK_ARGS)
-    cats = ev.get(idx, "cat")
+    del by_engine
+    idx = idx[order]  # the table in id order
     table = pl.DataFrame({
-        "id": ids,
-        "engine": pl.Series([names[c] for c in engine_code.tolist()], dtype=pl.String),
-        "seq": seq,
-        "opcode": pl.Series(clean_texts(ev.get(idx, "name")), dtype=pl.String),
-        "start": start,
-        "end": end,
-        **{key: _arg_ints(work[key], key) for key in WORK_ARGS},
-        "layer": _arg_strings(cats),
+        "id": np.arange(rows.size, dtype=np.int64),
+        "engine": pl.Series(names, dtype=pl.String).gather(engine_code[order]),
+        "seq": seq[order],
+        "opcode": _text_series(ev.table, ev.table.texts(idx, "name")),
+        "start": start[order],
+        "end": end[order],
+        **{key: _arg_ints_at(ev.table, idx, key) for key in WORK_ARGS},
+        "layer": _text_series(ev.table, ev.table.texts(idx, "cat")),
     })
     inverse = {v: k for k, v in threads.items()}
     engines = {engine_of[(t, k)]: {"pid": inverse[t][0], "tid": inverse[t][1], "depth": k}
@@ -762,7 +853,7 @@ def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     extra = {"format": "chrome", "nesting": nesting.value, "cycles_per_us": scale,
              "origin_us": origin, "engines": dict(sorted(engines.items(),
                                                          key=lambda kv: natural_key(kv[0])))}
-    return table, scale * 1e6, extra
+    return table, ids, scale * 1e6, extra
 
 
 def _thread_labels(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], int]
@@ -798,16 +889,34 @@ def convert_chrome(path: str | os.PathLike[str], output: str | os.PathLike[str],
     `read_events`)."""
     source = Path(path)
     events, other = read_events(source, max_depth=max_depth, max_bytes=max_bytes)
+    _return_freed_memory()
     result = chrome_tables(events, other, str(source), cycles_per_us=cycles_per_us,
                            nesting=nesting, profile=profile)
+    del events  # the columns of the read, released before the bundle is written
+    _return_freed_memory()
     name = workload or result.workload or _stem(source)
     extra = {"chrome": {"source": source.name, **result.extra}}
-    trace = write_trace(output, result.instructions,
-                        deps=result.deps if result.deps.height else None, workload=name,
+    # The writer takes each table when it writes it, so that neither is held while the
+    # bundle is validated.
+    tables = {"instructions": result.instructions, "deps": result.deps}
+    notes, clock_hz, has_deps = result.notes, result.clock_hz, bool(result.deps.height)
+    del result
+    trace = write_trace(output, lambda: tables.pop("instructions"),
+                        deps=(lambda: tables.pop("deps")) if has_deps else None, workload=name,
                         producer=Producer("tracekit.convert.chrome", __version__),
-                        clock_hz=result.clock_hz, created=None, extra=extra,
-                        overwrite=overwrite)
-    return trace, result.notes
+                        clock_hz=clock_hz, created=None, extra=extra, overwrite=overwrite)
+    return trace, notes
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim) between the phases
+    of an import: the parse frees millions of small objects, and glibc keeps the pages for
+    reuse, which would add about the file's size to the import's peak. A no-op where the C
+    library has no malloc_trim."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _stem(path: Path) -> str:

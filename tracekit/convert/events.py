@@ -189,6 +189,8 @@ class EventTable:
         self.ph = np.zeros(0, dtype=object)
         self.index = np.zeros(0, dtype=np.int64)
         self._values = np.zeros(0, dtype=object)
+        self._is_str = np.zeros(1, dtype=bool)
+        self._is_int = np.zeros(1, dtype=bool)
 
     @classmethod
     def of(cls, events: Sequence[Any], source: str, chunk: int = 65536) -> EventTable:
@@ -267,12 +269,79 @@ class EventTable:
         self._values = np.empty(len(self._interner.values), dtype=object)
         for k, v in enumerate(self._interner.values):
             self._values[k] = v
+        self._is_str = np.array([type(v) is str for v in self._interner.values] + [False],
+                                dtype=bool)
+        self._is_int = np.array([type(v) is int for v in self._interner.values] + [False],
+                                dtype=bool)
 
     # --- access ---------------------------------------------------------------------------
 
     def get(self, rows: Iterable[int] | np.ndarray, key: str) -> list[Any]:
         """The field `key` ("args.KEY" for an args field) of each row (None where absent)."""
         return self._columns[key].get(np.asarray(rows, dtype=np.int64), self._values)
+
+    def raw(self, rows: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """The kind (0 where absent, else INT, FLOAT or OTHER) and int64 payload of the field
+        `key` at each row, with no Python object made."""
+        column = self._columns[key]
+        rows = np.asarray(rows, dtype=np.int64)
+        if not column.rows.size:
+            return np.zeros(rows.size, np.uint8), np.zeros(rows.size, np.int64)
+        pos, found = column.locate(rows)
+        return (np.where(found, column.kind[pos], 0).astype(np.uint8),
+                np.where(found, column.payload[pos], 0))
+
+    def floats(self, rows: np.ndarray, key: str) -> np.ndarray | None:
+        """The field as float64 when every row holds an int64 or a float, else None (the
+        caller falls back to `get` to see why)."""
+        kind, payload = self.raw(rows, key)
+        if not ((kind == INT) | (kind == FLOAT)).all():
+            return None
+        out = payload.astype(np.float64)
+        is_float = kind == FLOAT
+        out[is_float] = payload[is_float].view(np.float64)
+        return out
+
+    def texts(self, rows: np.ndarray, key: str) -> np.ndarray:
+        """Each row's string as a code into `text_values` (-1 where absent or not a
+        string)."""
+        kind, payload = self.raw(rows, key)
+        other = kind == OTHER
+        index = np.where(other, payload, len(self._is_str) - 1)
+        return np.where(other & self._is_str[index], payload, -1)
+
+    def int_keys(self, rows: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Keys that are equal exactly where the rows' integer values are (bools are not
+        integers), and whether each row holds an integer."""
+        kind, payload = self.raw(rows, key)
+        other = kind == OTHER
+        index = np.where(other, payload, len(self._is_int) - 1)
+        big = other & self._is_int[index]
+        valid = (kind == INT) | big
+        if not big.any():
+            return np.where(valid, payload, 0), valid
+        _, inverse = np.unique(np.stack([big.astype(np.int64), payload]), axis=1,
+                               return_inverse=True)
+        return np.where(valid, inverse.reshape(-1), 0), valid
+
+    def decode(self, kind: int, payload: int) -> Any:
+        """The Python value of one (kind, payload) of `raw`."""
+        if kind == INT:
+            return int(payload)
+        if kind == FLOAT:
+            return float(np.int64(payload).view(np.float64))
+        if kind == OTHER:
+            return self._values[payload]
+        return None
+
+    def code_of(self, text: str) -> int:
+        """The code of a string in `text_values` (-1 when no row holds it)."""
+        return self._interner.get(text, -1)
+
+    @property
+    def text_values(self) -> np.ndarray:
+        """The table of distinct values the codes of `texts` point into."""
+        return self._values
 
     def has(self, rows: np.ndarray, key: str) -> np.ndarray:
         """Whether each row has the field (present, even as null)."""

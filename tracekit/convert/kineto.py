@@ -24,6 +24,8 @@ import numba
 import numpy as np
 import polars as pl
 
+from tracekit.convert.events import FLOAT, INT, OTHER
+
 from tracekit.trace.schema import EdgeKind
 from tracekit.trace.summary import natural_key
 
@@ -142,6 +144,57 @@ def _tolerant_pairs(key: np.ndarray, ts: np.ndarray, phase: np.ndarray
                                      DANGLING: dangling}
 
 
+def _is_sync_id(ev: _Events, rows: np.ndarray, sync_ids: set[int]) -> np.ndarray:
+    """Whether each row's id equals (as Python compares numbers) one of `sync_ids`."""
+    out = np.zeros(rows.size, dtype=bool)
+    if not sync_ids or not rows.size:
+        return out
+    kind, payload = ev.table.raw(rows, "id")
+    small = np.array(sorted(v for v in sync_ids if -(2**63) <= v < 2**63), dtype=np.int64)
+    is_int = kind == INT
+    out[is_int] = np.isin(payload[is_int], small)
+    as_float = payload.view(np.float64)
+    whole = (kind == FLOAT) & (np.floor(as_float) == as_float) & (np.abs(as_float) < 2.0**63)
+    out[whole] = np.isin(as_float[whole].astype(np.int64), small)
+    # Other floats, bools and integers past int64, one by one.
+    odd = (((kind == FLOAT) & ~whole) | (kind == OTHER)) & (ev.table.texts(rows, "id") < 0)
+    for k in np.flatnonzero(odd).tolist():
+        v = ev.table.decode(int(kind[k]), int(payload[k]))
+        out[k] = type(v) in (int, float, bool) and v in sync_ids
+    return out
+
+
+def _flow_keys(ev: _Events, rows: np.ndarray, to_sync: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Which flow events pair (those with an id, or id2 where there is no id, that are not
+    read as syncs) and for those a key per (cat, name, id), numbered by first appearance."""
+    from tracekit.convert.chrome import _flow_ids
+
+    table = ev.table
+    kind, payload = table.raw(rows, "id")
+    id_text = table.texts(rows, "id")
+    cat, name = table.texts(rows, "cat"), table.texts(rows, "name")
+    if (table.has(rows, "id").all() and ((kind == INT) | (id_text >= 0)).all()
+            and ((cat >= 0) | (table.raw(rows, "cat")[0] == 0)).all()
+            and ((name >= 0) | (table.raw(rows, "name")[0] == 0)).all()):
+        keep = ~to_sync
+        is_int = kind == INT
+        key = np.stack([cat, name, is_int.astype(np.int64), np.where(is_int, payload, id_text)])
+        _, first, inverse = np.unique(key[:, keep], axis=1, return_index=True,
+                                      return_inverse=True)
+        rank = np.empty(first.size, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+        return rank[inverse.reshape(-1)], keep
+    # Ids or names of other types: compared as Python does.
+    fl_id = _flow_ids(ev, rows)
+    keep = np.array([v is not None for v in fl_id], bool) & ~to_sync
+    keys: dict[Any, int] = {}
+    setdefault = keys.setdefault
+    fl_key = [setdefault((c, m, i), len(keys)) for c, m, i, w in zip(
+        ev.get(rows, "cat"), ev.get(rows, "name"), fl_id, keep.tolist(), strict=True) if w]
+    return np.array(fl_key, dtype=np.int64), keep
+
+
 def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], int],
                   slices: _Slices, nesting: Nesting, cycles_per_us: float,
                   notes: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
@@ -151,23 +204,27 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         WORK_ARGS,
         ChromeTraceError,
         Nesting,
-        _arg_ints,
+        _arg_ints_at,
         _bind_ends,
-        _flow_ids,
+        _text_series,
         _thread_labels,
+        _thread_lookup,
         clean_text,
-        clean_texts,
     )
 
+    table = ev.table
     n = slices.event.size
-    cats = ev.get(slices.event, "cat")
-    names = ev.get(slices.event, "name")
-    args = ev.args(slices.event, KINETO_ARGS + WORK_ARGS)
-    cat_arr = np.array([c if type(c) is str else "" for c in cats], dtype=object)
+    cat_code = table.texts(slices.event, "cat")
+    name_code = table.texts(slices.event, "name")
+
+    def codes(texts: Iterable[str]) -> list[int]:
+        """The codes of those of `texts` some row holds."""
+        return [c for c in map(table.code_of, texts) if c >= 0]
+
     kind = np.full(n, CPU, dtype=np.int64)
-    kind[np.isin(cat_arr, list(GPU_CATS))] = GPU
-    kind[cat_arr == SYNC_CAT] = SYNC
-    kind[np.isin(cat_arr, list(CONTEXT_CATS))] = CONTEXT
+    kind[np.isin(cat_code, codes(GPU_CATS))] = GPU
+    kind[np.isin(cat_code, codes([SYNC_CAT]))] = SYNC
+    kind[np.isin(cat_code, codes(CONTEXT_CATS))] = CONTEXT
     # Other work on a GPU stream's thread is GPU work too.
     gpu_threads = np.unique(slices.thread[kind == GPU])
     kind[(kind == CPU) & np.isin(slices.thread, gpu_threads)] = GPU
@@ -187,29 +244,49 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         return np.rint((t - origin) * scale)
 
     windows = sorted(
-        ({"name": clean_text(names[i]), "cat": cats[i] if type(cats[i]) is str else None, "start": int(cycles(slices.ts[i:i + 1])[0]),
-          "end": int(cycles(slices.end[i:i + 1])[0])} for i in context.tolist()
-         if type(names[i]) is str),
+        ({"name": clean_text(name), "cat": cat if type(cat) is str else None,
+          "start": int(cycles(slices.ts[i:i + 1])[0]),
+          "end": int(cycles(slices.end[i:i + 1])[0])}
+         for i, name, cat in zip(context.tolist(), ev.get(slices.event[context], "name"),
+                                 ev.get(slices.event[context], "cat"), strict=True)
+         if type(name) is str),
         key=lambda w: (w["start"], -w["end"], w["name"]))
 
     # Engines: CPU threads numbered by first appearance, GPU streams by their number.
     labels = _thread_labels(ev, ph, threads)
     inverse = {code: key for key, code in threads.items()}
     cpu_rows = np.flatnonzero(kind == CPU)
-    cpu_threads = np.unique(slices.thread[cpu_rows])
-    first_ts = {int(t): float(slices.ts[cpu_rows][slices.thread[cpu_rows] == t].min())
-                for t in cpu_threads.tolist()}
+    first_seen = np.full(len(threads), np.inf)
+    np.minimum.at(first_seen, slices.thread[cpu_rows], slices.ts[cpu_rows])
+    first_ts = {t: float(first_seen[t]) for t in np.unique(slices.thread[cpu_rows]).tolist()}
     cpu_rank = {t: k for k, t in enumerate(sorted(
         first_ts, key=lambda t: (first_ts[t], str(inverse[t][0]), str(inverse[t][1]))))}
     gpu_rows = np.flatnonzero(kind == GPU)
-    stream_of = [s if type(s) is int else None for s in args["stream"]]
-    device_of = [d if type(d) is int else None for d in args["device"]]
-    gpu_key: dict[int, tuple[Any, Any]] = {}
-    for i in gpu_rows.tolist():
+
+    def int_arg(row: int, key: str) -> Any:
+        value = ev.value(int(slices.event[row]), f"args.{key}")
+        return value if type(value) is int else None
+
+    # A GPU slice's stream: (args.device, else pid; args.stream, else tid), numbered by first
+    # appearance; the rows of one (thread, device, stream) make the key once.
+    parts = [slices.thread[gpu_rows]]
+    for key in ("device", "stream"):
+        value, valid = table.int_keys(slices.event[gpu_rows], f"args.{key}")
+        parts += [valid.astype(np.int64), value]
+    _, g_first, g_inverse = np.unique(np.stack(parts), axis=1, return_index=True,
+                                      return_inverse=True)
+    stream_code_of: dict[tuple[Any, Any], int] = {}
+    group_stream = np.empty(g_first.size, dtype=np.int64)
+    for g in np.argsort(g_first, kind="stable").tolist():
+        i = int(gpu_rows[g_first[g]])
         pid, tid = inverse[int(slices.thread[i])]
-        gpu_key[i] = (device_of[i] if device_of[i] is not None else pid,
-                      stream_of[i] if stream_of[i] is not None else tid)
-    devices = sorted({d for d, _ in gpu_key.values()}, key=str)
+        device, stream = int_arg(i, "device"), int_arg(i, "stream")
+        key = (device if device is not None else pid, stream if stream is not None else tid)
+        group_stream[g] = stream_code_of.setdefault(key, len(stream_code_of))
+    stream_keys = list(stream_code_of)
+    gpu_stream = np.full(n, -1, dtype=np.int64)
+    gpu_stream[gpu_rows] = group_stream[g_inverse.reshape(-1)]
+    devices = sorted({d for d, _ in stream_keys}, key=str)
 
     def gpu_engine(device: Any, stream: Any) -> str:
         return (f"gpu/stream {stream}" if len(devices) <= 1
@@ -254,6 +331,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     if nesting is Nesting.TOP:
         first_piece[order] = first_piece[top_row].copy()
         last_piece[order] = first_piece[order]
+    del order, top_row, by_start, p_row, p_start, p_end, p_depth, p_pos, top_pos, depth_pos
 
     counts: Counter[str] = Counter()
     edges: list[tuple[np.ndarray, np.ndarray, str]] = []
@@ -262,28 +340,25 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     kept = (kind == CPU) | (kind == GPU)
     fl = np.flatnonzero(np.isin(ph, ("s", "t", "f")))
     # Flows to the cuda_sync markers (id = the marker's correlation) are read as syncs below.
-    sync_ids = {c for c, k in zip(args["correlation"], kind.tolist(), strict=True)
-                if k == SYNC and type(c) is int}
-    raw_id = ev.get(fl, "id")
-    to_sync = np.array([type(v) in (int, float, bool) and v in sync_ids for v in raw_id], bool)
-    fl_id = _flow_ids(ev, fl)
-    with_id = np.array([v is not None for v in fl_id], bool) & ~to_sync
+    sync_rows = np.flatnonzero(kind == SYNC)
+    sync_ids = {c for c in ev.get(slices.event[sync_rows], "args.correlation")
+                if type(c) is int}
+    to_sync = _is_sync_id(ev, fl, sync_ids)
+    flow = _flow_keys(ev, fl, to_sync)
+    with_id = flow[1]
     counts["flow events to sync markers read as syncs"] = int(to_sync.sum())
     counts["flow events without an id"] = int(fl.size - with_id.sum() - to_sync.sum())
     fl = fl[with_id] if fl.size else fl
-    fl_id = [v for v, w in zip(fl_id, with_id.tolist(), strict=True) if w]
     has_flow_in = np.zeros(n, dtype=bool)
     if fl.size:
-        keys: dict[Any, int] = {}
-        setdefault = keys.setdefault
-        fl_key = np.array([setdefault((c, m, i), len(keys)) for c, m, i in zip(
-            ev.get(fl, "cat"), ev.get(fl, "name"), fl_id, strict=True)], dtype=np.int64)
+        fl_key = flow[0]
         fl_ts = ev.numbers(fl, "ts", "flow event")
-        fl_thread = np.array([threads.get(key, -1) for key in zip(
-            ev.get(fl, "pid"), ev.get(fl, "tid"), strict=True)], dtype=np.int64)
-        phase = np.array([("s", "t", "f").index(p) for p in ph[fl].tolist()], dtype=np.int64)
-        mode = ((ph[fl] == "f") & ~np.array([b == "e" for b in ev.get(fl, "bp")], dtype=bool)
-                ).astype(np.int64)
+        fl_thread = _thread_lookup(ev, fl, threads)
+        fl_ph = ph[fl]
+        phase = np.select([fl_ph == "s", fl_ph == "t"], [0, 1], 2).astype(np.int64)
+        e_code = table.code_of("e")
+        bp_e = (table.texts(fl, "bp") == e_code) & (e_code >= 0)
+        mode = ((fl_ph == "f") & ~bp_e).astype(np.int64)
         src_pos, dst_pos, flow_counts = _tolerant_pairs(fl_key, fl_ts, phase)
         counts.update(flow_counts)
         bound = _bind_ends(slices, kept, fl_thread, fl_ts, mode, np.full(fl.size, -1))
@@ -297,76 +372,98 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         edges.append((a, b, EdgeKind.DATA.value))
         has_flow_in[b] = True
         counts["flow edges"] = int(a.size)
+        del fl_key, fl_ts, fl_thread, fl_ph, phase, bp_e, mode, bound, src_pos, dst_pos
+    del flow, to_sync, fl, with_id
 
-    # 2. Launches by correlation where no flow reached the GPU work.
-    corr = [c if type(c) is int else None for c in args["correlation"]]
-    launch_of: dict[int, int] = {}
-    for i in cpu_rows.tolist():
-        c = corr[i]
-        if c is not None and cat_arr[i] in LAUNCH_CATS:
-            launch_of.setdefault(c, i)
+    # 2. Launches by correlation where no flow reached the GPU work: a correlation's call is
+    # its first CPU runtime call.
+    corr_key, corr_ok = table.int_keys(slices.event, "args.correlation")
+    calls = cpu_rows[corr_ok[cpu_rows] & np.isin(cat_code[cpu_rows], codes(LAUNCH_CATS))]
+    call_keys, call_first = np.unique(corr_key[calls], return_index=True)
+    call_rows = calls[call_first]
+
+    def call_at(rows: np.ndarray) -> np.ndarray:
+        """The call of each row's correlation (-1: none)."""
+        if call_keys.size == 0:
+            return np.full(rows.size, -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(call_keys, corr_key[rows]), call_keys.size - 1)
+        found = corr_ok[rows] & (call_keys[pos] == corr_key[rows])
+        return np.where(found, call_rows[pos], -1)
+
+    gpu_call = call_at(gpu_rows)
+    launched = gpu_call >= 0
     launch_ts = slices.ts.copy()
-    la, lb = [], []
-    for i in gpu_rows.tolist():
-        c = corr[i]
-        call = launch_of.get(c) if c is not None else None
-        if call is None:
-            continue
-        launch_ts[i] = slices.ts[call]
-        if not has_flow_in[i]:
-            la.append(call)
-            lb.append(i)
-    counts["launch edges by correlation"] = len(la)
-    edges.append((np.array(la, np.int64), np.array(lb, np.int64), EdgeKind.DATA.value))
+    launch_ts[gpu_rows[launched]] = slices.ts[gpu_call[launched]]
+    linked = launched & ~has_flow_in[gpu_rows]
+    counts["launch edges by correlation"] = int(linked.sum())
+    edges.append((gpu_call[linked], gpu_rows[linked], EdgeKind.DATA.value))
 
     # GPU work per stream in start order, and in launch order, for the syncs.
-    by_stream: dict[tuple[Any, Any], np.ndarray] = {}
+    s_count = len(stream_keys)
+    by_start_rows = gpu_rows[np.lexsort((slices.event[gpu_rows], slices.ts[gpu_rows],
+                                         gpu_stream[gpu_rows]))]
+    s_ptr = np.searchsorted(gpu_stream[by_start_rows], np.arange(s_count + 1))
+    start_ts = slices.ts[by_start_rows]
+    # Launch order, ties in start order (as argmax and argmin pick the first).
+    within = np.lexsort((np.arange(by_start_rows.size), launch_ts[by_start_rows],
+                         gpu_stream[by_start_rows]))
+    by_launch_rows = by_start_rows[within]
+    launch_sorted = launch_ts[by_launch_rows]
     streams_of_device: dict[Any, list[tuple[Any, Any]]] = defaultdict(list)
-    for i in gpu_rows.tolist():
-        by_stream.setdefault(gpu_key[i], [])  # type: ignore[arg-type]
-        by_stream[gpu_key[i]].append(i)  # type: ignore[attr-defined]
-    for key in list(by_stream):
-        rows = np.array(by_stream[key], dtype=np.int64)
-        by_stream[key] = rows[np.lexsort((slices.event[rows], slices.ts[rows]))]
+    for key in stream_keys:
         streams_of_device[key[0]].append(key)
 
     def last_started(key: tuple[Any, Any], t: float) -> int:
-        rows = by_stream.get(key)
-        if rows is None:
+        s = stream_code_of.get(key)
+        if s is None:
             return -1
-        k = int(np.searchsorted(slices.ts[rows], t, side="right")) - 1
-        return int(rows[k]) if k >= 0 else -1
+        lo, hi = s_ptr[s], s_ptr[s + 1]
+        k = int(np.searchsorted(start_ts[lo:hi], t, side="right")) - 1
+        return int(by_start_rows[lo + k]) if k >= 0 else -1
 
     def last_launched(key: tuple[Any, Any], t: float) -> int:
-        rows = by_stream.get(key)
-        if rows is None:
+        s = stream_code_of.get(key)
+        if s is None:
             return -1
-        before = rows[launch_ts[rows] < t]
-        return int(before[np.argmax(launch_ts[before])]) if before.size else -1
+        lo, hi = s_ptr[s], s_ptr[s + 1]
+        k = int(np.searchsorted(launch_sorted[lo:hi], t, side="left"))
+        if k == 0:
+            return -1
+        k = int(np.searchsorted(launch_sorted[lo:hi], launch_sorted[lo + k - 1], side="left"))
+        return int(by_launch_rows[lo + k])
 
     def first_launched(key: tuple[Any, Any], t: float) -> int:
-        rows = by_stream.get(key)
-        if rows is None:
+        s = stream_code_of.get(key)
+        if s is None:
             return -1
-        after = rows[launch_ts[rows] > t]
-        return int(after[np.argmin(launch_ts[after])]) if after.size else -1
+        lo, hi = s_ptr[s], s_ptr[s + 1]
+        k = int(np.searchsorted(launch_sorted[lo:hi], t, side="right"))
+        return int(by_launch_rows[lo + k]) if lo + k < hi else -1
 
     # 3. Synchronisation: the CPU call waits for the GPU work its marker names.
-    call_of: dict[int, int] = {}
-    for i in cpu_rows.tolist():
-        if corr[i] is not None and cat_arr[i] in LAUNCH_CATS:
-            call_of.setdefault(corr[i], i)
-    waits_a, waits_b, cross_a, cross_b = [], [], [], []
-    sync_rows = np.flatnonzero(kind == SYNC)
-    for i in sync_rows.tolist():
-        sync_kind = args["cuda_sync_kind"][i] or names[i]
+    call_of: dict[Any, int] = {}
+    if sync_rows.size:
+        call_of = dict(zip(ev.get(slices.event[call_rows], "args.correlation"),
+                           call_rows.tolist(), strict=True))
+    waits_a: list[int] = []
+    waits_b: list[int] = []
+    cross_a: list[int] = []
+    cross_b: list[int] = []
+    sync_event = slices.event[sync_rows]
+    sync_args = ev.args(sync_event, ("cuda_sync_kind", "wait_on_cuda_event_record_corr_id",
+                                     "wait_on_stream"))
+    sync_names = ev.get(sync_event, "name")
+    sync_call = call_at(sync_rows).tolist()
+    for k, i in enumerate(sync_rows.tolist()):
+        sync_kind = sync_args["cuda_sync_kind"][k] or sync_names[k]
         pid, tid = inverse[int(slices.thread[i])]
-        device = device_of[i] if device_of[i] is not None else pid
-        call = call_of.get(corr[i]) if corr[i] is not None else None
+        device, stream = int_arg(i, "device"), int_arg(i, "stream")
+        device = device if device is not None else pid
+        call = sync_call[k] if sync_call[k] >= 0 else None
         if sync_kind == "Stream Wait Event":
-            record = call_of.get(args["wait_on_cuda_event_record_corr_id"][i])
-            src_stream = args["wait_on_stream"][i]
-            dst_stream = stream_of[i] if stream_of[i] is not None else tid
+            record = call_of.get(sync_args["wait_on_cuda_event_record_corr_id"][k])
+            src_stream = sync_args["wait_on_stream"][k]
+            dst_stream = stream if stream is not None else tid
             if record is None or call is None:
                 counts["stream waits whose calls are not in the trace"] += 1
                 continue
@@ -382,11 +479,11 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
             counts["sync markers whose calls are not in the trace"] += 1
             continue
         if sync_kind == "Event Sync":
-            record = call_of.get(args["wait_on_cuda_event_record_corr_id"][i])
-            waited = ([last_launched((device, args["wait_on_stream"][i]),
+            record = call_of.get(sync_args["wait_on_cuda_event_record_corr_id"][k])
+            waited = ([last_launched((device, sync_args["wait_on_stream"][k]),
                                      float(slices.ts[record]))] if record is not None else [])
         elif sync_kind == "Stream Sync":
-            waited = [last_started((device, stream_of[i] if stream_of[i] is not None else tid),
+            waited = [last_started((device, stream if stream is not None else tid),
                                    float(slices.end[i]))]
         else:  # Context Sync, and any other kind: every stream of the device
             waited = [last_started(key, float(slices.end[i]))
@@ -397,19 +494,20 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         waits_a += waited
         waits_b += [call] * len(waited)
     if sync_rows.size == 0:
-        for i in cpu_rows.tolist():
-            if names[i] in DEVICE_SYNC_CALLS:
-                waited = [last_started(key, float(slices.end[i])) for key in by_stream]
-                waited = [w for w in waited if w >= 0]
-                waits_a += waited
-                waits_b += [i] * len(waited)
-                counts["device syncs linked by name"] += 1
+        named = cpu_rows[np.isin(name_code[cpu_rows], codes(DEVICE_SYNC_CALLS))]
+        for i in named.tolist():
+            waited = [last_started(key, float(slices.end[i])) for key in stream_keys]
+            waited = [w for w in waited if w >= 0]
+            waits_a += waited
+            waits_b += [i] * len(waited)
+            counts["device syncs linked by name"] += 1
     counts["sync waits"] = len(waits_a)
     counts["stream wait edges"] = len(cross_a)
     edges.append((np.array(waits_a, np.int64), np.array(waits_b, np.int64),
                   EdgeKind.DATA.value))
     edges.append((np.array(cross_a, np.int64), np.array(cross_b, np.int64),
                   EdgeKind.DATA.value))
+    del launch_ts, within, calls, gpu_call, has_flow_in, kept
 
     # A blocking call is the CPU waiting (as HTA weighs it): its piece shrinks to its end, and
     # the time before is a gap charged to the GPU work it waited for (or to the thread's own
@@ -420,22 +518,26 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         counts["blocking calls counted as waiting"] = int(calls.size)
         piece_start[first] = piece_end[first]
 
-    # Instructions: one per piece.
-    engine_names = []
+    # Instructions: one per piece, on the engine of its (stream) or (thread, depth).
     cpu_label = {t: f"cpu/thread {k}" for t, k in cpu_rank.items()}
-    for k in range(m):
-        r = int(piece_row[k])
-        if kind[r] == GPU:
-            engine_names.append(gpu_engine(*gpu_key[r]))
+    on_gpu = kind[piece_row] == GPU
+    span = int(piece_depth.max(initial=0)) + 2
+    group_of = (np.where(on_gpu, gpu_stream[piece_row], slices.thread[piece_row]) * span
+                + np.where(on_gpu, 0, piece_depth + 1))
+    groups, group_inverse = np.unique(group_of, return_inverse=True)
+    group_names = []
+    for a, d in zip((groups // span).tolist(), (groups % span - 1).tolist(), strict=True):
+        if d < 0:
+            group_names.append(gpu_engine(*stream_keys[a]))
         else:
-            base = cpu_label[int(slices.thread[r])]
-            d = int(piece_depth[k])
-            engine_names.append(base if d == 0 else f"{base}/d{d}")
-    distinct = sorted(set(engine_names), key=natural_key)
+            group_names.append(cpu_label[a] if d == 0 else f"{cpu_label[a]}/d{d}")
+    distinct = sorted(set(group_names), key=natural_key)
     rank = {e: j for j, e in enumerate(distinct)}
-    engine_code = np.array([rank[e] for e in engine_names], dtype=np.int64)
+    engine_code = np.array([rank[e] for e in group_names], dtype=np.int64)[
+        group_inverse.reshape(-1)]
     start = cycles(piece_start)
     end = cycles(piece_end)
+    del piece_start, piece_end
     if end.size and end.max() >= MAX_CYCLES:
         raise ChromeTraceError(f"{ev.source}: the trace spans {end.max():.3g} cycles at "
                                f"{scale:g} cycles per µs, past what int64 cycles hold; pass a "
@@ -450,64 +552,69 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     seq = np.empty(m, dtype=np.int64)
     seq[by_engine] = np.arange(m) - np.repeat(np.cumsum(per_engine) - per_engine,
                                               per_engine[per_engine > 0])
-    # Work args on a slice's first piece only.
-    is_first = first_piece[piece_row] == np.arange(m)
-    work_cols = {key: _arg_ints([v if f else None for v, f in zip(
-        [args[key][r] for r in piece_row.tolist()], is_first.tolist(), strict=True)], key)
-        for key in WORK_ARGS}
-    table = pl.DataFrame({
-        "id": ids,
-        "engine": pl.Series([distinct[c] for c in engine_code.tolist()], dtype=pl.String),
-        "seq": seq,
-        "opcode": pl.Series(clean_texts([names[r] for r in piece_row.tolist()]),
-                            dtype=pl.String),
-        "start": start,
-        "end": end,
-        **work_cols,
-        "layer": pl.Series(clean_texts([cats[r] if type(cats[r]) is str else None
-                                        for r in piece_row.tolist()]), dtype=pl.String),
+    del by_engine, group_of, group_inverse, on_gpu
+    # The table in id order (order_ids lists the pieces by id); work args on a slice's first
+    # piece only.
+    is_first = first_piece[piece_row[order_ids]] == order_ids
+    event = event[order_ids]
+    row_by_id = piece_row[order_ids]
+    table_out = pl.DataFrame({
+        "id": np.arange(m, dtype=np.int64),
+        "engine": pl.Series(distinct, dtype=pl.String).gather(engine_code[order_ids]),
+        "seq": seq[order_ids],
+        "opcode": _text_series(table, name_code[row_by_id]),
+        "start": start[order_ids],
+        "end": end[order_ids],
+        **{key: _arg_ints_at(table, event, key, is_first) for key in WORK_ARGS},
+        "layer": _text_series(table, cat_code[row_by_id]),
     })
+    del event, is_first, order_ids, row_by_id, seq, start, end, name_code, cat_code
 
     # Nesting: consecutive pieces of a thread on different engines (depths) are linked.
     src_p: list[np.ndarray] = []
     dst_p: list[np.ndarray] = []
-    kinds: list[str] = []
+    kind_p: list[np.ndarray] = []
+    edge_kinds = [EdgeKind.DATA.value, EdgeKind.ORDER.value]
     if nesting is Nesting.DEPTH and chain_len > 1:
         chain = np.arange(chain_len)
         th = slices.thread[piece_row[chain]]
         step = (th[1:] == th[:-1]) & (piece_depth[chain][1:] != piece_depth[chain][:-1])
         src_p.append(chain[:-1][step])
         dst_p.append(chain[1:][step])
-        kinds += [EdgeKind.ORDER.value] * int(step.sum())
+        kind_p.append(np.full(int(step.sum()), 1, dtype=np.int64))
         counts["nesting links"] = int(step.sum())
     for a, b, k in edges:
         if a.size:
             src_p.append(last_piece[a])
             dst_p.append(first_piece[b])
-            kinds += [k] * a.size
+            kind_p.append(np.full(a.size, edge_kinds.index(k), dtype=np.int64))
     if src_p:
-        sp, dp = np.concatenate(src_p), np.concatenate(dst_p)
+        sp, dp, kp = np.concatenate(src_p), np.concatenate(dst_p), np.concatenate(kind_p)
     else:
-        sp = dp = np.zeros(0, np.int64)
+        sp = dp = kp = np.zeros(0, np.int64)
     ok = (sp >= 0) & (dp >= 0)
-    deps = pl.DataFrame({"src": ids[sp[ok]], "dst": ids[dp[ok]],
-                         "kind": np.array(kinds, dtype=object)[ok] if kinds else []},
-                        schema={"src": pl.Int64, "dst": pl.Int64, "kind": pl.String})
-    forward = deps["dst"] > deps["src"]
+    src, dst, kp = ids[sp[ok]], ids[dp[ok]], kp[ok]
+    del sp, dp, ok, src_p, dst_p, kind_p, edges
+    forward = dst > src
     counts["edges pointing back in time dropped"] = int((~forward).sum())
-    deps = deps.filter(forward).unique(subset=["src", "dst"], keep="first",
-                                       maintain_order=True)
+    src, dst, kp = src[forward], dst[forward], kp[forward]
+    # The first of each (src, dst), in order.
+    keep = np.sort(np.unique(src * max(m, 1) + dst, return_index=True)[1])
+    deps = pl.DataFrame({"src": src[keep], "dst": dst[keep],
+                         "kind": pl.Series(edge_kinds, dtype=pl.String).gather(kp[keep])},
+                        schema={"src": pl.Int64, "dst": pl.Int64, "kind": pl.String})
+    del src, dst, kp, keep, forward
 
     engines: dict[str, dict[str, Any]] = {}
-    for k in range(m):
-        e = engine_names[k]
-        if e in engines:
-            continue
+    _, engine_first = np.unique(engine_code, return_index=True)
+    for k in engine_first.tolist():
+        e = distinct[int(engine_code[k])]
         r = int(piece_row[k])
         pid, tid = inverse[int(slices.thread[r])]
         engines[e] = {"pid": pid, "tid": tid, "name": labels[int(slices.thread[r])]}
         if kind[r] == GPU:
-            engines[e].update(device=gpu_key[r][0], stream=gpu_key[r][1])
+            device, stream = stream_keys[int(gpu_stream[r])]
+            engines[e].update(device=device, stream=stream)
         else:
             engines[e]["depth"] = int(piece_depth[k])
     report = {key: int(v) for key, v in sorted(counts.items()) if v}
@@ -523,4 +630,4 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
              "engines": dict(sorted(engines.items(), key=lambda kv: natural_key(kv[0]))),
              "windows": windows, "import_report": report}
     json.dumps(extra, allow_nan=False)  # the manifest must hold it
-    return table.sort("id"), deps, extra
+    return table_out, deps, extra
