@@ -236,7 +236,9 @@ class Prepared:
             return self.setup, self.nbytes
         return self._model(machine)
 
-    def _kernel(self, machine: Machine | None, factor: np.ndarray | None):  # type: ignore[no-untyped-def]
+    def _kernel(  # type: ignore[no-untyped-def]
+            self, machine: Machine | None, factor: np.ndarray | None, clock: Lap | None = None):
+        clock = clock or _NoClock()
         machine = machine or self.machine
         setup, nbytes = self.durations(machine)
         if factor is not None:
@@ -271,11 +273,14 @@ class Prepared:
                       graph.ptr, *lanes.succ)
             kernel_caps = caps[lanes.group]
             extra = (*(conflicts or (None, None, None, None)), lanes.group, caps.copy())
+        monotone, index = sems.monotone, np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64
+        clock.lap("durations")  # the checks of the durations and the kernel's arguments
         out = replay_kernel(
             *queues, kind_latency, setup, nbytes, kernel_caps,
             machine.hbm_bytes_per_cycle, sems.ptr, sems.node, sems.sem, sems.op, sems.value,
-            sems.cond, sems.log_ptr, float(machine.semaphore_latency), sems.monotone,
-            np.int32 if max(n, sems.size) < 2**31 - 1 else np.int64, *extra)
+            sems.cond, sems.log_ptr, float(machine.semaphore_latency), monotone, index,
+            *extra)
+        clock.lap("kernel")  # the kernel alone: what bench_replay's instructions/s divide
         (start, end, bind, bind_kind, completed, done, log, arrived, upto, count,
          blocked) = out
         if lanes is not None:  # a queue is blocked when one of its lanes is
@@ -302,8 +307,7 @@ class Prepared:
         `tracekit.replay.run.replay` gives it."""
         clock = clock or _NoClock()
         (machine, start, end, bind, bind_kind, done, released, setup, nbytes,
-         caps, graph) = self._kernel(machine, factor)
-        clock.lap("kernel")
+         caps, graph) = self._kernel(machine, factor, clock)
         frame = self.frame
         start_c, end_c = _cycles(start), _cycles(end)
         has_bind = bind >= 0

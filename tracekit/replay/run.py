@@ -255,13 +255,18 @@ class _Stopwatch:
         self.into = into
         self.step = step
         self.last = time.perf_counter()
+        self.done: set[str] = set()
 
     def lap(self, stage: str) -> None:
+        """The time since the last lap, added to `stage` (a stage may be lapped in parts);
+        its progress step advances once."""
         now = time.perf_counter()
         if self.into is not None:
-            self.into[stage] = now - self.last
+            self.into[stage] = self.into.get(stage, 0.0) + now - self.last
         self.last = now
-        self.step.advance()
+        if stage not in self.done:
+            self.done.add(stage)
+            self.step.advance()
 
 
 def _cycles(times: np.ndarray) -> np.ndarray:
