@@ -28,7 +28,6 @@ import re
 import shutil
 import sys
 import tempfile
-import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +41,7 @@ import polars as pl
 
 from tracekit.errors import TracekitError, first_line
 from tracekit.progress import step
+from tracekit.tomlfiles import read_toml
 from tracekit.trace.bundle import clean_leftovers, leftover_name
 
 LAST_PASS = "last-pass"
@@ -89,14 +89,7 @@ WORKLOAD_KEYS = {"name", "trace", "threshold_pct", "baseline"}
 def load_suite(path: str | os.PathLike[str]) -> Suite:
     """Read a suite TOML file (its format: `tracekit nightly --help`)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SuiteError(f"{path}: no such suite file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(f"{path}: cannot be read ({exc}).") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SuiteError(f"{path}: not valid TOML ({exc}).") from None
+    data = read_toml(path, "suite", SuiteError)
     # Absolute, so that the history records where each trace was and a worker elsewhere (a
     # Dask cluster) is not left to resolve a path against its own folder.
     where = path.absolute().parent

@@ -31,7 +31,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import math
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from tracekit.analysis.whatif import GROUPS, PARAMETERS, changed_machine
 from tracekit.errors import OutputError, TraceExistsError, TracekitError
 from tracekit.replay.machine import MAX_PARAMETER, MIN_POSITIVE, Machine
 from tracekit.replay.run import Mode
+from tracekit.tomlfiles import read_toml
 from tracekit.trace.bundle import Trace
 
 MAX_POINTS = 2**62
@@ -155,14 +155,7 @@ def load_grid_file(path: str | os.PathLike[str]) -> list[Axis]:
     A point's cost is the sum of the weights of its values (an axis without weights adds
     nothing)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SweepError(f"{path}: no such grid file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SweepError(f"{path}: cannot be read ({exc}).") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(f"{path}: not valid TOML ({exc}).") from None
+    data = read_toml(path, "grid", SweepError)
     unknown = sorted(set(data) - GRID_KEYS)
     if unknown:
         raise SweepError(f"{path}: {unknown[0]} is not a grid file key; the keys are "
