@@ -247,7 +247,7 @@ class _Events:
         self.source = source
 
     def fail(self, row: int, what: str, fix: str) -> ChromeTraceError:
-        return ChromeTraceError(f"{self.source}: event {int(self.table.index[row])}: {what}. "
+        return ChromeTraceError(f"{self.source}: event {self.table.event_index(int(row))}: {what}. "
                                 f"{fix}")
 
     def get(self, idx: np.ndarray, key: str) -> list[Any]:
