@@ -439,6 +439,10 @@ class EventTable:
         """The table of distinct values the codes of `texts` point into."""
         return self._values
 
+    def holds(self, key: str) -> bool:
+        """Whether any row has the field."""
+        return self._columns[key].count > 0
+
     def has(self, rows: np.ndarray, key: str) -> np.ndarray:
         """Whether each row has the field (present, even as null)."""
         return self._columns[key].locate(np.asarray(rows, dtype=np.int64))[1]
