@@ -320,7 +320,7 @@ def _fit_once(observed: list[_Observed], base: Machine, transfer: np.ndarray,
     frames = []
     for k, o in enumerate(observed):
         p = o.prepared
-        frames.append(p.frame.select(
+        frames.append(p.work.select(
             "id", pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String),
             *[pl.col(w).fill_null(0).cast(pl.Float64) for w in WORK])
             .with_columns(pl.lit(k).alias("trace"), pl.Series("observed", o.duration),

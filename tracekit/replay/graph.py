@@ -194,9 +194,13 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
 
     sems = SemTable.empty(n)
     if trace.has_table("semaphores"):
-        table = trace.read("semaphores") if semaphores is None else semaphores
-        node = positions(ids, table["inst"].to_numpy(), f"{trace.path}: semaphores.inst")
-        sems = SemTable.from_frame(table, node, n)
+        what = f"{trace.path}: semaphores.inst"
+        file = trace.file_of("semaphores") if semaphores is None else None
+        if file is not None:
+            sems = SemTable.from_parquet(file, ids, what)
+        else:
+            table = trace.read("semaphores") if semaphores is None else semaphores
+            sems = SemTable.from_frame(table, positions(ids, table["inst"].to_numpy(), what), n)
     if trace.has_table("deps"):
         deps = trace.read("deps")
         srcs.append(positions(ids, deps["src"].to_numpy(), f"{trace.path}: deps.src"))

@@ -142,7 +142,7 @@ def _engine_queues(engine: np.ndarray, seq: np.ndarray, n_eng: int
     order = queue_order(engine, seq)
     ptr = np.zeros(n_eng + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(np.bincount(engine, minlength=n_eng))
-    return ptr, order.astype(np.int64, copy=False)
+    return ptr, order.astype(np.int32 if order.size < 2**31 - 1 else np.int64, copy=False)
 
 
 def model_durations(engine_code: np.ndarray, opcode_code: np.ndarray, opcodes: list[str],
@@ -180,14 +180,14 @@ def _durations(coeff, engine, opcode, elements, nbytes, flops, is_dma):  # pragm
 
 
 def name_codes(series: pl.Series, key: object = None) -> tuple[np.ndarray, list[str]]:
-    """Codes 0..k-1 of a name column and its k distinct names, sorted by `key`."""
+    """Codes 0..k-1 of a name column (int32) and its k distinct names, sorted by `key`."""
     if series.dtype != pl.Categorical:
         series = series.cast(pl.String).cast(pl.Categorical)
     distinct = series.unique().drop_nulls()
     names = distinct.cast(pl.String).to_list()
     order = sorted(range(len(names)), key=lambda i: key(names[i]) if key else names[i])
     physical = distinct.to_physical().to_numpy().astype(np.int64)
-    lut = np.zeros(int(physical.max(initial=0)) + 1, dtype=np.int64)
+    lut = np.zeros(int(physical.max(initial=0)) + 1, dtype=np.int32)
     lut[physical[order]] = np.arange(len(order))
     return lut[series.to_physical().fill_null(0).to_numpy()], [names[i] for i in order]
 
