@@ -113,3 +113,24 @@ def test_derive_reads_the_file_only_while_the_frame_is_the_files_own(tmp_path: P
                                       "semaphores": trace.table("semaphores").filter(True)})
     assert filtered.file_of("semaphores") is None
     _same(derive(trace).sems, derive(filtered).sems)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 12).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1),
+                                   st.integers(0, 4)), max_size=40))))
+def test_successor_lists_equal_the_csr_of_the_reversed_edges(case: tuple) -> None:
+    """`Graph.successors` transposes the predecessor CSR without a destinations array: the
+    same lists, in the same (kind, dst) order, as sorting the reversed edges."""
+    from tracekit.replay.graph import Graph, csr
+
+    n, edges = case
+    src = np.array([e[0] for e in edges], dtype=np.int64)
+    dst = np.array([e[1] for e in edges], dtype=np.int64)
+    kind = np.array([e[2] for e in edges], dtype=np.int8)
+    ptr, in_src, in_kind = csr(n, src, dst, kind)
+    graph = Graph(ids=np.arange(n), ptr=ptr, src=in_src, kind=in_kind,
+                  sems=SemTable.empty(n))
+    expected = csr(n, dst, src, kind)
+    for got, want in zip(graph.successors(), expected, strict=True):
+        assert got.tolist() == want.tolist()

@@ -83,6 +83,13 @@ class Graph:
         """Each edge's destination row, beside `src` (the node whose predecessors hold it)."""
         return np.repeat(np.arange(self.nodes), np.diff(self.ptr))
 
+    def successors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Successor lists: (ptr, dst, kind), the edges out of node i at ptr[i]:ptr[i + 1],
+        each group in (kind, dst) order; exactly `csr(nodes, destinations(), src, kind)`
+        without the destinations array. Node numbers int32 when they fit."""
+        index = np.int32 if self.nodes < 2**31 - 1 else np.int64
+        return _transposed(self.ptr, self.src, self.kind, np.zeros(0, dtype=index))
+
     def edge_frame(self, kind: EdgeKind | None = None) -> pl.DataFrame:
         """Edges as (src, dst, kind) in instruction ids, optionally of one kind only."""
         dst = self.destinations()
@@ -140,22 +147,24 @@ def queue_order(engine: np.ndarray, key: np.ndarray) -> np.ndarray:
     if engine.size and 0 <= engine.min() and engine.max() < 2**15:
         # Engine codes are small: a counting sort groups them and keeps id order, which is
         # key order in every valid bundle; a full sort only when it is not.
-        order, in_order = _by_engine(np.asarray(engine), np.asarray(key))
+        index = np.int32 if engine.size < 2**31 - 1 else np.int64
+        order, in_order = _by_engine(np.asarray(engine), np.asarray(key),
+                                     np.zeros(0, dtype=index))
         if in_order:
             return order
     return np.lexsort((np.arange(engine.size), key, engine))
 
 
 @numba.njit(cache=True, nogil=True)
-def _by_engine(engine, key):  # pragma: no cover - compiled
-    """Rows grouped by engine code in row order, and whether `key` never falls between two
-    consecutive rows of one engine."""
+def _by_engine(engine, key, like):  # pragma: no cover - compiled
+    """Rows grouped by engine code in row order (of the type of `like`), and whether `key`
+    never falls between two consecutive rows of one engine."""
     start = np.zeros(engine.max() + 2, dtype=np.int64)
     for e in engine:
         start[e + 1] += 1
     for e in range(start.size - 1):
         start[e + 1] += start[e]
-    order = np.empty(engine.size, dtype=np.int64)
+    order = np.empty(engine.size, dtype=like.dtype)
     last = np.full(start.size - 1, -1, dtype=np.int64)  # each engine's previous row
     in_order = True
     for r in range(engine.size):
@@ -296,6 +305,39 @@ def csr(n, src, dst, kind):  # pragma: no cover - compiled
             out_src[b + 1] = s
             out_kind[b + 1] = kd
     return ptr, out_src, out_kind
+
+
+@numba.njit(cache=True, nogil=True)
+def _transposed(ptr, src, kind, like):  # pragma: no cover - compiled
+    """The predecessor CSR (ptr, src, kind) turned into successor lists (`Graph.successors`),
+    node numbers of the type of `like`."""
+    n = ptr.size - 1
+    out_ptr = np.zeros(n + 1, dtype=np.int64)
+    for k in range(src.size):
+        out_ptr[src[k] + 1] += 1
+    for i in range(n):
+        out_ptr[i + 1] += out_ptr[i]
+    fill = out_ptr[:-1].copy()
+    out_dst = np.empty(src.size, dtype=like.dtype)
+    out_kind = np.empty(src.size, dtype=np.int8)
+    for j in range(n):  # destinations ascending: each group fills in dst order
+        for k in range(ptr[j], ptr[j + 1]):
+            slot = fill[src[k]]
+            out_dst[slot] = j
+            out_kind[slot] = kind[k]
+            fill[src[k]] += 1
+    for node in range(n):  # then (kind, dst) order: an insertion sort of each few
+        for a in range(out_ptr[node] + 1, out_ptr[node + 1]):
+            d, kd = out_dst[a], out_kind[a]
+            b = a - 1
+            while b >= out_ptr[node] and (out_kind[b] > kd or (out_kind[b] == kd and
+                                                               out_dst[b] > d)):
+                out_dst[b + 1] = out_dst[b]
+                out_kind[b + 1] = out_kind[b]
+                b -= 1
+            out_dst[b + 1] = d
+            out_kind[b + 1] = kd
+    return out_ptr, out_dst, out_kind
 
 
 @numba.njit(cache=True, nogil=True)

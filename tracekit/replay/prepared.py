@@ -139,9 +139,10 @@ class Prepared:
         self.frame = frame.drop(*WORK, "seq")
         # Successor lists: the same counting sort as the predecessor CSR, keyed by source.
         g = self.graph
-        self.succ = csr(n, g.destinations(), g.src, g.kind)
+        self.succ = g.successors()
         self.node_engine = self.engine
         self._lanes: dict[tuple[int, ...], Lanes] = {}
+        self._spent = False
         clock.lap("durations")
 
     @property
@@ -257,6 +258,8 @@ class Prepared:
     def _kernel(  # type: ignore[no-untyped-def]
             self, machine: Machine | None, factor: np.ndarray | None, clock: Lap | None = None):
         clock = clock or _NoClock()
+        if self._spent:
+            raise RuntimeError("this Prepared replay ran as the last one (replay(last=True))")
         machine = machine or self.machine
         setup, nbytes = self.durations(machine)
         if factor is not None:
@@ -319,13 +322,19 @@ class Prepared:
         return machine, start, end, bind, bind_kind, done, released, setup, nbytes, caps, graph
 
     def replay(self, machine: Machine | None = None, factor: np.ndarray | None = None, *,
-               clock: Lap | None = None) -> ReplayResult:
+               clock: Lap | None = None, last: bool = False) -> ReplayResult:
         """The full replay under `machine` (default: the prepared one) with each duration
         multiplied by `factor` (one per instruction, None: unchanged), exactly as
-        `tracekit.replay.run.replay` gives it."""
+        `tracekit.replay.run.replay` gives it. `last`: no replay follows, so what only
+        replays need (successor lists, durations) is let go before the timeline is built,
+        which lowers the peak memory of a single replay."""
         clock = clock or _NoClock()
         (machine, start, end, bind, bind_kind, done, released, setup, nbytes,
          caps, graph) = self._kernel(machine, factor, clock)
+        if last:
+            self._spent = True
+            del self.succ, self.setup, self.nbytes
+            self._lanes.clear()
         frame = self.frame
         start_c, end_c, duration, lost = _whole_cycles(start, end, setup, nbytes, caps,
                                                        self.engine)

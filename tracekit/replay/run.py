@@ -156,8 +156,9 @@ def model_durations(engine_code: np.ndarray, opcode_code: np.ndarray, opcodes: l
                       for e in engines],
                      dtype=np.float64).reshape(len(engines), max(len(opcodes), 1), 6)
     is_dma = np.array([engine_kind(e) == "dma" for e in engines], dtype=np.bool_)
-    elements, nbytes, flops = (work[k].fill_null(0).to_numpy() for k in ("elements", "bytes",
-                                                                         "flops"))
+    elements, nbytes, flops = (
+        (work[k].fill_null(0) if work[k].null_count() else work[k]).to_numpy()
+        for k in ("elements", "bytes", "flops"))
     return _durations(coeff, engine_code, opcode_code, elements, nbytes, flops, is_dma)
 
 
@@ -244,7 +245,7 @@ def _replay(trace: Trace, machine: Machine | None, mode: Mode | str, graph: Grap
 
     prepared = Prepared(trace, machine, mode, graph, memory_deps=memory_deps, clock=clock)
     factor = None if scale is None else scale(prepared.frame)
-    return prepared.replay(factor=factor, clock=clock)
+    return prepared.replay(factor=factor, clock=clock, last=True)
 
 
 class _Stopwatch:
