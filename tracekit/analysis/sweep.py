@@ -57,6 +57,13 @@ class SweepError(TracekitError):
     fix."""
 
 
+class SweepStuck(SweepError):
+    """A point's replay cannot finish (a deadlock or a cycle, `ReplayStuck`): exit 3, as
+    `tracekit replay` exits on the same trace."""
+
+    exit_code = 3
+
+
 def _valid_axes() -> str:
     return (f"the machine parameters {', '.join(PARAMETERS)} (NAME=V1,V2,...) and duration "
             f"factors {', '.join(f'{g}=NAME' for g in GROUPS)} (GROUP=NAME:F1,F2,..., 0.5 "
@@ -254,9 +261,13 @@ def run_batch(trace_path: str, manifest_sha256: str, machine: Machine, mode: str
               axes: list[Axis], points: list[int], with_base: bool) -> dict[str, Any]:
     """Replay `points` of the grid on one prepared trace. Plain values only, so any executor
     can ship the result; an error is returned as its message, never raised."""
+    from tracekit.replay.run import ReplayStuck
+
     try:
         return {"error": None, **_batch(trace_path, manifest_sha256, machine, mode, axes,
                                         points, with_base)}
+    except ReplayStuck as exc:
+        return {"error": str(exc), "stuck": True}
     except TracekitError as exc:
         return {"error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - reported as the sweep's error, not a traceback
@@ -425,7 +436,7 @@ def sweep(trace: Trace, machine: Machine, axes: list[Axis], *, mode: Mode | str 
             results = _on(own, args, points, _slots(scheduler, workers))
     for r in results:
         if r["error"] is not None:
-            raise SweepError(r["error"])
+            raise (SweepStuck if r.get("stuck") else SweepError)(r["error"])
     return _tabulate(axes, results, len(points), samples, seed, cost)
 
 

@@ -239,7 +239,13 @@ class Prepared:
         there are none."""
         hit = (self.frame[group].cast(pl.String) == name).fill_null(False)
         if not hit.any():
-            raise KeyError(f"no instruction has {group} {name!r}")
+            names = sorted(self.frame[group].cast(pl.String).drop_nulls().unique().to_list(),
+                           key=natural_key)
+            shown = ", ".join(names[:20]) + (f" and {len(names) - 20:,} more"
+                                             if len(names) > 20 else "")
+            raise KeyError(f"no instruction has {group} {name!r}; the trace's {group}s are "
+                           f"{shown}" if names else f"no instruction has {group} {name!r}; "
+                           f"the trace has no {group} names")
         return hit.to_numpy()
 
     def durations(self, machine: Machine) -> tuple[np.ndarray, np.ndarray]:
