@@ -264,7 +264,8 @@ def _over_time(frame: pl.DataFrame, acc: Any, work: pl.DataFrame,
             "hovertemplate": "%{y:,.1f} B/cycle"},
            _limit(x, hi, machine.hbm_bytes_per_cycle,
                   f"HBM limit {machine.hbm_bytes_per_cycle:,.0f} B/cycle")]
-    axes = {"xaxis": {"title": {"text": "cycle"}}, "yaxis": {"title": {"text": "bytes/cycle"}}}
+    axes = {"xaxis": {"title": {"text": "cycle"}}, "yaxis": {"title": {"text": "bytes/cycle"},
+                                                      "rangemode": "tozero"}}
     note = ("Each transfer's bytes spread over its span; weighted by bin width the bins "
             "average to the achieved bandwidth of `tracekit analyze` (engines table: B/cycle; "
             "head: HBM bandwidth).")
