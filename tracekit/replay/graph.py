@@ -293,18 +293,24 @@ def csr(n, src, dst, kind):  # pragma: no cover - compiled
         out_src[slot] = src[k]
         out_kind[slot] = kind[k]
         fill[dst[k]] += 1
-    for node in range(n):
-        for a in range(ptr[node] + 1, ptr[node + 1]):
-            s, kd = out_src[a], out_kind[a]
-            b = a - 1
-            while b >= ptr[node] and (out_kind[b] > kd or (out_kind[b] == kd and
-                                                           out_src[b] > s)):
-                out_src[b + 1] = out_src[b]
-                out_kind[b + 1] = out_kind[b]
-                b -= 1
-            out_src[b + 1] = s
-            out_kind[b + 1] = kd
+    _by_kind_and_node(ptr, out_src, out_kind)
     return ptr, out_src, out_kind
+
+
+@numba.njit(cache=True, inline="always")
+def _by_kind_and_node(ptr, nodes, kind):  # pragma: no cover - compiled
+    """Each CSR group ptr[i]:ptr[i + 1] of (nodes, kind) put in (kind, node) order in place: an
+    insertion sort, as groups hold few edges. Inlined into its callers."""
+    for group in range(ptr.size - 1):
+        for a in range(ptr[group] + 1, ptr[group + 1]):
+            v, kd = nodes[a], kind[a]
+            b = a - 1
+            while b >= ptr[group] and (kind[b] > kd or (kind[b] == kd and nodes[b] > v)):
+                nodes[b + 1] = nodes[b]
+                kind[b + 1] = kind[b]
+                b -= 1
+            nodes[b + 1] = v
+            kind[b + 1] = kd
 
 
 @numba.njit(cache=True, nogil=True)
@@ -326,17 +332,7 @@ def _transposed(ptr, src, kind, like):  # pragma: no cover - compiled
             out_dst[slot] = j
             out_kind[slot] = kind[k]
             fill[src[k]] += 1
-    for node in range(n):  # then (kind, dst) order: an insertion sort of each few
-        for a in range(out_ptr[node] + 1, out_ptr[node + 1]):
-            d, kd = out_dst[a], out_kind[a]
-            b = a - 1
-            while b >= out_ptr[node] and (out_kind[b] > kd or (out_kind[b] == kd and
-                                                               out_dst[b] > d)):
-                out_dst[b + 1] = out_dst[b]
-                out_kind[b + 1] = out_kind[b]
-                b -= 1
-            out_dst[b + 1] = d
-            out_kind[b + 1] = kd
+    _by_kind_and_node(out_ptr, out_dst, out_kind)  # then (kind, dst) order
     return out_ptr, out_dst, out_kind
 
 
