@@ -304,6 +304,7 @@ def critical_path(trace: TraceLike, machine: MachineLike = None, *, timeline: st
         line.frame.select("id", "engine", "opcode", "layer", "start", "end"), on="id",
         how="left", maintain_order="left")
     facts = [*chosen.facts, render.makespan_fact(path.makespan, chosen.clock_hz),
+             *_untraced_gap_facts(path, chosen),
              fact("steps", path.steps.height),
              fact("zero_slack_instructions", int(path.slack["critical"].sum()),
                   label="zero-slack instructions"),
@@ -319,6 +320,24 @@ def critical_path(trace: TraceLike, machine: MachineLike = None, *, timeline: st
     return CriticalPathReport("critical path", facts, sections,
                               f"Critical path of {chosen.trace.path}", path=path,
                               near_critical=near)
+
+
+def _untraced_gap_facts(path: CriticalPath, chosen: Chosen) -> list[Fact]:
+    """On the observed timeline of an imported Chrome or PyTorch profiler trace, the time on
+    the path when none of its traced work runs (a thread waiting in a call the profiler did
+    not record, say): tracekit counts it, while profiler tools such as HTA weigh such gaps
+    zero and may so pick another path."""
+    gap = int(path.steps["gap"].sum())
+    if (chosen.line.source is not Source.OBSERVED or gap == 0
+            or "chrome" not in chosen.trace.manifest.extra):
+        return []
+    clock = chosen.clock_hz
+    time = f", {gap / clock * 1e6:,.3f} us" if clock else ""
+    return [fact("untraced_gap_cycles", gap,
+                 f"{gap:,} cycles ({gap / max(path.makespan, 1) * 100:.1f} % of the path"
+                 f"{time}): no traced work of the path runs then; tools that weigh such "
+                 f"gaps zero (HTA) may find a longer chain of work elsewhere",
+                 label="untraced gaps")]
 
 
 @dataclass(frozen=True, repr=False)

@@ -74,6 +74,7 @@ from typing import Any
 import numba
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from tracekit import __version__
 from tracekit.convert.events import FLOAT, INT, EventTable
@@ -247,7 +248,7 @@ class _Events:
         self.source = source
 
     def fail(self, row: int, what: str, fix: str) -> ChromeTraceError:
-        return ChromeTraceError(f"{self.source}: event {int(self.table.index[row])}: {what}. "
+        return ChromeTraceError(f"{self.source}: event {self.table.event_index(int(row))}: {what}. "
                                 f"{fix}")
 
     def get(self, idx: np.ndarray, key: str) -> list[Any]:
@@ -394,6 +395,8 @@ def _arg_ints_at(table: EventTable, rows: np.ndarray, key: str,
     """`_arg_ints` of args.KEY at `rows` (null where `keep` is False), with no Python object
     per row."""
     low = 0 if INSTRUCTIONS.column(key).non_negative else -MAX_CYCLES
+    if not table.holds(f"args.{key}"):
+        return pl.repeat(None, rows.size, dtype=pl.Int64, eager=True).alias(key)
     kind, payload = table.raw(rows, f"args.{key}")
     as_float = payload.view(np.float64)
     is_float = kind == FLOAT
@@ -410,17 +413,25 @@ def _arg_ints_at(table: EventTable, rows: np.ndarray, key: str,
 
 
 def _text_series(table: EventTable, codes: np.ndarray, name: str = "") -> pl.Series:
-    """Strings by their codes (`EventTable.texts`; -1 null), lone surrogates replaced: each
-    distinct string is made once."""
+    """Strings by their codes (`EventTable.texts`; -1 null), lone surrogates replaced, as a
+    categorical column (see `categorical`): each distinct string is made once."""
     values = table.text_values
     # Codes are below the number of distinct values: a table of those present, no sort.
     present = np.zeros(values.size + 1, dtype=bool)
     present[codes] = True  # -1 marks the last entry: null
     uniq = np.flatnonzero(present[:-1])
-    dense = np.cumsum(present, dtype=np.int64) - 1
-    texts = clean_texts([values[c] for c in uniq.tolist()] + [None])
-    return pl.Series(name, texts, dtype=pl.String).gather(
-        np.where(codes >= 0, dense[codes], uniq.size))
+    dense = (np.cumsum(present, dtype=np.int64) - 1).astype(np.int32)
+    dense[-1] = -1
+    return categorical(name, dense[codes], clean_texts([values[c] for c in uniq.tolist()]))
+
+
+def categorical(name: str, codes: np.ndarray, texts: Sequence[str]) -> pl.Series:
+    """The strings `texts[code]` of `codes` (int32; -1 null) as a polars categorical column:
+    four bytes a row where a string column takes sixteen, and the same bundle once written
+    (the writer dictionary-encodes either)."""
+    absent = codes < 0
+    indices = pa.array(codes, type=pa.int32(), mask=absent if absent.any() else None)
+    return pl.Series(name, pa.DictionaryArray.from_arrays(indices, pa.array(texts, pa.string())))
 
 
 def _arg_strings(values: Sequence[Any]) -> pl.Series:
@@ -839,7 +850,7 @@ def _generic_rows(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     idx = idx[order]  # the table in id order
     table = pl.DataFrame({
         "id": np.arange(rows.size, dtype=np.int64),
-        "engine": pl.Series(names, dtype=pl.String).gather(engine_code[order]),
+        "engine": categorical("engine", engine_code[order].astype(np.int32), names),
         "seq": seq[order],
         "opcode": _text_series(ev.table, ev.table.texts(idx, "name")),
         "start": start[order],

@@ -9,10 +9,13 @@ keeps rows 0 (event 0, ph X) and 1 (event 2, ph f) with their fields as columns,
 1 (an instant, which the importer only counts) its phase and pid in a counter.
 
 Rows are the events the importer reads (slices, B/E, flows: `ROW_PHASES`), in file order;
-`index` maps a row back to its event's position in traceEvents for messages. A column stores,
-per chunk, the rows where the field is present, a kind per value and an int64 payload: the
-integer itself, a float's bits, or a code into one table of the distinct other values (names,
-categories, strings, odd types), so a name repeated a million times is stored once.
+`event_index` maps a row back to its event's position in traceEvents for messages. A column
+stores the rows where the field is present, a kind per value and a payload: the integer
+itself, a float's bits, or a code into one table of the distinct other values (names,
+categories, strings, odd types), so a name repeated a million times is stored once. Each part
+is one array grown in place as chunks arrive, and the common cases cost nothing: a field
+present in every row stores no rows, a field of one kind no kinds, and payloads that fit in
+32 bits take 4 bytes (about 4 to 9 bytes a field of an event in all).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ TAIL = 64
 """How many of the last events are kept whole (the Kineto detection looks at them)."""
 
 INT, FLOAT, OTHER = 1, 2, 3
+_PHASES = np.array(sorted(ROW_PHASES), dtype="<U1")
+_PHASE_CODE = {p: k for k, p in enumerate(_PHASES.tolist())}
 _ABSENT = object()
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -75,42 +80,78 @@ class _Interner(dict):
         return code
 
 
+class _Buffer:
+    """A numpy array appended to in place: grown by realloc (which moves a large block's pages
+    rather than copying them), never kept as a list of parts to concatenate, so its values are
+    never held twice. numpy zero-fills what a resize adds, so the spare room is resident:
+    it grows by a quarter at a time."""
+
+    def __init__(self, dtype: type) -> None:
+        self.array = np.zeros(0, dtype)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        need = self.size + values.size
+        if need > self.array.size:
+            self.array.resize(max(need, self.array.size + self.array.size // 4, 1024),
+                              refcheck=False)
+        self.array[self.size:need] = values
+        self.size = need
+
+    def retype(self, dtype: type) -> None:
+        self.array = self.array[:self.size].astype(dtype)
+
+    def finish(self) -> np.ndarray:
+        """The values, the spare room given back."""
+        self.array.resize(self.size, refcheck=False)
+        return self.array
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
 class _Column:
-    """One field's values over the rows: chunks of (rows where present, kind, payload)."""
+    """One field's values over the rows, appended chunk by chunk: the rows where the field is
+    present (`rows`; None while they are one run from `first`), the kind of each value
+    (`kind`; None while every value is of kind `kind0`) and a payload (int32 while every
+    payload fits, else int64)."""
 
     def __init__(self, interner: _Interner) -> None:
         self.interner = interner
-        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.rows = np.zeros(0, np.int32)
-        self.kind = np.zeros(0, np.uint8)
-        self.payload = np.zeros(0, np.int64)
+        self.count = 0
+        self.first = 0
+        self.kind0 = 0
+        self._rows: _Buffer | None = None
+        self._kind: _Buffer | None = None
+        self._payload = _Buffer(np.int32)
+        self.rows: np.ndarray | None = None
+        self.kind: np.ndarray | None = None
+        self.payload = np.zeros(0, np.int32)
 
     def add(self, first_row: int, values: list[Any], absent: Any = None) -> None:
         """Values of rows first_row, first_row + 1, ...; `absent` marks a missing one."""
         missing = values.count(absent) if absent is None else sum(v is absent for v in values)
         if missing == len(values):
             return
-        if not missing:
-            rows = np.arange(first_row, first_row + len(values), dtype=np.int32)
-        else:
+        rows: np.ndarray | None = None
+        if missing:
             flags = list(map(is_not, values, repeat(absent)))
-            rows = (np.flatnonzero(np.array(flags, dtype=bool)) + first_row).astype(np.int32)
+            rows = np.flatnonzero(np.array(flags, dtype=bool)) + first_row
             values = list(compress(values, flags))
         types = set(map(type, values))
         if types == {int}:
             try:
-                payload = np.array(values, dtype=np.int64)
-                self.parts.append((rows, np.full(rows.size, INT, np.uint8), payload))
+                self._put(first_row, rows, INT, np.array(values, dtype=np.int64))
                 return
             except OverflowError:
                 pass
         elif types == {str}:
-            payload = np.fromiter(map(self.interner.__getitem__, values), np.int64, len(values))
-            self.parts.append((rows, np.full(rows.size, OTHER, np.uint8), payload))
+            self._put(first_row, rows, OTHER, np.fromiter(
+                map(self.interner.__getitem__, values), np.int64, len(values)))
             return
         elif types == {float}:
-            payload = np.array(values, dtype=np.float64).view(np.int64)
-            self.parts.append((rows, np.full(rows.size, FLOAT, np.uint8), payload))
+            self._put(first_row, rows, FLOAT,
+                      np.array(values, dtype=np.float64).view(np.int64))
             return
         kind = np.empty(len(values), np.uint8)
         payload = np.empty(len(values), np.int64)
@@ -123,29 +164,76 @@ class _Column:
                 payload[k] = np.float64(v).view(np.int64)
             else:
                 kind[k], payload[k] = OTHER, self.interner.code(v)
-        self.parts.append((rows, kind, payload))
+        self._put(first_row, rows, kind, payload)
+
+    def _put(self, first_row: int, rows: np.ndarray | None, kind: int | np.ndarray,
+             payload: np.ndarray) -> None:
+        """Append values (of rows first_row, ... when `rows` is None) of one kind or of a kind
+        each."""
+        n = payload.size
+        if self._rows is None:
+            if self.count == 0:
+                self.first = first_row if rows is None else int(rows[0])
+            run = self.first + self.count
+            if not (first_row == run if rows is None
+                    else rows[0] == run and rows[-1] - rows[0] == n - 1):
+                self._rows = _Buffer(np.int32)
+                self._rows.extend(np.arange(self.first, run))
+        if self._rows is not None:
+            if rows is None:
+                rows = np.arange(first_row, first_row + n)
+            if self._rows.array.dtype == np.int32 and rows[-1] > _INT32[1]:
+                self._rows.retype(np.int64)
+            self._rows.extend(rows)
+        if self._kind is None:
+            if self.count == 0 and not isinstance(kind, np.ndarray):
+                self.kind0 = kind
+            elif isinstance(kind, np.ndarray) or kind != self.kind0:
+                self._kind = _Buffer(np.uint8)
+                self._kind.extend(np.full(self.count, self.kind0, np.uint8))
+        if self._kind is not None:
+            self._kind.extend(kind if isinstance(kind, np.ndarray)
+                              else np.full(n, kind, np.uint8))
+        if self._payload.array.dtype == np.int32 and not (
+                _INT32[0] <= payload.min() and payload.max() <= _INT32[1]):
+            self._payload.retype(np.int64)
+        self._payload.extend(payload)
+        self.count += n
 
     def finish(self) -> None:
-        if self.parts:
-            self.rows = np.concatenate([p[0] for p in self.parts])
-            self.kind = np.concatenate([p[1] for p in self.parts])
-            self.payload = np.concatenate([p[2] for p in self.parts])
-        self.parts = []
+        self.payload = self._payload.finish()
+        self.rows = self._rows.finish() if self._rows is not None else None
+        self.kind = self._kind.finish() if self._kind is not None else None
+        self._rows = self._kind = None
+        self._payload = _Buffer(np.int32)
 
     def locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of `rows` in this column and whether each is present."""
+        """Positions of `rows` (int64) in this column and whether each is present."""
+        if self.count == 0:
+            return np.zeros(rows.size, np.int64), np.zeros(rows.size, bool)
+        if self.rows is None:
+            pos = rows - self.first
+            found = (pos >= 0) & (pos < self.count)
+            return np.where(found, pos, 0), found
         pos = np.searchsorted(self.rows, rows)
-        pos = np.minimum(pos, max(self.rows.size - 1, 0))
-        found = (self.rows[pos] == rows) if self.rows.size else np.zeros(rows.size, bool)
-        return pos, found
+        pos = np.minimum(pos, self.count - 1)
+        return pos, self.rows[pos] == rows
+
+    def at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The kind (0 where absent) and int64 payload (0 where absent) at each of `rows`."""
+        pos, found = self.locate(rows)
+        if self.kind is None:
+            kind = np.where(found, np.uint8(self.kind0), np.uint8(0))
+        else:
+            kind = np.where(found, self.kind[pos] if self.count else 0, 0).astype(np.uint8)
+        payload = (np.where(found, self.payload[pos], 0).astype(np.int64) if self.count
+                   else np.zeros(rows.size, np.int64))
+        return kind, payload
 
     def get(self, rows: np.ndarray, values: np.ndarray) -> list[Any]:
         """The Python values at `rows` (None where absent); `values` is the interner's table
         as an object array."""
-        rows = np.asarray(rows, dtype=np.int64)
-        pos, found = self.locate(rows)
-        kind = np.where(found, self.kind[pos] if self.kind.size else 0, 0)
-        payload = self.payload[pos] if self.payload.size else np.zeros(rows.size, np.int64)
+        kind, payload = self.at(np.asarray(rows, dtype=np.int64))
         kinds = set(np.unique(kind).tolist())
         if kinds == {INT}:
             return payload.tolist()
@@ -153,7 +241,7 @@ class _Column:
             return values[payload].tolist()
         if kinds == {FLOAT}:
             return payload.view(np.float64).tolist()
-        out = np.full(rows.size, None, dtype=object)
+        out = np.full(kind.size, None, dtype=object)
         for k, convert in ((INT, None), (FLOAT, np.float64), (OTHER, values)):
             sel = kind == k
             if sel.any():
@@ -183,11 +271,14 @@ class EventTable:
         self._interner = _Interner()
         self._columns = {key: _Column(self._interner) for key in FIELDS}
         self._columns.update({f"args.{key}": _Column(self._interner) for key in ARGS})
-        self._ph: list[np.ndarray] = []
-        self._index: list[np.ndarray] = []
+        self._ph = _Buffer(np.uint8)
+        # Where a row's event index stops being its row number plus the last offset: rows
+        # and offsets (as few as the events between rows that are not rows).
+        self._shift_rows = _Buffer(np.int64)
+        self._shift = _Buffer(np.int64)
         self.rows = 0
-        self.ph = np.zeros(0, dtype=object)
-        self.index = np.zeros(0, dtype=np.int64)
+        self.ph = np.zeros(0, dtype="<U1")
+        """Each row's phase (one of `ROW_PHASES`)."""
         self._values = np.zeros(0, dtype=object)
         self._is_str = np.zeros(1, dtype=bool)
         self._is_int = np.zeros(1, dtype=bool)
@@ -237,8 +328,14 @@ class EventTable:
             return
         start = self.rows
         self.rows += len(rows)
-        self._ph.append(np.array(phases, dtype=object))
-        self._index.append(np.asarray(keep, dtype=np.int64) + first)
+        self._ph.extend(np.fromiter(map(_PHASE_CODE.__getitem__, phases), np.uint8,
+                                    len(phases)))
+        shift = np.asarray(keep, dtype=np.int64) + (first - start) - np.arange(len(keep))
+        last = self._shift.array[self._shift.size - 1] if self._shift.size else 0
+        moved = np.flatnonzero(np.diff(shift, prepend=last))
+        if moved.size:
+            self._shift_rows.extend(moved + start)
+            self._shift.extend(shift[moved])
         # Only the keys some event of the chunk has; a null is stored as absent, except for
         # the keys whose presence matters (PRESENCE).
         present = set().union(*rows)
@@ -260,10 +357,10 @@ class EventTable:
                 self._columns[f"args.{key}"].add(start, list(map(methodcaller("get", key), args)))
 
     def finish(self) -> None:
-        if self._ph:
-            self.ph = np.concatenate(self._ph)
-            self.index = np.concatenate(self._index)
-        self._ph, self._index = [], []
+        self.ph = _PHASES[self._ph.finish()]
+        self._ph = _Buffer(np.uint8)
+        self._shift_rows.finish()
+        self._shift.finish()
         for column in self._columns.values():
             column.finish()
         self._values = np.empty(len(self._interner.values), dtype=object)
@@ -276,6 +373,11 @@ class EventTable:
 
     # --- access ---------------------------------------------------------------------------
 
+    def event_index(self, row: int) -> int:
+        """The position in traceEvents of the event of `row`."""
+        k = int(np.searchsorted(self._shift_rows.array, row, side="right")) - 1
+        return row + (int(self._shift.array[k]) if k >= 0 else 0)
+
     def get(self, rows: Iterable[int] | np.ndarray, key: str) -> list[Any]:
         """The field `key` ("args.KEY" for an args field) of each row (None where absent)."""
         return self._columns[key].get(np.asarray(rows, dtype=np.int64), self._values)
@@ -283,13 +385,7 @@ class EventTable:
     def raw(self, rows: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
         """The kind (0 where absent, else INT, FLOAT or OTHER) and int64 payload of the field
         `key` at each row, with no Python object made."""
-        column = self._columns[key]
-        rows = np.asarray(rows, dtype=np.int64)
-        if not column.rows.size:
-            return np.zeros(rows.size, np.uint8), np.zeros(rows.size, np.int64)
-        pos, found = column.locate(rows)
-        return (np.where(found, column.kind[pos], 0).astype(np.uint8),
-                np.where(found, column.payload[pos], 0))
+        return self._columns[key].at(np.asarray(rows, dtype=np.int64))
 
     def floats(self, rows: np.ndarray, key: str) -> np.ndarray | None:
         """The field as float64 when every row holds an int64 or a float, else None (the
@@ -342,6 +438,10 @@ class EventTable:
     def text_values(self) -> np.ndarray:
         """The table of distinct values the codes of `texts` point into."""
         return self._values
+
+    def holds(self, key: str) -> bool:
+        """Whether any row has the field."""
+        return self._columns[key].count > 0
 
     def has(self, rows: np.ndarray, key: str) -> np.ndarray:
         """Whether each row has the field (present, even as null)."""

@@ -144,23 +144,33 @@ def _tolerant_pairs(key: np.ndarray, ts: np.ndarray, phase: np.ndarray
                                      DANGLING: dangling}
 
 
-def _is_sync_id(ev: _Events, rows: np.ndarray, sync_ids: set[int]) -> np.ndarray:
-    """Whether each row's id equals (as Python compares numbers) one of `sync_ids`."""
+def _lookup(keys: np.ndarray, values: np.ndarray, key: np.ndarray, valid: np.ndarray
+            ) -> np.ndarray:
+    """values[i] for each `key` equal to keys[i] (keys sorted and distinct), -1 where no key
+    is or where `valid` is False."""
+    if keys.size == 0:
+        return np.full(key.size, -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(keys, key), keys.size - 1)
+    return np.where(valid & (keys[pos] == key), values[pos], -1)
+
+
+def _equal_to_any(ev: _Events, rows: np.ndarray, key: str, values: set[int]) -> np.ndarray:
+    """Whether each row's field `key` equals (as Python compares numbers) one of `values`."""
     out = np.zeros(rows.size, dtype=bool)
-    if not sync_ids or not rows.size:
+    if not values or not rows.size:
         return out
-    kind, payload = ev.table.raw(rows, "id")
-    small = np.array(sorted(v for v in sync_ids if -(2**63) <= v < 2**63), dtype=np.int64)
+    kind, payload = ev.table.raw(rows, key)
+    small = np.array(sorted(v for v in values if -(2**63) <= v < 2**63), dtype=np.int64)
     is_int = kind == INT
     out[is_int] = np.isin(payload[is_int], small)
     as_float = payload.view(np.float64)
     whole = (kind == FLOAT) & (np.floor(as_float) == as_float) & (np.abs(as_float) < 2.0**63)
     out[whole] = np.isin(as_float[whole].astype(np.int64), small)
     # Other floats, bools and integers past int64, one by one.
-    odd = (((kind == FLOAT) & ~whole) | (kind == OTHER)) & (ev.table.texts(rows, "id") < 0)
+    odd = (((kind == FLOAT) & ~whole) | (kind == OTHER)) & (ev.table.texts(rows, key) < 0)
     for k in np.flatnonzero(odd).tolist():
         v = ev.table.decode(int(kind[k]), int(payload[k]))
-        out[k] = type(v) in (int, float, bool) and v in sync_ids
+        out[k] = type(v) in (int, float, bool) and v in values
     return out
 
 
@@ -178,13 +188,27 @@ def _flow_keys(ev: _Events, rows: np.ndarray, to_sync: np.ndarray
             and ((cat >= 0) | (table.raw(rows, "cat")[0] == 0)).all()
             and ((name >= 0) | (table.raw(rows, "name")[0] == 0)).all()):
         keep = ~to_sync
-        is_int = kind == INT
-        key = np.stack([cat, name, is_int.astype(np.int64), np.where(is_int, payload, id_text)])
-        _, first, inverse = np.unique(key[:, keep], axis=1, return_index=True,
-                                      return_inverse=True)
+        is_int = kind[keep] == INT
+        key = (np.where(is_int, payload[keep], id_text[keep]), is_int, name[keep], cat[keep])
+        del kind, payload, id_text, cat, name
+        # Group equal keys by a stable sort: each group's first position is its first
+        # appearance; groups are numbered in that order.
+        order = np.lexsort(key)
+        same = np.zeros(order.size, dtype=bool)  # as the previous in that order
+        same[1:] = True
+        for part in key:
+            ranked = part[order]
+            same[1:] &= ranked[1:] == ranked[:-1]
+        new = ~same
+        del key, is_int, same, ranked
+        first = order[new]
+        group = np.cumsum(new) - 1
+        del new
         rank = np.empty(first.size, dtype=np.int64)
         rank[np.argsort(first, kind="stable")] = np.arange(first.size)
-        return rank[inverse.reshape(-1)], keep
+        out = np.empty(order.size, dtype=np.int64)
+        out[order] = rank[group]
+        return out, keep
     # Ids or names of other types: compared as Python does.
     fl_id = _flow_ids(ev, rows)
     keep = np.array([v is not None for v in fl_id], bool) & ~to_sync
@@ -208,20 +232,23 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         _bind_ends,
         _text_series,
         _thread_labels,
+        categorical,
         _thread_lookup,
         clean_text,
     )
 
     table = ev.table
     n = slices.event.size
-    cat_code = table.texts(slices.event, "cat")
-    name_code = table.texts(slices.event, "name")
+    # Per slice arrays are kept narrow (codes in 32 bits, kinds in 8): a million-event trace
+    # holds several of them at once.
+    cat_code = table.texts(slices.event, "cat").astype(np.int32)
+    name_code = table.texts(slices.event, "name").astype(np.int32)
 
     def codes(texts: Iterable[str]) -> list[int]:
         """The codes of those of `texts` some row holds."""
         return [c for c in map(table.code_of, texts) if c >= 0]
 
-    kind = np.full(n, CPU, dtype=np.int64)
+    kind = np.full(n, CPU, dtype=np.int8)
     kind[np.isin(cat_code, codes(GPU_CATS))] = GPU
     kind[np.isin(cat_code, codes([SYNC_CAT]))] = SYNC
     kind[np.isin(cat_code, codes(CONTEXT_CATS))] = CONTEXT
@@ -232,13 +259,14 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
 
     # Context: the profiler's span and the annotations, as named windows.
     context = np.flatnonzero(kind == CONTEXT)
-    work = np.flatnonzero((kind == CPU) | (kind == GPU))
-    if work.size == 0:
+    is_work = (kind == CPU) | (kind == GPU)
+    if not is_work.any():
         raise ChromeTraceError(f"{ev.source}: no CPU or GPU work in this PyTorch profiler "
                                f"trace, only annotations and markers; there is nothing to "
                                f"import as instructions. Pass --profile generic to import "
                                f"every slice.")
-    origin = float(slices.ts[work].min())
+    origin = float(slices.ts.min(initial=np.inf, where=is_work))
+    del is_work
 
     def cycles(t: np.ndarray) -> np.ndarray:
         return np.rint((t - origin) * scale)
@@ -284,8 +312,9 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         key = (device if device is not None else pid, stream if stream is not None else tid)
         group_stream[g] = stream_code_of.setdefault(key, len(stream_code_of))
     stream_keys = list(stream_code_of)
-    gpu_stream = np.full(n, -1, dtype=np.int64)
+    gpu_stream = np.full(n, -1, dtype=np.int32)
     gpu_stream[gpu_rows] = group_stream[g_inverse.reshape(-1)]
+    del parts, value, valid, g_first, g_inverse, group_stream
     devices = sorted({d for d, _ in stream_keys}, key=str)
 
     def gpu_engine(device: Any, stream: Any) -> str:
@@ -299,8 +328,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         slices.thread[order], slices.ts[order], slices.end[order])
     p_row = order[p_pos]
     top_row = order[top_pos]
-    depth = np.zeros(n, dtype=np.int64)
-    depth[order] = depth_pos
+    del p_pos, top_pos
     if nesting is Nesting.TOP:
         tops = np.unique(top_row)
         p_row, p_start, p_end = tops, slices.ts[tops], slices.end[tops]
@@ -310,28 +338,36 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         chain_len = p_row.size
         # A slice whose children cover it has no piece of its own: a zero-length one at its
         # start keeps it (and the edges that reach it).
-        missing = np.setdiff1d(cpu_rows, p_row)
+        has_piece = np.zeros(n, dtype=bool)
+        has_piece[p_row] = True
+        missing = cpu_rows[~has_piece[cpu_rows]]
+        del has_piece
+        depth = np.zeros(n, dtype=np.int32)
+        depth[order] = depth_pos
         p_row = np.r_[p_row, missing]
         p_start = np.r_[p_start, slices.ts[missing]]
         p_end = np.r_[p_end, slices.ts[missing]]
         p_depth = np.r_[p_depth, depth[missing]]
+        del depth, missing
+    del depth_pos
     piece_row = np.r_[p_row, gpu_rows]
     piece_start = np.r_[p_start, slices.ts[gpu_rows]]
     piece_end = np.r_[p_end, slices.end[gpu_rows]]
-    piece_depth = np.r_[p_depth if nesting is Nesting.DEPTH else np.zeros(p_row.size, np.int64),
-                        np.zeros(gpu_rows.size, np.int64)]
+    piece_depth = np.r_[p_depth if nesting is Nesting.DEPTH else np.zeros(p_row.size, np.int32),
+                        np.zeros(gpu_rows.size, np.int32)].astype(np.int32)
+    del p_row, p_start, p_end, p_depth
 
     # First and last piece of each slice (edges leave a slice's last piece, enter its first).
     m = piece_row.size
     by_start = np.lexsort((piece_start, piece_row))
-    first_piece = np.full(n, -1, dtype=np.int64)
-    last_piece = np.full(n, -1, dtype=np.int64)
+    first_piece = np.full(n, -1, dtype=np.int32 if m < 2**31 else np.int64)
+    last_piece = np.full(n, -1, dtype=first_piece.dtype)
     first_piece[piece_row[by_start[::-1]]] = by_start[::-1]
     last_piece[piece_row[by_start]] = by_start
     if nesting is Nesting.TOP:
         first_piece[order] = first_piece[top_row].copy()
         last_piece[order] = first_piece[order]
-    del order, top_row, by_start, p_row, p_start, p_end, p_depth, p_pos, top_pos, depth_pos
+    del order, top_row, by_start
 
     counts: Counter[str] = Counter()
     edges: list[tuple[np.ndarray, np.ndarray, str]] = []
@@ -343,7 +379,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     sync_rows = np.flatnonzero(kind == SYNC)
     sync_ids = {c for c in ev.get(slices.event[sync_rows], "args.correlation")
                 if type(c) is int}
-    to_sync = _is_sync_id(ev, fl, sync_ids)
+    to_sync = _equal_to_any(ev, fl, "id", sync_ids)
     flow = _flow_keys(ev, fl, to_sync)
     with_id = flow[1]
     counts["flow events to sync markers read as syncs"] = int(to_sync.sum())
@@ -381,34 +417,30 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     calls = cpu_rows[corr_ok[cpu_rows] & np.isin(cat_code[cpu_rows], codes(LAUNCH_CATS))]
     call_keys, call_first = np.unique(corr_key[calls], return_index=True)
     call_rows = calls[call_first]
-
-    def call_at(rows: np.ndarray) -> np.ndarray:
-        """The call of each row's correlation (-1: none)."""
-        if call_keys.size == 0:
-            return np.full(rows.size, -1, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(call_keys, corr_key[rows]), call_keys.size - 1)
-        found = corr_ok[rows] & (call_keys[pos] == corr_key[rows])
-        return np.where(found, call_rows[pos], -1)
-
-    gpu_call = call_at(gpu_rows)
+    # The call of each GPU slice's and sync marker's correlation (-1: none).
+    gpu_call, sync_call = (_lookup(call_keys, call_rows, corr_key[rows], corr_ok[rows])
+                           for rows in (gpu_rows, sync_rows))
+    del calls, call_first, corr_key, corr_ok, call_keys
     launched = gpu_call >= 0
-    launch_ts = slices.ts.copy()
-    launch_ts[gpu_rows[launched]] = slices.ts[gpu_call[launched]]
+    # Each GPU slice's launch time (its own start where no call launched it).
+    launch_ts = slices.ts[gpu_rows]
+    launch_ts[launched] = slices.ts[gpu_call[launched]]
     linked = launched & ~has_flow_in[gpu_rows]
     counts["launch edges by correlation"] = int(linked.sum())
     edges.append((gpu_call[linked], gpu_rows[linked], EdgeKind.DATA.value))
+    del gpu_call, launched, linked, has_flow_in
 
     # GPU work per stream in start order, and in launch order, for the syncs.
     s_count = len(stream_keys)
-    by_start_rows = gpu_rows[np.lexsort((slices.event[gpu_rows], slices.ts[gpu_rows],
-                                         gpu_stream[gpu_rows]))]
+    by_start = np.lexsort((slices.event[gpu_rows], slices.ts[gpu_rows], gpu_stream[gpu_rows]))
+    by_start_rows = gpu_rows[by_start]
     s_ptr = np.searchsorted(gpu_stream[by_start_rows], np.arange(s_count + 1))
     start_ts = slices.ts[by_start_rows]
     # Launch order, ties in start order (as argmax and argmin pick the first).
-    within = np.lexsort((np.arange(by_start_rows.size), launch_ts[by_start_rows],
-                         gpu_stream[by_start_rows]))
+    within = np.lexsort((launch_ts[by_start], gpu_stream[by_start_rows]))
     by_launch_rows = by_start_rows[within]
-    launch_sorted = launch_ts[by_launch_rows]
+    launch_sorted = launch_ts[by_start][within]
+    del by_start, within, launch_ts
     streams_of_device: dict[Any, list[tuple[Any, Any]]] = defaultdict(list)
     for key in stream_keys:
         streams_of_device[key[0]].append(key)
@@ -443,8 +475,13 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     # 3. Synchronisation: the CPU call waits for the GPU work its marker names.
     call_of: dict[Any, int] = {}
     if sync_rows.size:
-        call_of = dict(zip(ev.get(slices.event[call_rows], "args.correlation"),
-                           call_rows.tolist(), strict=True))
+        # The calls that recorded the events the syncs name, by correlation.
+        named = _equal_to_any(ev, slices.event[call_rows], "args.correlation", {
+            int(v) for v in ev.get(slices.event[sync_rows],
+                                   "args.wait_on_cuda_event_record_corr_id")
+            if type(v) in (int, bool) or (type(v) is float and v.is_integer())})
+        call_of = dict(zip(ev.get(slices.event[call_rows[named]], "args.correlation"),
+                           call_rows[named].tolist(), strict=True))
     waits_a: list[int] = []
     waits_b: list[int] = []
     cross_a: list[int] = []
@@ -453,7 +490,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     sync_args = ev.args(sync_event, ("cuda_sync_kind", "wait_on_cuda_event_record_corr_id",
                                      "wait_on_stream"))
     sync_names = ev.get(sync_event, "name")
-    sync_call = call_at(sync_rows).tolist()
+    sync_call = sync_call.tolist()
     for k, i in enumerate(sync_rows.tolist()):
         sync_kind = sync_args["cuda_sync_kind"][k] or sync_names[k]
         pid, tid = inverse[int(slices.thread[i])]
@@ -507,7 +544,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
                   EdgeKind.DATA.value))
     edges.append((np.array(cross_a, np.int64), np.array(cross_b, np.int64),
                   EdgeKind.DATA.value))
-    del launch_ts, within, calls, gpu_call, has_flow_in, kept
+    del kept, call_rows, call_of
 
     # A blocking call is the CPU waiting (as HTA weighs it): its piece shrinks to its end, and
     # the time before is a gap charged to the GPU work it waited for (or to the thread's own
@@ -517,6 +554,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         first = first_piece[calls]
         counts["blocking calls counted as waiting"] = int(calls.size)
         piece_start[first] = piece_end[first]
+        del calls, first
 
     # Instructions: one per piece, on the engine of its (stream) or (thread, depth).
     cpu_label = {t: f"cpu/thread {k}" for t, k in cpu_rank.items()}
@@ -524,7 +562,9 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     span = int(piece_depth.max(initial=0)) + 2
     group_of = (np.where(on_gpu, gpu_stream[piece_row], slices.thread[piece_row]) * span
                 + np.where(on_gpu, 0, piece_depth + 1))
+    del on_gpu
     groups, group_inverse = np.unique(group_of, return_inverse=True)
+    del group_of
     group_names = []
     for a, d in zip((groups // span).tolist(), (groups % span - 1).tolist(), strict=True):
         if d < 0:
@@ -533,18 +573,20 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
             group_names.append(cpu_label[a] if d == 0 else f"{cpu_label[a]}/d{d}")
     distinct = sorted(set(group_names), key=natural_key)
     rank = {e: j for j, e in enumerate(distinct)}
-    engine_code = np.array([rank[e] for e in group_names], dtype=np.int64)[
+    engine_code = np.array([rank[e] for e in group_names], dtype=np.int32)[
         group_inverse.reshape(-1)]
+    del group_inverse
     start = cycles(piece_start)
+    del piece_start
     end = cycles(piece_end)
-    del piece_start, piece_end
+    del piece_end
     if end.size and end.max() >= MAX_CYCLES:
         raise ChromeTraceError(f"{ev.source}: the trace spans {end.max():.3g} cycles at "
                                f"{scale:g} cycles per µs, past what int64 cycles hold; pass a "
                                f"smaller --cycles-per-us.")
     start, end = start.astype(np.int64), end.astype(np.int64)
-    event = slices.event[piece_row]
-    order_ids = np.lexsort((np.arange(m), event, engine_code, piece_depth, start))
+    # ids in (start, depth, engine, event) order (lexsort is stable: then piece order).
+    order_ids = np.lexsort((slices.event[piece_row], engine_code, piece_depth, start))
     ids = np.empty(m, dtype=np.int64)
     ids[order_ids] = np.arange(m)
     by_engine = np.lexsort((ids, engine_code))
@@ -552,58 +594,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     seq = np.empty(m, dtype=np.int64)
     seq[by_engine] = np.arange(m) - np.repeat(np.cumsum(per_engine) - per_engine,
                                               per_engine[per_engine > 0])
-    del by_engine, group_of, group_inverse, on_gpu
-    # The table in id order (order_ids lists the pieces by id); work args on a slice's first
-    # piece only.
-    is_first = first_piece[piece_row[order_ids]] == order_ids
-    event = event[order_ids]
-    row_by_id = piece_row[order_ids]
-    table_out = pl.DataFrame({
-        "id": np.arange(m, dtype=np.int64),
-        "engine": pl.Series(distinct, dtype=pl.String).gather(engine_code[order_ids]),
-        "seq": seq[order_ids],
-        "opcode": _text_series(table, name_code[row_by_id]),
-        "start": start[order_ids],
-        "end": end[order_ids],
-        **{key: _arg_ints_at(table, event, key, is_first) for key in WORK_ARGS},
-        "layer": _text_series(table, cat_code[row_by_id]),
-    })
-    del event, is_first, order_ids, row_by_id, seq, start, end, name_code, cat_code
-
-    # Nesting: consecutive pieces of a thread on different engines (depths) are linked.
-    src_p: list[np.ndarray] = []
-    dst_p: list[np.ndarray] = []
-    kind_p: list[np.ndarray] = []
-    edge_kinds = [EdgeKind.DATA.value, EdgeKind.ORDER.value]
-    if nesting is Nesting.DEPTH and chain_len > 1:
-        chain = np.arange(chain_len)
-        th = slices.thread[piece_row[chain]]
-        step = (th[1:] == th[:-1]) & (piece_depth[chain][1:] != piece_depth[chain][:-1])
-        src_p.append(chain[:-1][step])
-        dst_p.append(chain[1:][step])
-        kind_p.append(np.full(int(step.sum()), 1, dtype=np.int64))
-        counts["nesting links"] = int(step.sum())
-    for a, b, k in edges:
-        if a.size:
-            src_p.append(last_piece[a])
-            dst_p.append(first_piece[b])
-            kind_p.append(np.full(a.size, edge_kinds.index(k), dtype=np.int64))
-    if src_p:
-        sp, dp, kp = np.concatenate(src_p), np.concatenate(dst_p), np.concatenate(kind_p)
-    else:
-        sp = dp = kp = np.zeros(0, np.int64)
-    ok = (sp >= 0) & (dp >= 0)
-    src, dst, kp = ids[sp[ok]], ids[dp[ok]], kp[ok]
-    del sp, dp, ok, src_p, dst_p, kind_p, edges
-    forward = dst > src
-    counts["edges pointing back in time dropped"] = int((~forward).sum())
-    src, dst, kp = src[forward], dst[forward], kp[forward]
-    # The first of each (src, dst), in order.
-    keep = np.sort(np.unique(src * max(m, 1) + dst, return_index=True)[1])
-    deps = pl.DataFrame({"src": src[keep], "dst": dst[keep],
-                         "kind": pl.Series(edge_kinds, dtype=pl.String).gather(kp[keep])},
-                        schema={"src": pl.Int64, "dst": pl.Int64, "kind": pl.String})
-    del src, dst, kp, keep, forward
+    del by_engine
 
     engines: dict[str, dict[str, Any]] = {}
     _, engine_first = np.unique(engine_code, return_index=True)
@@ -617,6 +608,72 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
             engines[e].update(device=device, stream=stream)
         else:
             engines[e]["depth"] = int(piece_depth[k])
+
+    # Dependencies, built before the instruction table so that the arrays they need are gone
+    # before it is made. Nesting: consecutive pieces of a thread on different engines
+    # (depths) are linked.
+    src_p: list[np.ndarray] = []
+    dst_p: list[np.ndarray] = []
+    kind_p: list[np.ndarray] = []
+    edge_kinds = [EdgeKind.DATA.value, EdgeKind.ORDER.value]
+    if nesting is Nesting.DEPTH and chain_len > 1:
+        th = slices.thread[piece_row[:chain_len]]
+        chain_depth = piece_depth[:chain_len]
+        step = np.flatnonzero((th[1:] == th[:-1]) & (chain_depth[1:] != chain_depth[:-1]))
+        del th, chain_depth
+        src_p.append(step)
+        dst_p.append(step + 1)
+        kind_p.append(np.full(step.size, 1, dtype=np.int8))
+        counts["nesting links"] = int(step.size)
+        del step
+    for a, b, k in edges:
+        if a.size:
+            src_p.append(last_piece[a])
+            dst_p.append(first_piece[b])
+            kind_p.append(np.full(a.size, edge_kinds.index(k), dtype=np.int8))
+    del edges, last_piece
+    if src_p:
+        sp, dp, kp = np.concatenate(src_p), np.concatenate(dst_p), np.concatenate(kind_p)
+    else:
+        sp = dp = np.zeros(0, np.int64)
+        kp = np.zeros(0, np.int8)
+    del src_p, dst_p, kind_p
+    ok = (sp >= 0) & (dp >= 0)
+    src, dst, kp = ids[sp[ok]], ids[dp[ok]], kp[ok]
+    del sp, dp, ok, ids
+    forward = dst > src
+    counts["edges pointing back in time dropped"] = int((~forward).sum())
+    src, dst, kp = src[forward], dst[forward], kp[forward]
+    del forward
+    # The first of each (src, dst), in order.
+    keep = np.sort(np.unique(src * max(m, 1) + dst, return_index=True)[1])
+    deps = pl.DataFrame([pl.Series("src", src[keep]), pl.Series("dst", dst[keep]),
+                         categorical("kind", kp[keep].astype(np.int32), edge_kinds)])
+    del src, dst, kp, keep
+
+    # The instruction table in id order (order_ids lists the pieces by id); work args on a
+    # slice's first piece only. Each column is made from numpy arrays polars takes without
+    # a copy, and its sources are dropped as it is made.
+    row_by_id = piece_row[order_ids]
+    del piece_row, piece_depth
+    is_first = first_piece[row_by_id] == order_ids
+    del first_piece
+    event = slices.event[row_by_id]
+    columns = [pl.Series("id", np.arange(m, dtype=np.int64)),
+               categorical("engine", engine_code[order_ids], distinct),
+               pl.Series("seq", seq[order_ids])]
+    del engine_code, seq
+    columns.append(_text_series(table, name_code[row_by_id], "opcode"))
+    del name_code
+    columns += [pl.Series("start", start[order_ids]), pl.Series("end", end[order_ids])]
+    del start, end, order_ids
+    columns += [_arg_ints_at(table, event, key, is_first) for key in WORK_ARGS]
+    del event, is_first
+    columns.append(_text_series(table, cat_code[row_by_id], "layer"))
+    del cat_code, row_by_id
+    table_out = pl.DataFrame(columns)
+    del columns
+
     report = {key: int(v) for key, v in sorted(counts.items()) if v}
     if report:
         notes.append("PyTorch profiler trace: " + "; ".join(
