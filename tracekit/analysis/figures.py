@@ -205,11 +205,13 @@ def opcode_figures(timeline: pl.DataFrame, acc: Accounts) -> pl.DataFrame:
     """Per opcode: instructions, busy_cycles (as on the engines), share_pct (of all busy
     cycles); largest first, ties by name."""
     total = max(int(acc.busy.sum()), 1)
-    return (pl.DataFrame({"opcode": timeline["opcode"].cast(pl.String), "busy": acc.busy})
+    # Grouped on the names' codes: only the distinct names become strings.
+    return (pl.DataFrame({"opcode": timeline["opcode"], "busy": acc.busy})
             .group_by("opcode")
             .agg(pl.len().cast(pl.Int64).alias("instructions"),
                  pl.col("busy").sum().alias("busy_cycles"))
-            .with_columns((pl.col("busy_cycles") / total * 100).alias("share_pct"))
+            .with_columns(pl.col("opcode").cast(pl.String),
+                          (pl.col("busy_cycles") / total * 100).alias("share_pct"))
             .sort(["busy_cycles", "opcode"], descending=[True, False]))
 
 
