@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tracekit.analysis.whatif import GROUPS, PARAMETERS, changed_machine
+from tracekit.analysis.whatif import GROUPS, PARAMETERS, changed_machine, selects
 from tracekit.errors import OutputError, TraceExistsError, TracekitError
 from tracekit.replay.machine import MAX_PARAMETER, MIN_POSITIVE, Machine
 from tracekit.replay.run import Mode
@@ -285,7 +285,8 @@ def _batch(trace_path: str, manifest_sha256: str, machine: Machine, mode: str,
         raise SweepError(f"{trace_path}: the trace a worker opened is not the one the sweep "
                          f"validated (its manifest differs); give workers the same bundle.")
     prepared = Prepared(trace, machine, mode)
-    masks = {a.name: prepared.selects(a.group, a.target) for a in axes if not a.is_parameter}
+    masks = {a.name: selects(prepared.frame, a.group, a.target) for a in axes
+             if not a.is_parameter}
     index = value_indices(axes, np.asarray(points, dtype=np.int64))
     out: dict[str, list[Any]] = {"makespan": [], "busy": [], "critical": [],
                                  "contention": []}

@@ -418,6 +418,11 @@ class _Validator:
             self.flush_rows()
             self.add(Rule.TABLE_UNREADABLE, f"reading the data failed: {first_line(exc)}", spec)
             return
+        finally:
+            # pyarrow keeps what it freed in its own pool: hand it back before the command
+            # reads the tables again (a column of long distinct names is read at several
+            # times its size).
+            pa.default_memory_pool().release_unused()
         self.flush_rows()
 
     # -- the cheap pass ---------------------------------------------------------------------
