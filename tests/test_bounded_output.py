@@ -61,3 +61,12 @@ def test_an_existing_full_file_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["critical-path", str(GEMM), "--full", str(full), "--force"])
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(full).height > 0
+
+
+def test_a_full_file_not_named_parquet_is_refused(tmp_path: Path) -> None:
+    """--full writes Parquet only: a .csv name is a usage error, and nothing is written."""
+    full = tmp_path / "full.csv"
+    result = runner.invoke(app, ["critical-path", str(GEMM), "--full", str(full)])
+    assert result.exit_code == 2
+    assert "--full writes a Parquet table; name the file with .parquet" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -143,6 +143,9 @@ def test_bandwidth_over_time_averages_to_analyze_bandwidth(
     assert total == pytest.approx(analyze_json["hbm"]["bandwidth"])
     limit = builtin_machine().hbm_bytes_per_cycle
     assert hbm[f"HBM limit {limit:,.0f} B/cycle"]["y"] == [limit, limit]
+    # Rates are read against zero: both axes start there, whatever the data.
+    for name in ("dma-bandwidth", "hbm-bandwidth"):
+        assert figures[name]["layout"]["yaxis"]["rangemode"] == "tozero"
 
 
 def test_tables_and_ranking_are_analyze_json(mlp_page: Path,

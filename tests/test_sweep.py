@@ -253,3 +253,24 @@ def test_parse_grid_spellings() -> None:
     assert parse_grid("engine=dma.q0:1,0.5") == Axis("engine=dma.q0", "engine", "dma.q0",
                                                     (1.0, 0.5))
     assert parse_grid("semaphore_latency=0,24").values == (0.0, 24.0)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_trace_whose_replay_is_stuck_exits_3_as_replay_does(tmp_path: Path,
+                                                              workers: str) -> None:
+    """The same exit code and message as `tracekit replay` gives, in process or from a worker,
+    and no output."""
+    b = TraceBuilder("stuck")
+    one = b.inst("tensor", "mm")
+    two = b.inst("vector", "act")
+    b.signal(one, 0)
+    b.wait(two, 0, 2)
+    b.write(tmp_path / "stuck")
+    out = tmp_path / "s.parquet"
+    replayed = run("replay", str(tmp_path / "stuck"))
+    assert replayed.exit_code == 3
+    result = run("sweep", str(tmp_path / "stuck"), "--grid", "hbm_bandwidth=32,64", "-o",
+                 str(out), "--workers", workers)
+    assert_failed_cleanly(result, 3, "waits for semaphore 0 to reach 2")
+    assert result.stderr == replayed.stderr
+    assert not out.exists()

@@ -32,6 +32,7 @@ from tracekit.replay.machine import MAX_PARAMETER, Latency, Machine, engine_kind
 from tracekit.replay.prepared import Prepared
 from tracekit.replay.run import replay
 from tracekit.trace.bundle import Trace
+from tracekit.trace.names import map_names, shortened
 
 WORK = ("elements", "bytes", "flops")
 COEFF = {"elements": "per_element", "bytes": "per_byte", "flops": "per_flop"}
@@ -163,12 +164,12 @@ def _warning(kind: str, opcode: str, varying: list[str], r2: float | None,
                 f"time under HBM sharing" if kind == "dma" else
                 f"linear in {work}" if work else "a constant")
         return FitWarning(kind, opcode, (
-            f"{kind} {opcode}: held-out R2 {r2:.3f} (below {R2_WARN:g}; MAPE {mape:.1f} %): "
+            f"{kind} {shortened(opcode)}: held-out R2 {r2:.3f} (below {R2_WARN:g}; MAPE {mape:.1f} %): "
             f"its duration is not {form}, so the model will mispredict it; check for "
             f"contention or data-dependent latency."))
     if r2 is None and mape > MAPE_WARN:
         return FitWarning(kind, opcode, (
-            f"{kind} {opcode}: every instance has the same work, yet held-out durations are "
+            f"{kind} {shortened(opcode)}: every instance has the same work, yet held-out durations are "
             f"{mape:.1f} % off the model's {typical:,.0f} cycles on average (above "
             f"{MAPE_WARN:g} %): its latency depends on something the model does not see, so "
             f"the model will mispredict it; check for contention or data-dependent latency."))
@@ -320,15 +321,14 @@ def _fit_once(observed: list[_Observed], base: Machine, transfer: np.ndarray,
     frames = []
     for k, o in enumerate(observed):
         p = o.prepared
-        frames.append(p.frame.select(
-            "id", pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String),
-            *[pl.col(w).fill_null(0).cast(pl.Float64) for w in WORK])
+        frames.append(p.work.select(
+            "id", "engine", "opcode", *[pl.col(w).fill_null(0).cast(pl.Float64) for w in WORK])
             .with_columns(pl.lit(k).alias("trace"), pl.Series("observed", o.duration),
                           pl.Series("position", o.position),
                           pl.Series("conflicted", o.conflicted)))
     data = pl.concat(frames).with_columns(pl.Series("transfer", transfer))
-    data = data.with_columns(pl.col("engine").map_elements(engine_kind, return_dtype=pl.String)
-                             .alias("kind")).filter(pl.col("observed").is_not_nan())
+    data = data.with_columns(map_names(data["engine"], engine_kind, pl.String).alias("kind")
+                             ).filter(pl.col("observed").is_not_nan())
     data = data.with_columns(pl.when(pl.col("kind") == "dma").then(pl.col("transfer"))
                              .otherwise(0.0).alias("transfer"))
     stretch_of = {kind: float(fx["conflict_stretch"]) for kind, fx in known.items()}
@@ -513,7 +513,7 @@ def _report(data: pl.DataFrame, group_rows: dict[tuple[str, str], np.ndarray],
         for value in latency.coefficients:
             if not math.isfinite(value) or value > MAX_PARAMETER:
                 raise CalibrationError(
-                    f"the fit of {kind} {opcode} gives a coefficient of {value:g}, beyond what "
+                    f"the fit of {kind} {shortened(opcode)} gives a coefficient of {value:g}, beyond what "
                     f"a machine file can hold; check that trace's timestamps.")
     # A base entry for a concrete engine and a fitted opcode would win over the fit (the more
     # specific entry is looked up first): the fit replaces it.
@@ -575,9 +575,8 @@ def prediction_errors(trace: Trace, machine: Machine) -> tuple[pl.DataFrame, flo
     ape = ((t["duration"] - observed).abs() / observed.clip(1.0)) * 100
     span = int(t["observed_end"].max() - t["observed_start"].min())
     makespan = int(t["end"].max()) - int(t["start"].min())
-    frame = pl.DataFrame({"engine": t["engine"].cast(pl.String).map_elements(
-        engine_kind, return_dtype=pl.String), "opcode": t["opcode"].cast(pl.String),
-        "ape": ape})
+    frame = pl.DataFrame({"engine": map_names(t["engine"], engine_kind, pl.String),
+                          "opcode": t["opcode"], "ape": ape})
     return frame, float(ape.mean()), (makespan - span) / max(span, 1) * 100
 
 
@@ -596,7 +595,8 @@ def _check(trace: Trace, base: Machine, fitted: Machine, how: str
            .group_by("engine", "opcode")
            .agg(pl.len().alias("instructions"), pl.col("ape").mean().alias("mape_before_pct"),
                 pl.col("after").mean().alias("mape_after_pct")))
-    return row, ops.with_columns(pl.col("instructions").cast(pl.Int64))
+    return row, ops.with_columns(pl.col("instructions").cast(pl.Int64),
+                                 pl.col("opcode").cast(pl.String))
 
 
 def _number(value: float) -> str:

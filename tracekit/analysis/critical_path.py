@@ -104,8 +104,9 @@ def critical_path(timeline: pl.DataFrame, graph: Graph,
     makespan = int(horizon - origin)
 
     def share(key: str) -> pl.DataFrame:
-        parts = steps.group_by(pl.col(key).cast(pl.String).alias(key)).agg(
-            pl.col("counted").sum().alias("cycles"))
+        # Grouped on the names' codes; only the distinct names become strings.
+        parts = steps.group_by(key).agg(pl.col("counted").sum().alias("cycles")).with_columns(
+            pl.col(key).cast(pl.String))
         gaps = pl.DataFrame({key: ["(edge latency)", "(unexplained gap)"],
                              "cycles": [int(steps["latency"].sum()),
                                         int(steps["unexplained"].sum())]})

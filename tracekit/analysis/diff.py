@@ -28,6 +28,7 @@ from tracekit.analysis.timelines import Source, timeline
 from tracekit.errors import TracekitError
 from tracekit.replay.machine import Machine
 from tracekit.trace.bundle import Trace
+from tracekit.trace.names import shortened_column
 
 TOP_INSTRUCTIONS = 10
 """Aligned instructions listed as the ones that changed most."""
@@ -74,9 +75,9 @@ def profile(trace: Trace, machine: Machine, source: Source | str,
     # DMA transfer lost to HBM sharing are waiting, with the gap before the instruction.
     acc = accounts(f)
     t = pl.DataFrame({
-        "id": f["id"], "engine": f["engine"].cast(pl.String),
-        "opcode": f["opcode"].cast(pl.String),
-        "layer": f["layer"].cast(pl.String).fill_null(NO_LAYER),
+        # Names stay dictionary codes (shared by both runs' frames): no row's name is copied.
+        "id": f["id"], "engine": f["engine"], "opcode": f["opcode"],
+        "layer": f["layer"].fill_null(NO_LAYER),
         "pc": trace.read_instructions(["id", "pc"])["pc"],
         "start": f["start"], "end": f["end"], "duration": acc.busy,
         "wait": acc.wait + acc.contention, "contention": acc.contention})
@@ -142,7 +143,8 @@ def _by(key: str, base: pl.DataFrame, cand: pl.DataFrame) -> pl.DataFrame:
                                    pl.col("duration").sum().alias("busy"),
                                    pl.col("wait").sum().alias("stall"))
 
-    out = agg(base).join(agg(cand), on=key, how="full", coalesce=True, suffix="_cand")
+    out = (agg(base).join(agg(cand), on=key, how="full", coalesce=True, suffix="_cand")
+           .with_columns(pl.col(key).cast(pl.String)))
     out = out.rename({"instructions": "instructions_base", "busy": "busy_base",
                       "stall": "stall_base"}).fill_null(0)
     for col in ("instructions", "busy", "stall"):
@@ -191,8 +193,10 @@ def keyed(t: pl.DataFrame, parts: list[str]) -> pl.DataFrame:
     """`t` with `occurrence` (the n-th instruction of its `parts` group in program order:
     ids, stable when only the timing changed) and a readable `key`, e.g. "pc 7 #3"."""
     t = t.sort("id").with_columns(pl.int_range(pl.len()).over(parts).alias("occurrence"))
+    # Names in the key as people read them (`names.shortened`): rows x a bounded length.
     label = (pl.concat_str([pl.lit("pc "), pl.col("pc").cast(pl.String)]) if parts == ["pc"]
-             else pl.concat_str([pl.col("layer"), pl.lit("/"), pl.col("opcode")]))
+             else pl.concat_str([shortened_column(t["layer"]), pl.lit("/"),
+                                 shortened_column(t["opcode"])]))
     return t.with_columns(pl.concat_str([label, pl.lit(" #"), pl.col("occurrence")
                                          .cast(pl.String)]).alias("key"))
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tracekit.analysis.whatif import Change, changed_machine
+from tracekit.analysis.whatif import Change, changed_machine, selects
 from tracekit.replay.machine import Latency, Machine
 from tracekit.replay.prepared import Prepared
 from tracekit.trace.bundle import Trace
@@ -172,7 +172,7 @@ def _factors(prepared: Prepared, scale: tuple[Change, ...]) -> np.ndarray | None
     factor = np.ones(prepared.n)
     for c in scale:
         try:
-            factor *= prepared.factors([(c.group, c.name, c.factor)])
+            factor[selects(prepared.frame, c.group, c.name)] *= c.factor
         except KeyError:
             continue
     return factor if scale else None

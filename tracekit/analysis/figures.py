@@ -17,9 +17,10 @@ what bound its start; the time before an engine's first instruction and after it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -107,12 +108,17 @@ class Accounts:
 def accounts(timeline: pl.DataFrame) -> Accounts:
     """Busy, HBM contention and wait of every instruction of `timeline` (id, engine, start,
     end, contention; sorted by id)."""
-    engine, engines = name_codes(timeline["engine"], natural_key)
-    start = timeline["start"].to_numpy().astype(np.int64)
-    end = timeline["end"].to_numpy().astype(np.int64)
-    lost = timeline["contention"].fill_null(0).to_numpy().astype(np.int64)
-    busy, contention, wait, first, last = _account(
-        queue_order(engine, start), engine, start, end, lost, len(engines))
+    engine, engines = codes(timeline["engine"], natural_key)
+    start = _int64(timeline["start"])
+    end = _int64(timeline["end"])
+    lost = _int64(timeline["contention"].fill_null(0))
+    # Rows go in (engine, start) order: row order itself when every engine's starts rise
+    # along the rows (an in-order engine's replayed timeline), else sorted.
+    busy, contention, wait, first, last, ordered = _account(
+        np.zeros(0, dtype=np.int64), engine, start, end, lost, len(engines))
+    if not ordered:
+        busy, contention, wait, first, last, _ = _account(
+            queue_order(engine, start), engine, start, end, lost, len(engines))
     return Accounts(busy=busy, contention=contention, wait=wait, engine=engine,
                     engines=engines, first=first, last=last,
                     origin=int(start.min()) if start.size else 0,
@@ -121,16 +127,24 @@ def accounts(timeline: pl.DataFrame) -> Accounts:
 
 @numba.njit(cache=True, nogil=True)
 def _account(order, engine, start, end, lost, n_eng):  # pragma: no cover - compiled
-    """`accounts` over the rows in (engine, start) order."""
+    """`accounts` over the rows in (engine, start) order: `order`, or row order when it is
+    empty, which gives up (the last result False) at a row that starts before the previous
+    row of its engine."""
     n = start.size
     busy = np.zeros(n, dtype=np.int64)
     contention = np.zeros(n, dtype=np.int64)
     wait = np.zeros(n, dtype=np.int64)
     first = np.zeros(n_eng, dtype=np.int64)
     last = np.zeros(n_eng, dtype=np.int64)
+    previous = np.zeros(n_eng, dtype=np.int64)  # each engine's previous start
     seen = np.zeros(n_eng, dtype=np.bool_)  # times may be negative: no sentinel values
-    for i in order:
+    by_order = order.size > 0
+    for k in range(n):
+        i = order[k] if by_order else k
         e = engine[i]
+        if not by_order and seen[e] and start[i] < previous[e]:
+            return busy, contention, wait, first, last, False
+        previous[e] = start[i]
         if not seen[e]:  # first on its engine: the time before it is idle
             seen[e] = True
             begin = start[i]
@@ -142,7 +156,7 @@ def _account(order, engine, start, end, lost, n_eng):  # pragma: no cover - comp
         contention[i] = min(max(lost[i], 0), span)
         busy[i] = span - contention[i]
         last[e] = begin + span
-    return busy, contention, wait, first, last
+    return busy, contention, wait, first, last, True
 
 
 def engine_figures(timeline: pl.DataFrame, work: pl.DataFrame, machine: Machine,
@@ -169,11 +183,15 @@ def engine_figures(timeline: pl.DataFrame, work: pl.DataFrame, machine: Machine,
     idle = np.where(present, (acc.first - acc.origin) + (acc.horizon - acc.last), span)
     engine_flops = per_engine(flops)
     engine_bytes = np.where(is_dma, per_engine(moved), 0.0)
-    # Each engine's distinct opcodes, grouped once (not one filter per engine).
-    # (unique on the codes first: names cast per row would be 10M strings at 10M instructions)
-    ran = dict(timeline.select("engine", "opcode").unique()
-               .select(pl.col("engine").cast(pl.String), pl.col("opcode").cast(pl.String))
-               .group_by("engine").agg(pl.col("opcode").sort()).iter_rows())
+    # Each engine's distinct opcodes: the (engine, opcode) code pairs present, counted once
+    # (names cast per row would be 10M strings at 10M instructions).
+    opcode, opcodes = codes(timeline["opcode"])
+    pairs = np.flatnonzero(np.bincount(acc.engine.astype(np.int64) * max(len(opcodes), 1)
+                                       + opcode, minlength=n_eng * len(opcodes)))
+    ran: dict[str, list[str]] = {}
+    for pair in pairs.tolist():  # in code order: each engine's opcodes sorted by name
+        ran.setdefault(acc.engines[pair // len(opcodes)], []).append(
+            opcodes[pair % len(opcodes)])
     peak = [_peak_flops(machine, name, ran.get(name, [])) for name in acc.engines]
     caps = [machine.queue_bandwidth(name) if dma else None
             for name, dma in zip(acc.engines, is_dma, strict=True)]
@@ -205,12 +223,62 @@ def opcode_figures(timeline: pl.DataFrame, acc: Accounts) -> pl.DataFrame:
     """Per opcode: instructions, busy_cycles (as on the engines), share_pct (of all busy
     cycles); largest first, ties by name."""
     total = max(int(acc.busy.sum()), 1)
-    return (pl.DataFrame({"opcode": timeline["opcode"].cast(pl.String), "busy": acc.busy})
-            .group_by("opcode")
-            .agg(pl.len().cast(pl.Int64).alias("instructions"),
-                 pl.col("busy").sum().alias("busy_cycles"))
+    opcode, opcodes = codes(timeline["opcode"])
+    return (pl.DataFrame({"opcode": pl.Series(opcodes, dtype=pl.String),
+                          "instructions": np.bincount(opcode, minlength=len(opcodes))
+                          .astype(np.int64),
+                          "busy_cycles": group_sums(opcode, acc.busy, len(opcodes))})
             .with_columns((pl.col("busy_cycles") / total * 100).alias("share_pct"))
             .sort(["busy_cycles", "opcode"], descending=[True, False]))
+
+
+def codes(series: pl.Series, key: Callable[[str], Any] | None = None
+          ) -> tuple[np.ndarray, list[str]]:
+    """Codes 0..k-1 (int32) of a name column and its k distinct names, sorted by `key` (by
+    name when None): `replay.run.name_codes`'s codes, worked out on the categorical's physical
+    codes in one pass (a column with nulls goes through name_codes)."""
+    if series.dtype != pl.Categorical or series.has_nulls():
+        code, names = name_codes(series, key)
+        return code.astype(np.int32), names
+    physical = series.to_physical().to_numpy()
+    if physical.size == 0:
+        return np.zeros(0, dtype=np.int32), []
+    first = _first_rows(physical, int(physical.max()) + 1)
+    present = np.flatnonzero(first >= 0)
+    names = series.gather(first[present]).cast(pl.String).to_list()
+    order = sorted(range(len(names)), key=lambda i: key(names[i]) if key else names[i])
+    lut = np.zeros(first.size, dtype=np.int32)
+    lut[present[order]] = np.arange(len(order), dtype=np.int32)
+    return lut[physical], [names[i] for i in order]
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_rows(physical, size):  # pragma: no cover - compiled
+    """The first row of each physical code (-1 for codes no row has)."""
+    first = np.full(size, -1, dtype=np.int64)
+    for row in range(physical.size):
+        if first[physical[row]] < 0:
+            first[physical[row]] = row
+    return first
+
+
+def group_sums(code: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """Integer sums of `values` per code 0..k-1 (exact, unlike a float bincount)."""
+    return _group_sums(np.asarray(code), np.asarray(values, dtype=np.int64), k)
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_sums(code, values, k):  # pragma: no cover - compiled
+    out = np.zeros(k, dtype=np.int64)
+    for i in range(code.size):
+        out[code[i]] += values[i]
+    return out
+
+
+def _int64(series: pl.Series) -> np.ndarray:
+    """An integer column without nulls as int64 (without a copy when it is one already)."""
+    values = series.to_numpy()
+    return values if values.dtype == np.int64 else values.astype(np.int64)
 
 
 def nice_width(span: int, bins: int) -> int:

@@ -13,7 +13,14 @@ import numba
 import numpy as np
 import polars as pl
 
-from tracekit.analysis.figures import accounts, engine_figures, opcode_figures
+from tracekit.analysis.figures import (
+    _int64,
+    accounts,
+    codes,
+    engine_figures,
+    group_sums,
+    opcode_figures,
+)
 from tracekit.replay.graph import Graph
 from tracekit.replay.run import ReplayResult, observed_graph
 from tracekit.replay.semaphores import Released, binder_ends, observed_release
@@ -97,14 +104,23 @@ def waits(graph: Graph, start: np.ndarray, end: np.ndarray,
     For load 0-40 -> (semaphore) matmul 52-100 -> (order) matmul 100-150 the waits are 0, 12
     and 0."""
     start, end = np.asarray(start, dtype=np.int64), np.asarray(end, dtype=np.int64)
-    ready = np.full(start.size, start.min() if start.size else 0, dtype=np.int64)
-    has = np.flatnonzero(np.diff(graph.ptr) > 0)
-    if has.size:
-        ready[has] = np.maximum(np.maximum.reduceat(end[graph.src], graph.ptr[has]),
-                                ready[has])
+    ready = _ready(graph.ptr, graph.src, end, int(start.min()) if start.size else 0)
     if released is not None and node_engine is not None and graph.sems.size:
-        ready = np.maximum(ready, binder_ends(graph.sems, released, node_engine, end))
-    return start - ready
+        np.maximum(ready, binder_ends(graph.sems, released, node_engine, end), out=ready)
+    return np.subtract(start, ready, out=ready)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ready(ptr, src, end, first):  # pragma: no cover - compiled
+    """Per row, the latest end among its predecessors (CSR `ptr`, `src`), at least `first`."""
+    ready = np.empty(ptr.size - 1, dtype=np.int64)
+    for row in range(ptr.size - 1):
+        latest = first
+        for k in range(ptr[row], ptr[row + 1]):
+            if end[src[k]] > latest:
+                latest = end[src[k]]
+        ready[row] = latest
+    return ready
 
 
 def _node_engine(result: ReplayResult) -> np.ndarray:
@@ -115,34 +131,36 @@ def _node_engine(result: ReplayResult) -> np.ndarray:
     return out
 
 
-def _predicted_waits(result: ReplayResult) -> np.ndarray:
+def _predicted_waits(result: ReplayResult, node_engine: np.ndarray | None) -> np.ndarray:
     t = result.timeline
-    if result.queues is None or result.released is None:
+    if node_engine is None or result.released is None:
         return waits(result.graph, t["start"].to_numpy(), t["end"].to_numpy())
     return waits(result.fixed, t["start"].to_numpy(), t["end"].to_numpy(), result.released,
-                 _node_engine(result))
+                 node_engine)
 
 
-def _observed_waits(result: ReplayResult) -> np.ndarray:
+def _observed_waits(result: ReplayResult, node_engine: np.ndarray | None) -> np.ndarray:
     """`waits` of the observed timeline, its semaphore predecessors those of the observed
     order (which signal released each wait there)."""
     t = result.timeline
     start, end = t["observed_start"].to_numpy(), t["observed_end"].to_numpy()
-    if result.queues is None:
+    if node_engine is None:
         seq = result.trace.read_instructions(["seq"])["seq"].to_numpy()
         frame = t.select("id", "engine", pl.Series("seq", seq),
                          pl.col("observed_start").alias("start"),
                          pl.col("observed_end").alias("end"))
         return waits(observed_graph(result.fixed, frame), start, end)
     released = observed_release(result.fixed.sems, start, end)
-    return waits(result.fixed, start, end, released, _node_engine(result))
+    return waits(result.fixed, start, end, released, node_engine)
 
 
-def _largest(t: pl.DataFrame, error: str, columns: list[str]) -> pl.DataFrame:
+def _largest(t: pl.DataFrame, error: str, values: dict[str, np.ndarray]) -> pl.DataFrame:
     """The TOP_DIVERGENT rows of `t` (in id order) with the largest non-zero |error|, ties by
-    id: one pass over the error column, not a sort of the frame."""
-    rows = _top(np.abs(t[error].to_numpy().astype(np.int64)), TOP_DIVERGENT)
-    return t[rows].select("id", "engine", "opcode", "layer", *columns, error)
+    id: one pass over the error column, not a sort of the frame. `values`: the columns to
+    list after id, engine, opcode and layer, the error last (per row of `t`)."""
+    rows = _top(np.abs(values[error]), TOP_DIVERGENT)
+    return t[rows].select("id", "engine", "opcode", "layer").with_columns(
+        pl.Series(name, column[rows], dtype=pl.Int64) for name, column in values.items())
 
 
 @numba.njit(cache=True, nogil=True)
@@ -171,36 +189,74 @@ def correlate(result: ReplayResult) -> Correlation | None:
     if not result.observed:
         return None
     t = result.timeline
-    origin = int(t["observed_start"].min())
-    t = t.with_columns(
-        (pl.col("observed_end") - pl.col("observed_start")).alias("observed"),
-        pl.Series("wait", _predicted_waits(result)),
-        pl.Series("observed_wait", _observed_waits(result)))
-    t = t.with_columns((pl.col("duration") - pl.col("observed")).alias("duration_error"),
-                       (pl.col("wait") - pl.col("observed_wait")).alias("wait_error"))
-    observed_makespan = int(t["observed_end"].max()) - origin
-    error = pl.col("duration_error").abs()
-    opcodes = (t.group_by("opcode")
-               .agg(pl.len().cast(pl.Int64).alias("instructions"),
-                    pl.col("observed").mean().alias("observed_mean"),
-                    pl.col("duration").mean().alias("predicted_mean"),
-                    pl.when(pl.col("observed").sum() > 0)
-                    .then((pl.col("duration").sum() / pl.col("observed").sum() - 1) * 100)
-                    .alias("bias_pct"),
-                    (error / pl.col("observed")).filter(pl.col("observed") > 0).mean()
-                    .mul(100).alias("mape_pct"),
-                    error.quantile(0.5, "nearest").alias("p50_abs_error"),
-                    error.quantile(0.95, "nearest").alias("p95_abs_error"),
-                    pl.col("observed").sum().alias("_weight"))
-               .sort(["_weight", "opcode"], descending=[True, False]).drop("_weight"))
+    observed_start, observed_end = _int64(t["observed_start"]), _int64(t["observed_end"])
+    duration = _int64(t["duration"])
+    observed = observed_end - observed_start
+    node_engine = None if result.queues is None else _node_engine(result)
+    wait = _predicted_waits(result, node_engine)
+    observed_wait = _observed_waits(result, node_engine)
+    del node_engine
+    duration_error = duration - observed
+    wait_error = np.subtract(wait, observed_wait)
+    origin = int(observed_start.min())
+    observed_makespan = int(observed_end.max()) - origin
+    del observed_start, observed_end
     predicted = result.makespan
     return Correlation(
         observed_makespan=observed_makespan, predicted_makespan=predicted,
         makespan_error_pct=((predicted - observed_makespan) / observed_makespan * 100
                             if observed_makespan else None),
-        opcodes=opcodes,
-        divergent_duration=_largest(
-            t.rename({"observed": "observed_duration", "duration": "predicted_duration"}),
-            "duration_error", ["observed_duration", "predicted_duration"]),
-        divergent_wait=_largest(t.rename({"wait": "predicted_wait"}), "wait_error",
-                                ["observed_wait", "predicted_wait"]))
+        opcodes=_by_opcode(t["opcode"], observed, duration, np.abs(duration_error)),
+        divergent_duration=_largest(t, "duration_error", {
+            "observed_duration": observed, "predicted_duration": duration,
+            "duration_error": duration_error}),
+        divergent_wait=_largest(t, "wait_error", {
+            "observed_wait": observed_wait, "predicted_wait": wait, "wait_error": wait_error}))
+
+
+def _by_opcode(opcode: pl.Series, observed: np.ndarray, duration: np.ndarray,
+               error: np.ndarray) -> pl.DataFrame:
+    """Correlation.opcodes: per opcode (of the `opcode` column, per row) the instructions,
+    the mean observed and predicted durations, bias, MAPE and the median and 95th percentile
+    of the absolute duration `error`; largest observed time first. Sums and counts in one
+    pass over the rows; the means of ratios and the percentiles on each opcode's rows, in row
+    order, by polars' own mean and quantile (so that every figure is the one its group-by
+    gives)."""
+    code, names = codes(opcode)
+    k = len(names)
+    count = np.bincount(code, minlength=k).astype(np.int64)
+    observed_sum, duration_sum = group_sums(code, observed, k), group_sums(code, duration, k)
+    mape, p50, p95 = [], [], []
+    for g, rows in enumerate(_group_rows(code, k)):
+        mine, seen = error[rows], observed[rows]
+        positive = seen > 0
+        ratios = pl.Series(mine[positive] / seen[positive], dtype=pl.Float64)
+        mean = ratios.mean() if ratios.len() else None
+        mape.append(None if mean is None else mean * 100)  # type: ignore[operator]
+        values = pl.Series(mine, dtype=pl.Int64)
+        p50.append(values.quantile(0.5, "nearest"))
+        p95.append(values.quantile(0.95, "nearest"))
+    observed_f, duration_f = observed_sum.astype(np.float64), duration_sum.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bias = np.where(observed_sum > 0, (duration_f / observed_f - 1) * 100, np.nan)
+    frame = pl.DataFrame({
+        "opcode": pl.Series(names, dtype=opcode.dtype),
+        "instructions": count,
+        "observed_mean": observed_f / count,
+        "predicted_mean": duration_f / count,
+        "bias_pct": pl.Series(bias).fill_nan(None),
+        "mape_pct": pl.Series(mape, dtype=pl.Float64),
+        "p50_abs_error": pl.Series(p50, dtype=pl.Float64),
+        "p95_abs_error": pl.Series(p95, dtype=pl.Float64),
+        "_weight": observed_sum})
+    return frame.sort(["_weight", "opcode"], descending=[True, False]).drop("_weight")
+
+
+def _group_rows(code: np.ndarray, k: int) -> list[np.ndarray]:
+    """Each code's rows, in row order: masks over the rows for a few codes, else index
+    ranges of one stable ordering."""
+    if k <= 16:
+        return [code == g for g in range(k)]
+    order = np.argsort(code.astype(np.int16 if k < 2**15 else np.int32), kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(code, minlength=k))]
+    return [order[bounds[g]:bounds[g + 1]] for g in range(k)]

@@ -40,6 +40,7 @@ from tracekit.replay.machine import Machine
 from tracekit.replay.run import Observed, ReplayResult, ReplayStuck, wait_text
 from tracekit.replay.semaphores import EQ, SET, SUB, WAIT, Released, SemTable
 from tracekit.trace.bundle import Trace
+from tracekit.trace.names import shortened, shortened_column
 
 CONFIRM_BUDGET = 32
 """Instructions held back, at most, to settle by exact runs the races that the counting rule
@@ -339,6 +340,14 @@ SIGNATURES: dict[Code, Signature] = {
         "signals), or let one signal cover several tiles."),
 }
 
+def shown_names(names: list[str]) -> np.ndarray:
+    """Names for messages and evidence, each `names.shortened`, as an array to index by code
+    (objects: a fixed-width string array would hold every name at the longest's width)."""
+    out = np.empty(len(names), dtype=object)
+    out[:] = [shortened(name) for name in names]
+    return out
+
+
 def _ids(values: object) -> tuple[int, ...]:
     return tuple(int(v) for v in values)  # type: ignore[union-attr]
 
@@ -363,13 +372,16 @@ def check_deadlocks(ctx: Context) -> None:
     if stuck is not None:
         waits = stuck.filter(pl.col("sem").is_not_null()).sort("id")
         _capped(ctx, Code.DEADLOCK_WAIT, waits, lambda r: (
-            f"instruction {r['id']} on {r['engine']} {wait_text(r)}",
-            {"instructions": (r["id"],), "engines": (r["engine"], *r["behind"])}))
+            f"instruction {r['id']} on {shortened(r['engine'])} "
+            f"{wait_text({**r, 'behind': [shortened(e) for e in r['behind'] or []]})}",
+            {"instructions": (r["id"],),
+             "engines": tuple(shortened(e) for e in (r["engine"], *r["behind"]))}))
     members = cycle_members(ctx.graph.fixed)
     if members.size:
         ids = ctx.graph.ids[members]
-        engines = ctx.instructions.filter(pl.col("id").is_in(pl.Series(ids).implode()))[
-            "engine"].cast(pl.String).unique().sort().to_list()
+        engines = sorted(shortened(e) for e in ctx.instructions.filter(
+            pl.col("id").is_in(pl.Series(ids).implode()))["engine"].unique().drop_nulls()
+            .cast(pl.String).to_list())
         ctx.add(Code.DEADLOCK_CYCLE, f"{ids.size:,} instructions on {len(engines)} engine(s) "
                 f"wait on each other in a cycle", instructions=_ids(ids[:20]),
                 engines=tuple(engines))
@@ -469,7 +481,7 @@ def check_order_dependent(ctx: Context) -> None:
     engine, engines, _ = ctx.queues()
     node = sems.node[flagged]
     frame = pl.DataFrame({
-        "id": g.ids[node], "engine": np.array(engines)[engine[node]],
+        "id": g.ids[node], "engine": shown_names(engines)[engine[node]],
         "sem": sems.numbers[sems.sem[flagged]],
         "cond": np.where(sems.cond[flagged] == EQ, "==", ">="),
         "value": sems.value[flagged]}).sort("id", "sem")
@@ -486,8 +498,9 @@ def check_timing(ctx: Context) -> None:
     inst = ctx.instructions
     negative = inst.filter(pl.col("end") < pl.col("start"))
     _capped(ctx, Code.NEGATIVE_DURATION, negative, lambda r: (
-        f"instruction {r['id']} on {r['engine']} ends at {r['end']:,}, before its start "
-        f"{r['start']:,}", {"instructions": (r["id"],), "engines": (str(r["engine"]),),
+        f"instruction {r['id']} on {shortened(str(r['engine']))} ends at {r['end']:,}, before "
+        f"its start {r['start']:,}", {"instructions": (r["id"],),
+                                      "engines": (shortened(str(r["engine"])),),
                             "cycles": (r["start"], r["end"])}))
     g = ctx.graph
     # A partly timed trace (a run that deadlocked) is checked where both ends are timed.
@@ -514,8 +527,8 @@ def check_timing(ctx: Context) -> None:
         "src": g.ids[g.src[early]], "dst": g.ids[dst[early]],
         "kind": pl.Series([k.value for k in KINDS])[g.kind[early].astype(np.int64)],
         "src_end": end[g.src[early]], "dst_start": start[dst[early]],
-        "src_engine": engine.gather(g.src[early]).cast(pl.String),
-        "dst_engine": engine.gather(dst[early]).cast(pl.String),
+        "src_engine": shortened_column(engine.gather(g.src[early])),
+        "dst_engine": shortened_column(engine.gather(dst[early])),
     }).unique(["src", "dst"], keep="last", maintain_order=True).sort("dst", "src")
     for code, rows in ((Code.ENGINE_OVERLAP, frame.filter(pl.col("kind") == KINDS[ORDER].value)),
                        (Code.START_BEFORE_DEPENDENCY,
@@ -616,7 +629,7 @@ def check_latency(ctx: Context) -> None:
         # A profiler's host call or kernel far slower than its peers is warm-up (autotuning,
         # a first allocation, lazy initialisation), not an engine stuck: an outlier.
         slow, stuck = slow | stuck, np.zeros_like(stuck)
-    names, ops = np.array(engines), np.array(opcodes)
+    names, ops = shown_names(engines), shown_names(opcodes)
     unit = ctx.trace.manifest.time_unit.value  # of durations, medians and the model's reference
     for code, rows in ((Code.ENGINE_STUCK, np.flatnonzero(stuck)),
                        (Code.LATENCY_OUTLIER, np.flatnonzero(slow))):
@@ -703,11 +716,11 @@ def check_bandwidth(ctx: Context) -> None:
     queues = [k for k, e in enumerate(engines) if engine_kind(e) == "dma"]
     on_queue = np.isin(engine, queues)
     dma = transfers.filter(pl.Series(on_queue)).with_columns(
-        pl.Series("queue", engine[on_queue]), pl.col("engine").cast(pl.String))
+        pl.Series("queue", engine[on_queue]))
     m = ctx.machine
     # The replay's model too sends every DMA byte through HBM.
     scopes = [("all DMA queues", dma, m.hbm_bytes_per_cycle, "the machine's HBM bandwidth")] + [
-        (f"queue {engines[q]}", dma.filter(pl.col("queue") == q),
+        (f"queue {shortened(engines[q])}", dma.filter(pl.col("queue") == q),
          m.queue_bandwidth(engines[q]), "the queue's bandwidth") for q in queues]
     for scope, rows, limit, what in scopes:
         if rows.height == 0:
@@ -729,7 +742,8 @@ def check_bandwidth(ctx: Context) -> None:
                 f"{scope}: {inside.height:,} transfers moved {int(moved):,} bytes within "
                 f"{unit} {lo:,}..{hi:,}, {rate:,.1f} bytes/cycle, over {what} of "
                 f"{limit:,.1f} bytes/cycle", instructions=_ids(inside["id"].head(20)),
-                engines=tuple(sorted(set(inside["engine"].to_list()))), cycles=(lo, hi))
+                engines=tuple(sorted(shortened(e) for e in inside["engine"].unique()
+                                     .cast(pl.String).to_list())), cycles=(lo, hi))
 
 
 def _peak_rate(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray) -> float:
@@ -896,8 +910,8 @@ def check_dead_writes(ctx: Context) -> None:
     inst = ctx.instructions
     rows = rows.with_columns(pl.Series("sbuf", sbuf[dead_node]),
                              pl.Series("overwritten", ctx.overwritten[dead_node]),
-                             inst["engine"].gather(dead_node).cast(pl.String),
-                             inst["opcode"].gather(dead_node).cast(pl.String))
+                             shortened_column(inst["engine"].gather(dead_node)),
+                             shortened_column(inst["opcode"].gather(dead_node)))
     _capped(ctx, Code.DEAD_WRITE, rows, lambda r: (
         f"instruction {r['inst']} ({r['opcode']}) on {r['engine']} writes {r['bytes']:,} "
         + (f"SBUF bytes that are {'overwritten' if r['overwritten'] else 'left'} before "
@@ -951,6 +965,7 @@ def check_small_dma(ctx: Context) -> None:
                          & pl.col("helps")))
     per_queue = per_queue.with_columns(
         pl.Series("engine", engines, pl.String).gather(per_queue["queue"])).sort("engine")
+    per_queue = per_queue.with_columns(shortened_column(per_queue["engine"]))
     _capped(ctx, Code.SMALL_DMA, per_queue, lambda r: (
         f"{r['engine']}: {r['small']:,} of {r['transfers']:,} transfers move under "
         f"{r['break_even']:,.0f} bytes, so their set-up ({r['setup_cycles']:,.0f} cycles in "
@@ -994,30 +1009,31 @@ def check_ping_pong(ctx: Context) -> None:
     for lo, hi in pairwise(cuts):
         median = float(np.median(work[lo:hi]))
         if hi - lo >= PING_PONG_WAITS and median < limit:
-            rows.append({"engine": engines[owner[lo]], "waits": int(hi - lo), "median": median,
+            rows.append({"engine": engines[owner[lo]], "code": int(owner[lo]),
+                         "waits": int(hi - lo), "median": median,
                          "examples": g.ids[order[bounds[lo:hi][:EXAMPLES]]].tolist()})
-    per_engine = pl.DataFrame(rows, schema={"engine": pl.String, "waits": pl.Int64,
-                                            "median": pl.Float64,
+    per_engine = pl.DataFrame(rows, schema={"engine": pl.String, "code": pl.Int64,
+                                            "waits": pl.Int64, "median": pl.Float64,
                                             "examples": pl.List(pl.Int64)}).sort("engine")
     if per_engine.height == 0:
         return
     # Whose signals the reported engines wait on: their semaphore edges, counted per pair of
-    # engines, most first (then by name), three at most.
+    # engines that occurs (never engines x engines), most first (then by name), three at most.
     on_sem = g.kind == SEMAPHORE
-    waiter = engine[g.destinations()[on_sem]]
-    signaller = engine[g.src[on_sem]]
+    waiter = engine[g.destinations()[on_sem]].astype(np.int64)
+    signaller = engine[g.src[on_sem]].astype(np.int64)
     n_eng = len(engines)
-    pairs = np.bincount(waiter * n_eng + signaller, minlength=n_eng * n_eng).reshape(n_eng,
-                                                                                     n_eng)
+    pair, count = np.unique(waiter * n_eng + signaller, return_counts=True)
     partners = []
-    for name in per_engine["engine"]:
-        e = engines.index(name)
-        others = [k for k in np.flatnonzero(pairs[e]) if k != e]
-        partners.append([engines[k] for k in sorted(others, key=lambda k: (-pairs[e, k],
-                                                                         engines[k]))[:3]]
-                        or None)
+    for e in per_engine["code"].to_list():
+        lo, hi = np.searchsorted(pair, [e * n_eng, (e + 1) * n_eng])
+        others = [(int(p % n_eng), int(c)) for p, c in zip(pair[lo:hi], count[lo:hi],
+                                                             strict=True) if p % n_eng != e]
+        ranked = sorted(others, key=lambda kc: (-kc[1], engines[kc[0]]))[:3]
+        partners.append([shortened(engines[k]) for k, _ in ranked] or None)
     per_engine = per_engine.with_columns(pl.Series("partner", partners,
-                                                   dtype=pl.List(pl.String)))
+                                                   dtype=pl.List(pl.String)),
+                                         shortened_column(per_engine["engine"]))
     _capped(ctx, Code.SEMAPHORE_PING_PONG, per_engine, lambda r: (
         f"{r['engine']} waits on semaphores {r['waits']:,} times with a median of "
         f"{r['median']:,.0f} busy cycles between waits (semaphore latency "
@@ -1058,7 +1074,7 @@ def check_races(ctx: Context) -> None:
     if racy.size == 0:
         return
     engine, engines, _ = ctx.queues()
-    names = np.array(engines)
+    names = shown_names(engines)
     frame = pl.DataFrame({"a": g.ids[src[racy]], "b": g.ids[dst[racy]], "kind": kind[racy],
                           "ea": names[engine[src[racy]]], "eb": names[engine[dst[racy]]]}
                          ).sort("b", "a")
@@ -1207,8 +1223,8 @@ def observed_run(seen: Observed, inst: pl.DataFrame) -> ModelRun:
         only_up[sems.sem[(sems.op == SUB) | (sems.op == SET)]] = False
         stuck = pl.DataFrame({
             "id": inst["id"].to_numpy()[node],
-            "engine": inst["engine"].cast(pl.String).to_numpy()[node],
-            "opcode": inst["opcode"].cast(pl.String).to_numpy()[node],
+            "engine": shortened_column(inst["engine"].gather(node)),
+            "opcode": shortened_column(inst["opcode"].gather(node)),
             "sem": sems.numbers[s], "cond": np.where(sems.cond[never] == EQ, "eq", "ge"),
             "value": sems.value[never], "count": count,
             "behind": [[] for _ in range(never.size)], "monotone": only_up[s]},

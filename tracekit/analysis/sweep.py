@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tracekit.analysis.whatif import GROUPS, PARAMETERS, changed_machine
+from tracekit.analysis.whatif import GROUPS, PARAMETERS, changed_machine, selects
 from tracekit.errors import OutputError, TraceExistsError, TracekitError
 from tracekit.replay.machine import MAX_PARAMETER, MIN_POSITIVE, Machine
 from tracekit.replay.run import Mode
@@ -55,6 +55,13 @@ BEST = 5
 class SweepError(TracekitError):
     """A grid, grid file, cost or output a sweep cannot use; the message names it and the
     fix."""
+
+
+class SweepStuck(SweepError):
+    """A point's replay cannot finish (a deadlock or a cycle, `ReplayStuck`): exit 3, as
+    `tracekit replay` exits on the same trace."""
+
+    exit_code = 3
 
 
 def _valid_axes() -> str:
@@ -254,9 +261,13 @@ def run_batch(trace_path: str, manifest_sha256: str, machine: Machine, mode: str
               axes: list[Axis], points: list[int], with_base: bool) -> dict[str, Any]:
     """Replay `points` of the grid on one prepared trace. Plain values only, so any executor
     can ship the result; an error is returned as its message, never raised."""
+    from tracekit.replay.run import ReplayStuck
+
     try:
         return {"error": None, **_batch(trace_path, manifest_sha256, machine, mode, axes,
                                         points, with_base)}
+    except ReplayStuck as exc:
+        return {"error": str(exc), "stuck": True}
     except TracekitError as exc:
         return {"error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - reported as the sweep's error, not a traceback
@@ -274,7 +285,8 @@ def _batch(trace_path: str, manifest_sha256: str, machine: Machine, mode: str,
         raise SweepError(f"{trace_path}: the trace a worker opened is not the one the sweep "
                          f"validated (its manifest differs); give workers the same bundle.")
     prepared = Prepared(trace, machine, mode)
-    masks = {a.name: prepared.selects(a.group, a.target) for a in axes if not a.is_parameter}
+    masks = {a.name: selects(prepared.frame, a.group, a.target) for a in axes
+             if not a.is_parameter}
     index = value_indices(axes, np.asarray(points, dtype=np.int64))
     out: dict[str, list[Any]] = {"makespan": [], "busy": [], "critical": [],
                                  "contention": []}
@@ -425,7 +437,7 @@ def sweep(trace: Trace, machine: Machine, axes: list[Axis], *, mode: Mode | str 
             results = _on(own, args, points, _slots(scheduler, workers))
     for r in results:
         if r["error"] is not None:
-            raise SweepError(r["error"])
+            raise (SweepStuck if r.get("stuck") else SweepError)(r["error"])
     return _tabulate(axes, results, len(points), samples, seed, cost)
 
 

@@ -40,6 +40,8 @@ from tracekit.replay.machine import MAX_PARAMETER, MIN_POSITIVE, Machine, engine
 from tracekit.replay.prepared import Measure, Prepared
 from tracekit.replay.run import Mode, ReplayResult
 from tracekit.trace.bundle import Trace
+from tracekit.trace.names import shortened
+from tracekit.trace.summary import natural_key
 
 GROUPS = ("engine", "opcode", "layer")
 GROUP_LIMIT = 50
@@ -107,14 +109,34 @@ def changed_machine(machine: Machine, sets: dict[str, float]) -> Machine:
 
 
 def factors(prepared: Prepared, changes: list[Change]) -> np.ndarray | None:
-    """The duration factor of each instruction under `changes` (None when there are none);
-    WhatIfError for a change that selects no instruction."""
+    """The duration factor of each instruction under `changes` (None when there are none):
+    the product of the factors of the changes that select it. WhatIfError for a change that
+    selects no instruction."""
     if not changes:
         return None
+    factor = np.ones(prepared.n)
     try:
-        return prepared.factors((c.group, c.name, c.factor) for c in changes)
+        for c in changes:
+            factor[selects(prepared.frame, c.group, c.name)] *= c.factor
     except KeyError as exc:
         raise WhatIfError(f"{exc.args[0]}.") from None
+    return factor
+
+
+def selects(frame: pl.DataFrame, group: str, name: str) -> np.ndarray:
+    """The rows of `frame` whose `group` column (engine, opcode or layer) is `name`, compared
+    on the names' codes (no row's name is copied); KeyError listing the trace's names (the
+    first 20, shortened) when there are none."""
+    hit = (frame[group] == name).fill_null(False)
+    if not hit.any():
+        names = sorted(frame[group].unique().drop_nulls().cast(pl.String).to_list(),
+                       key=natural_key)
+        listed = ", ".join(shortened(n) for n in names[:20]) + (
+            f" and {len(names) - 20:,} more" if len(names) > 20 else "")
+        raise KeyError(f"no instruction has {group} {shortened(name)!r}; the trace's {group}s "
+                       f"are {listed}" if names else f"no instruction has {group} "
+                       f"{shortened(name)!r}; the trace has no {group} names")
+    return hit.to_numpy()
 
 
 def faster(changes: list[Change], sets: dict[str, float], machine: Machine) -> bool | None:
@@ -135,10 +157,10 @@ def touched(timeline: pl.DataFrame, changes: list[Change], sets: dict[str, float
     """The engines whose instructions the changes act on (a bandwidth: every DMA queue)."""
     engines: set[str] = set()
     for change in changes:
-        hit = timeline.filter(pl.col(change.group).cast(pl.String) == change.name)
-        engines |= set(hit["engine"].cast(pl.String).unique().to_list())
+        hit = timeline.filter(pl.col(change.group) == change.name)
+        engines |= set(hit["engine"].unique().cast(pl.String).to_list())
     if {"dma_bandwidth", "hbm_bandwidth"} & set(sets):
-        engines |= {e for e in timeline["engine"].cast(pl.String).unique().to_list()
+        engines |= {e for e in timeline["engine"].unique().cast(pl.String).to_list()
                     if engine_kind(e) == "dma"}
     return engines
 
@@ -197,8 +219,10 @@ class _Rows:
     def engines(self, group: str) -> dict[str, set[str]]:
         """Each name of `group` (engine, opcode or layer): the engines it runs on."""
         t = self.base.timeline
-        table = (t.group_by(pl.col(group).cast(pl.String).alias("_name"))
-                 .agg(pl.col("engine").cast(pl.String).unique()).drop_nulls("_name"))
+        # Grouped on the names' codes: only the distinct names become strings.
+        table = (t.group_by(pl.col(group).alias("_name")).agg(pl.col("engine").unique())
+                 .drop_nulls("_name").with_columns(pl.col("_name").cast(pl.String),
+                                                   pl.col("engine").cast(pl.List(pl.String))))
         return {name: set(engines) for name, engines in table.iter_rows()}
 
     def row(self, group: str, name: str, after: Measure, replayed: Callable[[], ReplayResult],
@@ -239,10 +263,10 @@ def _busiest(timeline: pl.DataFrame, group: str, names: dict[str, set[str]],
     """The `limit` names of `group` with the most busy time on `timeline` (ties by name)."""
     if limit is None or len(names) <= limit:
         return names
-    busy = (timeline.group_by(pl.col(group).cast(pl.String).alias("_name"))
+    busy = (timeline.group_by(pl.col(group).alias("_name"))
             .agg((pl.col("end") - pl.col("start")).sum().alias("_busy"))
-            .drop_nulls("_name").sort(["_busy", "_name"], descending=[True, False])
-            .head(limit))
+            .drop_nulls("_name").with_columns(pl.col("_name").cast(pl.String))
+            .sort(["_busy", "_name"], descending=[True, False]).head(limit))
     return {name: names[name] for name in busy["_name"]}
 
 

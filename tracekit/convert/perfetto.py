@@ -63,6 +63,7 @@ from tracekit.errors import TracekitError
 from tracekit.replay.graph import GraphError
 from tracekit.replay.machine import Machine, builtin_machine, engine_kind
 from tracekit.trace.bundle import Trace, atomic_file
+from tracekit.trace.names import KEPT, SHOWN, map_names, shortened
 from tracekit.trace.summary import natural_key
 
 FORMAT = 1
@@ -236,11 +237,16 @@ def _compact(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _json_names(column: pl.Expr, values: pl.Series) -> pl.Expr:
-    """`column` (strings) as JSON string literals, each distinct value escaped once."""
-    names = values.drop_nulls().unique().sort().to_list()
-    return column.replace_strict(names, [json.dumps(n) for n in names],
-                                 default=None, return_dtype=pl.String)
+def _json_names(column: pl.Series, limit: int = SHOWN) -> pl.Series:
+    """Each row's name (String, Categorical or Enum) as the JSON string literal of its
+    shortened form (`names.shortened`), each distinct name escaped once and given to the rows
+    by its code; null stays null."""
+    return map_names(column, lambda name: json.dumps(shortened(name, limit)), pl.String)
+
+
+def _is_dma(column: pl.Series) -> pl.Series:
+    """Whether each row's engine is a DMA queue (looked at once per distinct name)."""
+    return map_names(column, lambda name: name.startswith("dma."), pl.Boolean)
 
 
 @dataclass
@@ -267,20 +273,22 @@ def _window(frame: pl.DataFrame, start: int | None, end: int | None) -> pl.DataF
 
 def _counters(slices: pl.DataFrame, lo: int, hi: int, width: int
               ) -> list[tuple[int, dict[str, float]]]:
-    dma = slices.filter(pl.col("engine").cast(pl.String).str.starts_with("dma."))
+    dma = slices.filter(_is_dma(slices["engine"]).fill_null(False))
     if dma.height == 0 or hi <= lo:
         return []
-    queues = engine_order(dma["engine"].cast(pl.String).unique().to_list())
+    queues = engine_order(dma["engine"].unique().drop_nulls().cast(pl.String).to_list())
     rows = []
     for queue in queues:
-        part = dma.filter(pl.col("engine").cast(pl.String) == queue)
+        part = dma.filter(pl.col("engine") == queue)
         rows.append(np.round(bandwidth(part["start"].to_numpy(), part["end"].to_numpy(),
                                        part["bytes"].fill_null(0).to_numpy(), lo, hi, width), 3))
     values = np.vstack(rows)
     changed = np.r_[True, np.any(values[:, 1:] != values[:, :-1], axis=0)]
-    out = [(lo + width * int(k), {q: float(values[i, k]) for i, q in enumerate(queues)})
+    # A series per queue, named as its slices' args name the engine (every event repeats it).
+    series = [shortened(queue) for queue in queues]
+    out = [(lo + width * int(k), {q: float(values[i, k]) for i, q in enumerate(series)})
            for k in np.flatnonzero(changed)]
-    out.append((hi, dict.fromkeys(queues, 0.0)))
+    out.append((hi, dict.fromkeys(series, 0.0)))
     return out
 
 
@@ -354,9 +362,9 @@ def _threads(p: _Process, first_tid: int) -> tuple[pl.DataFrame, list[tuple[int,
     s = p.slices
     if s.height == 0:
         return s.with_columns(pl.lit(0, dtype=pl.Int64).alias("tid")), []
-    order = engine_order(s["engine"].cast(pl.String).unique().to_list())
-    rank = s["engine"].cast(pl.String).replace_strict(
-        {name: i for i, name in enumerate(order)}, return_dtype=pl.Int64).to_numpy()
+    order = engine_order(s["engine"].unique().drop_nulls().cast(pl.String).to_list())
+    place = {name: i for i, name in enumerate(order)}
+    rank = map_names(s["engine"], place.__getitem__, pl.Int64).fill_null(len(order)).to_numpy()
     start, end = s["start"].to_numpy(), s["end"].to_numpy()
     by = np.lexsort((s["id"].to_numpy(), end, start, rank))
     lane = np.empty(s.height, dtype=np.int64)
@@ -364,8 +372,10 @@ def _threads(p: _Process, first_tid: int) -> tuple[pl.DataFrame, list[tuple[int,
     code = rank * (int(lane.max()) + 1) + lane
     pairs, inverse = np.unique(code, return_inverse=True)
     width = int(lane.max()) + 1
-    threads = [(first_tid + i, order[c // width] if c % width == 0
-                else f"{order[c // width]} [lane {c % width + 1}]", i)
+    # A track is named once (its metadata event), with the name whole up to names.KEPT.
+    named = [shortened(name, KEPT) for name in order] + ["(null)"]
+    threads = [(first_tid + i, named[c // width] if c % width == 0
+                else f"{named[c // width]} [lane {c % width + 1}]", i)
                for i, c in enumerate(pairs.tolist())]
     return s.with_columns(pl.Series("tid", first_tid + inverse.astype(np.int64))), threads
 
@@ -376,7 +386,7 @@ def _slice_text(s: pl.DataFrame, pid: int) -> pl.Expr:
         return pl.concat_str([pl.lit(f',"{name}":'), value])
 
     def text(name: str) -> pl.Expr:
-        return _json_names(pl.col(name).cast(pl.String), s[name].cast(pl.String))
+        return pl.lit(_json_names(s[name]))
 
     def num(name: str) -> pl.Expr:
         return pl.col(name).cast(pl.String)
@@ -396,7 +406,7 @@ def _slice_text(s: pl.DataFrame, pid: int) -> pl.Expr:
         # traces; the file stays valid JSON whatever reaches it).
         return value.fill_null(pl.lit("null"))
 
-    is_dma = pl.col("engine").cast(pl.String).str.starts_with("dma.").fill_null(False)
+    is_dma = pl.lit(_is_dma(s["engine"]).fill_null(False))
     return pl.concat_str([
         pl.lit('{"name":'), required(text("opcode")),
         pl.lit(',"cat":"'), pl.when(is_dma).then(pl.lit("dma")).otherwise(pl.lit("compute")),
@@ -452,7 +462,7 @@ def _flow_events(pid: int, s: pl.DataFrame, flows: pl.DataFrame, first_id: int
             return_dtype=pl.String)})
     common = pl.concat_str([pl.col("head"),
                             pl.col("id").cast(pl.String), pl.lit(',"args":{"edge":'),
-                            _json_names(pl.col("kind"), frame["kind"]), pl.lit("},")])
+                            pl.lit(_json_names(frame["kind"])), pl.lit("},")])
     return frame.select(pl.concat_list(
         pl.concat_str([common, pl.lit('"ph":"s","ts":'), pl.col("ts_s"),
                        pl.lit(f',"pid":{pid},"tid":'), pl.col("tid_s").cast(pl.String),

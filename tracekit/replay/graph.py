@@ -83,6 +83,13 @@ class Graph:
         """Each edge's destination row, beside `src` (the node whose predecessors hold it)."""
         return np.repeat(np.arange(self.nodes), np.diff(self.ptr))
 
+    def successors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Successor lists: (ptr, dst, kind), the edges out of node i at ptr[i]:ptr[i + 1],
+        each group in (kind, dst) order; exactly `csr(nodes, destinations(), src, kind)`
+        without the destinations array. Node numbers int32 when they fit."""
+        index = np.int32 if self.nodes < 2**31 - 1 else np.int64
+        return _transposed(self.ptr, self.src, self.kind, np.zeros(0, dtype=index))
+
     def edge_frame(self, kind: EdgeKind | None = None) -> pl.DataFrame:
         """Edges as (src, dst, kind) in instruction ids, optionally of one kind only."""
         dst = self.destinations()
@@ -140,22 +147,24 @@ def queue_order(engine: np.ndarray, key: np.ndarray) -> np.ndarray:
     if engine.size and 0 <= engine.min() and engine.max() < 2**15:
         # Engine codes are small: a counting sort groups them and keeps id order, which is
         # key order in every valid bundle; a full sort only when it is not.
-        order, in_order = _by_engine(np.asarray(engine), np.asarray(key))
+        index = np.int32 if engine.size < 2**31 - 1 else np.int64
+        order, in_order = _by_engine(np.asarray(engine), np.asarray(key),
+                                     np.zeros(0, dtype=index))
         if in_order:
             return order
     return np.lexsort((np.arange(engine.size), key, engine))
 
 
 @numba.njit(cache=True, nogil=True)
-def _by_engine(engine, key):  # pragma: no cover - compiled
-    """Rows grouped by engine code in row order, and whether `key` never falls between two
-    consecutive rows of one engine."""
+def _by_engine(engine, key, like):  # pragma: no cover - compiled
+    """Rows grouped by engine code in row order (of the type of `like`), and whether `key`
+    never falls between two consecutive rows of one engine."""
     start = np.zeros(engine.max() + 2, dtype=np.int64)
     for e in engine:
         start[e + 1] += 1
     for e in range(start.size - 1):
         start[e + 1] += start[e]
-    order = np.empty(engine.size, dtype=np.int64)
+    order = np.empty(engine.size, dtype=like.dtype)
     last = np.full(start.size - 1, -1, dtype=np.int64)  # each engine's previous row
     in_order = True
     for r in range(engine.size):
@@ -194,9 +203,13 @@ def derive(trace: Trace, instructions: pl.DataFrame | None = None, *,
 
     sems = SemTable.empty(n)
     if trace.has_table("semaphores"):
-        table = trace.read("semaphores") if semaphores is None else semaphores
-        node = positions(ids, table["inst"].to_numpy(), f"{trace.path}: semaphores.inst")
-        sems = SemTable.from_frame(table, node, n)
+        what = f"{trace.path}: semaphores.inst"
+        file = trace.file_of("semaphores") if semaphores is None else None
+        if file is not None:
+            sems = SemTable.from_parquet(file, ids, what)
+        else:
+            table = trace.read("semaphores") if semaphores is None else semaphores
+            sems = SemTable.from_frame(table, positions(ids, table["inst"].to_numpy(), what), n)
     if trace.has_table("deps"):
         deps = trace.read("deps")
         srcs.append(positions(ids, deps["src"].to_numpy(), f"{trace.path}: deps.src"))
@@ -280,18 +293,47 @@ def csr(n, src, dst, kind):  # pragma: no cover - compiled
         out_src[slot] = src[k]
         out_kind[slot] = kind[k]
         fill[dst[k]] += 1
-    for node in range(n):
-        for a in range(ptr[node] + 1, ptr[node + 1]):
-            s, kd = out_src[a], out_kind[a]
-            b = a - 1
-            while b >= ptr[node] and (out_kind[b] > kd or (out_kind[b] == kd and
-                                                           out_src[b] > s)):
-                out_src[b + 1] = out_src[b]
-                out_kind[b + 1] = out_kind[b]
-                b -= 1
-            out_src[b + 1] = s
-            out_kind[b + 1] = kd
+    _by_kind_and_node(ptr, out_src, out_kind)
     return ptr, out_src, out_kind
+
+
+@numba.njit(cache=True, inline="always")
+def _by_kind_and_node(ptr, nodes, kind):  # pragma: no cover - compiled
+    """Each CSR group ptr[i]:ptr[i + 1] of (nodes, kind) put in (kind, node) order in place: an
+    insertion sort, as groups hold few edges. Inlined into its callers."""
+    for group in range(ptr.size - 1):
+        for a in range(ptr[group] + 1, ptr[group + 1]):
+            v, kd = nodes[a], kind[a]
+            b = a - 1
+            while b >= ptr[group] and (kind[b] > kd or (kind[b] == kd and nodes[b] > v)):
+                nodes[b + 1] = nodes[b]
+                kind[b + 1] = kind[b]
+                b -= 1
+            nodes[b + 1] = v
+            kind[b + 1] = kd
+
+
+@numba.njit(cache=True, nogil=True)
+def _transposed(ptr, src, kind, like):  # pragma: no cover - compiled
+    """The predecessor CSR (ptr, src, kind) turned into successor lists (`Graph.successors`),
+    node numbers of the type of `like`."""
+    n = ptr.size - 1
+    out_ptr = np.zeros(n + 1, dtype=np.int64)
+    for k in range(src.size):
+        out_ptr[src[k] + 1] += 1
+    for i in range(n):
+        out_ptr[i + 1] += out_ptr[i]
+    fill = out_ptr[:-1].copy()
+    out_dst = np.empty(src.size, dtype=like.dtype)
+    out_kind = np.empty(src.size, dtype=np.int8)
+    for j in range(n):  # destinations ascending: each group fills in dst order
+        for k in range(ptr[j], ptr[j + 1]):
+            slot = fill[src[k]]
+            out_dst[slot] = j
+            out_kind[slot] = kind[k]
+            fill[src[k]] += 1
+    _by_kind_and_node(out_ptr, out_dst, out_kind)  # then (kind, dst) order
+    return out_ptr, out_dst, out_kind
 
 
 @numba.njit(cache=True, nogil=True)

@@ -47,6 +47,12 @@ COLUMNS = ["id", "engine", "seq", "opcode", "start", "end", "elements", "bytes",
            "layer"]
 """The instruction columns a replay reads."""
 
+BINDING_KINDS = pl.Enum([k.value for k in KINDS])
+"""The type of the timeline's binding_kind column (one byte a row)."""
+
+WORK = ("elements", "bytes", "flops")
+"""The instruction columns the latency model reads."""
+
 SCALE_GROUPS = ("engine", "opcode", "layer")
 """The columns a duration factor can select instructions by."""
 
@@ -126,23 +132,36 @@ class Prepared:
             setup = (frame["end"] - frame["start"]).to_numpy().astype(np.float64)
             nbytes = np.zeros(n)
         else:
-            setup, nbytes = self._model(machine)
+            setup, nbytes = self._model(machine, frame)
         self.setup, self.nbytes = setup, nbytes
+        # The work and seq columns have served (durations, queues): a replay does not keep
+        # them (`work` reads them again for what needs them).
+        self.frame = frame.drop(*WORK, "seq")
         # Successor lists: the same counting sort as the predecessor CSR, keyed by source.
         g = self.graph
-        self.succ = csr(n, g.destinations(), g.src, g.kind)
-        self.node_engine = np.asarray(self.engine, dtype=np.int64)
+        self.succ = g.successors()
+        self.node_engine = self.engine
         self._lanes: dict[tuple[int, ...], Lanes] = {}
+        self._spent = False
         clock.lap("durations")
 
     @property
     def n(self) -> int:
         return self.frame.height
 
-    def _model(self, machine: Machine) -> tuple[np.ndarray, np.ndarray]:
-        """The latency model's set-up or compute cycles and DMA bytes, warm-up included."""
-        setup, nbytes = model_durations(self.engine, self.opcode, self.opcodes, self.frame,
-                                        machine, self.engines)
+    @cached_property
+    def work(self) -> pl.DataFrame:
+        """`frame` with the work columns (elements, bytes, flops) beside it, read again from
+        the trace: the frame does not keep them once the durations are worked out."""
+        return self.frame.hstack(self.trace.read_instructions(list(WORK)))
+
+    def _model(self, machine: Machine, frame: pl.DataFrame | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The latency model's set-up or compute cycles and DMA bytes, warm-up included
+        (work columns from `frame`, else `work`)."""
+        setup, nbytes = model_durations(self.engine, self.opcode, self.opcodes,
+                                        self.work if frame is None else frame, machine,
+                                        self.engines)
         warm = warmup_factors(self.engine, self.opcode, self.opcodes, machine, self.engines,
                               self.eng_ptr, self.eng_nodes)
         if warm is not None:
@@ -220,7 +239,13 @@ class Prepared:
         there are none."""
         hit = (self.frame[group].cast(pl.String) == name).fill_null(False)
         if not hit.any():
-            raise KeyError(f"no instruction has {group} {name!r}")
+            names = sorted(self.frame[group].cast(pl.String).drop_nulls().unique().to_list(),
+                           key=natural_key)
+            shown = ", ".join(names[:20]) + (f" and {len(names) - 20:,} more"
+                                             if len(names) > 20 else "")
+            raise KeyError(f"no instruction has {group} {name!r}; the trace's {group}s are "
+                           f"{shown}" if names else f"no instruction has {group} {name!r}; "
+                           f"the trace has no {group} names")
         return hit.to_numpy()
 
     def durations(self, machine: Machine) -> tuple[np.ndarray, np.ndarray]:
@@ -239,6 +264,8 @@ class Prepared:
     def _kernel(  # type: ignore[no-untyped-def]
             self, machine: Machine | None, factor: np.ndarray | None, clock: Lap | None = None):
         clock = clock or _NoClock()
+        if self._spent:
+            raise RuntimeError("this Prepared replay ran as the last one (replay(last=True))")
         machine = machine or self.machine
         setup, nbytes = self.durations(machine)
         if factor is not None:
@@ -301,16 +328,24 @@ class Prepared:
         return machine, start, end, bind, bind_kind, done, released, setup, nbytes, caps, graph
 
     def replay(self, machine: Machine | None = None, factor: np.ndarray | None = None, *,
-               clock: Lap | None = None) -> ReplayResult:
+               clock: Lap | None = None, last: bool = False) -> ReplayResult:
         """The full replay under `machine` (default: the prepared one) with each duration
         multiplied by `factor` (one per instruction, None: unchanged), exactly as
-        `tracekit.replay.run.replay` gives it."""
+        `tracekit.replay.run.replay` gives it. `last`: no replay follows, so what only
+        replays need (successor lists, durations) is let go before the timeline is built,
+        which lowers the peak memory of a single replay."""
         clock = clock or _NoClock()
         (machine, start, end, bind, bind_kind, done, released, setup, nbytes,
          caps, graph) = self._kernel(machine, factor, clock)
+        if last:
+            self._spent = True
+            del self.succ, self.setup, self.nbytes
+            self._lanes.clear()
         frame = self.frame
-        start_c, end_c = _cycles(start), _cycles(end)
-        has_bind = bind >= 0
+        start_c, end_c, duration, lost = _whole_cycles(start, end, setup, nbytes, caps,
+                                                       self.engine)
+        del start, end, setup, nbytes
+        has_bind = pl.Series(bind >= 0)
         timeline = pl.DataFrame({
             "id": frame["id"],
             "engine": frame["engine"],
@@ -318,12 +353,11 @@ class Prepared:
             "layer": frame["layer"],
             "start": start_c,
             "end": end_c,
-            "duration": end_c - start_c,
-            "binding_id": pl.Series(graph.ids[np.maximum(bind, 0)]).set(
-                pl.Series(~has_bind), None),
-            "binding_kind": pl.Series([k.value for k in KINDS])[
-                np.maximum(bind_kind, 0).astype(np.int64)].set(pl.Series(~has_bind), None),
-            "contention": _lost(start, end, setup, nbytes, caps, self.engine),
+            "duration": duration,
+            "binding_id": pl.Series(graph.ids[np.maximum(bind, 0)]).set(~has_bind, None),
+            "binding_kind": pl.Series([k.value for k in KINDS], dtype=BINDING_KINDS).gather(
+                pl.Series(np.maximum(bind_kind, 0)).cast(pl.UInt32)).set(~has_bind, None),
+            "contention": lost,
             "observed_start": frame["start"],
             "observed_end": frame["end"],
         })
@@ -406,9 +440,29 @@ def _make_lanes(graph: Graph, eng_ptr: np.ndarray, eng_nodes: np.ndarray,
     kind = np.r_[graph.kind[~drop], np.full(later.size, ORDER, dtype=np.int8)]
     ptr, out_src, out_kind = csr(n, src, dst, kind)
     lanes_graph = Graph(ids=graph.ids, ptr=ptr, src=out_src, kind=out_kind, sems=graph.sems)
-    return Lanes(group=group, eng_ptr=lane_ptr, eng_nodes=order.astype(np.int64),
-                 node_engine=lane.astype(np.int64), graph=lanes_graph,
+    return Lanes(group=group, eng_ptr=lane_ptr, eng_nodes=order.astype(np.int32),
+                 node_engine=lane.astype(np.int32), graph=lanes_graph,
                  succ=csr(n, dst, src, kind))
+
+
+@numba.njit(cache=True, nogil=True)
+def _whole_cycles(start, end, setup, nbytes, caps, engine):  # pragma: no cover - compiled
+    """The timeline's start, end, duration and contention columns in one pass: times as
+    whole cycles rounded up (`_cycles`), and the cycles each transfer lost to HBM sharing
+    (`_lost`), with no temporary of n rows."""
+    n = start.size
+    start_c = np.empty(n, dtype=np.int64)
+    end_c = np.empty(n, dtype=np.int64)
+    duration = np.empty(n, dtype=np.int64)
+    lost = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        start_c[i] = np.int64(np.ceil(start[i] - 1e-6))
+        end_c[i] = np.int64(np.ceil(end[i] - 1e-6))
+        duration[i] = end_c[i] - start_c[i]
+        if nbytes[i] > 0:
+            waited = (end[i] - (start[i] + setup[i])) - nbytes[i] / caps[engine[i]]
+            lost[i] = np.int64(np.ceil(max(waited, 0.0) - 1e-6))
+    return start_c, end_c, duration, lost
 
 
 def _lost(start: np.ndarray, end: np.ndarray, setup: np.ndarray, nbytes: np.ndarray,

@@ -142,7 +142,7 @@ def _engine_queues(engine: np.ndarray, seq: np.ndarray, n_eng: int
     order = queue_order(engine, seq)
     ptr = np.zeros(n_eng + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(np.bincount(engine, minlength=n_eng))
-    return ptr, order.astype(np.int64, copy=False)
+    return ptr, order.astype(np.int32 if order.size < 2**31 - 1 else np.int64, copy=False)
 
 
 def model_durations(engine_code: np.ndarray, opcode_code: np.ndarray, opcodes: list[str],
@@ -156,8 +156,9 @@ def model_durations(engine_code: np.ndarray, opcode_code: np.ndarray, opcodes: l
                       for e in engines],
                      dtype=np.float64).reshape(len(engines), max(len(opcodes), 1), 6)
     is_dma = np.array([engine_kind(e) == "dma" for e in engines], dtype=np.bool_)
-    elements, nbytes, flops = (work[k].fill_null(0).to_numpy() for k in ("elements", "bytes",
-                                                                         "flops"))
+    elements, nbytes, flops = (
+        (work[k].fill_null(0) if work[k].null_count() else work[k]).to_numpy()
+        for k in ("elements", "bytes", "flops"))
     return _durations(coeff, engine_code, opcode_code, elements, nbytes, flops, is_dma)
 
 
@@ -180,14 +181,14 @@ def _durations(coeff, engine, opcode, elements, nbytes, flops, is_dma):  # pragm
 
 
 def name_codes(series: pl.Series, key: object = None) -> tuple[np.ndarray, list[str]]:
-    """Codes 0..k-1 of a name column and its k distinct names, sorted by `key`."""
+    """Codes 0..k-1 of a name column (int32) and its k distinct names, sorted by `key`."""
     if series.dtype != pl.Categorical:
         series = series.cast(pl.String).cast(pl.Categorical)
     distinct = series.unique().drop_nulls()
     names = distinct.cast(pl.String).to_list()
     order = sorted(range(len(names)), key=lambda i: key(names[i]) if key else names[i])
     physical = distinct.to_physical().to_numpy().astype(np.int64)
-    lut = np.zeros(int(physical.max(initial=0)) + 1, dtype=np.int64)
+    lut = np.zeros(int(physical.max(initial=0)) + 1, dtype=np.int32)
     lut[physical[order]] = np.arange(len(order))
     return lut[series.to_physical().fill_null(0).to_numpy()], [names[i] for i in order]
 
@@ -244,7 +245,7 @@ def _replay(trace: Trace, machine: Machine | None, mode: Mode | str, graph: Grap
 
     prepared = Prepared(trace, machine, mode, graph, memory_deps=memory_deps, clock=clock)
     factor = None if scale is None else scale(prepared.frame)
-    return prepared.replay(factor=factor, clock=clock)
+    return prepared.replay(factor=factor, clock=clock, last=True)
 
 
 class _Stopwatch:

@@ -25,10 +25,14 @@ have moved the wait). For the example, the window of `exp` holds both signals.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tracekit.trace.schema import SemOp, WaitCond
 
@@ -89,29 +93,107 @@ class SemTable:
         op = _enum_codes(sems["op"], OP_NAMES)
         cond = (_enum_codes(sems["cond"], COND_NAMES) if "cond" in sems.columns
                 else np.zeros(sems.height, dtype=np.int8))
-        raw = sems["sem"].to_numpy()
+        return SemTable.from_arrays(node, sems["sem"].to_numpy(), op,
+                                    sems["value"].to_numpy().astype(np.int64, copy=False),
+                                    cond, n)
+
+    @staticmethod
+    def from_parquet(path: Path, ids: np.ndarray, what: str) -> SemTable:
+        """From a semaphores table file as it is on disk (a bundle of the current schema),
+        read a row group at a time: each group's columns go straight into the table's
+        arrays, the enum columns as their dictionary codes, so no frame of the whole table
+        (tens of bytes a row) is ever held. `ids`: the instructions' ids in row order;
+        `what` names the file in the error of a row naming no instruction."""
+        from tracekit.replay.graph import positions  # graph builds on this module
+
+        n = ids.size
+        names = pq.read_schema(path).names
+        source = pq.ParquetFile(path, read_dictionary=[c for c in ("op", "cond") if c in names])
+        columns = ["inst", "sem", "op", "value", *(["cond"] if "cond" in names else [])]
+        m = source.metadata.num_rows
+        index = np.int32 if max(n, m) < 2**31 - 1 else np.int64
+        node = np.empty(m, dtype=index)
+        raw = np.empty(m, dtype=index if _fits(source, names.index("sem"), index) else np.int64)
+        op = np.empty(m, dtype=np.int8)
+        value = np.empty(m, dtype=np.int64)
+        cond = np.zeros(m, dtype=np.int8)
+        at = 0
+        for group in range(source.metadata.num_row_groups):
+            table = source.read_row_group(group, columns=columns)
+            rows = slice(at, at + table.num_rows)
+            node[rows] = positions(ids, _integers(table.column("inst")), what)
+            raw[rows] = _integers(table.column("sem"))
+            op[rows] = _dictionary_codes(table.column("op"), OP_NAMES)
+            value[rows] = _integers(table.column("value"))
+            if "cond" in columns:
+                cond[rows] = _dictionary_codes(table.column("cond"), COND_NAMES)
+            at += table.num_rows
+            del table
+        return SemTable.from_arrays(node, raw, op, value, cond, n)
+
+    @staticmethod
+    def from_arrays(node: np.ndarray, raw: np.ndarray, op: np.ndarray, value: np.ndarray,
+                    cond: np.ndarray, n: int) -> SemTable:
+        """From the table's columns as arrays: per row its instruction's graph row, semaphore
+        number, op and cond codes and value (int64); `n` instructions. The arrays may be
+        reused (`raw` becomes the semaphore codes when it has the table's index type)."""
+        m = node.size
         if raw.size and raw.min() >= 0 and raw.max() <= 4 * raw.size + 1024:
             # Small numbers, as semaphores have: a presence table, no sort.
             present = np.bincount(raw) > 0
             numbers, place = np.flatnonzero(present), np.cumsum(present) - 1
         else:
-            numbers, inverse = np.unique(raw, return_inverse=True)
-            raw, place = inverse, np.arange(numbers.size)
-        index = np.int32 if max(n, numbers.size, sems.height) < 2**31 else np.int64
-        node = np.asarray(node, dtype=np.int64)
-        value = sems["value"].to_numpy().astype(np.int64, copy=False)
-        if _grouped_already(node):
+            numbers, raw = np.unique(raw, return_inverse=True)
+            place = np.arange(numbers.size)
+        index = np.int32 if max(n, numbers.size, m) < 2**31 - 1 else np.int64
+        node = node.astype(index, copy=False)
+        sem = raw.astype(index, copy=False)
+        if not sem.flags.writeable:  # a frame's own buffer
+            sem = sem.copy()
+        ptr, changes, grouped = _codes(node, sem, place.astype(index), op, cond, n,
+                                       numbers.size)
+        if grouped:
             # Rows already grouped by instruction (producers write them so): the columns
-            # serve as they are, and only the grouping's places are counted.
-            ptr = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(np.bincount(node, minlength=n), out=ptr[1:])
-            cond[op != WAIT] = GE
-            out = (node.astype(index), place.astype(index)[raw], op, value, cond)
+            # serve as they are.
+            out = (node, sem, op, value, cond)
         else:
-            ptr, out = _grouped(node, n, raw, place.astype(index), op, value, cond, index)
-        changes = np.bincount(out[1][out[2] != WAIT], minlength=numbers.size)
+            out = _grouped(node, ptr, sem, op, value, cond)
         log_ptr = np.r_[0, np.cumsum(changes)].astype(np.int64)
         return SemTable(*out, numbers=numbers.astype(np.int64), ptr=ptr, log_ptr=log_ptr)
+
+
+def _fits(source: pq.ParquetFile, column: int, dtype: type[np.integer]) -> bool:
+    """Whether every row group's statistics say column `column` holds values from 0 to the
+    largest of `dtype` (False when a group has no statistics)."""
+    top = np.iinfo(dtype).max
+    for group in range(source.metadata.num_row_groups):
+        stats = source.metadata.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max or not 0 <= stats.min <= stats.max <= top:
+            return False
+    return True
+
+
+def _integers(column: pa.ChunkedArray) -> np.ndarray:
+    """An integer column of a row group as int64 (nulls, which validation refuses, as 0)."""
+    if column.null_count:
+        column = pc.fill_null(column, 0)
+    return column.to_numpy().astype(np.int64, copy=False)
+
+
+def _dictionary_codes(column: pa.ChunkedArray, names: tuple[str, ...]) -> np.ndarray:
+    """Codes (places in `names`) of an enum column read as a dictionary (or plain strings):
+    nulls and unknown names are code 0, as `_enum_codes` gives them."""
+    parts = []
+    for chunk in column.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        lut = np.array([names.index(v) if v in names else 0
+                        for v in chunk.dictionary.to_pylist()] or [0], dtype=np.int8)
+        codes = lut[pc.fill_null(chunk.indices, 0).to_numpy()]
+        if chunk.null_count:
+            codes[chunk.is_null().to_numpy(zero_copy_only=False)] = 0
+        parts.append(codes)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
 
 
 def _enum_codes(series: pl.Series, names: tuple[str, ...]) -> np.ndarray:
@@ -128,28 +210,36 @@ def _enum_codes(series: pl.Series, names: tuple[str, ...]) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _grouped_already(node):  # pragma: no cover - compiled
-    """Whether the rows' instructions never decrease."""
-    for r in range(1, node.size):
-        if node[r] < node[r - 1]:
-            return False
-    return True
+def _codes(node, sem, place, op, cond, n, n_sem):  # pragma: no cover - compiled
+    """One pass over the rows: semaphore numbers become codes in place (place[number]), cond
+    is GE on every non-wait; returns each instruction's place in the grouping by instruction
+    (ptr), the changes (non-waits) per semaphore code, and whether the rows are grouped by
+    instruction already (instructions never decrease)."""
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    changes = np.zeros(n_sem, dtype=np.int64)
+    grouped = True
+    for r in range(node.size):
+        code = place[sem[r]]
+        sem[r] = code
+        if op[r] != WAIT:
+            cond[r] = GE
+            changes[code] += 1
+        ptr[node[r] + 1] += 1
+        if r > 0 and node[r] < node[r - 1]:
+            grouped = False
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    return ptr, changes, grouped
 
 
 @numba.njit(cache=True, nogil=True)
-def _grouped(node, n, raw, place, op, value, cond, index):  # pragma: no cover - compiled
-    """The rows grouped by instruction (a counting sort that keeps table order), in one pass:
-    each instruction's place in the grouping (ptr), and node, semaphore code (place[raw]),
-    op, value and cond (GE on every non-wait) in that order."""
+def _grouped(node, ptr, sem, op, value, cond):  # pragma: no cover - compiled
+    """The rows grouped by instruction (a counting sort that keeps table order) at the places
+    `ptr` gives: node, sem, op, value and cond in that order."""
     m = node.size
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    for i in node:
-        ptr[i + 1] += 1
-    for i in range(n):
-        ptr[i + 1] += ptr[i]
     fill = ptr[:-1].copy()
-    out_node = np.empty(m, dtype=index)
-    out_sem = np.empty(m, dtype=index)
+    out_node = np.empty(m, dtype=node.dtype)
+    out_sem = np.empty(m, dtype=sem.dtype)
     out_op = np.empty(m, dtype=np.int8)
     out_value = np.empty(m, dtype=np.int64)
     out_cond = np.empty(m, dtype=np.int8)
@@ -157,11 +247,11 @@ def _grouped(node, n, raw, place, op, value, cond, index):  # pragma: no cover -
         j = fill[node[r]]
         fill[node[r]] += 1
         out_node[j] = node[r]
-        out_sem[j] = place[raw[r]]
+        out_sem[j] = sem[r]
         out_op[j] = op[r]
         out_value[j] = value[r]
-        out_cond[j] = cond[r] if op[r] == WAIT else GE
-    return ptr, (out_node, out_sem, out_op, out_value, out_cond)
+        out_cond[j] = cond[r]
+    return out_node, out_sem, out_op, out_value, out_cond
 
 
 @numba.njit(cache=True, inline="always")

@@ -17,6 +17,7 @@ import polars as pl
 from tracekit.analysis.figures import Accounts, busy_over_time, nice_width
 from tracekit.convert.perfetto import engine_order
 from tracekit.errors import TracekitError
+from tracekit.trace.names import map_names, shortened
 
 MAX_BARS = 200_000
 """Instructions drawn one by one in the engine timeline; past that, binned occupancy."""
@@ -95,27 +96,29 @@ def engine_lanes(frame: pl.DataFrame, acc: Accounts, steps: pl.DataFrame, lo: in
     keep = frame.select(overlapping(lo, hi).alias("keep"))["keep"].to_numpy()
     count = int(keep.sum())
     part = frame.filter(pl.Series(keep))
-    opcodes = sorted(part["opcode"].cast(pl.String).unique().to_list())
-    layers = sorted(part["layer"].cast(pl.String).drop_nulls().unique().to_list())
-    path = steps.filter(overlapping(lo, hi)).select(
-        "start", "end", pl.col("engine").cast(pl.String).replace_strict(rank).alias("lane"))
+    # Names are looked at once each (the rows carry codes) and drawn shortened.
+    opcodes = sorted(part["opcode"].unique().drop_nulls().cast(pl.String).to_list())
+    layers = sorted(part["layer"].unique().drop_nulls().cast(pl.String).to_list())
+    on_path = steps.filter(overlapping(lo, hi))
+    path = on_path.select("start", "end").with_columns(
+        map_names(on_path["engine"], rank.__getitem__, pl.Int64).alias("lane"))
+    shown = [shortened(n) for n in names]
     if count <= max_bars:
-        bars = part.select(
-            "id", "start", "end",
+        opcode_at = {o: i for i, o in enumerate(opcodes)}
+        layer_at = {y: i for i, y in enumerate(layers)}
+        bars = part.select("id", "start", "end").with_columns(
             pl.Series("lane", lane_of[acc.engine[keep]]),
-            pl.col("opcode").cast(pl.String)
-            .replace_strict({o: i for i, o in enumerate(opcodes)}, return_dtype=pl.Int64),
-            pl.col("layer").cast(pl.String)
-            .replace_strict({y: i for i, y in enumerate(layers)}, default=-1,
-                            return_dtype=pl.Int64)).sort("lane", "start", "id")
-        return Lanes(names, lo, hi, count, opcodes, layers, bars, None, None,
-                     _merged(path, 0))
+            map_names(part["opcode"], opcode_at.__getitem__, pl.Int64).alias("opcode"),
+            map_names(part["layer"], layer_at.__getitem__, pl.Int64).fill_null(-1)
+            .alias("layer")).sort("lane", "start", "id")
+        return Lanes(shown, lo, hi, count, [shortened(o) for o in opcodes],
+                     [shortened(y) for y in layers], bars, None, None, _merged(path, 0))
     width = nice_width(hi - lo, bins)
     by_engine = busy_over_time(frame, acc, lo, hi, width)
     busy = np.zeros_like(by_engine)
     busy[lane_of] = by_engine
-    return Lanes(names, lo, hi, count, opcodes, layers, None, width, busy,
-                 _merged(path, width))
+    return Lanes(shown, lo, hi, count, [shortened(o) for o in opcodes],
+                 [shortened(y) for y in layers], None, width, busy, _merged(path, width))
 
 
 def _merged(path: pl.DataFrame, gap: int) -> pl.DataFrame:

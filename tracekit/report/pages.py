@@ -33,6 +33,7 @@ from tracekit.cli import render
 from tracekit.replay.machine import Machine, engine_kind
 from tracekit.replay.run import ReplayStuck
 from tracekit.report.lanes import MAX_BARS, Lanes, check_window, engine_lanes, window_of
+from tracekit.trace.names import shortened, shortened_column, shortened_names
 
 OVER_TIME_BINS = 400
 """Target number of bins of the figures over time (utilization, bandwidth)."""
@@ -198,19 +199,20 @@ def _verdict(a: api.Analysis, machine: Machine) -> list[str]:
     """What bounds the run, in analyze's figures: the critical path's largest parts, the
     busiest engine, HBM, the best 10 % speed-up, the findings."""
     lines = []
-    parts = ", ".join(f"{r['engine']} {r['pct']:.1f} %" for r in
+    parts = ", ".join(f"{shortened(r['engine'])} {r['pct']:.1f} %" for r in
                       a.path.by_engine.head(3).iter_rows(named=True))
     lines.append(f"critical path ({a.path.steps.height:,} steps): {parts} of the makespan")
     if a.engines.height:
         busiest = a.engines.sort(["busy_pct", "engine"], descending=[True, False]).row(
             0, named=True)
-        lines.append(f"busiest engine: {busiest['engine']}, busy {busiest['busy_pct']:.1f} % "
+        lines.append(f"busiest engine: {shortened(busiest['engine'])}, busy "
+                     f"{busiest['busy_pct']:.1f} % "
                      f"of the makespan")
     lines.append("HBM: " + render.hbm_text(a.hbm, machine.hbm_bytes_per_cycle,
                                            machine.clock_hz))
     if a.sensitivity.height:
         top = a.sensitivity.row(0, named=True)
-        lines.append(f"most to gain: {top['group']} {top['name']} 10 % faster gains "
+        lines.append(f"most to gain: {top['group']} {shortened(top['name'])} 10 % faster gains "
                      f"{top['gained']:,} cycles ({top['gained_pct']:.2f} %)")
     lines.append(f"findings: {render.findings_summary(a.findings)}")
     return lines
@@ -232,7 +234,7 @@ def _over_time(frame: pl.DataFrame, acc: Any, work: pl.DataFrame,
     busy = busy_over_time(frame, acc, lo, hi, width)
     order = engine_order_of(acc.engines)
     util = [{"type": "scatter", "mode": "lines", "line": {"shape": "hv", "width": 1},
-             "name": name, "x": x, "y": (busy[i] / widths * 100).tolist(),
+             "name": shortened(name), "x": x, "y": (busy[i] / widths * 100).tolist(),
              "customdata": busy[i].tolist(),
              "hovertemplate": "%{y:.1f} % (%{customdata:,} busy cycles)"}
             for name, i in order]
@@ -255,7 +257,7 @@ def _over_time(frame: pl.DataFrame, acc: Any, work: pl.DataFrame,
         rate = bandwidth_over_time(start[mine], end[mine], nbytes[mine], lo, hi, width)
         total += rate
         lines.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv", "width": 1},
-                      "name": name, "x": x, "y": rate.tolist(),
+                      "name": shortened(name), "x": x, "y": rate.tolist(),
                       "hovertemplate": "%{y:,.1f} B/cycle"})
     limits = sorted({machine.queue_bandwidth(name) for name, _ in queues})
     lines += [_limit(x, hi, limit, f"queue limit {limit:,.0f} B/cycle") for limit in limits]
@@ -264,7 +266,8 @@ def _over_time(frame: pl.DataFrame, acc: Any, work: pl.DataFrame,
             "hovertemplate": "%{y:,.1f} B/cycle"},
            _limit(x, hi, machine.hbm_bytes_per_cycle,
                   f"HBM limit {machine.hbm_bytes_per_cycle:,.0f} B/cycle")]
-    axes = {"xaxis": {"title": {"text": "cycle"}}, "yaxis": {"title": {"text": "bytes/cycle"}}}
+    axes = {"xaxis": {"title": {"text": "cycle"}}, "yaxis": {"title": {"text": "bytes/cycle"},
+                                                      "rangemode": "tozero"}}
     note = ("Each transfer's bytes spread over its span; weighted by bin width the bins "
             "average to the achieved bandwidth of `tracekit analyze` (engines table: B/cycle; "
             "head: HBM bandwidth).")
@@ -301,6 +304,7 @@ STALL_CAUSES = 12
 
 def _stall_figure(stalls: pl.DataFrame, cli: str) -> Figure:
     """The stall table as bars stacked per engine: busy by opcode, waiting by cause, idle."""
+    stalls = shortened_names(stalls)  # every bar part repeats the engines: drawn shortened
     engines = stalls["engine"].unique(maintain_order=True).to_list()
     traces = []
     palettes = {"busy": _BUSY, "waiting": _WAIT, "idle": _IDLE}
@@ -335,7 +339,7 @@ def _stall_figure(stalls: pl.DataFrame, cli: str) -> Figure:
 def _share_figure(key: str, title: str, frame: pl.DataFrame, group: str, cli: str) -> Figure:
     return Figure(key, title, cli, Kind.PLOTLY, {
         "data": [{"type": "bar", "orientation": "h",
-                  "y": frame[group].cast(pl.String).fill_null("(none)").to_list(),
+                  "y": shortened_column(frame[group]).fill_null("(none)").to_list(),
                   "x": frame["cycles"].to_list(), "customdata": frame["pct"].to_list(),
                   "hovertemplate": "%{y}: %{x:,} cycles (%{customdata:.2f} %)<extra></extra>"}],
         "layout": {"yaxis": {"autorange": "reversed"},
@@ -346,7 +350,8 @@ def _share_figure(key: str, title: str, frame: pl.DataFrame, group: str, cli: st
 
 def _opcode_figure(opcodes: pl.DataFrame, cli: str) -> Figure:
     return Figure("opcodes", "Top opcodes by busy time", cli, Kind.PLOTLY, {
-        "data": [{"type": "bar", "orientation": "h", "y": opcodes["opcode"].to_list(),
+        "data": [{"type": "bar", "orientation": "h",
+                  "y": shortened_column(opcodes["opcode"]).to_list(),
                   "x": opcodes["busy_cycles"].to_list(),
                   "customdata": opcodes["share_pct"].to_list(),
                   "hovertemplate": "%{y}: %{x:,} busy cycles (%{customdata:.2f} % of all "
@@ -386,7 +391,7 @@ def _correlation(trace: Any, machine: Machine, line: Any, path: str,
         return []
     cli = command("tracekit", "replay", path, *(("--machine", machine_arg) if machine_arg
                                                 else ()), "-f", "json")
-    ops = corr.opcodes
+    ops = shortened_names(corr.opcodes)
     per_opcode = Figure("model-opcodes", "Model against observed, per opcode", cli, Kind.PLOTLY, {
         "data": [{"type": "bar", "name": "bias %", "x": ops["opcode"].to_list(),
                   "y": ops["bias_pct"].to_list(), "hovertemplate": "%{x}: bias %{y:.2f} %"},
@@ -399,7 +404,7 @@ def _correlation(trace: Any, machine: Machine, line: Any, path: str,
              + "); per opcode the bias (summed predicted over summed observed durations) and "
                "the mean absolute percentage error.")
     t = result.timeline.select(
-        "id", pl.col("opcode").cast(pl.String),
+        "id", "opcode",
         (pl.col("observed_end") - pl.col("observed_start")).alias("observed"),
         pl.col("duration").alias("predicted"))
     stride = max(t.height // SCATTER_POINTS, 1)
@@ -407,9 +412,9 @@ def _correlation(trace: Any, machine: Machine, line: Any, path: str,
     shown = t.filter((pl.int_range(pl.len()) % stride == 0) | pl.col("id").is_in(divergent))
     top = float(max(shown["observed"].max() or 0, shown["predicted"].max() or 0))  # type: ignore[arg-type]
     traces = []
-    for opcode in sorted(shown["opcode"].unique().to_list()):
+    for opcode in sorted(shown["opcode"].unique().drop_nulls().cast(pl.String).to_list()):
         part = shown.filter(pl.col("opcode") == opcode)
-        traces.append({"type": "scatter", "mode": "markers", "name": opcode,
+        traces.append({"type": "scatter", "mode": "markers", "name": shortened(opcode),
                        "x": part["observed"].to_list(), "y": part["predicted"].to_list(),
                        "customdata": part["id"].to_list(), "marker": {"size": 4},
                        "hovertemplate": "id %{customdata}: observed %{x:,}, predicted %{y:,}"})

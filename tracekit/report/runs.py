@@ -17,6 +17,7 @@ from tracekit.analysis.figures import accounts
 from tracekit.cli import render
 from tracekit.report.lanes import MAX_BARS, engine_lanes
 from tracekit.report.pages import TOP_STALL_CAUSES, Figure, Kind, Page, command, head_of
+from tracekit.trace.names import shortened_column, shortened_names
 
 
 # --- a diff -------------------------------------------------------------------------------------
@@ -49,7 +50,7 @@ def diff_page(base: api.TraceLike, cand: api.TraceLike, machine: api.MachineLike
     for p in profiles:
         t = p.instructions
         acc = accounts(t)
-        steps = p.critical.steps.select("start", "end", pl.col("engine").cast(pl.String))
+        steps = p.critical.steps.select("start", "end", "engine")
         lo, hi = int(t["start"].min()), int(t["end"].max())  # type: ignore[arg-type]
         sides.append(engine_lanes(t, acc, steps, lo, hi, max_bars // 2))
     figures = [
@@ -80,7 +81,7 @@ def diff_page(base: api.TraceLike, cand: api.TraceLike, machine: api.MachineLike
 def _waterfall(key: str, title: str, d: Any, frame: pl.DataFrame, group: str,
                cli: str) -> Figure:
     """The base makespan, each group's change along the critical paths, the candidate's."""
-    names = frame[group].cast(pl.String).to_list()
+    names = shortened_column(frame[group]).to_list()
     deltas = frame["delta"].to_list()
     return Figure(key, title, cli, Kind.PLOTLY, {
         "data": [{"type": "waterfall", "orientation": "v",
@@ -99,7 +100,8 @@ def _waterfall(key: str, title: str, d: Any, frame: pl.DataFrame, group: str,
 
 def _stall_moves(causes: pl.DataFrame, cli: str) -> Figure:
     top = causes.head(TOP_STALL_CAUSES)
-    labels = [f"{e} waiting on {c}" for e, c in top.select("engine", "cause").iter_rows()]
+    labels = [f"{e} waiting on {c}" for e, c in
+              shortened_names(top.select("engine", "cause")).iter_rows()]
     deltas = top["delta"].to_list()
     return Figure("stall-causes", "Stall causes that moved", cli, Kind.PLOTLY, {
         "data": [{"type": "bar", "orientation": "h", "y": labels, "x": deltas,

@@ -20,7 +20,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,15 @@ class Trace:
     path: Path
     manifest: Manifest
     frames: Mapping[str, pl.LazyFrame]
+    scans: Mapping[str, tuple[pl.LazyFrame, Path]] = field(default_factory=dict)
+    """Per table the frame `open_trace` made of its file, and the file: while a table's frame
+    is still that one (not filtered by a window, not upgraded), a reader that wants the file's
+    own encoding (dictionary codes, row groups) may read the file (`file_of`)."""
+
+    def file_of(self, name: str) -> Path | None:
+        """The file of table `name` when its frame reads that file unchanged, else None."""
+        scan = self.scans.get(name)
+        return scan[1] if scan is not None and self.frames.get(name) is scan[0] else None
 
     def has_table(self, name: str) -> bool:
         return name in self.manifest.tables
@@ -312,12 +321,13 @@ def open_trace(path: str | os.PathLike[str], *, verify: bool = True) -> Trace:
                 _verify_file(file_path, entry)
             frames[name] = scan_table(spec, file_path, read_file_schema(file_path))
             _refuse_nulls(spec, file_path)
+    scans = {name: (frame, bundle / TABLES[name].file) for name, frame in frames.items()}
     raw, frames = upgrade(raw, frames, source)
     manifest = Manifest.from_dict(raw, bundle / MANIFEST_FILE)
     if "instructions" not in manifest.tables:
         raise TableReadError(f"{source}: the bundle has no instructions table, which every "
                              f"bundle needs. Re-export the bundle.")
-    return Trace(path=bundle, manifest=manifest, frames=frames)
+    return Trace(path=bundle, manifest=manifest, frames=frames, scans=scans)
 
 
 def _verify_file(path: Path, entry: dict[str, Any]) -> None:

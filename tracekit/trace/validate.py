@@ -9,12 +9,21 @@ file, how many rows break it and the first five of them. For example, a bundle w
 
 Row numbers count from 0 in file order. Checks on rows run as polars or NumPy operations over
 whole columns; nothing loops over rows in Python.
+
+Most bundles break no rule, so each table is first checked the cheap way (`_Validator.clean`):
+only the columns some rule still needs are read, as Arrow arrays (names as dictionary codes), and
+each rule only asks whether any row breaks it. A table that may break one is checked again the
+exact way, which finds and describes every offending row. The quick check of a command
+(`require_valid`) also settles rules from the Parquet footer's statistics (null counts, minima
+and maxima, which the writer computed from the data and the manifest's sha256 protects), so that
+it reads no column those settle; `validate` reads every column a rule covers.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tracekit.errors import InvalidTraceError, first_line
@@ -139,7 +149,7 @@ def validate(path: str | os.PathLike[str]) -> ValidationReport:
     folder, no manifest, a manifest that is not JSON); everything else becomes a finding.
     """
     bundle = bundle_dir(path)
-    return _Validator(bundle).run()
+    return _Validator(bundle, footer=False).run()
 
 
 def require_valid(path: str | os.PathLike[str], display_path: Path | None = None,
@@ -147,9 +157,11 @@ def require_valid(path: str | os.PathLike[str], display_path: Path | None = None
                   ) -> ValidationReport:
     """Validate and raise InvalidTraceError (carrying the report) when the bundle is invalid.
     `tables`: check only these tables' rules (a command's quick check of what it reads; the
-    manifest and every listed file's size and sha256 are checked all the same)."""
+    manifest and every listed file's size and sha256 are checked all the same). Rules the
+    Parquet footers' statistics settle are not checked on the rows again (the findings are
+    those of `validate` all the same)."""
     shown = Path(display_path or path)
-    report = _Validator(bundle_dir(path), shown, tables).run()
+    report = _Validator(bundle_dir(path), shown, tables, footer=True).run()
     if not report.ok(strict):
         bad = report.findings if strict else report.errors
         first = bad[0]
@@ -198,15 +210,29 @@ class _IdIndex:
 
 class _Validator:
     def __init__(self, bundle: Path, shown: Path | None = None,
-                 tables: Collection[str] | None = None) -> None:
+                 tables: Collection[str] | None = None, *, footer: bool = False) -> None:
         self.bundle = bundle
         self.shown = shown or bundle
         self.tables = set(TABLES) if tables is None else {"instructions", *tables}
+        self.footer = footer  # settle rules by the footers' statistics where they can
         self.findings: list[Finding] = []
-        self.ids: _IdIndex | None = None
+        self._ids: _IdIndex | np.ndarray | None = None
+        self.id_span: tuple[int, int] | None = None  # ids are every integer in [lo, hi]
         self.tallies: dict[tuple[Rule, str | None], _Tally] = {}
         self.offset = 0  # row number in the file of the current batch's first row
         self.escaping: set[str] = set()  # entries that are links out of the bundle
+        self.hashes: dict[str, Future[str]] = {}
+
+    @property
+    def ids(self) -> _IdIndex | None:
+        """The instruction ids, for references (None until instructions were read)."""
+        if isinstance(self._ids, np.ndarray):
+            self._ids = _IdIndex(pl.Series("id", self._ids))
+        return self._ids
+
+    @ids.setter
+    def ids(self, index: _IdIndex) -> None:
+        self._ids = index
 
     # -- recording ------------------------------------------------------------------------
 
@@ -263,9 +289,28 @@ class _Validator:
         if self.check_manifest(raw):
             entries = raw.get("tables") if isinstance(raw.get("tables"), dict) else {}
             self.check_files(entries)
-            for spec in TABLES.values():
-                self.check_table(spec, entries.get(spec.name), raw["schema_version"])
+            # The files' sha256 are worked out on a second thread while the rows are checked
+            # (hashing, like reading Parquet, runs without the interpreter lock).
+            with ThreadPoolExecutor(max_workers=1) as hasher:
+                for spec in TABLES.values():
+                    self.hash_later(hasher, spec, entries.get(spec.name))
+                for spec in TABLES.values():
+                    self.check_table(spec, entries.get(spec.name), raw["schema_version"])
         return ValidationReport(path=self.shown, findings=tuple(self.findings))
+
+    def hash_later(self, hasher: ThreadPoolExecutor, spec: TableSpec, entry: Any) -> None:
+        """Start hashing a table's file when `check_hash` will need its sha256."""
+        path = self.bundle / spec.file
+        if not isinstance(entry, dict) or spec.file in self.escaping or not path.is_file():
+            return
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return  # check_hash reports it
+        if is_count(entry.get("bytes")) and entry["bytes"] != size:
+            return
+        if is_sha256(entry.get("sha256")):
+            self.hashes[spec.name] = hasher.submit(file_sha256, path)
 
     def check_links(self) -> None:
         """Entries that are symbolic links out of the bundle: reported, never read."""
@@ -311,12 +356,21 @@ class _Validator:
             self.add(Rule.TABLE_MISSING, f"{spec.file} is listed in the manifest but {what}",
                      spec)
             return
+        first = len(self.findings)
+        self.check_rows_of(spec, path, entry, version)
         if isinstance(entry, dict):
+            # The file's own findings come first, as if hashed before it was read.
+            rows_findings = self.findings[first:]
+            del self.findings[first:]
             try:
                 self.check_hash(spec, path, entry)
             except OSError as exc:
                 self.add(Rule.TABLE_UNREADABLE, f"cannot read the file: {exc.strerror}", spec)
                 return
+            self.findings += rows_findings
+
+    def check_rows_of(self, spec: TableSpec, path: Path, entry: Any, version: int) -> None:
+        """The table's footer, columns and rows (when the caller reads the table)."""
         if spec.name not in self.tables:
             return  # a table the caller does not read: its file is intact, its rows unchecked
         try:
@@ -335,6 +389,8 @@ class _Validator:
             return
         missing = [c for c in spec.columns
                    if c.nullable and _has_row_rules(c) and c.name not in file_schema.names]
+        if self.clean(spec, path, needed, [c.name for c in missing]):
+            return
         try:
             # Read through pyarrow, which reports damaged pages as errors where polars' reader
             # can panic or abort. Instructions are read whole (ids and queue order are global
@@ -362,7 +418,159 @@ class _Validator:
             self.flush_rows()
             self.add(Rule.TABLE_UNREADABLE, f"reading the data failed: {first_line(exc)}", spec)
             return
+        finally:
+            # pyarrow keeps what it freed in its own pool: hand it back before the command
+            # reads the tables again (a column of long distinct names is read at several
+            # times its size).
+            pa.default_memory_pool().release_unused()
         self.flush_rows()
+
+    # -- the cheap pass ---------------------------------------------------------------------
+
+    def clean(self, spec: TableSpec, path: Path, needed: list[str], missing: list[str]) -> bool:
+        """Whether the table's rows certainly break no row rule, found the cheap way: rules
+        the footer settles (with `footer`) are not checked again, only the columns the others
+        need are read, and each rule asks only whether a row breaks it. False when one may
+        be broken (or anything is unusual: a column of another storage type, a damaged
+        page): `check_table` then checks the rows the exact way."""
+        try:
+            with pq.ParquetFile(path) as parquet:
+                file_schema = parquet.schema_arrow
+                if any(file_schema.field(name).type != spec.column(name).arrow_type
+                       for name in needed):
+                    return False  # widened integers, plain strings: the exact checks cast them
+                if {"start", "end", "partition", "partitions"} & set(missing):
+                    return False  # a rule pairs them with a column that is present
+                read = needed
+                if self.footer:
+                    settled = self.settled(spec, parquet.metadata, needed)
+                    read = [name for name in needed if name not in settled]
+                if spec.name == "instructions":
+                    return self.clean_instructions(spec, parquet.read(columns=read))
+                if not read:
+                    return True
+                return all(self.clean_batch(spec, pa.Table.from_batches([batch]))
+                           for batch in parquet.iter_batches(batch_size=BATCH_ROWS,
+                                                             columns=read))
+        except (pa.ArrowException, OSError, ValueError):
+            return False  # the exact checks read it again and report the damage
+
+    def settled(self, spec: TableSpec, meta: pq.FileMetaData, needed: list[str]) -> set[str]:
+        """The columns whose every rule the footer's statistics settle: no nulls where none
+        may be, no negative minimum, references inside the span of the instruction ids, a
+        nullable column that holds only nulls. Rules on a column together with others (ids,
+        queue order, timing, partitions, self-dependencies, a wait's condition on its op)
+        are never settled here."""
+        stats = _footer_stats(meta, needed)
+        rows = meta.num_rows
+        out = set()
+        for name in needed:
+            col, found = spec.column(name), stats.get(name)
+            if found is None:
+                continue
+            nulls, low, high = found
+            if spec.name == "semaphores" and name == "cond" and nulls == rows:
+                out.add(name)  # no condition anywhere: none on a row that is not a wait
+                continue
+            if (spec.name, name) in _TOGETHER or col.type is ColumnType.ENUM:
+                continue
+            if col.nullable and nulls == rows:
+                out.add(name)  # only nulls, which every rule of a nullable column allows
+                continue
+            if not col.nullable and nulls:
+                continue
+            if col.non_negative and (low is None or low < 0):
+                continue
+            if (spec.name, name) in REFERENCES and not self.inside_ids(low, high):
+                continue
+            out.add(name)
+        return out
+
+    def inside_ids(self, low: int | None, high: int | None) -> bool:
+        """Whether every value in [low, high] names an instruction (None: no values)."""
+        if self._ids is None:
+            return True  # the instructions were not read: references are not checked
+        if low is None or high is None:
+            return True
+        return self.id_span is not None and self.id_span[0] <= low and high <= self.id_span[1]
+
+    def clean_batch(self, spec: TableSpec, table: pa.Table) -> bool:
+        """No rule of a table other than instructions broken on these rows."""
+        for name in table.column_names:
+            if not self.clean_column(spec, spec.column(name), table.column(name)):
+                return False
+        names = set(table.column_names)
+        if spec.name == "semaphores" and {"op", "cond"} <= names:
+            cond = table.column("cond")
+            if cond.null_count < len(cond):
+                # cond only on waits
+                wait = _is_value(table.column("op"), SemOp.WAIT.value)
+                if np.any(~wait & _valid(cond)):
+                    return False
+        if spec.name == "memory" and {"space", "partition", "partitions"} <= names:
+            space = table.column("space")
+            on_chip = _is_value(space, *(s.value for s in ON_CHIP_SPACES))
+            hbm = _is_value(space, MemSpace.HBM.value)
+            first, count = table.column("partition"), table.column("partitions")
+            has_first, has_count = _valid(first), _valid(count)
+            small = (pl.from_arrow(count) < 1).fill_null(False).to_numpy()  # type: ignore[union-attr]
+            bad = (on_chip & (~has_first | ~has_count | small)) | (hbm & (has_first | has_count))
+            if bad.any():
+                return False
+        if spec.name == "deps" and {"src", "dst"} <= names:
+            if pc.any(pc.equal(table.column("src"), table.column("dst"))).as_py():
+                return False
+        return True
+
+    def clean_column(self, spec: TableSpec, col: ColumnSpec, values: pa.ChunkedArray) -> bool:
+        """No rule of this one column broken (not null, non-negative, legal names, the ids
+        it refers to)."""
+        if not col.nullable and values.null_count:
+            return False
+        if col.non_negative:
+            low = pc.min(values).as_py()
+            if low is not None and low < 0:
+                return False
+        if col.type is ColumnType.ENUM:
+            legal = set(col.values)
+            if any(not set(chunk.dictionary.to_pylist()) <= legal for chunk in values.chunks):
+                return False  # (a name in a dictionary that no row uses: the exact check)
+        if (spec.name, col.name) in REFERENCES and self.ids is not None:
+            bounds = pc.min_max(values)
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            if not self.inside_ids(low, high) and not bool(
+                    self.ids.contains(pl.from_arrow(values)).all()):  # type: ignore[union-attr]
+                return False
+        return True
+
+    def clean_instructions(self, spec: TableSpec, table: pa.Table) -> bool:
+        """No rule of the instructions table broken: unique ids (strictly increasing, as
+        bundles are written), each engine's seq increasing with id, timing; the ids kept
+        for the references of the other tables."""
+        names = set(table.column_names)
+        for name in table.column_names:
+            if not self.clean_column(spec, spec.column(name), table.column(name)):
+                return False
+        if "id" not in names:
+            return False
+        ids = _numpy(table.column("id"))
+        if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
+            return False  # repeated or unsorted ids: the exact check tells which
+        if {"engine", "seq"} <= names:
+            engine = _codes(table.column("engine"))
+            if not _increasing_per_group(engine, _numpy(table.column("seq"))):
+                return False
+        if {"start", "end"} <= names:
+            start, end = table.column("start"), table.column("end")
+            if start.null_count == 0 and end.null_count == 0:
+                if not np.all(_numpy(end) >= _numpy(start)):
+                    return False
+            elif not (start.null_count == end.null_count == len(start)):
+                return False  # partly timed: the exact checks pair them up
+        self._ids = ids
+        if ids.size and int(ids[-1]) - int(ids[0]) + 1 == ids.size:
+            self.id_span = (int(ids[0]), int(ids[-1]))
+        return True
 
     def check_rows(self, spec: TableSpec, frame: pl.DataFrame) -> None:
         """Every row rule of the table on one batch of its rows."""
@@ -388,10 +596,12 @@ class _Validator:
     def check_hash(self, spec: TableSpec, path: Path, entry: dict[str, Any]) -> None:
         # Malformed manifest values are manifest-field findings; compare only well-formed ones.
         size = path.stat().st_size
+        started = self.hashes.pop(spec.name, None)
         if is_count(entry.get("bytes")) and entry["bytes"] != size:
             self.add(Rule.FILE_HASH, f"the file is {size:,} bytes; the manifest says "
                      f"{entry['bytes']:,} (truncated or rewritten)", spec)
-        elif is_sha256(entry.get("sha256")) and entry["sha256"] != file_sha256(path):
+        elif is_sha256(entry.get("sha256")) and entry["sha256"] != (
+                file_sha256(path) if started is None else started.result()):
             self.add(Rule.FILE_HASH, "the file's sha256 differs from the manifest's (the file "
                      "was modified after the bundle was written)", spec)
 
@@ -541,6 +751,105 @@ class _Validator:
                 self.add_rows(Rule.DANGLING_REFERENCE, spec, frame, missing,
                               f"whose {column} names no instruction",
                               _key_columns(spec, frame), column=column)
+
+
+_TOGETHER = {("instructions", "id"), ("instructions", "engine"), ("instructions", "seq"),
+             ("instructions", "start"), ("instructions", "end"), ("memory", "space"),
+             ("memory", "partition"), ("memory", "partitions"), ("deps", "src"),
+             ("deps", "dst"), ("semaphores", "op"), ("semaphores", "cond")}
+"""Columns that rules read together with others: the footer settles none of their rules."""
+
+
+def _footer_stats(meta: pq.FileMetaData, names: list[str]
+                  ) -> dict[str, tuple[int, int | None, int | None]]:
+    """Per column (of those whose every row group has statistics): its nulls, and its
+    minimum and maximum (None when it holds only nulls, or is not an integer column)."""
+    index = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+    out: dict[str, tuple[int, int | None, int | None]] = {}
+    for name in names:
+        if name not in index:
+            continue
+        nulls, low, high = 0, None, None
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            stats = group.column(index[name]).statistics
+            if stats is None or not stats.has_null_count:
+                break
+            nulls += stats.null_count
+            if stats.null_count == group.num_rows:
+                continue
+            if not stats.has_min_max:
+                break
+            if stats.physical_type == "INT64":
+                low = stats.min if low is None else min(low, stats.min)
+                high = stats.max if high is None else max(high, stats.max)
+        else:
+            out[name] = (nulls, low, high)
+    return out
+
+
+def _codes(values: pa.ChunkedArray) -> np.ndarray:
+    """A dictionary column's codes (one dictionary over every chunk), nulls as -1."""
+    unified = values.unify_dictionaries()
+    if unified.num_chunks == 0:
+        return np.zeros(0, dtype=np.int32)
+    return np.concatenate([_indices(chunk) for chunk in unified.chunks])
+
+
+def _numpy(values: pa.ChunkedArray) -> np.ndarray:
+    """An integer column without nulls as one NumPy array (no copy when it is one chunk)."""
+    parts = [_buffer(chunk) for chunk in values.chunks]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _buffer(chunk: pa.Array) -> np.ndarray:
+    """The values of an integer array as NumPy sees them, read from its data buffer (pyarrow's
+    own conversion imports pandas, a quarter of a second)."""
+    dtype = np.dtype(f"int{chunk.type.bit_width}")
+    return np.frombuffer(chunk.buffers()[1], dtype=dtype, count=len(chunk),
+                         offset=chunk.offset * dtype.itemsize)
+
+
+def _indices(chunk: pa.DictionaryArray) -> np.ndarray:
+    """A dictionary array's codes, nulls as -1."""
+    codes = _buffer(chunk.indices)
+    if chunk.null_count == 0:
+        return codes
+    return np.where(_valid(pa.chunked_array([chunk])), codes, -1)
+
+
+def _is_value(values: pa.ChunkedArray, *names: str) -> np.ndarray:
+    """Per row, whether a dictionary column holds one of `names` (False for null)."""
+    parts = []
+    for chunk in values.chunks:
+        hit = np.isin(np.asarray(chunk.dictionary.to_pylist(), dtype=object), list(names))
+        codes = _indices(chunk)
+        parts.append(np.r_[hit, False][codes])  # code -1 (null) reads the False at the end
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.bool_)
+
+
+def _valid(values: pa.ChunkedArray) -> np.ndarray:
+    """Per row, whether it is not null."""
+    return pl.from_arrow(pc.is_valid(values)).to_numpy()  # type: ignore[union-attr]
+
+
+def _increasing_per_group(group: np.ndarray, values: np.ndarray) -> bool:
+    """Whether `values` increase strictly along the rows within each group (codes >= 0)."""
+    if group.size < 2:
+        return True
+    groups = int(group.max()) + 1
+    if groups <= 16:  # a pass per engine over the codes costs less than ordering them
+        for g in range(groups):
+            mine = values[group == g]
+            if mine.size > 1 and not np.all(mine[1:] > mine[:-1]):
+                return False
+        return True
+    # Rows by group, in row order within each (a stable radix sort of small codes).
+    order = np.argsort(group.astype(np.int16 if groups < 2**15 else np.int32), kind="stable")
+    ordered, same = values[order], group[order]
+    return bool(np.all((ordered[1:] > ordered[:-1]) | (same[1:] != same[:-1])))
 
 
 def _has_row_rules(col: ColumnSpec) -> bool:

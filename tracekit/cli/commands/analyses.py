@@ -74,6 +74,10 @@ def critical_path_command(
     """What limits the runtime: the chain of instructions that decided the makespan, its
     composition by engine, opcode and layer, and how many instructions have no slack."""
     if full is not None:
+        if full.suffix.lower() != ".parquet":
+            raise typer.BadParameter(f"{full}: --full writes a Parquet table; name the file "
+                                     f"with .parquet (e.g. {full.with_suffix('.parquet')})",
+                                     param_hint="--full")
         refuse_to_replace(full, force)
     with status("critical path"):
         report = api.critical_path(trace, machine, timeline=timeline, near_pct=near,

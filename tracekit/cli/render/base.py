@@ -15,6 +15,7 @@ from rich.text import Text as RichText
 
 from tracekit.replay.machine import Machine
 from tracekit.trace.bundle import Trace
+from tracekit.trace.names import KEPT, SHOWN, shortened_names
 from tracekit.trace.rules import Severity
 
 
@@ -75,9 +76,10 @@ def _table(title: str, *columns: tuple[str, str]) -> Table:
     return table
 
 def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts with floats rounded to 3 decimals, for stable JSON."""
+    """Rows as dicts with floats rounded to 3 decimals, for stable JSON; names longer than
+    `names.KEPT` shortened (from their codes: no row's long name is copied)."""
     return [{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
-            for row in frame.iter_rows(named=True)]
+            for row in shortened_names(frame, KEPT).iter_rows(named=True)]
 
 # --- report heads -------------------------------------------------------------------------------
 
@@ -181,8 +183,10 @@ JSON_ONLY = {"machine_clock_hz", "trace_clock_hz"}
 
 
 def _cells(frame: pl.DataFrame, formats: dict[str, str]) -> list[list[str]]:
+    """The cells of the columns in `formats` as text; names as people read them
+    (`names.shortened`)."""
     out = []
-    for row in frame.iter_rows(named=True):
+    for row in shortened_names(frame.select(list(formats)), SHOWN).iter_rows(named=True):
         cells = []
         for name, fmt in formats.items():
             value = row[name]

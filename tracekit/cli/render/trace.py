@@ -15,6 +15,7 @@ from tracekit.cli.render.base import (
     sections_markdown,
 )
 from tracekit.trace.manifest import TimeUnit
+from tracekit.trace.names import shortened, shortened_names
 from tracekit.trace.summary import TraceSummary, seconds
 from tracekit.trace.validate import Finding, ValidationReport
 
@@ -92,7 +93,7 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
         if timed:
             columns.append((f"summed durations ({m.time_unit.value})", "right"))
         out = _table(f"\n{title}", *columns)
-        for row in frame.iter_rows(named=True):
+        for row in shortened_names(frame).iter_rows(named=True):
             cells = [Text(row[key] if row[key] is not None else "(null)"),
                      _count(row["instructions"])]
             if timed:
@@ -104,7 +105,7 @@ def print_summary(console: Console, summary: TraceSummary) -> None:
                      ("window", "left"), ("instances", "right"),
                      (f"first instance ({m.time_unit.value})", "right"))
         for row in summary.windows.iter_rows(named=True):
-            out.add_row(Text(row["window"]), _count(row["instances"]),
+            out.add_row(Text(shortened(row["window"])), _count(row["instances"]),
                         Text(f"{row['first_start']:,} .. {row['first_end']:,}"))
         console.print(out)
 
