@@ -900,11 +900,11 @@ def convert_chrome(path: str | os.PathLike[str], output: str | os.PathLike[str],
     `read_events`)."""
     source = Path(path)
     events, other = read_events(source, max_depth=max_depth, max_bytes=max_bytes)
-    _return_freed_memory()
+    return_freed_memory()
     result = chrome_tables(events, other, str(source), cycles_per_us=cycles_per_us,
                            nesting=nesting, profile=profile)
     del events  # the columns of the read, released before the bundle is written
-    _return_freed_memory()
+    return_freed_memory()
     name = workload or result.workload or _stem(source)
     extra = {"chrome": {"source": source.name, **result.extra}}
     # The writer takes each table when it writes it, so that neither is held while the
@@ -919,11 +919,12 @@ def convert_chrome(path: str | os.PathLike[str], output: str | os.PathLike[str],
     return trace, notes
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Hand the heap's free pages back to the system (glibc's malloc_trim) between the phases
-    of an import: the parse frees millions of small objects, and glibc keeps the pages for
-    reuse, which would add about the file's size to the import's peak. A no-op where the C
-    library has no malloc_trim."""
+    of an import: the parse frees millions of small objects, and the passes after it arrays of
+    a few MiB that glibc places in its heap; it keeps their pages for reuse, but the next
+    arrays rarely fit the holes, which added about the file's size to the import's peak. A
+    no-op where the C library has no malloc_trim."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):

@@ -443,6 +443,13 @@ class EventTable:
         """The table of distinct values the codes of `texts` point into."""
         return self._values
 
+    def release(self) -> None:
+        """Drop the columns and phases, the bulk of the table, keeping the distinct values
+        (`text_values`, `code_of`) and the counts: an importer that has read every field it
+        needs frees the memory for what it builds next. Reading a field afterwards fails."""
+        self._columns = {}
+        self.ph = np.zeros(0, dtype="<U1")
+
     def holds(self, key: str) -> bool:
         """Whether any row has the field."""
         return self._columns[key].count > 0

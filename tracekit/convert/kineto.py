@@ -222,7 +222,8 @@ def _flow_keys(ev: _Events, rows: np.ndarray, to_sync: np.ndarray
 def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], int],
                   slices: _Slices, nesting: Nesting, cycles_per_us: float,
                   notes: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Instructions, deps and the manifest's extra.chrome fields of a Kineto trace."""
+    """Instructions, deps and the manifest's extra.chrome fields of a Kineto trace. The event
+    table's columns are released once read (`EventTable.release`)."""
     from tracekit.convert.chrome import (
         MAX_CYCLES,
         WORK_ARGS,
@@ -235,6 +236,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         categorical,
         _thread_lookup,
         clean_text,
+        return_freed_memory,
     )
 
     table = ev.table
@@ -369,6 +371,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         last_piece[order] = first_piece[order]
     del order, top_row, by_start
 
+    return_freed_memory()
     counts: Counter[str] = Counter()
     edges: list[tuple[np.ndarray, np.ndarray, str]] = []
 
@@ -411,6 +414,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         del fl_key, fl_ts, fl_thread, fl_ph, phase, bp_e, mode, bound, src_pos, dst_pos
     del flow, to_sync, fl, with_id
 
+    return_freed_memory()
     # 2. Launches by correlation where no flow reached the GPU work: a correlation's call is
     # its first CPU runtime call.
     corr_key, corr_ok = table.int_keys(slices.event, "args.correlation")
@@ -556,6 +560,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         piece_start[first] = piece_end[first]
         del calls, first
 
+    return_freed_memory()
     # Instructions: one per piece, on the engine of its (stream) or (thread, depth).
     cpu_label = {t: f"cpu/thread {k}" for t, k in cpu_rank.items()}
     on_gpu = kind[piece_row] == GPU
@@ -609,6 +614,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
         else:
             engines[e]["depth"] = int(piece_depth[k])
 
+    return_freed_memory()
     # Dependencies, built before the instruction table so that the arrays they need are gone
     # before it is made. Nesting: consecutive pieces of a thread on different engines
     # (depths) are linked.
@@ -651,6 +657,7 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
                          categorical("kind", kp[keep].astype(np.int32), edge_kinds)])
     del src, dst, kp, keep
 
+    return_freed_memory()
     # The instruction table in id order (order_ids lists the pieces by id); work args on a
     # slice's first piece only. Each column is made from numpy arrays polars takes without
     # a copy, and its sources are dropped as it is made.
@@ -658,7 +665,11 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     del piece_row, piece_depth
     is_first = first_piece[row_by_id] == order_ids
     del first_piece
-    event = slices.event[row_by_id]
+    work_args = [_arg_ints_at(table, slices.event[row_by_id], key, is_first)
+                 for key in WORK_ARGS]
+    del is_first
+    # The last field read: the event columns are released before the table is made.
+    table.release()
     columns = [pl.Series("id", np.arange(m, dtype=np.int64)),
                categorical("engine", engine_code[order_ids], distinct),
                pl.Series("seq", seq[order_ids])]
@@ -667,8 +678,8 @@ def kineto_tables(ev: _Events, ph: np.ndarray, threads: dict[tuple[Any, Any], in
     del name_code
     columns += [pl.Series("start", start[order_ids]), pl.Series("end", end[order_ids])]
     del start, end, order_ids
-    columns += [_arg_ints_at(table, event, key, is_first) for key in WORK_ARGS]
-    del event, is_first
+    columns += work_args
+    del work_args
     columns.append(_text_series(table, cat_code[row_by_id], "layer"))
     del cat_code, row_by_id
     table_out = pl.DataFrame(columns)
