@@ -46,6 +46,15 @@ def test_a_5000_digit_ts_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "number" in result.output
 
 
+def test_an_array_ts_beside_a_missing_one_is_refused(tmp_path: Path) -> None:
+    """A field holding a list in one row and absent in another was an internal error: the
+    value's list was read by numpy as a dimension."""
+    result = convert(tmp_path, '[{"ph":"X","name":"a","pid":1,"tid":1,"dur":1},'
+                               '{"ph":"X","name":"b","pid":1,"tid":1,"ts":[],"dur":1}]')
+    assert result.exit_code == 1, result.output
+    assert 'event 0: "ts" is missing' in result.output
+
+
 def test_a_lone_surrogate_in_a_name_is_replaced(tmp_path: Path) -> None:
     result = convert(tmp_path, '[{"ph":"X","name":"a\\ud800","pid":1,"tid":1,"ts":0,"dur":1}]')
     assert result.exit_code == 0, result.output

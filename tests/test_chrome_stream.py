@@ -11,13 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import assert_failed_cleanly
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from tracekit.cli.app import app
 from tracekit.convert import jsonstream
 from tracekit.convert.chrome import ChromeTraceError, chrome_tables, convert_chrome, read_events
+from tracekit.convert.events import EventTable
 from tracekit.convert.jsonstream import parse_size
 
 runner = CliRunner()
@@ -191,8 +195,43 @@ def generated_trace(path: Path, events: int) -> Path:
     return path
 
 
+def kineto_trace(path: Path, events: int) -> Path:
+    """A PyTorch profiler shaped trace (schemaVersion, so read as Kineto): per step an op
+    holding a launch, its kernel on one of two streams and their ac2g flow, and every 50th
+    step a stream synchronisation with its cuda_sync marker; about 120 bytes an event."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write('{"schemaVersion": 1, "traceEvents": [\n')
+        for step in range(events // 5):
+            ts, stream = step * 14, 7 + 13 * (step % 2)
+            rows = [
+                {"ph": "X", "cat": "cpu_op", "name": f"aten::op{step % 97}", "pid": 1,
+                 "tid": 1, "ts": ts, "dur": 9},
+                {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1,
+                 "tid": 1, "ts": ts + 2, "dur": 4, "args": {"correlation": 2 * step}},
+                {"ph": "s", "id": step, "pid": 1, "tid": 1, "ts": ts + 2, "cat": "ac2g",
+                 "name": "ac2g"},
+                {"ph": "X", "cat": "kernel", "name": f"kernel_{step % 31}", "pid": 0,
+                 "tid": stream, "ts": ts + 5, "dur": 6,
+                 "args": {"correlation": 2 * step, "stream": stream, "device": 0}},
+                {"ph": "f", "id": step, "pid": 0, "tid": stream, "ts": ts + 5, "cat": "ac2g",
+                 "name": "ac2g", "bp": "e"}]
+            if step % 50 == 0:
+                rows += [
+                    {"ph": "X", "cat": "cuda_runtime", "name": "cudaStreamSynchronize",
+                     "pid": 1, "tid": 1, "ts": ts + 10, "dur": 3,
+                     "args": {"correlation": 2 * step + 1}},
+                    {"ph": "X", "cat": "cuda_sync", "name": "Stream Sync", "pid": 0,
+                     "tid": stream, "ts": ts + 10, "dur": 3,
+                     "args": {"correlation": 2 * step + 1, "stream": stream, "device": 0,
+                              "cuda_sync_kind": "Stream Sync"}}]
+            fh.write("".join(json.dumps(r) + ",\n" for r in rows))
+        fh.write('{"ph": "i", "name": "end", "pid": 1, "tid": 1, "ts": 0}\n]}\n')
+    return path
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
-@pytest.mark.parametrize(("phase", "events"), [("read", 170_000), ("import", 340_000)])
+@pytest.mark.parametrize(("phase", "events"), [("read", 170_000), ("import", 340_000),
+                                               ("kineto", 360_000)])
 def test_peak_memory_of_an_import_is_a_few_times_the_file(tmp_path: Path, phase: str,
                                                           events: int) -> None:
     """Issue 18 point 3: at most 3x the file's size beyond a baseline. The read's baseline is
@@ -202,21 +241,57 @@ def test_peak_memory_of_an_import_is_a_few_times_the_file(tmp_path: Path, phase:
     interpreter a 22 MiB import shows about 8x, of which 5x is those fixed costs; the import's
     file is 45 MiB so that their part that grows in steps with the first tens of MiB does not
     dominate either (the peak grows by about 1.9x of each MiB added)."""
-    source = generated_trace(tmp_path / "big.json", events)
+    make = kineto_trace if phase == "kineto" else generated_trace
+    source = make(tmp_path / "big.json", events)
     size = source.stat().st_size
     assert size > 20 << 20
+    step = "read" if phase == "read" else "import"
     if phase == "read":
         base = subprocess.run([sys.executable, "-c", PEAK, "-"], capture_output=True,
                               text=True, check=True)
     else:
-        tiny = generated_trace(tmp_path / "tiny.json", 20)
-        base = subprocess.run([sys.executable, "-c", PEAK, phase, str(tiny),
+        tiny = make(tmp_path / "tiny.json", 20)
+        base = subprocess.run([sys.executable, "-c", PEAK, step, str(tiny),
                                str(tmp_path / "tiny")], capture_output=True, text=True,
                               check=True)
     baseline = int(base.stdout.split()[1])
-    done = subprocess.run([sys.executable, "-c", PEAK, phase, str(source),
+    done = subprocess.run([sys.executable, "-c", PEAK, step, str(source),
                            str(tmp_path / "out")], capture_output=True, text=True, check=True)
     peak = int(done.stdout.split()[1])
     assert peak - baseline < 3 * size, f"{(peak - baseline) / size:.1f}x the file"
     print(f"peak {peak / 2**20:.0f} MiB, baseline {baseline / 2**20:.0f} MiB, file "
           f"{size / 2**20:.0f} MiB: {(peak - baseline) / size:.2f}x")
+
+
+# --- the event columns (events.py) ---------------------------------------------------------
+
+VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**31) - 2, 2**31 + 2),
+    st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=3),
+    st.lists(st.integers(0, 2), max_size=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=st.lists(st.fixed_dictionaries(
+    {"ph": st.sampled_from(["X", "f", "i", "M", "B"])},
+    optional={"ts": VALUES, "id": VALUES, "name": VALUES,
+              "args": st.fixed_dictionaries({}, optional={"correlation": VALUES})}),
+    max_size=40), chunk=st.integers(1, 7))
+def test_event_columns_give_back_every_value(events: list[dict[str, Any]], chunk: int) -> None:
+    """Whatever the mix of present and absent fields, of kinds and of integer sizes across
+    chunks (a column starts dense, of one kind and 32-bit, and changes as values arrive),
+    every row's value, presence and event index come back."""
+    table = EventTable.of(events, "t.json", chunk=chunk)
+    kept = [k for k, e in enumerate(events) if e["ph"] in ("X", "f", "B")]
+    rows = np.arange(len(kept))
+    assert table.rows == len(kept)
+    assert [table.event_index(r) for r in rows.tolist()] == kept
+    assert table.ph.tolist() == [events[k]["ph"] for k in kept]
+    for key in ("ts", "id", "name"):
+        got = table.get(rows, key)
+        want = [events[k].get(key) for k in kept]
+        assert [(type(g), g) for g in got] == [(type(w), w) for w in want]
+    assert table.has(rows, "id").tolist() == ["id" in events[k] for k in kept]
+    got = table.get(rows, "args.correlation")
+    want = [events[k].get("args", {}).get("correlation") for k in kept]
+    assert [(type(g), g) for g in got] == [(type(w), w) for w in want]

@@ -241,14 +241,18 @@ class _Column:
             return values[payload].tolist()
         if kinds == {FLOAT}:
             return payload.view(np.float64).tolist()
-        out = np.full(kind.size, None, dtype=object)
-        for k, convert in ((INT, None), (FLOAT, np.float64), (OTHER, values)):
-            sel = kind == k
-            if sel.any():
+        # Mixed kinds, or some absent: placed one by one (a value may be a list, which numpy
+        # would read as a dimension).
+        out: list[Any] = [None] * kind.size
+        for k in (INT, FLOAT, OTHER):
+            sel = np.flatnonzero(kind == k)
+            if sel.size:
                 p = payload[sel]
-                out[sel] = (p.tolist() if convert is None else p.view(np.float64).tolist()
-                            if convert is np.float64 else values[p].tolist())
-        return out.tolist()
+                got = (p.tolist() if k == INT else p.view(np.float64).tolist() if k == FLOAT
+                       else values[p].tolist())
+                for i, v in zip(sel.tolist(), got, strict=True):
+                    out[i] = v
+        return out
 
 
 class EventTable:
