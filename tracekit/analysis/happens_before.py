@@ -84,8 +84,16 @@ class HappensBefore:
 
     def ordered(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Whether a happens before b or b before a, pairwise."""
-        return ((self.clock[b, self.engine[a]] >= self.position[a])
-                | (self.clock[a, self.engine[b]] >= self.position[b]))
+        return _ordered(self.clock, self.engine, self.position, a, b)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ordered(clock, engine, position, a, b):  # pragma: no cover - compiled
+    out = np.empty(a.size, dtype=np.bool_)
+    for k in range(a.size):
+        out[k] = (clock[b[k], engine[a[k]]] >= position[a[k]]
+                  or clock[a[k], engine[b[k]]] >= position[b[k]])
+    return out
 
 
 def happens_before(graph: Graph, engine: np.ndarray, queue: np.ndarray, n_eng: int,
