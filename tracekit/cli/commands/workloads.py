@@ -6,10 +6,8 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import polars as pl
 import typer
 
-from tracekit.cli import render
 from tracekit.cli.app import (
     Opt,
     ReportFormat,
@@ -24,6 +22,9 @@ from tracekit.cli.app import (
 @handles_errors
 def machines(format: ReportFormatOpt = ReportFormat.TEXT) -> None:  # noqa: A002
     """List the machine descriptions built into tracekit."""
+    import polars as pl
+
+    from tracekit.cli import render
     from tracekit.replay.machine import BUILTIN, builtin_machines
 
     found = builtin_machines()
