@@ -160,22 +160,6 @@ def _reporter() -> progress.BarReporter | progress.LineReporter | None:
     return progress.LineReporter(lambda line: typer.echo(line, err=True))
 
 
-def _compile_once() -> None:
-    """On the first run after an install, compile the kernels, saying so and how long it
-    took (once: numba caches them)."""
-    from tracekit import kernels
-
-    if kernels.compiled():
-        return
-    if not _QUIET["on"]:
-        typer.echo("tracekit: first run after install: compiling the replay and analysis "
-                   "kernels (once; they are cached for every later run)...", err=True)
-    with progress.step("compiling kernels"), progress.listening(None):
-        seconds = kernels.compile_all()  # its own steps are the tiny trace's: not told
-    if not _QUIET["on"]:
-        typer.echo(f"tracekit: kernels compiled in {seconds:.1f} s", err=True)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"tracekit {tracekit.__version__}")
@@ -258,10 +242,19 @@ def open_bundle(path: Path, tables: Collection[str] | None = None) -> Trace:
 
 @contextmanager
 def status(message: str) -> Iterator[None]:
-    """A long step of a command (its progress on stderr); the kernels compiled first on the
-    first run after an install."""
-    _compile_once()
-    with progress.step(message):
+    """A long step of a command (its progress on stderr), telling the kernels it compiles."""
+    with compiles_told(), progress.step(message):
+        yield
+
+
+@contextmanager
+def compiles_told() -> Iterator[None]:
+    """The kernels compiled inside, on the first run after an install (`tracekit.kernels`),
+    are told on stderr: that it compiles, then how long it took."""
+    from tracekit import kernels
+
+    tell = None if _QUIET["on"] else functools.partial(typer.echo, err=True)
+    with kernels.announced(tell):
         yield
 
 

@@ -13,6 +13,7 @@ from tracekit.cli.app import (
     ReportFormat,
     ReportFormatOpt,
     app,
+    compiles_told,
     handles_errors,
     refuse_to_replace,
 )
@@ -126,7 +127,9 @@ def generate(
         typer.echo(f"would {where} {planned.instructions:,} instructions "
                    f"({planned.describe()}); nothing written")
         return
-    trace = generate_bundle(workload, output, params=params, tiling=tiling, seed=seed,
-                            untimed=untimed, inject=inject or [], layer=layer, overwrite=force)
+    with compiles_told():
+        trace = generate_bundle(workload, output, params=params, tiling=tiling, seed=seed,
+                                untimed=untimed, inject=inject or [], layer=layer,
+                                overwrite=force)
     rows_written = trace.manifest.tables["instructions"].rows
     typer.echo(f"wrote {trace.path}: {rows_written:,} instructions ({planned.describe()})")
