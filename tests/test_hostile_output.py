@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tracekit.cli import app as cli
+from tracekit.trace import summary
 from tracekit.trace.builder import TraceBuilder
 
 runner = CliRunner()
@@ -53,7 +54,7 @@ def test_an_unexpected_exception_is_one_line(hostile: Path,
     def broken(trace: object) -> None:
         raise KeyError("engine")
 
-    monkeypatch.setattr(cli, "summarize", broken)
+    monkeypatch.setattr(summary, "summarize", broken)
     monkeypatch.setitem(cli._QUIET, "on", True)  # --quiet, undone after the test
     monkeypatch.setattr(sys, "argv", ["tracekit", "info", str(hostile)])
     result = runner.invoke(cli.app, ["info", str(hostile)])
@@ -69,7 +70,7 @@ def test_out_of_memory_is_an_error_message(hostile: Path,
     def broken(trace: object) -> None:
         raise MemoryError
 
-    monkeypatch.setattr(cli, "summarize", broken)
+    monkeypatch.setattr(summary, "summarize", broken)
     result = runner.invoke(cli.app, ["info", str(hostile)])
     assert result.exit_code == 1 and result.stderr.startswith("error: out of memory.")
 
@@ -84,13 +85,13 @@ def test_no_warning_reaches_the_terminal(hostile: Path, monkeypatch: pytest.Monk
                                          capsys: pytest.CaptureFixture[str]) -> None:
     # numpy's RuntimeWarnings reached stderr; the CLI's entry point silences warnings (tests
     # turn them into errors instead).
-    real = cli.summarize
+    real = summary.summarize
 
     def noisy(trace: object) -> object:
         warnings.warn("invalid value encountered in cast", RuntimeWarning, stacklevel=1)
         return real(trace)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cli, "summarize", noisy)
+    monkeypatch.setattr(summary, "summarize", noisy)
     monkeypatch.setattr(sys, "argv", ["tracekit", "info", str(hostile)])
     monkeypatch.setattr(sys, "warnoptions", [])
     with warnings.catch_warnings(), pytest.raises(SystemExit) as exit_:

@@ -4,6 +4,10 @@ took."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,32 +47,78 @@ def test_without_a_listener_a_step_says_nothing() -> None:
 
 
 @pytest.fixture
-def first_run(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """The kernels not in the cache yet; compiling them is recorded (and takes 2.5 s)."""
-    calls: list[bool] = []
-    monkeypatch.setattr(kernels, "compiled", lambda: bool(calls))
+def first_run(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """`tracekit replay` calls a kernel that is not compiled yet (a fresh numba function, not
+    cached) before replaying: the first run compiles it, later runs find it compiled."""
+    import numba
 
-    def compile_all() -> float:
-        calls.append(True)
-        return 2.5
+    from tracekit import api
 
-    monkeypatch.setattr(kernels, "compile_all", compile_all)
+    @numba.njit
+    def fresh(x):  # pragma: no cover - compiled
+        return x + 1
+
+    calls: list[int] = []
+    real = api.replay
+
+    def replay(*args: object, **kwargs: object) -> object:
+        calls.append(fresh(len(calls)))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api, "replay", replay)
     return calls
 
 
-def test_the_first_run_says_it_compiles_once(first_run: list[bool]) -> None:
+def test_the_first_run_says_it_compiles_once(first_run: list[int]) -> None:
     runner = CliRunner()
     first = runner.invoke(app, ["replay", GEMM])
     assert first.exit_code == 0, first.output
-    assert "first run after install: compiling the replay and analysis kernels" in first.stderr
-    assert "tracekit: kernels compiled in 2.5 s" in first.stderr
+    told = first.stderr.splitlines()
+    assert told[0] == kernels.FIRST_RUN
+    assert re.fullmatch(r"tracekit: kernels compiled in \d+\.\d s \(1 kernel\)", told[-1])
     assert "compil" not in first.stdout
     again = runner.invoke(app, ["replay", GEMM])
-    assert "compil" not in again.stderr and first_run == [True]
+    assert "compil" not in again.stderr and first_run == [1, 2]
     assert again.stdout == first.stdout
 
 
-def test_quiet_says_nothing(first_run: list[bool]) -> None:
+def test_quiet_says_nothing(first_run: list[int]) -> None:
     result = CliRunner().invoke(app, ["--quiet", "replay", GEMM])
     assert result.exit_code == 0 and result.stderr == ""
-    assert first_run == [True]  # compiled all the same, silently
+    assert first_run == [1]  # compiled all the same, silently
+
+
+def test_what_compiles_is_recorded_with_its_time() -> None:
+    import numba
+
+    @numba.njit
+    def twice(x):  # pragma: no cover - compiled
+        return 2 * x
+
+    lines: list[str] = []
+    with kernels.announced(lines.append) as compiled:
+        assert twice(3) == 6 and twice(4.5) == 9.0  # two signatures: two compiles
+        assert twice(5) == 10  # compiled already
+    assert compiled.kernels == [f"{__name__}.{twice.__qualname__}"] * 2
+    assert compiled.seconds > 0
+    assert lines == [kernels.FIRST_RUN,
+                     f"tracekit: kernels compiled in {compiled.seconds:.1f} s (2 kernels)"]
+    with kernels.announced(lines.append) as again:
+        twice(6)
+    assert again.kernels == [] and len(lines) == 2  # nothing compiled: nothing said
+
+
+def test_a_real_first_run_compiles_and_caches_what_replay_uses(tmp_path: Path) -> None:
+    # An empty numba cache, as after an install: the first run says it compiles and how long
+    # it took; the second loads every kernel from the cache (it compiles nothing, so each
+    # kernel replay uses is cachable and called with the same types each run).
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    command = [sys.executable, "-m", "tracekit", "replay", GEMM, "-f", "json"]
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.startswith(kernels.FIRST_RUN + "\n")
+    assert re.search(r"^tracekit: kernels compiled in \d+\.\d s \(\d+ kernels\)$",
+                     first.stderr, re.MULTILINE)
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0 and "compil" not in second.stderr
+    assert second.stdout == first.stdout

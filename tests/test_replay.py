@@ -1288,20 +1288,26 @@ def test_waits_from_the_semaphore_history_equal_waits_over_the_edges(sample: str
     """The divergence tables read each wait's semaphore predecessor from the timeline's
     history (its binder) instead of building the semaphore edges: the same waits, on the
     replayed and on the observed timeline."""
-    from tracekit.analysis.replay_report import _observed_waits, _predicted_waits, waits
+    from tracekit.analysis.replay_report import (
+        _node_engine,
+        _observed_waits,
+        _predicted_waits,
+        waits,
+    )
     from tracekit.replay.run import observed_graph
 
     trace = tracekit.open_trace(Path(__file__).resolve().parents[1] / "sample_traces" / sample)
     result = replay(trace)
     t = result.timeline
-    assert np.array_equal(_predicted_waits(result),
+    node_engine = _node_engine(result)
+    assert np.array_equal(_predicted_waits(result, node_engine),
                           waits(result.graph, t["start"].to_numpy(), t["end"].to_numpy()))
     seq = trace.read_instructions(["seq"])["seq"]
     frame = t.select("id", "engine", seq, pl.col("observed_start").alias("start"),
                      pl.col("observed_end").alias("end"))
     edges = waits(observed_graph(result.fixed, frame), frame["start"].to_numpy(),
                   frame["end"].to_numpy())
-    assert np.array_equal(_observed_waits(result), edges)
+    assert np.array_equal(_observed_waits(result, node_engine), edges)
     assert (edges != 0).any()
 
 

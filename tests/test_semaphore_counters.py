@@ -1068,11 +1068,11 @@ def test_prop_waits_from_the_history_equal_waits_over_the_window_edges(
     with sets, subs and == waits too."""
     import numpy as np
 
-    from tracekit.analysis.replay_report import _predicted_waits, waits
+    from tracekit.analysis.replay_report import _node_engine, _predicted_waits, waits
 
     result = _replay_prog(data.draw(programs()))
     if isinstance(result, ReplayStuck):
         return
     t = result.timeline
-    assert np.array_equal(_predicted_waits(result),
+    assert np.array_equal(_predicted_waits(result, _node_engine(result)),
                           waits(result.graph, t["start"].to_numpy(), t["end"].to_numpy()))

@@ -1,43 +1,87 @@
-"""The compiled kernels (numba) on the first run after an install: compiled once, together,
-on a tiny trace, so that the first real command says what it is doing and how long it took,
-and later runs load them from numba's cache (`__pycache__` beside each module)."""
+"""The compiled kernels (numba) on a command's first run after an install: each kernel is
+compiled when a command first calls it, for the argument types it gets, and numba caches it
+(`cache=True`: in `__pycache__` beside its module, or under NUMBA_CACHE_DIR); later runs load
+it in milliseconds. A command compiles only the kernels it uses. What compiles is reported as
+it happens, from numba's own compile events, so a first run says that it is compiling and how
+long that took, and a run that finds everything cached says nothing:
+
+    with kernels.announced(print) as compiled:   # "compiling kernels ..." at the first one
+        tracekit.replay("sample_traces/gemm")
+    compiled.kernels, compiled.seconds           # ['tracekit.replay.graph.csr', ...], 6.2
+    # and at the end: "tracekit: kernels compiled in 6.2 s (15 kernels)"
+
+This module imports numba only inside `announced`, so the command line can import it freely.
+"""
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+FIRST_RUN = ("tracekit: compiling kernels: the first run after an install compiles the "
+             "kernels a command uses (once; numba caches them for later runs)...")
 
 
-def compiled() -> bool:
-    """Whether the kernels are in numba's cache already (judged by the replay kernel's cache
-    index; every command that replays needs it). True when numba's cache cannot be asked."""
-    from tracekit.replay.engine import replay_kernel
+@dataclass
+class Compiled:
+    """What numba compiled while `announced` watched: the kernels called from Python, by
+    qualified name (module.function, once per type signature, in the order they compiled),
+    and the seconds spent compiling them (wall time, with the helpers they call)."""
 
+    kernels: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Watch:
+    """Follows numba's compile events: a compile may start others (helpers, numba's own
+    functions); the outermost one is timed. numba compiles one function at a time."""
+
+    def __init__(self, compiled: Compiled, tell: Callable[[str], None] | None) -> None:
+        self.compiled = compiled
+        self.tell = tell
+        self.depth = 0
+        self.started = 0.0
+
+    def start(self) -> None:
+        if self.depth == 0:
+            if self.tell is not None and not self.compiled.kernels:
+                self.tell(FIRST_RUN)
+            self.started = time.perf_counter()
+        self.depth += 1
+
+    def end(self, function: Any) -> None:
+        self.depth -= 1
+        if self.depth == 0:  # a kernel called from Python, not one of its helpers
+            self.compiled.kernels.append(f"{function.__module__}.{function.__qualname__}")
+            self.compiled.seconds += time.perf_counter() - self.started
+
+
+@contextmanager
+def announced(tell: Callable[[str], None] | None) -> Iterator[Compiled]:
+    """Watch numba compile inside: `tell` (None: nobody) a line when the first kernel starts
+    compiling, and one with the time it took at the end, if anything compiled."""
+    from numba.core import event
+
+    compiled = Compiled()
+    watch = _Watch(compiled, tell)
+
+    class Listener(event.Listener):
+        def on_start(self, e: event.Event) -> None:
+            watch.start()
+
+        def on_end(self, e: event.Event) -> None:
+            watch.end(e.data["dispatcher"].py_func)
+
+    listener = Listener()
+    event.register("numba:compile", listener)
     try:
-        index = Path(replay_kernel._cache._cache_file._index_path)  # noqa: SLF001
-    except AttributeError:  # another numba: nothing to say
-        return True
-    return index.exists()
-
-
-def compile_all() -> float:
-    """Compile and cache the kernels of replay, analyze (stalls, critical path, sensitivity,
-    bug signatures), report (figures over time) and diff on a tiny generated GEMM; the
-    seconds it took."""
-    from tracekit import api
-    from tracekit.analysis.figures import accounts, busy_over_time
-    from tracekit.workloads.generate import generate
-
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="tracekit-compile-") as folder:
-        trace = generate("gemm", Path(folder) / "tiny",
-                         params={"m": 128, "n": 512, "k": 256})
-        api.replay(trace)
-        api.analyze(trace, timeline="replayed")
-        observed = api.analyze(trace, timeline="observed").line
-        if observed is not None:  # `tracekit report`'s timeline and utilization over time
-            acc = accounts(observed.frame)
-            busy_over_time(observed.frame, acc, acc.origin, acc.horizon, 1000)
-        api.diff(trace, trace)
-    return time.perf_counter() - start
+        yield compiled
+    finally:
+        event.unregister("numba:compile", listener)
+        if tell is not None and compiled.kernels:
+            count = len(compiled.kernels)
+            tell(f"tracekit: kernels compiled in {compiled.seconds:.1f} s ({count} kernel"
+                 f"{'' if count == 1 else 's'})")

@@ -84,8 +84,16 @@ class HappensBefore:
 
     def ordered(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Whether a happens before b or b before a, pairwise."""
-        return ((self.clock[b, self.engine[a]] >= self.position[a])
-                | (self.clock[a, self.engine[b]] >= self.position[b]))
+        return _ordered(self.clock, self.engine, self.position, a, b)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ordered(clock, engine, position, a, b):  # pragma: no cover - compiled
+    out = np.empty(a.size, dtype=np.bool_)
+    for k in range(a.size):
+        out[k] = (clock[b[k], engine[a[k]]] >= position[a[k]]
+                  or clock[a[k], engine[b[k]]] >= position[b[k]])
+    return out
 
 
 def happens_before(graph: Graph, engine: np.ndarray, queue: np.ndarray, n_eng: int,
@@ -114,13 +122,16 @@ def happens_before(graph: Graph, engine: np.ndarray, queue: np.ndarray, n_eng: i
     track = not sems.monotone
     arrived = np.zeros((n if track else 1, n_eng), dtype=np.int32)
     flagged = np.zeros(sems.size, dtype=np.bool_)
+    # The general rule (sets, subs, == waits, several signalling engines) only when a
+    # semaphore needs it: without it (None) numba compiles that part of the kernel away.
+    general = None if groups.simple.all() else groups.simple
     converged = _clocks(visit.astype(np.int64), pred_ptr, pred_src, engine.astype(np.int64),
                         position, np.asarray(queue, dtype=np.int64), eng_ptr, sems.ptr,
                         sems.sem, sems.op, sems.value, sems.cond, groups.sem_ptr,
                         groups.ptr, groups.engine, groups.pos, groups.node, groups.op,
                         groups.value, groups.adds, groups.subs, groups.sets, groups.last_set,
                         groups.simple, groups.adding, clock, arrived, track, flagged,
-                        MAX_PASSES)
+                        MAX_PASSES, general)
     return HappensBefore(clock=clock, engine=engine, position=position, exact=sems.monotone,
                          order_dependent=flagged, converged=converged)
 
@@ -250,8 +261,9 @@ def _first_after(clock, queue, lo, hi, eng_w, pos_w):  # pragma: no cover - comp
 def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr,
             sem_sem, sem_op, sem_value, sem_cond, g_sem_ptr, g_ptr, g_engine, g_pos, g_node,
             g_op, g_value, adds, subs, sets, last_set, simple, adding, clock, arrived, track,
-            flagged, max_passes):  # pragma: no cover - compiled
-    """The passes of `happens_before`; returns whether the last pass changed nothing."""
+            flagged, max_passes, general):  # pragma: no cover - compiled
+    """The passes of `happens_before`; returns whether the last pass changed nothing.
+    `general` None: every semaphore is `simple`, and the general rule is compiled away."""
     n_eng = clock.shape[1]
     c = np.zeros(n_eng, dtype=np.int32)
     ac = np.zeros(n_eng, dtype=np.int32)
@@ -315,6 +327,8 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
                             _merge(c, ac, clock, g_node[j], track)
                             looked_ahead = looked_ahead or seen[g_node[j]] != p
                         continue
+                    if general is None:
+                        continue  # not reached: every semaphore is simple
                     # Per engine of s: definite changes [g_ptr, hb), possible [lo, after).
                     reads_clocks = True
                     has_sets = sets[g_ptr[gb]] - sets[g_ptr[ga]] > 0

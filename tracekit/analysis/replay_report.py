@@ -131,27 +131,32 @@ def _node_engine(result: ReplayResult) -> np.ndarray:
     return out
 
 
-def _predicted_waits(result: ReplayResult, node_engine: np.ndarray | None) -> np.ndarray:
+def _predicted_waits(result: ReplayResult, node_engine: np.ndarray | None = None
+                     ) -> np.ndarray:
+    """`waits` of the replayed timeline (`node_engine`: `_node_engine(result)`, when the
+    caller has it)."""
     t = result.timeline
-    if node_engine is None or result.released is None:
+    if result.queues is None or result.released is None:
         return waits(result.graph, t["start"].to_numpy(), t["end"].to_numpy())
     return waits(result.fixed, t["start"].to_numpy(), t["end"].to_numpy(), result.released,
-                 node_engine)
+                 _node_engine(result) if node_engine is None else node_engine)
 
 
-def _observed_waits(result: ReplayResult, node_engine: np.ndarray | None) -> np.ndarray:
+def _observed_waits(result: ReplayResult, node_engine: np.ndarray | None = None
+                    ) -> np.ndarray:
     """`waits` of the observed timeline, its semaphore predecessors those of the observed
     order (which signal released each wait there)."""
     t = result.timeline
     start, end = t["observed_start"].to_numpy(), t["observed_end"].to_numpy()
-    if node_engine is None:
+    if result.queues is None:
         seq = result.trace.read_instructions(["seq"])["seq"].to_numpy()
         frame = t.select("id", "engine", pl.Series("seq", seq),
                          pl.col("observed_start").alias("start"),
                          pl.col("observed_end").alias("end"))
         return waits(observed_graph(result.fixed, frame), start, end)
     released = observed_release(result.fixed.sems, start, end)
-    return waits(result.fixed, start, end, released, node_engine)
+    return waits(result.fixed, start, end, released,
+                 _node_engine(result) if node_engine is None else node_engine)
 
 
 def _largest(t: pl.DataFrame, error: str, values: dict[str, np.ndarray]) -> pl.DataFrame:

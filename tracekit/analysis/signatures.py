@@ -26,6 +26,16 @@ import polars as pl
 
 from tracekit import progress
 from tracekit.analysis.happens_before import HappensBefore, exact_order, happens_before
+from tracekit.analysis.memory_sweep import (
+    CHUNK_ROWS,
+    WRITES,
+    WRITES_SBUF,
+    MemoryScan,
+    Reloads,
+    dead_write_bytes,
+    scan_memory,
+    sweep_memory,
+)
 from tracekit.replay.graph import (
     KINDS,
     ORDER,
@@ -38,7 +48,16 @@ from tracekit.replay.graph import (
 )
 from tracekit.replay.machine import Machine
 from tracekit.replay.run import Observed, ReplayResult, ReplayStuck, wait_text
-from tracekit.replay.semaphores import EQ, SET, SUB, WAIT, Released, SemTable
+from tracekit.replay.semaphores import (
+    EQ,
+    OP_NAMES,
+    SET,
+    SIGNAL,
+    SUB,
+    WAIT,
+    Released,
+    SemTable,
+)
 from tracekit.trace.bundle import Trace
 from tracekit.trace.names import shortened, shortened_column
 
@@ -123,7 +142,8 @@ class Finding:
 
 @dataclass
 class Context:
-    """What the checks read: the trace's tables once, its graph and the machine."""
+    """What the checks read: the trace's instructions once, its graph, the machine, and what
+    several checks share (the semaphores' totals, the memory table's passes)."""
 
     trace: Trace
     machine: Machine
@@ -133,19 +153,20 @@ class Context:
     run: ModelRun
     """The model replay: what finished and in which order, the semaphores' history, and what
     blocked it if it got stuck."""
+    semaphores: SemaphoreTotals | None
+    """What the semaphore checks read of the semaphores table (None without the table)."""
+    chunk_rows: int = CHUNK_ROWS
     findings: list[Finding] = field(default_factory=list)
-    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
-    last_cached: frozenset[str] = frozenset()
-    """Tables the running check is the last to read from the cache (LAST_CACHED_READ)."""
     _hb: HappensBefore | None = None
     _hb_future: Future[HappensBefore] | None = None
+    _memory: MemoryScan | None = None
     read_after: np.ndarray | None = None
     overwritten: np.ndarray | None = None
     """Per graph row, from the race check's memory sweep: whether another instruction reads
     what it wrote, and whether a write replaces some of it with no read in between."""
-    reread: np.ndarray | None = None
-    """Per memory row, from the same sweep: a read of bytes that another instruction has read
-    since they were last written."""
+    reloads: Reloads | None = None
+    """From the same sweep: HBM reads of bytes that another instruction has read since they
+    were last written."""
     _queues: tuple[np.ndarray, list[str], np.ndarray] | None = None
 
     def queues(self) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -206,16 +227,13 @@ class Context:
         can[self._visit_order()] = True
         return ~can
 
-    def read(self, table: str) -> pl.DataFrame:
-        """A whole table, read once for the checks that use it, up to the one that takes it out
-        of the cache (LAST_CACHED_READ), so that its memory goes as soon as that check is done
-        with it; a check after that reads it again."""
-        if table in self.last_cached:
-            frame = self.tables.pop(table, None)
-            return self.trace.read(table) if frame is None else frame
-        if table not in self.tables:
-            self.tables[table] = self.trace.read(table).rechunk()
-        return self.tables[table]
+    def memory(self) -> MemoryScan:
+        """The first pass over the memory table (`memory_sweep.scan_memory`), made once."""
+        if self._memory is None:
+            m = self.machine
+            self._memory = scan_memory(self.trace, self.graph.ids, m.sbuf_partition_bytes,
+                                       m.psum_partition_bytes, m.partitions)
+        return self._memory
 
     def add(self, code: Code, message: str, **evidence: tuple) -> None:
         info = SIGNATURES[code]
@@ -403,19 +421,10 @@ def cycle_members(graph: Graph) -> np.ndarray:
 
 
 def check_semaphores(ctx: Context) -> None:
-    if not ctx.trace.has_table("semaphores"):
+    if ctx.semaphores is None:
         return
-    sems = ctx.read("semaphores")
-    signal = pl.col("op") == "signal"
-    signallers = pl.col("inst").filter(signal)
-    per_sem = (sems.group_by("sem")
-               .agg((pl.col("op") == "wait").sum().alias("waits"),
-                    pl.col("value").filter(signal).sum().alias("signalled"),
-                    signal.sum().alias("signals"),
-                    signallers.bottom_k(EXAMPLES).sort().alias("first"))
-               .sort("sem"))
-    leaks = per_sem.filter((pl.col("waits") == 0) & (pl.col("signalled") > 0)
-                           & pl.lit(not partial(ctx.trace, "semaphore_waits", "partial")))
+    leaks = ctx.semaphores.leaks.filter(pl.lit(not partial(ctx.trace, "semaphore_waits",
+                                                           "partial")))
     _capped(ctx, Code.SEMAPHORE_LEAK, leaks, lambda r: (
         f"semaphore {r['sem']} is signalled {r['signals']} time(s) (adding "
         f"{r['signalled']}) and never waited on", {"instructions": _ids(r["first"])}))
@@ -466,6 +475,68 @@ def _extremes(log_ptr, log, log_count, arrived, node):  # pragma: no cover - com
             if k == log_ptr[s] or log_count[k] < lowest[s]:
                 lowest[s], at_low[s] = log_count[k], node[log[k]]
     return highest, at_high, lowest, at_low
+
+
+@dataclass(frozen=True)
+class SemaphoreTotals:
+    """What the semaphore checks read of the semaphores table, worked out once it is read so
+    that it need not be kept: the semaphores signalled and never waited on (`leaks`: sem
+    number, waits, signalled (the signals' values added up), signals, first (the EXAMPLES
+    lowest ids of signalling instructions), by number), and per graph row whether it waits
+    for a value above 0 (`waiting`)."""
+
+    leaks: pl.DataFrame
+    waiting: np.ndarray
+
+
+def semaphore_totals(table: pl.DataFrame, sems: SemTable, ids: np.ndarray) -> SemaphoreTotals:
+    """`SemaphoreTotals` of the semaphores `table` (inst, sem, op, value, ...), from its
+    arrays in `sems` (the graph's) when every op is a name the schema knows, else from the
+    table itself (an unvalidated trace: an unknown op counts as neither wait nor signal)."""
+    distinct = table["op"].unique()
+    if distinct.null_count() or not distinct.cast(pl.String).is_in(list(OP_NAMES)).all():
+        signal = pl.col("op") == "signal"
+        leaks = (table.group_by("sem")
+                 .agg((pl.col("op") == "wait").sum().alias("waits"),
+                      pl.col("value").filter(signal).sum().alias("signalled"),
+                      signal.sum().alias("signals"),
+                      pl.col("inst").filter(signal).bottom_k(EXAMPLES).sort().alias("first"))
+                 .filter((pl.col("waits") == 0) & (pl.col("signalled") > 0)).sort("sem"))
+        waiting = np.zeros(ids.size, dtype=bool)
+        waiting[positions(ids, table.filter((pl.col("op") == "wait") & (pl.col("value") > 0))[
+            "inst"].to_numpy())] = True
+        return SemaphoreTotals(leaks, waiting)
+    waits, signals, signalled = _per_semaphore(sems.sem, sems.op, sems.value, sems.semaphores)
+    leak = np.flatnonzero((waits == 0) & (signalled > 0))
+    rows = (np.flatnonzero((sems.op == SIGNAL) & np.isin(sems.sem, leak)) if leak.size
+            else np.zeros(0, dtype=np.int64))
+    first = (pl.DataFrame({"sem": sems.sem[rows], "inst": ids[sems.node[rows]]})
+             .group_by("sem").agg(pl.col("inst").bottom_k(EXAMPLES).sort().alias("first")))
+    leaks = (pl.DataFrame({"code": leak, "sem": sems.numbers[leak], "waits": waits[leak],
+                           "signalled": signalled[leak], "signals": signals[leak]},
+                          schema={"code": pl.Int64, "sem": pl.Int64, "waits": pl.UInt32,
+                                  "signalled": pl.Int64, "signals": pl.UInt32})
+             .join(first.select(pl.col("sem").cast(pl.Int64).alias("code"), "first"),
+                   on="code", how="left").drop("code")
+             .sort("sem"))
+    waiting = np.zeros(ids.size, dtype=bool)
+    waiting[sems.node[(sems.op == WAIT) & (sems.value > 0)]] = True
+    return SemaphoreTotals(leaks, waiting)
+
+
+@numba.njit(cache=True, nogil=True)
+def _per_semaphore(sem, op, value, n_sem):  # pragma: no cover - compiled
+    """Per semaphore code: its waits, its signals and their values added up."""
+    waits = np.zeros(n_sem, dtype=np.int64)
+    signals = np.zeros(n_sem, dtype=np.int64)
+    signalled = np.zeros(n_sem, dtype=np.int64)
+    for r in range(sem.size):
+        if op[r] == WAIT:
+            waits[sem[r]] += 1
+        elif op[r] == SIGNAL:
+            signals[sem[r]] += 1
+            signalled[sem[r]] += value[r]
+    return waits, signals, signalled
 
 
 def check_order_dependent(ctx: Context) -> None:
@@ -557,16 +628,7 @@ def check_bounds(ctx: Context) -> None:
     if not ctx.trace.has_table("memory"):
         return
     m = ctx.machine
-    # Only the rows out of bounds are read, as the scan filters them (not from the cache:
-    # kept through the latency check, a 10M-instruction trace's memory table would add a
-    # gigabyte to the run's peak).
-    capacity = pl.when(pl.col("space") == "sbuf").then(m.sbuf_partition_bytes).otherwise(
-        m.psum_partition_bytes)
-    bad = ctx.trace.read("memory", where=pl.col("space").is_in(["sbuf", "psum"]) & (
-        (pl.col("addr") + pl.col("size") > capacity)
-        | (pl.col("partition") + pl.col("partitions") > m.partitions))).with_columns(
-        pl.col("space").cast(pl.String), pl.col("access").cast(pl.String)).sort(
-        "inst", "addr", "partition", "size", "partitions", "space", "access")
+    bad = ctx.memory().out_of_bounds  # found by the first pass over the table
     _capped(ctx, Code.OUT_OF_BOUNDS, bad, lambda r: (
         f"instruction {r['inst']} {_VERBS.get(r['access'], 'accesses')} {r['space'].upper()} "
         f"bytes {r['addr']:,}..{r['addr'] + r['size']:,} of "
@@ -853,32 +915,22 @@ def check_reloads(ctx: Context) -> None:
     chip (or the tiling could reuse them). From the race check's memory sweep: a read whose
     every byte another instruction has read since the byte was last written (a
     read-modify-write in between counts as a write)."""
-    if ctx.reread is None:
-        return  # no memory table, so no sweep
-    mem = ctx.read("memory")
-    hbm = pl.col("space") == "hbm"
-    again = mem.filter(pl.Series(ctx.reread)).filter(hbm)
-    if again.height == 0:
-        return
-    loads = hbm & (pl.col("access") == "read") & (pl.col("size") > 0)
-    n_loads, loaded_bytes = mem.select(loads.sum(), pl.col("size").filter(loads).sum()).row(0)
-    top = (again.group_by("addr", "size").agg(pl.len().alias("n"))
-           .sort("n", "addr", "size", descending=[True, False, False]).row(0, named=True))
-    times = mem.select((loads & (pl.col("addr") == top["addr"])
-                        & (pl.col("size") == top["size"])).sum()).item()
+    totals = ctx.reloads
+    if totals is None or totals.again == 0 or totals.top is None:
+        return  # no memory table (so no sweep), or no re-read
+    scan = ctx.memory()
     # The first 20 instructions that reload, in program order.
-    reloading = np.zeros(ctx.graph.nodes, dtype=bool)
-    reloading[positions(ctx.graph.ids, again["inst"].to_numpy())] = True
-    reloading = np.flatnonzero(reloading)
+    reloading = np.flatnonzero(totals.reloading)
     rank = ctx.program_rank()[reloading]
     pick = np.argpartition(rank, 19)[:20] if rank.size > 20 else np.arange(rank.size)
     first = ctx.graph.ids[reloading[pick[np.argsort(rank[pick])]]]
+    addr, size, n = totals.top
     ctx.add(Code.REDUNDANT_RELOAD,
-            f"{again.height:,} of {n_loads:,} HBM loads ({int(again['size'].sum()):,} of "
-            f"{loaded_bytes:,} bytes) re-read bytes loaded before with no write in between; the "
-            f"range re-read most often, {top['addr']:#x}+{top['size']:,}, was re-read "
-            f"{top['n']:,} time(s) and loaded {times:,} time(s) as that exact range",
-            instructions=_ids(first), addresses=(f"hbm:{top['addr']}+{top['size']}",))
+            f"{totals.again:,} of {scan.loads:,} HBM loads ({totals.again_bytes:,} of "
+            f"{scan.loaded_bytes:,} bytes) re-read bytes loaded before with no write in "
+            f"between; the range re-read most often, {addr:#x}+{size:,}, was re-read "
+            f"{n:,} time(s) and loaded {totals.times:,} time(s) as that exact range",
+            instructions=_ids(first), addresses=(f"hbm:{addr}+{size}",))
 
 
 def check_dead_writes(ctx: Context) -> None:
@@ -892,23 +944,14 @@ def check_dead_writes(ctx: Context) -> None:
     if ctx.read_after is None or ctx.overwritten is None:
         return  # no memory conflicts were swept (the race check found no memory table)
     g = ctx.graph
-    writes = ctx.read("memory").filter((pl.col("space") != "psum")
-                                       & (pl.col("access") == "write"))
-    # Per instruction: whether it writes SBUF, whether it writes at all (HBM).
-    node = positions(g.ids, writes["inst"].to_numpy(), f"{ctx.trace.path}: memory.inst")
-    sbuf = np.zeros(g.nodes, dtype=bool)
-    sbuf[node[(writes["space"] == "sbuf").to_numpy()]] = True
-    writer = np.zeros(g.nodes, dtype=bool)
-    writer[node] = True
-    dead = writer & ~ctx.read_after & (sbuf | ctx.overwritten)
+    writes = ctx.memory().writes
+    dead = _dead(writes, ctx.read_after, ctx.overwritten)
     if not dead.any():
         return
-    rows = (writes.filter(pl.Series(dead[node]))
-            .group_by("inst").agg((pl.col("size") * pl.col("partitions").fill_null(1)).sum()
-                                  .alias("bytes")).sort("inst"))
+    rows = dead_write_bytes(ctx.trace, ctx.memory(), g.ids, dead)  # inst, bytes, by inst
     dead_node = positions(g.ids, rows["inst"].to_numpy())
     inst = ctx.instructions
-    rows = rows.with_columns(pl.Series("sbuf", sbuf[dead_node]),
+    rows = rows.with_columns(pl.Series("sbuf", (writes[dead_node] & WRITES_SBUF) > 0),
                              pl.Series("overwritten", ctx.overwritten[dead_node]),
                              shortened_column(inst["engine"].gather(dead_node)),
                              shortened_column(inst["opcode"].gather(dead_node)))
@@ -918,6 +961,15 @@ def check_dead_writes(ctx: Context) -> None:
            f"anything reads them" if r["sbuf"] else
            "HBM bytes that are overwritten, in part or whole, before anything reads them"),
         {"instructions": (r["inst"],), "engines": (r["engine"],)}))
+
+
+def _dead(writes: np.ndarray, read_after: np.ndarray | None,
+          overwritten: np.ndarray | None) -> np.ndarray:
+    """Per graph row, whether it writes and nobody reads what it wrote, and it writes SBUF
+    or its write is overwritten (`MemoryScan.writes` and the race check's sweep)."""
+    assert read_after is not None and overwritten is not None
+    sbuf = (writes & WRITES_SBUF) > 0
+    return ((writes & WRITES) > 0) & ~read_after & (sbuf | overwritten)
 
 
 def check_small_dma(ctx: Context) -> None:
@@ -980,11 +1032,9 @@ def check_ping_pong(ctx: Context) -> None:
     if not (ctx.timed and ctx.trace.has_table("semaphores")) or per_tick is None:
         return  # without a clock the work cannot be set against the latency in cycles
 
-    sems = ctx.read("semaphores")
-    waiting = sems.filter((pl.col("op") == "wait") & (pl.col("value") > 0))["inst"].to_numpy()
+    assert ctx.semaphores is not None
     inst, g = ctx.instructions, ctx.graph
-    waits = np.zeros(g.nodes, dtype=bool)
-    waits[positions(g.ids, waiting, f"{ctx.trace.path}: semaphores.inst")] = True
+    waits = ctx.semaphores.waiting
     engine, engines, order = ctx.queues()
     timed = (inst["start"].is_not_null() & inst["end"].is_not_null()).to_numpy()
     busy = (inst["end"] - inst["start"]).fill_null(0).to_numpy() * per_tick  # cycles
@@ -1047,42 +1097,58 @@ def check_races(ctx: Context) -> None:
     """Conflicting accesses (each to its nearest conflict in program order) that no
     happens-before path orders (`tracekit.analysis.happens_before`: engine order, deps, and
     semaphores counted in every legal order); instructions the model replay never ran (behind
-    a deadlock) take no part."""
+    a deadlock) take no part. The memory table is swept in chunks (`memory_sweep`), each batch
+    of conflicts checked against happens-before as it comes."""
     if not ctx.trace.has_table("memory"):
         return
-    from tracekit.replay.graph import RAW, WAR, WAW, memory_conflicts
+    from tracekit.replay.graph import RAW, WAR, WAW
 
     g = ctx.graph
-    src, dst, kind, ctx.reread = memory_conflicts(ctx.read("memory"), g.ids,
-                                                  ctx.observed_start(),
-                                                  f"{ctx.trace.path}: memory.inst")
     # What the dead-write check needs of the same sweep: whose writes someone reads, and
     # whose are overwritten with no read in between.
-    ctx.read_after = np.zeros(g.nodes, dtype=bool)
-    ctx.read_after[src[kind == RAW]] = True
-    ctx.overwritten = np.zeros(g.nodes, dtype=bool)
-    ctx.overwritten[src[kind == WAW]] = True
-    if src.size == 0:
+    read_after = np.zeros(g.nodes, dtype=bool)
+    overwritten = np.zeros(g.nodes, dtype=bool)
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    ordering: list = []  # happens-before and what can run, made at the first conflicts
+
+    def consume(src: np.ndarray, dst: np.ndarray, kind: np.ndarray) -> None:
+        read_after[src[kind == RAW]] = True
+        overwritten[src[kind == WAW]] = True
+        if not ordering:
+            ordering.extend((ctx.happens_before(), ~ctx.never_run()))
+        hb, runnable = ordering
+        racy = np.flatnonzero(~hb.ordered(src, dst))
+        racy = racy[runnable[src[racy]] & runnable[dst[racy]]]
+        if racy.size:
+            found.append((src[racy].astype(np.int64), dst[racy].astype(np.int64),
+                          kind[racy].astype(np.int64)))
+
+    ctx.reloads = sweep_memory(ctx.trace, ctx.memory(), g.ids, ctx.observed_start(), consume,
+                               ctx.chunk_rows)
+    ctx.read_after, ctx.overwritten = read_after, overwritten
+    if not found:
         return
-    hb = ctx.happens_before()
-    racy = ~hb.ordered(src, dst)
-    blocked = ctx.never_run()
-    racy &= ~blocked[src] & ~blocked[dst]
-    racy = np.flatnonzero(racy)
-    if racy.size and hb.exact and not _single_signaller(g.sems, hb.engine):
-        racy = racy[~_confirmed_ordered(g, src[racy], dst[racy], ~blocked)]
-    if racy.size == 0:
+    hb, runnable = ordering
+    src, dst, kind = (np.concatenate(c) for c in zip(*found, strict=True))
+    # In program order of the source, then of the destination (the held-back runs below
+    # settle the first pairs in that order, within their budget).
+    rank = ctx.program_rank()
+    order = np.lexsort((rank[dst], rank[src]))
+    src, dst, kind = src[order], dst[order], kind[order]
+    if hb.exact and not _single_signaller(g.sems, hb.engine):
+        unsettled = ~_confirmed_ordered(g, src, dst, runnable)
+        src, dst, kind = src[unsettled], dst[unsettled], kind[unsettled]
+    if src.size == 0:
         return
     engine, engines, _ = ctx.queues()
     names = shown_names(engines)
-    frame = pl.DataFrame({"a": g.ids[src[racy]], "b": g.ids[dst[racy]], "kind": kind[racy],
-                          "ea": names[engine[src[racy]]], "eb": names[engine[dst[racy]]]}
-                         ).sort("b", "a")
+    frame = pl.DataFrame({"a": g.ids[src], "b": g.ids[dst], "kind": kind,
+                          "ea": names[engine[src]], "eb": names[engine[dst]]}).sort("b", "a")
     caveat = "" if hb.exact and hb.converged else (
         " (a semaphore with sub, set or == waits takes part, which tracekit orders "
         "conservatively: check whether it orders the two)")
     words = {RAW: ("reads", "wrote", Code.RACE_RAW), WAR: ("writes", "reads", Code.RACE_WAR)}
-    for code_kind in (0, 1, 2):
+    for code_kind in (RAW, WAR, WAW):
         rows = frame.filter(pl.col("kind") == code_kind)
         verb_b, verb_a, code = words.get(code_kind, ("writes", "wrote", Code.RACE_WAW))
         _capped(ctx, code, rows, lambda r, vb=verb_b, va=verb_a: (
@@ -1159,15 +1225,6 @@ RUN_ORDER: tuple[Callable[[Context], None], ...] = (
 thread from the start) as late as they can, so that its passes overlap the others. Findings
 are reported in CHECKS order all the same."""
 
-LAST_CACHED_READ: dict[str, Callable[[Context], None]] = {"memory": check_dead_writes,
-                                                          "semaphores": check_semaphores}
-"""For the tables the checks share through `Context.read`, the check whose read is the last
-served from the cache: it takes the table out, so that the memory goes once that check is done
-with it (a 10M-instruction trace's memory table is a gigabyte, its semaphores two thirds of
-one). That is the table's last reader, but for the semaphores the semaphore check: the checks
-from there to the ping-pong check hold the run's peak of memory (the graph keeps the table as
-arrays), and the ping-pong check reads the semaphores again in a third of a second."""
-
 
 @dataclass(frozen=True)
 class ModelRun:
@@ -1234,22 +1291,25 @@ def observed_run(seen: Observed, inst: pl.DataFrame) -> ModelRun:
 
 def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
               replayed: ReplayResult | None = None,
-              stuck: ReplayStuck | None = None) -> list[Finding]:
+              stuck: ReplayStuck | None = None, *,
+              chunk_rows: int = CHUNK_ROWS) -> list[Finding]:
     """Every signature's findings, most severe first, then in the order of CHECKS. `graph`:
     the trace's dependency graph when the caller has derived it already (a timeline's);
     `replayed`: the trace's model-mode replay on `machine`, when the caller has run it, or
-    `stuck`, the error of that replay when it got stuck."""
+    `stuck`, the error of that replay when it got stuck. `chunk_rows`: memory accesses swept
+    at a time (`memory_sweep`; the findings do not depend on it)."""
     from tracekit.replay.run import observed
 
-    # Tables read once for several checks are made contiguous, so that their columns pass to
-    # NumPy without a copy each time.
+    # The instructions are read once for several checks, contiguous, so that their columns
+    # pass to NumPy without a copy each time.
     inst = trace.read_instructions(["id", "engine", "seq", "opcode", "start", "end"]).rechunk()
     timed = inst.height > inst["start"].null_count()
-    # The graph and the checks share one read of the semaphores.
-    tables = ({"semaphores": trace.read("semaphores").rechunk()}
-              if trace.has_table("semaphores") else {})
-    fixed = (derive(trace, inst, semaphores=tables.get("semaphores")) if graph is None
-             else graph.fixed)
+    # The semaphores table is read once, for the graph and for what the semaphore checks
+    # need of it (`SemaphoreTotals`), and let go.
+    table = trace.read("semaphores").rechunk() if trace.has_table("semaphores") else None
+    fixed = derive(trace, inst, semaphores=table) if graph is None else graph.fixed
+    totals = None if table is None else semaphore_totals(table, fixed.sems, fixed.ids)
+    del table
     # The timeline the checks of timing and synchronisation read: the observed one when the
     # trace is timed throughout, else the model's.
     if inst.height and inst["start"].null_count() == 0 and inst["end"].null_count() == 0:
@@ -1260,15 +1320,13 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
     else:
         run = model_run(trace, machine, fixed, replayed, stuck)
         timeline_graph = run.graph if run.graph is not None else fixed
+    skipped = skipped_checks(trace)
     ctx = Context(trace=trace, machine=machine, graph=timeline_graph, instructions=inst,
-                  timed=timed, tables=tables, run=run)
+                  timed=timed, run=run, semaphores=totals, chunk_rows=chunk_rows)
     ctx.start_happens_before()
     found: dict[Callable[[Context], None], list[Finding]] = {}
-    skipped = skipped_checks(trace)
     with progress.step("checking bug signatures", total=len(RUN_ORDER)) as step:
         for check in RUN_ORDER:
-            ctx.last_cached = frozenset(t for t, last in LAST_CACHED_READ.items()
-                                        if last is check)
             ctx.findings = found[check] = []
             if check not in skipped:
                 check(ctx)

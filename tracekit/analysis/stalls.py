@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import numba
 import numpy as np
 import polars as pl
 
-from tracekit.analysis.figures import accounts
+from tracekit.analysis.figures import accounts, codes, group_sums
 from tracekit.replay.graph import KINDS, ORDER, Graph
-from tracekit.replay.run import name_codes
 
 
 class Bucket(StrEnum):
@@ -48,15 +48,8 @@ def observed_timeline(frame: pl.DataFrame, graph: Graph,
     """
     end = frame["end"].to_numpy().astype(np.float64)
     latency = np.zeros(len(KINDS)) if kind_latency is None else kind_latency
-    dst = graph.destinations()
-    ready = end[graph.src] + latency[graph.kind.astype(np.int64)]
-    order = np.lexsort((np.arange(graph.edges), -ready, dst))
-    first = np.r_[True, dst[order][1:] != dst[order][:-1]] if order.size else np.zeros(0, bool)
-    best = order[first]
-    bind = np.full(graph.nodes, -1, dtype=np.int64)
-    kind = np.full(graph.nodes, -1, dtype=np.int64)
-    bind[dst[best]] = graph.src[best]
-    kind[dst[best]] = graph.kind[best]
+    bind, kind = _bindings(graph.ptr, graph.src, graph.kind, end,
+                           np.asarray(latency, dtype=np.float64))
     has = bind >= 0
     return frame.with_columns(
         (pl.col("end") - pl.col("start")).alias("duration"),
@@ -65,6 +58,32 @@ def observed_timeline(frame: pl.DataFrame, graph: Graph,
         .set(pl.Series(~has), None),
         pl.lit(0, dtype=pl.Int64).alias("contention"),
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _bindings(ptr, src, kind, end, latency):  # pragma: no cover - compiled
+    """Per row, its predecessor (CSR `ptr`, `src`, `kind`) of the latest end plus edge
+    latency, the first listed on a tie, and that edge's kind (-1 for both without one)."""
+    n = ptr.size - 1
+    bind = np.full(n, -1, dtype=np.int64)
+    bind_kind = np.full(n, -1, dtype=np.int64)
+    for row in range(n):
+        best = -np.inf
+        for k in range(ptr[row], ptr[row + 1]):
+            ready = end[src[k]] + latency[kind[k]]
+            if bind[row] < 0 or ready > best:
+                best = ready
+                bind[row] = src[k]
+                bind_kind[row] = kind[k]
+    return bind, bind_kind
+
+
+def rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The rows of the ids `wanted` in the sorted `ids` (an offset when ids are dense, the
+    usual case; a binary search else). Every wanted id must be one of `ids`."""
+    if ids.size and int(ids[-1]) - int(ids[0]) + 1 == ids.size:
+        return wanted - ids[0]
+    return np.searchsorted(ids, wanted)
 
 
 def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
@@ -85,33 +104,35 @@ def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(schema={"engine": pl.String, "bucket": pl.String,
                                     "cause": pl.String, "cycles": pl.Int64, "pct": pl.Float64})
     acc = accounts(t)
-    engines, engine = acc.engines, acc.engine
-    opcode, opcodes = name_codes(t["opcode"])
+    engines, engine = acc.engines, acc.engine.astype(np.int64)
+    opcode, opcodes = codes(t["opcode"])
     ids = t["id"].to_numpy()
     bind_ids = t["binding_id"].fill_null(-1).to_numpy()
     has = bind_ids >= 0
     bind = np.full(n, -1, dtype=np.int64)
-    bind[has] = np.searchsorted(ids, bind_ids[has])
-    kinds = {k.value: i for i, k in enumerate(KINDS)}
-    bind_kind = (t["binding_kind"].cast(pl.String).replace_strict(kinds, default=-1,
-                                                                    return_dtype=pl.Int64)
-                 .fill_null(-1).to_numpy())
+    bind[has] = rows_of(ids, bind_ids[has])
+    bind_kind = kind_codes(t["binding_kind"])
     n_eng, n_op, n_kind = len(engines), len(opcodes), len(KINDS)
 
-    def summed(key: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct keys that occur and the values summed per key: accumulators as large
-        as the pairs in the trace, never engines x engines."""
+    def summed(key: np.ndarray, values: np.ndarray, space: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The keys (0..space-1) that occur and the values summed per key: counted on an
+        accumulator of `space` where that is not much more than the rows, else on the
+        distinct keys (never engines x engines when that is large)."""
+        if space <= 4 * key.size + 1024:
+            count = np.bincount(key, minlength=space)
+            keys = np.flatnonzero(count)
+            return keys, group_sums(key, values, space)[keys]
         keys, inverse = np.unique(key, return_inverse=True)
-        return keys, np.bincount(inverse, weights=values.astype(np.float64),
-                                 minlength=keys.size).astype(np.int64)
+        return keys, group_sums(inverse, values, keys.size)
 
     # A gap is charged to its binding predecessor's engine and edge kind; with no binding, or
     # only the engine's own order, it is unexplained.
     explained = (bind >= 0) & (bind_kind >= 0) & (bind_kind != ORDER)
-    busy_key, busy = summed(engine * n_op + opcode, acc.busy)
+    busy_key, busy = summed(engine * n_op + opcode, acc.busy, n_eng * n_op)
     wait_key, waiting = summed(
         (engine * (n_eng * n_kind) + engine[np.maximum(bind, 0)] * n_kind + bind_kind)[explained],
-        acc.wait[explained])
+        acc.wait[explained], n_eng * n_eng * n_kind)
     per_engine = np.arange(n_eng, dtype=np.int64)
     hbm = np.bincount(engine, weights=acc.contention.astype(np.float64),
                       minlength=n_eng).astype(np.int64)
@@ -145,3 +166,15 @@ def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:
              .sort(["_e", "bucket", "cycles", "cause"], descending=[False, False, True, False]))
     return table.select(names.gather(table["_e"]).alias("engine"), "bucket", "cause", "cycles",
                         (pl.col("cycles") / makespan * 100).alias("pct"))
+
+
+def kind_codes(kinds: pl.Series) -> np.ndarray:
+    """Edge kind codes (indexes into KINDS) of a column of edge kind names; -1 for null."""
+    names = [k.value for k in KINDS]
+    if kinds.dtype == pl.String or kinds.dtype == pl.Categorical:
+        coded = kinds.cast(pl.String).cast(pl.Enum(names), strict=False)
+        if coded.null_count() == kinds.null_count():  # every name is a kind
+            return coded.to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
+    return (kinds.cast(pl.String).replace_strict({k: i for i, k in enumerate(names)},
+                                                 default=-1, return_dtype=pl.Int64)
+            .fill_null(-1).to_numpy())

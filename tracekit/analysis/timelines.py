@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.analysis.stalls import observed_timeline
+from tracekit.options import TimelineChoice
 from tracekit.replay.graph import KINDS, ORDER, SEMAPHORE, Graph, derive
 from tracekit.replay.machine import Machine
 from tracekit.replay.run import ReplayError, ReplayResult, observed_graph, replay
@@ -19,14 +20,6 @@ from tracekit.trace.bundle import Trace
 class Source(StrEnum):
     REPLAYED = "replayed"
     OBSERVED = "observed"
-
-
-class TimelineChoice(StrEnum):
-    """What --timeline asks for: auto is the trace's own timing when it has it."""
-
-    AUTO = "auto"
-    OBSERVED = "observed"
-    REPLAYED = "replayed"
 
 
 def choose_source(*traces: Trace, choice: TimelineChoice | str = TimelineChoice.AUTO

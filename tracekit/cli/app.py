@@ -2,6 +2,12 @@
 codes here and only here: 0 ok, 1 error in input or use, 2 usage, 3 regression or finding.
 This module holds the app, the options and helpers the commands share, and validate, info and
 replay; the other commands are in `tracekit.cli.commands`.
+
+Start-up is kept light: this module and the command modules import only typer and tracekit's
+light modules at the top (`tracekit.options` holds the choices and defaults the help shows);
+each command imports what it runs (the API, the renderers, polars) in its body, so
+`tracekit --version` and `tracekit COMMAND --help` load neither numba, polars nor pyarrow
+(`tests/test_startup.py`).
 """
 
 from __future__ import annotations
@@ -15,21 +21,21 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
-import polars as pl
 import typer
-from rich.console import Console
 
 import tracekit
-from tracekit import api, progress
-from tracekit.analysis.timelines import TimelineChoice
-from tracekit.cli import render
+from tracekit import progress
 from tracekit.errors import InvalidTraceError, TraceExistsError, TracekitError
-from tracekit.trace.bundle import Trace
-from tracekit.trace.summary import summarize
-from tracekit.trace.validate import ValidationReport
-from tracekit.trace.validate import validate as validate_bundle
+from tracekit.options import TimelineChoice
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.console import Console
+
+    from tracekit import api
+    from tracekit.trace.bundle import Trace
 
 EXIT_OK = 0
 EXIT_INPUT = 1
@@ -68,6 +74,8 @@ R = TypeVar("R")
 
 
 def stdout_console() -> Console:
+    from rich.console import Console
+
     # Piped output gets a fixed width, so reports are the same bytes whatever the terminal.
     return Console(highlight=False, soft_wrap=True,
                    width=None if sys.stdout.isatty() else 160)
@@ -85,6 +93,11 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
         except InvalidTraceError as exc:
             # The bundle breaks rules of the tables the command reads: every error, as
             # `tracekit validate` shows it, on stderr.
+            from rich.console import Console
+
+            from tracekit.cli import render
+            from tracekit.trace.validate import ValidationReport
+
             typer.echo(f"error: {render.printable(str(exc), newlines=True)}", err=True)
             report = exc.report
             if isinstance(report, ValidationReport):
@@ -92,6 +105,8 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
                                          report.errors)
             raise typer.Exit(exc.exit_code) from None
         except TracekitError as exc:
+            from tracekit.cli import render
+
             typer.echo(f"error: {render.printable(str(exc), newlines=True)}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
@@ -101,8 +116,8 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
                        "allows for this command; run it on a machine with more memory, or on "
                        "a part of the input.", err=True)
             raise typer.Exit(EXIT_INPUT) from None
-        except (Exception, pl.exceptions.PanicException) as exc:  # noqa: BLE001 - the last
-            # resort: one line, never a traceback (polars' panics are BaseExceptions)
+        except (Exception, *_panics()) as exc:  # noqa: BLE001 - the last resort: one
+            # line, never a traceback (polars' panics are BaseExceptions)
             typer.echo(internal_error(exc), err=True)
             raise typer.Exit(EXIT_INPUT) from None
         finally:
@@ -112,9 +127,17 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _panics() -> tuple[type[BaseException], ...]:
+    """polars' PanicException (a BaseException) once polars is loaded: before that, no panic
+    can have come from it."""
+    polars = sys.modules.get("polars")
+    return (polars.exceptions.PanicException,) if polars is not None else ()
+
+
 def internal_error(exc: BaseException) -> str:
     """The one line an unexpected exception becomes: what it was, and the command to report
     it with."""
+    from tracekit.cli import render
     from tracekit.errors import first_line
 
     command = shlex.join(["tracekit", *sys.argv[1:]])
@@ -131,24 +154,10 @@ def _reporter() -> progress.BarReporter | progress.LineReporter | None:
     if _QUIET["on"]:
         return None
     if sys.stderr.isatty():
+        from rich.console import Console
+
         return progress.BarReporter(Console(stderr=True))
     return progress.LineReporter(lambda line: typer.echo(line, err=True))
-
-
-def _compile_once() -> None:
-    """On the first run after an install, compile the kernels, saying so and how long it
-    took (once: numba caches them)."""
-    from tracekit import kernels
-
-    if kernels.compiled():
-        return
-    if not _QUIET["on"]:
-        typer.echo("tracekit: first run after install: compiling the replay and analysis "
-                   "kernels (once; they are cached for every later run)...", err=True)
-    with progress.step("compiling kernels"), progress.listening(None):
-        seconds = kernels.compile_all()  # its own steps are the tiny trace's: not told
-    if not _QUIET["on"]:
-        typer.echo(f"tracekit: kernels compiled in {seconds:.1f} s", err=True)
 
 
 def _version(value: bool) -> None:
@@ -185,6 +194,9 @@ def validate(
                                          help="Treat warnings as errors.")] = False,
 ) -> None:
     """Check a bundle against every rule of the schema; exit 1 when it breaks one."""
+    from tracekit.cli import render
+    from tracekit.trace.validate import validate as validate_bundle
+
     report = validate_bundle(trace)
     if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json(report.to_dict(strict)))
@@ -204,6 +216,9 @@ def info(
                                                  help="Output format.")] = ReportFormat.TEXT,
 ) -> None:
     """Show what a bundle holds: producer, instructions per engine and opcode, time span."""
+    from tracekit.cli import render
+    from tracekit.trace.summary import summarize
+
     summary = summarize(open_bundle(trace, ()))
     if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json(summary.to_dict()))
@@ -215,22 +230,31 @@ def info(
 
 Opt = typer.Option
 
-REPLAY_TABLES = api.REPLAY_TABLES
-
 
 def open_bundle(path: Path, tables: Collection[str] | None = None) -> Trace:
     """Open a bundle for a command, refusing an invalid one (InvalidTraceError, exit 1, with
     the findings): a quick check of the rules of the tables the command reads (`tables`; None:
     every table), and of every file's size and sha256."""
+    from tracekit import api
+
     return api.trace_of(path, tables)
 
 
 @contextmanager
 def status(message: str) -> Iterator[None]:
-    """A long step of a command (its progress on stderr); the kernels compiled first on the
-    first run after an install."""
-    _compile_once()
-    with progress.step(message):
+    """A long step of a command (its progress on stderr), telling the kernels it compiles."""
+    with compiles_told(), progress.step(message):
+        yield
+
+
+@contextmanager
+def compiles_told() -> Iterator[None]:
+    """The kernels compiled inside, on the first run after an install (`tracekit.kernels`),
+    are told on stderr: that it compiles, then how long it took."""
+    from tracekit import kernels
+
+    tell = None if _QUIET["on"] else functools.partial(typer.echo, err=True)
+    with kernels.announced(tell):
         yield
 
 
@@ -254,6 +278,8 @@ def replay(
 ) -> None:
     """Replay a trace through the timing model: makespan, engine use, and (for a timed
     trace) how far the prediction is from what was observed."""
+    from tracekit import api
+    from tracekit.cli import render
     from tracekit.replay.run import Mode, write_predicted
 
     if mode not in {m.value for m in Mode}:
@@ -313,6 +339,8 @@ ReportFormatOpt = Annotated[ReportFormat, Opt("--format", "-f", help="Output for
 def emit(report: api.Report, format: ReportFormat,  # noqa: A002
           tables: dict[str, pl.DataFrame]) -> None:
     """A report in the chosen format: JSON is the head and `tables` as records."""
+    from tracekit.cli import render
+
     if format is ReportFormat.JSON:
         sys.stdout.write(render.to_json({**report.head, **{key: render.records(frame)
                                                            for key, frame in tables.items()}}))

@@ -417,7 +417,9 @@ def observed_release(table: SemTable, start: np.ndarray, end: np.ndarray) -> Rel
     # By end (a stable sort: ties in row order; ends mostly rise with the rows already),
     # then grouped by semaphore keeping that order.
     by_end = changes[np.argsort(end[table.node[changes]], kind="stable")]
-    log = by_end[counting_order(table.sem[by_end], table.semaphores)]
+    # Rows in the table's index type, as the replay's log holds them: the kernels that read
+    # a log compile once for both timelines.
+    log = by_end[counting_order(table.sem[by_end], table.semaphores)].astype(table.node.dtype)
     arrived = np.diff(table.log_ptr)
     log_count = log_counts(table, log, arrived)
     upto = _upto(table.sem, table.op, table.node, table.log_ptr, log, end, start)
@@ -464,7 +466,7 @@ def _upto(sem, op, node, log_ptr, log, end, start):  # pragma: no cover - compil
     log_end = np.empty(log.size)
     for k in range(log.size):
         log_end[k] = end[node[log[k]]]
-    upto = np.full(sem.size, -1, dtype=np.int64)
+    upto = np.full(sem.size, -1, dtype=log.dtype)  # as the replay's upto
     hint = log_ptr[:-1].copy()
     for r in range(sem.size):
         if op[r] == WAIT:

@@ -17,10 +17,9 @@ import polars as pl
 from tracekit.analysis.figures import Accounts, busy_over_time, nice_width
 from tracekit.convert.perfetto import engine_order
 from tracekit.errors import TracekitError
+from tracekit.options import MAX_BARS
 from tracekit.trace.names import map_names, shortened
 
-MAX_BARS = 200_000
-"""Instructions drawn one by one in the engine timeline; past that, binned occupancy."""
 TIMELINE_BINS = 2_000
 """Target number of bins of the binned timeline over its window."""
 

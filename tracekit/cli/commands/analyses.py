@@ -6,16 +6,12 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tracekit import api
-from tracekit.analysis.timelines import TimelineChoice
-from tracekit.cli import render
 from tracekit.cli.app import (
     EXIT_FINDING,
-    REPLAY_TABLES,
     FromOpt,
     InstanceOpt,
     MachineOpt,
@@ -34,7 +30,10 @@ from tracekit.cli.app import (
     status,
     stdout_console,
 )
-from tracekit.trace.bundle import write_text_atomic
+from tracekit.options import TimelineChoice
+
+if TYPE_CHECKING:
+    from tracekit import api
 
 
 @app.command()
@@ -45,6 +44,8 @@ def stalls(trace: TraceArg, machine: MachineOpt = None,
            format: ReportFormatOpt = ReportFormat.TEXT) -> None:  # noqa: A002
     """Where the time went: every engine's cycles split into busy (by opcode), waiting (by the
     producer and edge that held it) and idle."""
+    from tracekit import api
+
     with status("stalls"):
         report = api.stalls(trace, machine, timeline=timeline,
                             window=api.WindowChoice(window, instance, from_time, to_time))
@@ -73,6 +74,9 @@ def critical_path_command(
 ) -> None:
     """What limits the runtime: the chain of instructions that decided the makespan, its
     composition by engine, opcode and layer, and how many instructions have no slack."""
+    from tracekit import api
+    from tracekit.cli import render
+
     if full is not None:
         if full.suffix.lower() != ".parquet":
             raise typer.BadParameter(f"{full}: --full writes a Parquet table; name the file "
@@ -133,7 +137,9 @@ def whatif(
     """Replay with changed durations or machine parameters: the new makespan and the change,
     each engine's busy and HBM contention cycles before and after, and, when the run moves
     against the change (a faster part, a longer run), why."""
+    from tracekit import api
     from tracekit.analysis.whatif import parse_scale, parse_set
+    from tracekit.cli import render
     from tracekit.replay.run import Mode
 
     changes = [parse_scale(text) for text in scale or []]
@@ -172,6 +178,8 @@ def sensitivity(
     """Which 10 % speed-up buys the most: every engine, opcode, layer and the DMA and HBM
     bandwidths made 10 % faster in turn, ranked by makespan gained; where a faster part makes
     the run longer, why (HBM contention, the critical path's move)."""
+    from tracekit import api
+    from tracekit.cli import render
     from tracekit.replay.run import Mode
 
     if mode not in {m.value for m in Mode}:
@@ -219,7 +227,10 @@ def calibrate(
     from tracekit.analysis.calibrate import CalibrationError
     from tracekit.analysis.calibrate import calibrate as run_calibrate
     from tracekit.analysis.calibrate import machine_toml
+    from tracekit.api import REPLAY_TABLES
+    from tracekit.cli import render
     from tracekit.replay.machine import resolve_machine
+    from tracekit.trace.bundle import write_text_atomic
 
     refuse_to_replace(output, force)
     if not output.resolve().parent.is_dir():
@@ -267,6 +278,8 @@ def analyze(
     """One report: the engine figures (busy, HBM contention, waiting, idle, FLOP utilization,
     achieved bandwidth), stalls, the critical path, the top of the sensitivity ranking and the
     bug signatures found."""
+    from tracekit import api
+
     with status("analysing"):
         report = api.analyze(trace, machine, timeline=timeline, top=top,
                              window=api.WindowChoice(window, instance, from_time, to_time),
@@ -296,7 +309,9 @@ def bugs(
     impossible timing, bandwidth beyond physics, latency outliers and stuck or slow engines,
     out-of-bounds accesses, and inefficiencies (reloads, dead writes, small DMAs, semaphore
     ping-pong), each with its evidence and a hint."""
+    from tracekit import api
     from tracekit.analysis.signatures import Severity
+    from tracekit.cli import render
 
     with status("looking for bug signatures"):
         report = api.bugs(trace, machine)

@@ -7,10 +7,8 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import polars as pl
 import typer
 
-from tracekit.cli import render
 from tracekit.cli.app import (
     MachineOpt,
     Opt,
@@ -25,7 +23,7 @@ from tracekit.cli.app import (
     status,
     stdout_console,
 )
-from tracekit.convert.neuron_explorer import DEFAULT_LINK_TOLERANCE_NS
+from tracekit.options import DEFAULT_LINK_TOLERANCE_NS
 
 
 @export_app.command("perfetto")
@@ -53,6 +51,7 @@ def export_perfetto(
     """Chrome trace event JSON for the Perfetto UI and chrome://tracing: a track per engine,
     a slice per instruction, DMA bandwidth counters, the critical path as flow arrows. Times
     are cycles (1 us on the viewer's ruler = 1 cycle)."""
+    from tracekit.cli import render
     from tracekit.convert.perfetto import export_perfetto as run_export
     from tracekit.replay.machine import resolve_machine
 
@@ -96,6 +95,7 @@ def convert_chrome(
 ) -> None:
     """Import Chrome trace event JSON (PyTorch profiler, simulators, `tracekit export
     perfetto`): slices become instructions, threads engines, flow events dependencies."""
+    from tracekit.cli import render
     from tracekit.convert.chrome import Nesting
     from tracekit.convert.chrome import convert_chrome as run_convert
     from tracekit.convert.jsonstream import parse_size
@@ -145,6 +145,9 @@ def convert_scalesim(
     """Import a SCALE-Sim run: array steps become instructions, DRAM reads and writes DMA
     transfers, SRAM and DRAM addresses memory rows; its config becomes a machine description
     for `tracekit replay OUTPUT --machine OUTPUT.machine.toml --mode model`."""
+    import polars as pl
+
+    from tracekit.cli import render
     from tracekit.convert.scalesim import import_scalesim
 
     with status(f"importing {run}"):
@@ -209,6 +212,7 @@ def convert_neuron_explorer(
     instructions, DMA transfers instructions on a dma.QUEUE engine each, Flow rows dependencies,
     SemaphoreUpdate rows signals linked by time, operand conditions waits; prints what was
     reconstructed and what was dropped, and why."""
+    from tracekit.cli import render
     from tracekit.convert.neuron_explorer import convert
 
     refuse_to_replace(output, force)

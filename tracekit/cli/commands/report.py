@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from tracekit.analysis.timelines import TimelineChoice
 from tracekit.cli.app import (
     EXIT_FINDING,
     MachineOpt,
@@ -19,8 +18,7 @@ from tracekit.cli.app import (
     refuse_to_replace,
     status,
 )
-from tracekit.report.lanes import MAX_BARS
-from tracekit.trace.bundle import write_text_atomic
+from tracekit.options import MAX_BARS, TimelineChoice
 
 MaxBarsOpt = Annotated[int, Opt("--max-bars", min=1, help="Instructions drawn one by one in "
                                 "the engine timeline; past that, each lane's busy cycles per "
@@ -62,6 +60,7 @@ def report(
     with the command whose JSON holds its numbers."""
     from tracekit.report.pages import trace_page
     from tracekit.report.render import page_html
+    from tracekit.trace.bundle import write_text_atomic
 
     check_output(output, force)
     with status("building the report"):

@@ -9,11 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from tracekit.cli.render.base import Text
 
 from tracekit import progress
-from tracekit.analysis.timelines import TimelineChoice
-from tracekit.cli import render
 from tracekit.cli.app import (
     EXIT_FINDING,
     EXIT_INPUT,
@@ -27,7 +24,7 @@ from tracekit.cli.app import (
     status,
     stdout_console,
 )
-from tracekit.trace.bundle import write_text_atomic
+from tracekit.options import TimelineChoice
 
 
 class DiffFormat(StrEnum):
@@ -68,6 +65,8 @@ def diff_command(
     engine and layer, the stall causes that moved, new and resolved findings."""
     from tracekit.analysis.diff import check_comparable, diff, profile
     from tracekit.analysis.timelines import choose_source
+    from tracekit.cli import render
+    from tracekit.cli.render.base import Text
     from tracekit.replay.machine import resolve_machine
 
     if not math.isfinite(threshold):
@@ -113,8 +112,10 @@ def diff_command(
 def _diff_page(base: Path, cand: Path, output: Path, machine: str | None,
                timeline: TimelineChoice, threshold: float, force: bool) -> None:
     """`diff --format html -o FILE`: the page, then exit 3 past the threshold."""
-    from tracekit.report.runs import diff_page
+    from tracekit.cli import render
     from tracekit.report.render import page_html
+    from tracekit.report.runs import diff_page
+    from tracekit.trace.bundle import write_text_atomic
 
     with status("profiling both runs"):
         page, result = diff_page(base, cand, machine, timeline=timeline,
@@ -159,8 +160,10 @@ def nightly(
     from tracekit.analysis.history import explain
     from tracekit.analysis.nightly import check_writable, load_suite, trend
     from tracekit.analysis.nightly import nightly as run_nightly
-    from tracekit.report.runs import nightly_pages
+    from tracekit.cli import render
     from tracekit.report.render import page_html
+    from tracekit.report.runs import nightly_pages
+    from tracekit.trace.bundle import write_text_atomic
 
     suite = load_suite(suite_file)
     folder = history or suite.history or Path("tracekit-history")
@@ -205,6 +208,7 @@ def history(
     --workload, that workload's makespan and other figures in each run, with the change
     against the run before."""
     from tracekit.analysis.history import open_history, runs, workload_trend
+    from tracekit.cli import render
 
     held = open_history(folder)
     if workload is None:

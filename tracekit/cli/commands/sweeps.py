@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from tracekit import api
 from tracekit.cli.app import (
     MachineOpt,
     Opt,
@@ -66,6 +65,7 @@ def sweep(
     duration factors (or a seeded sample of it) on one derived graph, in parallel, write one
     row per point as Parquet and report the best points, the Pareto front over (makespan,
     cost) and the axis whose values move the makespan most."""
+    from tracekit import api
     from tracekit.analysis.sweep import check_output
 
     refuse_to_replace(output, force)

@@ -6,15 +6,14 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import polars as pl
 import typer
 
-from tracekit.cli import render
 from tracekit.cli.app import (
     Opt,
     ReportFormat,
     ReportFormatOpt,
     app,
+    compiles_told,
     handles_errors,
     refuse_to_replace,
 )
@@ -24,6 +23,9 @@ from tracekit.cli.app import (
 @handles_errors
 def machines(format: ReportFormatOpt = ReportFormat.TEXT) -> None:  # noqa: A002
     """List the machine descriptions built into tracekit."""
+    import polars as pl
+
+    from tracekit.cli import render
     from tracekit.replay.machine import BUILTIN, builtin_machines
 
     found = builtin_machines()
@@ -125,7 +127,9 @@ def generate(
         typer.echo(f"would {where} {planned.instructions:,} instructions "
                    f"({planned.describe()}); nothing written")
         return
-    trace = generate_bundle(workload, output, params=params, tiling=tiling, seed=seed,
-                            untimed=untimed, inject=inject or [], layer=layer, overwrite=force)
+    with compiles_told():
+        trace = generate_bundle(workload, output, params=params, tiling=tiling, seed=seed,
+                                untimed=untimed, inject=inject or [], layer=layer,
+                                overwrite=force)
     rows_written = trace.manifest.tables["instructions"].rows
     typer.echo(f"wrote {trace.path}: {rows_written:,} instructions ({planned.describe()})")

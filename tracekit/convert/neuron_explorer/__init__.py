@@ -79,11 +79,9 @@ from tracekit.convert.neuron_explorer.tables import (
     read_metadata,
 )
 from tracekit.errors import TraceExistsError
+from tracekit.options import DEFAULT_LINK_TOLERANCE_NS
 from tracekit.trace.bundle import atomic_file, write_trace
 from tracekit.trace.manifest import Producer, TimeUnit
-
-DEFAULT_LINK_TOLERANCE_NS = 1000
-"""How far (ns) a semaphore update may lie from the instruction time it is linked to."""
 
 __all__ = ["CORE_STRIDE", "DEFAULT_LINK_TOLERANCE_NS", "KNOWN_MAJORS", "REGION_BYTES",
            "ImportReport", "NeuronProfileError", "convert", "machine_toml"]
