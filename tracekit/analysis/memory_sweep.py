@@ -33,17 +33,12 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from tracekit.errors import TableReadError, first_line
+from tracekit.analysis import table_batches
+from tracekit.analysis.table_batches import BATCH_ROWS, NULL_CODE, codes, ints
 from tracekit.replay.graph import RAW, SPACES, WAR, WAW, GraphError
 from tracekit.trace.bundle import Trace
 from tracekit.trace.schema import TABLES
-
-BATCH_ROWS = 1 << 20
-"""Rows read at a time."""
 
 CHUNK_ROWS = 1 << 22
 """Accesses swept per chunk of instructions, and at most held for later chunks: each takes 26
@@ -54,8 +49,8 @@ FLUSH_EDGES = 1 << 20
 
 HBM, SBUF, PSUM = (SPACES.index(s) for s in ("hbm", "sbuf", "psum"))
 READ, WRITE = 0, 1
-NULL_CODE, OTHER_CODE = -2, -1
-"""Codes of the enum columns: places in SPACES and (read, write); a null, a name outside."""
+"""Codes of the space and access columns (`table_batches.codes`: places in SPACES and in
+(read, write))."""
 
 WRITES, WRITES_SBUF = 1, 2
 """Bits of `MemoryScan.writes`: the instruction writes memory other than PSUM (any space the
@@ -99,76 +94,22 @@ class Batch:
                 self.partition, self.has_partition, self.partitions, self.has_partitions)
 
 
+COLUMNS = [c.name for c in TABLES["memory"].columns]
+
+
 def batches(trace: Trace, row_groups: list[int] | None = None,
             batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
-    """The memory table's rows (of the given row groups, in order), a batch at a time, read
-    from the file with the columns' logical types (the table is the same in every schema
-    version: no upgrade step changes it)."""
-    path = trace.path / TABLES["memory"].file
-    try:
-        with pq.ParquetFile(path) as parquet:
-            starts = _group_starts(parquet)
-            names = set(parquet.schema_arrow.names)
-            columns = [c.name for c in TABLES["memory"].columns if c.name in names]
-            for g in range(starts.size - 1) if row_groups is None else row_groups:
-                first = int(starts[g])
-                for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[g],
-                                                  columns=columns, use_threads=False):
-                    yield _decode(first, batch)
-                    first += batch.num_rows
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise TableReadError(
-            f"{path}: cannot read the table ({first_line(exc)}). Run `tracekit validate "
-            f"{trace.path}` for details; re-export the bundle.") from exc
-
-
-def _group_starts(parquet: pq.ParquetFile) -> np.ndarray:
-    meta = parquet.metadata
-    return np.r_[0, np.cumsum([meta.row_group(g).num_rows
-                               for g in range(meta.num_row_groups)])].astype(np.int64)
-
-
-def _decode(first: int, batch: pa.RecordBatch) -> Batch:
-    n = batch.num_rows
-    names = batch.schema.names
-
-    def ints(name: str, null: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        column = batch.column(name) if name in names else pa.nulls(n, pa.int64())
-        if column.null_count:
-            present = column.is_valid().to_numpy(zero_copy_only=False)
-            if pa.types.is_null(column.type):
-                return np.full(n, null, np.int64), present
-            column = pc.fill_null(pc.cast(column, pa.int64()), null)
-        else:
-            present = np.ones(n, dtype=bool)
-            column = pc.cast(column, pa.int64())
-        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64), present
-
-    inst, _ = ints("inst", np.iinfo(np.int64).min)
-    addr, has_addr = ints("addr")
-    size, has_size = ints("size")
-    partition, has_partition = ints("partition")
-    partitions, has_partitions = ints("partitions")
-    return Batch(first, inst, _codes(batch.column("space"), SPACES),
-                 _codes(batch.column("access"), ("read", "write")), addr, size, partition,
-                 partitions, has_addr, has_size, has_partition, has_partitions)
-
-
-def _codes(column: pa.Array, values: tuple[str, ...]) -> np.ndarray:
-    """Codes of a name column: places in `values`, OTHER_CODE for another name, NULL_CODE for
-    a null (dictionary columns by their few distinct names)."""
-    if pa.types.is_null(column.type):
-        return np.full(len(column), NULL_CODE, np.int8)
-    if pa.types.is_dictionary(column.type):
-        lut = np.r_[_codes(column.dictionary, values), NULL_CODE].astype(np.int8)
-        indices = pc.fill_null(column.indices, len(lut) - 1)
-        return lut[np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
-    place = pc.index_in(pc.cast(column, pa.string()), value_set=pa.array(values))
-    out = np.asarray(pc.fill_null(place, OTHER_CODE).to_numpy(zero_copy_only=False),
-                     dtype=np.int8)
-    if column.null_count:
-        out[~column.is_valid().to_numpy(zero_copy_only=False)] = NULL_CODE
-    return out
+    """The memory table's rows (of the given row groups, in order), a batch at a time."""
+    for first, batch in table_batches.batches(trace, "memory", COLUMNS, row_groups,
+                                              batch_rows):
+        inst, _ = ints(batch, "inst", np.iinfo(np.int64).min)
+        addr, has_addr = ints(batch, "addr")
+        size, has_size = ints(batch, "size")
+        partition, has_partition = ints(batch, "partition")
+        partitions, has_partitions = ints(batch, "partitions")
+        yield Batch(first, inst, codes(batch, "space", SPACES),
+                    codes(batch, "access", ("read", "write")), addr, size, partition,
+                    partitions, has_addr, has_size, has_partition, has_partitions)
 
 
 def _rows_of(ids: np.ndarray, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -343,7 +284,7 @@ def scan_memory(trace: Trace, ids: np.ndarray, sbuf_bytes: int, psum_bytes: int,
     accesses = np.zeros(n, dtype=np.int32 if n < 2**31 - 1 else np.int64)
     writes = np.zeros(n, dtype=np.uint8)
     sets = _Tables([1 << 10] * (2 * len(SPACES)))
-    groups = _row_groups(trace)
+    groups = table_batches.row_groups(trace, "memory")
     group_lo, group_hi = np.full(groups.size, n, np.int64), np.full(groups.size, -1, np.int64)
     bad_rows, bad_ids = 0, np.zeros(0, dtype=np.int64)
     loads = loaded_bytes = 0
@@ -379,18 +320,6 @@ def scan_memory(trace: Trace, ids: np.ndarray, sbuf_bytes: int, psum_bytes: int,
         "inst", "addr", "partition", "size", "partitions", "space", "access")
     return MemoryScan(sum(int(r) for r in groups), group_lo, group_hi, groups, bounds,
                       accesses, writes, loads, loaded_bytes, frame, error)
-
-
-def _row_groups(trace: Trace) -> np.ndarray:
-    """Rows of each row group of the memory table."""
-    path = trace.path / TABLES["memory"].file
-    try:
-        with pq.ParquetFile(path) as parquet:
-            return np.diff(_group_starts(parquet))
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise TableReadError(
-            f"{path}: cannot read the table ({first_line(exc)}). Run `tracekit validate "
-            f"{trace.path}` for details; re-export the bundle.") from exc
 
 
 _ROWS_SCHEMA = {"inst": pl.Int64, "space": pl.String, "access": pl.String, "addr": pl.Int64,

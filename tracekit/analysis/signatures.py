@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from itertools import pairwise
 
@@ -26,6 +26,7 @@ import polars as pl
 
 from tracekit import progress
 from tracekit.analysis.happens_before import HappensBefore, exact_order, happens_before
+from tracekit.analysis.table_batches import read_ints
 from tracekit.analysis.memory_sweep import (
     CHUNK_ROWS,
     WRITES,
@@ -168,6 +169,7 @@ class Context:
     """From the same sweep: HBM reads of bytes that another instruction has read since they
     were last written."""
     _queues: tuple[np.ndarray, list[str], np.ndarray] | None = None
+    _work: Work | None = None
 
     def queues(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Each graph row's engine code, the engine names, and the rows in queue order (each
@@ -181,6 +183,39 @@ class Context:
             self._queues = engine, engines, queue_order(engine,
                                                         self.instructions["seq"].to_numpy())
         return self._queues
+
+    def times(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Observed start and end by graph row (int64, 0 where null), and where each is
+        recorded."""
+        inst = self.instructions
+        start, end = inst["start"], inst["end"]
+        if start.null_count() == 0 and end.null_count() == 0:
+            every = np.ones(inst.height, dtype=bool)
+            return start.to_numpy(), end.to_numpy(), every, every
+        return (start.fill_null(0).to_numpy(), end.fill_null(0).to_numpy(),
+                start.is_not_null().to_numpy(), end.is_not_null().to_numpy())
+
+    def opcodes(self) -> tuple[np.ndarray, list[str]]:
+        """Each graph row's opcode code, and the opcode names (sorted)."""
+        from tracekit.replay.run import name_codes
+
+        return name_codes(self.instructions["opcode"])
+
+    def work(self) -> Work:
+        """The instructions' work columns in the table's row order (`Work`), read once for
+        the checks that use them and let go after the last (`find_bugs`)."""
+        if self._work is None:
+            self._work = Work.read(self.trace, self.graph.ids)
+        return self._work
+
+    def let_go_of_work(self) -> None:
+        self._work = None
+
+    def let_go_of_timeline(self) -> None:
+        """The timeline's semaphore edges and history are read by TIMELINE_READERS only:
+        once they have run, the graph without them and the run without its history do."""
+        self.graph = self.graph.fixed
+        self.run = replace(self.run, released=None, graph=None)
 
     def happens_before(self) -> HappensBefore:
         """Happens-before over the trace's fixed edges and its semaphores counted in every
@@ -257,6 +292,43 @@ class Context:
         if start is not None:
             rank[np.lexsort((rank.copy(), start))] = np.arange(self.graph.nodes)
         return rank
+
+
+@dataclass(frozen=True)
+class Work:
+    """The instructions' work columns as the table's rows have them (the checks that add up
+    floats over them do so in that order): `rows`, each row's graph row (None when the table
+    is in id order, the usual case); elements, bytes and flops (0 where null) and where they
+    are recorded."""
+
+    rows: np.ndarray | None
+    elements: np.ndarray
+    has_elements: np.ndarray
+    bytes: np.ndarray
+    has_bytes: np.ndarray
+    flops: np.ndarray
+    has_flops: np.ndarray
+
+    @staticmethod
+    def read(trace: Trace, ids: np.ndarray) -> Work:
+        columns = read_ints(trace, "instructions", ["id", "elements", "bytes", "flops"])
+        file_ids = columns.pop("id")[0]
+        rows = None if np.array_equal(file_ids, ids) else positions(ids, file_ids)
+        return Work(rows, *columns["elements"], *columns["bytes"], *columns["flops"])
+
+    def graph_rows(self) -> np.ndarray:
+        return np.arange(self.bytes.size) if self.rows is None else self.rows
+
+    def by_graph_row(self) -> tuple[np.ndarray, ...]:
+        """elements, has_elements, bytes, has_bytes, flops, has_flops by graph row."""
+        columns = (self.elements, self.has_elements, self.bytes, self.has_bytes, self.flops,
+                   self.has_flops)
+        if self.rows is None:
+            return columns
+        out = tuple(np.empty_like(c) for c in columns)
+        for o, c in zip(out, columns, strict=True):
+            o[self.rows] = c
+        return out
 
 
 @dataclass(frozen=True)
@@ -575,31 +647,26 @@ def check_timing(ctx: Context) -> None:
                             "cycles": (r["start"], r["end"])}))
     g = ctx.graph
     # A partly timed trace (a run that deadlocked) is checked where both ends are timed.
-    start = inst["start"].fill_null(np.iinfo(np.int64).max).to_numpy()
-    end = inst["end"].fill_null(np.iinfo(np.int64).min).to_numpy()
-    dst = g.destinations()
+    start, end, has_start, has_end = ctx.times()
     # A profiler's timestamps are rounded (to 1 us in a Chrome trace): an overlap within that
     # is no evidence; and a profiler records a launch and the work it launches asynchronously,
     # so work may start before its launch call returns (not before the call starts).
     resolution, asynchronous = _recorded_timing(ctx)
-    early_mask = start[dst] < end[g.src]  # (no subtraction: untimed ends are int64 limits)
-    if resolution > 0:
-        early_mask &= end[g.src].astype(np.float64) - start[dst] > resolution
-    if asynchronous:
-        early_mask &= ~((g.kind != ORDER) & (start[dst] >= start[g.src] - resolution))
-    early = np.flatnonzero(early_mask)
+    early = _early_edges(g.ptr, g.src, g.kind, start, end, has_start, has_end, resolution,
+                         asynchronous)
     if early.size == 0:
         return
+    dst = np.searchsorted(g.ptr, early, side="right") - 1
     engine = inst["engine"]
     unit = ctx.trace.manifest.time_unit.value
     # One finding per pair: a dependency edge (semaphore, data) says more than engine order,
     # and the graph lists a pair's edges by kind, order first, so the last one is kept.
     frame = pl.DataFrame({
-        "src": g.ids[g.src[early]], "dst": g.ids[dst[early]],
+        "src": g.ids[g.src[early]], "dst": g.ids[dst],
         "kind": pl.Series([k.value for k in KINDS])[g.kind[early].astype(np.int64)],
-        "src_end": end[g.src[early]], "dst_start": start[dst[early]],
+        "src_end": end[g.src[early]], "dst_start": start[dst],
         "src_engine": shortened_column(engine.gather(g.src[early])),
-        "dst_engine": shortened_column(engine.gather(dst[early])),
+        "dst_engine": shortened_column(engine.gather(dst)),
     }).unique(["src", "dst"], keep="last", maintain_order=True).sort("dst", "src")
     for code, rows in ((Code.ENGINE_OVERLAP, frame.filter(pl.col("kind") == KINDS[ORDER].value)),
                        (Code.START_BEFORE_DEPENDENCY,
@@ -610,6 +677,30 @@ def check_timing(ctx: Context) -> None:
             f"{r['src_engine']} ({r['kind']} edge) ends at {r['src_end']:,}",
             {"instructions": (r["src"], r["dst"]), "engines": (r["src_engine"], r["dst_engine"]),
              "cycles": (r["src_end"], r["dst_start"])}))
+
+
+@numba.njit(cache=True, nogil=True)
+def _early_edges(ptr, src, kind, start, end, has_start, has_end, resolution,
+                 asynchronous):  # pragma: no cover - compiled
+    """The edges (places in src) whose destination starts before their source ends, where
+    both are recorded: by more than `resolution` when it is above 0, and with `asynchronous`
+    not counting a dependency (not engine order) whose destination starts no earlier than its
+    source (less the resolution; a source without a start is no such case)."""
+    found = []
+    for j in range(ptr.size - 1):
+        if not has_start[j]:
+            continue
+        for k in range(ptr[j], ptr[j + 1]):
+            i = src[k]
+            if not has_end[i] or start[j] >= end[i]:
+                continue
+            if resolution > 0 and not np.float64(end[i]) - np.float64(start[j]) > resolution:
+                continue
+            if (asynchronous and kind[k] != ORDER and has_start[i]
+                    and np.float64(start[j]) >= np.float64(start[i]) - resolution):
+                continue
+            found.append(k)
+    return np.array(found, dtype=np.int64)
 
 
 def _recorded_timing(ctx: Context) -> tuple[float, bool]:
@@ -654,52 +745,37 @@ def check_latency(ctx: Context) -> None:
     if not ctx.timed:
         return
     from tracekit.replay.machine import engine_kind
-    from tracekit.replay.run import name_codes
 
-    t = ctx.trace.read("instructions", ["id", "engine", "opcode", "start", "end", "elements",
-                                        "bytes", "flops"]).drop_nulls(["start", "end"])
-    engine, engines = name_codes(t["engine"])
-    opcode, opcodes = name_codes(t["opcode"])
+    start, end, has_start, has_end = ctx.times()
+    timed = has_start & has_end
+    engine, engines, _ = ctx.queues()
+    opcode, opcodes = ctx.opcodes()
     kinds = sorted({engine_kind(e) for e in engines})
-    kind_of = np.array([kinds.index(engine_kind(e)) for e in engines], dtype=np.int32)
-    duration = (t["end"] - t["start"]).to_numpy()
-    peers = ["kind", "opcode", "elements", "bytes", "flops"]
-    stats = (pl.DataFrame({"kind": kind_of[engine], "opcode": opcode.astype(np.int32),
-                           "elements": t["elements"], "bytes": t["bytes"], "flops": t["flops"],
-                           "duration": duration})
-             .with_columns(pl.col("duration").median().over(peers).alias("median"),
-                           pl.len().over(peers).alias("peers"))
-             .select("median", "peers", (pl.col("duration") - pl.col("median")).abs().median()
-                     .over(peers).alias("mad")))
-    median, n_peers, mad = (stats[c].to_numpy() for c in ("median", "peers", "mad"))
-    del stats
-    modelled = _modelled(ctx, t, engine, engines, opcode, opcodes)
-    many = n_peers >= 8
-    outside = many & (duration > median + 10 * 1.4826 * mad + 1)
-    reference = np.where(many, median, modelled)
+    kind_of = np.array([kinds.index(engine_kind(e)) for e in engines], dtype=np.int64)
+    work = ctx.work().by_graph_row()  # elements, has, bytes, has, flops, has
+    group = _peer_groups(kind_of, engine, opcode, *work, timed)
+    median, mad, peers = _peer_stats(group, start, end)
     per_tick = ctx.cycles_per_tick()
+    coefficients = _coefficients(ctx, engines, opcodes, _pairs(engine, opcode, len(opcodes),
+                                                                timed))
     floor = STUCK_CYCLES / per_tick if per_tick else STUCK_CYCLES  # in the trace's unit
     # A median at the timestamps' resolution (or zero) is rounding, not a reference; and the
     # machine's latency model says nothing of a profiler's CPU calls and GPU kernels.
     resolution, profiler = _recorded_timing(ctx)
-    usable = np.where(many, median > resolution, not profiler)
-    with np.errstate(invalid="ignore"):  # no model (NaN) where the trace has no clock
-        stuck = (usable & (outside | ~many) & (duration > STUCK_FACTOR * reference)
-                 & (duration - reference > floor))
-        slow = usable & outside & (duration > OUTLIER_FACTOR * median) & ~stuck
-    if profiler:
-        # A profiler's host call or kernel far slower than its peers is warm-up (autotuning,
-        # a first allocation, lazy initialisation), not an engine stuck: an outlier.
-        slow, stuck = slow | stuck, np.zeros_like(stuck)
+    stuck, slow, modelled = _outliers(group, median, mad, peers, start, end, engine, opcode,
+                                      len(opcodes), coefficients, work[0], work[2], work[4],
+                                      np.nan if per_tick is None else per_tick, resolution,
+                                      profiler, floor, STUCK_FACTOR, OUTLIER_FACTOR)
     names, ops = shown_names(engines), shown_names(opcodes)
     unit = ctx.trace.manifest.time_unit.value  # of durations, medians and the model's reference
-    for code, rows in ((Code.ENGINE_STUCK, np.flatnonzero(stuck)),
-                       (Code.LATENCY_OUTLIER, np.flatnonzero(slow))):
+    for code, rows in ((Code.ENGINE_STUCK, stuck), (Code.LATENCY_OUTLIER, slow)):
+        few = peers[group[rows]] < 8
         found = pl.DataFrame({
-            "id": t["id"].gather(rows), "engine": names[engine[rows]], "opcode": ops[opcode[rows]],
-            "duration": duration[rows], "reference": reference[rows], "peers": n_peers[rows],
-            "model": ~many[rows]}).sort(pl.col("duration") / pl.col("reference"), "id",
-                                        descending=[True, False])
+            "id": ctx.graph.ids[rows], "engine": names[engine[rows]],
+            "opcode": ops[opcode[rows]], "duration": end[rows] - start[rows],
+            "reference": np.where(few, modelled[rows], median[group[rows]]),
+            "peers": peers[group[rows]], "model": few}).sort(
+                pl.col("duration") / pl.col("reference"), "id", descending=[True, False])
         _capped(ctx, code, found, lambda r: (
             f"instruction {r['id']} ({r['opcode']}) on {r['engine']} took {r['duration']:,} "
             f"{unit}, {r['duration'] / (r['reference'] or 1):,.0f}x "
@@ -711,9 +787,10 @@ def check_latency(ctx: Context) -> None:
     # A whole engine slower than its peers: how much longer than the model its instructions
     # take (a per-work measure that needs no identical peers), against the other engines of
     # its kind.
-    timed_work = modelled > 0  # False for NaN
+    timed_work = np.flatnonzero(modelled > 0)  # timed, with a model (not NaN)
     by_engine = (pl.DataFrame({"engine": engine[timed_work],
-                               "ratio": duration[timed_work] / modelled[timed_work]})
+                               "ratio": (end[timed_work] - start[timed_work])
+                               / modelled[timed_work]})
                  .group_by("engine").agg(pl.col("ratio").median().alias("own"),
                                          pl.len().alias("n"))
                  .filter(pl.col("n") >= 2))
@@ -736,28 +813,153 @@ def _amount(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
-def _modelled(ctx: Context, t: pl.DataFrame, engine: np.ndarray, engines: list[str],
-              opcode: np.ndarray, opcodes: list[str]) -> np.ndarray:
-    """Each instruction's duration by the machine's latency model (a DMA transfer's bytes also
-    at its queue's bandwidth), in the trace's time unit; NaN without a clock to convert."""
+def _coefficients(ctx: Context, engines: list[str], opcodes: list[str],
+                  present: np.ndarray) -> np.ndarray:
+    """Per (engine, opcode) pair (engine * len(opcodes) + opcode) that is `present`, the
+    latency model's fixed cycles and cycles per element, per byte (a DMA queue's also at its
+    bandwidth) and per flop."""
     from tracekit.replay.machine import engine_kind
 
-    per_tick = ctx.cycles_per_tick()
-    if per_tick is None:
-        return np.full(t.height, np.nan)
     m = ctx.machine
-    pair = engine * len(opcodes) + opcode
-    coefficients = np.zeros((4, len(engines) * len(opcodes)))
-    for p in np.flatnonzero(np.bincount(pair, minlength=coefficients.shape[1])):
+    coefficients = np.zeros((4, present.size))
+    for p in np.flatnonzero(present):
         e, o = divmod(int(p), len(opcodes))
         lat = m.latency(engines[e], opcodes[o])
         moved = 1.0 / m.queue_bandwidth(engines[e]) if engine_kind(engines[e]) == "dma" else 0.0
         coefficients[:, p] = (lat.fixed_cycles, lat.per_element, lat.per_byte + moved,
                               lat.per_flop)
-    fixed, per_element, per_byte, per_flop = coefficients
-    work = [t[k].fill_null(0).to_numpy() for k in ("elements", "bytes", "flops")]
-    return (fixed[pair] + per_element[pair] * work[0] + per_byte[pair] * work[1]
-            + per_flop[pair] * work[2]) / per_tick
+    return coefficients
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairs(engine, opcode, n_opcodes, rows):  # pragma: no cover - compiled
+    """Which (engine, opcode) pairs the `rows` (a mask) have."""
+    present = np.zeros(max(engine.max() + 1, 1) * max(n_opcodes, 1) if engine.size else 1,
+                       dtype=np.bool_)
+    for r in range(engine.size):
+        if rows[r]:
+            present[engine[r] * n_opcodes + opcode[r]] = True
+    return present
+
+
+@numba.njit(cache=True, nogil=True)
+def _peer_groups(kind_of, engine, opcode, elements, has_elements, nbytes, has_bytes, flops,
+                 has_flops, timed):  # pragma: no cover - compiled
+    """Each timed instruction's peer group (0, 1, ... in order of first appearance; -1 when
+    untimed): equal engine kind, opcode, elements, bytes and flops (a missing value equal
+    only to a missing one), through an open-addressing hash table of each group's first
+    instruction, doubled when half full."""
+    n = engine.size
+    first = np.full(1024, -1, dtype=np.int64)
+    group = np.full(n, -1, dtype=np.int32)
+    groups = 0
+    for r in range(n):
+        if not timed[r]:
+            continue
+        if 2 * groups >= first.size:
+            grown = np.full(2 * first.size, -1, dtype=np.int64)
+            for q in first:
+                if q >= 0:
+                    slot = _peer_hash(kind_of[engine[q]], opcode[q], elements[q],
+                                      has_elements[q], nbytes[q], has_bytes[q], flops[q],
+                                      has_flops[q], grown.size)
+                    while grown[slot] >= 0:
+                        slot = (slot + 1) & (grown.size - 1)
+                    grown[slot] = q
+            first = grown
+        slot = _peer_hash(kind_of[engine[r]], opcode[r], elements[r], has_elements[r],
+                          nbytes[r], has_bytes[r], flops[r], has_flops[r], first.size)
+        while True:
+            q = first[slot]
+            if q < 0:
+                first[slot] = r
+                group[r] = groups
+                groups += 1
+                break
+            if (kind_of[engine[q]] == kind_of[engine[r]] and opcode[q] == opcode[r]
+                    and has_elements[q] == has_elements[r] and has_bytes[q] == has_bytes[r]
+                    and has_flops[q] == has_flops[r]
+                    and (elements[q] == elements[r] or not has_elements[r])
+                    and (nbytes[q] == nbytes[r] or not has_bytes[r])
+                    and (flops[q] == flops[r] or not has_flops[r])):
+                group[r] = group[q]
+                break
+            slot = (slot + 1) & (first.size - 1)
+    return group
+
+
+@numba.njit(cache=True)
+def _peer_hash(kind, opcode, elements, has_elements, nbytes, has_bytes, flops, has_flops,
+               size):  # pragma: no cover - compiled
+    h = np.uint64(kind * 1000003 + opcode)
+    for v, present in ((elements, has_elements), (nbytes, has_bytes), (flops, has_flops)):
+        h = (h ^ np.uint64(v if present else -1)) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(29)
+    return np.int64(h & np.uint64(size - 1))
+
+
+@numba.njit(cache=True, nogil=True)
+def _peer_stats(group, start, end):  # pragma: no cover - compiled
+    """Per peer group: the median duration, the median absolute deviation from it (medians
+    of an even count: the mean of the two middle values), and the group's size."""
+    groups = group.max() + 1 if group.size else 0
+    ptr = np.zeros(groups + 1, dtype=np.int64)
+    for g in group:
+        if g >= 0:
+            ptr[g + 1] += 1
+    for g in range(groups):
+        ptr[g + 1] += ptr[g]
+    fill = ptr[:-1].copy()
+    order = np.empty(ptr[groups], dtype=np.int32)
+    for r in range(group.size):
+        if group[r] >= 0:
+            order[fill[group[r]]] = r
+            fill[group[r]] += 1
+    median = np.empty(groups)
+    mad = np.empty(groups)
+    for g in range(groups):
+        members = order[ptr[g]:ptr[g + 1]]
+        values = np.empty(members.size)
+        for k in range(members.size):
+            values[k] = end[members[k]] - start[members[k]]
+        median[g] = np.median(values)
+        mad[g] = np.median(np.abs(values - median[g]))
+    return median, mad, ptr[1:] - ptr[:-1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _outliers(group, median, mad, peers, start, end, engine, opcode, n_opcodes,
+              coefficients, elements, nbytes, flops, per_tick, resolution, profiler, floor,
+              stuck_factor, outlier_factor):  # pragma: no cover - compiled
+    """The timed instructions stuck and those slow (outliers) by `check_latency`'s rules, and
+    each instruction's duration by the latency model (NaN without a clock, or untimed)."""
+    stuck, slow = [], []
+    modelled = np.full(group.size, np.nan)
+    for r in range(group.size):
+        g = group[r]
+        if g < 0:
+            continue
+        p = engine[r] * n_opcodes + opcode[r]
+        modelled[r] = (coefficients[0, p] + coefficients[1, p] * elements[r]
+                       + coefficients[2, p] * nbytes[r]
+                       + coefficients[3, p] * flops[r]) / per_tick
+        duration = end[r] - start[r]
+        many = peers[g] >= 8
+        outside = many and duration > median[g] + 10 * 1.4826 * mad[g] + 1
+        reference = median[g] if many else modelled[r]
+        usable = median[g] > resolution if many else not profiler
+        is_stuck = (usable and (outside or not many) and duration > stuck_factor * reference
+                    and duration - reference > floor)
+        is_slow = usable and outside and duration > outlier_factor * median[g] and not is_stuck
+        if profiler:
+            # A profiler's host call or kernel far slower than its peers is warm-up
+            # (autotuning, a first allocation, lazy initialisation), not an engine stuck.
+            is_slow, is_stuck = is_slow or is_stuck, False
+        if is_stuck:
+            stuck.append(r)
+        if is_slow:
+            slow.append(r)
+    return np.array(stuck, dtype=np.int64), np.array(slow, dtype=np.int64), modelled
 
 
 def check_bandwidth(ctx: Context) -> None:
@@ -769,43 +971,49 @@ def check_bandwidth(ctx: Context) -> None:
     if not ctx.timed or per_tick is None:
         return  # the machine's cycles cannot be compared with the trace's times
     from tracekit.replay.machine import engine_kind
-    from tracekit.replay.run import name_codes
 
     unit = ctx.trace.manifest.time_unit.value
-    transfers = ctx.trace.read("instructions", ["id", "engine", "start", "end", "bytes"],
-                               where=(pl.col("bytes") > 0) & (pl.col("end") >= pl.col("start")))
-    engine, engines = name_codes(transfers["engine"])
+    w = ctx.work()
+    start, end, has_start, has_end = ctx.times()
+    codes, engines, _ = ctx.queues()
+    rows = w.graph_rows()
+    # Transfers in the table's order (the peak rate sums floats in the order of time, ties
+    # in that order): bytes moved, times recorded and not reversed, on a DMA queue.
     queues = [k for k, e in enumerate(engines) if engine_kind(e) == "dma"]
-    on_queue = np.isin(engine, queues)
-    dma = transfers.filter(pl.Series(on_queue)).with_columns(
-        pl.Series("queue", engine[on_queue]))
+    is_queue = np.zeros(len(engines), dtype=bool)
+    is_queue[queues] = True
+    picked = np.flatnonzero(w.has_bytes & (w.bytes > 0) & has_start[rows] & has_end[rows]
+                            & (end[rows] >= start[rows]) & is_queue[codes[rows]])
+    rows = rows[picked]
+    ids, queue, nbytes = ctx.graph.ids[rows], codes[rows], w.bytes[picked]
+    first, last = start[rows], end[rows]
     m = ctx.machine
+    names = shown_names(engines)
     # The replay's model too sends every DMA byte through HBM.
-    scopes = [("all DMA queues", dma, m.hbm_bytes_per_cycle, "the machine's HBM bandwidth")] + [
-        (f"queue {shortened(engines[q])}", dma.filter(pl.col("queue") == q),
-         m.queue_bandwidth(engines[q]), "the queue's bandwidth") for q in queues]
-    for scope, rows, limit, what in scopes:
-        if rows.height == 0:
+    scopes = [("all DMA queues", np.arange(rows.size), m.hbm_bytes_per_cycle,
+               "the machine's HBM bandwidth")] + [
+        (f"queue {shortened(engines[q])}", np.flatnonzero(queue == q), m.queue_bandwidth(engines[q]),
+         "the queue's bandwidth") for q in queues]
+    for scope, at, limit, what in scopes:
+        if at.size == 0:
             continue
-        start, end = rows["start"].to_numpy(), rows["end"].to_numpy()
-        nbytes = rows["bytes"].to_numpy().astype(np.float64)
+        a, b, moving = first[at], last[at], nbytes[at].astype(np.float64)
         allowed = limit * (1 + BANDWIDTH_SLACK) * per_tick  # bytes per tick of the trace
-        if _peak_rate(start, end, nbytes) <= allowed:
+        if _peak_rate(a, b, moving) <= allowed:
             continue  # no window can hold more: the exact search is not needed
-        lo, hi, moved = _densest_window(start, end, nbytes, allowed)
+        lo, hi, moved = _densest_window(a, b, moving, allowed)
         # Timestamps are whole ticks: a window can be short by up to a tick at each end.
         grace = max(allowed, allowed / per_tick) * BANDWIDTH_GRACE_CYCLES
         if moved - allowed * (hi - lo) <= grace:
             continue
-        inside = rows.filter((pl.col("start") >= lo) & (pl.col("end") <= hi)).sort("start",
-                                                                                  "id")
+        inside = at[(a >= lo) & (b <= hi)]
+        inside = inside[np.lexsort((ids[inside], first[inside]))]
         rate = moved / max(hi - lo, 1) / per_tick
         ctx.add(Code.BANDWIDTH_BEYOND_PHYSICS,
-                f"{scope}: {inside.height:,} transfers moved {int(moved):,} bytes within "
+                f"{scope}: {inside.size:,} transfers moved {int(moved):,} bytes within "
                 f"{unit} {lo:,}..{hi:,}, {rate:,.1f} bytes/cycle, over {what} of "
-                f"{limit:,.1f} bytes/cycle", instructions=_ids(inside["id"].head(20)),
-                engines=tuple(sorted(shortened(e) for e in inside["engine"].unique()
-                                     .cast(pl.String).to_list())), cycles=(lo, hi))
+                f"{limit:,.1f} bytes/cycle", instructions=_ids(ids[inside[:20]]),
+                engines=tuple(sorted(set(names[queue[inside]].tolist()))), cycles=(lo, hi))
 
 
 def _peak_rate(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray) -> float:
@@ -976,12 +1184,13 @@ def check_small_dma(ctx: Context) -> None:
     """DMA queues where many transfers are too small to pay for their set-up: the set-up
     (the machine's fixed + per-byte cycles) takes longer than moving the bytes."""
     from tracekit.replay.machine import engine_kind
-    from tracekit.replay.run import name_codes
 
-    dma = ctx.trace.read("instructions", ["engine", "opcode", "bytes"],
-                         where=pl.col("bytes") > 0)
-    engine, engines = name_codes(dma["engine"])
-    opcode, opcodes = name_codes(dma["opcode"])
+    w = ctx.work()
+    moving = np.flatnonzero(w.has_bytes & (w.bytes > 0))  # in the table's order
+    rows = w.graph_rows()[moving]
+    codes, engines, _ = ctx.queues()
+    opcode_codes, opcodes = ctx.opcodes()
+    engine, opcode = codes[rows], opcode_codes[rows]
     m = ctx.machine
     # Per (engine, opcode) pair of a DMA queue: fixed and per-byte set-up cycles, and cycles
     # per byte moved.
@@ -996,7 +1205,7 @@ def check_small_dma(ctx: Context) -> None:
     queued = ~np.isnan(cost[0, pair])
     if not queued.any():
         return
-    pair, nbytes = pair[queued], dma["bytes"].to_numpy()[queued]
+    pair, nbytes = pair[queued], w.bytes[moving][queued]
     fixed, per_byte, per_moved = (c[pair] for c in cost)
     dma = pl.DataFrame({"queue": engine[queued], "bytes": nbytes, "fixed": fixed,
                         "per_byte": per_byte, "per_moved": per_moved,
@@ -1033,26 +1242,16 @@ def check_ping_pong(ctx: Context) -> None:
         return  # without a clock the work cannot be set against the latency in cycles
 
     assert ctx.semaphores is not None
-    inst, g = ctx.instructions, ctx.graph
-    waits = ctx.semaphores.waiting
+    g = ctx.graph
     engine, engines, order = ctx.queues()
-    timed = (inst["start"].is_not_null() & inst["end"].is_not_null()).to_numpy()
-    busy = (inst["end"] - inst["start"]).fill_null(0).to_numpy() * per_tick  # cycles
-    # Each engine's instructions in queue order; a stretch runs from one waiting instruction
-    # to the next, and its busy cycles are the work between those two waits.
-    order = order[timed[order]]
-    e, w = engine[order], waits[order]
-    count = np.cumsum(w)
-    first_of_engine = np.r_[True, e[1:] != e[:-1]]
-    base = np.maximum.accumulate(np.where(first_of_engine, count - w, 0))
-    stretch = count - base
-    keep = stretch > 0
-    if not keep.any():
+    start, end, has_start, has_end = ctx.times()
+    # Each engine's timed instructions in queue order; a stretch runs from one waiting
+    # instruction to the next, and its busy cycles are the work between those two waits.
+    order, bounds = _stretches(order, engine, ctx.semaphores.waiting, has_start & has_end)
+    if order.size == 0:
         return  # no timed instruction after a wait
-    order, e, stretch = order[keep], e[keep], stretch[keep]
-    bounds = np.flatnonzero(np.r_[True, (e[1:] != e[:-1]) | (stretch[1:] != stretch[:-1])])
-    work = np.add.reduceat(busy[order], bounds)
-    owner = e[bounds]  # grouped by engine, as the queue order is
+    work = np.add.reduceat((end[order] - start[order]) * per_tick, bounds)  # cycles
+    owner = engine[order[bounds]]  # grouped by engine, as the queue order is
     limit = PING_PONG_FACTOR * ctx.machine.semaphore_latency
     rows = []
     cuts = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1, owner.size]
@@ -1091,6 +1290,31 @@ def check_ping_pong(ctx: Context) -> None:
         f"{', '.join(r['partner'] or ['itself'])}",
         {"instructions": _ids(r["examples"]),
          "engines": (r["engine"], *(r["partner"] or []))}))
+
+
+@numba.njit(cache=True, nogil=True)
+def _stretches(order, engine, waits, timed):  # pragma: no cover - compiled
+    """Of the rows in queue order (`order`), the timed ones from each engine's first waiting
+    instruction on, and where each stretch starts among them: at each waiting instruction,
+    the stretch holding it and the instructions after it on its engine up to the next."""
+    kept = np.empty(order.size, dtype=np.int64)
+    bounds = np.empty(order.size, dtype=np.int64)
+    n_kept = n_bounds = 0
+    current = -1  # the engine whose instructions are being walked
+    waited = False  # whether that engine has had a waiting instruction yet
+    for i in order:
+        if not timed[i]:
+            continue
+        if engine[i] != current:
+            current, waited = engine[i], False
+        if waits[i]:
+            waited = True
+            bounds[n_bounds] = n_kept
+            n_bounds += 1
+        if waited:
+            kept[n_kept] = i
+            n_kept += 1
+    return kept[:n_kept].copy(), bounds[:n_bounds].copy()
 
 
 def check_races(ctx: Context) -> None:
@@ -1218,12 +1442,20 @@ def skipped_checks(trace: Trace) -> frozenset[Callable[[Context], None]]:
 
 
 RUN_ORDER: tuple[Callable[[Context], None], ...] = (
-    check_deadlocks, check_semaphores, check_timing, check_bounds, check_latency,
-    check_bandwidth, check_order_dependent, check_races, check_reloads, check_dead_writes,
-    check_small_dma, check_ping_pong)
-"""CHECKS in the order they run: those that need happens-before (worked out on a second
-thread from the start) as late as they can, so that its passes overlap the others. Findings
-are reported in CHECKS order all the same."""
+    check_deadlocks, check_semaphores, check_timing, check_ping_pong, check_bounds,
+    check_latency, check_bandwidth, check_small_dma, check_order_dependent, check_races,
+    check_reloads, check_dead_writes)
+"""CHECKS in the order they run. First the readers of the timeline's semaphore edges and
+history (TIMELINE_READERS), which are then let go; then happens-before starts on a second
+thread, and the checks that do not need it run meanwhile, those that do as late as they can.
+Findings are reported in CHECKS order all the same."""
+
+TIMELINE_READERS = frozenset({check_semaphores, check_timing, check_ping_pong})
+"""The checks that read the timeline's semaphore edges (`Context.graph`) or the semaphores'
+history (`ModelRun.released`); `find_bugs` lets those go once they have run."""
+
+WORK_READERS = frozenset({check_latency, check_bandwidth, check_small_dma})
+"""The checks that read `Context.work`; it goes once they have run."""
 
 
 @dataclass(frozen=True)
@@ -1300,13 +1532,15 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
     at a time (`memory_sweep`; the findings do not depend on it)."""
     from tracekit.replay.run import observed
 
-    # The instructions are read once for several checks, contiguous, so that their columns
-    # pass to NumPy without a copy each time.
-    inst = trace.read_instructions(["id", "engine", "seq", "opcode", "start", "end"]).rechunk()
+    # The instructions are read once for several checks, each column made contiguous (one
+    # at a time: a whole-frame copy doubles the memory) so that it passes to NumPy without a
+    # copy each time.
+    inst = trace.read_instructions(["id", "engine", "seq", "opcode", "start", "end"])
+    inst = pl.DataFrame([inst.to_series(k).rechunk() for k in range(inst.width)])
     timed = inst.height > inst["start"].null_count()
     # The semaphores table is read once, for the graph and for what the semaphore checks
     # need of it (`SemaphoreTotals`), and let go.
-    table = trace.read("semaphores").rechunk() if trace.has_table("semaphores") else None
+    table = trace.read("semaphores") if trace.has_table("semaphores") else None
     fixed = derive(trace, inst, semaphores=table) if graph is None else graph.fixed
     totals = None if table is None else semaphore_totals(table, fixed.sems, fixed.ids)
     del table
@@ -1323,13 +1557,19 @@ def find_bugs(trace: Trace, machine: Machine, graph: Graph | None = None,
     skipped = skipped_checks(trace)
     ctx = Context(trace=trace, machine=machine, graph=timeline_graph, instructions=inst,
                   timed=timed, run=run, semaphores=totals, chunk_rows=chunk_rows)
-    ctx.start_happens_before()
     found: dict[Callable[[Context], None], list[Finding]] = {}
+    timeline = max(RUN_ORDER.index(check) for check in TIMELINE_READERS)
+    work = max(RUN_ORDER.index(check) for check in WORK_READERS)
     with progress.step("checking bug signatures", total=len(RUN_ORDER)) as step:
-        for check in RUN_ORDER:
+        for place, check in enumerate(RUN_ORDER):
             ctx.findings = found[check] = []
             if check not in skipped:
                 check(ctx)
+            if place == timeline:
+                ctx.let_go_of_timeline()
+                ctx.start_happens_before()
+            if place == work:
+                ctx.let_go_of_work()
             step.advance()
     return sorted((f for check in CHECKS for f in found[check]), key=lambda f: -f.severity.rank)
 
