@@ -296,13 +296,15 @@ def critical_path(trace: TraceLike, machine: MachineLike = None, *, timeline: st
     slack under `near_pct` % of the makespan; `steps`: longest steps in the report; `window`:
     the part of the trace to look at."""
     from tracekit.analysis.critical_path import critical_path as find_path
+    from tracekit.analysis.figures import rows_of
 
     chosen = choose(trace, machine, timeline, window=window)
     line = chosen.line
     path = find_path(line.frame, line.graph, line.kind_latency)
-    near = path.near_critical(max(1, int(path.makespan * near_pct / 100))).join(
-        line.frame.select("id", "engine", "opcode", "layer", "start", "end"), on="id",
-        how="left", maintain_order="left")
+    near = path.near_critical(max(1, int(path.makespan * near_pct / 100)))
+    rows = rows_of(line.frame["id"].to_numpy(), near["id"].to_numpy())
+    near = pl.concat([near, line.frame[rows].select("engine", "opcode", "layer", "start",
+                                                    "end")], how="horizontal")
     facts = [*chosen.facts, render.makespan_fact(path.makespan, chosen.clock_hz),
              *_untraced_gap_facts(path, chosen),
              fact("steps", path.steps.height),

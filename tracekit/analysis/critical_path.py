@@ -16,7 +16,8 @@ import numba
 import numpy as np
 import polars as pl
 
-from tracekit.replay.graph import KINDS, Graph, GraphError, csr, kahn_order
+from tracekit.analysis.figures import rows_of
+from tracekit.replay.graph import KINDS, Graph, GraphError, kahn_order
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,15 @@ class CriticalPath:
     slack: pl.DataFrame
 
     def near_critical(self, threshold: int) -> pl.DataFrame:
-        """Instructions off the path whose slack is under `threshold` cycles: id, slack."""
-        on_path = self.steps["id"].implode()
-        return (self.slack.filter((pl.col("slack") < threshold) & ~pl.col("id").is_in(on_path))
-                .select("id", "slack").sort("slack", "id"))
+        """Instructions off the path whose slack is under `threshold` cycles: id, slack;
+        least slack first, ties by id."""
+        ids, slack = self.slack["id"].to_numpy(), self.slack["slack"].to_numpy()
+        near = slack < threshold
+        near[rows_of(ids, self.steps["id"].to_numpy())] = False
+        rows = np.flatnonzero(near)
+        rows = rows[np.argsort(slack[rows], kind="stable")]  # rows, and so ids, in order
+        return pl.DataFrame({"id": ids[rows], "slack": slack[rows]},
+                            schema={"id": pl.Int64, "slack": pl.Int64})
 
 
 @numba.njit(cache=True, nogil=True)
@@ -58,19 +64,57 @@ def _walk(bind_row, last):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _latest_ends(order, succ_ptr, succ_dst, succ_kind, kind_latency, start, end,
-                 makespan):  # pragma: no cover - compiled
-    """Latest end of each node that keeps the makespan: min over successors of (their latest
-    start - edge latency), over the nodes in reverse topological `order`."""
-    latest = np.full(start.size, makespan, dtype=np.float64)
-    for idx in range(order.size - 1, -1, -1):
+def _latest_ends_back(ptr, src, kind, kind_latency, start, end,
+                      makespan):  # pragma: no cover - compiled
+    """Latest end of each node that keeps the makespan: min over its successors of (their
+    latest start - edge latency). Over the predecessor lists (CSR `ptr`, `src`, `kind`),
+    without successor lists: each node, once final (its successors all seen, in reverse
+    topological order), lowers its predecessors' latest ends. The topological order is row
+    order when every edge points forward (the usual case), else a depth-first post-order.
+    The second result is False, and the first unfinished, when the graph has a cycle."""
+    n = ptr.size - 1
+    latest = np.full(n, makespan, dtype=np.float64)
+    forward = True
+    for node in range(n):
+        for k in range(ptr[node], ptr[node + 1]):
+            if src[k] >= node:
+                forward = False
+        if not forward:
+            break
+    order = np.arange(n)
+    if not forward:
+        state = np.zeros(n, dtype=np.int8)  # 0 unseen, 1 on the stack, 2 done
+        stack = np.empty(n, dtype=np.int64)
+        edge = np.empty(n, dtype=np.int64)
+        done = 0
+        for root in range(n):
+            if state[root] != 0:
+                continue
+            depth = 1
+            stack[0], edge[0], state[root] = root, ptr[root], 1
+            while depth > 0:
+                node, k = stack[depth - 1], edge[depth - 1]
+                if k < ptr[node + 1]:
+                    edge[depth - 1] = k + 1
+                    pred = src[k]
+                    if state[pred] == 1:
+                        return latest, False  # a cycle
+                    if state[pred] == 0:
+                        stack[depth], edge[depth], state[pred] = pred, ptr[pred], 1
+                        depth += 1
+                else:
+                    state[node] = 2
+                    order[done] = node
+                    done += 1
+                    depth -= 1
+    for idx in range(n - 1, -1, -1):
         node = order[idx]
-        for k in range(succ_ptr[node], succ_ptr[node + 1]):
-            s = succ_dst[k]
-            candidate = latest[s] - (end[s] - start[s]) - kind_latency[succ_kind[k]]
-            if candidate < latest[node]:
-                latest[node] = candidate
-    return latest
+        reach = latest[node] - (end[node] - start[node])
+        for k in range(ptr[node], ptr[node + 1]):
+            candidate = reach - kind_latency[kind[k]]
+            if candidate < latest[src[k]]:
+                latest[src[k]] = candidate
+    return latest, True
 
 
 def critical_path(timeline: pl.DataFrame, graph: Graph,
@@ -84,8 +128,12 @@ def critical_path(timeline: pl.DataFrame, graph: Graph,
     origin = float(start.min()) if start.size else 0.0
     horizon = float(end.max()) if end.size else 0.0
     bind_ids = t["binding_id"].fill_null(-1).to_numpy()
-    bind_row = np.where(bind_ids >= 0, np.searchsorted(ids, np.maximum(bind_ids, 0)), -1)
-    last = int(np.lexsort((ids, -end))[0]) if end.size else -1
+    bind_row = np.full(bind_ids.size, -1, dtype=np.int64)
+    bound = bind_ids >= 0
+    bind_row[bound] = rows_of(ids, bind_ids[bound])
+    del bind_ids, bound
+    # The instruction that ends last, the lowest id on a tie (rows are in id order).
+    last = int(np.argmax(end)) if end.size else -1
     rows = _walk(bind_row.astype(np.int64), last) if last >= 0 else np.zeros(0, np.int64)
     steps = t[rows].select("id", "engine", "opcode", "layer", "start", "end", "duration",
                            pl.col("binding_kind").alias("edge_kind"))
@@ -115,15 +163,15 @@ def critical_path(timeline: pl.DataFrame, graph: Graph,
                 .with_columns((pl.col("cycles") / max(makespan, 1) * 100).alias("pct"))
                 .sort(["cycles", key], descending=[True, False]))
 
-    dst = graph.destinations()
-    succ_ptr, succ_dst, succ_kind = csr(graph.nodes, dst, graph.src, graph.kind)
-    order = kahn_order(graph.nodes, graph.src, dst)
-    if order.size < graph.nodes:
+    latest, acyclic = _latest_ends_back(graph.ptr, graph.src, graph.kind,
+                                        np.asarray(kind_latency, dtype=np.float64), start,
+                                        end, horizon)
+    if not acyclic:
+        dst = graph.destinations()
+        order = kahn_order(graph.nodes, graph.src, dst)  # counts what the cycle holds up
         raise GraphError(f"{graph.nodes - order.size:,} instructions depend on each other in "
                          f"a cycle, so no critical path exists; `tracekit bugs` lists the "
                          f"cycle (deadlock-cycle).")
-    latest = _latest_ends(order, succ_ptr, succ_dst, succ_kind, kind_latency, start, end,
-                          horizon)
     # On an observed timeline whose gaps are shorter than the machine's edge latencies (or
     # whose timestamps contradict a dependency) the backward pass goes below zero: such
     # instructions are as critical as can be, and their slack is reported as 0.

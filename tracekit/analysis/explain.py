@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.analysis.critical_path import critical_path
-from tracekit.analysis.figures import accounts
+from tracekit.analysis.figures import accounts, rows_of
 from tracekit.analysis.timelines import kind_latencies
 from tracekit.replay.run import ReplayResult
 from tracekit.trace.summary import natural_key
@@ -65,10 +65,11 @@ PathFigures = tuple[dict[str, int], int]
 def path_figures(result: ReplayResult) -> PathFigures:
     """Cycles of the critical path per engine (and edge latency or unexplained gap), and the
     HBM contention of its steps."""
-    path = critical_path(result.timeline, result.graph, kind_latencies(result.machine))
-    lost = path.steps.join(result.timeline.select("id", "contention"), on="id", how="left")
+    t = result.timeline
+    path = critical_path(t, result.graph, kind_latencies(result.machine))
+    steps = rows_of(t["id"].to_numpy(), path.steps["id"].to_numpy())
     return (dict(path.by_engine.select("engine", "cycles").iter_rows()),
-            int(lost["contention"].sum()))
+            int(t["contention"].to_numpy()[steps].sum()))
 
 
 def counter_intuitive(faster: bool | None, base: int, after: int) -> bool:

@@ -28,7 +28,6 @@ import polars as pl
 
 from tracekit.replay.graph import queue_order
 from tracekit.replay.machine import Machine, engine_kind
-from tracekit.replay.run import name_codes
 from tracekit.trace.summary import natural_key
 
 GLOSSARY: tuple[tuple[str, str, str], ...] = (
@@ -234,22 +233,24 @@ def opcode_figures(timeline: pl.DataFrame, acc: Accounts) -> pl.DataFrame:
 
 def codes(series: pl.Series, key: Callable[[str], Any] | None = None
           ) -> tuple[np.ndarray, list[str]]:
-    """Codes 0..k-1 (int32) of a name column and its k distinct names, sorted by `key` (by
-    name when None): `replay.run.name_codes`'s codes, worked out on the categorical's physical
-    codes in one pass (a column with nulls goes through name_codes)."""
-    if series.dtype != pl.Categorical or series.has_nulls():
-        code, names = name_codes(series, key)
-        return code.astype(np.int32), names
-    physical = series.to_physical().to_numpy()
-    if physical.size == 0:
-        return np.zeros(0, dtype=np.int32), []
-    first = _first_rows(physical, int(physical.max()) + 1)
+    """Codes 0..k-1 (int32; -1 for null) of a name column and its k distinct names, sorted
+    by `key` (by name when None): `replay.run.name_codes`'s codes of the names, worked out on
+    the categorical's physical codes in one pass."""
+    if series.dtype != pl.Categorical:
+        series = series.cast(pl.String).cast(pl.Categorical)
+    physical = series.to_physical()
+    if physical.len() == physical.null_count():
+        return np.full(physical.len(), -1, dtype=np.int32), []
+    size = int(physical.max()) + 1  # type: ignore[arg-type]
+    values = physical.fill_null(size).to_numpy() if physical.has_nulls() else \
+        physical.to_numpy()
+    first = _first_rows(values, size + 1)[:size]  # (code `size`: the nulls)
     present = np.flatnonzero(first >= 0)
     names = series.gather(first[present]).cast(pl.String).to_list()
     order = sorted(range(len(names)), key=lambda i: key(names[i]) if key else names[i])
-    lut = np.zeros(first.size, dtype=np.int32)
+    lut = np.full(size + 1, -1, dtype=np.int32)
     lut[present[order]] = np.arange(len(order), dtype=np.int32)
-    return lut[physical], [names[i] for i in order]
+    return lut[values], [names[i] for i in order]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -273,6 +274,14 @@ def _group_sums(code, values, k):  # pragma: no cover - compiled
     for i in range(code.size):
         out[code[i]] += values[i]
     return out
+
+
+def rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The rows of the ids `wanted` in the sorted `ids` (an offset when ids are dense, the
+    usual case; a binary search else). Every wanted id must be one of `ids`."""
+    if ids.size and int(ids[-1]) - int(ids[0]) + 1 == ids.size:
+        return wanted - ids[0]
+    return np.searchsorted(ids, wanted)
 
 
 def _int64(series: pl.Series) -> np.ndarray:

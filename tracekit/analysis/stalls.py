@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from tracekit.analysis.figures import accounts, codes, group_sums
+from tracekit.analysis.figures import accounts, codes, group_sums, rows_of
 from tracekit.replay.graph import KINDS, ORDER, Graph
 
 
@@ -76,14 +76,6 @@ def _bindings(ptr, src, kind, end, latency):  # pragma: no cover - compiled
                 bind[row] = src[k]
                 bind_kind[row] = kind[k]
     return bind, bind_kind
-
-
-def rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """The rows of the ids `wanted` in the sorted `ids` (an offset when ids are dense, the
-    usual case; a binary search else). Every wanted id must be one of `ids`."""
-    if ids.size and int(ids[-1]) - int(ids[0]) + 1 == ids.size:
-        return wanted - ids[0]
-    return np.searchsorted(ids, wanted)
 
 
 def stall_table(timeline: pl.DataFrame) -> pl.DataFrame:

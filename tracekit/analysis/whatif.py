@@ -34,6 +34,7 @@ from tracekit.analysis.explain import (
     path_figures,
     why,
 )
+from tracekit.analysis.figures import codes, group_sums
 from tracekit.errors import TracekitError
 from tracekit.replay.graph import Graph
 from tracekit.replay.machine import MAX_PARAMETER, MIN_POSITIVE, Machine, engine_kind
@@ -156,13 +157,29 @@ def faster(changes: list[Change], sets: dict[str, float], machine: Machine) -> b
 def touched(timeline: pl.DataFrame, changes: list[Change], sets: dict[str, float]) -> set[str]:
     """The engines whose instructions the changes act on (a bandwidth: every DMA queue)."""
     engines: set[str] = set()
-    for change in changes:
-        hit = timeline.filter(pl.col(change.group) == change.name)
-        engines |= set(hit["engine"].unique().cast(pl.String).to_list())
+    for group in {change.group for change in changes}:
+        runs_on = engines_of(timeline, group)
+        for change in changes:
+            if change.group == group:
+                engines |= runs_on.get(change.name, set())
     if {"dma_bandwidth", "hbm_bandwidth"} & set(sets):
-        engines |= {e for e in timeline["engine"].unique().cast(pl.String).to_list()
-                    if engine_kind(e) == "dma"}
+        engines |= {e for e in codes(timeline["engine"])[1] if engine_kind(e) == "dma"}
     return engines
+
+
+def engines_of(timeline: pl.DataFrame, group: str) -> dict[str, set[str]]:
+    """Each name of `group` (engine, opcode or layer; nulls left out): the engines its
+    instructions run on. One pass over the codes of the two columns."""
+    code, names = codes(timeline[group])
+    engine, engine_names = codes(timeline["engine"])
+    known = code >= 0
+    pairs = np.flatnonzero(np.bincount(code[known].astype(np.int64) * len(engine_names)
+                                       + engine[known],
+                                       minlength=len(names) * len(engine_names)))
+    out: dict[str, set[str]] = {name: set() for name in names}
+    for pair in pairs.tolist():
+        out[names[pair // len(engine_names)]].add(engine_names[pair % len(engine_names)])
+    return {name: engines for name, engines in out.items() if engines}
 
 
 def describe(changes: list[Change], sets: dict[str, float]) -> str:
@@ -210,20 +227,16 @@ def whatif(trace: Trace, machine: Machine, changes: list[Change],
 
 class _Rows:
     """Sensitivity rows against one base replay: what each change touches (one pass per
-    group) and the base's critical path (once, if a row needs it)."""
+    group), the base's HBM contention and its critical path (once, if a row needs it)."""
 
     def __init__(self, base: ReplayResult, speedup: float) -> None:
         self.base, self.speedup = base, speedup
         self.base_path: PathFigures | None = None
+        self.contention = int(base.timeline["contention"].sum())
 
     def engines(self, group: str) -> dict[str, set[str]]:
         """Each name of `group` (engine, opcode or layer): the engines it runs on."""
-        t = self.base.timeline
-        # Grouped on the names' codes: only the distinct names become strings.
-        table = (t.group_by(pl.col(group).alias("_name")).agg(pl.col("engine").unique())
-                 .drop_nulls("_name").with_columns(pl.col("_name").cast(pl.String),
-                                                   pl.col("engine").cast(pl.List(pl.String))))
-        return {name: set(engines) for name, engines in table.iter_rows()}
+        return engines_of(self.base.timeline, group)
 
     def row(self, group: str, name: str, after: Measure, replayed: Callable[[], ReplayResult],
             touched: set[str]) -> tuple[str, str, int, int, str | None]:
@@ -231,7 +244,7 @@ class _Rows:
         made the run longer (only then is the changed run's timeline built, by
         `replayed`)."""
         base = self.base
-        contention = after.contention - int(base.timeline["contention"].sum())
+        contention = after.contention - self.contention
         reason = None
         if counter_intuitive(True, base.makespan, after.makespan):
             if self.base_path is None:
@@ -263,9 +276,11 @@ def _busiest(timeline: pl.DataFrame, group: str, names: dict[str, set[str]],
     """The `limit` names of `group` with the most busy time on `timeline` (ties by name)."""
     if limit is None or len(names) <= limit:
         return names
-    busy = (timeline.group_by(pl.col(group).alias("_name"))
-            .agg((pl.col("end") - pl.col("start")).sum().alias("_busy"))
-            .drop_nulls("_name").with_columns(pl.col("_name").cast(pl.String))
+    code, every = codes(timeline[group])
+    known = code >= 0
+    span = (timeline["end"] - timeline["start"]).to_numpy()
+    busy = (pl.DataFrame({"_name": every, "_busy": group_sums(code[known], span[known],
+                                                              len(every))})
             .sort(["_busy", "_name"], descending=[True, False]).head(limit))
     return {name: names[name] for name in busy["_name"]}
 
@@ -296,8 +311,11 @@ def rank_changes(trace: Trace, machine: Machine, mode: Mode = Mode.MODEL,
     total = sum(len(engines) for engines in groups.values()) + len(parameters)
     with progress.step("replaying each change", total=total) as done:
         for group, engines in groups.items():
+            code, names = codes(prepared.frame[group])
+            where = {name: i for i, name in enumerate(names)}
             for name in sorted(engines):
-                factor = factors(prepared, [Change(group, name, 1 - speedup)])
+                # (Prepared.factors for this one change, on the codes of the group)
+                factor = np.where(code == where[name], 1 - speedup, 1.0)
                 rows.append(make.row(group, name, prepared.measure(factor=factor),
                                      partial(prepared.replay, factor=factor), engines[name]))
                 done.advance()
