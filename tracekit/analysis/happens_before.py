@@ -59,7 +59,6 @@ from tracekit.replay.semaphores import (
     SUB,
     WAIT,
     SemTable,
-    counting_order,
     holds,
     upper_from,
 )
@@ -110,10 +109,14 @@ def happens_before(graph: Graph, engine: np.ndarray, queue: np.ndarray, n_eng: i
     position = np.empty(n, dtype=np.int32)
     position[queue] = (np.arange(n) - np.repeat(eng_ptr[:-1], counts) + 1).astype(np.int32)
     keep = (graph.kind != SEMAPHORE) & (graph.kind != MEMORY)
-    dst = graph.destinations()[keep]
-    pred_ptr = np.zeros(n + 1, dtype=np.int64)
-    pred_ptr[1:] = np.cumsum(np.bincount(dst, minlength=n))
-    pred_src = graph.src[keep].astype(np.int64)  # sorted by dst already (CSR order)
+    if keep.all():  # a trace's fixed graph: its lists serve as they are
+        pred_ptr, pred_src = graph.ptr, np.asarray(graph.src, dtype=np.int64)
+    else:
+        dst = graph.destinations()[keep]
+        pred_ptr = np.zeros(n + 1, dtype=np.int64)
+        pred_ptr[1:] = np.cumsum(np.bincount(dst, minlength=n))
+        pred_src = graph.src[keep].astype(np.int64)  # sorted by dst already (CSR order)
+    del keep
     sems = graph.sems
     groups = _Groups.of(sems, engine, position)
     clock = np.zeros((n, n_eng), dtype=np.int32)
@@ -125,7 +128,8 @@ def happens_before(graph: Graph, engine: np.ndarray, queue: np.ndarray, n_eng: i
     # The general rule (sets, subs, == waits, several signalling engines) only when a
     # semaphore needs it: without it (None) numba compiles that part of the kernel away.
     general = None if groups.simple.all() else groups.simple
-    converged = _clocks(visit.astype(np.int64), pred_ptr, pred_src, engine.astype(np.int64),
+    converged = _clocks(np.asarray(visit, dtype=np.int64), pred_ptr, pred_src,
+                        np.asarray(engine, dtype=np.int64),
                         position, np.asarray(queue, dtype=np.int64), eng_ptr, sems.ptr,
                         sems.sem, sems.op, sems.value, sems.cond, groups.sem_ptr,
                         groups.ptr, groups.engine, groups.pos, groups.node, groups.op,
@@ -161,22 +165,95 @@ class _Groups:
 
     @staticmethod
     def of(sems: SemTable, engine: np.ndarray, position: np.ndarray) -> _Groups:
+        n_eng = int(engine.max(initial=0)) + 1
+        if sems.semaphores * n_eng <= 4 * sems.size + 1024:
+            # By (semaphore, engine) in one counting pass over the table, which is in
+            # instruction order, so queue order on each engine; unless ids are out of queue
+            # order (an invalid bundle), then the sort below.
+            m = int(np.count_nonzero(sems.op != WAIT))
+            index = np.int32 if max(m, position.size) < 2**31 - 1 else np.int64
+            elements = (np.empty(m, index), np.empty(m, position.dtype), np.empty(m, np.int8),
+                        np.empty(m, np.int64), np.zeros(m + 1, np.int64),
+                        np.zeros(m + 1, np.int64), np.zeros(m + 1, index),
+                        np.full(m, -1, index))
+            node, pos, op, value, adds, subs, sets, last_set = elements
+            in_order, sem_ptr, ptr, g_engine, simple, adding = _counted_changes(
+                sems.node, sems.sem, sems.op, sems.value, sems.cond, engine, position,
+                sems.semaphores, n_eng, *elements)
+            if in_order:
+                return _Groups(sem_ptr, ptr, g_engine, pos, node, op, value, adds, subs, sets,
+                               last_set, simple, adding)
+            del elements, node, pos, op, value, adds, subs, sets, last_set
         rows = np.flatnonzero(sems.op != WAIT)
         node = sems.node[rows]
-        # By (semaphore, engine, place in the queue): the rows are in instruction order,
-        # which is queue order on each engine, so a stable sort by (semaphore, engine) does.
-        n_eng = int(engine.max(initial=0)) + 1
-        key = sems.sem[rows].astype(np.int64) * n_eng + engine[node]
-        if sems.semaphores * n_eng <= 4 * rows.size + 1024:
-            order = counting_order(key, sems.semaphores * n_eng)
-        else:
-            order = np.argsort(key, kind="stable")
-        place, sorted_key = position[node[order]], key[order]
-        if not np.all((np.diff(place) >= 0) | (np.diff(sorted_key) != 0)):
-            # Ids out of queue order (an invalid bundle): sort by the place explicitly.
-            order = np.lexsort((position[node], engine[node], sems.sem[rows]))
+        order = np.lexsort((position[node], engine[node], sems.sem[rows]))
         return _Groups(*_grouped_changes(rows[order], sems.node, sems.sem, sems.op, sems.value,
                                          sems.cond, engine, position, sems.semaphores))
+
+
+@numba.njit(cache=True, nogil=True)
+def _counted_changes(node, sem, op, value, cond, engine, position, n_sem, n_eng, g_node,
+                     g_pos, g_op, g_value, adds, subs, sets,
+                     last_set):  # pragma: no cover - compiled
+    """`_Groups.of` by a counting sort on (semaphore, engine), the table read in order: the
+    changes of each key scattered to their place (into g_*), then the prefix sums in one pass
+    (adds, subs, sets, last_set). Returns whether each key's changes came in queue order (if
+    not, the rest is unfinished), and sem_ptr, ptr, engine, simple, adding."""
+    n_keys = n_sem * n_eng
+    start = np.zeros(n_keys + 1, dtype=np.int64)
+    for r in range(sem.size):
+        if op[r] != WAIT:
+            start[sem[r] * n_eng + engine[node[r]] + 1] += 1
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    m = start[n_keys]
+    fill = start[:-1].copy()
+    in_order = True
+    for r in range(sem.size):
+        if op[r] == WAIT:
+            continue
+        i = node[r]
+        k = sem[r] * n_eng + engine[i]
+        j = fill[k]
+        if j > start[k] and position[i] < g_pos[j - 1]:
+            in_order = False
+            break
+        fill[k] += 1
+        g_node[j], g_pos[j], g_op[j], g_value[j] = i, position[i], op[r], value[r]
+    ptr = np.empty(n_keys + 1, dtype=np.int64)
+    g_engine = np.empty(n_keys, dtype=np.int64)
+    sem_ptr = np.zeros(n_sem + 1, dtype=np.int64)
+    adding = np.zeros(n_sem, dtype=np.int64)
+    n_groups = 0
+    if in_order:
+        for key in range(n_keys):
+            a, b = start[key], start[key + 1]
+            if a == b:
+                continue
+            ptr[n_groups] = a
+            g_engine[n_groups] = key % n_eng
+            n_groups += 1
+            sem_ptr[key // n_eng + 1] += 1
+            for k in range(a, b):
+                adds[k + 1] = adds[k] + (g_value[k] if g_op[k] == SIGNAL else 0)
+                subs[k + 1] = subs[k] + (g_value[k] if g_op[k] == SUB else 0)
+                sets[k + 1] = sets[k] + (g_op[k] == SET)
+                last_set[k] = k if g_op[k] == SET else (last_set[k - 1] if k > a else -1)
+            if adds[b] > adds[a]:
+                adding[key // n_eng] += 1
+    ptr[n_groups] = m
+    for s in range(n_sem):
+        sem_ptr[s + 1] += sem_ptr[s]
+    # Only signals, >= waits, and one signalling engine: the prefix rule is exact at once.
+    only_up = np.ones(n_sem, dtype=np.bool_)
+    for r in range(sem.size):
+        if op[r] == SUB or op[r] == SET or (op[r] == WAIT and cond[r] == EQ):
+            only_up[sem[r]] = False
+    simple = np.zeros(n_sem, dtype=np.bool_)
+    for s in range(n_sem):
+        simple[s] = only_up[s] and sem_ptr[s + 1] - sem_ptr[s] <= 1
+    return (in_order, sem_ptr, ptr[:n_groups + 1].copy(), g_engine[:n_groups].copy(), simple,
+            adding)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -273,7 +350,7 @@ def _clocks(visit, pred_ptr, pred_src, engine, position, queue, eng_ptr, sem_ptr
     hb_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
     after_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
     lo_idx = np.zeros(max(n_groups, 1), dtype=np.int64)
-    seen = np.full(clock.shape[0], -1, dtype=np.int64)  # the pass that last visited each node
+    seen = np.full(clock.shape[0], -1, dtype=np.int32)  # the pass that last visited each node
     # Each search's previous answer, per kind of search, group and waiting engine.
     hints = np.zeros((8, max(n_groups, 1), n_eng), dtype=np.int64)
     for p in range(max_passes):

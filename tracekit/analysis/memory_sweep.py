@@ -386,7 +386,7 @@ def sweep_memory(trace: Trace, scan: MemoryScan, ids: np.ndarray, start: np.ndar
     if scan.error is not None:
         raise scan.error
     n = ids.size
-    index = np.int32 if max(n, scan.rows) < 2**31 - 1 else np.int64
+    index = np.int32 if max(n + FLUSH_EDGES, scan.rows) < 2**31 - 1 else np.int64
     by_rank = (np.arange(n, dtype=index) if start is None
                else np.argsort(np.asarray(start), kind="stable").astype(index))
     rank = np.empty(n, dtype=index)
@@ -399,9 +399,9 @@ def sweep_memory(trace: Trace, scan: MemoryScan, ids: np.ndarray, start: np.ndar
     reader_head = np.full(first_cell[-1], -1, dtype=np.int64)
     pool_inst = np.empty(max(min(chunk_rows, scan.rows), 1024), dtype=index)
     pool_next = np.empty(pool_inst.size, dtype=np.int64)
-    state = np.array([0, -1, 0, 0], dtype=np.int64)  # pool used, free list head, free, edges
-    seen = np.full(n, -1, dtype=np.int64)
-    slot = np.full(n, -1, dtype=np.int64)
+    state = np.array([0, -1, 0], dtype=np.int64)  # pool entries used, free list head, free
+    seen = np.full(n, -1, dtype=index)
+    slot = np.full(n, -1, dtype=index)
     # Room for a flush's worth of edges and one more instruction's (one edge per source at
     # most): pages never written cost nothing.
     room = FLUSH_EDGES + n
@@ -618,16 +618,16 @@ def _sweep(k, stop, members, ptr, grouped, row, space, is_write, cells, n_bytes,
     """Sweep the chunk's instructions k..stop-1 (`members`: their rows in program order),
     each one's reads (in table order) before its writes: a read depends on its cells' last
     writer, a write on the readers since and on the last writer. Each instruction's conflicts
-    keep one edge per source, of the lowest kind (`slot[q]`: the number of the edge from q,
-    counted over the whole sweep, so `slot[q] >= mine` when it is this instruction's);
-    `seen[q]`: the last access (table row) with an edge from q. The readers of each cell since
-    its last write are linked lists in pool_inst / pool_next, freed entries in a free list;
-    state: entries used, free list head, free entries, edges so far. Sets reread[a] of a read
-    whose every cell another instruction has read since the cell's last write.
+    keep one edge per source, of the lowest kind (`slot[q]`: where the edge from q to this
+    instruction is in the buffers, -1 for none); `seen[q]`: the last access (table row) with
+    an edge from q. The readers of each cell since its last write are linked lists in
+    pool_inst / pool_next, freed entries in a free list; state: entries used, free list head,
+    free entries. Sets reread[a] of a read whose every cell another instruction has read
+    since the cell's last write.
 
     Returns (next instruction, edges in src/dst/kind): it stops after `flush` edges, and before
     an instruction whose reads the pool has no room for (stop not reached, no edges)."""
-    used, free_head, free, emitted = state[0], state[1], state[2], state[3]
+    used, free_head, free = state[0], state[1], state[2]
     edges = 0
     while k < stop and edges < flush:
         need = 0
@@ -638,7 +638,6 @@ def _sweep(k, stop, members, ptr, grouped, row, space, is_write, cells, n_bytes,
         if pool_inst.size - used + free < need:
             break
         i = members[k]
-        mine = emitted
         first = edges
         for writes in (False, True):
             for g in range(ptr[k], ptr[k + 1]):
@@ -655,8 +654,7 @@ def _sweep(k, stop, members, ptr, grouped, row, space, is_write, cells, n_bytes,
                         if not writes:
                             if w >= 0 and w != i and seen[w] != access:
                                 seen[w] = access
-                                edges, emitted = _emit(w, i, RAW, mine, first, slot, src, dst,
-                                                       kind, edges, emitted)
+                                edges = _emit(w, i, RAW, slot, src, dst, kind, edges)
                             head = reader_head[c]
                             # Another reader since the last write: at the head, or after this
                             # instruction's own entry (each instruction enters a list once).
@@ -680,8 +678,7 @@ def _sweep(k, stop, members, ptr, grouped, row, space, is_write, cells, n_bytes,
                             q = pool_inst[r]
                             if q != i and seen[q] != access:
                                 seen[q] = access
-                                edges, emitted = _emit(q, i, WAR, mine, first, slot, src, dst,
-                                                       kind, edges, emitted)
+                                edges = _emit(q, i, WAR, slot, src, dst, kind, edges)
                             tail = r
                             free += 1
                             r = pool_next[r]
@@ -690,29 +687,28 @@ def _sweep(k, stop, members, ptr, grouped, row, space, is_write, cells, n_bytes,
                             free_head = reader_head[c]
                         elif w >= 0 and w != i and seen[w] != access:
                             seen[w] = access
-                            edges, emitted = _emit(w, i, WAW, mine, first, slot, src, dst,
-                                                   kind, edges, emitted)
+                            edges = _emit(w, i, WAW, slot, src, dst, kind, edges)
                         reader_head[c] = -1
                         last_writer[c] = i
                 if not writes:
                     reread[a] = read_before
+        for e in range(first, edges):  # the next instruction starts without edges
+            slot[src[e]] = -1
         k += 1
-    state[0], state[1], state[2], state[3] = used, free_head, free, emitted
+    state[0], state[1], state[2] = used, free_head, free
     return k, edges
 
 
 @numba.njit(cache=True)
-def _emit(q, i, code, mine, first, slot, src, dst, kind, edges,
-          emitted):  # pragma: no cover - compiled
-    """Record a conflict of `code` from q to i, whose edges are numbered from `mine` (in the
-    buffers from `first`): a new edge, or a lower kind for the one from q it has."""
-    if slot[q] >= mine:
-        j = first + slot[q] - mine
-        kind[j] = min(kind[j], code)
-        return edges, emitted
+def _emit(q, i, code, slot, src, dst, kind, edges):  # pragma: no cover - compiled
+    """Record a conflict of `code` from q to i: a new edge, or a lower kind for the one from q
+    that i has. Returns the number of edges."""
+    if slot[q] >= 0:
+        kind[slot[q]] = min(kind[slot[q]], code)
+        return edges
     src[edges], dst[edges], kind[edges] = q, i, code
-    slot[q] = emitted
-    return edges + 1, emitted + 1
+    slot[q] = edges
+    return edges + 1
 
 
 def dead_write_bytes(trace: Trace, scan: MemoryScan, ids: np.ndarray, dead: np.ndarray,

@@ -1026,10 +1026,31 @@ def _peak_rate(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray) -> float:
         return float("inf")
     rate = nbytes / length
     # One integer key per event: twice the time, plus one for a start, so that at one
-    # instant the ends come first.
+    # instant the ends come first; ties in the order of the events (ends, then starts).
     times = np.concatenate([2 * end, 2 * start + 1])
+    low, span = int(times.min()), int(times.max()) - int(times.min()) + 1
+    if span < (2**62) // times.size:
+        # The key and the event's number in one integer: a plain sort gives the stable order.
+        keys = (times - low) * times.size + np.arange(times.size)
+        del times
+        keys.sort(kind="stable")  # (runs: each queue's events come in time order)
+        return float(_peak_of_sorted(keys, rate))
     steps = np.concatenate([-rate, rate])
     return float(np.cumsum(steps[np.argsort(times, kind="stable")]).max())
+
+
+@numba.njit(cache=True, nogil=True)
+def _peak_of_sorted(keys, rate):  # pragma: no cover - compiled
+    """The highest running sum of the events' rates (-rate at an end, +rate at a start) in
+    the order of `keys` (each time * events + event number: ends 0..m-1, starts m..2m-1),
+    added up one by one as np.cumsum does."""
+    events, m = keys.size, rate.size
+    total, peak = 0.0, -np.inf
+    for key in keys:
+        e = key % events
+        total += -rate[e] if e < m else rate[e - m]
+        peak = max(peak, total)
+    return peak
 
 
 def _densest_window(start: np.ndarray, end: np.ndarray, nbytes: np.ndarray,
